@@ -66,3 +66,64 @@ pub fn rule_for(method: &str) -> Option<&'static MethodRule> {
         .ok()
         .and_then(|i| RULES.get(i))
 }
+
+/// What every resource message of the API has: a name, timestamps and an etag (AIP-148, AIP-154).
+/// The generic store and the standard methods work through this.
+pub trait Resource: prost::Message + Default + Clone + Send + Sync + 'static {
+    /// Full protobuf name of the message, e.g. `pm.org.v1.ServiceUnit`.
+    const MESSAGE_NAME: &'static str;
+    /// The resource name.
+    fn name(&self) -> &str;
+    /// Sets the resource name.
+    fn set_name(&mut self, name: String);
+    /// The etag the caller sent (or the server computed).
+    fn etag(&self) -> &str;
+    /// Sets the server-owned fields.
+    fn stamp(
+        &mut self,
+        etag: String,
+        create_time: Option<prost_types::Timestamp>,
+        update_time: Option<prost_types::Timestamp>,
+        delete_time: Option<prost_types::Timestamp>,
+    );
+    /// When the resource was created.
+    fn create_time(&self) -> Option<&prost_types::Timestamp>;
+    /// Set when the resource is soft-deleted.
+    fn delete_time(&self) -> Option<&prost_types::Timestamp>;
+}
+
+macro_rules! resource {
+    ($($ty:ty => $full:literal),* $(,)?) => {$(
+        impl Resource for $ty {
+            const MESSAGE_NAME: &'static str = $full;
+            fn name(&self) -> &str { &self.name }
+            fn set_name(&mut self, name: String) { self.name = name; }
+            fn etag(&self) -> &str { &self.etag }
+            fn stamp(
+                &mut self,
+                etag: String,
+                create_time: Option<prost_types::Timestamp>,
+                update_time: Option<prost_types::Timestamp>,
+                delete_time: Option<prost_types::Timestamp>,
+            ) {
+                self.etag = etag;
+                self.create_time = create_time;
+                self.update_time = update_time;
+                self.delete_time = delete_time;
+            }
+            fn create_time(&self) -> Option<&prost_types::Timestamp> { self.create_time.as_ref() }
+            fn delete_time(&self) -> Option<&prost_types::Timestamp> { self.delete_time.as_ref() }
+        }
+    )*};
+}
+
+resource! {
+    org::Organization => "pm.org.v1.Organization",
+    org::ServiceUnit => "pm.org.v1.ServiceUnit",
+    org::Location => "pm.org.v1.Location",
+    org::Provider => "pm.org.v1.Provider",
+    org::Credential => "pm.org.v1.Credential",
+    org::Patient => "pm.org.v1.Patient",
+    org::Enrollment => "pm.org.v1.Enrollment",
+    org::Coverage => "pm.org.v1.Coverage",
+}

@@ -1,0 +1,267 @@
+//! Configuration: defaults, then an optional TOML file, then `PM_*` environment variables (the
+//! environment wins). Nested keys use a double underscore: `PM_STORAGE__BACKEND=postgres`.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of a `pm` process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where SQLite files and the dev PKI live. Default `.pm-data`.
+    pub data_dir: PathBuf,
+    /// Listening addresses.
+    pub listen: ListenConfig,
+    /// Database backend.
+    pub storage: StorageConfig,
+    /// Transport security.
+    pub tls: TlsConfig,
+    /// Limits and timeouts of every server.
+    pub server: ServerConfig,
+    /// Logs and traces.
+    pub telemetry: TelemetryConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".pm-data"),
+            listen: ListenConfig::default(),
+            storage: StorageConfig::default(),
+            tls: TlsConfig::default(),
+            server: ServerConfig::default(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+/// Where each service listens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Interface to bind. Default `127.0.0.1`.
+    pub host: IpAddr,
+    /// Port of the Org service. Default 7101. 0 picks a free port.
+    pub org_port: u16,
+    /// Port of the RBAC service. Default 7102. 0 picks a free port.
+    pub rbac_port: u16,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::from([127, 0, 0, 1]),
+            org_port: 7101,
+            rbac_port: 7102,
+        }
+    }
+}
+
+/// Which database each service uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// One SQLite file per service under `data_dir` (the embedded default).
+    Sqlite,
+    /// One PostgreSQL schema per service in the database `postgres_url` names.
+    Postgres,
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `sqlite` (default) or `postgres`.
+    pub backend: Backend,
+    /// PostgreSQL connection URL. Default `postgres://postgres@127.0.0.1:5432/postgres`.
+    pub postgres_url: Secret,
+    /// Schema name prefix: the Org service uses `<prefix>org`. Default `pm_`.
+    pub postgres_schema_prefix: String,
+    /// Connections per service pool. Default 8.
+    pub max_connections: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Sqlite,
+            postgres_url: Secret::new("postgres://postgres@127.0.0.1:5432/postgres"),
+            postgres_schema_prefix: "pm_".into(),
+            max_connections: 8,
+        }
+    }
+}
+
+/// How listeners and clients secure their connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Generate a dev CA and certificates under `<data_dir>/pki` on first run (default).
+    Dev,
+    /// Use the files named in `tls.ca_cert`, `tls.cert_dir`.
+    Files,
+    /// No TLS at all. For local debugging only; logged loudly at start-up.
+    Plaintext,
+}
+
+/// TLS settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// `dev` (default), `files` or `plaintext`.
+    pub mode: TlsMode,
+    /// With `files`: the CA bundle that client and server certificates must chain to.
+    pub ca_cert: Option<PathBuf>,
+    /// With `files`: a folder with `<service>.crt` and `<service>.key` for each service served.
+    pub cert_dir: Option<PathBuf>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            mode: TlsMode::Dev,
+            ca_cert: None,
+            cert_dir: None,
+        }
+    }
+}
+
+/// Limits and timeouts applied to every server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Longest a call may run before it is answered DEADLINE_EXCEEDED. Default 10 000 ms.
+    pub request_timeout_ms: u64,
+    /// Calls served at once per service; more wait. Default 512.
+    pub concurrency_limit: usize,
+    /// How long a SIGTERM waits for in-flight calls to finish. Default 20 000 ms.
+    pub shutdown_grace_ms: u64,
+    /// How often the database is probed for health. Default 2 000 ms.
+    pub health_probe_interval_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout_ms: 10_000,
+            concurrency_limit: 512,
+            shutdown_grace_ms: 20_000,
+            health_probe_interval_ms: 2_000,
+        }
+    }
+}
+
+/// Logging and tracing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `tracing` filter directive. Default `info`.
+    pub log_filter: String,
+    /// Log lines as JSON objects instead of text. Default false.
+    pub log_json: bool,
+    /// OTLP/gRPC endpoint of an OpenTelemetry collector, e.g. `http://127.0.0.1:4317`.
+    /// Unset (the default) exports no traces.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_filter: "info".into(),
+            log_json: false,
+            otlp_endpoint: None,
+        }
+    }
+}
+
+/// A string that never shows in Debug output or logs (it may hold a password).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` if given, then the `PM_*` environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, figment::Error> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment.merge(Env::prefixed("PM_").split("__")).extract()
+    }
+
+    /// The defaults alone (tests and tools that build a config in code).
+    pub fn defaults_in(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            ..Self::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_the_database_password() {
+        let mut config = Config::default();
+        config.storage.postgres_url = Secret::new("postgres://admin:hunter2@db/pm");
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("<redacted>"));
+    }
+
+    #[test]
+    fn environment_overrides_file_which_overrides_defaults() -> Result<(), Box<dyn std::error::Error>> {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "pm.toml",
+                "[storage]\nbackend = \"postgres\"\nmax_connections = 3\n[listen]\norg_port = 9000\n",
+            )?;
+            jail.set_env("PM_LISTEN__ORG_PORT", "9100");
+            let config = Config::load(Some(Path::new("pm.toml")))?;
+            assert_eq!(config.storage.backend, Backend::Postgres);
+            assert_eq!(config.storage.max_connections, 3);
+            assert_eq!(config.listen.org_port, 9100);
+            assert_eq!(config.listen.rbac_port, 7102);
+            Ok(())
+        });
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("pm.toml", "[storage]\nbackedn = \"postgres\"\n")?;
+            let err = match Config::load(Some(Path::new("pm.toml"))) {
+                Ok(_) => panic!("a misspelt key must not load"),
+                Err(err) => err.to_string(),
+            };
+            assert!(err.contains("backedn"), "{err}");
+            Ok(())
+        });
+    }
+}

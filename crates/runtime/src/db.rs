@@ -1,0 +1,224 @@
+//! Storage: one database slice per service, SQLite (embedded default) or PostgreSQL, through sqlx's
+//! `Any` driver so that one set of SQL statements (with `$1` placeholders, which both accept) serves
+//! both. Migrations are per service and per backend, and run before a service starts serving.
+//!
+//! Writes are serialized per organization, so that a domain check followed by a write ("no overlapping
+//! credential", "no cycle in the unit tree") is never raced:
+//! - PostgreSQL: a transaction-scoped advisory lock keyed by the organization, which holds across
+//!   replicas; statements after it (READ COMMITTED) see everything committed before.
+//! - SQLite: one writer at a time per file (an async mutex; SQLite allows one writer anyway) in WAL
+//!   mode, so readers never wait for it.
+
+use std::path::Path;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::config::{Backend, Config};
+use crate::error::ApiResult;
+
+/// A service's migrations for each backend (from `sqlx::migrate!`).
+pub struct Migrations {
+    /// `migrations/sqlite`.
+    pub sqlite: &'static Migrator,
+    /// `migrations/postgres`.
+    pub postgres: &'static Migrator,
+}
+
+/// A service's database slice.
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+    sqlite_writer: Arc<Mutex<()>>,
+}
+
+/// An open write transaction holding its organization's write lock.
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    _sqlite_writer: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    /// The connection to run statements on.
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    /// Commits; the lock is released with it.
+    pub async fn commit(self) -> ApiResult<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+static DRIVERS: Once = Once::new();
+
+impl Db {
+    /// Opens `service`'s slice as configured and migrates it.
+    pub async fn open(config: &Config, service: &str, migrations: &Migrations) -> anyhow::Result<Db> {
+        match config.storage.backend {
+            Backend::Sqlite => {
+                std::fs::create_dir_all(&config.data_dir)?;
+                let file = config.data_dir.join(format!("{service}.db"));
+                Self::open_sqlite(&file, config.storage.max_connections, migrations).await
+            }
+            Backend::Postgres => {
+                let schema = format!("{}{service}", config.storage.postgres_schema_prefix);
+                Self::open_postgres(
+                    config.storage.postgres_url.expose(),
+                    &schema,
+                    config.storage.max_connections,
+                    migrations,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Opens (creating) a SQLite file and migrates it.
+    pub async fn open_sqlite(file: &Path, max_connections: u32, migrations: &Migrations) -> anyhow::Result<Db> {
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let options: AnyConnectOptions = url.parse()?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL: readers never wait for the writer. FULL: a commit survives power loss.
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = FULL").await?;
+                    conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        migrations.sqlite.run(&pool).await?;
+        Ok(Db {
+            pool,
+            backend: Backend::Sqlite,
+            sqlite_writer: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// Opens a PostgreSQL schema (creating it) and migrates it.
+    pub async fn open_postgres(
+        url: &str,
+        schema: &str,
+        max_connections: u32,
+        migrations: &Migrations,
+    ) -> anyhow::Result<Db> {
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        anyhow::ensure!(
+            !schema.is_empty()
+                && schema
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            "schema name must be lowercase letters, digits and underscores"
+        );
+        let mut admin = AnyConnection::connect(url).await?;
+        let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
+        if let Err(err) = admin.execute(create.as_str()).await {
+            // Two replicas creating the schema at once: the loser sees a duplicate, which is fine.
+            let duplicate = err
+                .as_database_error()
+                .and_then(|e| e.code())
+                .is_some_and(|code| code == "23505" || code == "42P06");
+            if !duplicate {
+                return Err(err.into());
+            }
+        }
+        admin.close().await?;
+
+        let set_path: Arc<str> = format!("SET search_path TO {schema}").into();
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                let set_path = Arc::clone(&set_path);
+                Box::pin(async move {
+                    conn.execute(&*set_path).await?;
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        migrations.postgres.run(&pool).await?;
+        Ok(Db {
+            pool,
+            backend: Backend::Postgres,
+            sqlite_writer: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// Drops a PostgreSQL schema and everything in it (test clean-up).
+    pub async fn drop_postgres_schema(url: &str, schema: &str) -> anyhow::Result<()> {
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let mut admin = AnyConnection::connect(url).await?;
+        admin
+            .execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
+            .await?;
+        admin.close().await?;
+        Ok(())
+    }
+
+    /// The backend this slice is on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A connection for reads.
+    pub async fn read(&self) -> ApiResult<PoolConnection<Any>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// Begins a write transaction holding the write lock of `scope` (an organization name).
+    pub async fn write(&self, scope: &str) -> ApiResult<WriteTx> {
+        let guard = match self.backend {
+            Backend::Sqlite => Some(Arc::clone(&self.sqlite_writer).lock_owned().await),
+            Backend::Postgres => None,
+        };
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS locked")
+                .bind(lock_key(scope))
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(WriteTx {
+            tx,
+            _sqlite_writer: guard,
+        })
+    }
+
+    /// Whether the database answers within a second.
+    pub async fn ping(&self) -> bool {
+        let probe = async {
+            let mut conn = self.pool.acquire().await?;
+            sqlx::query("SELECT 1").execute(&mut *conn).await
+        };
+        matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Ok(_)))
+    }
+
+    /// Closes the pool (waits for connections to be returned).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The advisory-lock key of a scope: the first 8 bytes of its SHA-256.
+fn lock_key(scope: &str) -> i64 {
+    let digest = Sha256::digest(scope.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
+}

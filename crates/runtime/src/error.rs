@@ -1,0 +1,170 @@
+//! The one place errors become `tonic::Status`: every error carries a google.rpc.ErrorInfo with a
+//! stable UPPER_SNAKE reason, and INVALID_ARGUMENT carries a google.rpc.BadRequest naming each field.
+//!
+//! Messages must never hold PHI: they name fields and resource names, never field values.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// Shorthand for results whose error is an [`ApiError`].
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// An error as the API reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// Canonical gRPC code.
+    pub code: Code,
+    /// Stable machine-readable reason, e.g. `UNIT_CYCLE`.
+    pub reason: &'static str,
+    /// Human-readable message (no PHI).
+    pub message: String,
+    /// Dynamic values of the message, lowerCamel keys.
+    pub metadata: Vec<(&'static str, String)>,
+    /// Field violations (INVALID_ARGUMENT only): field path and description.
+    pub violations: Vec<(String, String)>,
+}
+
+impl ApiError {
+    /// A new error with no metadata.
+    pub fn new(code: Code, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            metadata: Vec::new(),
+            violations: Vec::new(),
+        }
+    }
+
+    /// INVALID_ARGUMENT for one field.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        let field = field.into();
+        let description = description.into();
+        Self::new(
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+            format!("{field}: {description}"),
+        )
+        .with_violation(field, description)
+    }
+
+    /// INVALID_ARGUMENT for several fields at once (so a client can fix them all in one go).
+    pub fn invalid_fields(violations: Vec<(String, String)>) -> Self {
+        let message = violations
+            .iter()
+            .map(|(f, d)| format!("{f}: {d}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut err = Self::new(Code::InvalidArgument, "INVALID_ARGUMENT", message);
+        err.violations = violations;
+        err
+    }
+
+    /// NOT_FOUND for a resource name.
+    pub fn not_found(resource: &str) -> Self {
+        Self::new(Code::NotFound, "RESOURCE_NOT_FOUND", format!("{resource} not found"))
+            .with_meta("resource", resource)
+    }
+
+    /// FAILED_PRECONDITION with a reason.
+    pub fn precondition(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(Code::FailedPrecondition, reason, message)
+    }
+
+    /// ALREADY_EXISTS with a reason.
+    pub fn already_exists(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(Code::AlreadyExists, reason, message)
+    }
+
+    /// ABORTED: the resource changed since the caller read it.
+    pub fn stale_etag(resource: &str) -> Self {
+        Self::new(
+            Code::Aborted,
+            "ETAG_MISMATCH",
+            format!("{resource} was modified since it was read: get it again and retry"),
+        )
+        .with_meta("resource", resource)
+    }
+
+    /// INTERNAL for a failure the caller cannot fix. The cause is logged (it holds no PHI: store errors
+    /// carry SQL state and constraint names, not values) and not sent.
+    pub fn internal(context: &str, cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%cause, context, "internal error");
+        Self::new(Code::Internal, "INTERNAL", format!("internal error ({context})"))
+    }
+
+    /// UNAVAILABLE: the database cannot be reached; retry later.
+    pub fn unavailable(context: &str, cause: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(%cause, context, "storage unavailable");
+        Self::new(
+            Code::Unavailable,
+            "STORAGE_UNAVAILABLE",
+            "storage is unavailable, retry later",
+        )
+    }
+
+    /// Adds a metadata entry.
+    pub fn with_meta(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.metadata.push((key, value.into()));
+        self
+    }
+
+    /// Adds a field violation.
+    pub fn with_violation(mut self, field: impl Into<String>, description: impl Into<String>) -> Self {
+        self.violations.push((field.into(), description.into()));
+        self
+    }
+
+    /// Converts to a status whose ErrorInfo names `domain` (e.g. `org.pm.dev`).
+    pub fn into_status(self, domain: &str) -> Status {
+        let metadata: HashMap<String, String> = self
+            .metadata
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let mut details = ErrorDetails::with_error_info(self.reason, domain, metadata);
+        for (field, description) in self.violations {
+            details.add_bad_request_violation(field, description);
+        }
+        Status::with_error_details(self.code, self.message, details)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                ApiError::unavailable("database", &err)
+            }
+            _ => ApiError::internal("database", &err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_carries_error_info_and_field_violations() {
+        let status = ApiError::invalid("service_unit.display_name", "must not be empty")
+            .into_status("org.pm.dev");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let info = details.error_info().expect("error info");
+        assert_eq!(info.reason, "INVALID_ARGUMENT");
+        assert_eq!(info.domain, "org.pm.dev");
+        let bad = details.bad_request().expect("bad request");
+        assert_eq!(bad.field_violations[0].field, "service_unit.display_name");
+    }
+
+    #[test]
+    fn metadata_reaches_the_client() {
+        let status = ApiError::not_found("organizations/acme").into_status("org.pm.dev");
+        let details = status.get_error_details();
+        let info = details.error_info().expect("error info");
+        assert_eq!(info.metadata.get("resource").map(String::as_str), Some("organizations/acme"));
+    }
+}

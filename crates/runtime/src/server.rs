@@ -1,0 +1,166 @@
+//! Serving one service: mTLS, health (per service and overall, NOT_SERVING while the database is
+//! unreachable), reflection v1 and v1alpha, request timeouts, a concurrency limit, per-call tracing
+//! spans (method path only: no PHI), and graceful shutdown that drains in-flight calls.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tower::limit::GlobalConcurrencyLimitLayer;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::tls;
+
+/// One service ready to serve.
+pub struct ServiceDef {
+    /// Short name: `org`, `rbac`; also its certificate's name.
+    pub name: &'static str,
+    /// Full gRPC service names it serves, e.g. `pm.org.v1.OrgService`.
+    pub grpc_services: Vec<&'static str>,
+    /// Its gRPC routes.
+    pub routes: Routes,
+    /// Its database, probed for health.
+    pub db: Option<Db>,
+}
+
+/// Binds `addr` (port 0 picks a free port).
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}
+
+/// Serves `service` on `listener` until `shutdown` is cancelled, then drains in-flight calls.
+pub async fn serve(
+    config: &Config,
+    service: ServiceDef,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let routes = service
+        .routes
+        .add_service(health)
+        .add_service(reflection_for(&service.grpc_services).build_v1()?)
+        .add_service(reflection_for(&service.grpc_services).build_v1alpha()?);
+
+    let probe = tokio::spawn(probe_health(
+        reporter,
+        service.grpc_services.clone(),
+        service.db.clone(),
+        Duration::from_millis(config.server.health_probe_interval_ms.max(100)),
+        shutdown.clone(),
+    ));
+
+    let mut builder = Server::builder();
+    match tls::material(config, service.name)? {
+        Some(material) => builder = builder.tls_config(material.server())?,
+        None => {
+            for _ in 0..3 {
+                tracing::warn!(
+                    service = service.name,
+                    "PLAINTEXT: tls.mode = plaintext, this listener has no TLS and no client authentication; never use it outside local debugging"
+                );
+            }
+        }
+    }
+    let result = builder
+        .timeout(Duration::from_millis(config.server.request_timeout_ms))
+        .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
+        .layer(GlobalConcurrencyLimitLayer::new(config.server.concurrency_limit.max(1)))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await;
+    probe.abort();
+    result.map_err(|e| anyhow::anyhow!("{} server failed: {e}", service.name))
+}
+
+fn reflection_for(grpc_services: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pm_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health");
+    for name in grpc_services {
+        builder = builder.with_service_name(*name);
+    }
+    builder
+}
+
+/// Sets every served service (and the overall "" entry) SERVING while the database answers and
+/// NOT_SERVING while it does not.
+async fn probe_health(
+    reporter: tonic_health::server::HealthReporter,
+    grpc_services: Vec<&'static str>,
+    db: Option<Db>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut last = None;
+    loop {
+        let healthy = match &db {
+            Some(db) => db.ping().await,
+            None => true,
+        };
+        let status = if healthy {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        if last != Some(healthy) {
+            if !healthy {
+                tracing::warn!("database unreachable: reporting NOT_SERVING");
+            } else if last.is_some() {
+                tracing::info!("database reachable again: reporting SERVING");
+            }
+            for name in grpc_services.iter().copied().chain([""]) {
+                reporter.set_service_status(name, status).await;
+            }
+            last = Some(healthy);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                for name in grpc_services.iter().copied().chain([""]) {
+                    reporter.set_service_status(name, ServingStatus::NotServing).await;
+                }
+                return;
+            }
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// A token cancelled on SIGTERM or Ctrl-C.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(err) => {
+                    tracing::error!(%err, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    trigger.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown requested: draining in-flight calls");
+        trigger.cancel();
+    });
+    token
+}
