@@ -37,7 +37,11 @@ fn proto_files(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
         if path.is_dir() {
             found.extend(proto_files(&path)?);
         } else if path.extension().is_some_and(|e| e == "proto") {
-            found.push(path.strip_prefix("proto").map(Path::to_path_buf).unwrap_or(path));
+            found.push(
+                path.strip_prefix("proto")
+                    .map(Path::to_path_buf)
+                    .unwrap_or(path),
+            );
         }
     }
     found.sort();
@@ -88,7 +92,9 @@ fn write_authz_table(fds_bytes: &[u8], out: &Path) -> BuildResult {
         .into());
     }
     rows.sort();
-    let mut code = String::from("/// Every RPC of the mesh with its declared rule, sorted by method path.\npub static RULES: &[MethodRule] = &[\n");
+    let mut code = String::from(
+        "/// Every RPC of the mesh with its declared rule, sorted by method path.\npub static RULES: &[MethodRule] = &[\n",
+    );
     for (method, permission, field, phi) in rows {
         writeln!(
             code,

@@ -37,12 +37,15 @@ pub mod pm {
     }
 }
 
-pub use pm::{billing::v1 as billing, org::v1 as org, rbac::v1 as rbac, scheduling::v1 as scheduling};
 pub use pm::types::v1 as types;
+pub use pm::{
+    billing::v1 as billing, org::v1 as org, rbac::v1 as rbac, scheduling::v1 as scheduling,
+};
 
 /// The encoded `FileDescriptorSet` of every file in `proto/` and its imports (with comments), for
 /// server reflection and for reading message shapes at run time (field masks).
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pm_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/pm_descriptor.bin"));
 
 /// The authorization rule an RPC declares through the `(pm.authz.v1.rule)` method option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,42 @@
+//! The Org service: organizations, the service-unit tree with inherited billing profiles and workflow
+//! rules, locations, providers and their credentials, patients with enrollments and coverage.
+//!
+//! Three layers: `handlers` (gRPC in and out), `domain` (pure rules), `store` (indexing and lookups in
+//! the service's own database slice).
+
+pub mod domain;
+pub mod handlers;
+pub mod store;
+
+use pm_api::org::org_service_server::OrgServiceServer;
+use pm_runtime::Db;
+use pm_runtime::db::Migrations;
+use pm_runtime::server::ServiceDef;
+use sqlx::migrate::Migrator;
+
+static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The Org service's migrations for each backend.
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &SQLITE,
+    postgres: &POSTGRES,
+};
+
+/// The short name of the service (database slice, certificate, health entry).
+pub const NAME: &str = "org";
+
+/// The gRPC service name.
+pub const GRPC_SERVICE: &str = "pm.org.v1.OrgService";
+
+/// The service, ready for `pm_runtime::server::serve`.
+pub fn service(db: Db) -> ServiceDef {
+    ServiceDef {
+        name: NAME,
+        grpc_services: vec![GRPC_SERVICE],
+        routes: tonic::service::Routes::new(OrgServiceServer::new(handlers::OrgApi::new(
+            db.clone(),
+        ))),
+        db: Some(db),
+    }
+}

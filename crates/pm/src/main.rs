@@ -1,1 +1,172 @@
-fn main(){}
+//! `pm`: run the practice-management mesh, one of its services, or admin commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use pm::mesh::{self, Service};
+use pm_api::org::org_service_client::OrgServiceClient;
+use pm_runtime::config::{Backend, Config, TlsMode};
+use pm_runtime::{client, server, telemetry, tls};
+
+#[derive(Parser)]
+#[command(
+    name = "pm",
+    version,
+    about = "Practice-management mesh: Org, RBAC (and, as they land, Scheduling, Billing, EHR gateway)"
+)]
+struct Cli {
+    /// TOML configuration file. Every setting also reads from PM_* environment variables
+    /// (nested keys with "__", e.g. PM_STORAGE__BACKEND=postgres), which win over the file.
+    #[arg(long, global = true, env = "PM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole mesh in one process: every service on its own port with its own database slice.
+    Run,
+    /// Run one service (for multi-process and Kubernetes deployments).
+    Serve {
+        /// The service to run.
+        service: Service,
+    },
+    /// Demo data.
+    Demo {
+        #[command(subcommand)]
+        command: DemoCommand,
+    },
+    /// Create the dev CA and certificates (if missing) and print where they are.
+    Certs,
+}
+
+#[derive(Subcommand)]
+enum DemoCommand {
+    /// Load a realistic operating model through the public gRPC API.
+    Seed {
+        /// URL of the Org service. Default: the configured org port on localhost.
+        #[arg(long)]
+        org: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("pm: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("pm: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("pm: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Run => serve(config, &Service::ALL).await,
+        Command::Serve { service } => serve(config, &[service]).await,
+        Command::Demo {
+            command: DemoCommand::Seed { org },
+        } => seed(config, org).await,
+        Command::Certs => {
+            let dir = tls::dev_pki_dir(&config);
+            tls::ensure_dev_pki(&dir)?;
+            println!("dev PKI in {}", dir.display());
+            println!("  CA:          {}", dir.join("ca.crt").display());
+            println!(
+                "  tool client: {} / {}",
+                dir.join("client.crt").display(),
+                dir.join("client.key").display()
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config, services: &[Service]) -> anyhow::Result<()> {
+    let _telemetry = telemetry::init(&config.telemetry)?;
+    let shutdown = server::shutdown_on_signals();
+    let mesh = mesh::start(&config, services, shutdown.clone()).await?;
+    let storage = match config.storage.backend {
+        Backend::Sqlite => format!("SQLite files under {}", config.data_dir.display()),
+        Backend::Postgres => format!(
+            "PostgreSQL schemas {}<service>",
+            config.storage.postgres_schema_prefix
+        ),
+    };
+    let security = match config.tls.mode {
+        TlsMode::Dev => format!(
+            "dev mTLS certificates under {}",
+            tls::dev_pki_dir(&config).display()
+        ),
+        TlsMode::Files => "mTLS with the configured certificates".to_string(),
+        TlsMode::Plaintext => "PLAINTEXT (no TLS: local debugging only)".to_string(),
+    };
+    println!("pm: {storage}; {security}");
+    let mode = if config.tls.mode == TlsMode::Plaintext {
+        "PLAINTEXT"
+    } else {
+        "mTLS"
+    };
+    for (service, addr) in &mesh.listening {
+        println!(
+            "  {:<5} listening on {}://{addr} ({mode})",
+            service.name(),
+            if mode == "mTLS" { "https" } else { "http" }
+        );
+    }
+    if let Some((_, org)) = mesh.listening.iter().find(|(s, _)| *s == Service::Org) {
+        let pki = tls::dev_pki_dir(&config);
+        println!("try:");
+        println!(
+            "  buf curl --protocol grpc --cacert {0}/ca.crt --cert {0}/client.crt --key {0}/client.key \\\n    https://localhost:{1}/grpc.health.v1.Health/Check",
+            pki.display(),
+            org.port()
+        );
+        println!("  pm demo seed    # then see README.md for a tour");
+    }
+    println!("ready");
+    shutdown.cancelled().await;
+    mesh.stopped(Duration::from_millis(config.server.shutdown_grace_ms))
+        .await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn seed(config: Config, org: Option<String>) -> anyhow::Result<()> {
+    let scheme = if config.tls.mode == TlsMode::Plaintext {
+        "http"
+    } else {
+        "https"
+    };
+    let url = org.unwrap_or_else(|| format!("{scheme}://localhost:{}", config.listen.org_port));
+    let channel = client::channel(&config, tls::CLIENT, &url)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("cannot reach the Org service at {url} (is `pm run` up?): {e}")
+        })?;
+    println!("seeding the demo operating model through {url}");
+    let report = pm::demo::seed(&mut OrgServiceClient::new(channel)).await?;
+    println!(
+        "done: {} created, {} already there",
+        report.created, report.existing
+    );
+    Ok(())
+}

@@ -235,7 +235,8 @@ mod tests {
     }
 
     #[test]
-    fn environment_overrides_file_which_overrides_defaults() -> Result<(), Box<dyn std::error::Error>> {
+    fn environment_overrides_file_which_overrides_defaults()
+    -> Result<(), Box<dyn std::error::Error>> {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
                 "pm.toml",

@@ -62,7 +62,11 @@ static DRIVERS: Once = Once::new();
 
 impl Db {
     /// Opens `service`'s slice as configured and migrates it.
-    pub async fn open(config: &Config, service: &str, migrations: &Migrations) -> anyhow::Result<Db> {
+    pub async fn open(
+        config: &Config,
+        service: &str,
+        migrations: &Migrations,
+    ) -> anyhow::Result<Db> {
         match config.storage.backend {
             Backend::Sqlite => {
                 std::fs::create_dir_all(&config.data_dir)?;
@@ -83,7 +87,11 @@ impl Db {
     }
 
     /// Opens (creating) a SQLite file and migrates it.
-    pub async fn open_sqlite(file: &Path, max_connections: u32, migrations: &Migrations) -> anyhow::Result<Db> {
+    pub async fn open_sqlite(
+        file: &Path,
+        max_connections: u32,
+        migrations: &Migrations,
+    ) -> anyhow::Result<Db> {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
         let url = format!("sqlite://{}?mode=rwc", file.display());
         let options: AnyConnectOptions = url.parse()?;
@@ -206,7 +214,10 @@ impl Db {
             let mut conn = self.pool.acquire().await?;
             sqlx::query("SELECT 1").execute(&mut *conn).await
         };
-        matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Ok(_)))
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), probe).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Closes the pool (waits for connections to be returned).

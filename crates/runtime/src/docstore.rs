@@ -73,7 +73,8 @@ fn decode_row<T: Resource>(row: &AnyRow) -> ApiResult<Stored<T>> {
     let update: Micros = row.try_get("update_time")?;
     let delete: Option<Micros> = row.try_get("delete_time")?;
     let name: String = row.try_get("name")?;
-    let mut resource = T::decode(body.as_slice()).map_err(|e| ApiError::internal("decoding a stored resource", &e))?;
+    let mut resource = T::decode(body.as_slice())
+        .map_err(|e| ApiError::internal("decoding a stored resource", &e))?;
     resource.set_name(name);
     resource.stamp(
         etag_of(revision),
@@ -87,7 +88,10 @@ fn decode_row<T: Resource>(row: &AnyRow) -> ApiResult<Stored<T>> {
 const COLUMNS: &str = "name, revision, create_time, update_time, delete_time, body";
 
 /// Reads a resource by name, deleted or not.
-pub async fn get<T: Resource>(conn: &mut AnyConnection, name: &str) -> ApiResult<Option<Stored<T>>> {
+pub async fn get<T: Resource>(
+    conn: &mut AnyConnection,
+    name: &str,
+) -> ApiResult<Option<Stored<T>>> {
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM resources WHERE name = $1"))
         .bind(name)
         .fetch_optional(&mut *conn)
@@ -96,7 +100,10 @@ pub async fn get<T: Resource>(conn: &mut AnyConnection, name: &str) -> ApiResult
 }
 
 /// Reads a resource that is not deleted.
-pub async fn get_live<T: Resource>(conn: &mut AnyConnection, name: &str) -> ApiResult<Option<Stored<T>>> {
+pub async fn get_live<T: Resource>(
+    conn: &mut AnyConnection,
+    name: &str,
+) -> ApiResult<Option<Stored<T>>> {
     Ok(get(conn, name).await?.filter(|s| !s.is_deleted()))
 }
 
@@ -131,7 +138,10 @@ pub async fn find_by_attr<T: Resource>(
 }
 
 /// Every live resource of a collection (for small collections such as a provider's credentials).
-pub async fn all_live<T: Resource>(conn: &mut AnyConnection, collection: &str) -> ApiResult<Vec<Stored<T>>> {
+pub async fn all_live<T: Resource>(
+    conn: &mut AnyConnection,
+    collection: &str,
+) -> ApiResult<Vec<Stored<T>>> {
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM resources WHERE collection = $1 AND delete_time IS NULL ORDER BY name"
     ))
@@ -141,7 +151,11 @@ pub async fn all_live<T: Resource>(conn: &mut AnyConnection, collection: &str) -
     rows.iter().map(decode_row).collect()
 }
 
-async fn write_attrs<T: Resource>(conn: &mut AnyConnection, kind: &Kind<T>, resource: &T) -> ApiResult<()> {
+async fn write_attrs<T: Resource>(
+    conn: &mut AnyConnection,
+    kind: &Kind<T>,
+    resource: &T,
+) -> ApiResult<()> {
     sqlx::query("DELETE FROM resource_attrs WHERE name = $1")
         .bind(resource.name())
         .execute(&mut *conn)
@@ -161,7 +175,11 @@ async fn write_attrs<T: Resource>(conn: &mut AnyConnection, kind: &Kind<T>, reso
 }
 
 /// Inserts a new resource (its name set); ALREADY_EXISTS if the name is taken, even by a deleted one.
-pub async fn insert<T: Resource>(conn: &mut AnyConnection, kind: &Kind<T>, mut resource: T) -> ApiResult<T> {
+pub async fn insert<T: Resource>(
+    conn: &mut AnyConnection,
+    kind: &Kind<T>,
+    mut resource: T,
+) -> ApiResult<T> {
     if get::<T>(conn, resource.name()).await?.is_some() {
         return Err(ApiError::already_exists(
             "RESOURCE_ALREADY_EXISTS",
@@ -182,7 +200,12 @@ pub async fn insert<T: Resource>(conn: &mut AnyConnection, kind: &Kind<T>, mut r
     .execute(&mut *conn)
     .await?;
     write_attrs(conn, kind, &resource).await?;
-    resource.stamp(etag_of(1), Some(to_timestamp(now)), Some(to_timestamp(now)), None);
+    resource.stamp(
+        etag_of(1),
+        Some(to_timestamp(now)),
+        Some(to_timestamp(now)),
+        None,
+    );
     Ok(resource)
 }
 
@@ -321,7 +344,13 @@ pub struct CreateCall<'a> {
 
 /// Creates a resource: parent must exist, `check` runs inside the write transaction (under the
 /// organization's write lock) with the new name set, a retried request_id returns the first result.
-pub async fn create<T, F>(db: &Db, kind: &Kind<T>, call: CreateCall<'_>, mut resource: T, check: F) -> ApiResult<T>
+pub async fn create<T, F>(
+    db: &Db,
+    kind: &Kind<T>,
+    call: CreateCall<'_>,
+    mut resource: T,
+    check: F,
+) -> ApiResult<T>
 where
     T: Resource,
     F: AsyncFnOnce(&mut AnyConnection, &mut T) -> ApiResult<()>,
@@ -337,7 +366,9 @@ where
         format!("{}/{}/{id}", call.parent, kind.pattern.collection_id())
     };
     let mut tx = db.write(names::organization_of(&name)).await?;
-    if let Some(previous) = replay(tx.conn(), call.method, call.request_id, &call.request_hash).await? {
+    if let Some(previous) =
+        replay(tx.conn(), call.method, call.request_id, &call.request_hash).await?
+    {
         return Ok(previous);
     }
     if !call.parent.is_empty() && !exists_live(tx.conn(), call.parent).await? {
@@ -346,7 +377,14 @@ where
     resource.set_name(name);
     check(tx.conn(), &mut resource).await?;
     let created = insert(tx.conn(), kind, resource).await?;
-    remember(tx.conn(), call.method, call.request_id, &call.request_hash, &created).await?;
+    remember(
+        tx.conn(),
+        call.method,
+        call.request_id,
+        &call.request_hash,
+        &created,
+    )
+    .await?;
     tx.commit().await?;
     Ok(created)
 }
@@ -362,7 +400,11 @@ pub async fn get_by_name<T: Resource>(db: &Db, kind: &Kind<T>, name: &str) -> Ap
 }
 
 /// Loads the live resource `name` inside a write transaction, checking the caller's etag.
-pub async fn load_for_write<T: Resource>(conn: &mut AnyConnection, name: &str, etag: &str) -> ApiResult<Stored<T>> {
+pub async fn load_for_write<T: Resource>(
+    conn: &mut AnyConnection,
+    name: &str,
+    etag: &str,
+) -> ApiResult<Stored<T>> {
     let stored = get_live::<T>(conn, name)
         .await?
         .ok_or_else(|| ApiError::not_found(name))?;
@@ -372,7 +414,13 @@ pub async fn load_for_write<T: Resource>(conn: &mut AnyConnection, name: &str, e
 
 /// Updates the fields of `patch` named by `mask`; `check` sees the stored and the merged resource
 /// inside the write transaction and may refuse the change.
-pub async fn update<T, F>(db: &Db, kind: &Kind<T>, patch: Option<T>, mask: Option<&FieldMask>, check: F) -> ApiResult<T>
+pub async fn update<T, F>(
+    db: &Db,
+    kind: &Kind<T>,
+    patch: Option<T>,
+    mask: Option<&FieldMask>,
+    check: F,
+) -> ApiResult<T>
 where
     T: Resource,
     F: AsyncFnOnce(&mut AnyConnection, &T, &mut T) -> ApiResult<()>,
@@ -390,7 +438,13 @@ where
 }
 
 /// Soft-deletes a resource; `check` may refuse (for example while it has live children).
-pub async fn soft_delete<T, F>(db: &Db, kind: &Kind<T>, name: &str, etag: &str, check: F) -> ApiResult<T>
+pub async fn soft_delete<T, F>(
+    db: &Db,
+    kind: &Kind<T>,
+    name: &str,
+    etag: &str,
+    check: F,
+) -> ApiResult<T>
 where
     T: Resource,
     F: AsyncFnOnce(&mut AnyConnection, &T) -> ApiResult<()>,
@@ -399,7 +453,14 @@ where
     let mut tx = db.write(names::organization_of(name)).await?;
     let stored = load_for_write::<T>(tx.conn(), name, etag).await?;
     check(tx.conn(), &stored.resource).await?;
-    let deleted = replace(tx.conn(), kind, stored.revision, stored.resource, Some(now_micros())).await?;
+    let deleted = replace(
+        tx.conn(),
+        kind,
+        stored.revision,
+        stored.resource,
+        Some(now_micros()),
+    )
+    .await?;
     tx.commit().await?;
     Ok(deleted)
 }
@@ -486,7 +547,8 @@ pub async fn list<T: Resource>(db: &Db, kind: &Kind<T>, call: ListCall<'_>) -> A
         ));
     }
     if let Some(key) = after {
-        let bad_token = || ApiError::invalid("page_token", "is not a page token issued by this API");
+        let bad_token =
+            || ApiError::invalid("page_token", "is not a page token issued by this API");
         match (order, key.as_slice()) {
             (Order::Name, [name]) => {
                 let n = next(&mut params, Param::Text(name.clone()));
@@ -521,7 +583,10 @@ pub async fn list<T: Resource>(db: &Db, kind: &Kind<T>, call: ListCall<'_>) -> A
     }
     let mut conn = db.read().await?;
     let rows = query.fetch_all(&mut *conn).await?;
-    let mut items = rows.iter().map(decode_row::<T>).collect::<ApiResult<Vec<_>>>()?;
+    let mut items = rows
+        .iter()
+        .map(decode_row::<T>)
+        .collect::<ApiResult<Vec<_>>>()?;
     let more = items.len() > page_size;
     items.truncate(page_size);
     let next_page_token = match items.last() {
@@ -550,4 +615,54 @@ enum Param {
 
 fn create_micros<T: Resource>(resource: &T) -> Micros {
     resource.create_time().map_or(0, crate::time::to_micros)
+}
+
+/// What a state-changing custom method (AIP-136, e.g. `DischargeEnrollment`) asks for.
+pub struct VerbCall<'a> {
+    /// Full gRPC method path.
+    pub method: &'static str,
+    /// The resource acted on.
+    pub name: &'a str,
+    /// The caller's etag ("" for none).
+    pub etag: &'a str,
+    /// The request's request_id ("" for none).
+    pub request_id: &'a str,
+    /// [`request_hash`] of the whole request.
+    pub request_hash: String,
+}
+
+/// Runs a state change on one live resource: `change` mutates it inside the write transaction (and may
+/// refuse); the new version is stored and a retried request_id returns the first result.
+pub async fn transition<T, F>(
+    db: &Db,
+    kind: &Kind<T>,
+    call: VerbCall<'_>,
+    change: F,
+) -> ApiResult<T>
+where
+    T: Resource,
+    F: AsyncFnOnce(&mut AnyConnection, &mut T) -> ApiResult<()>,
+{
+    check_request_id(call.request_id)?;
+    kind.pattern.parse("name", call.name)?;
+    let mut tx = db.write(names::organization_of(call.name)).await?;
+    if let Some(previous) =
+        replay(tx.conn(), call.method, call.request_id, &call.request_hash).await?
+    {
+        return Ok(previous);
+    }
+    let stored = load_for_write::<T>(tx.conn(), call.name, call.etag).await?;
+    let mut resource = stored.resource;
+    change(tx.conn(), &mut resource).await?;
+    let changed = replace(tx.conn(), kind, stored.revision, resource, None).await?;
+    remember(
+        tx.conn(),
+        call.method,
+        call.request_id,
+        &call.request_hash,
+        &changed,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(changed)
 }

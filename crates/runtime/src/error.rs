@@ -64,8 +64,12 @@ impl ApiError {
 
     /// NOT_FOUND for a resource name.
     pub fn not_found(resource: &str) -> Self {
-        Self::new(Code::NotFound, "RESOURCE_NOT_FOUND", format!("{resource} not found"))
-            .with_meta("resource", resource)
+        Self::new(
+            Code::NotFound,
+            "RESOURCE_NOT_FOUND",
+            format!("{resource} not found"),
+        )
+        .with_meta("resource", resource)
     }
 
     /// FAILED_PRECONDITION with a reason.
@@ -92,7 +96,11 @@ impl ApiError {
     /// carry SQL state and constraint names, not values) and not sent.
     pub fn internal(context: &str, cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(%cause, context, "internal error");
-        Self::new(Code::Internal, "INTERNAL", format!("internal error ({context})"))
+        Self::new(
+            Code::Internal,
+            "INTERNAL",
+            format!("internal error ({context})"),
+        )
     }
 
     /// UNAVAILABLE: the database cannot be reached; retry later.
@@ -112,7 +120,11 @@ impl ApiError {
     }
 
     /// Adds a field violation.
-    pub fn with_violation(mut self, field: impl Into<String>, description: impl Into<String>) -> Self {
+    pub fn with_violation(
+        mut self,
+        field: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
         self.violations.push((field.into(), description.into()));
         self
     }
@@ -129,6 +141,51 @@ impl ApiError {
             details.add_bad_request_violation(field, description);
         }
         Status::with_error_details(self.code, self.message, details)
+    }
+}
+
+/// Collects every field violation of a request so the caller can fix them all at once.
+#[derive(Debug, Default)]
+pub struct Violations {
+    found: Vec<(String, String)>,
+    prefix: String,
+}
+
+impl Violations {
+    /// A collector whose field paths start with `prefix` (e.g. `service_unit`), or none when empty.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            found: Vec::new(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}.")
+            },
+        }
+    }
+
+    /// Records a violation of `field` (relative to the prefix).
+    pub fn add(&mut self, field: impl AsRef<str>, description: impl Into<String>) {
+        self.found.push((
+            format!("{}{}", self.prefix, field.as_ref()),
+            description.into(),
+        ));
+    }
+
+    /// Records a violation unless `ok`.
+    pub fn check(&mut self, ok: bool, field: impl AsRef<str>, description: impl Into<String>) {
+        if !ok {
+            self.add(field, description);
+        }
+    }
+
+    /// Ok when nothing was recorded, INVALID_ARGUMENT naming every field otherwise.
+    pub fn finish(self) -> ApiResult<()> {
+        if self.found.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid_fields(self.found))
+        }
     }
 }
 
@@ -165,6 +222,9 @@ mod tests {
         let status = ApiError::not_found("organizations/acme").into_status("org.pm.dev");
         let details = status.get_error_details();
         let info = details.error_info().expect("error info");
-        assert_eq!(info.metadata.get("resource").map(String::as_str), Some("organizations/acme"));
+        assert_eq!(
+            info.metadata.get("resource").map(String::as_str),
+            Some("organizations/acme")
+        );
     }
 }

@@ -12,7 +12,9 @@ use std::sync::OnceLock;
 
 use pm_api::Resource;
 use prost::Message as _;
-use prost_reflect::{DescriptorPool, ReflectMessage, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value};
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value,
+};
 use prost_types::FieldMask;
 
 use crate::error::{ApiError, ApiResult};
@@ -78,15 +80,19 @@ pub fn apply<T: Resource>(
     for path in &paths {
         copy_path(&mut target, &source, path);
     }
-    T::decode(target.encode_to_vec().as_slice()).map_err(|e| {
-        ApiError::internal(&format!("field mask on {resource_field}"), &e)
-    })
+    T::decode(target.encode_to_vec().as_slice())
+        .map_err(|e| ApiError::internal(&format!("field mask on {resource_field}"), &e))
 }
 
 /// Checks that every segment of `path` names a field, and that only the last may be other than a
 /// singular message.
 fn resolve(descriptor: &MessageDescriptor, path: &str) -> ApiResult<()> {
-    let unknown = || ApiError::invalid("update_mask", format!("`{path}` is not a field of {}", descriptor.name()));
+    let unknown = || {
+        ApiError::invalid(
+            "update_mask",
+            format!("`{path}` is not a field of {}", descriptor.name()),
+        )
+    };
     let mut current = descriptor.clone();
     let mut segments = path.split('.').peekable();
     while let Some(segment) = segments.next() {
@@ -181,7 +187,13 @@ mod tests {
             ..Default::default()
         });
         patch.display_name = "ignored".into();
-        let merged = apply(&unit(), &patch, Some(&mask(&["billing_profile.place_of_service"])), &[], "service_unit")?;
+        let merged = apply(
+            &unit(),
+            &patch,
+            Some(&mask(&["billing_profile.place_of_service"])),
+            &[],
+            "service_unit",
+        )?;
         let profile = merged.billing_profile.unwrap_or_default();
         assert_eq!(profile.place_of_service, "02");
         assert_eq!(profile.fee_schedule, "feeSchedules/std");
@@ -191,7 +203,13 @@ mod tests {
 
     #[test]
     fn named_path_absent_from_patch_clears_the_field() -> ApiResult<()> {
-        let merged = apply(&unit(), &ServiceUnit::default(), Some(&mask(&["billing_profile.fee_schedule"])), &[], "service_unit")?;
+        let merged = apply(
+            &unit(),
+            &ServiceUnit::default(),
+            Some(&mask(&["billing_profile.fee_schedule"])),
+            &[],
+            "service_unit",
+        )?;
         assert_eq!(merged.billing_profile.unwrap_or_default().fee_schedule, "");
         Ok(())
     }
@@ -204,7 +222,10 @@ mod tests {
         patch.display_name = "North Clinic".into();
         let merged = apply(&unit(), &patch, None, &[], "service_unit")?;
         assert_eq!(merged.display_name, "North Clinic");
-        assert_eq!(merged.billing_profile.unwrap_or_default().place_of_service, "11");
+        assert_eq!(
+            merged.billing_profile.unwrap_or_default().place_of_service,
+            "11"
+        );
         Ok(())
     }
 
@@ -212,7 +233,13 @@ mod tests {
     fn star_replaces_everything_but_protected_fields() -> ApiResult<()> {
         let mut patch = ServiceUnit::default();
         patch.display_name = "Only".into();
-        let merged = apply(&unit(), &patch, Some(&mask(&["*"])), &["kind"], "service_unit")?;
+        let merged = apply(
+            &unit(),
+            &patch,
+            Some(&mask(&["*"])),
+            &["kind"],
+            "service_unit",
+        )?;
         assert_eq!(merged.display_name, "Only");
         assert_eq!(merged.kind, 1, "protected field kept");
         assert!(merged.billing_profile.is_none());
@@ -230,8 +257,14 @@ mod tests {
             (vec!["kind"], vec!["kind"]),
             (vec!["billing_profile"], vec!["billing_profile.claim_form"]),
         ] {
-            let err = apply(&unit(), &unit(), Some(&mask(&paths)), &protected, "service_unit")
-                .expect_err(&format!("{paths:?}"));
+            let err = apply(
+                &unit(),
+                &unit(),
+                Some(&mask(&paths)),
+                &protected,
+                "service_unit",
+            )
+            .expect_err(&format!("{paths:?}"));
             assert_eq!(err.violations[0].0, "update_mask");
         }
     }

@@ -22,7 +22,9 @@ pub struct Term {
 
 /// Parses `filter`, accepting only fields in `allowed`.
 pub fn parse(filter: &str, allowed: &[&str]) -> ApiResult<Vec<Term>> {
-    let mut lexer = Lexer { rest: filter.trim() };
+    let mut lexer = Lexer {
+        rest: filter.trim(),
+    };
     let mut terms = Vec::new();
     if lexer.rest.is_empty() {
         return Ok(terms);
@@ -38,7 +40,9 @@ pub fn parse(filter: &str, allowed: &[&str]) -> ApiResult<Vec<Term>> {
         if !lexer.eat("=") {
             return Err(bad(&format!("expected `=` after `{field}`")));
         }
-        let value = lexer.value().ok_or_else(|| bad("expected a value after `=`"))??;
+        let value = lexer
+            .value()
+            .ok_or_else(|| bad("expected a value after `=`"))??;
         terms.push(Term { field, value });
         if lexer.rest.is_empty() {
             return Ok(terms);
@@ -102,7 +106,10 @@ impl Lexer<'_> {
     fn value(&mut self) -> Option<ApiResult<String>> {
         self.skip_space();
         let Some(body) = self.rest.strip_prefix('"') else {
-            let end = self.rest.find(char::is_whitespace).unwrap_or(self.rest.len());
+            let end = self
+                .rest
+                .find(char::is_whitespace)
+                .unwrap_or(self.rest.len());
             if end == 0 {
                 return None;
             }
@@ -120,7 +127,11 @@ impl Lexer<'_> {
                 }
                 '\\' => match chars.next() {
                     Some((_, escaped @ ('"' | '\\'))) => value.push(escaped),
-                    _ => return Some(Err(bad("only \\\" and \\\\ escapes are allowed in strings"))),
+                    _ => {
+                        return Some(Err(bad(
+                            "only \\\" and \\\\ escapes are allowed in strings",
+                        )));
+                    }
                 },
                 other => value.push(other),
             }
@@ -146,7 +157,10 @@ mod tests {
         assert_eq!(terms[1].value, "organizations/acme/units/a b");
         assert_eq!(parse("", FIELDS)?, vec![]);
         assert_eq!(parse(r#"parent_unit = """#, FIELDS)?[0].value, "");
-        assert_eq!(parse(r#"display_name = "say \"hi\"""#, FIELDS)?[0].value, "say \"hi\"");
+        assert_eq!(
+            parse(r#"display_name = "say \"hi\"""#, FIELDS)?[0].value,
+            "say \"hi\""
+        );
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 //! to `tonic::Status`, and the generic resource store with its AIP helpers (names, paging, filters,
 //! field masks, idempotency).
 
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod docstore;
@@ -18,4 +19,4 @@ pub mod tls;
 
 pub use config::Config;
 pub use db::Db;
-pub use error::{ApiError, ApiResult};
+pub use error::{ApiError, ApiResult, Violations};

@@ -117,7 +117,10 @@ mod tests {
 
     #[test]
     fn parses_well_formed_names() -> ApiResult<()> {
-        assert_eq!(UNIT.parse("name", "organizations/acme/units/cardiology")?, vec!["acme", "cardiology"]);
+        assert_eq!(
+            UNIT.parse("name", "organizations/acme/units/cardiology")?,
+            vec!["acme", "cardiology"]
+        );
         Ok(())
     }
 
@@ -151,9 +154,15 @@ mod tests {
 
     #[test]
     fn finds_organization_and_parent() {
-        assert_eq!(organization_of("organizations/acme/units/x"), "organizations/acme");
+        assert_eq!(
+            organization_of("organizations/acme/units/x"),
+            "organizations/acme"
+        );
         assert_eq!(organization_of("organizations/acme"), "organizations/acme");
-        assert_eq!(parent_of("organizations/acme/units/x"), "organizations/acme");
+        assert_eq!(
+            parent_of("organizations/acme/units/x"),
+            "organizations/acme"
+        );
         assert_eq!(parent_of("organizations/acme"), "");
         assert_eq!(UNIT.template(), "organizations/{organization}/units/{unit}");
     }

@@ -85,7 +85,10 @@ mod tests {
     fn token_round_trips_for_the_same_query_only() -> ApiResult<()> {
         let q = query_fingerprint(&["organizations/acme", "kind = X"]);
         let token = encode_token(&q, vec!["organizations/acme/units/b".into()]);
-        assert_eq!(decode_token(&token, &q)?, Some(vec!["organizations/acme/units/b".to_string()]));
+        assert_eq!(
+            decode_token(&token, &q)?,
+            Some(vec!["organizations/acme/units/b".to_string()])
+        );
         let other = query_fingerprint(&["organizations/acme", "kind = Y"]);
         let err = decode_token(&token, &other).expect_err("query changed");
         assert_eq!(err.violations[0].0, "page_token");
@@ -95,6 +98,9 @@ mod tests {
 
     #[test]
     fn fingerprint_separates_fields() {
-        assert_ne!(query_fingerprint(&["ab", "c"]), query_fingerprint(&["a", "bc"]));
+        assert_ne!(
+            query_fingerprint(&["ab", "c"]),
+            query_fingerprint(&["a", "bc"])
+        );
     }
 }

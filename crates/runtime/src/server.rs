@@ -73,7 +73,9 @@ pub async fn serve(
     let result = builder
         .timeout(Duration::from_millis(config.server.request_timeout_ms))
         .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
-        .layer(GlobalConcurrencyLimitLayer::new(config.server.concurrency_limit.max(1)))
+        .layer(GlobalConcurrencyLimitLayer::new(
+            config.server.concurrency_limit.max(1),
+        ))
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await;
@@ -143,15 +145,16 @@ pub fn shutdown_on_signals() -> CancellationToken {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(err) => {
-                    tracing::error!(%err, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    trigger.cancel();
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(err) => {
+                        tracing::error!(%err, "cannot listen for SIGTERM");
+                        let _ = ctrl_c.await;
+                        trigger.cancel();
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}

@@ -28,11 +28,17 @@ impl Drop for TelemetryGuard {
 /// Installs the global subscriber. `RUST_LOG` overrides `log_filter`. Safe to call twice (the second
 /// call keeps the first subscriber).
 pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
-    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log_filter))?;
+    let filter =
+        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log_filter))?;
     let fmt = if config.log_json {
-        tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
     };
     let provider = match &config.otlp_endpoint {
         Some(endpoint) => {
@@ -43,7 +49,11 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
             Some(
                 SdkTracerProvider::builder()
                     .with_batch_exporter(exporter)
-                    .with_resource(opentelemetry_sdk::Resource::builder().with_service_name("pm").build())
+                    .with_resource(
+                        opentelemetry_sdk::Resource::builder()
+                            .with_service_name("pm")
+                            .build(),
+                    )
                     .build(),
             )
         }

@@ -46,8 +46,17 @@ mod tests {
 
     #[test]
     fn rejects_out_of_range_and_unnormalized() {
-        assert!(is_valid(&Timestamp { seconds: 0, nanos: 0 }));
-        assert!(!is_valid(&Timestamp { seconds: 0, nanos: -1 }));
-        assert!(!is_valid(&Timestamp { seconds: i64::MAX, nanos: 0 }));
+        assert!(is_valid(&Timestamp {
+            seconds: 0,
+            nanos: 0
+        }));
+        assert!(!is_valid(&Timestamp {
+            seconds: 0,
+            nanos: -1
+        }));
+        assert!(!is_valid(&Timestamp {
+            seconds: i64::MAX,
+            nanos: 0
+        }));
     }
 }

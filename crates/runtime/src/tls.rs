@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
@@ -80,11 +80,21 @@ pub fn material(config: &Config, identity: &str) -> anyhow::Result<Option<TlsMat
             (dir.join("ca.crt"), dir)
         }
         TlsMode::Files => (
-            config.tls.ca_cert.clone().context("tls.mode = files needs tls.ca_cert")?,
-            config.tls.cert_dir.clone().context("tls.mode = files needs tls.cert_dir")?,
+            config
+                .tls
+                .ca_cert
+                .clone()
+                .context("tls.mode = files needs tls.ca_cert")?,
+            config
+                .tls
+                .cert_dir
+                .clone()
+                .context("tls.mode = files needs tls.cert_dir")?,
         ),
     };
-    let read = |path: &Path| std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()));
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    };
     Ok(Some(TlsMaterial {
         ca_pem: read(&ca)?,
         cert_pem: read(&dir.join(format!("{identity}.crt")))?,
@@ -121,14 +131,24 @@ pub fn ensure_dev_pki(dir: &Path) -> anyhow::Result<()> {
         issue(dir, service, sans, &issuer)?;
     }
     let client_sans = vec![SanType::URI(
-        format!("spiffe://{TRUST_DOMAIN}/client/dev-tools").as_str().try_into()?,
+        format!("spiffe://{TRUST_DOMAIN}/client/dev-tools")
+            .as_str()
+            .try_into()?,
     )];
     issue(dir, CLIENT, client_sans, &issuer)?;
     Ok(())
 }
 
-fn issue(dir: &Path, identity: &str, sans: Vec<SanType>, issuer: &Issuer<'_, KeyPair>) -> anyhow::Result<()> {
-    let (cert_path, key_path) = (dir.join(format!("{identity}.crt")), dir.join(format!("{identity}.key")));
+fn issue(
+    dir: &Path,
+    identity: &str,
+    sans: Vec<SanType>,
+    issuer: &Issuer<'_, KeyPair>,
+) -> anyhow::Result<()> {
+    let (cert_path, key_path) = (
+        dir.join(format!("{identity}.crt")),
+        dir.join(format!("{identity}.key")),
+    );
     if cert_path.exists() && key_path.exists() {
         return Ok(());
     }
@@ -138,7 +158,10 @@ fn issue(dir: &Path, identity: &str, sans: Vec<SanType>, issuer: &Issuer<'_, Key
     params.subject_alt_names = sans;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     // Services are servers to their callers and clients of each other.
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     set_validity(&mut params, 825);
     let cert = params.signed_by(&key, issuer)?;
     write_private(&key_path, &key.serialize_pem())?;
@@ -192,12 +215,17 @@ mod tests {
         ensure_dev_pki(dir.path())?;
         assert_eq!(first, std::fs::read_to_string(dir.path().join("org.crt"))?);
         for identity in SERVICES.iter().chain([&CLIENT]) {
-            assert!(dir.path().join(format!("{identity}.key")).exists(), "{identity}");
+            assert!(
+                dir.path().join(format!("{identity}.key")).exists(),
+                "{identity}"
+            );
         }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(dir.path().join("ca.key"))?.permissions().mode();
+            let mode = std::fs::metadata(dir.path().join("ca.key"))?
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o077, 0, "private keys are not readable by others");
         }
         Ok(())

@@ -1,0 +1,31 @@
+-- The Org service's slice: the generic resource store (see pm-runtime's docstore module).
+CREATE TABLE resources (
+    name        TEXT    NOT NULL PRIMARY KEY,
+    collection  TEXT    NOT NULL,
+    revision    INTEGER NOT NULL,
+    create_time INTEGER NOT NULL,   -- microseconds since the Unix epoch, UTC
+    update_time INTEGER NOT NULL,
+    delete_time INTEGER,            -- set by a soft delete
+    body        BLOB    NOT NULL    -- protobuf encoding of the resource
+);
+CREATE INDEX resources_by_collection ON resources (collection, name);
+CREATE INDEX resources_by_collection_time ON resources (collection, create_time, name);
+
+-- Filterable and lookup attributes of each resource (kept in step with its body).
+CREATE TABLE resource_attrs (
+    name  TEXT NOT NULL REFERENCES resources (name),
+    attr  TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (name, attr, value)
+);
+CREATE INDEX resource_attrs_lookup ON resource_attrs (attr, value, name);
+
+-- request_id of creating and state-changing calls, with the response first given.
+CREATE TABLE idempotency_keys (
+    method       TEXT    NOT NULL,
+    request_id   TEXT    NOT NULL,
+    request_hash TEXT    NOT NULL,
+    response     BLOB    NOT NULL,
+    create_time  INTEGER NOT NULL,
+    PRIMARY KEY (method, request_id)
+);

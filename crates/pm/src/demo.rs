@@ -1,0 +1,564 @@
+//! `pm demo seed`: a realistic operating model loaded through the public gRPC API (never the
+//! database): one organization with clinics, a service line, a chronic-care program, an employer
+//! program and a referral path, each with its own billing profile and workflow rules; locations in two
+//! time zones; providers credentialed differently per unit; patients with enrollments and coverage.
+//! All people are fictional. Running it twice is harmless: existing resources are kept.
+
+use pm_api::org::org_service_client::OrgServiceClient;
+use pm_api::org::*;
+use pm_api::types::{Date, Interval, PostalAddress};
+use prost_types::Timestamp;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// The seeded organization.
+pub const ORG: &str = "organizations/acme";
+
+type Client = OrgServiceClient<Channel>;
+
+/// Counts of what a seed run did.
+#[derive(Debug, Default)]
+pub struct SeedReport {
+    /// Resources created now.
+    pub created: usize,
+    /// Resources that were already there.
+    pub existing: usize,
+}
+
+impl SeedReport {
+    fn record<T>(
+        &mut self,
+        what: &str,
+        result: Result<tonic::Response<T>, tonic::Status>,
+    ) -> anyhow::Result<()> {
+        match result {
+            Ok(_) => {
+                self.created += 1;
+                println!("  created  {what}");
+                Ok(())
+            }
+            Err(status) if status.code() == Code::AlreadyExists => {
+                self.existing += 1;
+                println!("  exists   {what}");
+                Ok(())
+            }
+            Err(status) => Err(anyhow::anyhow!(
+                "creating {what}: {}: {}",
+                status.code(),
+                status.message()
+            )),
+        }
+    }
+}
+
+fn date_time(year: i32, month: u32, day: u32) -> Option<Timestamp> {
+    let at = chrono::NaiveDate::from_ymd_opt(year, month, day)?
+        .and_hms_opt(0, 0, 0)?
+        .and_utc();
+    Some(Timestamp {
+        seconds: at.timestamp(),
+        nanos: 0,
+    })
+}
+
+fn from(year: i32, month: u32, day: u32) -> Option<Interval> {
+    Some(Interval {
+        start_time: date_time(year, month, day),
+        end_time: None,
+    })
+}
+
+fn payers(ids: &[&str]) -> Vec<PayerContract> {
+    ids.iter()
+        .map(|id| PayerContract {
+            payer: format!("payers/{id}"),
+            contract: format!("{id}-2026"),
+        })
+        .collect()
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn unit_name(id: &str) -> String {
+    format!("{ORG}/units/{id}")
+}
+
+/// Seeds the demo model through `client`.
+pub async fn seed(client: &mut Client) -> anyhow::Result<SeedReport> {
+    let mut report = SeedReport::default();
+    println!("organization");
+    let org = Organization {
+        display_name: "Acme Health Partners".into(),
+        time_zone: "America/New_York".into(),
+        ..Default::default()
+    };
+    let result = client
+        .create_organization(CreateOrganizationRequest {
+            organization: Some(org),
+            organization_id: "acme".into(),
+            request_id: String::new(),
+        })
+        .await;
+    report.record(ORG, result)?;
+
+    println!("service units");
+    for (id, unit) in units() {
+        let result = client
+            .create_service_unit(CreateServiceUnitRequest {
+                parent: ORG.into(),
+                service_unit: Some(unit),
+                service_unit_id: id.into(),
+                request_id: String::new(),
+            })
+            .await;
+        report.record(&unit_name(id), result)?;
+    }
+
+    println!("locations");
+    for (id, name, zone, lines, city, state, zip) in [
+        (
+            "north-main",
+            "Northside Medical Building",
+            "America/New_York",
+            "120 Harbor Street",
+            "Boston",
+            "MA",
+            "02110",
+        ),
+        (
+            "lakeside",
+            "Lakeside Family Medicine",
+            "America/Chicago",
+            "400 Lake Shore Drive",
+            "Chicago",
+            "IL",
+            "60611",
+        ),
+    ] {
+        let location = Location {
+            display_name: name.into(),
+            time_zone: zone.into(),
+            address: Some(PostalAddress {
+                address_lines: vec![lines.into()],
+                locality: city.into(),
+                administrative_area: state.into(),
+                postal_code: zip.into(),
+                region_code: "US".into(),
+            }),
+            ..Default::default()
+        };
+        let result = client
+            .create_location(CreateLocationRequest {
+                parent: ORG.into(),
+                location: Some(location),
+                location_id: id.into(),
+                request_id: String::new(),
+            })
+            .await;
+        report.record(&format!("{ORG}/locations/{id}"), result)?;
+    }
+
+    println!("providers and credentials");
+    for (id, name, npi, taxonomy, credentials) in providers() {
+        let provider = Provider {
+            display_name: name.into(),
+            npi: npi.into(),
+            taxonomy_code: taxonomy.into(),
+            ..Default::default()
+        };
+        let parent = format!("{ORG}/providers/{id}");
+        let result = client
+            .create_provider(CreateProviderRequest {
+                parent: ORG.into(),
+                provider: Some(provider),
+                provider_id: id.into(),
+                request_id: String::new(),
+            })
+            .await;
+        report.record(&parent, result)?;
+        for (credential_id, unit, state, period) in credentials {
+            let credential = Credential {
+                unit: unit_name(unit),
+                state: state as i32,
+                effective_period: period,
+                ..Default::default()
+            };
+            let result = client
+                .create_credential(CreateCredentialRequest {
+                    parent: parent.clone(),
+                    credential: Some(credential),
+                    credential_id: credential_id.into(),
+                    request_id: String::new(),
+                })
+                .await;
+            report.record(&format!("{parent}/credentials/{credential_id}"), result)?;
+        }
+    }
+
+    println!("patients, enrollments and coverage");
+    for demo in patients() {
+        let name = format!("{ORG}/patients/{}", demo.id);
+        let result = client
+            .create_patient(CreatePatientRequest {
+                parent: ORG.into(),
+                patient: Some(demo.patient),
+                patient_id: demo.id.into(),
+                request_id: String::new(),
+            })
+            .await;
+        report.record(&name, result)?;
+        for (enrollment_id, unit, step) in demo.enrollments {
+            let enrollment = Enrollment {
+                unit: unit_name(unit),
+                pathway_step: step.into(),
+                ..Default::default()
+            };
+            let result = client
+                .create_enrollment(CreateEnrollmentRequest {
+                    parent: name.clone(),
+                    enrollment: Some(enrollment),
+                    enrollment_id: enrollment_id.into(),
+                    request_id: String::new(),
+                })
+                .await;
+            report.record(&format!("{name}/enrollments/{enrollment_id}"), result)?;
+        }
+        for (coverage_id, payer, member_id, plan, priority) in demo.coverages {
+            let coverage = Coverage {
+                payer: format!("payers/{payer}"),
+                member_id: member_id.into(),
+                plan: plan.into(),
+                priority,
+                effective_period: from(2026, 1, 1),
+                ..Default::default()
+            };
+            let result = client
+                .create_coverage(CreateCoverageRequest {
+                    parent: name.clone(),
+                    coverage: Some(coverage),
+                    coverage_id: coverage_id.into(),
+                    request_id: String::new(),
+                })
+                .await;
+            report.record(&format!("{name}/coverages/{coverage_id}"), result)?;
+        }
+    }
+    Ok(report)
+}
+
+fn units() -> Vec<(&'static str, ServiceUnit)> {
+    let clinic = |name: &str, payer_ids: &[&str], tags: &[&str]| ServiceUnit {
+        display_name: name.into(),
+        kind: UnitKind::Clinic as i32,
+        billing_profile: Some(BillingProfile {
+            billing_entity: "billingEntities/acme-medical-group".into(),
+            accepted_payers: payers(payer_ids),
+            self_pay_allowed: Some(true),
+            fee_schedule: "feeSchedules/standard-2026".into(),
+            place_of_service: "11".into(),
+            claim_form: ClaimForm::Cms1500 as i32,
+        }),
+        workflow_rules: Some(WorkflowRules {
+            allowed_visit_types: strings(&["new-patient", "follow-up", "annual-wellness"]),
+            reporting_tags: strings(tags),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let step = |id: &str, name: &str| CarePathwayStep {
+        id: id.into(),
+        display_name: name.into(),
+    };
+    vec![
+        (
+            "north-clinic",
+            clinic(
+                "Northside Primary Care",
+                &["medicare", "aetna", "bcbs-ma"],
+                &["primary-care", "boston"],
+            ),
+        ),
+        (
+            "lakeside-clinic",
+            clinic(
+                "Lakeside Family Medicine",
+                &["medicare", "bcbs-il"],
+                &["primary-care", "chicago"],
+            ),
+        ),
+        (
+            "cardiology",
+            ServiceUnit {
+                display_name: "Northside Cardiology".into(),
+                kind: UnitKind::ServiceLine as i32,
+                parent_unit: unit_name("north-clinic"),
+                billing_profile: Some(BillingProfile {
+                    fee_schedule: "feeSchedules/cardiology-2026".into(),
+                    ..Default::default()
+                }),
+                workflow_rules: Some(WorkflowRules {
+                    intake_requirements: vec![IntakeRequirement::Referral as i32],
+                    allowed_visit_types: strings(&["cardio-consult", "echo-review"]),
+                    reporting_tags: strings(&["cardiology"]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ),
+        (
+            "ccm-program",
+            ServiceUnit {
+                display_name: "Chronic Care Management".into(),
+                kind: UnitKind::Program as i32,
+                parent_unit: unit_name("north-clinic"),
+                billing_profile: Some(BillingProfile {
+                    accepted_payers: payers(&["medicare"]),
+                    self_pay_allowed: Some(false),
+                    fee_schedule: "feeSchedules/ccm-2026".into(),
+                    ..Default::default()
+                }),
+                workflow_rules: Some(WorkflowRules {
+                    intake_requirements: vec![
+                        IntakeRequirement::Consent as i32,
+                        IntakeRequirement::CarePlan as i32,
+                    ],
+                    allowed_visit_types: strings(&["ccm-enrollment", "ccm-monthly-checkin"]),
+                    care_pathway_steps: vec![
+                        step("enrollment", "Enrollment and consent"),
+                        step("care-plan", "Comprehensive care plan"),
+                        step("monthly-management", "Monthly care management"),
+                        step("graduation", "Graduation"),
+                    ],
+                    reporting_tags: strings(&["ccm", "chronic-care"]),
+                }),
+                ..Default::default()
+            },
+        ),
+        (
+            "globex-employer",
+            ServiceUnit {
+                display_name: "Globex Employee Health".into(),
+                kind: UnitKind::EmployerProgram as i32,
+                billing_profile: Some(BillingProfile {
+                    billing_entity: "billingEntities/acme-employer-services".into(),
+                    accepted_payers: payers(&["globex-direct"]),
+                    self_pay_allowed: Some(false),
+                    fee_schedule: "feeSchedules/globex-contract".into(),
+                    place_of_service: "02".into(),
+                    claim_form: ClaimForm::None as i32,
+                }),
+                workflow_rules: Some(WorkflowRules {
+                    allowed_visit_types: strings(&["employee-wellness", "telehealth-follow-up"]),
+                    reporting_tags: strings(&["employer", "globex"]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ),
+        (
+            "riverside-referrals",
+            ServiceUnit {
+                display_name: "Riverside Partner Referrals".into(),
+                kind: UnitKind::ReferralPath as i32,
+                parent_unit: unit_name("cardiology"),
+                workflow_rules: Some(WorkflowRules {
+                    intake_requirements: vec![
+                        IntakeRequirement::Referral as i32,
+                        IntakeRequirement::PriorAuthorization as i32,
+                    ],
+                    reporting_tags: strings(&["partner-riverside"]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ),
+    ]
+}
+
+type DemoCredential = (
+    &'static str,
+    &'static str,
+    CredentialState,
+    Option<Interval>,
+);
+
+fn providers() -> Vec<(
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<DemoCredential>,
+)> {
+    let until = |start: (i32, u32, u32), end: (i32, u32, u32)| {
+        Some(Interval {
+            start_time: date_time(start.0, start.1, start.2),
+            end_time: date_time(end.0, end.1, end.2),
+        })
+    };
+    vec![
+        (
+            "dr-okafor",
+            "Dr. Amara Okafor, MD",
+            "1234567893",
+            "207Q00000X",
+            vec![
+                (
+                    "north-clinic",
+                    "north-clinic",
+                    CredentialState::Active,
+                    from(2024, 1, 1),
+                ),
+                (
+                    "ccm-program",
+                    "ccm-program",
+                    CredentialState::Active,
+                    from(2025, 1, 1),
+                ),
+            ],
+        ),
+        (
+            "dr-lindqvist",
+            "Dr. Erik Lindqvist, MD",
+            "1987654328",
+            "207RC0000X",
+            vec![
+                (
+                    "cardiology",
+                    "cardiology",
+                    CredentialState::Active,
+                    from(2024, 6, 1),
+                ),
+                (
+                    "lakeside-clinic",
+                    "lakeside-clinic",
+                    CredentialState::Pending,
+                    from(2026, 12, 1),
+                ),
+            ],
+        ),
+        (
+            "np-reyes",
+            "Marisol Reyes, NP",
+            "1452039864",
+            "363LF0000X",
+            vec![
+                (
+                    "globex-employer",
+                    "globex-employer",
+                    CredentialState::Active,
+                    from(2025, 3, 1),
+                ),
+                (
+                    "ccm-program",
+                    "ccm-program",
+                    CredentialState::Active,
+                    until((2025, 6, 1), (2026, 6, 1)),
+                ),
+            ],
+        ),
+    ]
+}
+
+struct DemoPatient {
+    id: &'static str,
+    patient: Patient,
+    enrollments: Vec<(&'static str, &'static str, &'static str)>,
+    coverages: Vec<(&'static str, &'static str, &'static str, &'static str, i32)>,
+}
+
+fn patients() -> Vec<DemoPatient> {
+    let person = |given: &str,
+                  family: &str,
+                  (year, month, day): (i32, i32, i32),
+                  gender: AdministrativeGender,
+                  mrn: &str| Patient {
+        given_name: given.into(),
+        family_name: family.into(),
+        birth_date: Some(Date { year, month, day }),
+        gender: gender as i32,
+        identifiers: vec![PatientIdentifier {
+            system: "urn:pm:ehr:northside-epic:mrn".into(),
+            value: mrn.into(),
+        }],
+        ..Default::default()
+    };
+    vec![
+        DemoPatient {
+            id: "p-0001",
+            patient: person(
+                "Harold",
+                "Testpatient",
+                (1948, 3, 14),
+                AdministrativeGender::Male,
+                "MRN-100001",
+            ),
+            enrollments: vec![("ccm", "ccm-program", "care-plan")],
+            coverages: vec![(
+                "medicare",
+                "medicare",
+                "1EG4-TE5-MK72",
+                "Medicare Part B",
+                1,
+            )],
+        },
+        DemoPatient {
+            id: "p-0002",
+            patient: person(
+                "Greta",
+                "Samplefield",
+                (1985, 9, 2),
+                AdministrativeGender::Female,
+                "MRN-100002",
+            ),
+            enrollments: vec![("globex", "globex-employer", "")],
+            coverages: vec![(
+                "globex",
+                "globex-direct",
+                "GLX-55012",
+                "Globex Direct Contract",
+                1,
+            )],
+        },
+        DemoPatient {
+            id: "p-0003",
+            patient: person(
+                "Walter",
+                "Democase",
+                (1957, 11, 30),
+                AdministrativeGender::Male,
+                "MRN-100003",
+            ),
+            enrollments: vec![],
+            coverages: vec![
+                ("aetna", "aetna", "W123456789", "Aetna Choice POS II", 1),
+                (
+                    "medicare",
+                    "medicare",
+                    "2FH5-UF6-NL83",
+                    "Medicare Part B",
+                    2,
+                ),
+            ],
+        },
+        DemoPatient {
+            id: "p-0004",
+            patient: person(
+                "Rosa",
+                "Fictivez",
+                (1972, 5, 21),
+                AdministrativeGender::Female,
+                "MRN-100004",
+            ),
+            enrollments: vec![("ccm", "ccm-program", "enrollment")],
+            coverages: vec![(
+                "medicare",
+                "medicare",
+                "3GJ6-VG7-PM94",
+                "Medicare Part B",
+                1,
+            )],
+        },
+    ]
+}

@@ -1,0 +1,126 @@
+//! Starting services: each on its own listener with its own database slice, sharing nothing but the
+//! process. Services reach each other only through gRPC clients, as they would across machines.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pm_runtime::config::{Config, TlsMode};
+use pm_runtime::server::{self, ServiceDef};
+use pm_runtime::{Db, tls};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The services `pm serve` can start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Service {
+    /// Organizations, units, locations, providers, patients.
+    Org,
+    /// Permission catalog (roles and tokens come later).
+    Rbac,
+}
+
+impl Service {
+    /// Every service, in start order.
+    pub const ALL: [Service; 2] = [Service::Org, Service::Rbac];
+
+    /// Short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Org => pm_org::NAME,
+            Service::Rbac => pm_rbac::NAME,
+        }
+    }
+
+    fn port(self, config: &Config) -> u16 {
+        match self {
+            Service::Org => config.listen.org_port,
+            Service::Rbac => config.listen.rbac_port,
+        }
+    }
+}
+
+/// A running set of services.
+pub struct Mesh {
+    /// Where each started service listens.
+    pub listening: Vec<(Service, SocketAddr)>,
+    /// Cancel to shut down (drains in-flight calls).
+    pub shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    dbs: Vec<Db>,
+    scheme: &'static str,
+}
+
+impl Mesh {
+    /// The URL of a started service, e.g. `https://127.0.0.1:7101`.
+    pub fn url(&self, service: Service) -> Option<String> {
+        self.listening
+            .iter()
+            .find(|(s, _)| *s == service)
+            .map(|(_, addr)| format!("{}://{addr}", self.scheme))
+    }
+
+    /// Waits until every server has stopped (after `shutdown` is cancelled), at most `grace`; then
+    /// closes the databases.
+    pub async fn stopped(self, grace: Duration) -> anyhow::Result<()> {
+        let all = futures::future::join_all(self.tasks);
+        let results = tokio::time::timeout(grace, all)
+            .await
+            .map_err(|_| anyhow::anyhow!("in-flight calls did not finish within {grace:?}"))?;
+        for db in &self.dbs {
+            db.close().await;
+        }
+        for result in results {
+            result??;
+        }
+        Ok(())
+    }
+
+    /// Cancels and waits.
+    pub async fn stop(self, grace: Duration) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.stopped(grace).await
+    }
+}
+
+/// Opens each service's slice (migrating it), binds its port and starts serving.
+pub async fn start(
+    config: &Config,
+    services: &[Service],
+    shutdown: CancellationToken,
+) -> anyhow::Result<Mesh> {
+    if config.tls.mode == TlsMode::Dev {
+        tls::ensure_dev_pki(&tls::dev_pki_dir(config))?;
+    }
+    let mut listening = Vec::new();
+    let mut tasks = Vec::new();
+    let mut dbs = Vec::new();
+    for &service in services {
+        let def: ServiceDef = match service {
+            Service::Org => {
+                let db = Db::open(config, pm_org::NAME, &pm_org::MIGRATIONS).await?;
+                dbs.push(db.clone());
+                pm_org::service(db)
+            }
+            Service::Rbac => pm_rbac::service(),
+        };
+        let listener =
+            server::bind(SocketAddr::new(config.listen.host, service.port(config))).await?;
+        listening.push((service, listener.local_addr()?));
+        let config = config.clone();
+        let token = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            server::serve(&config, def, listener, token).await
+        }));
+    }
+    Ok(Mesh {
+        listening,
+        shutdown,
+        tasks,
+        dbs,
+        scheme: if config.tls.mode == TlsMode::Plaintext {
+            "http"
+        } else {
+            "https"
+        },
+    })
+}
