@@ -1,0 +1,238 @@
+//! A harness that runs the Org service's handlers against a real database: a fresh SQLite file or a
+//! fresh PostgreSQL schema per test.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use pm_api::org::org_service_server::OrgService;
+use pm_api::org::*;
+use pm_runtime::Db;
+use pm_runtime::config::Backend;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+/// The PostgreSQL server the tests use (env PM_TEST_POSTGRES_URL).
+pub fn postgres_url() -> String {
+    std::env::var("PM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub struct Harness {
+    pub api: pm_org::handlers::OrgApi,
+    pub db: Db,
+    backend: Backend,
+    schema: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Harness {
+    pub async fn new(backend: Backend) -> anyhow::Result<Harness> {
+        let (db, schema, dir) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir()?;
+                let db =
+                    Db::open_sqlite(&dir.path().join("org.db"), 4, &pm_org::MIGRATIONS).await?;
+                (db, String::new(), Some(dir))
+            }
+            Backend::Postgres => {
+                let schema = format!("pmtest_{}", uuid::Uuid::new_v4().simple());
+                let db =
+                    Db::open_postgres(&postgres_url(), &schema, 4, &pm_org::MIGRATIONS).await?;
+                (db, schema, None)
+            }
+        };
+        Ok(Harness {
+            api: pm_org::handlers::OrgApi::new(db.clone()),
+            db,
+            backend,
+            schema,
+            _dir: dir,
+        })
+    }
+
+    /// Drops the PostgreSQL schema (SQLite files go with the temp dir).
+    pub async fn finish(self) -> anyhow::Result<()> {
+        self.db.close().await;
+        if self.backend == Backend::Postgres {
+            Db::drop_postgres_schema(&postgres_url(), &self.schema).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn org(&self, id: &str) -> anyhow::Result<Organization> {
+        let org = Organization {
+            display_name: format!("Org {id}"),
+            time_zone: "America/New_York".into(),
+            ..Default::default()
+        };
+        Ok(self
+            .api
+            .create_organization(Request::new(CreateOrganizationRequest {
+                organization: Some(org),
+                organization_id: id.into(),
+                request_id: String::new(),
+            }))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn unit(
+        &self,
+        org: &str,
+        id: &str,
+        parent_unit: &str,
+    ) -> Result<ServiceUnit, Status> {
+        self.unit_with(
+            org,
+            id,
+            ServiceUnit {
+                display_name: format!("Unit {id}"),
+                kind: UnitKind::Clinic as i32,
+                parent_unit: parent_unit.into(),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn unit_with(
+        &self,
+        org: &str,
+        id: &str,
+        unit: ServiceUnit,
+    ) -> Result<ServiceUnit, Status> {
+        Ok(self
+            .api
+            .create_service_unit(Request::new(CreateServiceUnitRequest {
+                parent: org.into(),
+                service_unit: Some(unit),
+                service_unit_id: id.into(),
+                request_id: String::new(),
+            }))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn units(&self, org: &str) -> anyhow::Result<Vec<ServiceUnit>> {
+        Ok(self
+            .api
+            .list_service_units(Request::new(ListServiceUnitsRequest {
+                parent: org.into(),
+                page_size: 1000,
+                show_deleted: true,
+                ..Default::default()
+            }))
+            .await?
+            .into_inner()
+            .service_units)
+    }
+
+    pub async fn provider(&self, org: &str, id: &str, npi: &str) -> Result<Provider, Status> {
+        Ok(self
+            .api
+            .create_provider(Request::new(CreateProviderRequest {
+                parent: org.into(),
+                provider: Some(Provider {
+                    display_name: format!("Dr {id}"),
+                    npi: npi.into(),
+                    ..Default::default()
+                }),
+                provider_id: id.into(),
+                request_id: String::new(),
+            }))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn patient(&self, org: &str, id: &str, mrn: &str) -> Result<Patient, Status> {
+        Ok(self
+            .api
+            .create_patient(Request::new(CreatePatientRequest {
+                parent: org.into(),
+                patient: Some(Patient {
+                    given_name: "Canary".into(),
+                    family_name: "Testpatient".into(),
+                    birth_date: Some(pm_api::types::Date {
+                        year: 1970,
+                        month: 1,
+                        day: 2,
+                    }),
+                    identifiers: vec![PatientIdentifier {
+                        system: "urn:test:mrn".into(),
+                        value: mrn.into(),
+                    }],
+                    ..Default::default()
+                }),
+                patient_id: id.into(),
+                request_id: String::new(),
+            }))
+            .await?
+            .into_inner())
+    }
+}
+
+/// Asserts a status's code and ErrorInfo reason; returns the status for more checks.
+pub fn expect_error<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: Code,
+    reason: &str,
+) -> Status {
+    let status = match result {
+        Ok(value) => panic!("expected {code:?}/{reason}, got {value:?}"),
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), code, "{status:?}");
+    let details = status.get_error_details();
+    let info = details
+        .error_info()
+        .expect("every error carries an ErrorInfo");
+    assert_eq!(info.reason, reason, "{status:?}");
+    assert_eq!(info.domain, "org.pm.dev");
+    status
+}
+
+/// The field paths of a status's BadRequest violations.
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+pub fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds, nanos: 0 })
+}
+
+pub fn interval(start: i64, end: Option<i64>) -> Option<pm_api::types::Interval> {
+    Some(pm_api::types::Interval {
+        start_time: ts(start),
+        end_time: end.and_then(ts),
+    })
+}
+
+/// Runs each listed test against SQLite and against PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() -> anyhow::Result<()> {
+                    let harness = $crate::common::Harness::new(pm_runtime::config::Backend::Sqlite).await?;
+                    super::$test(&harness).await?;
+                    harness.finish().await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() -> anyhow::Result<()> {
+                    let harness = $crate::common::Harness::new(pm_runtime::config::Backend::Postgres).await?;
+                    super::$test(&harness).await?;
+                    harness.finish().await
+                }
+            )*
+        }
+    };
+}
