@@ -158,7 +158,8 @@ fn check_billing_profile(v: &mut Violations, p: &BillingProfile) {
         );
     }
     let pos = &p.place_of_service;
-    if !pos.is_empty() && !(pos.len() == 2 && pos.bytes().all(|b| b.is_ascii_digit())) {
+    let is_pos_code = pos.len() == 2 && pos.bytes().all(|b| b.is_ascii_digit());
+    if !pos.is_empty() && !is_pos_code {
         v.add(
             "billing_profile.place_of_service",
             "must be a two-digit CMS place-of-service code",
@@ -258,7 +259,7 @@ pub fn is_valid_npi(npi: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Validates a provider.

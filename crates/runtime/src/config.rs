@@ -204,12 +204,15 @@ impl fmt::Debug for Secret {
 
 impl Config {
     /// Loads defaults, then `file` if given, then the `PM_*` environment.
-    pub fn load(file: Option<&Path>) -> Result<Self, figment::Error> {
+    pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment.merge(Env::prefixed("PM_").split("__")).extract()
+        figment
+            .merge(Env::prefixed("PM_").split("__"))
+            .extract()
+            .map_err(Box::new)
     }
 
     /// The defaults alone (tests and tools that build a config in code).
@@ -222,6 +225,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return its own (large) error type
 mod tests {
     use super::*;
 
@@ -243,7 +247,7 @@ mod tests {
                 "[storage]\nbackend = \"postgres\"\nmax_connections = 3\n[listen]\norg_port = 9000\n",
             )?;
             jail.set_env("PM_LISTEN__ORG_PORT", "9100");
-            let config = Config::load(Some(Path::new("pm.toml")))?;
+            let config = Config::load(Some(Path::new("pm.toml"))).map_err(|e| *e)?;
             assert_eq!(config.storage.backend, Backend::Postgres);
             assert_eq!(config.storage.max_connections, 3);
             assert_eq!(config.listen.org_port, 9100);

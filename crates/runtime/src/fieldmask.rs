@@ -181,12 +181,14 @@ mod tests {
 
     #[test]
     fn named_nested_path_changes_only_that_leaf() -> ApiResult<()> {
-        let mut patch = ServiceUnit::default();
-        patch.billing_profile = Some(BillingProfile {
-            place_of_service: "02".into(),
+        let patch = ServiceUnit {
+            billing_profile: Some(BillingProfile {
+                place_of_service: "02".into(),
+                ..Default::default()
+            }),
+            display_name: "ignored".into(),
             ..Default::default()
-        });
-        patch.display_name = "ignored".into();
+        };
         let merged = apply(
             &unit(),
             &patch,
@@ -216,10 +218,12 @@ mod tests {
 
     #[test]
     fn empty_mask_updates_populated_leaves_and_skips_output_only() -> ApiResult<()> {
-        let mut patch = ServiceUnit::default();
-        patch.name = "organizations/a/units/u".into();
-        patch.etag = "r1".into();
-        patch.display_name = "North Clinic".into();
+        let patch = ServiceUnit {
+            name: "organizations/a/units/u".into(),
+            etag: "r1".into(),
+            display_name: "North Clinic".into(),
+            ..Default::default()
+        };
         let merged = apply(&unit(), &patch, None, &[], "service_unit")?;
         assert_eq!(merged.display_name, "North Clinic");
         assert_eq!(
@@ -231,8 +235,10 @@ mod tests {
 
     #[test]
     fn star_replaces_everything_but_protected_fields() -> ApiResult<()> {
-        let mut patch = ServiceUnit::default();
-        patch.display_name = "Only".into();
+        let patch = ServiceUnit {
+            display_name: "Only".into(),
+            ..Default::default()
+        };
         let merged = apply(
             &unit(),
             &patch,

@@ -50,8 +50,12 @@ pub async fn serve(
         .add_service(reflection_for(&service.grpc_services).build_v1()?)
         .add_service(reflection_for(&service.grpc_services).build_v1alpha()?);
 
+    // The first probe completes before serving, so health never answers "not registered".
+    let healthy = is_healthy(service.db.as_ref()).await;
+    report(&reporter, &service.grpc_services, healthy).await;
     let probe = tokio::spawn(probe_health(
         reporter,
+        healthy,
         service.grpc_services.clone(),
         service.db.clone(),
         Duration::from_millis(config.server.health_probe_interval_ms.max(100)),
@@ -98,42 +102,52 @@ fn reflection_for(grpc_services: &[&'static str]) -> tonic_reflection::server::B
 /// NOT_SERVING while it does not.
 async fn probe_health(
     reporter: tonic_health::server::HealthReporter,
+    mut last: bool,
     grpc_services: Vec<&'static str>,
     db: Option<Db>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut last = None;
     loop {
-        let healthy = match &db {
-            Some(db) => db.ping().await,
-            None => true,
-        };
-        let status = if healthy {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        if last != Some(healthy) {
-            if !healthy {
-                tracing::warn!("database unreachable: reporting NOT_SERVING");
-            } else if last.is_some() {
-                tracing::info!("database reachable again: reporting SERVING");
-            }
-            for name in grpc_services.iter().copied().chain([""]) {
-                reporter.set_service_status(name, status).await;
-            }
-            last = Some(healthy);
-        }
         tokio::select! {
             () = shutdown.cancelled() => {
-                for name in grpc_services.iter().copied().chain([""]) {
-                    reporter.set_service_status(name, ServingStatus::NotServing).await;
-                }
+                report(&reporter, &grpc_services, false).await;
                 return;
             }
             () = tokio::time::sleep(interval) => {}
         }
+        let healthy = is_healthy(db.as_ref()).await;
+        if healthy != last {
+            if healthy {
+                tracing::info!("database reachable again: reporting SERVING");
+            } else {
+                tracing::warn!("database unreachable: reporting NOT_SERVING");
+            }
+            report(&reporter, &grpc_services, healthy).await;
+            last = healthy;
+        }
+    }
+}
+
+async fn is_healthy(db: Option<&Db>) -> bool {
+    match db {
+        Some(db) => db.ping().await,
+        None => true,
+    }
+}
+
+async fn report(
+    reporter: &tonic_health::server::HealthReporter,
+    grpc_services: &[&'static str],
+    healthy: bool,
+) {
+    let status = if healthy {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    for name in grpc_services.iter().copied().chain([""]) {
+        reporter.set_service_status(name, status).await;
     }
 }
 

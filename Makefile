@@ -1,0 +1,35 @@
+# The front door's commands. `make help` lists them.
+CARGO ?= cargo
+PM_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+export PM_TEST_POSTGRES_URL
+
+.PHONY: help run seed test test-rust test-python lint bench clean-data
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+run: ## Run the whole mesh on SQLite (under .pm-data) with dev mTLS certificates
+	$(CARGO) run -q -p pm -- run
+
+seed: ## Load the demo operating model into a running mesh (`make run` in another terminal)
+	$(CARGO) run -q -p pm -- demo seed
+
+test: test-rust test-python ## Every test: unit, store suite on SQLite and PostgreSQL, end-to-end, Python polyglot
+
+test-rust: ## Rust unit, store (both backends) and end-to-end tests (needs PostgreSQL at PM_TEST_POSTGRES_URL)
+	$(CARGO) test --workspace --all-targets
+
+test-python: ## The Python grpcio client against `pm run` over mTLS
+	$(CARGO) build -q -p pm --bin pm
+	PM_BIN=$(CURDIR)/target/debug/pm tests/python/run.sh
+
+lint: ## clippy -D warnings, rustfmt check, buf lint
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) fmt --all -- --check
+	cd proto && buf lint
+
+bench: ## Throughput and latency of an empty RPC (the ceiling) and Org Get/List/Create on SQLite and PostgreSQL
+	$(CARGO) run -q --release -p pm --bin pm-bench
+
+clean-data: ## Remove the local mesh's data (SQLite files and dev certificates)
+	rm -rf .pm-data

@@ -1,0 +1,453 @@
+//! End-to-end: the mesh started in-process exactly as `pm run` starts it, on ephemeral ports over real
+//! mTLS, called through the generated clients. Runs on SQLite and on PostgreSQL.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use pm::mesh::{self, Mesh, Service};
+use pm_api::org::org_service_client::OrgServiceClient;
+use pm_api::org::*;
+use pm_api::rbac::ListPermissionsRequest;
+use pm_api::rbac::rbac_service_client::RbacServiceClient;
+use pm_runtime::config::{Backend, Config};
+use pm_runtime::{client, tls};
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_types::StatusExt;
+
+struct TestMesh {
+    mesh: Mesh,
+    config: Config,
+    schema: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+fn postgres_url() -> String {
+    std::env::var("PM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+impl TestMesh {
+    async fn start(backend: Backend) -> anyhow::Result<TestMesh> {
+        let dir = tempfile::tempdir()?;
+        let mut config = Config::defaults_in(dir.path());
+        config.listen.org_port = 0;
+        config.listen.rbac_port = 0;
+        config.server.health_probe_interval_ms = 200;
+        let mut schema = None;
+        if backend == Backend::Postgres {
+            let prefix = format!("pme2e_{}_", uuid::Uuid::new_v4().simple());
+            schema = Some(format!("{prefix}org"));
+            config.storage.backend = Backend::Postgres;
+            config.storage.postgres_url = pm_runtime::config::Secret::new(postgres_url());
+            config.storage.postgres_schema_prefix = prefix;
+        }
+        let mesh = mesh::start(&config, &Service::ALL, CancellationToken::new()).await?;
+        Ok(TestMesh {
+            mesh,
+            config,
+            schema,
+            _dir: dir,
+        })
+    }
+
+    fn url(&self, service: Service) -> String {
+        self.mesh.url(service).unwrap()
+    }
+
+    async fn org(&self) -> anyhow::Result<OrgServiceClient<tonic::transport::Channel>> {
+        Ok(OrgServiceClient::new(
+            client::channel(&self.config, tls::CLIENT, &self.url(Service::Org)).await?,
+        ))
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.mesh.stop(Duration::from_secs(10)).await?;
+        if let Some(schema) = self.schema {
+            pm_runtime::Db::drop_postgres_schema(&postgres_url(), &schema).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn health_of(
+    channel: tonic::transport::Channel,
+    service: &str,
+) -> Result<i32, tonic::Status> {
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await?;
+    Ok(response.into_inner().status)
+}
+
+async fn serving_and_reflecting(backend: Backend) -> anyhow::Result<()> {
+    let mesh = TestMesh::start(backend).await?;
+    let org_channel = client::channel(&mesh.config, tls::CLIENT, &mesh.url(Service::Org)).await?;
+    let rbac_channel = client::channel(&mesh.config, tls::CLIENT, &mesh.url(Service::Rbac)).await?;
+    for (channel, service) in [
+        (org_channel.clone(), ""),
+        (org_channel.clone(), "pm.org.v1.OrgService"),
+        (rbac_channel.clone(), ""),
+        (rbac_channel.clone(), "pm.rbac.v1.RbacService"),
+    ] {
+        assert_eq!(
+            health_of(channel, service).await?,
+            ServingStatus::Serving as i32,
+            "{service}"
+        );
+    }
+    let unknown = health_of(org_channel.clone(), "pm.nope.v1.Nope").await;
+    assert_eq!(unknown.unwrap_err().code(), Code::NotFound);
+
+    let listed = list_services_v1(org_channel.clone()).await?;
+    for expected in ["pm.org.v1.OrgService", "grpc.health.v1.Health"] {
+        assert!(listed.contains(&expected.to_string()), "{listed:?}");
+    }
+    assert!(
+        !listed.contains(&"pm.rbac.v1.RbacService".to_string()),
+        "each port reflects only what it serves"
+    );
+    let listed_alpha = list_services_v1alpha(org_channel.clone()).await?;
+    assert!(
+        listed_alpha.contains(&"pm.org.v1.OrgService".to_string()),
+        "{listed_alpha:?}"
+    );
+
+    let permissions = RbacServiceClient::new(rbac_channel)
+        .list_permissions(ListPermissionsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .permissions;
+    let methods: usize = permissions.iter().map(|p| p.methods.len()).sum();
+    assert_eq!(
+        methods,
+        pm_api::RULES.len(),
+        "every RPC's permission is published"
+    );
+    mesh.stop().await
+}
+
+async fn list_services_v1(channel: tonic::transport::Channel) -> anyhow::Result<Vec<String>> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await?
+        .into_inner();
+    let response = stream
+        .message()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no reflection answer"))?;
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            Ok(list.service.into_iter().map(|s| s.name).collect())
+        }
+        other => anyhow::bail!("unexpected reflection answer {other:?}"),
+    }
+}
+
+async fn list_services_v1alpha(channel: tonic::transport::Channel) -> anyhow::Result<Vec<String>> {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await?
+        .into_inner();
+    let response = stream
+        .message()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no reflection answer"))?;
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            Ok(list.service.into_iter().map(|s| s.name).collect())
+        }
+        other => anyhow::bail!("unexpected reflection answer {other:?}"),
+    }
+}
+
+async fn demo_seed_over_mtls(backend: Backend) -> anyhow::Result<()> {
+    let mesh = TestMesh::start(backend).await?;
+    let mut org = mesh.org().await?;
+    let first = pm::demo::seed(&mut org).await?;
+    assert!(first.created >= 25, "{first:?}");
+    assert_eq!(first.existing, 0);
+    let second = pm::demo::seed(&mut org).await?;
+    assert_eq!(second.created, 0, "seeding twice creates nothing new");
+    assert_eq!(second.existing, first.created);
+
+    let units = org
+        .list_service_units(ListServiceUnitsRequest {
+            parent: "organizations/acme".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .service_units;
+    let kinds: std::collections::HashSet<i32> = units.iter().map(|u| u.kind).collect();
+    assert_eq!(kinds.len(), 5, "every kind of unit is represented");
+    let locations = org
+        .list_locations(ListLocationsRequest {
+            parent: "organizations/acme".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .locations;
+    let zones: std::collections::HashSet<String> =
+        locations.into_iter().map(|l| l.time_zone).collect();
+    assert_eq!(zones.len(), 2, "locations in two time zones");
+
+    let policy = org
+        .get_effective_policy(GetEffectivePolicyRequest {
+            unit: "organizations/acme/units/ccm-program".into(),
+        })
+        .await?
+        .into_inner();
+    let billing = policy.billing_profile.unwrap();
+    assert_eq!(
+        billing.billing_entity, "billingEntities/acme-medical-group",
+        "inherited from the clinic"
+    );
+    assert_eq!(
+        billing.fee_schedule, "feeSchedules/ccm-2026",
+        "the program's own"
+    );
+
+    // Reyes was credentialed in CCM until 2026-06-01; Okafor still is.
+    let july_2026 = prost_types::Timestamp {
+        seconds: 1_783_000_000,
+        nanos: 0,
+    };
+    let check = |provider: &str| CheckCredentialRequest {
+        provider: format!("organizations/acme/providers/{provider}"),
+        unit: "organizations/acme/units/ccm-program".into(),
+        time: Some(july_2026),
+    };
+    assert!(
+        org.check_credential(check("dr-okafor"))
+            .await?
+            .into_inner()
+            .credentialed
+    );
+    assert!(
+        !org.check_credential(check("np-reyes"))
+            .await?
+            .into_inner()
+            .credentialed
+    );
+
+    // Errors reach a client with their google.rpc details.
+    let status = org
+        .create_location(CreateLocationRequest {
+            parent: "organizations/acme".into(),
+            location: Some(Location {
+                display_name: "X".into(),
+                time_zone: "Mars/Olympus".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let details = status.get_error_details();
+    assert_eq!(details.error_info().unwrap().reason, "INVALID_ARGUMENT");
+    assert_eq!(
+        details.bad_request().unwrap().field_violations[0].field,
+        "location.time_zone"
+    );
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn sqlite_mesh_serves_health_reflection_and_permissions() -> anyhow::Result<()> {
+    serving_and_reflecting(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn postgres_mesh_serves_health_reflection_and_permissions() -> anyhow::Result<()> {
+    serving_and_reflecting(Backend::Postgres).await
+}
+
+#[tokio::test]
+async fn sqlite_mesh_takes_the_demo_seed() -> anyhow::Result<()> {
+    demo_seed_over_mtls(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn postgres_mesh_takes_the_demo_seed() -> anyhow::Result<()> {
+    demo_seed_over_mtls(Backend::Postgres).await
+}
+
+/// A channel that trusts the mesh's CA but presents `identity` (or nothing).
+async fn call_health_with(
+    mesh: &TestMesh,
+    identity: Option<Identity>,
+    ca_pem: &str,
+) -> Result<i32, tonic::Status> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    if let Some(identity) = identity {
+        tls = tls.identity(identity);
+    }
+    let endpoint = Endpoint::from_shared(mesh.url(Service::Org))
+        .map_err(|e| tonic::Status::internal(e.to_string()))?
+        .tls_config(tls)
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+    health_of(endpoint.connect_lazy(), "").await
+}
+
+#[tokio::test]
+async fn mtls_refuses_clients_without_a_certificate_from_the_ca() -> anyhow::Result<()> {
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
+    let pki = tls::dev_pki_dir(&mesh.config);
+    let ca = std::fs::read_to_string(pki.join("ca.crt"))?;
+
+    let good = Identity::from_pem(
+        std::fs::read(pki.join("client.crt"))?,
+        std::fs::read(pki.join("client.key"))?,
+    );
+    assert_eq!(
+        call_health_with(&mesh, Some(good), &ca).await?,
+        ServingStatus::Serving as i32
+    );
+
+    assert!(
+        call_health_with(&mesh, None, &ca).await.is_err(),
+        "no client certificate"
+    );
+
+    let other = tempfile::tempdir()?;
+    tls::ensure_dev_pki(other.path())?;
+    let foreign = Identity::from_pem(
+        std::fs::read(other.path().join("client.crt"))?,
+        std::fs::read(other.path().join("client.key"))?,
+    );
+    assert!(
+        call_health_with(&mesh, Some(foreign), &ca).await.is_err(),
+        "a certificate from another CA"
+    );
+
+    let key = rcgen::KeyPair::generate()?;
+    let self_signed =
+        rcgen::CertificateParams::new(vec!["localhost".to_string()])?.self_signed(&key)?;
+    let self_signed = Identity::from_pem(self_signed.pem(), key.serialize_pem());
+    assert!(
+        call_health_with(&mesh, Some(self_signed), &ca)
+            .await
+            .is_err(),
+        "a self-signed certificate"
+    );
+
+    // And the client refuses a server its CA did not sign.
+    let foreign_ca = std::fs::read_to_string(other.path().join("ca.crt"))?;
+    let good = Identity::from_pem(
+        std::fs::read(pki.join("client.crt"))?,
+        std::fs::read(pki.join("client.key"))?,
+    );
+    assert!(
+        call_health_with(&mesh, Some(good), &foreign_ca)
+            .await
+            .is_err(),
+        "an untrusted server"
+    );
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn health_reports_not_serving_while_the_database_is_unreachable() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut config = Config::defaults_in(dir.path());
+    config.server.health_probe_interval_ms = 100;
+    let db =
+        pm_runtime::Db::open_sqlite(&dir.path().join("org.db"), 2, &pm_org::MIGRATIONS).await?;
+    let listener = pm_runtime::server::bind("127.0.0.1:0".parse()?).await?;
+    let url = format!("https://{}", listener.local_addr()?);
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn({
+        let (config, db, shutdown) = (config.clone(), db.clone(), shutdown.clone());
+        async move { pm_runtime::server::serve(&config, pm_org::service(db), listener, shutdown).await }
+    });
+    let channel = client::channel(&config, tls::CLIENT, &url).await?;
+    assert_eq!(
+        health_of(channel.clone(), "pm.org.v1.OrgService").await?,
+        ServingStatus::Serving as i32
+    );
+
+    db.close().await; // the database goes away
+    let mut status = ServingStatus::Serving as i32;
+    for _ in 0..50 {
+        status = health_of(channel.clone(), "pm.org.v1.OrgService").await?;
+        if status == ServingStatus::NotServing as i32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, ServingStatus::NotServing as i32);
+    assert_eq!(
+        health_of(channel, "").await?,
+        ServingStatus::NotServing as i32
+    );
+    shutdown.cancel();
+    server.await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutdown_drains_and_closes_the_port() -> anyhow::Result<()> {
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
+    let url = mesh.url(Service::Org);
+    let config = mesh.config.clone();
+    let mut org = mesh.org().await?;
+    // Keep calls in flight while shutdown begins: each must finish OK or be refused cleanly.
+    let calls = (0..32).map(|_| {
+        let mut org = org.clone();
+        async move {
+            org.list_organizations(ListOrganizationsRequest::default())
+                .await
+                .map(|_| ())
+        }
+    });
+    let in_flight = tokio::spawn(futures::future::join_all(calls));
+    tokio::task::yield_now().await;
+    mesh.mesh.shutdown.cancel();
+    for result in in_flight.await? {
+        if let Err(status) = result {
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        }
+    }
+    mesh.stop().await?;
+    assert!(
+        org.list_organizations(ListOrganizationsRequest::default())
+            .await
+            .is_err()
+    );
+    assert!(
+        client::channel(&config, tls::CLIENT, &url).await.is_err(),
+        "the port is closed"
+    );
+    Ok(())
+}
