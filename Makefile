@@ -9,10 +9,10 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 run: ## Run the whole mesh on SQLite (under .pm-data) with dev mTLS certificates
-	$(CARGO) run -q -p pm -- run
+	$(CARGO) run -q -p pm --bin pm -- run
 
 seed: ## Load the demo operating model into a running mesh (`make run` in another terminal)
-	$(CARGO) run -q -p pm -- demo seed
+	$(CARGO) run -q -p pm --bin pm -- demo seed
 
 test: test-rust test-python ## Every test: unit, store suite on SQLite and PostgreSQL, end-to-end, Python polyglot
 

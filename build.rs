@@ -23,6 +23,16 @@ fn main() -> BuildResult {
     write_authz_table(&fds_bytes, &out_dir.join("authz_rules.rs"))?;
 
     let fds = compiler.file_descriptor_set();
+
+    // google.rpc error details, for reflection only (clients decode our errors' details with them).
+    println!("cargo:rerun-if-changed=third_party/googleapis");
+    let mut rpc = protox::Compiler::new(["third_party/googleapis"])?;
+    rpc.include_imports(true);
+    rpc.open_files(["google/rpc/status.proto", "google/rpc/error_details.proto"])?;
+    std::fs::write(
+        out_dir.join("google_rpc_descriptor.bin"),
+        rpc.encode_file_descriptor_set(),
+    )?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

@@ -47,6 +47,11 @@ pub use pm::{
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/pm_descriptor.bin"));
 
+/// The encoded `FileDescriptorSet` of `google.rpc.Status` and the error details our errors carry
+/// (vendored under `third_party/googleapis`), served by reflection so that tools can decode them.
+pub const GOOGLE_RPC_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/google_rpc_descriptor.bin"));
+
 /// The authorization rule an RPC declares through the `(pm.authz.v1.rule)` method option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MethodRule {

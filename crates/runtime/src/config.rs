@@ -202,6 +202,16 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The top-level settings, as environment variables name them (`PM_<SECTION>...`).
+const SECTIONS: &[&str] = &[
+    "data_dir",
+    "listen",
+    "storage",
+    "tls",
+    "server",
+    "telemetry",
+];
+
 impl Config {
     /// Loads defaults, then `file` if given, then the `PM_*` environment.
     pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
@@ -209,10 +219,18 @@ impl Config {
         if let Some(path) = file {
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment
-            .merge(Env::prefixed("PM_").split("__"))
-            .extract()
-            .map_err(Box::new)
+        // Only variables naming a setting are read: PM_BIN, PM_TEST_* and the like belong to tools.
+        let env = Env::prefixed("PM_")
+            .filter(|key| {
+                let key = key.as_str().to_ascii_lowercase();
+                SECTIONS.iter().any(|section| {
+                    key.strip_prefix(section).is_some_and(|rest| {
+                        rest.is_empty() || rest.starts_with("__") || rest.starts_with('.')
+                    })
+                })
+            })
+            .split("__");
+        figment.merge(env).extract().map_err(Box::new)
     }
 
     /// The defaults alone (tests and tools that build a config in code).
@@ -247,6 +265,8 @@ mod tests {
                 "[storage]\nbackend = \"postgres\"\nmax_connections = 3\n[listen]\norg_port = 9000\n",
             )?;
             jail.set_env("PM_LISTEN__ORG_PORT", "9100");
+            jail.set_env("PM_BIN", "/usr/bin/pm");
+            jail.set_env("PM_TEST_POSTGRES_URL", "postgres://elsewhere");
             let config = Config::load(Some(Path::new("pm.toml"))).map_err(|e| *e)?;
             assert_eq!(config.storage.backend, Backend::Postgres);
             assert_eq!(config.storage.max_connections, 3);
@@ -261,6 +281,7 @@ mod tests {
     fn unknown_keys_are_rejected_with_their_name() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("pm.toml", "[storage]\nbackedn = \"postgres\"\n")?;
+            jail.set_env("PM_STORAGE__MAX_CONECTIONS", "3");
             let err = match Config::load(Some(Path::new("pm.toml"))) {
                 Ok(_) => panic!("a misspelt key must not load"),
                 Err(err) => err.to_string(),

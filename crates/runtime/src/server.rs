@@ -91,6 +91,7 @@ fn reflection_for(grpc_services: &[&'static str]) -> tonic_reflection::server::B
     let mut builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pm_api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(pm_api::GOOGLE_RPC_DESCRIPTOR_SET)
         .with_service_name("grpc.health.v1.Health");
     for name in grpc_services {
         builder = builder.with_service_name(*name);
