@@ -134,4 +134,6 @@ resource! {
     org::Patient => "pm.org.v1.Patient",
     org::Enrollment => "pm.org.v1.Enrollment",
     org::Coverage => "pm.org.v1.Coverage",
+    rbac::Principal => "pm.rbac.v1.Principal",
+    rbac::RoleBinding => "pm.rbac.v1.RoleBinding",
 }

@@ -382,8 +382,7 @@ async fn health_reports_not_serving_while_the_database_is_unreachable() -> anyho
     let dir = tempfile::tempdir()?;
     let mut config = Config::defaults_in(dir.path());
     config.server.health_probe_interval_ms = 100;
-    let db =
-        pm_runtime::Db::open_sqlite(&dir.path().join("org.db"), 2, &pm_org::MIGRATIONS).await?;
+    let db = pm_runtime::Db::open_sqlite(&dir.path().join("org.db"), 2, pm_org::MIGRATIONS).await?;
     let listener = pm_runtime::server::bind("127.0.0.1:0".parse()?).await?;
     let url = format!("https://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();

@@ -12,16 +12,9 @@ use pm_api::org::org_service_server::OrgServiceServer;
 use pm_runtime::Db;
 use pm_runtime::db::Migrations;
 use pm_runtime::server::ServiceDef;
-use sqlx::migrate::Migrator;
 
-static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
-
-/// The Org service's migrations for each backend.
-pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &SQLITE,
-    postgres: &POSTGRES,
-};
+/// The migration sets of the Org slice: the generic resource store is all it needs so far.
+pub const MIGRATIONS: &[&Migrations] = &[&pm_runtime::docstore::MIGRATIONS];
 
 /// The short name of the service (database slice, certificate, health entry).
 pub const NAME: &str = "org";

@@ -24,6 +24,7 @@ fn enum_name<E: TryFrom<i32>>(value: i32, name: impl Fn(&E) -> &'static str) -> 
 pub const ORGANIZATION: Kind<Organization> = Kind {
     pattern: NamePattern(&["organizations"]),
     field: "organization",
+    local_parent: true,
     filterable: &["display_name"],
     protected: &[],
     attrs: |o| vec![("display_name", o.display_name.clone())],
@@ -33,6 +34,7 @@ pub const ORGANIZATION: Kind<Organization> = Kind {
 pub const UNIT: Kind<ServiceUnit> = Kind {
     pattern: domain::UNIT_NAME,
     field: "service_unit",
+    local_parent: true,
     filterable: &["kind", "parent_unit", "display_name"],
     protected: &[],
     attrs: |u| {
@@ -48,6 +50,7 @@ pub const UNIT: Kind<ServiceUnit> = Kind {
 pub const LOCATION: Kind<Location> = Kind {
     pattern: NamePattern(&["organizations", "locations"]),
     field: "location",
+    local_parent: true,
     filterable: &["time_zone", "display_name"],
     protected: &[],
     attrs: |l| {
@@ -62,6 +65,7 @@ pub const LOCATION: Kind<Location> = Kind {
 pub const PROVIDER: Kind<Provider> = Kind {
     pattern: domain::PROVIDER_NAME,
     field: "provider",
+    local_parent: true,
     filterable: &["npi", "taxonomy_code", "display_name"],
     protected: &[],
     attrs: |p| {
@@ -77,6 +81,7 @@ pub const PROVIDER: Kind<Provider> = Kind {
 pub const CREDENTIAL: Kind<Credential> = Kind {
     pattern: NamePattern(&["organizations", "providers", "credentials"]),
     field: "credential",
+    local_parent: true,
     filterable: &["unit", "state"],
     protected: &["unit"],
     attrs: |c| {
@@ -91,6 +96,7 @@ pub const CREDENTIAL: Kind<Credential> = Kind {
 pub const PATIENT: Kind<Patient> = Kind {
     pattern: NamePattern(&["organizations", "patients"]),
     field: "patient",
+    local_parent: true,
     filterable: &["identifier", "family_name", "birth_date"],
     protected: &[],
     attrs: |p| {
@@ -114,6 +120,7 @@ pub const PATIENT: Kind<Patient> = Kind {
 pub const ENROLLMENT: Kind<Enrollment> = Kind {
     pattern: NamePattern(&["organizations", "patients", "enrollments"]),
     field: "enrollment",
+    local_parent: true,
     filterable: &["unit", "state", "pathway_step"],
     protected: &["state", "history"],
     attrs: |e| {
@@ -129,6 +136,7 @@ pub const ENROLLMENT: Kind<Enrollment> = Kind {
 pub const COVERAGE: Kind<Coverage> = Kind {
     pattern: NamePattern(&["organizations", "patients", "coverages"]),
     field: "coverage",
+    local_parent: true,
     filterable: &["payer", "priority"],
     protected: &[],
     attrs: |c| {

@@ -12,7 +12,8 @@ use pm_api::org::*;
 use prost_types::FieldMask;
 use tonic::{Code, Request};
 
-on_both_backends!(
+pm_runtime::on_both_backends!(
+    crate::common::Harness;
     organization_lifecycle,
     bad_organization_input_writes_nothing,
     unit_under_unknown_parent_writes_nothing,

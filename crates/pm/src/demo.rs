@@ -562,3 +562,82 @@ fn patients() -> Vec<DemoPatient> {
         },
     ]
 }
+
+/// The demo's people and their roles in `organizations/acme` (RBAC).
+pub async fn seed_access(
+    client: &mut pm_api::rbac::rbac_service_client::RbacServiceClient<Channel>,
+    report: &mut SeedReport,
+) -> anyhow::Result<()> {
+    use pm_api::rbac::{
+        CreatePrincipalRequest, CreateRoleBindingRequest, Principal, PrincipalKind, Role,
+        RoleBinding,
+    };
+    println!("principals and role bindings");
+    let people: [(&str, &str, &str, Role, &[&str]); 4] = [
+        (
+            "admin",
+            "Avery Admin",
+            "",
+            Role::OrganizationAdministrator,
+            &[],
+        ),
+        (
+            "casey-ccm",
+            "Casey (CCM program manager)",
+            "",
+            Role::ProgramManager,
+            &["ccm-program"],
+        ),
+        (
+            "dr-okafor",
+            "Dr. Amara Okafor",
+            "dr-okafor",
+            Role::Provider,
+            &[],
+        ),
+        (
+            "jordan-billing",
+            "Jordan (billing)",
+            "",
+            Role::BillingStaff,
+            &["north-clinic", "lakeside-clinic"],
+        ),
+    ];
+    for (id, display_name, provider, role, units) in people {
+        let principal = Principal {
+            display_name: display_name.into(),
+            kind: PrincipalKind::User as i32,
+            provider: if provider.is_empty() {
+                String::new()
+            } else {
+                format!("{ORG}/providers/{provider}")
+            },
+            ..Default::default()
+        };
+        let result = client
+            .create_principal(CreatePrincipalRequest {
+                principal: Some(principal),
+                principal_id: id.into(),
+                request_id: String::new(),
+            })
+            .await;
+        report.record(&format!("principals/{id}"), result)?;
+        let binding = RoleBinding {
+            principal: format!("principals/{id}"),
+            role: role as i32,
+            units: units.iter().map(|u| unit_name(u)).collect(),
+            reason: "demo operating model".into(),
+            ..Default::default()
+        };
+        let result = client
+            .create_role_binding(CreateRoleBindingRequest {
+                parent: ORG.into(),
+                role_binding: Some(binding),
+                role_binding_id: id.into(),
+                request_id: String::new(),
+            })
+            .await;
+        report.record(&format!("{ORG}/roleBindings/{id}"), result)?;
+    }
+    Ok(())
+}

@@ -7,8 +7,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use pm::mesh::{self, Service};
 use pm_api::org::org_service_client::OrgServiceClient;
+use pm_api::rbac::IssueTokenRequest;
+use pm_api::rbac::rbac_service_client::RbacServiceClient;
 use pm_runtime::config::{Backend, Config, TlsMode};
 use pm_runtime::{client, server, telemetry, tls};
+use tonic::transport::Channel;
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +44,17 @@ enum Command {
     },
     /// Create the dev CA and certificates (if missing) and print where they are.
     Certs,
+    /// Print a bearer token for a principal (dev): `export TOKEN=$(pm login principals/admin)`.
+    Login {
+        /// The principal, e.g. `principals/admin`.
+        principal: String,
+        /// Lifetime in minutes (at most 60).
+        #[arg(long, default_value_t = 15)]
+        ttl_minutes: i64,
+        /// URL of the RBAC service. Default: the configured rbac port on localhost.
+        #[arg(long)]
+        rbac: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -50,6 +64,9 @@ enum DemoCommand {
         /// URL of the Org service. Default: the configured org port on localhost.
         #[arg(long)]
         org: Option<String>,
+        /// URL of the RBAC service. Default: the configured rbac port on localhost.
+        #[arg(long)]
+        rbac: Option<String>,
     },
 }
 
@@ -83,8 +100,13 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Run => serve(config, &Service::ALL).await,
         Command::Serve { service } => serve(config, &[service]).await,
         Command::Demo {
-            command: DemoCommand::Seed { org },
-        } => seed(config, org).await,
+            command: DemoCommand::Seed { org, rbac },
+        } => seed(config, org, rbac).await,
+        Command::Login {
+            principal,
+            ttl_minutes,
+            rbac,
+        } => login(config, principal, ttl_minutes, rbac).await,
         Command::Certs => {
             let dir = tls::dev_pki_dir(&config);
             tls::ensure_dev_pki(&dir)?;
@@ -150,23 +172,58 @@ async fn serve(config: Config, services: &[Service]) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn seed(config: Config, org: Option<String>) -> anyhow::Result<()> {
+/// A channel to a service of the local mesh (or `url`), as the dev tool client.
+async fn tool_channel(
+    config: &Config,
+    url: Option<String>,
+    port: u16,
+    what: &str,
+) -> anyhow::Result<(Channel, String)> {
     let scheme = if config.tls.mode == TlsMode::Plaintext {
         "http"
     } else {
         "https"
     };
-    let url = org.unwrap_or_else(|| format!("{scheme}://localhost:{}", config.listen.org_port));
-    let channel = client::channel(&config, tls::CLIENT, &url)
+    let url = url.unwrap_or_else(|| format!("{scheme}://localhost:{port}"));
+    let channel = client::channel(config, tls::CLIENT, &url)
         .await
         .map_err(|e| {
-            anyhow::anyhow!("cannot reach the Org service at {url} (is `pm run` up?): {e}")
+            anyhow::anyhow!("cannot reach the {what} service at {url} (is `pm run` up?): {e}")
         })?;
+    Ok((channel, url))
+}
+
+async fn seed(config: Config, org: Option<String>, rbac: Option<String>) -> anyhow::Result<()> {
+    let (org_channel, url) = tool_channel(&config, org, config.listen.org_port, "Org").await?;
     println!("seeding the demo operating model through {url}");
-    let report = pm::demo::seed(&mut OrgServiceClient::new(channel)).await?;
+    let mut report = pm::demo::seed(&mut OrgServiceClient::new(org_channel)).await?;
+    let (rbac_channel, url) = tool_channel(&config, rbac, config.listen.rbac_port, "RBAC").await?;
+    println!("seeding the demo principals through {url}");
+    pm::demo::seed_access(&mut RbacServiceClient::new(rbac_channel), &mut report).await?;
     println!(
         "done: {} created, {} already there",
         report.created, report.existing
     );
+    Ok(())
+}
+
+async fn login(
+    config: Config,
+    principal: String,
+    ttl_minutes: i64,
+    rbac: Option<String>,
+) -> anyhow::Result<()> {
+    let (channel, _) = tool_channel(&config, rbac, config.listen.rbac_port, "RBAC").await?;
+    let response = RbacServiceClient::new(channel)
+        .issue_token(IssueTokenRequest {
+            principal,
+            ttl: Some(prost_types::Duration {
+                seconds: ttl_minutes.saturating_mul(60),
+                nanos: 0,
+            }),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?;
+    println!("{}", response.into_inner().token);
     Ok(())
 }

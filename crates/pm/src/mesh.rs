@@ -97,11 +97,15 @@ pub async fn start(
     for &service in services {
         let def: ServiceDef = match service {
             Service::Org => {
-                let db = Db::open(config, pm_org::NAME, &pm_org::MIGRATIONS).await?;
+                let db = Db::open(config, pm_org::NAME, pm_org::MIGRATIONS).await?;
                 dbs.push(db.clone());
                 pm_org::service(db)
             }
-            Service::Rbac => pm_rbac::service(),
+            Service::Rbac => {
+                let db = Db::open(config, pm_rbac::NAME, pm_rbac::MIGRATIONS).await?;
+                dbs.push(db.clone());
+                pm_rbac::service(db)
+            }
         };
         let listener =
             server::bind(SocketAddr::new(config.listen.host, service.port(config))).await?;

@@ -1,9 +1,21 @@
-//! The permission catalog: the rule table generated from the contracts, grouped by permission.
+//! RBAC's rules: the permission catalog, principal and binding validation, and how a stored binding
+//! becomes a [`Grant`] for the decision in `pm_authz::policy`.
 
 use std::collections::BTreeMap;
 
 use pm_api::MethodRule;
-use pm_api::rbac::Permission;
+use pm_api::rbac::{Permission, Principal, PrincipalKind, Role as PbRole, RoleBinding};
+use pm_authz::policy::{Grant, Role};
+use pm_runtime::names::{self, NamePattern};
+use pm_runtime::time::{Micros, to_micros};
+use pm_runtime::{ApiResult, Violations};
+
+/// `organizations/{organization}/units/{unit}`.
+const UNIT_NAME: NamePattern = NamePattern(&["organizations", "units"]);
+/// `organizations/{organization}/providers/{provider}`.
+const PROVIDER_NAME: NamePattern = NamePattern(&["organizations", "providers"]);
+/// Longest break-glass grant.
+pub const MAX_BREAK_GLASS_MICROS: Micros = 12 * 3600 * 1_000_000;
 
 /// Every declared permission with the methods requiring it, ordered by name.
 pub fn catalog(rules: &[MethodRule]) -> Vec<Permission> {
@@ -20,6 +32,112 @@ pub fn catalog(rules: &[MethodRule]) -> Vec<Permission> {
         entry.phi |= rule.phi;
     }
     by_name.into_values().collect()
+}
+
+/// The policy role of a wire role.
+pub fn role_of(role: i32) -> Option<Role> {
+    match PbRole::try_from(role).ok()? {
+        PbRole::OrganizationAdministrator => Some(Role::OrganizationAdministrator),
+        PbRole::ProgramManager => Some(Role::ProgramManager),
+        PbRole::Provider => Some(Role::Provider),
+        PbRole::BillingStaff => Some(Role::BillingStaff),
+        PbRole::Unspecified => None,
+    }
+}
+
+/// Validates a principal.
+pub fn validate_principal(principal: &Principal) -> ApiResult<()> {
+    let mut v = Violations::new("principal");
+    v.check(
+        !principal.display_name.trim().is_empty(),
+        "display_name",
+        "must not be empty",
+    );
+    v.check(
+        PrincipalKind::try_from(principal.kind).is_ok_and(|k| k != PrincipalKind::Unspecified),
+        "kind",
+        "must be one of the PRINCIPAL_KIND_* values",
+    );
+    v.check(
+        principal.provider.is_empty()
+            || PROVIDER_NAME.parse("provider", &principal.provider).is_ok(),
+        "provider",
+        "must be a resource name like organizations/{organization}/providers/{provider}",
+    );
+    v.finish()
+}
+
+/// Validates a binding against its principal: units per role, same organization, expiry in the future.
+pub fn validate_binding(
+    binding: &RoleBinding,
+    principal: &Principal,
+    now: Micros,
+) -> ApiResult<()> {
+    let mut v = Violations::new("role_binding");
+    let organization = names::organization_of(&binding.name);
+    match role_of(binding.role) {
+        None => v.add("role", "must be one of the ROLE_* values"),
+        Some(Role::OrganizationAdministrator) => v.check(
+            binding.units.is_empty(),
+            "units",
+            "must be empty: the role covers the organization",
+        ),
+        Some(Role::Provider) => {
+            v.check(
+                binding.units.is_empty(),
+                "units",
+                "must be empty: a provider's units follow its credentials",
+            );
+            v.check(
+                names::organization_of(&principal.provider) == organization
+                    && !principal.provider.is_empty(),
+                "principal",
+                "must have a provider record in this organization",
+            );
+        }
+        Some(Role::ProgramManager | Role::BillingStaff) => {
+            v.check(
+                !binding.units.is_empty(),
+                "units",
+                "must name at least one unit",
+            );
+        }
+    }
+    for (i, unit) in binding.units.iter().enumerate() {
+        let ok =
+            UNIT_NAME.parse("unit", unit).is_ok() && names::organization_of(unit) == organization;
+        v.check(
+            ok,
+            format!("units[{i}]"),
+            "must be a unit of the same organization",
+        );
+    }
+    if let Some(expire) = &binding.expire_time {
+        v.check(
+            to_micros(expire) > now,
+            "expire_time",
+            "must be in the future",
+        );
+    }
+    v.finish()
+}
+
+/// The decision's view of a stored binding. `provider_units` are the units a Provider binding's
+/// provider is credentialed in now (ignored for other roles).
+pub fn grant_of(binding: &RoleBinding, provider_units: &[String]) -> Option<Grant> {
+    let role = role_of(binding.role)?;
+    Some(Grant {
+        binding: binding.name.clone(),
+        role,
+        organization: names::organization_of(&binding.name).to_string(),
+        units: if role == Role::Provider {
+            provider_units.to_vec()
+        } else {
+            binding.units.clone()
+        },
+        expire_micros: binding.expire_time.as_ref().map(to_micros),
+        break_glass: binding.break_glass,
+    })
 }
 
 #[cfg(test)]
@@ -58,5 +176,63 @@ mod tests {
         assert_eq!(methods, pm_api::RULES.len());
         assert!(pm_api::rule_for("/pm.org.v1.OrgService/CreateServiceUnit").is_some());
         assert!(pm_api::rule_for("/pm.org.v1.OrgService/NoSuchMethod").is_none());
+    }
+
+    fn binding(role: PbRole, units: &[&str]) -> RoleBinding {
+        RoleBinding {
+            name: "organizations/acme/roleBindings/b".into(),
+            principal: "principals/ann".into(),
+            role: role as i32,
+            units: units.iter().map(|u| u.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn units_follow_the_role() {
+        let person = Principal {
+            name: "principals/ann".into(),
+            ..Default::default()
+        };
+        assert!(
+            validate_binding(&binding(PbRole::OrganizationAdministrator, &[]), &person, 0).is_ok()
+        );
+        assert!(
+            validate_binding(
+                &binding(
+                    PbRole::OrganizationAdministrator,
+                    &["organizations/acme/units/a"]
+                ),
+                &person,
+                0
+            )
+            .is_err()
+        );
+        assert!(validate_binding(&binding(PbRole::ProgramManager, &[]), &person, 0).is_err());
+        assert!(
+            validate_binding(
+                &binding(PbRole::ProgramManager, &["organizations/other/units/a"]),
+                &person,
+                0
+            )
+            .is_err()
+        );
+        assert!(
+            validate_binding(
+                &binding(PbRole::ProgramManager, &["organizations/acme/units/a"]),
+                &person,
+                0
+            )
+            .is_ok()
+        );
+        assert!(
+            validate_binding(&binding(PbRole::Provider, &[]), &person, 0).is_err(),
+            "no provider record"
+        );
+        let clinician = Principal {
+            provider: "organizations/acme/providers/okafor".into(),
+            ..person
+        };
+        assert!(validate_binding(&binding(PbRole::Provider, &[]), &clinician, 0).is_ok());
     }
 }

@@ -1,24 +1,93 @@
 //! The gRPC surface of the RBAC service.
 
 use pm_api::rbac::rbac_service_server::RbacService;
-use pm_api::rbac::{ListPermissionsRequest, ListPermissionsResponse};
-use pm_runtime::{ApiError, paging};
+use pm_api::rbac::*;
+use pm_authz::token::{self, Claims};
+use pm_runtime::docstore::{self, CreateCall, ListCall};
+use pm_runtime::time::{Micros, now_micros, to_timestamp};
+use pm_runtime::{ApiError, ApiResult, Db, paging};
 use tonic::{Request, Response, Status};
 
-use crate::domain;
+use crate::store::{PRINCIPAL, PRINCIPAL_NAME, ROLE_BINDING};
+use crate::{domain, keys};
 
 /// The ErrorInfo domain of this service's errors.
 pub const DOMAIN: &str = "rbac.pm.dev";
+/// The `iss` of the tokens RBAC issues.
+pub const ISSUER: &str = "pm-rbac";
+/// The `aud` every service of the mesh expects.
+pub const AUDIENCE: &str = "pm-mesh";
+/// Default and longest token lifetimes.
+const DEFAULT_TTL_MICROS: Micros = 15 * 60 * 1_000_000;
+/// Default break-glass duration.
+const DEFAULT_BREAK_GLASS_MICROS: Micros = 3600 * 1_000_000;
 
 /// The RBAC service.
-pub struct RbacApi;
+#[derive(Clone)]
+pub struct RbacApi {
+    db: Db,
+}
+
+impl RbacApi {
+    /// A service over its database slice.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn reply<T>(result: ApiResult<T>) -> Reply<T> {
+    result.map(Response::new).map_err(|e| e.into_status(DOMAIN))
+}
+
+fn duration_micros(
+    duration: Option<&prost_types::Duration>,
+    default: Micros,
+    max: Micros,
+    field: &str,
+) -> ApiResult<Micros> {
+    let Some(d) = duration else {
+        return Ok(default);
+    };
+    let micros = d
+        .seconds
+        .saturating_mul(1_000_000)
+        .saturating_add(i64::from(d.nanos / 1_000));
+    if micros <= 0 || micros > max {
+        return Err(ApiError::invalid(
+            field,
+            format!("must be positive and at most {} seconds", max / 1_000_000),
+        ));
+    }
+    Ok(micros)
+}
+
+async fn live_principal(
+    conn: &mut sqlx::AnyConnection,
+    name: &str,
+    field: &str,
+) -> ApiResult<Principal> {
+    PRINCIPAL_NAME.parse(field, name)?;
+    docstore::get_live::<Principal>(conn, name)
+        .await?
+        .map(|s| s.resource)
+        .ok_or_else(|| {
+            ApiError::new(
+                tonic::Code::InvalidArgument,
+                "UNKNOWN_REFERENCE",
+                format!("{field}: {name} does not exist"),
+            )
+            .with_violation(field, "does not exist")
+        })
+}
 
 #[tonic::async_trait]
 impl RbacService for RbacApi {
     async fn list_permissions(
         &self,
         request: Request<ListPermissionsRequest>,
-    ) -> Result<Response<ListPermissionsResponse>, Status> {
+    ) -> Reply<ListPermissionsResponse> {
         let req = request.into_inner();
         let result = (|| {
             let page_size = paging::page_size(req.page_size)?;
@@ -36,11 +105,255 @@ impl RbacService for RbacApi {
                 Some(last) if more => paging::encode_token(&fingerprint, vec![last.name.clone()]),
                 _ => String::new(),
             };
-            Ok::<_, ApiError>(ListPermissionsResponse {
+            Ok(ListPermissionsResponse {
                 permissions: matching,
                 next_page_token,
             })
         })();
-        result.map(Response::new).map_err(|e| e.into_status(DOMAIN))
+        reply(result)
+    }
+
+    async fn get_principal(&self, request: Request<GetPrincipalRequest>) -> Reply<Principal> {
+        reply(docstore::get_by_name(&self.db, &PRINCIPAL, &request.get_ref().name).await)
+    }
+
+    async fn list_principals(
+        &self,
+        request: Request<ListPrincipalsRequest>,
+    ) -> Reply<ListPrincipalsResponse> {
+        let req = request.into_inner();
+        let call = ListCall {
+            parent: "",
+            page_size: req.page_size,
+            page_token: &req.page_token,
+            filter: &req.filter,
+            order_by: "",
+            show_deleted: req.show_deleted,
+        };
+        reply(
+            docstore::list(&self.db, &PRINCIPAL, call)
+                .await
+                .map(|p| ListPrincipalsResponse {
+                    principals: p.items,
+                    next_page_token: p.next_page_token,
+                }),
+        )
+    }
+
+    async fn create_principal(&self, request: Request<CreatePrincipalRequest>) -> Reply<Principal> {
+        let req = request.into_inner();
+        let result = async {
+            let principal = req
+                .principal
+                .clone()
+                .ok_or_else(|| ApiError::invalid("principal", "is required"))?;
+            let call = CreateCall {
+                method: "/pm.rbac.v1.RbacService/CreatePrincipal",
+                parent: "",
+                id: &req.principal_id,
+                id_field: "principal_id",
+                request_id: &req.request_id,
+                request_hash: docstore::request_hash(&req),
+            };
+            docstore::create(&self.db, &PRINCIPAL, call, principal, async |_, p| {
+                domain::validate_principal(p)
+            })
+            .await
+        };
+        reply(result.await)
+    }
+
+    async fn delete_principal(&self, request: Request<DeletePrincipalRequest>) -> Reply<Principal> {
+        let req = request.into_inner();
+        reply(
+            docstore::soft_delete(&self.db, &PRINCIPAL, &req.name, &req.etag, async |_, _| {
+                Ok(())
+            })
+            .await,
+        )
+    }
+
+    async fn get_role_binding(
+        &self,
+        request: Request<GetRoleBindingRequest>,
+    ) -> Reply<RoleBinding> {
+        reply(docstore::get_by_name(&self.db, &ROLE_BINDING, &request.get_ref().name).await)
+    }
+
+    async fn list_role_bindings(
+        &self,
+        request: Request<ListRoleBindingsRequest>,
+    ) -> Reply<ListRoleBindingsResponse> {
+        let req = request.into_inner();
+        let call = ListCall {
+            parent: &req.parent,
+            page_size: req.page_size,
+            page_token: &req.page_token,
+            filter: &req.filter,
+            order_by: "",
+            show_deleted: req.show_deleted,
+        };
+        reply(
+            docstore::list(&self.db, &ROLE_BINDING, call)
+                .await
+                .map(|p| ListRoleBindingsResponse {
+                    role_bindings: p.items,
+                    next_page_token: p.next_page_token,
+                }),
+        )
+    }
+
+    async fn create_role_binding(
+        &self,
+        request: Request<CreateRoleBindingRequest>,
+    ) -> Reply<RoleBinding> {
+        let req = request.into_inner();
+        let result = async {
+            let mut binding = req
+                .role_binding
+                .clone()
+                .ok_or_else(|| ApiError::invalid("role_binding", "is required"))?;
+            binding.break_glass = false;
+            let call = CreateCall {
+                method: "/pm.rbac.v1.RbacService/CreateRoleBinding",
+                parent: &req.parent,
+                id: &req.role_binding_id,
+                id_field: "role_binding_id",
+                request_id: &req.request_id,
+                request_hash: docstore::request_hash(&req),
+            };
+            docstore::create(&self.db, &ROLE_BINDING, call, binding, async |conn, b| {
+                let principal =
+                    live_principal(conn, &b.principal, "role_binding.principal").await?;
+                domain::validate_binding(b, &principal, now_micros())
+            })
+            .await
+        };
+        reply(result.await)
+    }
+
+    async fn delete_role_binding(
+        &self,
+        request: Request<DeleteRoleBindingRequest>,
+    ) -> Reply<RoleBinding> {
+        let req = request.into_inner();
+        reply(
+            docstore::soft_delete(
+                &self.db,
+                &ROLE_BINDING,
+                &req.name,
+                &req.etag,
+                async |_, _| Ok(()),
+            )
+            .await,
+        )
+    }
+
+    async fn break_glass(&self, request: Request<BreakGlassRequest>) -> Reply<RoleBinding> {
+        let req = request.into_inner();
+        let result = async {
+            if req.reason.trim().is_empty() {
+                return Err(ApiError::invalid(
+                    "reason",
+                    "is required for break-glass access",
+                ));
+            }
+            let duration = duration_micros(
+                req.duration.as_ref(),
+                DEFAULT_BREAK_GLASS_MICROS,
+                domain::MAX_BREAK_GLASS_MICROS,
+                "duration",
+            )?;
+            let binding = RoleBinding {
+                principal: req.principal.clone(),
+                role: req.role,
+                units: req.units.clone(),
+                expire_time: Some(to_timestamp(now_micros() + duration)),
+                break_glass: true,
+                reason: req.reason.clone(),
+                ..Default::default()
+            };
+            let call = CreateCall {
+                method: "/pm.rbac.v1.RbacService/BreakGlass",
+                parent: &req.parent,
+                id: "",
+                id_field: "role_binding_id",
+                request_id: &req.request_id,
+                request_hash: docstore::request_hash(&req),
+            };
+            let created =
+                docstore::create(&self.db, &ROLE_BINDING, call, binding, async |conn, b| {
+                    let principal = live_principal(conn, &b.principal, "principal").await?;
+                    domain::validate_binding(b, &principal, now_micros())
+                })
+                .await?;
+            tracing::warn!(binding = %created.name, principal = %created.principal, "break-glass access granted");
+            Ok(created)
+        };
+        reply(result.await)
+    }
+
+    async fn issue_token(&self, request: Request<IssueTokenRequest>) -> Reply<IssueTokenResponse> {
+        let req = request.into_inner();
+        let result = async {
+            let ttl = duration_micros(
+                req.ttl.as_ref(),
+                DEFAULT_TTL_MICROS,
+                keys::MAX_TOKEN_TTL_MICROS,
+                "ttl",
+            )?;
+            {
+                let mut conn = self.db.read().await?;
+                live_principal(&mut conn, &req.principal, "principal").await?;
+            }
+            let key = keys::current(&self.db).await?;
+            let now = now_micros() / 1_000_000;
+            let expire = now + ttl / 1_000_000;
+            let claims = Claims {
+                sub: req.principal.clone(),
+                iss: ISSUER.into(),
+                aud: AUDIENCE.into(),
+                exp: expire,
+                nbf: now,
+                iat: now,
+                jti: uuid::Uuid::new_v4().to_string(),
+                act: None,
+            };
+            let token = token::issue(&key, &claims)
+                .map_err(|e| ApiError::internal("signing a token", &e))?;
+            Ok(IssueTokenResponse {
+                token,
+                expire_time: Some(to_timestamp(expire * 1_000_000)),
+            })
+        };
+        reply(result.await)
+    }
+
+    async fn list_signing_keys(
+        &self,
+        _request: Request<ListSigningKeysRequest>,
+    ) -> Reply<ListSigningKeysResponse> {
+        let keys = keys::published(&self.db)
+            .await
+            .map(|keys| ListSigningKeysResponse {
+                keys: keys.into_iter().map(to_wire).collect(),
+            });
+        reply(keys)
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        _request: Request<RotateSigningKeyRequest>,
+    ) -> Reply<SigningKey> {
+        reply(keys::rotate(&self.db).await.map(to_wire))
+    }
+}
+
+fn to_wire(published: keys::Published) -> SigningKey {
+    SigningKey {
+        kid: published.key.kid,
+        x: published.key.x,
+        create_time: Some(to_timestamp(published.create_time)),
+        retire_time: published.retire_time.map(to_timestamp),
     }
 }

@@ -1,11 +1,15 @@
-//! The RBAC service. This first version publishes the permission catalog derived from the rules every
-//! RPC declares in `proto/` (the `(pm.authz.v1.rule)` option); principals, role bindings, tokens and
-//! the permission decision come with the RBAC issue.
+//! The RBAC service: principals, role bindings (with break-glass), the keys that sign bearer tokens,
+//! and the permission catalog derived from the `(pm.authz.v1.rule)` every RPC declares. The decision
+//! itself (`pm_authz::policy`) is shared with every service, which enforces it at its API layer.
 
 pub mod domain;
 pub mod handlers;
+pub mod keys;
+pub mod store;
 
 use pm_api::rbac::rbac_service_server::RbacServiceServer;
+use pm_runtime::Db;
+use pm_runtime::db::Migrations;
 use pm_runtime::server::ServiceDef;
 
 /// The short name of the service.
@@ -14,12 +18,23 @@ pub const NAME: &str = "rbac";
 /// The gRPC service name.
 pub const GRPC_SERVICE: &str = "pm.rbac.v1.RbacService";
 
+/// RBAC's own tables (versions 1-999).
+const OWN_MIGRATIONS: Migrations = Migrations {
+    sqlite: || sqlx::migrate!("./migrations/sqlite"),
+    postgres: || sqlx::migrate!("./migrations/postgres"),
+};
+
+/// The migration sets of the RBAC slice.
+pub const MIGRATIONS: &[&Migrations] = &[&pm_runtime::docstore::MIGRATIONS, &OWN_MIGRATIONS];
+
 /// The service, ready for `pm_runtime::server::serve`.
-pub fn service() -> ServiceDef {
+pub fn service(db: Db) -> ServiceDef {
     ServiceDef {
         name: NAME,
         grpc_services: vec![GRPC_SERVICE],
-        routes: tonic::service::Routes::new(RbacServiceServer::new(handlers::RbacApi)),
-        db: None,
+        routes: tonic::service::Routes::new(RbacServiceServer::new(handlers::RbacApi::new(
+            db.clone(),
+        ))),
+        db: Some(db),
     }
 }

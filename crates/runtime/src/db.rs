@@ -23,12 +23,32 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use crate::config::{Backend, Config};
 use crate::error::ApiResult;
 
-/// A service's migrations for each backend (from `sqlx::migrate!`).
+/// One set of migrations for each backend (each a function returning `sqlx::migrate!(...)`).
+///
+/// A slice may hold several sets (a service's own, and shared ones such as the audit trail's): they
+/// share sqlx's migrations table, so their versions must not collide (services use 1-999, shared sets
+/// 1000 and up) and each ignores the versions it does not know.
 pub struct Migrations {
     /// `migrations/sqlite`.
-    pub sqlite: &'static Migrator,
+    pub sqlite: fn() -> Migrator,
     /// `migrations/postgres`.
-    pub postgres: &'static Migrator,
+    pub postgres: fn() -> Migrator,
+}
+
+async fn run_migrations(
+    pool: &AnyPool,
+    sets: &[&Migrations],
+    backend: Backend,
+) -> anyhow::Result<()> {
+    for set in sets {
+        let mut migrator = match backend {
+            Backend::Sqlite => (set.sqlite)(),
+            Backend::Postgres => (set.postgres)(),
+        };
+        migrator.set_ignore_missing(true);
+        migrator.run(pool).await?;
+    }
+    Ok(())
 }
 
 /// A service's database slice.
@@ -65,7 +85,7 @@ impl Db {
     pub async fn open(
         config: &Config,
         service: &str,
-        migrations: &Migrations,
+        migrations: &[&Migrations],
     ) -> anyhow::Result<Db> {
         match config.storage.backend {
             Backend::Sqlite => {
@@ -90,7 +110,7 @@ impl Db {
     pub async fn open_sqlite(
         file: &Path,
         max_connections: u32,
-        migrations: &Migrations,
+        migrations: &[&Migrations],
     ) -> anyhow::Result<Db> {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
         let url = format!("sqlite://{}?mode=rwc", file.display());
@@ -110,7 +130,7 @@ impl Db {
             })
             .connect_with(options)
             .await?;
-        migrations.sqlite.run(&pool).await?;
+        run_migrations(&pool, migrations, Backend::Sqlite).await?;
         Ok(Db {
             pool,
             backend: Backend::Sqlite,
@@ -123,7 +143,7 @@ impl Db {
         url: &str,
         schema: &str,
         max_connections: u32,
-        migrations: &Migrations,
+        migrations: &[&Migrations],
     ) -> anyhow::Result<Db> {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
         anyhow::ensure!(
@@ -160,7 +180,7 @@ impl Db {
             })
             .connect(url)
             .await?;
-        migrations.postgres.run(&pool).await?;
+        run_migrations(&pool, migrations, Backend::Postgres).await?;
         Ok(Db {
             pool,
             backend: Backend::Postgres,

@@ -6,7 +6,7 @@
 //! resources as [`Kind`]s and keeps its own rules (validation, references, invariants) in its domain
 //! module; this module does the rest the same way for all of them.
 //!
-//! Schema (each service's migrations create it in its own slice):
+//! Schema ([`MIGRATIONS`], run in each service's own slice):
 //! `resources(name PK, collection, revision, create_time, update_time, delete_time, body)`,
 //! `resource_attrs(name, attr, value)`, `idempotency_keys(method, request_id, request_hash, response)`.
 
@@ -16,11 +16,17 @@ use prost_types::FieldMask;
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row, any::AnyRow};
 
-use crate::db::Db;
+use crate::db::{Db, Migrations};
 use crate::error::{ApiError, ApiResult};
 use crate::names::{self, NamePattern};
 use crate::time::{Micros, now_micros, to_timestamp};
 use crate::{fieldmask, filter, paging};
+
+/// The store's tables, for every service that uses it (versions 1100-1199 of a slice).
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: || sqlx::migrate!("./migrations/sqlite"),
+    postgres: || sqlx::migrate!("./migrations/postgres"),
+};
 
 /// A kind of resource: its name pattern and what the store indexes about it.
 pub struct Kind<T> {
@@ -28,6 +34,9 @@ pub struct Kind<T> {
     pub pattern: NamePattern,
     /// The request field that holds the resource in Create and Update (`service_unit`).
     pub field: &'static str,
+    /// Whether the parent lives in the same slice (and must exist there on create). False when
+    /// another service owns it, as for RBAC's role bindings under Org's organizations.
+    pub local_parent: bool,
     /// Fields the `filter` of List accepts (each must be produced by `attrs`).
     pub filterable: &'static [&'static str],
     /// Output-only or immutable fields beyond the common ones (never updated through a mask).
@@ -371,7 +380,7 @@ where
     {
         return Ok(previous);
     }
-    if !call.parent.is_empty() && !exists_live(tx.conn(), call.parent).await? {
+    if kind.local_parent && !call.parent.is_empty() && !exists_live(tx.conn(), call.parent).await? {
         return Err(ApiError::not_found(call.parent).with_violation("parent", "does not exist"));
     }
     resource.set_name(name);

@@ -5,57 +5,27 @@
 
 use pm_api::org::org_service_server::OrgService;
 use pm_api::org::*;
-use pm_runtime::Db;
 use pm_runtime::config::Backend;
+use pm_runtime::testing::TestSlice;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
-/// The PostgreSQL server the tests use (env PM_TEST_POSTGRES_URL).
-pub fn postgres_url() -> String {
-    std::env::var("PM_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
 pub struct Harness {
     pub api: pm_org::handlers::OrgApi,
-    pub db: Db,
-    backend: Backend,
-    schema: String,
-    _dir: Option<tempfile::TempDir>,
+    slice: TestSlice,
 }
 
 impl Harness {
     pub async fn new(backend: Backend) -> anyhow::Result<Harness> {
-        let (db, schema, dir) = match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir()?;
-                let db =
-                    Db::open_sqlite(&dir.path().join("org.db"), 4, &pm_org::MIGRATIONS).await?;
-                (db, String::new(), Some(dir))
-            }
-            Backend::Postgres => {
-                let schema = format!("pmtest_{}", uuid::Uuid::new_v4().simple());
-                let db =
-                    Db::open_postgres(&postgres_url(), &schema, 4, &pm_org::MIGRATIONS).await?;
-                (db, schema, None)
-            }
-        };
+        let slice = TestSlice::open(backend, pm_org::MIGRATIONS).await?;
         Ok(Harness {
-            api: pm_org::handlers::OrgApi::new(db.clone()),
-            db,
-            backend,
-            schema,
-            _dir: dir,
+            api: pm_org::handlers::OrgApi::new(slice.db.clone()),
+            slice,
         })
     }
 
-    /// Drops the PostgreSQL schema (SQLite files go with the temp dir).
     pub async fn finish(self) -> anyhow::Result<()> {
-        self.db.close().await;
-        if self.backend == Backend::Postgres {
-            Db::drop_postgres_schema(&postgres_url(), &self.schema).await?;
-        }
-        Ok(())
+        self.slice.finish().await
     }
 
     pub async fn org(&self, id: &str) -> anyhow::Result<Organization> {
@@ -208,31 +178,4 @@ pub fn interval(start: i64, end: Option<i64>) -> Option<pm_api::types::Interval>
         start_time: ts(start),
         end_time: end.and_then(ts),
     })
-}
-
-/// Runs each listed test against SQLite and against PostgreSQL.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $test() -> anyhow::Result<()> {
-                    let harness = $crate::common::Harness::new(pm_runtime::config::Backend::Sqlite).await?;
-                    super::$test(&harness).await?;
-                    harness.finish().await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $test() -> anyhow::Result<()> {
-                    let harness = $crate::common::Harness::new(pm_runtime::config::Backend::Postgres).await?;
-                    super::$test(&harness).await?;
-                    harness.finish().await
-                }
-            )*
-        }
-    };
 }

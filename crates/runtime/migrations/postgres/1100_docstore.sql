@@ -1,4 +1,4 @@
--- The Org service's slice: the generic resource store (see pm-runtime's docstore module).
+-- The generic resource store (pm-runtime's docstore module), created in every service's slice.
 CREATE TABLE resources (
     name        TEXT COLLATE "C" NOT NULL PRIMARY KEY,  -- bytewise order, as on SQLite
     collection  TEXT COLLATE "C" NOT NULL,

@@ -1,0 +1,1 @@
+//! The audit trail (work in progress).

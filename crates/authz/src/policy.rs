@@ -1,0 +1,399 @@
+//! The role model, in one reviewed table, and the permission decision.
+//!
+//! Roles are bound to a principal within one organization:
+//! - Organization Administrator: everything in the organization.
+//! - Program Manager: administers the units it is bound to and their subtrees (a binding on a unit
+//!   covers every unit below it), including their workflows, enrollments and scheduling, and grants
+//!   roles within those units.
+//! - Provider: clinical access in the units where its provider record is credentialed at the time of
+//!   the request (the caller passes those units in; Org knows them).
+//! - Billing Staff: billing and scheduling for the units (workflows) it is assigned.
+//!
+//! Deny by default: no binding, no permission. Units are compared as whole resource names, never as
+//! string prefixes (`organizations/ac` must not cover `organizations/acme`).
+
+use std::fmt;
+
+/// A role a principal can be bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Everything in the organization.
+    OrganizationAdministrator,
+    /// Administration of assigned units and their subtrees.
+    ProgramManager,
+    /// Clinical access where credentialed.
+    Provider,
+    /// Billing and scheduling for assigned units.
+    BillingStaff,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::OrganizationAdministrator => "Organization Administrator",
+            Role::ProgramManager => "Program Manager",
+            Role::Provider => "Provider",
+            Role::BillingStaff => "Billing Staff",
+        })
+    }
+}
+
+/// The permissions of each role: exact names or `<prefix>.*`. Reviewed as a table: changes here change
+/// who can see PHI.
+pub const ROLE_PERMISSIONS: &[(Role, &[&str])] = &[
+    (
+        Role::OrganizationAdministrator,
+        &["org.*", "scheduling.*", "billing.*", "rbac.*", "audit.*"],
+    ),
+    (
+        Role::ProgramManager,
+        &[
+            "org.organizations.get",
+            "org.units.*",
+            "org.locations.get",
+            "org.locations.list",
+            "org.providers.get",
+            "org.providers.list",
+            "org.credentials.*",
+            "org.patients.*",
+            "org.enrollments.*",
+            "org.coverages.*",
+            "scheduling.*",
+            "rbac.permissions.list",
+            "rbac.bindings.get",
+            "rbac.bindings.list",
+            "rbac.bindings.create",
+            "rbac.bindings.delete",
+        ],
+    ),
+    (
+        Role::Provider,
+        &[
+            "org.organizations.get",
+            "org.units.get",
+            "org.units.list",
+            "org.locations.get",
+            "org.locations.list",
+            "org.providers.get",
+            "org.providers.list",
+            "org.credentials.get",
+            "org.credentials.list",
+            "org.credentials.check",
+            "org.patients.get",
+            "org.patients.list",
+            "org.enrollments.get",
+            "org.enrollments.list",
+            "org.coverages.get",
+            "org.coverages.list",
+            "scheduling.appointments.get",
+            "scheduling.appointments.list",
+            "scheduling.encounters.*",
+            "rbac.permissions.list",
+        ],
+    ),
+    (
+        Role::BillingStaff,
+        &[
+            "org.organizations.get",
+            "org.units.get",
+            "org.units.list",
+            "org.locations.get",
+            "org.locations.list",
+            "org.providers.get",
+            "org.providers.list",
+            "org.patients.get",
+            "org.patients.list",
+            "org.enrollments.get",
+            "org.enrollments.list",
+            "org.coverages.*",
+            "scheduling.*",
+            "billing.*",
+            "rbac.permissions.list",
+        ],
+    ),
+];
+
+/// Whether `role` carries `permission`.
+pub fn role_grants(role: Role, permission: &str) -> bool {
+    ROLE_PERMISSIONS
+        .iter()
+        .filter(|(r, _)| *r == role)
+        .flat_map(|(_, perms)| perms.iter())
+        .any(|p| matches_permission(p, permission))
+}
+
+fn matches_permission(pattern: &str, permission: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => permission.starts_with(prefix),
+        None => pattern == permission,
+    }
+}
+
+/// One role binding as the decision sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The binding's resource name (named in the decision's reason).
+    pub binding: String,
+    /// The role.
+    pub role: Role,
+    /// `organizations/{organization}`.
+    pub organization: String,
+    /// Units the binding covers (with their subtrees); empty for an organization-wide role. For a
+    /// Provider binding, the units the provider is credentialed in at the time of the request.
+    pub units: Vec<String>,
+    /// When a time-boxed (break-glass) binding stops applying, microseconds since the epoch.
+    pub expire_micros: Option<i64>,
+    /// Granted through break-glass (audited as such).
+    pub break_glass: bool,
+}
+
+/// What is being accessed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The organization the resource belongs to.
+    pub organization: String,
+    /// For each unit the resource belongs to, the unit's lineage (root first, the unit last). Empty for
+    /// organization-level resources and collections.
+    pub unit_lineages: Vec<Vec<String>>,
+}
+
+/// The answer with its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Allowed or not.
+    pub allowed: bool,
+    /// The binding that allowed it.
+    pub binding: Option<String>,
+    /// Whether that binding was a break-glass grant.
+    pub break_glass: bool,
+    /// Why, in words (names bindings, roles and units; never PHI).
+    pub reason: String,
+}
+
+/// Decides whether any of `grants` allows `permission` on `target` at `now_micros`.
+///
+/// An organization-wide role allows within its organization. A unit-scoped role allows when one of
+/// its units is in the lineage of one of the target's units; on an organization-level target (a
+/// collection such as `organizations/acme/patients`) a unit-scoped role is allowed and the caller must
+/// narrow the results to the role's units.
+pub fn decide(grants: &[Grant], permission: &str, target: &Target, now_micros: i64) -> Decision {
+    let mut why_not = Vec::new();
+    for grant in grants {
+        if grant.organization != target.organization {
+            continue;
+        }
+        if grant.expire_micros.is_some_and(|end| end <= now_micros) {
+            why_not.push(format!("{} has expired", grant.binding));
+            continue;
+        }
+        if !role_grants(grant.role, permission) {
+            why_not.push(format!(
+                "{} ({}) does not carry {permission}",
+                grant.binding, grant.role
+            ));
+            continue;
+        }
+        let covered = match (&grant.role, grant.units.is_empty()) {
+            (Role::OrganizationAdministrator, _) => true,
+            (_, true) => false,
+            (_, false) if target.unit_lineages.is_empty() => true,
+            (_, false) => target
+                .unit_lineages
+                .iter()
+                .any(|lineage| lineage.iter().any(|unit| grant.units.contains(unit))),
+        };
+        if covered {
+            return Decision {
+                allowed: true,
+                binding: Some(grant.binding.clone()),
+                break_glass: grant.break_glass,
+                reason: format!("allowed by {} ({})", grant.binding, grant.role),
+            };
+        }
+        why_not.push(format!(
+            "{} ({}) does not cover the resource's units",
+            grant.binding, grant.role
+        ));
+    }
+    Decision {
+        allowed: false,
+        binding: None,
+        break_glass: false,
+        reason: if why_not.is_empty() {
+            format!(
+                "no role binding in {} grants {permission}",
+                target.organization
+            )
+        } else {
+            why_not.join("; ")
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(role: Role, units: &[&str]) -> Grant {
+        Grant {
+            binding: format!("organizations/acme/roleBindings/{role:?}").to_lowercase(),
+            role,
+            organization: "organizations/acme".into(),
+            units: units.iter().map(|u| u.to_string()).collect(),
+            expire_micros: None,
+            break_glass: false,
+        }
+    }
+
+    fn unit_target(lineage: &[&str]) -> Target {
+        Target {
+            organization: "organizations/acme".into(),
+            unit_lineages: vec![lineage.iter().map(|u| u.to_string()).collect()],
+        }
+    }
+
+    const CLINIC: &str = "organizations/acme/units/clinic";
+    const CCM: &str = "organizations/acme/units/ccm";
+
+    #[test]
+    fn deny_by_default() {
+        let decision = decide(&[], "org.patients.get", &unit_target(&[CLINIC]), 0);
+        assert!(!decision.allowed);
+        assert!(decision.reason.contains("no role binding"));
+    }
+
+    #[test]
+    fn a_binding_on_a_unit_covers_its_subtree_only() {
+        let manager = [grant(Role::ProgramManager, &[CLINIC])];
+        assert!(
+            decide(
+                &manager,
+                "org.enrollments.create",
+                &unit_target(&[CLINIC, CCM]),
+                0
+            )
+            .allowed
+        );
+        let ccm_only = [grant(Role::ProgramManager, &[CCM])];
+        assert!(
+            !decide(
+                &ccm_only,
+                "org.enrollments.create",
+                &unit_target(&[CLINIC]),
+                0
+            )
+            .allowed
+        );
+    }
+
+    #[test]
+    fn units_are_compared_whole_not_as_prefixes() {
+        let short = [grant(
+            Role::ProgramManager,
+            &["organizations/acme/units/cc"],
+        )];
+        assert!(!decide(&short, "org.patients.get", &unit_target(&[CCM]), 0).allowed);
+        let other_org = Target {
+            organization: "organizations/acmecorp".into(),
+            unit_lineages: vec![],
+        };
+        assert!(
+            !decide(
+                &[grant(Role::OrganizationAdministrator, &[])],
+                "org.patients.get",
+                &other_org,
+                0
+            )
+            .allowed
+        );
+    }
+
+    #[test]
+    fn roles_carry_only_their_permissions() {
+        let billing = [grant(Role::BillingStaff, &[CLINIC])];
+        assert!(
+            decide(
+                &billing,
+                "billing.claims.create",
+                &unit_target(&[CLINIC]),
+                0
+            )
+            .allowed
+        );
+        let refused = decide(&billing, "org.units.update", &unit_target(&[CLINIC]), 0);
+        assert!(!refused.allowed);
+        assert!(
+            refused.reason.contains("does not carry org.units.update"),
+            "{}",
+            refused.reason
+        );
+        let provider = [grant(Role::Provider, &[CLINIC])];
+        assert!(decide(&provider, "org.patients.get", &unit_target(&[CLINIC]), 0).allowed);
+        assert!(!decide(&provider, "org.patients.delete", &unit_target(&[CLINIC]), 0).allowed);
+        assert!(
+            !decide(
+                &provider,
+                "rbac.bindings.create",
+                &unit_target(&[CLINIC]),
+                0
+            )
+            .allowed
+        );
+    }
+
+    #[test]
+    fn a_provider_without_credentialed_units_sees_nothing() {
+        let provider = [grant(Role::Provider, &[])];
+        assert!(!decide(&provider, "org.patients.get", &unit_target(&[CLINIC]), 0).allowed);
+    }
+
+    #[test]
+    fn break_glass_expires_and_is_reported() {
+        let mut emergency = grant(Role::Provider, &[CLINIC]);
+        emergency.break_glass = true;
+        emergency.expire_micros = Some(1_000);
+        let decision = decide(
+            std::slice::from_ref(&emergency),
+            "org.patients.get",
+            &unit_target(&[CLINIC]),
+            999,
+        );
+        assert!(decision.allowed && decision.break_glass);
+        let expired = decide(
+            &[emergency],
+            "org.patients.get",
+            &unit_target(&[CLINIC]),
+            1_000,
+        );
+        assert!(!expired.allowed);
+        assert!(expired.reason.contains("expired"));
+    }
+
+    #[test]
+    fn organization_admin_allows_everything_in_its_organization() {
+        let admin = [grant(Role::OrganizationAdministrator, &[])];
+        for permission in [
+            "org.units.delete",
+            "rbac.bindings.create",
+            "billing.claims.submit",
+        ] {
+            assert!(
+                decide(&admin, permission, &unit_target(&[CLINIC]), 0).allowed,
+                "{permission}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_declared_permission_is_reachable_by_some_role() {
+        for rule in pm_api::RULES {
+            assert!(
+                ROLE_PERMISSIONS
+                    .iter()
+                    .any(|(role, _)| role_grants(*role, rule.permission)),
+                "{} is granted by no role",
+                rule.permission
+            );
+        }
+    }
+}

@@ -1,0 +1,9 @@
+-- Keys that sign bearer tokens. The private key is PKCS#8 DER; production deployments should keep
+-- this slice's database encrypted at rest (or move signing to a KMS).
+CREATE TABLE signing_keys (
+    kid         TEXT    NOT NULL PRIMARY KEY,
+    private_key BLOB    NOT NULL,
+    public_x    TEXT    NOT NULL,   -- base64url raw Ed25519 public key (JWK "x")
+    create_time INTEGER NOT NULL,   -- microseconds since the Unix epoch, UTC
+    retire_time INTEGER             -- set when rotated out; verifies until its tokens expire
+);
