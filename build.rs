@@ -91,7 +91,17 @@ fn write_authz_table(fds_bytes: &[u8], out: &Path) -> BuildResult {
                 missing.push(path);
                 continue;
             }
-            rows.push((path, permission, text("resource_field"), phi));
+            let callers: Vec<String> = rule
+                .get_field_by_name("service_callers")
+                .and_then(|v| {
+                    v.as_list().map(|l| {
+                        l.iter()
+                            .filter_map(|c| c.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                })
+                .unwrap_or_default();
+            rows.push((path, permission, text("resource_field"), phi, callers));
         }
     }
     if !missing.is_empty() {
@@ -105,10 +115,10 @@ fn write_authz_table(fds_bytes: &[u8], out: &Path) -> BuildResult {
     let mut code = String::from(
         "/// Every RPC of the mesh with its declared rule, sorted by method path.\npub static RULES: &[MethodRule] = &[\n",
     );
-    for (method, permission, field, phi) in rows {
+    for (method, permission, field, phi, callers) in rows {
         writeln!(
             code,
-            "    MethodRule {{ method: {method:?}, permission: {permission:?}, resource_field: {field:?}, phi: {phi} }},"
+            "    MethodRule {{ method: {method:?}, permission: {permission:?}, resource_field: {field:?}, phi: {phi}, service_callers: &{callers:?} }},"
         )?;
     }
     code.push_str("];\n");

@@ -63,6 +63,8 @@ pub struct MethodRule {
     pub resource_field: &'static str,
     /// Whether the call reads or writes protected health information (and so is audited).
     pub phi: bool,
+    /// Services that may call it without an end user's token.
+    pub service_callers: &'static [&'static str],
 }
 
 include!(concat!(env!("OUT_DIR"), "/authz_rules.rs"));

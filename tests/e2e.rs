@@ -8,8 +8,8 @@ use std::time::Duration;
 use pm::mesh::{self, Mesh, Service};
 use pm_api::org::org_service_client::OrgServiceClient;
 use pm_api::org::*;
-use pm_api::rbac::ListPermissionsRequest;
 use pm_api::rbac::rbac_service_client::RbacServiceClient;
+use pm_api::rbac::{IssueTokenRequest, ListPermissionsRequest};
 use pm_runtime::config::{Backend, Config};
 use pm_runtime::{client, tls};
 use tokio_util::sync::CancellationToken;
@@ -60,10 +60,42 @@ impl TestMesh {
         self.mesh.url(service).unwrap()
     }
 
-    async fn org(&self) -> anyhow::Result<OrgServiceClient<tonic::transport::Channel>> {
+    fn rbac(&self) -> anyhow::Result<RbacServiceClient<tonic::transport::Channel>> {
+        Ok(RbacServiceClient::new(client::lazy_channel(
+            &self.config,
+            tls::CLIENT,
+            &self.url(Service::Rbac),
+        )?))
+    }
+
+    /// A token for `principal`, minted through the dev bootstrap (the tool certificate).
+    async fn token(&self, principal: &str) -> anyhow::Result<String> {
+        let response = self
+            .rbac()?
+            .issue_token(IssueTokenRequest {
+                principal: principal.into(),
+                ttl: None,
+            })
+            .await?;
+        Ok(response.into_inner().token)
+    }
+
+    /// The Org service as `principal`.
+    async fn org_as(
+        &self,
+        principal: &str,
+    ) -> anyhow::Result<OrgServiceClient<client::AuthedChannel>> {
+        let channel = client::channel(&self.config, tls::CLIENT, &self.url(Service::Org)).await?;
+        let bearer = client::Bearer::new(&self.token(principal).await?)?;
         Ok(OrgServiceClient::new(
-            client::channel(&self.config, tls::CLIENT, &self.url(Service::Org)).await?,
+            tonic::service::interceptor::InterceptedService::new(channel, bearer),
         ))
+    }
+
+    /// The demo's principals and bindings, then the Org service as its administrator.
+    async fn org(&self) -> anyhow::Result<OrgServiceClient<client::AuthedChannel>> {
+        pm::demo::seed_access(&mut self.rbac()?, &mut pm::demo::SeedReport::default()).await?;
+        self.org_as(pm::demo::ADMIN).await
     }
 
     async fn stop(self) -> anyhow::Result<()> {
@@ -388,7 +420,15 @@ async fn health_reports_not_serving_while_the_database_is_unreachable() -> anyho
     let shutdown = CancellationToken::new();
     let server = tokio::spawn({
         let (config, db, shutdown) = (config.clone(), db.clone(), shutdown.clone());
-        async move { pm_runtime::server::serve(&config, pm_org::service(db), listener, shutdown).await }
+        // Health needs no caller; the layer's RBAC is never reached here.
+        let rbac = client::lazy_channel(&config, "org", "https://localhost:9")?;
+        let authz = pm_authz::layer::Authz::new(
+            std::sync::Arc::new(pm_authz::layer::RbacAccess::new(rbac)),
+            false,
+        )?;
+        async move {
+            pm_runtime::server::serve(&config, pm_org::service(db, authz), listener, shutdown).await
+        }
     });
     let channel = client::channel(&config, tls::CLIENT, &url).await?;
     assert_eq!(

@@ -1,6 +1,9 @@
 """Polyglot end-to-end check: a Python grpcio client against the Rust mesh (`pm run`).
 
-Everything goes over mTLS with the dev PKI's client certificate; resources get unique ids per test.
+Everything goes over mTLS with the dev PKI's client certificate. Org calls carry an end user's bearer
+token (`authorization: Bearer <jwt>`) issued by RBAC through the dev bootstrap (see conftest.py); the
+`org` stub calls as `principals/pytest-admin`, Organization Administrator of the organization ids it
+takes from `admin.take_org_id()`. Resources get unique ids per test.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from grpc_status import rpc_status
 ORG_SERVICE = "pm.org.v1.OrgService"
 HEALTH_SERVICE = "grpc.health.v1.Health"
 ERROR_DOMAIN = "org.pm.dev"
+AUTHZ_DOMAIN = "authz.pm.dev"
 TIMEOUT = 15  # seconds, per RPC
 
 
@@ -67,11 +71,20 @@ def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo:
     return infos[0]
 
 
-def list_all(call, request, items_field: str, page_size: int = 1000) -> list:
+def assert_scoped_denial(err: grpc.RpcError, resource: str) -> None:
+    """The Org service's refusal for a resource out of the caller's scope or nonexistent: one shape."""
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED, (err.code(), err.details())
+    assert err.details() == f"permission denied on {resource} (or it might not exist)", err.details()
+    info = error_info(err)
+    assert info.reason == "PERMISSION_DENIED", info
+    assert info.domain == ERROR_DOMAIN, info
+
+
+def list_all(call, request, items_field: str, page_size: int = 1000, **kw) -> list:
     out = []
     request.page_size = page_size
     for _ in range(1000):
-        resp = call(request, timeout=TIMEOUT)
+        resp = call(request, timeout=TIMEOUT, **kw)
         out.extend(getattr(resp, items_field))
         if not resp.next_page_token:
             return out
@@ -79,8 +92,9 @@ def list_all(call, request, items_field: str, page_size: int = 1000) -> list:
     raise AssertionError("pagination did not terminate")
 
 
-def new_org(stubs, org, display_name: str | None = None):
-    oid = uid("org")
+def new_org(stubs, org, admin, display_name: str | None = None):
+    """Creates an organization the admin administers (its id comes from the admin's pre-bound pool)."""
+    oid = admin.take_org_id()
     return org.CreateOrganization(
         stubs.org_pb2.CreateOrganizationRequest(
             organization=stubs.res_pb2.Organization(
@@ -93,7 +107,7 @@ def new_org(stubs, org, display_name: str | None = None):
     )
 
 
-def new_unit(stubs, org, parent: str, kind=None, display_name: str | None = None):
+def new_unit(stubs, org, parent: str, kind=None, display_name: str | None = None, parent_unit: str = ""):
     r = stubs.res_pb2
     uid_ = uid("unit")
     return org.CreateServiceUnit(
@@ -102,6 +116,7 @@ def new_unit(stubs, org, parent: str, kind=None, display_name: str | None = None
             service_unit=r.ServiceUnit(
                 display_name=display_name or f"Unit {uid_}",
                 kind=kind if kind is not None else r.UNIT_KIND_PROGRAM,
+                parent_unit=parent_unit,
             ),
             service_unit_id=uid_,
             request_id=str(uuid.uuid4()),
@@ -121,6 +136,9 @@ def test_startup_banner_names_configured_ports(mesh):
     assert org_lines and f":{mesh.org_port}" in org_lines[0], out
     assert rbac_lines and f":{mesh.rbac_port}" in rbac_lines[0], out
     assert "mTLS" in org_lines[0] and "mTLS" in rbac_lines[0], out
+    # The ports the fixtures connect to are the ones the banner names.
+    assert mesh.listening.get("org") == mesh.org_port, (mesh.listening, out)
+    assert mesh.listening.get("rbac") == mesh.rbac_port, (mesh.listening, out)
     for name in ("ca.crt", "client.crt", "client.key"):
         assert (mesh.pki_dir / name).is_file(), f"dev PKI file {name} missing in {mesh.pki_dir}"
 
@@ -218,9 +236,9 @@ def test_reflection_v1alpha_lists_services_and_describes_org(channel):
 # OrgService behaviour
 
 
-def test_create_then_get_organization_round_trips(stubs, org):
+def test_create_then_get_organization_round_trips(stubs, org, admin):
     p, r = stubs.org_pb2, stubs.res_pb2
-    oid = uid("org")
+    oid = admin.take_org_id()
     created = org.CreateOrganization(
         p.CreateOrganizationRequest(
             organization=r.Organization(display_name=f"Acme Health {oid}", time_zone="America/Chicago"),
@@ -244,17 +262,27 @@ def test_create_then_get_organization_round_trips(stubs, org):
     assert got.create_time == created.create_time
 
 
-def test_get_missing_organization_is_not_found(stubs, org):
-    err = rpc_error(org.GetOrganization, stubs.org_pb2.GetOrganizationRequest(name=f"organizations/{uid('nope')}"))
+def test_get_missing_organization_is_not_found(stubs, org, admin):
+    # The admin administers this id but it was never created: an administrator learns it is missing.
+    err = rpc_error(
+        org.GetOrganization, stubs.org_pb2.GetOrganizationRequest(name=f"organizations/{admin.take_org_id()}")
+    )
     assert err.code() == grpc.StatusCode.NOT_FOUND
     info = error_info(err)
     assert info.reason == "RESOURCE_NOT_FOUND"
     assert info.domain == ERROR_DOMAIN
 
 
-def test_invalid_time_zone_is_invalid_argument_and_creates_nothing(stubs, org):
+def test_get_organization_without_a_binding_is_permission_denied(stubs, org):
+    # No binding on this id: missing and "not yours" look the same, so ids cannot be probed.
+    name = f"organizations/{uid('nope')}"
+    err = rpc_error(org.GetOrganization, stubs.org_pb2.GetOrganizationRequest(name=name))
+    assert_scoped_denial(err, name)
+
+
+def test_invalid_time_zone_is_invalid_argument_and_creates_nothing(stubs, org, admin):
     p, r = stubs.org_pb2, stubs.res_pb2
-    oid = uid("org")
+    oid = admin.take_org_id()
     display_name = f"Martian Clinic {oid}"
     err = rpc_error(
         org.CreateOrganization,
@@ -284,10 +312,10 @@ def test_invalid_time_zone_is_invalid_argument_and_creates_nothing(stubs, org):
     assert not [o for o in everything if o.name == f"organizations/{oid}" or o.display_name == display_name]
 
 
-@pytest.mark.parametrize("explicit_id", [True, False], ids=["client-id", "server-id"])
-def test_create_organization_request_id_replay(stubs, org, explicit_id):
+def test_create_organization_request_id_replay(stubs, org, admin):
+    explicit_id = True
     p, r = stubs.org_pb2, stubs.res_pb2
-    oid = uid("org")
+    oid = admin.take_org_id()
     display_name = f"Replay {oid}"
     req = p.CreateOrganizationRequest(
         organization=r.Organization(display_name=display_name, time_zone="Europe/Paris"),
@@ -308,9 +336,19 @@ def test_create_organization_request_id_replay(stubs, org, explicit_id):
     assert [o.name for o in everything if o.display_name == display_name] == [first.name]
 
 
-def test_list_service_units_pages(stubs, org):
+def test_end_users_must_name_the_organization_they_create(stubs, org):
+    p, r = stubs.org_pb2, stubs.res_pb2
+    err = rpc_error(
+        org.CreateOrganization,
+        p.CreateOrganizationRequest(organization=r.Organization(display_name="Nameless", time_zone="UTC")),
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "organization_id" in err.details()
+
+
+def test_list_service_units_pages(stubs, org, admin):
     p = stubs.org_pb2
-    parent = new_org(stubs, org).name
+    parent = new_org(stubs, org, admin).name
     created = sorted(new_unit(stubs, org, parent).name for _ in range(3))
     assert all(n.startswith(f"{parent}/units/") for n in created)
 
@@ -330,9 +368,9 @@ def test_list_service_units_pages(stubs, org):
 
 
 @pytest.mark.parametrize("filter_expr", ["kind = UNIT_KIND_PROGRAM", 'kind = "UNIT_KIND_PROGRAM"'])
-def test_list_service_units_filter_by_kind(stubs, org, filter_expr):
+def test_list_service_units_filter_by_kind(stubs, org, admin, filter_expr):
     p, r = stubs.org_pb2, stubs.res_pb2
-    parent = new_org(stubs, org).name
+    parent = new_org(stubs, org, admin).name
     programs = sorted(new_unit(stubs, org, parent, kind=r.UNIT_KIND_PROGRAM).name for _ in range(2))
     new_unit(stubs, org, parent, kind=r.UNIT_KIND_CLINIC)
 
@@ -345,9 +383,9 @@ def test_list_service_units_filter_by_kind(stubs, org, filter_expr):
     assert all(u.kind == r.UNIT_KIND_PROGRAM for u in got)
 
 
-def test_update_service_unit_with_stale_etag_is_aborted(stubs, org):
+def test_update_service_unit_with_stale_etag_is_aborted(stubs, org, admin):
     p, r = stubs.org_pb2, stubs.res_pb2
-    parent = new_org(stubs, org).name
+    parent = new_org(stubs, org, admin).name
     unit = new_unit(stubs, org, parent, display_name="Before")
     stale_etag = unit.etag
     assert stale_etag
@@ -379,3 +417,142 @@ def test_update_service_unit_with_stale_etag_is_aborted(stubs, org):
     current = org.GetServiceUnit(p.GetServiceUnitRequest(name=unit.name), timeout=TIMEOUT)
     assert current.display_name == "After"
     assert current.etag == updated.etag
+
+
+# --------------------------------------------------------------------------------------------------
+# Authentication and authorization: bearer tokens, role bindings, the dev bootstrap
+
+
+@pytest.mark.parametrize("call", ["ListOrganizations", "GetOrganization", "CreateOrganization"])
+def test_org_call_without_token_is_unauthenticated(stubs, org, org_anon, admin, call):
+    p, r = stubs.org_pb2, stubs.res_pb2
+    existing = new_org(stubs, org, admin).name  # exists, and the tool certificate alone still may not read it
+    request = {
+        "ListOrganizations": p.ListOrganizationsRequest(),
+        "GetOrganization": p.GetOrganizationRequest(name=existing),
+        "CreateOrganization": p.CreateOrganizationRequest(
+            organization=r.Organization(display_name="No token", time_zone="UTC"),
+            organization_id=uid("org"),
+            request_id=str(uuid.uuid4()),
+        ),
+    }[call]
+    err = rpc_error(getattr(org_anon, call), request)
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED, (err.code(), err.details())
+    info = error_info(err)
+    assert info.reason == "TOKEN_MISSING", info
+    assert info.domain == AUTHZ_DOMAIN, info
+
+
+def test_garbage_bearer_token_is_unauthenticated(stubs, org_anon):
+    err = rpc_error(
+        org_anon.ListOrganizations,
+        stubs.org_pb2.ListOrganizationsRequest(),
+        metadata=[("authorization", "Bearer not-a-jwt")],
+    )
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED, (err.code(), err.details())
+    info = error_info(err)
+    assert info.domain == AUTHZ_DOMAIN, info
+    assert info.reason.startswith("TOKEN_") and info.reason != "TOKEN_MISSING", info
+
+
+def test_principal_without_binding_is_permission_denied(stubs, org_as, new_principal):
+    nobody = new_principal("pytest-nobody")
+    err = rpc_error(org_as(nobody).ListOrganizations, stubs.org_pb2.ListOrganizationsRequest())
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED, (err.code(), err.details())
+    info = error_info(err)
+    assert info.reason == "PERMISSION_DENIED", info
+    assert info.domain == AUTHZ_DOMAIN, info
+
+
+def test_list_organizations_returns_only_bound_organizations(stubs, org, org_as, admin, new_principal):
+    p = stubs.org_pb2
+    mine = new_org(stubs, org, admin).name
+    theirs_admin = new_principal("pytest-other-admin")
+    other_oid = uid("org")
+    theirs_admin.bind(f"organizations/{other_oid}", stubs.rbac_pb2.ROLE_ORGANIZATION_ADMINISTRATOR)
+    other_org = org_as(theirs_admin)
+    theirs = other_org.CreateOrganization(
+        p.CreateOrganizationRequest(
+            organization=stubs.res_pb2.Organization(display_name="Theirs", time_zone="UTC"),
+            organization_id=other_oid,
+            request_id=str(uuid.uuid4()),
+        ),
+        timeout=TIMEOUT,
+    ).name
+
+    seen_by_admin = {o.name for o in list_all(org.ListOrganizations, p.ListOrganizationsRequest(), "organizations")}
+    assert mine in seen_by_admin and theirs not in seen_by_admin
+    seen_by_other = {
+        o.name for o in list_all(other_org.ListOrganizations, p.ListOrganizationsRequest(), "organizations")
+    }
+    assert seen_by_other == {theirs}
+    # And the admin cannot read the other organization by name.
+    assert_scoped_denial(rpc_error(org.GetOrganization, p.GetOrganizationRequest(name=theirs)), theirs)
+
+
+def test_program_manager_sees_only_its_unit_subtree(stubs, org, org_as, admin, new_principal):
+    p, r = stubs.org_pb2, stubs.res_pb2
+    organization = new_org(stubs, org, admin).name
+    parent_unit = new_unit(stubs, org, organization, display_name="Parent").name
+    child = new_unit(stubs, org, organization, display_name="Child", parent_unit=parent_unit).name
+    sibling = new_unit(stubs, org, organization, display_name="Sibling").name
+    missing = f"{organization}/units/{uid('unit')}"
+
+    manager = new_principal("pytest-pm")
+    binding = manager.bind(organization, stubs.rbac_pb2.ROLE_PROGRAM_MANAGER, units=[parent_unit])
+    assert binding.name.startswith(f"{organization}/roleBindings/"), binding.name
+    assert list(binding.units) == [parent_unit]
+    as_manager = org_as(manager)
+
+    # Listing is narrowed to the bound unit and its subtree.
+    listed = list_all(as_manager.ListServiceUnits, p.ListServiceUnitsRequest(parent=organization), "service_units")
+    assert sorted(u.name for u in listed) == sorted([parent_unit, child])
+    # While the administrator sees all three.
+    everything = list_all(org.ListServiceUnits, p.ListServiceUnitsRequest(parent=organization), "service_units")
+    assert sorted(u.name for u in everything) == sorted([parent_unit, child, sibling])
+
+    # Inside the subtree: readable.
+    assert as_manager.GetServiceUnit(p.GetServiceUnitRequest(name=child), timeout=TIMEOUT).name == child
+    # Outside it, and nonexistent: the same PERMISSION_DENIED, so ids cannot be probed.
+    assert_scoped_denial(rpc_error(as_manager.GetServiceUnit, p.GetServiceUnitRequest(name=sibling)), sibling)
+    assert_scoped_denial(rpc_error(as_manager.GetServiceUnit, p.GetServiceUnitRequest(name=missing)), missing)
+    # For an Organization Administrator of that organization, the missing unit is NOT_FOUND.
+    err = rpc_error(org.GetServiceUnit, p.GetServiceUnitRequest(name=missing))
+    assert err.code() == grpc.StatusCode.NOT_FOUND, (err.code(), err.details())
+    info = error_info(err)
+    assert info.reason == "RESOURCE_NOT_FOUND" and info.domain == ERROR_DOMAIN, info
+
+
+def test_list_permissions_via_bootstrap_marks_phi(stubs, rbac):
+    p = stubs.rbac_pb2
+    perms = []
+    req = p.ListPermissionsRequest(page_size=100)
+    for _ in range(100):
+        resp = rbac.ListPermissions(req, timeout=TIMEOUT)  # no token: the dev bootstrap
+        perms.extend(resp.permissions)
+        if not resp.next_page_token:
+            break
+        req.page_token = resp.next_page_token
+    else:
+        raise AssertionError("pagination did not terminate")
+    by_name = {perm.name: perm for perm in perms}
+    assert len(by_name) == len(perms), "duplicate permissions across pages"
+    assert [perm.name for perm in perms] == sorted(by_name), "permissions are not ordered by name"
+
+    patients_get = by_name.get("org.patients.get")
+    assert patients_get is not None, sorted(by_name)
+    assert patients_get.phi is True
+    assert "/pm.org.v1.OrgService/GetPatient" in patients_get.methods, list(patients_get.methods)
+    assert by_name["org.organizations.get"].phi is False
+
+    prefixed = rbac.ListPermissions(p.ListPermissionsRequest(name_prefix="org.patients.", page_size=1000), timeout=TIMEOUT)
+    assert prefixed.permissions and all(x.name.startswith("org.patients.") for x in prefixed.permissions)
+    assert "org.patients.get" in {x.name for x in prefixed.permissions}
+
+
+def test_bootstrap_is_limited_to_its_rbac_calls(stubs, rbac):
+    # Without a token, the tool certificate may not read principals (not a bootstrap permission).
+    err = rpc_error(rbac.ListPrincipals, stubs.rbac_pb2.ListPrincipalsRequest())
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED, (err.code(), err.details())
+    info = error_info(err)
+    assert info.reason == "TOKEN_MISSING" and info.domain == AUTHZ_DOMAIN, info

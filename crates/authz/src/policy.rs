@@ -152,9 +152,38 @@ pub struct Grant {
 pub struct Target {
     /// The organization the resource belongs to.
     pub organization: String,
-    /// For each unit the resource belongs to, the unit's lineage (root first, the unit last). Empty for
-    /// organization-level resources and collections.
-    pub unit_lineages: Vec<Vec<String>>,
+    /// Where in the organization.
+    pub scope: Scope,
+}
+
+/// Where in an organization a resource sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// An organization-level resource that every role of the organization may reach (the
+    /// organization itself, locations, providers) or a collection whose listing the caller's units
+    /// narrow.
+    Organization,
+    /// A resource in units: for each, the unit's lineage (root first, the unit last). No units (a
+    /// patient enrolled nowhere) means only organization-wide roles reach it.
+    Units(Vec<Vec<String>>),
+}
+
+impl Target {
+    /// An organization-level target.
+    pub fn organization(organization: impl Into<String>) -> Self {
+        Self {
+            organization: organization.into(),
+            scope: Scope::Organization,
+        }
+    }
+
+    /// A target in units, given their lineages.
+    pub fn units(organization: impl Into<String>, lineages: Vec<Vec<String>>) -> Self {
+        Self {
+            organization: organization.into(),
+            scope: Scope::Units(lineages),
+        }
+    }
 }
 
 /// The answer with its reason.
@@ -193,12 +222,11 @@ pub fn decide(grants: &[Grant], permission: &str, target: &Target, now_micros: i
             ));
             continue;
         }
-        let covered = match (&grant.role, grant.units.is_empty()) {
+        let covered = match (&grant.role, &target.scope) {
             (Role::OrganizationAdministrator, _) => true,
-            (_, true) => false,
-            (_, false) if target.unit_lineages.is_empty() => true,
-            (_, false) => target
-                .unit_lineages
+            (_, _) if grant.units.is_empty() => false,
+            (_, Scope::Organization) => true,
+            (_, Scope::Units(lineages)) => lineages
                 .iter()
                 .any(|lineage| lineage.iter().any(|unit| grant.units.contains(unit))),
         };
@@ -246,10 +274,10 @@ mod tests {
     }
 
     fn unit_target(lineage: &[&str]) -> Target {
-        Target {
-            organization: "organizations/acme".into(),
-            unit_lineages: vec![lineage.iter().map(|u| u.to_string()).collect()],
-        }
+        Target::units(
+            "organizations/acme",
+            vec![lineage.iter().map(|u| u.to_string()).collect()],
+        )
     }
 
     const CLINIC: &str = "organizations/acme/units/clinic";
@@ -293,10 +321,7 @@ mod tests {
             &["organizations/acme/units/cc"],
         )];
         assert!(!decide(&short, "org.patients.get", &unit_target(&[CCM]), 0).allowed);
-        let other_org = Target {
-            organization: "organizations/acmecorp".into(),
-            unit_lineages: vec![],
-        };
+        let other_org = Target::organization("organizations/acmecorp");
         assert!(
             !decide(
                 &[grant(Role::OrganizationAdministrator, &[])],
@@ -335,6 +360,39 @@ mod tests {
                 &provider,
                 "rbac.bindings.create",
                 &unit_target(&[CLINIC]),
+                0
+            )
+            .allowed
+        );
+    }
+
+    #[test]
+    fn a_resource_in_no_unit_is_for_organization_admins_only() {
+        let nowhere = Target::units("organizations/acme", vec![]);
+        assert!(
+            !decide(
+                &[grant(Role::ProgramManager, &[CLINIC])],
+                "org.patients.get",
+                &nowhere,
+                0
+            )
+            .allowed
+        );
+        assert!(
+            decide(
+                &[grant(Role::OrganizationAdministrator, &[])],
+                "org.patients.get",
+                &nowhere,
+                0
+            )
+            .allowed
+        );
+        let collection = Target::organization("organizations/acme");
+        assert!(
+            decide(
+                &[grant(Role::ProgramManager, &[CLINIC])],
+                "org.patients.list",
+                &collection,
                 0
             )
             .allowed

@@ -3,15 +3,17 @@
 
 use pm_api::org::org_service_server::OrgService;
 use pm_api::org::*;
-use pm_runtime::docstore::{self, CreateCall, ListCall, VerbCall};
+use pm_authz::layer::Caller;
+use pm_authz::policy::Target;
+use pm_runtime::docstore::{self, CreateCall, ListCall, ListScope, VerbCall};
 use pm_runtime::time::{now_micros, to_micros, to_timestamp};
 use pm_runtime::{ApiError, ApiResult, Db, names};
 use tonic::{Request, Response, Status};
 
-use crate::domain;
 use crate::store::{
     self, COVERAGE, CREDENTIAL, ENROLLMENT, LOCATION, ORGANIZATION, PATIENT, PROVIDER, UNIT,
 };
+use crate::{access, domain};
 
 /// The ErrorInfo domain of this service's errors.
 pub const DOMAIN: &str = "org.pm.dev";
@@ -54,6 +56,7 @@ macro_rules! list_call {
             filter: &$req.filter,
             order_by: &$req.order_by,
             show_deleted: $req.show_deleted,
+            scope: None,
         }
     };
 }
@@ -71,6 +74,91 @@ macro_rules! create_call {
     };
 }
 
+/// How to find what a request is about, for the object-level check.
+enum About<'a> {
+    /// An existing resource of this service, by name.
+    Name(&'a str),
+    /// Something in a unit (to be created there, or checked against it).
+    Unit(&'a str),
+    /// A patient's records.
+    Patient(&'a str),
+    /// An organization-level collection or resource.
+    Organization(&'a str),
+    /// Organization-wide roles only (e.g. a top-level unit).
+    OrganizationWide(&'a str),
+}
+
+impl OrgApi {
+    /// The object-level check: resolves where the request's resource sits and asks the caller's
+    /// bindings. Done before anything reveals whether the resource exists.
+    async fn check(&self, caller: &Caller, method: &str, about: About<'_>) -> ApiResult<()> {
+        if caller.is_service() {
+            return Ok(());
+        }
+        let permission = pm_api::rule_for(method)
+            .map(|r| r.permission)
+            .unwrap_or_default();
+        let resource = match about {
+            About::Name(r)
+            | About::Unit(r)
+            | About::Patient(r)
+            | About::Organization(r)
+            | About::OrganizationWide(r) => r,
+        };
+        // An organization-wide role decides without looking up where the resource sits.
+        let organization_wide = Target::units(names::organization_of(resource), Vec::new());
+        if caller
+            .decide(permission, &organization_wide, &[], now_micros())
+            .allowed
+        {
+            return Ok(());
+        }
+        let mut conn = self.db.read().await?;
+        let (resource, target) = match about {
+            About::Name(name) => (name, access::of(&mut conn, name).await?),
+            About::Unit(unit) => (unit, access::in_unit(&mut conn, unit).await?),
+            About::Patient(patient) => (patient, access::patient(&mut conn, patient).await?),
+            About::Organization(org) => (org, Target::organization(names::organization_of(org))),
+            About::OrganizationWide(org) => {
+                (org, Target::units(names::organization_of(org), Vec::new()))
+            }
+        };
+        access::authorize(&mut conn, caller, permission, resource, &target).await
+    }
+
+    /// The scope a List under `parent` is narrowed to for this caller.
+    async fn narrow(
+        &self,
+        caller: &Caller,
+        method: &str,
+        parent: &str,
+        collection_id: &str,
+    ) -> ApiResult<Option<ListScope>> {
+        let permission = pm_api::rule_for(method)
+            .map(|r| r.permission)
+            .unwrap_or_default();
+        let mut conn = self.db.read().await?;
+        let units = access::visible_units(
+            &mut conn,
+            caller,
+            permission,
+            names::organization_of(parent),
+        )
+        .await?;
+        Ok(units.map(|units| access::scope_for(collection_id, units)))
+    }
+}
+
+fn caller<T>(request: &Request<T>) -> ApiResult<Caller> {
+    pm_authz::layer::caller_of(request).cloned().map_err(|_| {
+        ApiError::new(
+            tonic::Code::Internal,
+            "NO_CALLER",
+            "the authorization layer is not installed",
+        )
+    })
+}
+
 #[tonic::async_trait]
 impl OrgService for OrgApi {
     // Organizations
@@ -79,50 +167,101 @@ impl OrgService for OrgApi {
         &self,
         request: Request<GetOrganizationRequest>,
     ) -> Reply<Organization> {
-        reply(docstore::get_by_name(&self.db, &ORGANIZATION, &request.get_ref().name).await)
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let name = &request.get_ref().name;
+                ORGANIZATION.pattern.parse("name", name)?;
+                self.check(&caller, method!("GetOrganization"), About::Name(name))
+                    .await?;
+                docstore::get_by_name(&self.db, &ORGANIZATION, name).await
+            }
+            .await,
+        )
     }
 
     async fn list_organizations(
         &self,
         request: Request<ListOrganizationsRequest>,
     ) -> Reply<ListOrganizationsResponse> {
-        let req = request.into_inner();
-        let page = docstore::list(&self.db, &ORGANIZATION, list_call!(req, "")).await;
-        reply(page.map(|p| ListOrganizationsResponse {
-            organizations: p.items,
-            next_page_token: p.next_page_token,
-        }))
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                let mut call = list_call!(req, "");
+                call.scope = access::visible_organizations(&caller).map(ListScope::Names);
+                let page = docstore::list(&self.db, &ORGANIZATION, call).await?;
+                Ok(ListOrganizationsResponse {
+                    organizations: page.items,
+                    next_page_token: page.next_page_token,
+                })
+            }
+            .await,
+        )
     }
 
     async fn create_organization(
         &self,
         request: Request<CreateOrganizationRequest>,
     ) -> Reply<Organization> {
-        let req = request.into_inner();
-        let result = async {
-            let org = required(req.organization.clone(), "organization")?;
-            let call = create_call!(req, "CreateOrganization", "", organization_id);
-            docstore::create(&self.db, &ORGANIZATION, call, org, async |_, org| {
-                domain::validate_organization(org)
-            })
-            .await
-        };
-        reply(result.await)
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                if req.organization_id.is_empty() && !caller.is_service() {
+                // Access to an organization is granted by name, before it exists: the name must be chosen.
+                return Err(ApiError::invalid(
+                    "organization_id",
+                    "is required: an administrator's role binding names the organization before it is created",
+                ));
+            }
+            let target = format!("organizations/{}", req.organization_id);
+                self.check(
+                    &caller,
+                    method!("CreateOrganization"),
+                    About::Organization(&target),
+                )
+                .await?;
+                let org = required(req.organization.clone(), "organization")?;
+                let call = create_call!(req, "CreateOrganization", "", organization_id);
+                docstore::create(&self.db, &ORGANIZATION, call, org, async |_, org| {
+                    domain::validate_organization(org)
+                })
+                .await
+            }
+            .await,
+        )
     }
 
     async fn update_organization(
         &self,
         request: Request<UpdateOrganizationRequest>,
     ) -> Reply<Organization> {
-        let req = request.into_inner();
         reply(
-            docstore::update(
-                &self.db,
-                &ORGANIZATION,
-                req.organization,
-                req.update_mask.as_ref(),
-                async |_, _, org| domain::validate_organization(org),
-            )
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                let name = req
+                    .organization
+                    .as_ref()
+                    .map(|o| o.name.clone())
+                    .unwrap_or_default();
+                ORGANIZATION.pattern.parse("organization.name", &name)?;
+                self.check(
+                    &caller,
+                    method!("UpdateOrganization"),
+                    About::OrganizationWide(&name),
+                )
+                .await?;
+                docstore::update(
+                    &self.db,
+                    &ORGANIZATION,
+                    req.organization,
+                    req.update_mask.as_ref(),
+                    async |_, _, org| domain::validate_organization(org),
+                )
+                .await
+            }
             .await,
         )
     }
@@ -131,23 +270,34 @@ impl OrgService for OrgApi {
         &self,
         request: Request<DeleteOrganizationRequest>,
     ) -> Reply<Organization> {
-        let req = request.into_inner();
         reply(
-            docstore::soft_delete(
-                &self.db,
-                &ORGANIZATION,
-                &req.name,
-                &req.etag,
-                async |conn, org| {
-                    if store::has_live_units(conn, &org.name).await? {
-                        return Err(ApiError::precondition(
-                            "ORGANIZATION_NOT_EMPTY",
-                            format!("{} still has service units: delete them first", org.name),
-                        ));
-                    }
-                    Ok(())
-                },
-            )
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                ORGANIZATION.pattern.parse("name", &req.name)?;
+                self.check(
+                    &caller,
+                    method!("DeleteOrganization"),
+                    About::OrganizationWide(&req.name),
+                )
+                .await?;
+                docstore::soft_delete(
+                    &self.db,
+                    &ORGANIZATION,
+                    &req.name,
+                    &req.etag,
+                    async |conn, org| {
+                        if store::has_live_units(conn, &org.name).await? {
+                            return Err(ApiError::precondition(
+                                "ORGANIZATION_NOT_EMPTY",
+                                format!("{} still has service units: delete them first", org.name),
+                            ));
+                        }
+                        Ok(())
+                    },
+                )
+                .await
+            }
             .await,
         )
     }
@@ -158,64 +308,139 @@ impl OrgService for OrgApi {
         &self,
         request: Request<GetServiceUnitRequest>,
     ) -> Reply<ServiceUnit> {
-        reply(docstore::get_by_name(&self.db, &UNIT, &request.get_ref().name).await)
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let name = &request.get_ref().name;
+                UNIT.pattern.parse("name", name)?;
+                self.check(&caller, method!("GetServiceUnit"), About::Name(name))
+                    .await?;
+                docstore::get_by_name(&self.db, &UNIT, name).await
+            }
+            .await,
+        )
     }
 
     async fn list_service_units(
         &self,
         request: Request<ListServiceUnitsRequest>,
     ) -> Reply<ListServiceUnitsResponse> {
-        let req = request.into_inner();
-        let page = docstore::list(&self.db, &UNIT, list_call!(req, &req.parent)).await;
-        reply(page.map(|p| ListServiceUnitsResponse {
-            service_units: p.items,
-            next_page_token: p.next_page_token,
-        }))
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                ORGANIZATION.pattern.parse("parent", &req.parent)?;
+                self.check(
+                    &caller,
+                    method!("ListServiceUnits"),
+                    About::Organization(&req.parent),
+                )
+                .await?;
+                let mut call = list_call!(req, &req.parent);
+                call.scope = self
+                    .narrow(&caller, method!("ListServiceUnits"), &req.parent, "units")
+                    .await?;
+                let page = docstore::list(&self.db, &UNIT, call).await?;
+                Ok(ListServiceUnitsResponse {
+                    service_units: page.items,
+                    next_page_token: page.next_page_token,
+                })
+            }
+            .await,
+        )
     }
 
     async fn create_service_unit(
         &self,
         request: Request<CreateServiceUnitRequest>,
     ) -> Reply<ServiceUnit> {
-        let req = request.into_inner();
-        let result = async {
-            let unit = required(req.service_unit.clone(), "service_unit")?;
-            let call = create_call!(req, "CreateServiceUnit", &req.parent, service_unit_id);
-            docstore::create(&self.db, &UNIT, call, unit, async |conn, unit| {
-                domain::validate_unit(unit)?;
-                if !unit.parent_unit.is_empty() {
-                    store::referenced_unit(conn, &unit.parent_unit, "service_unit.parent_unit")
-                        .await?;
-                }
-                Ok(())
-            })
-            .await
-        };
-        reply(result.await)
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                ORGANIZATION.pattern.parse("parent", &req.parent)?;
+                let unit = required(req.service_unit.clone(), "service_unit")?;
+                let about = if unit.parent_unit.is_empty() {
+                    About::OrganizationWide(&req.parent)
+                } else {
+                    About::Unit(&unit.parent_unit)
+                };
+                self.check(&caller, method!("CreateServiceUnit"), about)
+                    .await?;
+                let call = create_call!(req, "CreateServiceUnit", &req.parent, service_unit_id);
+                docstore::create(&self.db, &UNIT, call, unit, async |conn, unit| {
+                    domain::validate_unit(unit)?;
+                    if !unit.parent_unit.is_empty() {
+                        store::referenced_unit(conn, &unit.parent_unit, "service_unit.parent_unit")
+                            .await?;
+                    }
+                    Ok(())
+                })
+                .await
+            }
+            .await,
+        )
     }
 
     async fn update_service_unit(
         &self,
         request: Request<UpdateServiceUnitRequest>,
     ) -> Reply<ServiceUnit> {
-        let req = request.into_inner();
         reply(
-            docstore::update(
-                &self.db,
-                &UNIT,
-                req.service_unit,
-                req.update_mask.as_ref(),
-                async |conn, stored, unit| {
-                    domain::validate_unit(unit)?;
-                    if !unit.parent_unit.is_empty() && unit.parent_unit != stored.parent_unit {
-                        store::referenced_unit(conn, &unit.parent_unit, "service_unit.parent_unit")
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                let patch = required(req.service_unit.clone(), "service_unit")?;
+                UNIT.pattern.parse("service_unit.name", &patch.name)?;
+                self.check(
+                    &caller,
+                    method!("UpdateServiceUnit"),
+                    About::Name(&patch.name),
+                )
+                .await?;
+                let moving_to = patch.parent_unit.clone();
+                let moves = req
+                    .update_mask
+                    .as_ref()
+                    .is_some_and(|m| m.paths.iter().any(|p| p == "parent_unit" || p == "*"));
+                if moves && !moving_to.is_empty() {
+                    // Moving a unit needs the right where it lands, too.
+                    self.check(
+                        &caller,
+                        method!("UpdateServiceUnit"),
+                        About::Unit(&moving_to),
+                    )
+                    .await?;
+                } else if moves {
+                    self.check(
+                        &caller,
+                        method!("UpdateServiceUnit"),
+                        About::OrganizationWide(&patch.name),
+                    )
+                    .await?;
+                }
+                docstore::update(
+                    &self.db,
+                    &UNIT,
+                    Some(patch),
+                    req.update_mask.as_ref(),
+                    async |conn, stored, unit| {
+                        domain::validate_unit(unit)?;
+                        if !unit.parent_unit.is_empty() && unit.parent_unit != stored.parent_unit {
+                            store::referenced_unit(
+                                conn,
+                                &unit.parent_unit,
+                                "service_unit.parent_unit",
+                            )
                             .await?;
-                        let lineage = store::lineage_names(conn, &unit.parent_unit).await?;
-                        domain::check_no_cycle(&unit.name, &lineage)?;
-                    }
-                    Ok(())
-                },
-            )
+                            let lineage = store::lineage_names(conn, &unit.parent_unit).await?;
+                            domain::check_no_cycle(&unit.name, &lineage)?;
+                        }
+                        Ok(())
+                    },
+                )
+                .await
+            }
             .await,
         )
     }
@@ -224,20 +449,31 @@ impl OrgService for OrgApi {
         &self,
         request: Request<DeleteServiceUnitRequest>,
     ) -> Reply<ServiceUnit> {
-        let req = request.into_inner();
         reply(
-            docstore::soft_delete(&self.db, &UNIT, &req.name, &req.etag, async |conn, unit| {
-                if store::has_live_children(conn, &unit.name).await? {
-                    return Err(ApiError::precondition(
-                        "UNIT_HAS_CHILDREN",
-                        format!(
-                            "{} still has child units: move or delete them first",
-                            unit.name
-                        ),
-                    ));
-                }
-                Ok(())
-            })
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                UNIT.pattern.parse("name", &req.name)?;
+                self.check(
+                    &caller,
+                    method!("DeleteServiceUnit"),
+                    About::Name(&req.name),
+                )
+                .await?;
+                docstore::soft_delete(&self.db, &UNIT, &req.name, &req.etag, async |conn, unit| {
+                    if store::has_live_children(conn, &unit.name).await? {
+                        return Err(ApiError::precondition(
+                            "UNIT_HAS_CHILDREN",
+                            format!(
+                                "{} still has child units: move or delete them first",
+                                unit.name
+                            ),
+                        ));
+                    }
+                    Ok(())
+                })
+                .await
+            }
             .await,
         )
     }
@@ -246,72 +482,130 @@ impl OrgService for OrgApi {
         &self,
         request: Request<GetEffectivePolicyRequest>,
     ) -> Reply<EffectivePolicy> {
-        let unit = &request.get_ref().unit;
-        let result = async {
-            domain::UNIT_NAME.parse("unit", unit)?;
-            let mut conn = self.db.read().await?;
-            if docstore::get_live::<ServiceUnit>(&mut conn, unit)
-                .await?
-                .is_none()
-            {
-                return Err(ApiError::not_found(unit));
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let unit = &request.get_ref().unit;
+                domain::UNIT_NAME.parse("unit", unit)?;
+                self.check(&caller, method!("GetEffectivePolicy"), About::Name(unit))
+                    .await?;
+                let mut conn = self.db.read().await?;
+                if docstore::get_live::<ServiceUnit>(&mut conn, unit)
+                    .await?
+                    .is_none()
+                {
+                    return Err(ApiError::not_found(unit));
+                }
+                store::effective_policy(&mut conn, unit).await
             }
-            store::effective_policy(&mut conn, unit).await
-        };
-        reply(result.await)
+            .await,
+        )
     }
 
     // Locations
 
     async fn get_location(&self, request: Request<GetLocationRequest>) -> Reply<Location> {
-        reply(docstore::get_by_name(&self.db, &LOCATION, &request.get_ref().name).await)
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let name = &request.get_ref().name;
+                LOCATION.pattern.parse("name", name)?;
+                self.check(&caller, method!("GetLocation"), About::Name(name))
+                    .await?;
+                docstore::get_by_name(&self.db, &LOCATION, name).await
+            }
+            .await,
+        )
     }
 
     async fn list_locations(
         &self,
         request: Request<ListLocationsRequest>,
     ) -> Reply<ListLocationsResponse> {
-        let req = request.into_inner();
-        let page = docstore::list(&self.db, &LOCATION, list_call!(req, &req.parent)).await;
-        reply(page.map(|p| ListLocationsResponse {
-            locations: p.items,
-            next_page_token: p.next_page_token,
-        }))
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                ORGANIZATION.pattern.parse("parent", &req.parent)?;
+                self.check(
+                    &caller,
+                    method!("ListLocations"),
+                    About::Organization(&req.parent),
+                )
+                .await?;
+                let page =
+                    docstore::list(&self.db, &LOCATION, list_call!(req, &req.parent)).await?;
+                Ok(ListLocationsResponse {
+                    locations: page.items,
+                    next_page_token: page.next_page_token,
+                })
+            }
+            .await,
+        )
     }
 
     async fn create_location(&self, request: Request<CreateLocationRequest>) -> Reply<Location> {
-        let req = request.into_inner();
-        let result = async {
-            let location = required(req.location.clone(), "location")?;
-            let call = create_call!(req, "CreateLocation", &req.parent, location_id);
-            docstore::create(&self.db, &LOCATION, call, location, async |_, l| {
-                domain::validate_location(l)
-            })
-            .await
-        };
-        reply(result.await)
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                ORGANIZATION.pattern.parse("parent", &req.parent)?;
+                self.check(
+                    &caller,
+                    method!("CreateLocation"),
+                    About::Organization(&req.parent),
+                )
+                .await?;
+                let location = required(req.location.clone(), "location")?;
+                let call = create_call!(req, "CreateLocation", &req.parent, location_id);
+                docstore::create(&self.db, &LOCATION, call, location, async |_, l| {
+                    domain::validate_location(l)
+                })
+                .await
+            }
+            .await,
+        )
     }
 
     async fn update_location(&self, request: Request<UpdateLocationRequest>) -> Reply<Location> {
-        let req = request.into_inner();
         reply(
-            docstore::update(
-                &self.db,
-                &LOCATION,
-                req.location,
-                req.update_mask.as_ref(),
-                async |_, _, l| domain::validate_location(l),
-            )
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                let name = req
+                    .location
+                    .as_ref()
+                    .map(|l| l.name.clone())
+                    .unwrap_or_default();
+                LOCATION.pattern.parse("location.name", &name)?;
+                self.check(&caller, method!("UpdateLocation"), About::Name(&name))
+                    .await?;
+                docstore::update(
+                    &self.db,
+                    &LOCATION,
+                    req.location,
+                    req.update_mask.as_ref(),
+                    async |_, _, l| domain::validate_location(l),
+                )
+                .await
+            }
             .await,
         )
     }
 
     async fn delete_location(&self, request: Request<DeleteLocationRequest>) -> Reply<Location> {
-        let req = request.into_inner();
         reply(
-            docstore::soft_delete(&self.db, &LOCATION, &req.name, &req.etag, async |_, _| {
-                Ok(())
-            })
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                LOCATION.pattern.parse("name", &req.name)?;
+                self.check(&caller, method!("DeleteLocation"), About::Name(&req.name))
+                    .await?;
+                docstore::soft_delete(&self.db, &LOCATION, &req.name, &req.etag, async |_, _| {
+                    Ok(())
+                })
+                .await
+            }
             .await,
         )
     }
@@ -319,54 +613,107 @@ impl OrgService for OrgApi {
     // Providers
 
     async fn get_provider(&self, request: Request<GetProviderRequest>) -> Reply<Provider> {
-        reply(docstore::get_by_name(&self.db, &PROVIDER, &request.get_ref().name).await)
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let name = &request.get_ref().name;
+                PROVIDER.pattern.parse("name", name)?;
+                self.check(&caller, method!("GetProvider"), About::Name(name))
+                    .await?;
+                docstore::get_by_name(&self.db, &PROVIDER, name).await
+            }
+            .await,
+        )
     }
 
     async fn list_providers(
         &self,
         request: Request<ListProvidersRequest>,
     ) -> Reply<ListProvidersResponse> {
-        let req = request.into_inner();
-        let page = docstore::list(&self.db, &PROVIDER, list_call!(req, &req.parent)).await;
-        reply(page.map(|p| ListProvidersResponse {
-            providers: p.items,
-            next_page_token: p.next_page_token,
-        }))
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                ORGANIZATION.pattern.parse("parent", &req.parent)?;
+                self.check(
+                    &caller,
+                    method!("ListProviders"),
+                    About::Organization(&req.parent),
+                )
+                .await?;
+                let page =
+                    docstore::list(&self.db, &PROVIDER, list_call!(req, &req.parent)).await?;
+                Ok(ListProvidersResponse {
+                    providers: page.items,
+                    next_page_token: page.next_page_token,
+                })
+            }
+            .await,
+        )
     }
 
     async fn create_provider(&self, request: Request<CreateProviderRequest>) -> Reply<Provider> {
-        let req = request.into_inner();
-        let result = async {
-            let provider = required(req.provider.clone(), "provider")?;
-            let call = create_call!(req, "CreateProvider", &req.parent, provider_id);
-            docstore::create(&self.db, &PROVIDER, call, provider, async |conn, p| {
-                check_provider(conn, p).await
-            })
-            .await
-        };
-        reply(result.await)
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                ORGANIZATION.pattern.parse("parent", &req.parent)?;
+                self.check(
+                    &caller,
+                    method!("CreateProvider"),
+                    About::Organization(&req.parent),
+                )
+                .await?;
+                let provider = required(req.provider.clone(), "provider")?;
+                let call = create_call!(req, "CreateProvider", &req.parent, provider_id);
+                docstore::create(&self.db, &PROVIDER, call, provider, async |conn, p| {
+                    check_provider(conn, p).await
+                })
+                .await
+            }
+            .await,
+        )
     }
 
     async fn update_provider(&self, request: Request<UpdateProviderRequest>) -> Reply<Provider> {
-        let req = request.into_inner();
         reply(
-            docstore::update(
-                &self.db,
-                &PROVIDER,
-                req.provider,
-                req.update_mask.as_ref(),
-                async |conn, _, p| check_provider(conn, p).await,
-            )
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                let name = req
+                    .provider
+                    .as_ref()
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default();
+                PROVIDER.pattern.parse("provider.name", &name)?;
+                self.check(&caller, method!("UpdateProvider"), About::Name(&name))
+                    .await?;
+                docstore::update(
+                    &self.db,
+                    &PROVIDER,
+                    req.provider,
+                    req.update_mask.as_ref(),
+                    async |conn, _, p| check_provider(conn, p).await,
+                )
+                .await
+            }
             .await,
         )
     }
 
     async fn delete_provider(&self, request: Request<DeleteProviderRequest>) -> Reply<Provider> {
-        let req = request.into_inner();
         reply(
-            docstore::soft_delete(&self.db, &PROVIDER, &req.name, &req.etag, async |_, _| {
-                Ok(())
-            })
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                PROVIDER.pattern.parse("name", &req.name)?;
+                self.check(&caller, method!("DeleteProvider"), About::Name(&req.name))
+                    .await?;
+                docstore::soft_delete(&self.db, &PROVIDER, &req.name, &req.etag, async |_, _| {
+                    Ok(())
+                })
+                .await
+            }
             .await,
         )
     }
@@ -374,50 +721,105 @@ impl OrgService for OrgApi {
     // Credentials
 
     async fn get_credential(&self, request: Request<GetCredentialRequest>) -> Reply<Credential> {
-        reply(docstore::get_by_name(&self.db, &CREDENTIAL, &request.get_ref().name).await)
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let name = &request.get_ref().name;
+                CREDENTIAL.pattern.parse("name", name)?;
+                self.check(&caller, method!("GetCredential"), About::Name(name))
+                    .await?;
+                docstore::get_by_name(&self.db, &CREDENTIAL, name).await
+            }
+            .await,
+        )
     }
 
     async fn list_credentials(
         &self,
         request: Request<ListCredentialsRequest>,
     ) -> Reply<ListCredentialsResponse> {
-        let req = request.into_inner();
-        let page = docstore::list(&self.db, &CREDENTIAL, list_call!(req, &req.parent)).await;
-        reply(page.map(|p| ListCredentialsResponse {
-            credentials: p.items,
-            next_page_token: p.next_page_token,
-        }))
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                PROVIDER.pattern.parse("parent", &req.parent)?;
+                self.check(
+                    &caller,
+                    method!("ListCredentials"),
+                    About::Organization(&req.parent),
+                )
+                .await?;
+                let mut call = list_call!(req, &req.parent);
+                call.scope = self
+                    .narrow(
+                        &caller,
+                        method!("ListCredentials"),
+                        &req.parent,
+                        "credentials",
+                    )
+                    .await?;
+                let page = docstore::list(&self.db, &CREDENTIAL, call).await?;
+                Ok(ListCredentialsResponse {
+                    credentials: page.items,
+                    next_page_token: page.next_page_token,
+                })
+            }
+            .await,
+        )
     }
 
     async fn create_credential(
         &self,
         request: Request<CreateCredentialRequest>,
     ) -> Reply<Credential> {
-        let req = request.into_inner();
-        let result = async {
-            let credential = required(req.credential.clone(), "credential")?;
-            let call = create_call!(req, "CreateCredential", &req.parent, credential_id);
-            docstore::create(&self.db, &CREDENTIAL, call, credential, async |conn, c| {
-                check_credential(conn, c).await
-            })
-            .await
-        };
-        reply(result.await)
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                PROVIDER.pattern.parse("parent", &req.parent)?;
+                let credential = required(req.credential.clone(), "credential")?;
+                domain::check_same_org_unit("credential.unit", &credential.unit, &req.parent)?;
+                self.check(
+                    &caller,
+                    method!("CreateCredential"),
+                    About::Unit(&credential.unit),
+                )
+                .await?;
+                let call = create_call!(req, "CreateCredential", &req.parent, credential_id);
+                docstore::create(&self.db, &CREDENTIAL, call, credential, async |conn, c| {
+                    check_credential(conn, c).await
+                })
+                .await
+            }
+            .await,
+        )
     }
 
     async fn update_credential(
         &self,
         request: Request<UpdateCredentialRequest>,
     ) -> Reply<Credential> {
-        let req = request.into_inner();
         reply(
-            docstore::update(
-                &self.db,
-                &CREDENTIAL,
-                req.credential,
-                req.update_mask.as_ref(),
-                async |conn, _, c| check_credential(conn, c).await,
-            )
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                let name = req
+                    .credential
+                    .as_ref()
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default();
+                CREDENTIAL.pattern.parse("credential.name", &name)?;
+                self.check(&caller, method!("UpdateCredential"), About::Name(&name))
+                    .await?;
+                docstore::update(
+                    &self.db,
+                    &CREDENTIAL,
+                    req.credential,
+                    req.update_mask.as_ref(),
+                    async |conn, _, c| check_credential(conn, c).await,
+                )
+                .await
+            }
             .await,
         )
     }
@@ -426,11 +828,18 @@ impl OrgService for OrgApi {
         &self,
         request: Request<DeleteCredentialRequest>,
     ) -> Reply<Credential> {
-        let req = request.into_inner();
         reply(
-            docstore::soft_delete(&self.db, &CREDENTIAL, &req.name, &req.etag, async |_, _| {
-                Ok(())
-            })
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                CREDENTIAL.pattern.parse("name", &req.name)?;
+                self.check(&caller, method!("DeleteCredential"), About::Name(&req.name))
+                    .await?;
+                docstore::soft_delete(&self.db, &CREDENTIAL, &req.name, &req.etag, async |_, _| {
+                    Ok(())
+                })
+                .await
+            }
             .await,
         )
     }
@@ -439,92 +848,154 @@ impl OrgService for OrgApi {
         &self,
         request: Request<CheckCredentialRequest>,
     ) -> Reply<CheckCredentialResponse> {
-        let req = request.into_inner();
-        let result = async {
-            domain::PROVIDER_NAME.parse("provider", &req.provider)?;
-            domain::check_same_org_unit("unit", &req.unit, &req.provider)?;
-            let at = match &req.time {
-                Some(time) if pm_runtime::time::is_valid(time) => to_micros(time),
-                Some(_) => return Err(ApiError::invalid("time", "is not a valid timestamp")),
-                None => now_micros(),
-            };
-            let mut conn = self.db.read().await?;
-            for name in [&req.provider, &req.unit] {
-                if !docstore::exists_live(&mut conn, name).await? {
-                    return Err(ApiError::not_found(name));
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                domain::PROVIDER_NAME.parse("provider", &req.provider)?;
+                domain::check_same_org_unit("unit", &req.unit, &req.provider)?;
+                self.check(&caller, method!("CheckCredential"), About::Unit(&req.unit))
+                    .await?;
+                let at = match &req.time {
+                    Some(time) if pm_runtime::time::is_valid(time) => to_micros(time),
+                    Some(_) => return Err(ApiError::invalid("time", "is not a valid timestamp")),
+                    None => now_micros(),
+                };
+                let mut conn = self.db.read().await?;
+                for name in [&req.provider, &req.unit] {
+                    if !docstore::exists_live(&mut conn, name).await? {
+                        return Err(ApiError::not_found(name));
+                    }
                 }
+                let in_force = store::credentials_for(&mut conn, &req.provider, &req.unit)
+                    .await?
+                    .into_iter()
+                    .find(|c| {
+                        domain::period_of(c.effective_period.as_ref())
+                            .is_some_and(|p| p.contains(at))
+                    });
+                Ok(CheckCredentialResponse {
+                    credentialed: in_force
+                        .as_ref()
+                        .is_some_and(|c| c.state == CredentialState::Active as i32),
+                    credential: in_force,
+                })
             }
-            let in_force = store::credentials_for(&mut conn, &req.provider, &req.unit)
-                .await?
-                .into_iter()
-                .find(|c| {
-                    domain::period_of(c.effective_period.as_ref()).is_some_and(|p| p.contains(at))
-                });
-            Ok(CheckCredentialResponse {
-                credentialed: in_force
-                    .as_ref()
-                    .is_some_and(|c| c.state == CredentialState::Active as i32),
-                credential: in_force,
-            })
-        };
-        reply(result.await)
+            .await,
+        )
     }
 
     // Patients
 
     async fn get_patient(&self, request: Request<GetPatientRequest>) -> Reply<Patient> {
-        reply(docstore::get_by_name(&self.db, &PATIENT, &request.get_ref().name).await)
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let name = &request.get_ref().name;
+                PATIENT.pattern.parse("name", name)?;
+                self.check(&caller, method!("GetPatient"), About::Name(name))
+                    .await?;
+                docstore::get_by_name(&self.db, &PATIENT, name).await
+            }
+            .await,
+        )
     }
 
     async fn list_patients(
         &self,
         request: Request<ListPatientsRequest>,
     ) -> Reply<ListPatientsResponse> {
-        let req = request.into_inner();
-        let page = docstore::list(&self.db, &PATIENT, list_call!(req, &req.parent)).await;
-        reply(page.map(|p| ListPatientsResponse {
-            patients: p.items,
-            next_page_token: p.next_page_token,
-        }))
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                ORGANIZATION.pattern.parse("parent", &req.parent)?;
+                self.check(
+                    &caller,
+                    method!("ListPatients"),
+                    About::Organization(&req.parent),
+                )
+                .await?;
+                let mut call = list_call!(req, &req.parent);
+                call.scope = self
+                    .narrow(&caller, method!("ListPatients"), &req.parent, "patients")
+                    .await?;
+                let page = docstore::list(&self.db, &PATIENT, call).await?;
+                Ok(ListPatientsResponse {
+                    patients: page.items,
+                    next_page_token: page.next_page_token,
+                })
+            }
+            .await,
+        )
     }
 
     async fn create_patient(&self, request: Request<CreatePatientRequest>) -> Reply<Patient> {
-        let req = request.into_inner();
-        let result = async {
-            let patient = required(req.patient.clone(), "patient")?;
-            let call = create_call!(req, "CreatePatient", &req.parent, patient_id);
-            docstore::create(&self.db, &PATIENT, call, patient, async |conn, p| {
-                check_patient(conn, p).await
-            })
-            .await
-        };
-        reply(result.await)
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                ORGANIZATION.pattern.parse("parent", &req.parent)?;
+                self.check(
+                    &caller,
+                    method!("CreatePatient"),
+                    About::Organization(&req.parent),
+                )
+                .await?;
+                let patient = required(req.patient.clone(), "patient")?;
+                let call = create_call!(req, "CreatePatient", &req.parent, patient_id);
+                docstore::create(&self.db, &PATIENT, call, patient, async |conn, p| {
+                    check_patient(conn, p).await
+                })
+                .await
+            }
+            .await,
+        )
     }
 
     async fn update_patient(&self, request: Request<UpdatePatientRequest>) -> Reply<Patient> {
-        let req = request.into_inner();
         reply(
-            docstore::update(
-                &self.db,
-                &PATIENT,
-                req.patient,
-                req.update_mask.as_ref(),
-                async |conn, _, p| check_patient(conn, p).await,
-            )
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                let name = req
+                    .patient
+                    .as_ref()
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default();
+                PATIENT.pattern.parse("patient.name", &name)?;
+                self.check(&caller, method!("UpdatePatient"), About::Name(&name))
+                    .await?;
+                docstore::update(
+                    &self.db,
+                    &PATIENT,
+                    req.patient,
+                    req.update_mask.as_ref(),
+                    async |conn, _, p| check_patient(conn, p).await,
+                )
+                .await
+            }
             .await,
         )
     }
 
     async fn delete_patient(&self, request: Request<DeletePatientRequest>) -> Reply<Patient> {
-        let req = request.into_inner();
         reply(
-            docstore::soft_delete(
-                &self.db,
-                &PATIENT,
-                &req.name,
-                &req.etag,
-                async |_, _| Ok(()),
-            )
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                PATIENT.pattern.parse("name", &req.name)?;
+                self.check(&caller, method!("DeletePatient"), About::Name(&req.name))
+                    .await?;
+                docstore::soft_delete(
+                    &self.db,
+                    &PATIENT,
+                    &req.name,
+                    &req.etag,
+                    async |_, _| Ok(()),
+                )
+                .await
+            }
             .await,
         )
     }
@@ -532,56 +1003,106 @@ impl OrgService for OrgApi {
     // Enrollments
 
     async fn get_enrollment(&self, request: Request<GetEnrollmentRequest>) -> Reply<Enrollment> {
-        reply(docstore::get_by_name(&self.db, &ENROLLMENT, &request.get_ref().name).await)
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let name = &request.get_ref().name;
+                ENROLLMENT.pattern.parse("name", name)?;
+                self.check(&caller, method!("GetEnrollment"), About::Name(name))
+                    .await?;
+                docstore::get_by_name(&self.db, &ENROLLMENT, name).await
+            }
+            .await,
+        )
     }
 
     async fn list_enrollments(
         &self,
         request: Request<ListEnrollmentsRequest>,
     ) -> Reply<ListEnrollmentsResponse> {
-        let req = request.into_inner();
-        let page = docstore::list(&self.db, &ENROLLMENT, list_call!(req, &req.parent)).await;
-        reply(page.map(|p| ListEnrollmentsResponse {
-            enrollments: p.items,
-            next_page_token: p.next_page_token,
-        }))
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                PATIENT.pattern.parse("parent", &req.parent)?;
+                self.check(
+                    &caller,
+                    method!("ListEnrollments"),
+                    About::Patient(&req.parent),
+                )
+                .await?;
+                let mut call = list_call!(req, &req.parent);
+                call.scope = self
+                    .narrow(
+                        &caller,
+                        method!("ListEnrollments"),
+                        &req.parent,
+                        "enrollments",
+                    )
+                    .await?;
+                let page = docstore::list(&self.db, &ENROLLMENT, call).await?;
+                Ok(ListEnrollmentsResponse {
+                    enrollments: page.items,
+                    next_page_token: page.next_page_token,
+                })
+            }
+            .await,
+        )
     }
 
     async fn create_enrollment(
         &self,
         request: Request<CreateEnrollmentRequest>,
     ) -> Reply<Enrollment> {
-        let req = request.into_inner();
-        let result = async {
-            let enrollment = required(req.enrollment.clone(), "enrollment")?;
-            let call = create_call!(req, "CreateEnrollment", &req.parent, enrollment_id);
-            docstore::create(&self.db, &ENROLLMENT, call, enrollment, async |conn, e| {
-                domain::check_same_org_unit("enrollment.unit", &e.unit, &e.name)?;
-                check_enrollment_target(conn, e, &e.unit, &e.pathway_step, "enrollment").await?;
-                e.state = EnrollmentState::Active as i32;
-                e.history = vec![EnrollmentEvent {
-                    kind: EnrollmentEventKind::Enrolled as i32,
-                    time: Some(to_timestamp(now_micros())),
-                    unit: e.unit.clone(),
-                    pathway_step: e.pathway_step.clone(),
-                    reason: String::new(),
-                }];
-                Ok(())
-            })
-            .await
-        };
-        reply(result.await)
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                PATIENT.pattern.parse("parent", &req.parent)?;
+                let enrollment = required(req.enrollment.clone(), "enrollment")?;
+                domain::check_same_org_unit("enrollment.unit", &enrollment.unit, &req.parent)?;
+                self.check(
+                    &caller,
+                    method!("CreateEnrollment"),
+                    About::Unit(&enrollment.unit),
+                )
+                .await?;
+                let call = create_call!(req, "CreateEnrollment", &req.parent, enrollment_id);
+                docstore::create(&self.db, &ENROLLMENT, call, enrollment, async |conn, e| {
+                    check_enrollment_target(conn, e, &e.unit, &e.pathway_step, "enrollment")
+                        .await?;
+                    e.state = EnrollmentState::Active as i32;
+                    e.history = vec![EnrollmentEvent {
+                        kind: EnrollmentEventKind::Enrolled as i32,
+                        time: Some(to_timestamp(now_micros())),
+                        unit: e.unit.clone(),
+                        pathway_step: e.pathway_step.clone(),
+                        reason: String::new(),
+                    }];
+                    Ok(())
+                })
+                .await
+            }
+            .await,
+        )
     }
 
     async fn delete_enrollment(
         &self,
         request: Request<DeleteEnrollmentRequest>,
     ) -> Reply<Enrollment> {
-        let req = request.into_inner();
         reply(
-            docstore::soft_delete(&self.db, &ENROLLMENT, &req.name, &req.etag, async |_, _| {
-                Ok(())
-            })
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                ENROLLMENT.pattern.parse("name", &req.name)?;
+                self.check(&caller, method!("DeleteEnrollment"), About::Name(&req.name))
+                    .await?;
+                docstore::soft_delete(&self.db, &ENROLLMENT, &req.name, &req.etag, async |_, _| {
+                    Ok(())
+                })
+                .await
+            }
             .await,
         )
     }
@@ -590,41 +1111,60 @@ impl OrgService for OrgApi {
         &self,
         request: Request<TransferEnrollmentRequest>,
     ) -> Reply<Enrollment> {
-        let req = request.into_inner();
-        let call = VerbCall {
-            method: method!("TransferEnrollment"),
-            name: &req.name,
-            etag: &req.etag,
-            request_id: &req.request_id,
-            request_hash: docstore::request_hash(&req),
-        };
         reply(
-            docstore::transition(&self.db, &ENROLLMENT, call, async |conn, e| {
-                require_active(e)?;
-                let unit = if req.unit.is_empty() {
-                    e.unit.clone()
-                } else {
-                    req.unit.clone()
-                };
-                domain::check_same_org_unit("unit", &unit, &e.name)?;
-                if unit == e.unit && req.pathway_step == e.pathway_step {
-                    return Err(ApiError::invalid(
-                        "unit",
-                        "a transfer must change the unit or the pathway step",
-                    ));
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                ENROLLMENT.pattern.parse("name", &req.name)?;
+                self.check(
+                    &caller,
+                    method!("TransferEnrollment"),
+                    About::Name(&req.name),
+                )
+                .await?;
+                if !req.unit.is_empty() {
+                    domain::check_same_org_unit("unit", &req.unit, &req.name)?;
+                    self.check(
+                        &caller,
+                        method!("TransferEnrollment"),
+                        About::Unit(&req.unit),
+                    )
+                    .await?;
                 }
-                check_enrollment_target(conn, e, &unit, &req.pathway_step, "").await?;
-                e.unit = unit;
-                e.pathway_step = req.pathway_step.clone();
-                e.history.push(EnrollmentEvent {
-                    kind: EnrollmentEventKind::Transferred as i32,
-                    time: Some(to_timestamp(now_micros())),
-                    unit: e.unit.clone(),
-                    pathway_step: e.pathway_step.clone(),
-                    reason: req.reason.clone(),
-                });
-                Ok(())
-            })
+                let call = VerbCall {
+                    method: method!("TransferEnrollment"),
+                    name: &req.name,
+                    etag: &req.etag,
+                    request_id: &req.request_id,
+                    request_hash: docstore::request_hash(&req),
+                };
+                docstore::transition(&self.db, &ENROLLMENT, call, async |conn, e| {
+                    require_active(e)?;
+                    let unit = if req.unit.is_empty() {
+                        e.unit.clone()
+                    } else {
+                        req.unit.clone()
+                    };
+                    if unit == e.unit && req.pathway_step == e.pathway_step {
+                        return Err(ApiError::invalid(
+                            "unit",
+                            "a transfer must change the unit or the pathway step",
+                        ));
+                    }
+                    check_enrollment_target(conn, e, &unit, &req.pathway_step, "").await?;
+                    e.unit = unit;
+                    e.pathway_step = req.pathway_step.clone();
+                    e.history.push(EnrollmentEvent {
+                        kind: EnrollmentEventKind::Transferred as i32,
+                        time: Some(to_timestamp(now_micros())),
+                        unit: e.unit.clone(),
+                        pathway_step: e.pathway_step.clone(),
+                        reason: req.reason.clone(),
+                    });
+                    Ok(())
+                })
+                .await
+            }
             .await,
         )
     }
@@ -633,30 +1173,41 @@ impl OrgService for OrgApi {
         &self,
         request: Request<DischargeEnrollmentRequest>,
     ) -> Reply<Enrollment> {
-        let req = request.into_inner();
-        let call = VerbCall {
-            method: method!("DischargeEnrollment"),
-            name: &req.name,
-            etag: &req.etag,
-            request_id: &req.request_id,
-            request_hash: docstore::request_hash(&req),
-        };
         reply(
-            docstore::transition(&self.db, &ENROLLMENT, call, async |_, e| {
-                if req.reason.trim().is_empty() {
-                    return Err(ApiError::invalid("reason", "must not be empty"));
-                }
-                require_active(e)?;
-                e.state = EnrollmentState::Discharged as i32;
-                e.history.push(EnrollmentEvent {
-                    kind: EnrollmentEventKind::Discharged as i32,
-                    time: Some(to_timestamp(now_micros())),
-                    unit: e.unit.clone(),
-                    pathway_step: e.pathway_step.clone(),
-                    reason: req.reason.clone(),
-                });
-                Ok(())
-            })
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                ENROLLMENT.pattern.parse("name", &req.name)?;
+                self.check(
+                    &caller,
+                    method!("DischargeEnrollment"),
+                    About::Name(&req.name),
+                )
+                .await?;
+                let call = VerbCall {
+                    method: method!("DischargeEnrollment"),
+                    name: &req.name,
+                    etag: &req.etag,
+                    request_id: &req.request_id,
+                    request_hash: docstore::request_hash(&req),
+                };
+                docstore::transition(&self.db, &ENROLLMENT, call, async |_, e| {
+                    if req.reason.trim().is_empty() {
+                        return Err(ApiError::invalid("reason", "must not be empty"));
+                    }
+                    require_active(e)?;
+                    e.state = EnrollmentState::Discharged as i32;
+                    e.history.push(EnrollmentEvent {
+                        kind: EnrollmentEventKind::Discharged as i32,
+                        time: Some(to_timestamp(now_micros())),
+                        unit: e.unit.clone(),
+                        pathway_step: e.pathway_step.clone(),
+                        reason: req.reason.clone(),
+                    });
+                    Ok(())
+                })
+                .await
+            }
             .await,
         )
     }
@@ -664,54 +1215,107 @@ impl OrgService for OrgApi {
     // Coverages
 
     async fn get_coverage(&self, request: Request<GetCoverageRequest>) -> Reply<Coverage> {
-        reply(docstore::get_by_name(&self.db, &COVERAGE, &request.get_ref().name).await)
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let name = &request.get_ref().name;
+                COVERAGE.pattern.parse("name", name)?;
+                self.check(&caller, method!("GetCoverage"), About::Name(name))
+                    .await?;
+                docstore::get_by_name(&self.db, &COVERAGE, name).await
+            }
+            .await,
+        )
     }
 
     async fn list_coverages(
         &self,
         request: Request<ListCoveragesRequest>,
     ) -> Reply<ListCoveragesResponse> {
-        let req = request.into_inner();
-        let page = docstore::list(&self.db, &COVERAGE, list_call!(req, &req.parent)).await;
-        reply(page.map(|p| ListCoveragesResponse {
-            coverages: p.items,
-            next_page_token: p.next_page_token,
-        }))
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                PATIENT.pattern.parse("parent", &req.parent)?;
+                self.check(
+                    &caller,
+                    method!("ListCoverages"),
+                    About::Patient(&req.parent),
+                )
+                .await?;
+                let page =
+                    docstore::list(&self.db, &COVERAGE, list_call!(req, &req.parent)).await?;
+                Ok(ListCoveragesResponse {
+                    coverages: page.items,
+                    next_page_token: page.next_page_token,
+                })
+            }
+            .await,
+        )
     }
 
     async fn create_coverage(&self, request: Request<CreateCoverageRequest>) -> Reply<Coverage> {
-        let req = request.into_inner();
-        let result = async {
-            let coverage = required(req.coverage.clone(), "coverage")?;
-            let call = create_call!(req, "CreateCoverage", &req.parent, coverage_id);
-            docstore::create(&self.db, &COVERAGE, call, coverage, async |conn, c| {
-                check_coverage(conn, c).await
-            })
-            .await
-        };
-        reply(result.await)
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                PATIENT.pattern.parse("parent", &req.parent)?;
+                self.check(
+                    &caller,
+                    method!("CreateCoverage"),
+                    About::Patient(&req.parent),
+                )
+                .await?;
+                let coverage = required(req.coverage.clone(), "coverage")?;
+                let call = create_call!(req, "CreateCoverage", &req.parent, coverage_id);
+                docstore::create(&self.db, &COVERAGE, call, coverage, async |conn, c| {
+                    check_coverage(conn, c).await
+                })
+                .await
+            }
+            .await,
+        )
     }
 
     async fn update_coverage(&self, request: Request<UpdateCoverageRequest>) -> Reply<Coverage> {
-        let req = request.into_inner();
         reply(
-            docstore::update(
-                &self.db,
-                &COVERAGE,
-                req.coverage,
-                req.update_mask.as_ref(),
-                async |conn, _, c| check_coverage(conn, c).await,
-            )
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                let name = req
+                    .coverage
+                    .as_ref()
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default();
+                COVERAGE.pattern.parse("coverage.name", &name)?;
+                self.check(&caller, method!("UpdateCoverage"), About::Name(&name))
+                    .await?;
+                docstore::update(
+                    &self.db,
+                    &COVERAGE,
+                    req.coverage,
+                    req.update_mask.as_ref(),
+                    async |conn, _, c| check_coverage(conn, c).await,
+                )
+                .await
+            }
             .await,
         )
     }
 
     async fn delete_coverage(&self, request: Request<DeleteCoverageRequest>) -> Reply<Coverage> {
-        let req = request.into_inner();
         reply(
-            docstore::soft_delete(&self.db, &COVERAGE, &req.name, &req.etag, async |_, _| {
-                Ok(())
-            })
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                COVERAGE.pattern.parse("name", &req.name)?;
+                self.check(&caller, method!("DeleteCoverage"), About::Name(&req.name))
+                    .await?;
+                docstore::soft_delete(&self.db, &COVERAGE, &req.name, &req.etag, async |_, _| {
+                    Ok(())
+                })
+                .await
+            }
             .await,
         )
     }

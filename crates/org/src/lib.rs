@@ -4,14 +4,17 @@
 //! Three layers: `handlers` (gRPC in and out), `domain` (pure rules), `store` (indexing and lookups in
 //! the service's own database slice).
 
+pub mod access;
 pub mod domain;
 pub mod handlers;
 pub mod store;
 
 use pm_api::org::org_service_server::OrgServiceServer;
+use pm_authz::layer::Authz;
 use pm_runtime::Db;
 use pm_runtime::db::Migrations;
 use pm_runtime::server::ServiceDef;
+use tower::Layer as _;
 
 /// The migration sets of the Org slice: the generic resource store is all it needs so far.
 pub const MIGRATIONS: &[&Migrations] = &[&pm_runtime::docstore::MIGRATIONS];
@@ -22,14 +25,13 @@ pub const NAME: &str = "org";
 /// The gRPC service name.
 pub const GRPC_SERVICE: &str = "pm.org.v1.OrgService";
 
-/// The service, ready for `pm_runtime::server::serve`.
-pub fn service(db: Db) -> ServiceDef {
+/// The service behind the authorization layer, ready for `pm_runtime::server::serve`.
+pub fn service(db: Db, authz: Authz) -> ServiceDef {
+    let api = OrgServiceServer::new(handlers::OrgApi::new(db.clone()));
     ServiceDef {
         name: NAME,
         grpc_services: vec![GRPC_SERVICE],
-        routes: tonic::service::Routes::new(OrgServiceServer::new(handlers::OrgApi::new(
-            db.clone(),
-        ))),
+        routes: tonic::service::Routes::new(authz.layer(api)),
         db: Some(db),
     }
 }

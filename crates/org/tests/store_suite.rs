@@ -6,11 +6,11 @@
 
 mod common;
 
-use common::{Harness, expect_error, interval, ts, violated_fields};
+use common::{Harness, expect_error, interval, req, ts, violated_fields};
 use pm_api::org::org_service_server::OrgService;
 use pm_api::org::*;
 use prost_types::FieldMask;
-use tonic::{Code, Request};
+use tonic::Code;
 
 pm_runtime::on_both_backends!(
     crate::common::Harness;
@@ -49,7 +49,7 @@ async fn organization_lifecycle(h: &Harness) -> anyhow::Result<()> {
     patch.time_zone = "Europe/Paris".into();
     let updated = h
         .api
-        .update_organization(Request::new(UpdateOrganizationRequest {
+        .update_organization(req(UpdateOrganizationRequest {
             organization: Some(patch),
             update_mask: Some(FieldMask {
                 paths: vec!["display_name".into()],
@@ -67,7 +67,7 @@ async fn organization_lifecycle(h: &Harness) -> anyhow::Result<()> {
 
     let deleted = h
         .api
-        .delete_organization(Request::new(DeleteOrganizationRequest {
+        .delete_organization(req(DeleteOrganizationRequest {
             name: org.name.clone(),
             etag: updated.etag.clone(),
         }))
@@ -76,7 +76,7 @@ async fn organization_lifecycle(h: &Harness) -> anyhow::Result<()> {
     assert!(deleted.delete_time.is_some());
     let listed = h
         .api
-        .list_organizations(Request::new(ListOrganizationsRequest::default()))
+        .list_organizations(req(ListOrganizationsRequest::default()))
         .await?
         .into_inner();
     assert!(
@@ -85,7 +85,7 @@ async fn organization_lifecycle(h: &Harness) -> anyhow::Result<()> {
     );
     let with_deleted = h
         .api
-        .list_organizations(Request::new(ListOrganizationsRequest {
+        .list_organizations(req(ListOrganizationsRequest {
             show_deleted: true,
             ..Default::default()
         }))
@@ -94,7 +94,7 @@ async fn organization_lifecycle(h: &Harness) -> anyhow::Result<()> {
     assert_eq!(with_deleted.organizations.len(), 1);
     let got = h
         .api
-        .get_organization(Request::new(GetOrganizationRequest {
+        .get_organization(req(GetOrganizationRequest {
             name: org.name.clone(),
         }))
         .await?
@@ -109,7 +109,7 @@ async fn organization_lifecycle(h: &Harness) -> anyhow::Result<()> {
 async fn bad_organization_input_writes_nothing(h: &Harness) -> anyhow::Result<()> {
     let result = h
         .api
-        .create_organization(Request::new(CreateOrganizationRequest {
+        .create_organization(req(CreateOrganizationRequest {
             organization: Some(Organization {
                 display_name: "   ".into(),
                 time_zone: "Mars/Olympus".into(),
@@ -132,12 +132,12 @@ async fn bad_organization_input_writes_nothing(h: &Harness) -> anyhow::Result<()
 
     let missing = h
         .api
-        .create_organization(Request::new(CreateOrganizationRequest::default()))
+        .create_organization(req(CreateOrganizationRequest::default()))
         .await;
     expect_error(missing, Code::InvalidArgument, "INVALID_ARGUMENT");
     let bad_id = h
         .api
-        .create_organization(Request::new(CreateOrganizationRequest {
+        .create_organization(req(CreateOrganizationRequest {
             organization: Some(Organization {
                 display_name: "Ok".into(),
                 time_zone: "UTC".into(),
@@ -158,7 +158,7 @@ async fn bad_organization_input_writes_nothing(h: &Harness) -> anyhow::Result<()
 
     let listed = h
         .api
-        .list_organizations(Request::new(ListOrganizationsRequest {
+        .list_organizations(req(ListOrganizationsRequest {
             show_deleted: true,
             ..Default::default()
         }))
@@ -213,7 +213,7 @@ async fn unit_tree_refuses_cycles(h: &Harness) -> anyhow::Result<()> {
         patch.parent_unit = new_parent.clone();
         let result = h
             .api
-            .update_service_unit(Request::new(UpdateServiceUnitRequest {
+            .update_service_unit(req(UpdateServiceUnitRequest {
                 service_unit: Some(patch),
                 update_mask: Some(FieldMask {
                     paths: vec!["parent_unit".into()],
@@ -234,7 +234,7 @@ async fn unit_tree_refuses_cycles(h: &Harness) -> anyhow::Result<()> {
     }
     let stored = h
         .api
-        .get_service_unit(Request::new(GetServiceUnitRequest {
+        .get_service_unit(req(GetServiceUnitRequest {
             name: root.name.clone(),
         }))
         .await?
@@ -247,7 +247,7 @@ async fn unit_tree_refuses_cycles(h: &Harness) -> anyhow::Result<()> {
     patch.parent_unit = root.name.clone();
     let moved = h
         .api
-        .update_service_unit(Request::new(UpdateServiceUnitRequest {
+        .update_service_unit(req(UpdateServiceUnitRequest {
             service_unit: Some(patch),
             update_mask: Some(FieldMask {
                 paths: vec!["parent_unit".into()],
@@ -265,27 +265,27 @@ async fn unit_with_children_cannot_be_deleted(h: &Harness) -> anyhow::Result<()>
     let child = h.unit("organizations/acme", "child", &root.name).await?;
     let result = h
         .api
-        .delete_service_unit(Request::new(DeleteServiceUnitRequest {
+        .delete_service_unit(req(DeleteServiceUnitRequest {
             name: root.name.clone(),
             etag: String::new(),
         }))
         .await;
     expect_error(result, Code::FailedPrecondition, "UNIT_HAS_CHILDREN");
     h.api
-        .delete_service_unit(Request::new(DeleteServiceUnitRequest {
+        .delete_service_unit(req(DeleteServiceUnitRequest {
             name: child.name.clone(),
             etag: String::new(),
         }))
         .await?;
     h.api
-        .delete_service_unit(Request::new(DeleteServiceUnitRequest {
+        .delete_service_unit(req(DeleteServiceUnitRequest {
             name: root.name.clone(),
             etag: String::new(),
         }))
         .await?;
     let org_delete = h
         .api
-        .delete_organization(Request::new(DeleteOrganizationRequest {
+        .delete_organization(req(DeleteOrganizationRequest {
             name: "organizations/acme".into(),
             etag: String::new(),
         }))
@@ -354,7 +354,7 @@ async fn effective_policy_inherits_through_three_levels(h: &Harness) -> anyhow::
         .await?;
     let policy = h
         .api
-        .get_effective_policy(Request::new(GetEffectivePolicyRequest {
+        .get_effective_policy(req(GetEffectivePolicyRequest {
             unit: program.name.clone(),
         }))
         .await?
@@ -383,7 +383,7 @@ async fn effective_policy_inherits_through_three_levels(h: &Harness) -> anyhow::
 
     let missing = h
         .api
-        .get_effective_policy(Request::new(GetEffectivePolicyRequest {
+        .get_effective_policy(req(GetEffectivePolicyRequest {
             unit: "organizations/acme/units/ghost".into(),
         }))
         .await;
@@ -397,7 +397,7 @@ async fn stale_etag_is_aborted_and_changes_nothing(h: &Harness) -> anyhow::Resul
     let mut first = unit.clone();
     first.display_name = "First".into();
     h.api
-        .update_service_unit(Request::new(UpdateServiceUnitRequest {
+        .update_service_unit(req(UpdateServiceUnitRequest {
             service_unit: Some(first),
             update_mask: Some(FieldMask {
                 paths: vec!["display_name".into()],
@@ -408,7 +408,7 @@ async fn stale_etag_is_aborted_and_changes_nothing(h: &Harness) -> anyhow::Resul
     stale.display_name = "Second".into();
     let result = h
         .api
-        .update_service_unit(Request::new(UpdateServiceUnitRequest {
+        .update_service_unit(req(UpdateServiceUnitRequest {
             service_unit: Some(stale),
             update_mask: Some(FieldMask {
                 paths: vec!["display_name".into()],
@@ -418,7 +418,7 @@ async fn stale_etag_is_aborted_and_changes_nothing(h: &Harness) -> anyhow::Resul
     expect_error(result, Code::Aborted, "ETAG_MISMATCH");
     let delete = h
         .api
-        .delete_service_unit(Request::new(DeleteServiceUnitRequest {
+        .delete_service_unit(req(DeleteServiceUnitRequest {
             name: unit.name.clone(),
             etag: unit.etag.clone(),
         }))
@@ -426,7 +426,7 @@ async fn stale_etag_is_aborted_and_changes_nothing(h: &Harness) -> anyhow::Resul
     expect_error(delete, Code::Aborted, "ETAG_MISMATCH");
     let stored = h
         .api
-        .get_service_unit(Request::new(GetServiceUnitRequest {
+        .get_service_unit(req(GetServiceUnitRequest {
             name: unit.name.clone(),
         }))
         .await?
@@ -442,7 +442,7 @@ async fn update_mask_rejects_output_only_fields(h: &Harness) -> anyhow::Result<(
     for path in ["create_time", "name", "no_such_field"] {
         let result = h
             .api
-            .update_service_unit(Request::new(UpdateServiceUnitRequest {
+            .update_service_unit(req(UpdateServiceUnitRequest {
                 service_unit: Some(unit.clone()),
                 update_mask: Some(FieldMask {
                     paths: vec![path.into()],
@@ -454,7 +454,7 @@ async fn update_mask_rejects_output_only_fields(h: &Harness) -> anyhow::Result<(
     }
     let missing = h
         .api
-        .update_service_unit(Request::new(UpdateServiceUnitRequest {
+        .update_service_unit(req(UpdateServiceUnitRequest {
             service_unit: Some(ServiceUnit {
                 name: "organizations/acme/units/ghost".into(),
                 ..Default::default()
@@ -470,11 +470,7 @@ async fn list_unit_names(
     h: &Harness,
     request: ListServiceUnitsRequest,
 ) -> anyhow::Result<(Vec<String>, String)> {
-    let page = h
-        .api
-        .list_service_units(Request::new(request))
-        .await?
-        .into_inner();
+    let page = h.api.list_service_units(req(request)).await?.into_inner();
     Ok((
         page.service_units.into_iter().map(|u| u.name).collect(),
         page.next_page_token,
@@ -536,7 +532,7 @@ async fn page_token_is_bound_to_its_query(h: &Harness) -> anyhow::Result<()> {
     assert!(!token.is_empty());
     let reused = h
         .api
-        .list_service_units(Request::new(ListServiceUnitsRequest {
+        .list_service_units(req(ListServiceUnitsRequest {
             parent: "organizations/acme".into(),
             page_size: 1,
             page_token: token,
@@ -548,7 +544,7 @@ async fn page_token_is_bound_to_its_query(h: &Harness) -> anyhow::Result<()> {
     assert_eq!(violated_fields(&status), vec!["page_token"]);
     let garbage = h
         .api
-        .list_service_units(Request::new(ListServiceUnitsRequest {
+        .list_service_units(req(ListServiceUnitsRequest {
             parent: "organizations/acme".into(),
             page_token: "not-a-token".into(),
             ..Default::default()
@@ -580,7 +576,7 @@ async fn page_size_is_coerced_or_rejected(h: &Harness) -> anyhow::Result<()> {
     assert!(next.is_empty());
     let negative = h
         .api
-        .list_service_units(Request::new(ListServiceUnitsRequest {
+        .list_service_units(req(ListServiceUnitsRequest {
             parent: "organizations/acme".into(),
             page_size: -1,
             ..Default::default()
@@ -635,10 +631,7 @@ async fn filters_select_in_sql(h: &Harness) -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(both, vec!["organizations/acme/units/child"]);
-    let bad = h
-        .api
-        .list_service_units(Request::new(filter("npi = 1")))
-        .await;
+    let bad = h.api.list_service_units(req(filter("npi = 1"))).await;
     assert_eq!(
         violated_fields(&expect_error(
             bad,
@@ -660,14 +653,14 @@ async fn malformed_names_are_invalid(h: &Harness) -> anyhow::Result<()> {
     ] {
         let result = h
             .api
-            .get_service_unit(Request::new(GetServiceUnitRequest { name: name.into() }))
+            .get_service_unit(req(GetServiceUnitRequest { name: name.into() }))
             .await;
         let status = expect_error(result, Code::InvalidArgument, "INVALID_ARGUMENT");
         assert_eq!(violated_fields(&status), vec!["name"], "{name}");
     }
     let list = h
         .api
-        .list_patients(Request::new(ListPatientsRequest {
+        .list_patients(req(ListPatientsRequest {
             parent: "organizations/".into(),
             ..Default::default()
         }))
@@ -682,7 +675,7 @@ async fn malformed_names_are_invalid(h: &Harness) -> anyhow::Result<()> {
     );
     let missing = h
         .api
-        .get_service_unit(Request::new(GetServiceUnitRequest {
+        .get_service_unit(req(GetServiceUnitRequest {
             name: "organizations/acme/units/x".into(),
         }))
         .await;
@@ -704,12 +697,12 @@ async fn request_id_replays_the_first_result(h: &Harness) -> anyhow::Result<()> 
     };
     let first = h
         .api
-        .create_service_unit(Request::new(request.clone()))
+        .create_service_unit(req(request.clone()))
         .await?
         .into_inner();
     let second = h
         .api
-        .create_service_unit(Request::new(request.clone()))
+        .create_service_unit(req(request.clone()))
         .await?
         .into_inner();
     assert_eq!(first, second, "a retried call returns the first result");
@@ -726,14 +719,14 @@ async fn request_id_replays_the_first_result(h: &Harness) -> anyhow::Result<()> 
         ..Default::default()
     });
     expect_error(
-        h.api.create_service_unit(Request::new(different)).await,
+        h.api.create_service_unit(req(different)).await,
         Code::FailedPrecondition,
         "REQUEST_ID_REUSED",
     );
     let mut not_uuid = request;
     not_uuid.request_id = "retry-1".into();
     let status = expect_error(
-        h.api.create_service_unit(Request::new(not_uuid)).await,
+        h.api.create_service_unit(req(not_uuid)).await,
         Code::InvalidArgument,
         "INVALID_ARGUMENT",
     );
@@ -760,7 +753,7 @@ async fn invalid_npi_and_duplicate_npi(h: &Harness) -> anyhow::Result<()> {
     assert_eq!(violated_fields(&status), vec!["provider.npi"]);
     let listed = h
         .api
-        .list_providers(Request::new(ListProvidersRequest {
+        .list_providers(req(ListProvidersRequest {
             parent: "organizations/acme".into(),
             ..Default::default()
         }))
@@ -783,7 +776,7 @@ async fn create_credential(
     period: Option<pm_api::types::Interval>,
 ) -> Result<Credential, tonic::Status> {
     Ok(h.api
-        .create_credential(Request::new(CreateCredentialRequest {
+        .create_credential(req(CreateCredentialRequest {
             parent: provider.into(),
             credential: Some(Credential {
                 unit: unit.into(),
@@ -800,7 +793,7 @@ async fn create_credential(
 
 async fn credential_names(h: &Harness, provider: &str) -> anyhow::Result<Vec<String>> {
     Ok(h.api
-        .list_credentials(Request::new(ListCredentialsRequest {
+        .list_credentials(req(ListCredentialsRequest {
             parent: provider.into(),
             ..Default::default()
         }))
@@ -900,7 +893,7 @@ async fn credential_periods_may_not_overlap(h: &Harness) -> anyhow::Result<()> {
     // Widening c1 into c3's period through an update is refused too.
     let c1 = h
         .api
-        .get_credential(Request::new(GetCredentialRequest {
+        .get_credential(req(GetCredentialRequest {
             name: format!("{}/credentials/c1", provider.name),
         }))
         .await?
@@ -909,7 +902,7 @@ async fn credential_periods_may_not_overlap(h: &Harness) -> anyhow::Result<()> {
     widened.effective_period = interval(1_000, None);
     let result = h
         .api
-        .update_credential(Request::new(UpdateCredentialRequest {
+        .update_credential(req(UpdateCredentialRequest {
             credential: Some(widened),
             update_mask: Some(FieldMask {
                 paths: vec!["effective_period".into()],
@@ -925,7 +918,7 @@ async fn credential_periods_may_not_overlap(h: &Harness) -> anyhow::Result<()> {
     moved.unit = other_unit.name.clone();
     let result = h
         .api
-        .update_credential(Request::new(UpdateCredentialRequest {
+        .update_credential(req(UpdateCredentialRequest {
             credential: Some(moved),
             update_mask: Some(FieldMask {
                 paths: vec!["unit".into()],
@@ -965,7 +958,7 @@ async fn credential_check_answers_at_an_instant(h: &Harness) -> anyhow::Result<(
         let api = h.api.clone();
         let provider = provider.name.clone();
         async move {
-            api.check_credential(Request::new(CheckCredentialRequest {
+            api.check_credential(req(CheckCredentialRequest {
                 provider,
                 unit,
                 time: ts(at),
@@ -1052,7 +1045,7 @@ async fn location_time_zone_is_validated(h: &Harness) -> anyhow::Result<()> {
             ..Default::default()
         };
         async move {
-            api.create_location(Request::new(CreateLocationRequest {
+            api.create_location(req(CreateLocationRequest {
                 parent: "organizations/acme".into(),
                 location: Some(location),
                 location_id: String::new(),
@@ -1071,7 +1064,7 @@ async fn location_time_zone_is_validated(h: &Harness) -> anyhow::Result<()> {
     }
     let listed = h
         .api
-        .list_locations(Request::new(ListLocationsRequest {
+        .list_locations(req(ListLocationsRequest {
             parent: "organizations/acme".into(),
             ..Default::default()
         }))
@@ -1099,7 +1092,7 @@ async fn coverage_periods_and_priorities(h: &Harness) -> anyhow::Result<()> {
         };
         let id = id.to_string();
         async move {
-            api.create_coverage(Request::new(CreateCoverageRequest {
+            api.create_coverage(req(CreateCoverageRequest {
                 parent,
                 coverage: Some(coverage),
                 coverage_id: id,
@@ -1137,7 +1130,7 @@ async fn coverage_periods_and_priorities(h: &Harness) -> anyhow::Result<()> {
     );
     let listed = h
         .api
-        .list_coverages(Request::new(ListCoveragesRequest {
+        .list_coverages(req(ListCoveragesRequest {
             parent: patient.name.clone(),
             ..Default::default()
         }))
@@ -1147,7 +1140,7 @@ async fn coverage_periods_and_priorities(h: &Harness) -> anyhow::Result<()> {
     let (primary_only, _) = {
         let page = h
             .api
-            .list_coverages(Request::new(ListCoveragesRequest {
+            .list_coverages(req(ListCoveragesRequest {
                 parent: patient.name.clone(),
                 filter: "priority = 1".into(),
                 ..Default::default()
@@ -1176,7 +1169,7 @@ async fn patient_identifiers_are_unique_without_leaking_them(h: &Harness) -> any
     }
     let found = h
         .api
-        .list_patients(Request::new(ListPatientsRequest {
+        .list_patients(req(ListPatientsRequest {
             parent: "organizations/acme".into(),
             filter: r#"identifier = "urn:test:mrn|MRN-CANARY-7731""#.into(),
             ..Default::default()
@@ -1188,7 +1181,7 @@ async fn patient_identifiers_are_unique_without_leaking_them(h: &Harness) -> any
 
     let future = h
         .api
-        .create_patient(Request::new(CreatePatientRequest {
+        .create_patient(req(CreatePatientRequest {
             parent: "organizations/acme".into(),
             patient: Some(Patient {
                 given_name: "A".into(),
@@ -1223,7 +1216,7 @@ async fn enroll(
     step: &str,
 ) -> Result<Enrollment, tonic::Status> {
     Ok(h.api
-        .create_enrollment(Request::new(CreateEnrollmentRequest {
+        .create_enrollment(req(CreateEnrollmentRequest {
             parent: patient.into(),
             enrollment: Some(Enrollment {
                 unit: unit.into(),
@@ -1291,21 +1284,17 @@ async fn enrollment_lifecycle_with_history(h: &Harness) -> anyhow::Result<()> {
     };
     let moved = h
         .api
-        .transfer_enrollment(Request::new(transfer.clone()))
+        .transfer_enrollment(req(transfer.clone()))
         .await?
         .into_inner();
     assert_eq!(moved.pathway_step, "care-plan");
-    let replayed = h
-        .api
-        .transfer_enrollment(Request::new(transfer))
-        .await?
-        .into_inner();
+    let replayed = h.api.transfer_enrollment(req(transfer)).await?.into_inner();
     assert_eq!(replayed, moved, "a retried transfer does its work once");
     assert_eq!(moved.history.len(), 2);
 
     let to_clinic = h
         .api
-        .transfer_enrollment(Request::new(TransferEnrollmentRequest {
+        .transfer_enrollment(req(TransferEnrollmentRequest {
             name: enrollment.name.clone(),
             unit: clinic.name.clone(),
             pathway_step: "monthly".into(),
@@ -1318,7 +1307,7 @@ async fn enrollment_lifecycle_with_history(h: &Harness) -> anyhow::Result<()> {
 
     let discharged = h
         .api
-        .discharge_enrollment(Request::new(DischargeEnrollmentRequest {
+        .discharge_enrollment(req(DischargeEnrollmentRequest {
             name: enrollment.name.clone(),
             reason: "goals met".into(),
             ..Default::default()
@@ -1338,7 +1327,7 @@ async fn enrollment_lifecycle_with_history(h: &Harness) -> anyhow::Result<()> {
     );
     let again = h
         .api
-        .discharge_enrollment(Request::new(DischargeEnrollmentRequest {
+        .discharge_enrollment(req(DischargeEnrollmentRequest {
             name: enrollment.name.clone(),
             reason: "twice".into(),
             ..Default::default()
@@ -1389,7 +1378,7 @@ async fn enrollment_rules(h: &Harness) -> anyhow::Result<()> {
     );
     let listed = h
         .api
-        .list_enrollments(Request::new(ListEnrollmentsRequest {
+        .list_enrollments(req(ListEnrollmentsRequest {
             parent: patient.name.clone(),
             ..Default::default()
         }))
@@ -1402,7 +1391,7 @@ async fn enrollment_rules(h: &Harness) -> anyhow::Result<()> {
     );
     let discharge_without_reason = h
         .api
-        .discharge_enrollment(Request::new(DischargeEnrollmentRequest {
+        .discharge_enrollment(req(DischargeEnrollmentRequest {
             name: listed.enrollments[0].name.clone(),
             ..Default::default()
         }))

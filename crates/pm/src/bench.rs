@@ -32,12 +32,12 @@ use pm_api::org::{
     CreateOrganizationRequest, CreateServiceUnitRequest, GetServiceUnitRequest,
     ListServiceUnitsRequest, Organization, ServiceUnit, UnitKind,
 };
+use pm_runtime::client::{AuthedChannel as Channel, Bearer};
 use pm_runtime::config::{Backend, Config, Secret, TlsMode};
 use pm_runtime::{Db, client, tls};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
-use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -195,9 +195,13 @@ async fn bench_target(
     target: &Target,
     ceiling: Option<f64>,
 ) -> anyhow::Result<f64> {
-    let mesh = mesh::start(&target.config, &[Service::Org], CancellationToken::new())
-        .await
-        .with_context(|| format!("starting the mesh on {}", target.label))?;
+    let mesh = mesh::start(
+        &target.config,
+        &[Service::Org, Service::Rbac],
+        CancellationToken::new(),
+    )
+    .await
+    .with_context(|| format!("starting the mesh on {}", target.label))?;
     let outcome = bench_mesh(settings, target, &mesh, ceiling).await;
     let stopped = mesh
         .stop(STOP_GRACE)
@@ -231,19 +235,68 @@ async fn bench_mesh(
     Ok(ceiling)
 }
 
-/// [`CHANNELS`] mTLS channels to the Org service, as the dev tool client.
+/// [`CHANNELS`] mTLS channels to the Org service, as an administrator of the bench organization
+/// (bootstrapped through RBAC with the dev tool certificate, as `pm demo seed` does).
 async fn connect(config: &Config, mesh: &Mesh) -> anyhow::Result<Vec<Channel>> {
     let url = mesh
         .url(Service::Org)
         .context("the mesh did not start the Org service")?;
+    let token = bootstrap_admin(config, mesh).await?;
     let mut channels = Vec::with_capacity(CHANNELS);
     for _ in 0..CHANNELS {
         let channel = client::channel(config, tls::CLIENT, &url)
             .await
             .with_context(|| format!("connecting to {url}"))?;
-        channels.push(channel);
+        channels.push(tonic::service::interceptor::InterceptedService::new(
+            channel,
+            Bearer::new(&token)?,
+        ));
     }
     Ok(channels)
+}
+
+/// Creates `principals/bench-admin` with an administrator binding on the bench organization and
+/// returns a token for it.
+async fn bootstrap_admin(config: &Config, mesh: &Mesh) -> anyhow::Result<String> {
+    use pm_api::rbac::rbac_service_client::RbacServiceClient;
+    use pm_api::rbac::{
+        CreatePrincipalRequest, CreateRoleBindingRequest, IssueTokenRequest, Principal,
+        PrincipalKind, Role, RoleBinding,
+    };
+    let url = mesh
+        .url(Service::Rbac)
+        .context("the mesh did not start the RBAC service")?;
+    let mut rbac = RbacServiceClient::new(client::channel(config, tls::CLIENT, &url).await?);
+    let principal = Principal {
+        display_name: "Bench administrator".into(),
+        kind: PrincipalKind::User as i32,
+        ..Default::default()
+    };
+    rbac.create_principal(CreatePrincipalRequest {
+        principal: Some(principal),
+        principal_id: "bench-admin".into(),
+        request_id: String::new(),
+    })
+    .await?;
+    let binding = RoleBinding {
+        principal: "principals/bench-admin".into(),
+        role: Role::OrganizationAdministrator as i32,
+        ..Default::default()
+    };
+    rbac.create_role_binding(CreateRoleBindingRequest {
+        parent: format!("organizations/{ORG_ID}"),
+        role_binding: Some(binding),
+        role_binding_id: String::new(),
+        request_id: String::new(),
+    })
+    .await?;
+    let token = rbac
+        .issue_token(IssueTokenRequest {
+            principal: "principals/bench-admin".into(),
+            ttl: None,
+        })
+        .await?;
+    Ok(token.into_inner().token)
 }
 
 /// Creates the organization and [`SEED_UNITS`] top-level units (not timed); returns the units' names.

@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 /// The seeded organization.
 pub const ORG: &str = "organizations/acme";
 
-type Client = OrgServiceClient<Channel>;
+type Client = OrgServiceClient<pm_runtime::client::AuthedChannel>;
 
 /// Counts of what a seed run did.
 #[derive(Debug, Default)]
@@ -563,7 +563,11 @@ fn patients() -> Vec<DemoPatient> {
     ]
 }
 
-/// The demo's people and their roles in `organizations/acme` (RBAC).
+/// The demo's administrator, who seeds the Org data.
+pub const ADMIN: &str = "principals/admin";
+
+/// The demo's people and their roles in `organizations/acme` (RBAC). Run it first: in dev mode the
+/// tool certificate may create principals and bindings before anyone can log in.
 pub async fn seed_access(
     client: &mut pm_api::rbac::rbac_service_client::RbacServiceClient<Channel>,
     report: &mut SeedReport,

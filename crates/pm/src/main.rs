@@ -194,17 +194,47 @@ async fn tool_channel(
 }
 
 async fn seed(config: Config, org: Option<String>, rbac: Option<String>) -> anyhow::Result<()> {
-    let (org_channel, url) = tool_channel(&config, org, config.listen.org_port, "Org").await?;
-    println!("seeding the demo operating model through {url}");
-    let mut report = pm::demo::seed(&mut OrgServiceClient::new(org_channel)).await?;
     let (rbac_channel, url) = tool_channel(&config, rbac, config.listen.rbac_port, "RBAC").await?;
+    let mut rbac = RbacServiceClient::new(rbac_channel);
     println!("seeding the demo principals through {url}");
-    pm::demo::seed_access(&mut RbacServiceClient::new(rbac_channel), &mut report).await?;
+    let mut report = pm::demo::SeedReport::default();
+    pm::demo::seed_access(&mut rbac, &mut report).await?;
+    let token = issue_token(&mut rbac, pm::demo::ADMIN, 15).await?;
+    let (org_channel, url) = tool_channel(&config, org, config.listen.org_port, "Org").await?;
+    println!(
+        "seeding the demo operating model through {url} as {}",
+        pm::demo::ADMIN
+    );
+    let authed = tonic::service::interceptor::InterceptedService::new(
+        org_channel,
+        client::Bearer::new(&token)?,
+    );
+    let org_report = pm::demo::seed(&mut OrgServiceClient::new(authed)).await?;
+    report.created += org_report.created;
+    report.existing += org_report.existing;
     println!(
         "done: {} created, {} already there",
         report.created, report.existing
     );
     Ok(())
+}
+
+async fn issue_token(
+    rbac: &mut RbacServiceClient<Channel>,
+    principal: &str,
+    ttl_minutes: i64,
+) -> anyhow::Result<String> {
+    let response = rbac
+        .issue_token(IssueTokenRequest {
+            principal: principal.to_string(),
+            ttl: Some(prost_types::Duration {
+                seconds: ttl_minutes.saturating_mul(60),
+                nanos: 0,
+            }),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?;
+    Ok(response.into_inner().token)
 }
 
 async fn login(
@@ -214,16 +244,14 @@ async fn login(
     rbac: Option<String>,
 ) -> anyhow::Result<()> {
     let (channel, _) = tool_channel(&config, rbac, config.listen.rbac_port, "RBAC").await?;
-    let response = RbacServiceClient::new(channel)
-        .issue_token(IssueTokenRequest {
-            principal,
-            ttl: Some(prost_types::Duration {
-                seconds: ttl_minutes.saturating_mul(60),
-                nanos: 0,
-            }),
-        })
-        .await
-        .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?;
-    println!("{}", response.into_inner().token);
+    println!(
+        "{}",
+        issue_token(
+            &mut RbacServiceClient::new(channel),
+            &principal,
+            ttl_minutes
+        )
+        .await?
+    );
     Ok(())
 }

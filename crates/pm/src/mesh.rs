@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use pm_runtime::config::{Config, TlsMode};
 use pm_runtime::server::{self, ServiceDef};
-use pm_runtime::{Db, tls};
+use std::sync::Arc;
+
+use pm_authz::layer::{Authz, RbacAccess};
+use pm_runtime::{Db, client, tls};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -82,6 +85,14 @@ impl Mesh {
     }
 }
 
+/// The authorization layer of `service`, reading keys and bindings from RBAC at `rbac_url` with the
+/// service's own certificate. The dev tool certificate may bootstrap access only in dev mode.
+fn authz_layer(config: &Config, service: &str, rbac_url: &str) -> anyhow::Result<Authz> {
+    let channel = client::lazy_channel(config, service, rbac_url)?;
+    let source = Arc::new(RbacAccess::new(channel));
+    Ok(Authz::new(source, config.tls.mode == TlsMode::Dev)?)
+}
+
 /// Opens each service's slice (migrating it), binds its port and starts serving.
 pub async fn start(
     config: &Config,
@@ -91,25 +102,41 @@ pub async fn start(
     if config.tls.mode == TlsMode::Dev {
         tls::ensure_dev_pki(&tls::dev_pki_dir(config))?;
     }
+    let scheme = if config.tls.mode == TlsMode::Plaintext {
+        "http"
+    } else {
+        "https"
+    };
+    // Bind every port first, so each service's authorization layer knows where RBAC listens.
     let mut listening = Vec::new();
+    let mut listeners = Vec::new();
+    for &service in services {
+        let listener =
+            server::bind(SocketAddr::new(config.listen.host, service.port(config))).await?;
+        listening.push((service, listener.local_addr()?));
+        listeners.push(listener);
+    }
+    let rbac_url = listening
+        .iter()
+        .find(|(s, _)| *s == Service::Rbac)
+        .map(|(_, addr)| format!("{scheme}://localhost:{}", addr.port()))
+        .unwrap_or_else(|| config.rbac_url());
     let mut tasks = Vec::new();
     let mut dbs = Vec::new();
-    for &service in services {
+    for (&service, listener) in services.iter().zip(listeners) {
+        let authz = authz_layer(config, service.name(), &rbac_url)?;
         let def: ServiceDef = match service {
             Service::Org => {
                 let db = Db::open(config, pm_org::NAME, pm_org::MIGRATIONS).await?;
                 dbs.push(db.clone());
-                pm_org::service(db)
+                pm_org::service(db, authz)
             }
             Service::Rbac => {
                 let db = Db::open(config, pm_rbac::NAME, pm_rbac::MIGRATIONS).await?;
                 dbs.push(db.clone());
-                pm_rbac::service(db)
+                pm_rbac::service(db, authz)
             }
         };
-        let listener =
-            server::bind(SocketAddr::new(config.listen.host, service.port(config))).await?;
-        listening.push((service, listener.local_addr()?));
         let config = config.clone();
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {
@@ -121,10 +148,6 @@ pub async fn start(
         shutdown,
         tasks,
         dbs,
-        scheme: if config.tls.mode == TlsMode::Plaintext {
-            "http"
-        } else {
-            "https"
-        },
+        scheme,
     })
 }

@@ -2,6 +2,8 @@
 
 use pm_api::rbac::rbac_service_server::RbacService;
 use pm_api::rbac::*;
+use pm_authz::layer::Caller;
+use pm_authz::policy::Role;
 use pm_authz::token::{self, Claims};
 use pm_runtime::docstore::{self, CreateCall, ListCall};
 use pm_runtime::time::{Micros, now_micros, to_timestamp};
@@ -9,6 +11,9 @@ use pm_runtime::{ApiError, ApiResult, Db, paging};
 use tonic::{Request, Response, Status};
 
 use crate::store::{PRINCIPAL, PRINCIPAL_NAME, ROLE_BINDING};
+
+/// `organizations/{organization}`.
+const ORG_NAME: pm_runtime::names::NamePattern = pm_runtime::names::NamePattern(&["organizations"]);
 use crate::{domain, keys};
 
 /// The ErrorInfo domain of this service's errors.
@@ -82,6 +87,85 @@ async fn live_principal(
         })
 }
 
+fn caller<T>(request: &Request<T>) -> ApiResult<Caller> {
+    pm_authz::layer::caller_of(request).cloned().map_err(|_| {
+        ApiError::new(
+            tonic::Code::Internal,
+            "NO_CALLER",
+            "the authorization layer is not installed",
+        )
+    })
+}
+
+fn out_of_scope(what: &str) -> ApiError {
+    ApiError::new(
+        tonic::Code::PermissionDenied,
+        "PERMISSION_DENIED",
+        format!("permission denied on {what} (or it might not exist)"),
+    )
+}
+
+/// Whether the caller administers `organization` (an organization-wide role, or a service, or the
+/// dev bootstrap).
+fn administers(caller: &Caller, organization: &str) -> bool {
+    let now = now_micros();
+    caller.bootstrap
+        || caller.is_service()
+        || caller.grants.iter().any(|g| {
+            g.role == Role::OrganizationAdministrator
+                && g.organization == organization
+                && g.expire_micros.is_none_or(|end| end > now)
+        })
+}
+
+/// Granting is itself permissioned: organization administrators grant anything in their organization;
+/// program managers grant unit-scoped roles only on units they are themselves bound to.
+fn may_grant(caller: &Caller, binding: &RoleBinding) -> ApiResult<()> {
+    let organization = pm_runtime::names::organization_of(&binding.name);
+    if administers(caller, organization) {
+        return Ok(());
+    }
+    let now = now_micros();
+    let managed: Vec<&String> = caller
+        .grants
+        .iter()
+        .filter(|g| {
+            g.role == Role::ProgramManager
+                && g.organization == organization
+                && g.expire_micros.is_none_or(|end| end > now)
+        })
+        .flat_map(|g| g.units.iter())
+        .collect();
+    let unit_scoped = matches!(
+        domain::role_of(binding.role),
+        Some(Role::ProgramManager | Role::BillingStaff)
+    );
+    if unit_scoped
+        && !binding.units.is_empty()
+        && binding.units.iter().all(|u| managed.contains(&u))
+    {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        tonic::Code::PermissionDenied,
+        "GRANT_OUT_OF_SCOPE",
+        "only organization administrators grant organization-wide roles; program managers grant within their own units",
+    ))
+}
+
+/// Reading or revoking an organization's bindings needs a role there.
+fn check_organization(caller: &Caller, name: &str) -> ApiResult<()> {
+    let organization = pm_runtime::names::organization_of(name);
+    if caller.is_service()
+        || caller.bootstrap
+        || caller.grants.iter().any(|g| g.organization == organization)
+    {
+        Ok(())
+    } else {
+        Err(out_of_scope(name))
+    }
+}
+
 #[tonic::async_trait]
 impl RbacService for RbacApi {
     async fn list_permissions(
@@ -129,6 +213,7 @@ impl RbacService for RbacApi {
             filter: &req.filter,
             order_by: "",
             show_deleted: req.show_deleted,
+            scope: None,
         };
         reply(
             docstore::list(&self.db, &PRINCIPAL, call)
@@ -177,29 +262,44 @@ impl RbacService for RbacApi {
         &self,
         request: Request<GetRoleBindingRequest>,
     ) -> Reply<RoleBinding> {
-        reply(docstore::get_by_name(&self.db, &ROLE_BINDING, &request.get_ref().name).await)
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let name = &request.get_ref().name;
+                ROLE_BINDING.pattern.parse("name", name)?;
+                check_organization(&caller, name)?;
+                docstore::get_by_name(&self.db, &ROLE_BINDING, name).await
+            }
+            .await,
+        )
     }
 
     async fn list_role_bindings(
         &self,
         request: Request<ListRoleBindingsRequest>,
     ) -> Reply<ListRoleBindingsResponse> {
-        let req = request.into_inner();
-        let call = ListCall {
-            parent: &req.parent,
-            page_size: req.page_size,
-            page_token: &req.page_token,
-            filter: &req.filter,
-            order_by: "",
-            show_deleted: req.show_deleted,
-        };
         reply(
-            docstore::list(&self.db, &ROLE_BINDING, call)
-                .await
-                .map(|p| ListRoleBindingsResponse {
-                    role_bindings: p.items,
-                    next_page_token: p.next_page_token,
-                }),
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                ORG_NAME.parse("parent", &req.parent)?;
+                check_organization(&caller, &req.parent)?;
+                let call = ListCall {
+                    parent: &req.parent,
+                    page_size: req.page_size,
+                    page_token: &req.page_token,
+                    filter: &req.filter,
+                    order_by: "",
+                    show_deleted: req.show_deleted,
+                    scope: None,
+                };
+                let page = docstore::list(&self.db, &ROLE_BINDING, call).await?;
+                Ok(ListRoleBindingsResponse {
+                    role_bindings: page.items,
+                    next_page_token: page.next_page_token,
+                })
+            }
+            .await,
         )
     }
 
@@ -207,51 +307,68 @@ impl RbacService for RbacApi {
         &self,
         request: Request<CreateRoleBindingRequest>,
     ) -> Reply<RoleBinding> {
-        let req = request.into_inner();
-        let result = async {
-            let mut binding = req
-                .role_binding
-                .clone()
-                .ok_or_else(|| ApiError::invalid("role_binding", "is required"))?;
-            binding.break_glass = false;
-            let call = CreateCall {
-                method: "/pm.rbac.v1.RbacService/CreateRoleBinding",
-                parent: &req.parent,
-                id: &req.role_binding_id,
-                id_field: "role_binding_id",
-                request_id: &req.request_id,
-                request_hash: docstore::request_hash(&req),
-            };
-            docstore::create(&self.db, &ROLE_BINDING, call, binding, async |conn, b| {
-                let principal =
-                    live_principal(conn, &b.principal, "role_binding.principal").await?;
-                domain::validate_binding(b, &principal, now_micros())
-            })
-            .await
-        };
-        reply(result.await)
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                let mut binding = req
+                    .role_binding
+                    .clone()
+                    .ok_or_else(|| ApiError::invalid("role_binding", "is required"))?;
+                binding.break_glass = false;
+                let call = CreateCall {
+                    method: "/pm.rbac.v1.RbacService/CreateRoleBinding",
+                    parent: &req.parent,
+                    id: &req.role_binding_id,
+                    id_field: "role_binding_id",
+                    request_id: &req.request_id,
+                    request_hash: docstore::request_hash(&req),
+                };
+                docstore::create(&self.db, &ROLE_BINDING, call, binding, async |conn, b| {
+                    may_grant(&caller, b)?;
+                    let principal =
+                        live_principal(conn, &b.principal, "role_binding.principal").await?;
+                    domain::validate_binding(b, &principal, now_micros())
+                })
+                .await
+            }
+            .await,
+        )
     }
 
     async fn delete_role_binding(
         &self,
         request: Request<DeleteRoleBindingRequest>,
     ) -> Reply<RoleBinding> {
-        let req = request.into_inner();
         reply(
-            docstore::soft_delete(
-                &self.db,
-                &ROLE_BINDING,
-                &req.name,
-                &req.etag,
-                async |_, _| Ok(()),
-            )
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                ROLE_BINDING.pattern.parse("name", &req.name)?;
+                check_organization(&caller, &req.name)?;
+                docstore::soft_delete(
+                    &self.db,
+                    &ROLE_BINDING,
+                    &req.name,
+                    &req.etag,
+                    async |_, b| may_grant(&caller, b),
+                )
+                .await
+            }
             .await,
         )
     }
 
     async fn break_glass(&self, request: Request<BreakGlassRequest>) -> Reply<RoleBinding> {
+        let caller = caller(&request);
         let req = request.into_inner();
         let result = async {
+            let caller = caller?;
+            // Break-glass is for the caller itself (or granted by an administrator).
+            let own = caller.principal.as_deref() == Some(req.principal.as_str());
+            if !own && !administers(&caller, &req.parent) {
+                return Err(out_of_scope(&req.principal));
+            }
             if req.reason.trim().is_empty() {
                 return Err(ApiError::invalid(
                     "reason",
@@ -294,8 +411,17 @@ impl RbacService for RbacApi {
     }
 
     async fn issue_token(&self, request: Request<IssueTokenRequest>) -> Reply<IssueTokenResponse> {
+        let caller = caller(&request);
         let req = request.into_inner();
         let result = async {
+            let caller = caller?;
+            // A principal refreshes its own token; only the dev bootstrap mints tokens for others.
+            if !(caller.bootstrap
+                || caller.is_service()
+                || caller.principal.as_deref() == Some(req.principal.as_str()))
+            {
+                return Err(out_of_scope(&req.principal));
+            }
             let ttl = duration_micros(
                 req.ttl.as_ref(),
                 DEFAULT_TTL_MICROS,
@@ -324,6 +450,28 @@ impl RbacService for RbacApi {
             Ok(IssueTokenResponse {
                 token,
                 expire_time: Some(to_timestamp(expire * 1_000_000)),
+            })
+        };
+        reply(result.await)
+    }
+
+    async fn lookup_role_bindings(
+        &self,
+        request: Request<LookupRoleBindingsRequest>,
+    ) -> Reply<LookupRoleBindingsResponse> {
+        let principal = &request.get_ref().principal;
+        let result = async {
+            PRINCIPAL_NAME.parse("principal", principal)?;
+            let mut conn = self.db.read().await?;
+            let Some(found) = docstore::get_live::<Principal>(&mut conn, principal).await? else {
+                return Ok(LookupRoleBindingsResponse::default());
+            };
+            let bindings =
+                docstore::find_anywhere_by_attr::<RoleBinding>(&mut conn, "principal", principal)
+                    .await?;
+            Ok(LookupRoleBindingsResponse {
+                principal: Some(found.resource),
+                role_bindings: bindings.into_iter().map(|b| b.resource).collect(),
             })
         };
         reply(result.await)

@@ -8,9 +8,11 @@ pub mod keys;
 pub mod store;
 
 use pm_api::rbac::rbac_service_server::RbacServiceServer;
+use pm_authz::layer::Authz;
 use pm_runtime::Db;
 use pm_runtime::db::Migrations;
 use pm_runtime::server::ServiceDef;
+use tower::Layer as _;
 
 /// The short name of the service.
 pub const NAME: &str = "rbac";
@@ -27,14 +29,13 @@ const OWN_MIGRATIONS: Migrations = Migrations {
 /// The migration sets of the RBAC slice.
 pub const MIGRATIONS: &[&Migrations] = &[&pm_runtime::docstore::MIGRATIONS, &OWN_MIGRATIONS];
 
-/// The service, ready for `pm_runtime::server::serve`.
-pub fn service(db: Db) -> ServiceDef {
+/// The service behind the authorization layer, ready for `pm_runtime::server::serve`.
+pub fn service(db: Db, authz: Authz) -> ServiceDef {
+    let api = RbacServiceServer::new(handlers::RbacApi::new(db.clone()));
     ServiceDef {
         name: NAME,
         grpc_services: vec![GRPC_SERVICE],
-        routes: tonic::service::Routes::new(RbacServiceServer::new(handlers::RbacApi::new(
-            db.clone(),
-        ))),
+        routes: tonic::service::Routes::new(authz.layer(api)),
         db: Some(db),
     }
 }

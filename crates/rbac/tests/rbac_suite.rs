@@ -13,6 +13,16 @@ use pm_runtime::testing::TestSlice;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
+/// The suite tests RBAC's store and rules; the caller is a service (the layer's own tests cover who).
+fn req<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.extensions_mut().insert(pm_authz::layer::Caller {
+        service: Some("test-suite".into()),
+        ..Default::default()
+    });
+    request
+}
+
 pub struct Harness {
     api: RbacApi,
     slice: TestSlice,
@@ -40,7 +50,7 @@ impl Harness {
         };
         Ok(self
             .api
-            .create_principal(Request::new(CreatePrincipalRequest {
+            .create_principal(req(CreatePrincipalRequest {
                 principal: Some(principal),
                 principal_id: id.into(),
                 request_id: String::new(),
@@ -63,7 +73,7 @@ impl Harness {
         };
         Ok(self
             .api
-            .create_role_binding(Request::new(CreateRoleBindingRequest {
+            .create_role_binding(req(CreateRoleBindingRequest {
                 parent: "organizations/acme".into(),
                 role_binding: Some(binding),
                 role_binding_id: String::new(),
@@ -75,7 +85,7 @@ impl Harness {
 
     async fn bindings(&self) -> Vec<RoleBinding> {
         self.api
-            .list_role_bindings(Request::new(ListRoleBindingsRequest {
+            .list_role_bindings(req(ListRoleBindingsRequest {
                 parent: "organizations/acme".into(),
                 show_deleted: true,
                 ..Default::default()
@@ -89,7 +99,7 @@ impl Harness {
     async fn verifier(&self) -> Verifier {
         let keys = self
             .api
-            .list_signing_keys(Request::new(ListSigningKeysRequest {}))
+            .list_signing_keys(req(ListSigningKeysRequest {}))
             .await
             .unwrap()
             .into_inner()
@@ -105,7 +115,7 @@ impl Harness {
     async fn token(&self, principal: &str) -> Result<String, Status> {
         Ok(self
             .api
-            .issue_token(Request::new(IssueTokenRequest {
+            .issue_token(req(IssueTokenRequest {
                 principal: principal.into(),
                 ttl: None,
             }))
@@ -148,7 +158,7 @@ async fn principals_are_validated(h: &Harness) -> anyhow::Result<()> {
     assert_eq!(ann.name, "principals/ann");
     let bad = h
         .api
-        .create_principal(Request::new(CreatePrincipalRequest {
+        .create_principal(req(CreatePrincipalRequest {
             principal: Some(Principal {
                 provider: "providers/x".into(),
                 ..Default::default()
@@ -168,7 +178,7 @@ async fn principals_are_validated(h: &Harness) -> anyhow::Result<()> {
     }
     let listed = h
         .api
-        .list_principals(Request::new(ListPrincipalsRequest::default()))
+        .list_principals(req(ListPrincipalsRequest::default()))
         .await?
         .into_inner();
     assert_eq!(
@@ -218,7 +228,7 @@ async fn bindings_follow_their_role_and_write_nothing_when_refused(
     h.bind("principals/okafor", Role::Provider, &[]).await?;
     let filtered = h
         .api
-        .list_role_bindings(Request::new(ListRoleBindingsRequest {
+        .list_role_bindings(req(ListRoleBindingsRequest {
             parent: "organizations/acme".into(),
             filter: r#"principal = "principals/ann""#.into(),
             ..Default::default()
@@ -234,10 +244,7 @@ async fn revoked_bindings_stop_granting(h: &Harness) -> anyhow::Result<()> {
     let binding = h
         .bind("principals/ann", Role::ProgramManager, &[CLINIC])
         .await?;
-    let target = Target {
-        organization: "organizations/acme".into(),
-        unit_lineages: vec![vec![CLINIC.into()]],
-    };
+    let target = Target::units("organizations/acme", vec![vec![CLINIC.into()]]);
     let live: Vec<_> = h
         .bindings()
         .await
@@ -247,7 +254,7 @@ async fn revoked_bindings_stop_granting(h: &Harness) -> anyhow::Result<()> {
         .collect();
     assert!(decide(&live, "org.enrollments.create", &target, 0).allowed);
     h.api
-        .delete_role_binding(Request::new(DeleteRoleBindingRequest {
+        .delete_role_binding(req(DeleteRoleBindingRequest {
             name: binding.name.clone(),
             etag: String::new(),
         }))
@@ -283,22 +290,18 @@ async fn break_glass_needs_a_reason_and_a_short_time_box(h: &Harness) -> anyhow:
         }),
         request_id: String::new(),
     };
-    let no_reason = h
-        .api
-        .break_glass(Request::new(request("  ", 1)))
-        .await
-        .unwrap_err();
+    let no_reason = h.api.break_glass(req(request("  ", 1))).await.unwrap_err();
     assert_eq!(fields_of(&no_reason), vec!["reason"]);
     let too_long = h
         .api
-        .break_glass(Request::new(request("unconscious patient in ED", 13)))
+        .break_glass(req(request("unconscious patient in ED", 13)))
         .await
         .unwrap_err();
     assert_eq!(fields_of(&too_long), vec!["duration"]);
     assert!(h.bindings().await.is_empty());
     let granted = h
         .api
-        .break_glass(Request::new(request("unconscious patient in ED", 2)))
+        .break_glass(req(request("unconscious patient in ED", 2)))
         .await?
         .into_inner();
     assert!(granted.break_glass);
@@ -328,7 +331,7 @@ async fn tokens_verify_with_the_published_keys(h: &Harness) -> anyhow::Result<()
     assert_eq!(reason_of(&unknown), "UNKNOWN_REFERENCE");
     let too_long = h
         .api
-        .issue_token(Request::new(IssueTokenRequest {
+        .issue_token(req(IssueTokenRequest {
             principal: "principals/ann".into(),
             ttl: Some(prost_types::Duration {
                 seconds: 86_400,
@@ -348,7 +351,7 @@ async fn rotation_keeps_old_tokens_valid(h: &Harness) -> anyhow::Result<()> {
     assert_eq!(old_keys.len(), 1);
     let rotated = h
         .api
-        .rotate_signing_key(Request::new(RotateSigningKeyRequest {}))
+        .rotate_signing_key(req(RotateSigningKeyRequest {}))
         .await?
         .into_inner();
     assert!(!old_keys.contains(&rotated.kid));
@@ -364,7 +367,7 @@ async fn rotation_keeps_old_tokens_valid(h: &Harness) -> anyhow::Result<()> {
     verifier.verify(&after, now)?;
     let keys = h
         .api
-        .list_signing_keys(Request::new(ListSigningKeysRequest {}))
+        .list_signing_keys(req(ListSigningKeysRequest {}))
         .await?
         .into_inner()
         .keys;

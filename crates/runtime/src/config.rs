@@ -25,6 +25,16 @@ pub struct Config {
     pub server: ServerConfig,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
+    /// Where the other services are (for `pm serve`; `pm run` wires them itself).
+    pub peers: PeersConfig,
+}
+
+/// Addresses of other services.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeersConfig {
+    /// The RBAC service, for token keys and role bindings. Default `https://localhost:<listen.rbac_port>`.
+    pub rbac_url: Option<String>,
 }
 
 impl Default for Config {
@@ -36,6 +46,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             server: ServerConfig::default(),
             telemetry: TelemetryConfig::default(),
+            peers: PeersConfig::default(),
         }
     }
 }
@@ -231,6 +242,18 @@ impl Config {
             })
             .split("__");
         figment.merge(env).extract().map_err(Box::new)
+    }
+
+    /// The RBAC service's URL.
+    pub fn rbac_url(&self) -> String {
+        self.peers.rbac_url.clone().unwrap_or_else(|| {
+            let scheme = if self.tls.mode == TlsMode::Plaintext {
+                "http"
+            } else {
+                "https"
+            };
+            format!("{scheme}://localhost:{}", self.listen.rbac_port)
+        })
     }
 
     /// The defaults alone (tests and tools that build a config in code).

@@ -146,6 +146,25 @@ pub async fn find_by_attr<T: Resource>(
     rows.iter().map(decode_row).collect()
 }
 
+/// The live resources of any collection having `attr = value` (for attributes only one kind of the
+/// slice has, such as a role binding's `principal` across organizations).
+pub async fn find_anywhere_by_attr<T: Resource>(
+    conn: &mut AnyConnection,
+    attr: &str,
+    value: &str,
+) -> ApiResult<Vec<Stored<T>>> {
+    let rows = sqlx::query(
+        "SELECT r.name, r.revision, r.create_time, r.update_time, r.delete_time, r.body \
+         FROM resource_attrs a JOIN resources r ON r.name = a.name \
+         WHERE a.attr = $1 AND a.value = $2 AND r.delete_time IS NULL ORDER BY r.name",
+    )
+    .bind(attr)
+    .bind(value)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(decode_row).collect()
+}
+
 /// Every live resource of a collection (for small collections such as a provider's credentials).
 pub async fn all_live<T: Resource>(
     conn: &mut AnyConnection,
@@ -488,6 +507,20 @@ pub struct ListCall<'a> {
     pub order_by: &'a str,
     /// `show_deleted`.
     pub show_deleted: bool,
+    /// What the caller may see, pushed into the query; `None` for everything.
+    pub scope: Option<ListScope>,
+}
+
+/// A restriction of a List to what the caller may see, evaluated in SQL.
+#[derive(Debug, Clone)]
+pub enum ListScope {
+    /// Only these resource names.
+    Names(Vec<String>),
+    /// Only resources with `attr` equal to one of the values.
+    Attr(&'static str, Vec<String>),
+    /// Only resources with a live child in collection `<name>/<collection_id>` having every listed
+    /// attribute equal to one of its values (e.g. patients with an active enrollment in some unit).
+    Child(&'static str, Vec<(&'static str, Vec<String>)>),
 }
 
 /// One page of a List call.
@@ -547,6 +580,51 @@ pub async fn list<T: Resource>(db: &Db, kind: &Kind<T>, call: ListCall<'_>) -> A
     };
     if !call.show_deleted {
         sql.push_str(" AND delete_time IS NULL");
+    }
+    if let Some(scope) = &call.scope {
+        let list = |params: &mut Vec<Param>, values: &[String]| {
+            let placeholders: Vec<String> = values
+                .iter()
+                .map(|v| next(params, Param::Text(v.clone())))
+                .collect();
+            placeholders.join(", ")
+        };
+        let empty = match scope {
+            ListScope::Names(names) | ListScope::Attr(_, names) => names.is_empty(),
+            ListScope::Child(_, attrs) => attrs.iter().any(|(_, values)| values.is_empty()),
+        };
+        if empty {
+            return Ok(Page {
+                items: Vec::new(),
+                next_page_token: String::new(),
+            });
+        }
+        match scope {
+            ListScope::Names(names) => {
+                sql.push_str(&format!(" AND r.name IN ({})", list(&mut params, names)))
+            }
+            ListScope::Attr(attr, values) => {
+                let a = next(&mut params, Param::Text((*attr).to_string()));
+                sql.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM resource_attrs s WHERE s.name = r.name AND s.attr = {a} AND s.value IN ({}))",
+                    list(&mut params, values)
+                ));
+            }
+            ListScope::Child(collection_id, attrs) => {
+                let suffix = next(&mut params, Param::Text(format!("/{collection_id}")));
+                sql.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM resources c WHERE c.collection = r.name || {suffix} AND c.delete_time IS NULL"
+                ));
+                for (attr, values) in attrs {
+                    let a = next(&mut params, Param::Text((*attr).to_string()));
+                    sql.push_str(&format!(
+                        " AND EXISTS (SELECT 1 FROM resource_attrs ca WHERE ca.name = c.name AND ca.attr = {a} AND ca.value IN ({}))",
+                        list(&mut params, values)
+                    ));
+                }
+                sql.push(')');
+            }
+        }
     }
     for term in terms {
         let a = next(&mut params, Param::Text(term.field));

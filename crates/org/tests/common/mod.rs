@@ -10,6 +10,17 @@ use pm_runtime::testing::TestSlice;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
+/// A request as the authorization layer hands it over: these suites test the store and the rules,
+/// so the caller is a service (no scope checks); the authorization matrix tests scopes.
+pub fn req<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.extensions_mut().insert(pm_authz::layer::Caller {
+        service: Some("test-suite".into()),
+        ..Default::default()
+    });
+    request
+}
+
 pub struct Harness {
     pub api: pm_org::handlers::OrgApi,
     slice: TestSlice,
@@ -36,7 +47,7 @@ impl Harness {
         };
         Ok(self
             .api
-            .create_organization(Request::new(CreateOrganizationRequest {
+            .create_organization(req(CreateOrganizationRequest {
                 organization: Some(org),
                 organization_id: id.into(),
                 request_id: String::new(),
@@ -72,7 +83,7 @@ impl Harness {
     ) -> Result<ServiceUnit, Status> {
         Ok(self
             .api
-            .create_service_unit(Request::new(CreateServiceUnitRequest {
+            .create_service_unit(req(CreateServiceUnitRequest {
                 parent: org.into(),
                 service_unit: Some(unit),
                 service_unit_id: id.into(),
@@ -85,7 +96,7 @@ impl Harness {
     pub async fn units(&self, org: &str) -> anyhow::Result<Vec<ServiceUnit>> {
         Ok(self
             .api
-            .list_service_units(Request::new(ListServiceUnitsRequest {
+            .list_service_units(req(ListServiceUnitsRequest {
                 parent: org.into(),
                 page_size: 1000,
                 show_deleted: true,
@@ -99,7 +110,7 @@ impl Harness {
     pub async fn provider(&self, org: &str, id: &str, npi: &str) -> Result<Provider, Status> {
         Ok(self
             .api
-            .create_provider(Request::new(CreateProviderRequest {
+            .create_provider(req(CreateProviderRequest {
                 parent: org.into(),
                 provider: Some(Provider {
                     display_name: format!("Dr {id}"),
@@ -116,7 +127,7 @@ impl Harness {
     pub async fn patient(&self, org: &str, id: &str, mrn: &str) -> Result<Patient, Status> {
         Ok(self
             .api
-            .create_patient(Request::new(CreatePatientRequest {
+            .create_patient(req(CreatePatientRequest {
                 parent: org.into(),
                 patient: Some(Patient {
                     given_name: "Canary".into(),

@@ -1,0 +1,524 @@
+//! The authorization layer every service mounts in front of its handlers.
+//!
+//! For each call it finds the method's declared rule (`pm_api::RULES`, generated from the
+//! `(pm.authz.v1.rule)` option) and refuses a method without one; reads the caller's mTLS identity
+//! (the SPIFFE URI of its certificate); verifies the bearer token locally against RBAC's published
+//! keys; loads the principal's role bindings from RBAC (cached for [`ACCESS_TTL`], the bound on how
+//! long a revoked role keeps working); and refuses the call unless some binding's role carries the
+//! permission. Handlers then check the permission against the resource's own scope with
+//! [`Caller::decide`], after loading it.
+//!
+//! A call without a token is accepted only from a service whose name the rule lists in
+//! `service_callers`, or, in dev mode, from the dev tool certificate for the few RBAC calls that
+//! bootstrap access ([`BOOTSTRAP_PERMISSIONS`]).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use pm_api::MethodRule;
+use pm_api::rbac::rbac_service_client::RbacServiceClient;
+use pm_api::rbac::{LookupRoleBindingsRequest, RoleBinding};
+use tokio::sync::Mutex;
+use tonic::codegen::http;
+use tonic::metadata::MetadataMap;
+use tonic::server::NamedService;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::{Code, Status};
+use tower::{Layer, Service};
+
+use crate::policy::{Decision, Grant, Role, Target, decide};
+use crate::token::{PublicKey, TokenError, Verifier};
+
+/// How long a principal's bindings are cached: a revoked role stops working within this bound.
+pub const ACCESS_TTL: Duration = Duration::from_secs(5);
+/// The `iss` of RBAC's tokens.
+pub const ISSUER: &str = "pm-rbac";
+/// The `aud` every service expects.
+pub const AUDIENCE: &str = "pm-mesh";
+/// The SPIFFE identity of the dev tool certificate.
+pub const DEV_TOOLS_IDENTITY: &str = "spiffe://pm.local/client/dev-tools";
+/// What the dev tool certificate may do without a token in dev mode: create the first principals and
+/// bindings and log in. Never enabled with `tls.mode = files`.
+pub const BOOTSTRAP_PERMISSIONS: &[&str] = &[
+    "rbac.principals.create",
+    "rbac.bindings.create",
+    "rbac.tokens.issue",
+    "rbac.permissions.list",
+];
+
+/// Who is calling, as the layer established it; handlers find it in the request's extensions.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// The SPIFFE identity of the peer certificate, if any.
+    pub peer: Option<String>,
+    /// The peer's service name when the certificate is a service's (`org`).
+    pub service: Option<String>,
+    /// The end user (`principals/...`) when a token was presented.
+    pub principal: Option<String>,
+    /// The principal's provider record, for the Provider role.
+    pub provider: Option<String>,
+    /// The principal's live role bindings.
+    pub grants: Vec<Grant>,
+    /// The dev tool bootstrapping access (dev mode only).
+    pub bootstrap: bool,
+    /// The peer's address.
+    pub source: Option<SocketAddr>,
+}
+
+impl Caller {
+    /// A caller with every organization-wide right in `organization` (tests and tools acting as an
+    /// administrator without the network).
+    pub fn organization_admin(organization: &str) -> Self {
+        Self {
+            principal: Some("principals/test-admin".into()),
+            grants: vec![Grant {
+                binding: format!("{organization}/roleBindings/test-admin"),
+                role: Role::OrganizationAdministrator,
+                organization: organization.into(),
+                units: Vec::new(),
+                expire_micros: None,
+                break_glass: false,
+            }],
+            ..Self::default()
+        }
+    }
+
+    /// Whether a service is calling on its own behalf (its declared internal RPCs: no scope check).
+    pub fn is_service(&self) -> bool {
+        self.principal.is_none() && self.service.is_some()
+    }
+
+    /// Whether any binding could carry `permission` somewhere.
+    pub fn may_ever(&self, permission: &str) -> bool {
+        self.grants
+            .iter()
+            .any(|g| crate::policy::role_grants(g.role, permission))
+    }
+
+    /// Whether this caller has a Provider binding in `organization` (and so needs its credentialed
+    /// units for a decision).
+    pub fn is_provider_in(&self, organization: &str) -> bool {
+        self.grants
+            .iter()
+            .any(|g| g.role == Role::Provider && g.organization == organization)
+    }
+
+    /// Decides `permission` on `target`. `provider_units` are the units the caller's provider record is
+    /// credentialed in now (only read for Provider bindings).
+    pub fn decide(
+        &self,
+        permission: &str,
+        target: &Target,
+        provider_units: &[String],
+        now_micros: i64,
+    ) -> Decision {
+        if self.is_service() {
+            return Decision {
+                allowed: true,
+                binding: None,
+                break_glass: false,
+                reason: format!(
+                    "service {} calling a declared internal method",
+                    self.service.as_deref().unwrap_or("?")
+                ),
+            };
+        }
+        let grants: Vec<Grant> = self
+            .grants
+            .iter()
+            .map(|g| {
+                let mut g = g.clone();
+                if g.role == Role::Provider {
+                    g.units = provider_units.to_vec();
+                }
+                g
+            })
+            .collect();
+        decide(&grants, permission, target, now_micros)
+    }
+}
+
+/// Reads the caller the layer attached to a request.
+pub fn caller_of<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
+    request.extensions().get::<Caller>().ok_or_else(|| {
+        Status::internal("no caller on the request: the authorization layer is not installed")
+    })
+}
+
+/// Where the layer gets role bindings and token keys.
+#[tonic::async_trait]
+pub trait AccessSource: Send + Sync + 'static {
+    /// The principal's provider record (if any) and live bindings; `None` if it does not exist.
+    async fn lookup(
+        &self,
+        principal: &str,
+    ) -> Result<Option<(Option<String>, Vec<RoleBinding>)>, Status>;
+    /// The keys that verify tokens now.
+    async fn keys(&self) -> Result<Vec<PublicKey>, Status>;
+}
+
+/// RBAC over gRPC, with the service's own identity.
+pub struct RbacAccess {
+    client: RbacServiceClient<tonic::transport::Channel>,
+}
+
+impl RbacAccess {
+    /// A source over a channel to RBAC (lazily connected).
+    pub fn new(channel: tonic::transport::Channel) -> Self {
+        Self {
+            client: RbacServiceClient::new(channel),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AccessSource for RbacAccess {
+    async fn lookup(
+        &self,
+        principal: &str,
+    ) -> Result<Option<(Option<String>, Vec<RoleBinding>)>, Status> {
+        let response = self
+            .client
+            .clone()
+            .lookup_role_bindings(LookupRoleBindingsRequest {
+                principal: principal.to_string(),
+            })
+            .await?
+            .into_inner();
+        Ok(response.principal.map(|p| {
+            let provider = (!p.provider.is_empty()).then_some(p.provider);
+            (provider, response.role_bindings)
+        }))
+    }
+
+    async fn keys(&self) -> Result<Vec<PublicKey>, Status> {
+        let response = self
+            .client
+            .clone()
+            .list_signing_keys(pm_api::rbac::ListSigningKeysRequest {})
+            .await?
+            .into_inner();
+        Ok(response
+            .keys
+            .into_iter()
+            .map(|k| PublicKey { kid: k.kid, x: k.x })
+            .collect())
+    }
+}
+
+type Cached = (Instant, Option<(Option<String>, Vec<RoleBinding>)>);
+
+struct Shared {
+    verifier: Verifier,
+    source: Arc<dyn AccessSource>,
+    dev_bootstrap: bool,
+    cache: Mutex<HashMap<String, Cached>>,
+    verified: Mutex<HashMap<String, crate::token::Claims>>,
+    keys_fetched: Mutex<Option<Instant>>,
+}
+
+/// The layer. Clone it freely.
+#[derive(Clone)]
+pub struct Authz {
+    shared: Arc<Shared>,
+}
+
+impl Authz {
+    /// A layer over `source`. `dev_bootstrap` lets the dev tool certificate bootstrap access.
+    pub fn new(source: Arc<dyn AccessSource>, dev_bootstrap: bool) -> Result<Self, TokenError> {
+        Ok(Self {
+            shared: Arc::new(Shared {
+                verifier: Verifier::new(ISSUER, AUDIENCE, Vec::new())?,
+                source,
+                dev_bootstrap,
+                cache: Mutex::new(HashMap::new()),
+                verified: Mutex::new(HashMap::new()),
+                keys_fetched: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Authenticates and coarsely authorizes one call: the caller, or the status to answer with.
+    pub async fn authenticate(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+        peer: Option<&TlsConnectInfo<TcpConnectInfo>>,
+    ) -> Result<Caller, Status> {
+        if path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.") {
+            return Ok(Caller::default());
+        }
+        let rule = pm_api::rule_for(path).ok_or_else(|| {
+            denied(
+                "NO_AUTHZ_RULE",
+                "this method declares no authorization rule and is refused",
+            )
+        })?;
+        let (peer_identity, source) = peer_identity(peer);
+        let service = peer_identity
+            .as_deref()
+            .and_then(|id| id.strip_prefix("spiffe://pm.local/service/"))
+            .map(str::to_string);
+        let metadata = MetadataMap::from_headers(headers.clone());
+        let token = crate::token::bearer_token(&metadata).map_err(unauthenticated)?;
+        let base = Caller {
+            peer: peer_identity.clone(),
+            service: service.clone(),
+            source,
+            ..Caller::default()
+        };
+        let Some(token) = token else {
+            return self.without_token(rule, base);
+        };
+        let claims = self.verify(token).await?;
+        let Some((provider, bindings)) = self.lookup(&claims.sub).await? else {
+            return Err(Status::unauthenticated(
+                "the token's principal does not exist",
+            ));
+        };
+        let now = chrono::Utc::now().timestamp_micros();
+        let grants: Vec<Grant> = bindings
+            .iter()
+            .filter_map(grant_of)
+            .filter(|g| g.expire_micros.is_none_or(|end| end > now))
+            .collect();
+        let caller = Caller {
+            principal: Some(claims.sub),
+            provider,
+            grants,
+            ..base
+        };
+        if !caller.may_ever(rule.permission) {
+            return Err(denied(
+                "PERMISSION_DENIED",
+                &format!("no role of the caller carries {}", rule.permission),
+            ));
+        }
+        Ok(caller)
+    }
+
+    fn without_token(&self, rule: &MethodRule, base: Caller) -> Result<Caller, Status> {
+        if let Some(service) = &base.service
+            && rule.service_callers.contains(&service.as_str())
+        {
+            return Ok(base);
+        }
+        if self.shared.dev_bootstrap
+            && base.peer.as_deref() == Some(DEV_TOOLS_IDENTITY)
+            && BOOTSTRAP_PERMISSIONS.contains(&rule.permission)
+        {
+            return Ok(Caller {
+                bootstrap: true,
+                ..base
+            });
+        }
+        Err(unauthenticated(TokenError::Missing))
+    }
+
+    async fn verify(&self, token: &str) -> Result<crate::token::Claims, Status> {
+        let now = chrono::Utc::now().timestamp();
+        // A token verified before is not verified again until it expires (signature checks dominate
+        // the layer's cost otherwise).
+        if let Some(claims) = self.shared.verified.lock().await.get(token)
+            && claims.exp >= now
+        {
+            return Ok(claims.clone());
+        }
+        let claims = self.verify_signature(token, now).await?;
+        let mut verified = self.shared.verified.lock().await;
+        if verified.len() > 10_000 {
+            verified.retain(|_, c| c.exp >= now);
+        }
+        verified.insert(token.to_string(), claims.clone());
+        Ok(claims)
+    }
+
+    async fn verify_signature(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<crate::token::Claims, Status> {
+        match self.shared.verifier.verify(token, now) {
+            Err(TokenError::UnknownKey(_)) => {
+                // A new key after rotation, or the first call: refresh (at most once a second) and retry.
+                self.refresh_keys().await?;
+                self.shared
+                    .verifier
+                    .verify(token, now)
+                    .map_err(unauthenticated)
+            }
+            other => other.map_err(unauthenticated),
+        }
+    }
+
+    async fn refresh_keys(&self) -> Result<(), Status> {
+        let mut fetched = self.shared.keys_fetched.lock().await;
+        if fetched.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+            return Ok(());
+        }
+        let keys = self.shared.source.keys().await.map_err(|s| {
+            tracing::warn!(code = ?s.code(), "cannot fetch token keys from rbac");
+            Status::unavailable("token keys are unavailable, retry later")
+        })?;
+        self.shared
+            .verifier
+            .replace_keys(keys)
+            .map_err(|e| Status::internal(format!("bad token keys from rbac: {e}")))?;
+        *fetched = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn lookup(
+        &self,
+        principal: &str,
+    ) -> Result<Option<(Option<String>, Vec<RoleBinding>)>, Status> {
+        if let Some((at, access)) = self.shared.cache.lock().await.get(principal)
+            && at.elapsed() < ACCESS_TTL
+        {
+            return Ok(access.clone());
+        }
+        let access = self.shared.source.lookup(principal).await.map_err(|s| {
+            tracing::warn!(code = ?s.code(), "cannot look up role bindings in rbac");
+            Status::unavailable("role bindings are unavailable, retry later")
+        })?;
+        let mut cache = self.shared.cache.lock().await;
+        if cache.len() > 10_000 {
+            cache.retain(|_, (at, _)| at.elapsed() < ACCESS_TTL);
+        }
+        cache.insert(principal.to_string(), (Instant::now(), access.clone()));
+        Ok(access)
+    }
+}
+
+fn denied(reason: &'static str, message: &str) -> Status {
+    pm_runtime::ApiError::new(Code::PermissionDenied, reason, message).into_status("authz.pm.dev")
+}
+
+fn unauthenticated(err: TokenError) -> Status {
+    let reason = match err {
+        TokenError::Missing => "TOKEN_MISSING",
+        TokenError::Expired => "TOKEN_EXPIRED",
+        TokenError::NotYetValid => "TOKEN_NOT_YET_VALID",
+        TokenError::UnknownKey(_) => "TOKEN_UNKNOWN_KEY",
+        TokenError::UnsupportedAlgorithm(_) => "TOKEN_ALGORITHM",
+        TokenError::WrongAudience => "TOKEN_AUDIENCE",
+        TokenError::WrongIssuer => "TOKEN_ISSUER",
+        TokenError::BadSignature => "TOKEN_SIGNATURE",
+        _ => "TOKEN_INVALID",
+    };
+    pm_runtime::ApiError::new(
+        Code::Unauthenticated,
+        reason,
+        format!("bearer token refused: {err}"),
+    )
+    .into_status("authz.pm.dev")
+}
+
+/// The SPIFFE URI SAN of the peer's certificate and the peer's address.
+fn peer_identity(
+    peer: Option<&TlsConnectInfo<TcpConnectInfo>>,
+) -> (Option<String>, Option<SocketAddr>) {
+    let Some(peer) = peer else {
+        return (None, None);
+    };
+    let address = peer.get_ref().remote_addr();
+    let identity = peer.peer_certs().and_then(|certs| {
+        let der = certs.first()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+        let san = cert.subject_alternative_name().ok().flatten()?;
+        san.value.general_names.iter().find_map(|name| match name {
+            x509_parser::extensions::GeneralName::URI(uri) if uri.starts_with("spiffe://") => {
+                Some(uri.to_string())
+            }
+            _ => None,
+        })
+    });
+    (identity, address)
+}
+
+/// The decision's view of a binding (Provider units are filled in per decision).
+pub fn grant_of(binding: &RoleBinding) -> Option<Grant> {
+    use pm_api::rbac::Role as Pb;
+    let role = match Pb::try_from(binding.role).ok()? {
+        Pb::OrganizationAdministrator => Role::OrganizationAdministrator,
+        Pb::ProgramManager => Role::ProgramManager,
+        Pb::Provider => Role::Provider,
+        Pb::BillingStaff => Role::BillingStaff,
+        Pb::Unspecified => return None,
+    };
+    Some(Grant {
+        binding: binding.name.clone(),
+        role,
+        organization: pm_runtime::names::organization_of(&binding.name).to_string(),
+        units: binding.units.clone(),
+        expire_micros: binding
+            .expire_time
+            .as_ref()
+            .map(pm_runtime::time::to_micros),
+        break_glass: binding.break_glass,
+    })
+}
+
+impl<S> Layer<S> for Authz {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Guarded {
+            inner,
+            authz: self.clone(),
+        }
+    }
+}
+
+/// A service behind the layer.
+#[derive(Clone)]
+pub struct Guarded<S> {
+    inner: S,
+    authz: Authz,
+}
+
+impl<S: NamedService> NamedService for Guarded<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> Service<http::Request<B>> for Guarded<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The clone that was polled ready serves this call (tower's usual swap).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let authz = self.authz.clone();
+        Box::pin(async move {
+            let peer = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
+            match authz
+                .authenticate(request.uri().path(), request.headers(), peer)
+                .await
+            {
+                Ok(caller) => {
+                    request.extensions_mut().insert(caller);
+                    inner.call(request).await
+                }
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
+}
