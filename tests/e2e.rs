@@ -42,7 +42,7 @@ impl TestMesh {
         let mut schema = None;
         if backend == Backend::Postgres {
             let prefix = format!("pme2e_{}_", uuid::Uuid::new_v4().simple());
-            schema = Some(format!("{prefix}org"));
+            schema = Some(prefix.clone());
             config.storage.backend = Backend::Postgres;
             config.storage.postgres_url = pm_runtime::config::Secret::new(postgres_url());
             config.storage.postgres_schema_prefix = prefix;
@@ -100,8 +100,14 @@ impl TestMesh {
 
     async fn stop(self) -> anyhow::Result<()> {
         self.mesh.stop(Duration::from_secs(10)).await?;
-        if let Some(schema) = self.schema {
-            pm_runtime::Db::drop_postgres_schema(&postgres_url(), &schema).await?;
+        if let Some(prefix) = self.schema {
+            for service in [pm_org::NAME, pm_rbac::NAME] {
+                pm_runtime::Db::drop_postgres_schema(
+                    &postgres_url(),
+                    &format!("{prefix}{service}"),
+                )
+                .await?;
+            }
         }
         Ok(())
     }

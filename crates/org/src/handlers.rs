@@ -3,6 +3,7 @@
 
 use pm_api::org::org_service_server::OrgService;
 use pm_api::org::*;
+use pm_authz::audit::{self, AuditEvent, AuditWriter, Outcome};
 use pm_authz::layer::Caller;
 use pm_authz::policy::Target;
 use pm_runtime::docstore::{self, CreateCall, ListCall, ListScope, VerbCall};
@@ -13,7 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::store::{
     self, COVERAGE, CREDENTIAL, ENROLLMENT, LOCATION, ORGANIZATION, PATIENT, PROVIDER, UNIT,
 };
-use crate::{access, domain};
+use crate::{NAME, access, domain};
 
 /// The ErrorInfo domain of this service's errors.
 pub const DOMAIN: &str = "org.pm.dev";
@@ -22,12 +23,14 @@ pub const DOMAIN: &str = "org.pm.dev";
 #[derive(Clone)]
 pub struct OrgApi {
     db: Db,
+    audit: std::sync::Arc<AuditWriter>,
 }
 
 impl OrgApi {
-    /// A service over its database slice.
+    /// A service over its database slice (with its audit trail).
     pub fn new(db: Db) -> Self {
-        Self { db }
+        let audit = std::sync::Arc::new(AuditWriter::spawn(db.clone(), 256));
+        Self { db, audit }
     }
 }
 
@@ -146,6 +149,94 @@ impl OrgApi {
         )
         .await?;
         Ok(units.map(|units| access::scope_for(collection_id, units)))
+    }
+}
+
+/// The patient a resource belongs to (`organizations/o/patients/p` for anything under it), or "".
+fn patient_of(name: &str) -> String {
+    let segments: Vec<&str> = name.split('/').collect();
+    match segments.as_slice() {
+        ["organizations", _, "patients", _, ..] => segments[..4].join("/"),
+        _ => String::new(),
+    }
+}
+
+/// The audit record of one call by `caller`.
+fn audit_event(
+    caller: &Caller,
+    method: &str,
+    outcome: Outcome,
+    resources: Vec<String>,
+    patients: Vec<String>,
+) -> AuditEvent {
+    let who = caller
+        .principal
+        .clone()
+        .or_else(|| caller.peer.clone())
+        .unwrap_or_else(|| "anonymous".into());
+    AuditEvent {
+        calling_service: caller.service.clone(),
+        resources,
+        patients: patients.into_iter().filter(|p| !p.is_empty()).collect(),
+        source: caller.source.map(|a| a.to_string()),
+        ..AuditEvent::new(NAME, method, who, outcome)
+    }
+}
+
+/// Records a successful PHI write in the write's own transaction: both commit or neither does.
+async fn record_write(
+    conn: &mut sqlx::AnyConnection,
+    caller: &Caller,
+    method: &str,
+    name: &str,
+) -> ApiResult<()> {
+    let event = audit_event(
+        caller,
+        method,
+        Outcome::Success,
+        vec![name.to_string()],
+        vec![patient_of(name)],
+    );
+    audit::append(conn, &[event]).await
+}
+
+impl OrgApi {
+    /// Audits a PHI call once it has an outcome. Reads are recorded (group-committed) before their
+    /// answer leaves: a read that cannot be audited fails. Successful writes were recorded in their own
+    /// transaction; failed and refused calls are recorded here.
+    async fn audited<T>(
+        &self,
+        caller: ApiResult<Caller>,
+        method: &str,
+        write: bool,
+        resource: &str,
+        result: ApiResult<T>,
+        patients: impl Fn(&T) -> Vec<String>,
+    ) -> ApiResult<T> {
+        let Ok(caller) = caller else { return result };
+        let (outcome, patients) = match &result {
+            Ok(_) if write => return result,
+            Ok(value) => (Outcome::Success, patients(value)),
+            Err(err) => (Outcome::from_code(err.code), vec![patient_of(resource)]),
+        };
+        let event = audit_event(
+            &caller,
+            method,
+            outcome,
+            vec![resource.to_string()],
+            patients,
+        );
+        match self.audit.record(event).await {
+            Ok(()) => result,
+            Err(err) if result.is_ok() => {
+                tracing::error!(method, "a read could not be audited: refusing it");
+                Err(ApiError::unavailable("audit", &err.message))
+            }
+            Err(err) => {
+                tracing::error!(method, error = %err.message, "a failed call could not be audited");
+                result
+            }
+        }
     }
 }
 
@@ -888,15 +979,21 @@ impl OrgService for OrgApi {
     // Patients
 
     async fn get_patient(&self, request: Request<GetPatientRequest>) -> Reply<Patient> {
+        let resource = request.get_ref().name.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let name = &request.get_ref().name;
+            PATIENT.pattern.parse("name", name)?;
+            self.check(&caller, method!("GetPatient"), About::Name(name))
+                .await?;
+            docstore::get_by_name(&self.db, &PATIENT, name).await
+        }
+        .await;
         reply(
-            async {
-                let caller = caller(&request)?;
-                let name = &request.get_ref().name;
-                PATIENT.pattern.parse("name", name)?;
-                self.check(&caller, method!("GetPatient"), About::Name(name))
-                    .await?;
-                docstore::get_by_name(&self.db, &PATIENT, name).await
-            }
+            self.audited(who, method!("GetPatient"), false, &resource, result, |r| {
+                vec![patient_of(&r.name)]
+            })
             .await,
         )
     }
@@ -905,97 +1002,146 @@ impl OrgService for OrgApi {
         &self,
         request: Request<ListPatientsRequest>,
     ) -> Reply<ListPatientsResponse> {
-        reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
-                ORGANIZATION.pattern.parse("parent", &req.parent)?;
-                self.check(
-                    &caller,
-                    method!("ListPatients"),
-                    About::Organization(&req.parent),
-                )
+        let resource = request.get_ref().parent.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let req = request.into_inner();
+            ORGANIZATION.pattern.parse("parent", &req.parent)?;
+            self.check(
+                &caller,
+                method!("ListPatients"),
+                About::Organization(&req.parent),
+            )
+            .await?;
+            let mut call = list_call!(req, &req.parent);
+            call.scope = self
+                .narrow(&caller, method!("ListPatients"), &req.parent, "patients")
                 .await?;
-                let mut call = list_call!(req, &req.parent);
-                call.scope = self
-                    .narrow(&caller, method!("ListPatients"), &req.parent, "patients")
-                    .await?;
-                let page = docstore::list(&self.db, &PATIENT, call).await?;
-                Ok(ListPatientsResponse {
-                    patients: page.items,
-                    next_page_token: page.next_page_token,
-                })
-            }
+            let page = docstore::list(&self.db, &PATIENT, call).await?;
+            Ok(ListPatientsResponse {
+                patients: page.items,
+                next_page_token: page.next_page_token,
+            })
+        }
+        .await;
+        reply(
+            self.audited(
+                who,
+                method!("ListPatients"),
+                false,
+                &resource,
+                result,
+                |r| r.patients.iter().map(|p| p.name.clone()).collect(),
+            )
             .await,
         )
     }
 
     async fn create_patient(&self, request: Request<CreatePatientRequest>) -> Reply<Patient> {
+        let resource = request.get_ref().parent.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let req = request.into_inner();
+            ORGANIZATION.pattern.parse("parent", &req.parent)?;
+            self.check(
+                &caller,
+                method!("CreatePatient"),
+                About::Organization(&req.parent),
+            )
+            .await?;
+            let patient = required(req.patient.clone(), "patient")?;
+            let call = create_call!(req, "CreatePatient", &req.parent, patient_id);
+            docstore::create(&self.db, &PATIENT, call, patient, async |conn, p| {
+                check_patient(conn, p).await?;
+                record_write(conn, &caller, method!("CreatePatient"), &p.name).await
+            })
+            .await
+        }
+        .await;
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
-                ORGANIZATION.pattern.parse("parent", &req.parent)?;
-                self.check(
-                    &caller,
-                    method!("CreatePatient"),
-                    About::Organization(&req.parent),
-                )
-                .await?;
-                let patient = required(req.patient.clone(), "patient")?;
-                let call = create_call!(req, "CreatePatient", &req.parent, patient_id);
-                docstore::create(&self.db, &PATIENT, call, patient, async |conn, p| {
-                    check_patient(conn, p).await
-                })
-                .await
-            }
+            self.audited(
+                who,
+                method!("CreatePatient"),
+                true,
+                &resource,
+                result,
+                |r| vec![patient_of(&r.name)],
+            )
             .await,
         )
     }
 
     async fn update_patient(&self, request: Request<UpdatePatientRequest>) -> Reply<Patient> {
+        let resource = request
+            .get_ref()
+            .patient
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let req = request.into_inner();
+            let name = req
+                .patient
+                .as_ref()
+                .map(|p| p.name.clone())
+                .unwrap_or_default();
+            PATIENT.pattern.parse("patient.name", &name)?;
+            self.check(&caller, method!("UpdatePatient"), About::Name(&name))
+                .await?;
+            docstore::update(
+                &self.db,
+                &PATIENT,
+                req.patient,
+                req.update_mask.as_ref(),
+                async |conn, _, p| {
+                    check_patient(conn, p).await?;
+                    record_write(conn, &caller, method!("UpdatePatient"), &p.name).await
+                },
+            )
+            .await
+        }
+        .await;
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
-                let name = req
-                    .patient
-                    .as_ref()
-                    .map(|p| p.name.clone())
-                    .unwrap_or_default();
-                PATIENT.pattern.parse("patient.name", &name)?;
-                self.check(&caller, method!("UpdatePatient"), About::Name(&name))
-                    .await?;
-                docstore::update(
-                    &self.db,
-                    &PATIENT,
-                    req.patient,
-                    req.update_mask.as_ref(),
-                    async |conn, _, p| check_patient(conn, p).await,
-                )
-                .await
-            }
+            self.audited(
+                who,
+                method!("UpdatePatient"),
+                true,
+                &resource,
+                result,
+                |r| vec![patient_of(&r.name)],
+            )
             .await,
         )
     }
 
     async fn delete_patient(&self, request: Request<DeletePatientRequest>) -> Reply<Patient> {
+        let resource = request.get_ref().name.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let req = request.into_inner();
+            PATIENT.pattern.parse("name", &req.name)?;
+            self.check(&caller, method!("DeletePatient"), About::Name(&req.name))
+                .await?;
+            docstore::soft_delete(&self.db, &PATIENT, &req.name, &req.etag, async |conn, p| {
+                record_write(conn, &caller, method!("DeletePatient"), &p.name).await
+            })
+            .await
+        }
+        .await;
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
-                PATIENT.pattern.parse("name", &req.name)?;
-                self.check(&caller, method!("DeletePatient"), About::Name(&req.name))
-                    .await?;
-                docstore::soft_delete(
-                    &self.db,
-                    &PATIENT,
-                    &req.name,
-                    &req.etag,
-                    async |_, _| Ok(()),
-                )
-                .await
-            }
+            self.audited(
+                who,
+                method!("DeletePatient"),
+                true,
+                &resource,
+                result,
+                |r| vec![patient_of(&r.name)],
+            )
             .await,
         )
     }
@@ -1003,15 +1149,26 @@ impl OrgService for OrgApi {
     // Enrollments
 
     async fn get_enrollment(&self, request: Request<GetEnrollmentRequest>) -> Reply<Enrollment> {
+        let resource = request.get_ref().name.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let name = &request.get_ref().name;
+            ENROLLMENT.pattern.parse("name", name)?;
+            self.check(&caller, method!("GetEnrollment"), About::Name(name))
+                .await?;
+            docstore::get_by_name(&self.db, &ENROLLMENT, name).await
+        }
+        .await;
         reply(
-            async {
-                let caller = caller(&request)?;
-                let name = &request.get_ref().name;
-                ENROLLMENT.pattern.parse("name", name)?;
-                self.check(&caller, method!("GetEnrollment"), About::Name(name))
-                    .await?;
-                docstore::get_by_name(&self.db, &ENROLLMENT, name).await
-            }
+            self.audited(
+                who,
+                method!("GetEnrollment"),
+                false,
+                &resource,
+                result,
+                |r| vec![patient_of(&r.name)],
+            )
             .await,
         )
     }
@@ -1020,32 +1177,44 @@ impl OrgService for OrgApi {
         &self,
         request: Request<ListEnrollmentsRequest>,
     ) -> Reply<ListEnrollmentsResponse> {
-        reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
-                PATIENT.pattern.parse("parent", &req.parent)?;
-                self.check(
+        let resource = request.get_ref().parent.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let req = request.into_inner();
+            PATIENT.pattern.parse("parent", &req.parent)?;
+            self.check(
+                &caller,
+                method!("ListEnrollments"),
+                About::Patient(&req.parent),
+            )
+            .await?;
+            let mut call = list_call!(req, &req.parent);
+            call.scope = self
+                .narrow(
                     &caller,
                     method!("ListEnrollments"),
-                    About::Patient(&req.parent),
+                    &req.parent,
+                    "enrollments",
                 )
                 .await?;
-                let mut call = list_call!(req, &req.parent);
-                call.scope = self
-                    .narrow(
-                        &caller,
-                        method!("ListEnrollments"),
-                        &req.parent,
-                        "enrollments",
-                    )
-                    .await?;
-                let page = docstore::list(&self.db, &ENROLLMENT, call).await?;
-                Ok(ListEnrollmentsResponse {
-                    enrollments: page.items,
-                    next_page_token: page.next_page_token,
-                })
-            }
+            let page = docstore::list(&self.db, &ENROLLMENT, call).await?;
+            Ok(ListEnrollmentsResponse {
+                enrollments: page.items,
+                next_page_token: page.next_page_token,
+            })
+        }
+        .await;
+        let patient = patient_of(&resource);
+        reply(
+            self.audited(
+                who,
+                method!("ListEnrollments"),
+                false,
+                &resource,
+                result,
+                |_| vec![patient.clone()],
+            )
             .await,
         )
     }
@@ -1054,35 +1223,45 @@ impl OrgService for OrgApi {
         &self,
         request: Request<CreateEnrollmentRequest>,
     ) -> Reply<Enrollment> {
+        let resource = request.get_ref().parent.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let req = request.into_inner();
+            PATIENT.pattern.parse("parent", &req.parent)?;
+            let enrollment = required(req.enrollment.clone(), "enrollment")?;
+            domain::check_same_org_unit("enrollment.unit", &enrollment.unit, &req.parent)?;
+            self.check(
+                &caller,
+                method!("CreateEnrollment"),
+                About::Unit(&enrollment.unit),
+            )
+            .await?;
+            let call = create_call!(req, "CreateEnrollment", &req.parent, enrollment_id);
+            docstore::create(&self.db, &ENROLLMENT, call, enrollment, async |conn, e| {
+                check_enrollment_target(conn, e, &e.unit, &e.pathway_step, "enrollment").await?;
+                e.state = EnrollmentState::Active as i32;
+                e.history = vec![EnrollmentEvent {
+                    kind: EnrollmentEventKind::Enrolled as i32,
+                    time: Some(to_timestamp(now_micros())),
+                    unit: e.unit.clone(),
+                    pathway_step: e.pathway_step.clone(),
+                    reason: String::new(),
+                }];
+                record_write(conn, &caller, method!("CreateEnrollment"), &e.name).await
+            })
+            .await
+        }
+        .await;
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
-                PATIENT.pattern.parse("parent", &req.parent)?;
-                let enrollment = required(req.enrollment.clone(), "enrollment")?;
-                domain::check_same_org_unit("enrollment.unit", &enrollment.unit, &req.parent)?;
-                self.check(
-                    &caller,
-                    method!("CreateEnrollment"),
-                    About::Unit(&enrollment.unit),
-                )
-                .await?;
-                let call = create_call!(req, "CreateEnrollment", &req.parent, enrollment_id);
-                docstore::create(&self.db, &ENROLLMENT, call, enrollment, async |conn, e| {
-                    check_enrollment_target(conn, e, &e.unit, &e.pathway_step, "enrollment")
-                        .await?;
-                    e.state = EnrollmentState::Active as i32;
-                    e.history = vec![EnrollmentEvent {
-                        kind: EnrollmentEventKind::Enrolled as i32,
-                        time: Some(to_timestamp(now_micros())),
-                        unit: e.unit.clone(),
-                        pathway_step: e.pathway_step.clone(),
-                        reason: String::new(),
-                    }];
-                    Ok(())
-                })
-                .await
-            }
+            self.audited(
+                who,
+                method!("CreateEnrollment"),
+                true,
+                &resource,
+                result,
+                |r| vec![patient_of(&r.name)],
+            )
             .await,
         )
     }
@@ -1091,18 +1270,35 @@ impl OrgService for OrgApi {
         &self,
         request: Request<DeleteEnrollmentRequest>,
     ) -> Reply<Enrollment> {
+        let resource = request.get_ref().name.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let req = request.into_inner();
+            ENROLLMENT.pattern.parse("name", &req.name)?;
+            self.check(&caller, method!("DeleteEnrollment"), About::Name(&req.name))
+                .await?;
+            docstore::soft_delete(
+                &self.db,
+                &ENROLLMENT,
+                &req.name,
+                &req.etag,
+                async |conn, e| {
+                    record_write(conn, &caller, method!("DeleteEnrollment"), &e.name).await
+                },
+            )
+            .await
+        }
+        .await;
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
-                ENROLLMENT.pattern.parse("name", &req.name)?;
-                self.check(&caller, method!("DeleteEnrollment"), About::Name(&req.name))
-                    .await?;
-                docstore::soft_delete(&self.db, &ENROLLMENT, &req.name, &req.etag, async |_, _| {
-                    Ok(())
-                })
-                .await
-            }
+            self.audited(
+                who,
+                method!("DeleteEnrollment"),
+                true,
+                &resource,
+                result,
+                |r| vec![patient_of(&r.name)],
+            )
             .await,
         )
     }
@@ -1111,60 +1307,71 @@ impl OrgService for OrgApi {
         &self,
         request: Request<TransferEnrollmentRequest>,
     ) -> Reply<Enrollment> {
-        reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
-                ENROLLMENT.pattern.parse("name", &req.name)?;
+        let resource = request.get_ref().name.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let req = request.into_inner();
+            ENROLLMENT.pattern.parse("name", &req.name)?;
+            self.check(
+                &caller,
+                method!("TransferEnrollment"),
+                About::Name(&req.name),
+            )
+            .await?;
+            if !req.unit.is_empty() {
+                domain::check_same_org_unit("unit", &req.unit, &req.name)?;
                 self.check(
                     &caller,
                     method!("TransferEnrollment"),
-                    About::Name(&req.name),
+                    About::Unit(&req.unit),
                 )
                 .await?;
-                if !req.unit.is_empty() {
-                    domain::check_same_org_unit("unit", &req.unit, &req.name)?;
-                    self.check(
-                        &caller,
-                        method!("TransferEnrollment"),
-                        About::Unit(&req.unit),
-                    )
-                    .await?;
-                }
-                let call = VerbCall {
-                    method: method!("TransferEnrollment"),
-                    name: &req.name,
-                    etag: &req.etag,
-                    request_id: &req.request_id,
-                    request_hash: docstore::request_hash(&req),
-                };
-                docstore::transition(&self.db, &ENROLLMENT, call, async |conn, e| {
-                    require_active(e)?;
-                    let unit = if req.unit.is_empty() {
-                        e.unit.clone()
-                    } else {
-                        req.unit.clone()
-                    };
-                    if unit == e.unit && req.pathway_step == e.pathway_step {
-                        return Err(ApiError::invalid(
-                            "unit",
-                            "a transfer must change the unit or the pathway step",
-                        ));
-                    }
-                    check_enrollment_target(conn, e, &unit, &req.pathway_step, "").await?;
-                    e.unit = unit;
-                    e.pathway_step = req.pathway_step.clone();
-                    e.history.push(EnrollmentEvent {
-                        kind: EnrollmentEventKind::Transferred as i32,
-                        time: Some(to_timestamp(now_micros())),
-                        unit: e.unit.clone(),
-                        pathway_step: e.pathway_step.clone(),
-                        reason: req.reason.clone(),
-                    });
-                    Ok(())
-                })
-                .await
             }
+            let call = VerbCall {
+                method: method!("TransferEnrollment"),
+                name: &req.name,
+                etag: &req.etag,
+                request_id: &req.request_id,
+                request_hash: docstore::request_hash(&req),
+            };
+            docstore::transition(&self.db, &ENROLLMENT, call, async |conn, e| {
+                require_active(e)?;
+                let unit = if req.unit.is_empty() {
+                    e.unit.clone()
+                } else {
+                    req.unit.clone()
+                };
+                if unit == e.unit && req.pathway_step == e.pathway_step {
+                    return Err(ApiError::invalid(
+                        "unit",
+                        "a transfer must change the unit or the pathway step",
+                    ));
+                }
+                check_enrollment_target(conn, e, &unit, &req.pathway_step, "").await?;
+                e.unit = unit;
+                e.pathway_step = req.pathway_step.clone();
+                e.history.push(EnrollmentEvent {
+                    kind: EnrollmentEventKind::Transferred as i32,
+                    time: Some(to_timestamp(now_micros())),
+                    unit: e.unit.clone(),
+                    pathway_step: e.pathway_step.clone(),
+                    reason: req.reason.clone(),
+                });
+                record_write(conn, &caller, method!("TransferEnrollment"), &e.name).await
+            })
+            .await
+        }
+        .await;
+        reply(
+            self.audited(
+                who,
+                method!("TransferEnrollment"),
+                true,
+                &resource,
+                result,
+                |r| vec![patient_of(&r.name)],
+            )
             .await,
         )
     }
@@ -1173,41 +1380,52 @@ impl OrgService for OrgApi {
         &self,
         request: Request<DischargeEnrollmentRequest>,
     ) -> Reply<Enrollment> {
+        let resource = request.get_ref().name.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let req = request.into_inner();
+            ENROLLMENT.pattern.parse("name", &req.name)?;
+            self.check(
+                &caller,
+                method!("DischargeEnrollment"),
+                About::Name(&req.name),
+            )
+            .await?;
+            let call = VerbCall {
+                method: method!("DischargeEnrollment"),
+                name: &req.name,
+                etag: &req.etag,
+                request_id: &req.request_id,
+                request_hash: docstore::request_hash(&req),
+            };
+            docstore::transition(&self.db, &ENROLLMENT, call, async |conn, e| {
+                if req.reason.trim().is_empty() {
+                    return Err(ApiError::invalid("reason", "must not be empty"));
+                }
+                require_active(e)?;
+                e.state = EnrollmentState::Discharged as i32;
+                e.history.push(EnrollmentEvent {
+                    kind: EnrollmentEventKind::Discharged as i32,
+                    time: Some(to_timestamp(now_micros())),
+                    unit: e.unit.clone(),
+                    pathway_step: e.pathway_step.clone(),
+                    reason: req.reason.clone(),
+                });
+                record_write(conn, &caller, method!("DischargeEnrollment"), &e.name).await
+            })
+            .await
+        }
+        .await;
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
-                ENROLLMENT.pattern.parse("name", &req.name)?;
-                self.check(
-                    &caller,
-                    method!("DischargeEnrollment"),
-                    About::Name(&req.name),
-                )
-                .await?;
-                let call = VerbCall {
-                    method: method!("DischargeEnrollment"),
-                    name: &req.name,
-                    etag: &req.etag,
-                    request_id: &req.request_id,
-                    request_hash: docstore::request_hash(&req),
-                };
-                docstore::transition(&self.db, &ENROLLMENT, call, async |_, e| {
-                    if req.reason.trim().is_empty() {
-                        return Err(ApiError::invalid("reason", "must not be empty"));
-                    }
-                    require_active(e)?;
-                    e.state = EnrollmentState::Discharged as i32;
-                    e.history.push(EnrollmentEvent {
-                        kind: EnrollmentEventKind::Discharged as i32,
-                        time: Some(to_timestamp(now_micros())),
-                        unit: e.unit.clone(),
-                        pathway_step: e.pathway_step.clone(),
-                        reason: req.reason.clone(),
-                    });
-                    Ok(())
-                })
-                .await
-            }
+            self.audited(
+                who,
+                method!("DischargeEnrollment"),
+                true,
+                &resource,
+                result,
+                |r| vec![patient_of(&r.name)],
+            )
             .await,
         )
     }
@@ -1215,15 +1433,21 @@ impl OrgService for OrgApi {
     // Coverages
 
     async fn get_coverage(&self, request: Request<GetCoverageRequest>) -> Reply<Coverage> {
+        let resource = request.get_ref().name.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let name = &request.get_ref().name;
+            COVERAGE.pattern.parse("name", name)?;
+            self.check(&caller, method!("GetCoverage"), About::Name(name))
+                .await?;
+            docstore::get_by_name(&self.db, &COVERAGE, name).await
+        }
+        .await;
         reply(
-            async {
-                let caller = caller(&request)?;
-                let name = &request.get_ref().name;
-                COVERAGE.pattern.parse("name", name)?;
-                self.check(&caller, method!("GetCoverage"), About::Name(name))
-                    .await?;
-                docstore::get_by_name(&self.db, &COVERAGE, name).await
-            }
+            self.audited(who, method!("GetCoverage"), false, &resource, result, |r| {
+                vec![patient_of(&r.name)]
+            })
             .await,
         )
     }
@@ -1232,90 +1456,149 @@ impl OrgService for OrgApi {
         &self,
         request: Request<ListCoveragesRequest>,
     ) -> Reply<ListCoveragesResponse> {
+        let resource = request.get_ref().parent.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let req = request.into_inner();
+            PATIENT.pattern.parse("parent", &req.parent)?;
+            self.check(
+                &caller,
+                method!("ListCoverages"),
+                About::Patient(&req.parent),
+            )
+            .await?;
+            let page = docstore::list(&self.db, &COVERAGE, list_call!(req, &req.parent)).await?;
+            Ok(ListCoveragesResponse {
+                coverages: page.items,
+                next_page_token: page.next_page_token,
+            })
+        }
+        .await;
+        let patient = patient_of(&resource);
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
-                PATIENT.pattern.parse("parent", &req.parent)?;
-                self.check(
-                    &caller,
-                    method!("ListCoverages"),
-                    About::Patient(&req.parent),
-                )
-                .await?;
-                let page =
-                    docstore::list(&self.db, &COVERAGE, list_call!(req, &req.parent)).await?;
-                Ok(ListCoveragesResponse {
-                    coverages: page.items,
-                    next_page_token: page.next_page_token,
-                })
-            }
+            self.audited(
+                who,
+                method!("ListCoverages"),
+                false,
+                &resource,
+                result,
+                |_| vec![patient.clone()],
+            )
             .await,
         )
     }
 
     async fn create_coverage(&self, request: Request<CreateCoverageRequest>) -> Reply<Coverage> {
+        let resource = request.get_ref().parent.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let req = request.into_inner();
+            PATIENT.pattern.parse("parent", &req.parent)?;
+            self.check(
+                &caller,
+                method!("CreateCoverage"),
+                About::Patient(&req.parent),
+            )
+            .await?;
+            let coverage = required(req.coverage.clone(), "coverage")?;
+            let call = create_call!(req, "CreateCoverage", &req.parent, coverage_id);
+            docstore::create(&self.db, &COVERAGE, call, coverage, async |conn, c| {
+                check_coverage(conn, c).await?;
+                record_write(conn, &caller, method!("CreateCoverage"), &c.name).await
+            })
+            .await
+        }
+        .await;
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
-                PATIENT.pattern.parse("parent", &req.parent)?;
-                self.check(
-                    &caller,
-                    method!("CreateCoverage"),
-                    About::Patient(&req.parent),
-                )
-                .await?;
-                let coverage = required(req.coverage.clone(), "coverage")?;
-                let call = create_call!(req, "CreateCoverage", &req.parent, coverage_id);
-                docstore::create(&self.db, &COVERAGE, call, coverage, async |conn, c| {
-                    check_coverage(conn, c).await
-                })
-                .await
-            }
+            self.audited(
+                who,
+                method!("CreateCoverage"),
+                true,
+                &resource,
+                result,
+                |r| vec![patient_of(&r.name)],
+            )
             .await,
         )
     }
 
     async fn update_coverage(&self, request: Request<UpdateCoverageRequest>) -> Reply<Coverage> {
+        let resource = request
+            .get_ref()
+            .coverage
+            .as_ref()
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let req = request.into_inner();
+            let name = req
+                .coverage
+                .as_ref()
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
+            COVERAGE.pattern.parse("coverage.name", &name)?;
+            self.check(&caller, method!("UpdateCoverage"), About::Name(&name))
+                .await?;
+            docstore::update(
+                &self.db,
+                &COVERAGE,
+                req.coverage,
+                req.update_mask.as_ref(),
+                async |conn, _, c| {
+                    check_coverage(conn, c).await?;
+                    record_write(conn, &caller, method!("UpdateCoverage"), &c.name).await
+                },
+            )
+            .await
+        }
+        .await;
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
-                let name = req
-                    .coverage
-                    .as_ref()
-                    .map(|c| c.name.clone())
-                    .unwrap_or_default();
-                COVERAGE.pattern.parse("coverage.name", &name)?;
-                self.check(&caller, method!("UpdateCoverage"), About::Name(&name))
-                    .await?;
-                docstore::update(
-                    &self.db,
-                    &COVERAGE,
-                    req.coverage,
-                    req.update_mask.as_ref(),
-                    async |conn, _, c| check_coverage(conn, c).await,
-                )
-                .await
-            }
+            self.audited(
+                who,
+                method!("UpdateCoverage"),
+                true,
+                &resource,
+                result,
+                |r| vec![patient_of(&r.name)],
+            )
             .await,
         )
     }
 
     async fn delete_coverage(&self, request: Request<DeleteCoverageRequest>) -> Reply<Coverage> {
+        let resource = request.get_ref().name.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let req = request.into_inner();
+            COVERAGE.pattern.parse("name", &req.name)?;
+            self.check(&caller, method!("DeleteCoverage"), About::Name(&req.name))
+                .await?;
+            docstore::soft_delete(
+                &self.db,
+                &COVERAGE,
+                &req.name,
+                &req.etag,
+                async |conn, c| {
+                    record_write(conn, &caller, method!("DeleteCoverage"), &c.name).await
+                },
+            )
+            .await
+        }
+        .await;
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
-                COVERAGE.pattern.parse("name", &req.name)?;
-                self.check(&caller, method!("DeleteCoverage"), About::Name(&req.name))
-                    .await?;
-                docstore::soft_delete(&self.db, &COVERAGE, &req.name, &req.etag, async |_, _| {
-                    Ok(())
-                })
-                .await
-            }
+            self.audited(
+                who,
+                method!("DeleteCoverage"),
+                true,
+                &resource,
+                result,
+                |r| vec![patient_of(&r.name)],
+            )
             .await,
         )
     }

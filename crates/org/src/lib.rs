@@ -16,8 +16,11 @@ use pm_runtime::db::Migrations;
 use pm_runtime::server::ServiceDef;
 use tower::Layer as _;
 
-/// The migration sets of the Org slice: the generic resource store is all it needs so far.
-pub const MIGRATIONS: &[&Migrations] = &[&pm_runtime::docstore::MIGRATIONS];
+/// The migration sets of the Org slice: the generic resource store and the audit trail.
+pub const MIGRATIONS: &[&Migrations] = &[
+    &pm_runtime::docstore::MIGRATIONS,
+    &pm_authz::audit::AUDIT_MIGRATIONS,
+];
 
 /// The short name of the service (database slice, certificate, health entry).
 pub const NAME: &str = "org";

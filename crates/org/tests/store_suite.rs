@@ -37,6 +37,8 @@ pm_runtime::on_both_backends!(
     patient_identifiers_are_unique_without_leaking_them,
     enrollment_lifecycle_with_history,
     enrollment_rules,
+    phi_calls_leave_a_verifiable_audit_trail,
+    a_refused_write_is_audited_as_failed_and_writes_nothing,
 );
 
 async fn organization_lifecycle(h: &Harness) -> anyhow::Result<()> {
@@ -1401,5 +1403,106 @@ async fn enrollment_rules(h: &Harness) -> anyhow::Result<()> {
         Code::InvalidArgument,
         "INVALID_ARGUMENT",
     );
+    Ok(())
+}
+
+async fn patient_accesses(
+    h: &Harness,
+    patient: &str,
+) -> anyhow::Result<Vec<pm_authz::audit::StoredAuditEvent>> {
+    let (events, _) =
+        pm_authz::audit::accesses_to_patient(h.db(), patient, 0, i64::MAX, 100, None).await?;
+    Ok(events)
+}
+
+async fn phi_calls_leave_a_verifiable_audit_trail(h: &Harness) -> anyhow::Result<()> {
+    h.org("acme").await?;
+    let patient = h.patient("organizations/acme", "p1", "MRN-1").await?;
+    h.api
+        .get_patient(req(GetPatientRequest {
+            name: patient.name.clone(),
+        }))
+        .await?;
+    h.api
+        .list_patients(req(ListPatientsRequest {
+            parent: "organizations/acme".into(),
+            ..Default::default()
+        }))
+        .await?;
+    let events = patient_accesses(h, &patient.name).await?;
+    let methods: Vec<&str> = events.iter().map(|e| e.event.method.as_str()).collect();
+    assert_eq!(
+        methods,
+        vec![
+            "/pm.org.v1.OrgService/CreatePatient",
+            "/pm.org.v1.OrgService/GetPatient",
+            "/pm.org.v1.OrgService/ListPatients"
+        ]
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.event.outcome == pm_authz::audit::Outcome::Success)
+    );
+    assert_eq!(
+        events[1].event.principal,
+        "spiffe://pm.local/service/test-suite"
+    );
+    assert_eq!(events[1].event.resources, vec![patient.name.clone()]);
+    // Non-PHI calls are not in the trail.
+    h.unit("organizations/acme", "north", "").await?;
+    let report = pm_authz::audit::verify(h.db(), &std::collections::HashMap::new()).await?;
+    assert!(report.is_ok(), "{report:?}");
+    Ok(())
+}
+
+async fn a_refused_write_is_audited_as_failed_and_writes_nothing(
+    h: &Harness,
+) -> anyhow::Result<()> {
+    h.org("acme").await?;
+    h.patient("organizations/acme", "p1", "MRN-1").await?;
+    expect_error(
+        h.patient("organizations/acme", "p2", "MRN-1").await,
+        Code::AlreadyExists,
+        "PATIENT_IDENTIFIER_TAKEN",
+    );
+    let events = patient_accesses(h, "organizations/acme/patients/p2").await?;
+    assert_eq!(
+        events.len(),
+        0,
+        "the refused create names its parent, not a patient that does not exist"
+    );
+    let (all, _) = {
+        let page = pm_authz::audit::records(h.db(), 0, 100).await?;
+        (page, ())
+    };
+    let outcomes: Vec<_> = all
+        .iter()
+        .map(|e| (e.event.method.clone(), e.event.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (
+                "/pm.org.v1.OrgService/CreatePatient".to_string(),
+                pm_authz::audit::Outcome::Success
+            ),
+            (
+                "/pm.org.v1.OrgService/CreatePatient".to_string(),
+                pm_authz::audit::Outcome::Failed {
+                    code: Code::AlreadyExists as i32
+                }
+            ),
+        ]
+    );
+    let listed = h
+        .api
+        .list_patients(req(ListPatientsRequest {
+            parent: "organizations/acme".into(),
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+    assert_eq!(listed.patients.len(), 1);
     Ok(())
 }

@@ -170,10 +170,13 @@ impl Target {
     }
 
     async fn cleanup(&self) -> anyhow::Result<()> {
-        let schema = self.schema();
-        Db::drop_postgres_schema(self.config.storage.postgres_url.expose(), &schema)
-            .await
-            .with_context(|| format!("dropping schema {schema}"))
+        for service in [pm_org::NAME, pm_rbac::NAME] {
+            let schema = format!("{}{service}", self.config.storage.postgres_schema_prefix);
+            Db::drop_postgres_schema(self.config.storage.postgres_url.expose(), &schema)
+                .await
+                .with_context(|| format!("dropping schema {schema}"))?;
+        }
+        Ok(())
     }
 }
 

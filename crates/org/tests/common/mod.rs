@@ -16,6 +16,7 @@ pub fn req<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
     request.extensions_mut().insert(pm_authz::layer::Caller {
         service: Some("test-suite".into()),
+        peer: Some("spiffe://pm.local/service/test-suite".into()),
         ..Default::default()
     });
     request
@@ -37,6 +38,10 @@ impl Harness {
 
     pub async fn finish(self) -> anyhow::Result<()> {
         self.slice.finish().await
+    }
+
+    pub fn db(&self) -> &pm_runtime::Db {
+        &self.slice.db
     }
 
     pub async fn org(&self, id: &str) -> anyhow::Result<Organization> {
