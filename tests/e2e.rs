@@ -496,3 +496,69 @@ async fn shutdown_drains_and_closes_the_port() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn refused_phi_calls_are_audited() -> anyhow::Result<()> {
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
+    let admin = mesh.org().await?; // seeds the demo principals
+    drop(admin);
+    let channel = client::channel(&mesh.config, tls::CLIENT, &mesh.url(Service::Org)).await?;
+    let anonymous = OrgServiceClient::new(channel)
+        .get_patient(GetPatientRequest {
+            name: "organizations/acme/patients/p-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    let denied = mesh
+        .org_as("principals/casey-ccm")
+        .await?
+        .get_patient(GetPatientRequest {
+            name: "organizations/acme/patients/p-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    // Stop the servers but keep the data directory to read the trail.
+    let TestMesh {
+        mesh: running,
+        config,
+        _dir: keep,
+        ..
+    } = mesh;
+    running.stop(Duration::from_secs(10)).await?;
+
+    let db = pm_runtime::Db::open(&config, pm_org::NAME, pm_org::MIGRATIONS).await?;
+    let records = pm_authz::audit::records(&db, 0, 100).await?;
+    let seen: Vec<(String, String, pm_authz::audit::Outcome)> = records
+        .into_iter()
+        .map(|r| (r.event.method, r.event.principal, r.event.outcome))
+        .collect();
+    let get_patient = "/pm.org.v1.OrgService/GetPatient".to_string();
+    assert!(
+        seen.contains(&(
+            get_patient.clone(),
+            "spiffe://pm.local/client/dev-tools".into(),
+            pm_authz::audit::Outcome::Failed {
+                code: Code::Unauthenticated as i32
+            }
+        )),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&(
+            get_patient,
+            "principals/casey-ccm".into(),
+            pm_authz::audit::Outcome::Denied
+        )),
+        "{seen:?}"
+    );
+    assert!(
+        pm_authz::audit::verify(&db, &std::collections::HashMap::new())
+            .await?
+            .is_ok()
+    );
+    db.close().await;
+    drop(keep);
+    Ok(())
+}

@@ -225,6 +225,7 @@ struct Shared {
 #[derive(Clone)]
 pub struct Authz {
     shared: Arc<Shared>,
+    audit: Option<Arc<crate::audit::AuditWriter>>,
 }
 
 impl Authz {
@@ -239,7 +240,46 @@ impl Authz {
                 verified: Mutex::new(HashMap::new()),
                 keys_fetched: Mutex::new(None),
             }),
+            audit: None,
         })
+    }
+
+    /// The same layer, recording in `audit` every refused call to a method that touches PHI (the
+    /// handlers record the calls they serve).
+    pub fn with_audit(&self, audit: Arc<crate::audit::AuditWriter>) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            audit: Some(audit),
+        }
+    }
+
+    /// Records a refused PHI call: who (as far as known), which method, from where, and why.
+    async fn audit_refusal(
+        &self,
+        path: &str,
+        peer: Option<&TlsConnectInfo<TcpConnectInfo>>,
+        status: &Status,
+    ) {
+        let Some(audit) = &self.audit else { return };
+        if !pm_api::rule_for(path).is_some_and(|r| r.phi) {
+            return;
+        }
+        let (identity, source) = peer_identity(peer);
+        let who = identity.clone().unwrap_or_else(|| "anonymous".into());
+        let service = path.split('/').nth(1).unwrap_or_default().to_string();
+        let event = crate::audit::AuditEvent {
+            calling_service: identity,
+            source: source.map(|a| a.to_string()),
+            ..crate::audit::AuditEvent::new(
+                service,
+                path,
+                who,
+                crate::audit::Outcome::from_code(status.code()),
+            )
+        };
+        if let Err(err) = audit.record(event).await {
+            tracing::error!(method = path, error = %err.message, "a refused call could not be audited");
+        }
     }
 
     /// Authenticates and coarsely authorizes one call: the caller, or the status to answer with.
@@ -517,7 +557,12 @@ where
                     request.extensions_mut().insert(caller);
                     inner.call(request).await
                 }
-                Err(status) => Ok(status.into_http()),
+                Err(status) => {
+                    authz
+                        .audit_refusal(request.uri().path(), peer, &status)
+                        .await;
+                    Ok(status.into_http())
+                }
             }
         })
     }

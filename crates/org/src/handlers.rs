@@ -30,6 +30,11 @@ impl OrgApi {
     /// A service over its database slice (with its audit trail).
     pub fn new(db: Db) -> Self {
         let audit = std::sync::Arc::new(AuditWriter::spawn(db.clone(), 256));
+        Self::with_audit(db, audit)
+    }
+
+    /// A service recording PHI access through `audit` (shared with its authorization layer).
+    pub fn with_audit(db: Db, audit: std::sync::Arc<AuditWriter>) -> Self {
         Self { db, audit }
     }
 }

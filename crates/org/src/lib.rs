@@ -28,13 +28,15 @@ pub const NAME: &str = "org";
 /// The gRPC service name.
 pub const GRPC_SERVICE: &str = "pm.org.v1.OrgService";
 
-/// The service behind the authorization layer, ready for `pm_runtime::server::serve`.
+/// The service behind the authorization layer, ready for `pm_runtime::server::serve`. The layer and
+/// the handlers share one audit writer: refusals and served PHI calls land in the same trail.
 pub fn service(db: Db, authz: Authz) -> ServiceDef {
-    let api = OrgServiceServer::new(handlers::OrgApi::new(db.clone()));
+    let audit = std::sync::Arc::new(pm_authz::audit::AuditWriter::spawn(db.clone(), 256));
+    let api = OrgServiceServer::new(handlers::OrgApi::with_audit(db.clone(), audit.clone()));
     ServiceDef {
         name: NAME,
         grpc_services: vec![GRPC_SERVICE],
-        routes: tonic::service::Routes::new(authz.layer(api)),
+        routes: tonic::service::Routes::new(authz.with_audit(audit).layer(api)),
         db: Some(db),
     }
 }
