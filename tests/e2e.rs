@@ -562,3 +562,113 @@ async fn refused_phi_calls_are_audited() -> anyhow::Result<()> {
     drop(keep);
     Ok(())
 }
+
+#[tokio::test]
+async fn mtls_refuses_expired_and_not_yet_valid_certificates() -> anyhow::Result<()> {
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
+    let pki = tls::dev_pki_dir(&mesh.config);
+    let ca = std::fs::read_to_string(pki.join("ca.crt"))?;
+    let now = time::OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    let id = "spiffe://pm.local/client/dev-tools";
+    for (label, from, until) in [
+        ("expired", now - day * 30, now - day),
+        ("not yet valid", now + day, now + day * 30),
+    ] {
+        let (cert, key) = tls::issue_dev_client(&pki, id, from, until)?;
+        let result = call_health_with(&mesh, Some(Identity::from_pem(cert, key)), &ca).await;
+        assert!(result.is_err(), "{label} certificate accepted");
+    }
+    let (cert, key) = tls::issue_dev_client(&pki, id, now - day, now + day)?;
+    assert_eq!(
+        call_health_with(&mesh, Some(Identity::from_pem(cert, key)), &ca).await?,
+        ServingStatus::Serving as i32,
+        "the same CA's valid certificate is accepted (the refusals above are about validity)"
+    );
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn a_service_may_call_only_the_rpcs_that_list_it() -> anyhow::Result<()> {
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
+    // The org service's own certificate, without a token.
+    let channel = client::channel(&mesh.config, "org", &mesh.url(Service::Rbac)).await?;
+    let mut as_org = RbacServiceClient::new(channel);
+    let keys = as_org
+        .list_signing_keys(pm_api::rbac::ListSigningKeysRequest {})
+        .await?;
+    assert!(
+        !keys.into_inner().keys.is_empty(),
+        "ListSigningKeys lists org in service_callers"
+    );
+    let refused = as_org
+        .create_principal(pm_api::rbac::CreatePrincipalRequest {
+            principal: Some(pm_api::rbac::Principal {
+                display_name: "Intruder".into(),
+                kind: pm_api::rbac::PrincipalKind::User as i32,
+                ..Default::default()
+            }),
+            principal_id: "intruder".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let listed = mesh
+        .rbac()?
+        .lookup_role_bindings(pm_api::rbac::LookupRoleBindingsRequest {
+            principal: "principals/intruder".into(),
+        })
+        .await;
+    assert!(listed.is_err(), "the tool certificate is no service either");
+    let found = as_org
+        .lookup_role_bindings(pm_api::rbac::LookupRoleBindingsRequest {
+            principal: "principals/intruder".into(),
+        })
+        .await?
+        .into_inner();
+    assert!(
+        found.principal.is_none(),
+        "the refused call never reached the handler: nothing was created"
+    );
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn a_revoked_role_stops_working_within_the_cache_bound() -> anyhow::Result<()> {
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
+    let mut admin = mesh.org().await?;
+    pm::demo::seed(&mut admin).await?;
+    let mut manager = mesh.org_as("principals/casey-ccm").await?;
+    let patient = GetPatientRequest {
+        name: "organizations/acme/patients/p-0001".into(),
+    };
+    manager.get_patient(patient.clone()).await?;
+    // The administrator revokes the manager's binding.
+    let channel = client::channel(&mesh.config, tls::CLIENT, &mesh.url(Service::Rbac)).await?;
+    let bearer = client::Bearer::new(&mesh.token(pm::demo::ADMIN).await?)?;
+    let mut rbac = RbacServiceClient::new(tonic::service::interceptor::InterceptedService::new(
+        channel, bearer,
+    ));
+    rbac.delete_role_binding(pm_api::rbac::DeleteRoleBindingRequest {
+        name: "organizations/acme/roleBindings/casey-ccm".into(),
+        etag: String::new(),
+    })
+    .await?;
+    let revoked_at = std::time::Instant::now();
+    let bound = pm_authz::layer::ACCESS_TTL + Duration::from_millis(500);
+    loop {
+        match manager.get_patient(patient.clone()).await {
+            Err(status) if status.code() == Code::PermissionDenied => break,
+            Ok(_) if revoked_at.elapsed() < bound => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            other => panic!(
+                "still allowed {:?} after revocation: {other:?}",
+                revoked_at.elapsed()
+            ),
+        }
+    }
+    assert!(revoked_at.elapsed() <= bound);
+    mesh.stop().await
+}

@@ -139,6 +139,28 @@ pub fn ensure_dev_pki(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Signs a client certificate with the dev CA under `dir` for `spiffe_id`, valid from `not_before` to
+/// `not_after` (tests use it for expired and not-yet-valid certificates). Returns (cert, key) PEM.
+pub fn issue_dev_client(
+    dir: &Path,
+    spiffe_id: &str,
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
+) -> anyhow::Result<(String, String)> {
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key"))?)?;
+    let issuer = Issuer::new(ca_params()?, ca_key);
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name("test client");
+    params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into()?)];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = not_before;
+    params.not_after = not_after;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 fn issue(
     dir: &Path,
     identity: &str,
