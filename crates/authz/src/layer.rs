@@ -567,3 +567,48 @@ where
         })
     }
 }
+
+/// Measurement only (`pm-bench` compares calls with and without the authorization layer): attaches a
+/// fixed caller and checks nothing. `pm` never mounts it.
+#[derive(Clone)]
+pub struct FixedCallerForBenchmarks(pub Caller);
+
+impl<S> Layer<S> for FixedCallerForBenchmarks {
+    type Service = WithFixedCaller<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WithFixedCaller {
+            inner,
+            caller: self.0.clone(),
+        }
+    }
+}
+
+/// A service behind [`FixedCallerForBenchmarks`].
+#[derive(Clone)]
+pub struct WithFixedCaller<S> {
+    inner: S,
+    caller: Caller,
+}
+
+impl<S: NamedService> NamedService for WithFixedCaller<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> Service<http::Request<B>> for WithFixedCaller<S>
+where
+    S: Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.caller.clone());
+        self.inner.call(request)
+    }
+}

@@ -23,7 +23,7 @@ pub const DOMAIN: &str = "org.pm.dev";
 #[derive(Clone)]
 pub struct OrgApi {
     db: Db,
-    audit: std::sync::Arc<AuditWriter>,
+    audit: Option<std::sync::Arc<AuditWriter>>,
 }
 
 impl OrgApi {
@@ -35,7 +35,16 @@ impl OrgApi {
 
     /// A service recording PHI access through `audit` (shared with its authorization layer).
     pub fn with_audit(db: Db, audit: std::sync::Arc<AuditWriter>) -> Self {
-        Self { db, audit }
+        Self {
+            db,
+            audit: Some(audit),
+        }
+    }
+
+    /// Measurement only (`pm-bench` compares audited reads with unaudited ones): serves PHI reads
+    /// without recording them. `pm` never mounts it.
+    pub fn unaudited_for_benchmarks(db: Db) -> Self {
+        Self { db, audit: None }
     }
 }
 
@@ -224,6 +233,9 @@ impl OrgApi {
             Ok(value) => (Outcome::Success, patients(value)),
             Err(err) => (Outcome::from_code(err.code), vec![patient_of(resource)]),
         };
+        let Some(audit) = &self.audit else {
+            return result;
+        };
         let event = audit_event(
             &caller,
             method,
@@ -231,7 +243,7 @@ impl OrgApi {
             vec![resource.to_string()],
             patients,
         );
-        match self.audit.record(event).await {
+        match audit.record(event).await {
             Ok(()) => result,
             Err(err) if result.is_ok() => {
                 tracing::error!(method, "a read could not be audited: refusing it");

@@ -221,7 +221,7 @@ async fn bench_mesh(
     mesh: &Mesh,
     ceiling: Option<f64>,
 ) -> anyhow::Result<f64> {
-    let channels = connect(&target.config, mesh).await?;
+    let (channels, token) = connect(&target.config, mesh).await?;
     let units = seed(&channels[0]).await?;
     let ceiling = match ceiling {
         Some(ceiling) => ceiling,
@@ -235,12 +235,151 @@ async fn bench_mesh(
         let result = measure(settings, &channels, &workload).await?;
         print_row(target.label, &result, Some(ceiling));
     }
+    bench_patient_reads(settings, target, mesh, &channels, &token, ceiling).await?;
     Ok(ceiling)
+}
+
+/// How an Org server for the patient-read comparison is put together.
+#[derive(Clone, Copy)]
+enum Guard {
+    /// No authorization layer (a fixed administrator caller) and no audit.
+    Bare,
+    /// The authorization layer, no audit.
+    Authz,
+}
+
+/// The same PHI read (`GetPatient`) three ways on the same slice: bare, behind the authorization
+/// layer, and behind the layer with its synchronous (group-committed) audit record, which is the
+/// mesh's own Org service.
+async fn bench_patient_reads(
+    settings: &Settings,
+    target: &Target,
+    mesh: &Mesh,
+    audited_channels: &[Channel],
+    token: &str,
+    ceiling: f64,
+) -> anyhow::Result<()> {
+    let patient = seed_patient(&audited_channels[0]).await?;
+    let mut rates = Vec::new();
+    for guard in [Guard::Bare, Guard::Authz] {
+        let shutdown = CancellationToken::new();
+        let (url, server, db) = side_server(&target.config, mesh, guard, shutdown.clone()).await?;
+        let channels = channels_to(&target.config, &url, token).await?;
+        let label = match guard {
+            Guard::Bare => "GetPatient bare",
+            Guard::Authz => "GetPatient +authz",
+        };
+        let result = measure(settings, &channels, &get_patient(label, patient.clone())).await?;
+        print_row(target.label, &result, Some(ceiling));
+        rates.push(result.rate());
+        shutdown.cancel();
+        server.await??;
+        db.close().await;
+    }
+    let result = measure(
+        settings,
+        audited_channels,
+        &get_patient("GetPatient +authz+audit", patient),
+    )
+    .await?;
+    print_row(target.label, &result, Some(ceiling));
+    rates.push(result.rate());
+    if let [bare, authz, audited] = rates[..]
+        && bare > 0.0
+    {
+        println!(
+            "{:<11}   authorization costs {:.1}% of bare throughput (target <= 10%); audited reads keep {:.1}% of bare (target >= 50%)",
+            target.label,
+            (1.0 - authz / bare) * 100.0,
+            audited / bare * 100.0
+        );
+    }
+    Ok(())
+}
+
+/// An extra Org server on the mesh's slice, put together as `guard` says.
+async fn side_server(
+    config: &Config,
+    mesh: &Mesh,
+    guard: Guard,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<anyhow::Result<()>>, Db)> {
+    use pm_api::org::org_service_server::OrgServiceServer;
+    use tower::Layer as _;
+    let db = Db::open(config, pm_org::NAME, pm_org::MIGRATIONS).await?;
+    let api = OrgServiceServer::new(pm_org::handlers::OrgApi::unaudited_for_benchmarks(
+        db.clone(),
+    ));
+    let routes = match guard {
+        Guard::Bare => {
+            let admin = pm_authz::layer::Caller::organization_admin(&org_name());
+            tonic::service::Routes::new(pm_authz::layer::FixedCallerForBenchmarks(admin).layer(api))
+        }
+        Guard::Authz => {
+            let rbac_url = mesh
+                .url(Service::Rbac)
+                .context("the mesh did not start the RBAC service")?;
+            let source = Arc::new(pm_authz::layer::RbacAccess::new(client::lazy_channel(
+                config, "org", &rbac_url,
+            )?));
+            tonic::service::Routes::new(pm_authz::layer::Authz::new(source, false)?.layer(api))
+        }
+    };
+    let def = pm_runtime::server::ServiceDef {
+        name: pm_org::NAME,
+        grpc_services: vec![pm_org::GRPC_SERVICE],
+        routes,
+        db: Some(db.clone()),
+    };
+    let listener = pm_runtime::server::bind("127.0.0.1:0".parse()?).await?;
+    let url = format!("https://{}", listener.local_addr()?);
+    let config = config.clone();
+    let server =
+        tokio::spawn(
+            async move { pm_runtime::server::serve(&config, def, listener, shutdown).await },
+        );
+    Ok((url, server, db))
+}
+
+/// A patient to read (not timed).
+async fn seed_patient(channel: &Channel) -> anyhow::Result<String> {
+    let patient = pm_api::org::Patient {
+        given_name: "Bench".into(),
+        family_name: "Patient".into(),
+        birth_date: Some(pm_api::types::Date {
+            year: 1970,
+            month: 1,
+            day: 1,
+        }),
+        ..Default::default()
+    };
+    let created = OrgServiceClient::new(channel.clone())
+        .create_patient(pm_api::org::CreatePatientRequest {
+            parent: org_name(),
+            patient: Some(patient),
+            patient_id: "bench-patient".into(),
+            request_id: String::new(),
+        })
+        .await
+        .context("creating the bench patient")?;
+    Ok(created.into_inner().name)
+}
+
+fn get_patient(label: &'static str, name: String) -> Workload {
+    Workload::new(label, move |channel, _| {
+        let name = name.clone();
+        async move {
+            OrgServiceClient::new(channel)
+                .get_patient(pm_api::org::GetPatientRequest { name })
+                .await
+                .map(drop)
+        }
+    })
 }
 
 /// [`CHANNELS`] mTLS channels to the Org service, as an administrator of the bench organization
 /// (bootstrapped through RBAC with the dev tool certificate, as `pm demo seed` does).
-async fn connect(config: &Config, mesh: &Mesh) -> anyhow::Result<Vec<Channel>> {
+async fn connect(config: &Config, mesh: &Mesh) -> anyhow::Result<(Vec<Channel>, String)> {
     let url = mesh
         .url(Service::Org)
         .context("the mesh did not start the Org service")?;
@@ -253,6 +392,19 @@ async fn connect(config: &Config, mesh: &Mesh) -> anyhow::Result<Vec<Channel>> {
         channels.push(tonic::service::interceptor::InterceptedService::new(
             channel,
             Bearer::new(&token)?,
+        ));
+    }
+    Ok((channels, token))
+}
+
+/// [`CHANNELS`] channels to `url` carrying `token`.
+async fn channels_to(config: &Config, url: &str, token: &str) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::with_capacity(CHANNELS);
+    for _ in 0..CHANNELS {
+        let channel = client::channel(config, tls::CLIENT, url).await?;
+        channels.push(tonic::service::interceptor::InterceptedService::new(
+            channel,
+            Bearer::new(token)?,
         ));
     }
     Ok(channels)

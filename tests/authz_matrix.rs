@@ -1,0 +1,1362 @@
+//! The authorization matrix of the Org service, generated from the descriptor set (`pm_api::RULES`):
+//! every Org RPC × every demo role × (a resource in the role's scope, one out of it, one that does not
+//! exist), each outcome compared with the policy table (`pm_authz::policy::role_grants`). The mesh runs
+//! in-process over mTLS on SQLite, seeded with the demo model plus a second organization.
+//!
+//! No call changes state, so the matrix does not depend on its order: Creates carry a body that fails
+//! validation only after the object-level check (a missing resource, an empty display name, a care
+//! pathway step that does not exist); Updates, Deletes and the enrollment verbs carry a stale etag. An
+//! allowed write therefore answers INVALID_ARGUMENT, ABORTED or NOT_FOUND, a refused one
+//! PERMISSION_DENIED; a write that answers OK fails the test.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use pm::mesh::{self, Mesh, Service};
+use pm_api::MethodRule;
+use pm_api::org::org_service_client::OrgServiceClient;
+use pm_api::org::*;
+use pm_api::rbac::rbac_service_client::RbacServiceClient;
+use pm_api::rbac::{
+    CreatePrincipalRequest, CreateRoleBindingRequest, IssueTokenRequest, Principal, PrincipalKind,
+    RoleBinding,
+};
+use pm_api::types::{Date, Interval};
+use pm_authz::policy::{Role, role_grants};
+use pm_runtime::config::Config;
+use pm_runtime::names::organization_of;
+use pm_runtime::{client, tls};
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status};
+
+type Org = OrgServiceClient<client::AuthedChannel>;
+
+const ACME: &str = pm::demo::ORG;
+/// A second organization: out of scope for every principal of the demo, the administrator included.
+const GLOBEX: &str = "organizations/globex";
+const GLOBEX_ADMIN: &str = "principals/globex-admin";
+/// A principal with no role binding anywhere.
+const NOBODY: &str = "principals/nobody";
+/// An etag no seeded resource has: an allowed Update/Delete/verb answers ABORTED and changes nothing.
+const STALE: &str = "r999";
+const ORG_SERVICE: &str = "/pm.org.v1.OrgService/";
+
+// The harness (after tests/e2e.rs): the mesh in-process on ephemeral ports, SQLite.
+
+struct TestMesh {
+    mesh: Mesh,
+    config: Config,
+    _dir: tempfile::TempDir,
+}
+
+impl TestMesh {
+    async fn start() -> anyhow::Result<TestMesh> {
+        let dir = tempfile::tempdir()?;
+        let mut config = Config::defaults_in(dir.path());
+        config.listen.org_port = 0;
+        config.listen.rbac_port = 0;
+        let mesh = mesh::start(&config, &Service::ALL, CancellationToken::new()).await?;
+        Ok(TestMesh {
+            mesh,
+            config,
+            _dir: dir,
+        })
+    }
+
+    fn url(&self, service: Service) -> String {
+        self.mesh.url(service).unwrap()
+    }
+
+    /// RBAC through the dev tool certificate (which may bootstrap principals, bindings and tokens).
+    fn rbac(&self) -> anyhow::Result<RbacServiceClient<tonic::transport::Channel>> {
+        Ok(RbacServiceClient::new(client::lazy_channel(
+            &self.config,
+            tls::CLIENT,
+            &self.url(Service::Rbac),
+        )?))
+    }
+
+    /// The Org service with `token` as the bearer ("" for none).
+    async fn org_with_token(&self, token: &str) -> anyhow::Result<Org> {
+        let channel = client::channel(&self.config, tls::CLIENT, &self.url(Service::Org)).await?;
+        Ok(OrgServiceClient::new(
+            tonic::service::interceptor::InterceptedService::new(
+                channel,
+                client::Bearer::new(token)?,
+            ),
+        ))
+    }
+
+    /// The Org service as `principal`.
+    async fn org_as(&self, principal: &str) -> anyhow::Result<Org> {
+        let token = self
+            .rbac()?
+            .issue_token(IssueTokenRequest {
+                principal: principal.into(),
+                ttl: None,
+            })
+            .await?
+            .into_inner()
+            .token;
+        self.org_with_token(&token).await
+    }
+
+    /// A principal, and optionally an Organization Administrator binding for it in `organization`.
+    async fn principal(&self, principal: &str, admin_of: Option<&str>) -> anyhow::Result<()> {
+        let id = principal.trim_start_matches("principals/");
+        let mut rbac = self.rbac()?;
+        rbac.create_principal(CreatePrincipalRequest {
+            principal: Some(Principal {
+                display_name: format!("matrix {id}"),
+                kind: PrincipalKind::User as i32,
+                ..Default::default()
+            }),
+            principal_id: id.into(),
+            request_id: String::new(),
+        })
+        .await?;
+        if let Some(organization) = admin_of {
+            rbac.create_role_binding(CreateRoleBindingRequest {
+                parent: organization.into(),
+                role_binding: Some(RoleBinding {
+                    principal: principal.into(),
+                    role: pm_api::rbac::Role::OrganizationAdministrator as i32,
+                    reason: "authorization matrix".into(),
+                    ..Default::default()
+                }),
+                role_binding_id: id.into(),
+                request_id: String::new(),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.mesh.stop(Duration::from_secs(10)).await
+    }
+}
+
+fn since(seconds: i64) -> Option<Interval> {
+    Some(Interval {
+        start_time: Some(prost_types::Timestamp { seconds, nanos: 0 }),
+        end_time: None,
+    })
+}
+
+/// The demo in `organizations/acme`, and a small `organizations/globex` (one of each resource) seeded
+/// by its own administrator, who has no binding in acme (and acme's principals none in globex).
+async fn seed(mesh: &TestMesh) -> anyhow::Result<()> {
+    pm::demo::seed_access(&mut mesh.rbac()?, &mut pm::demo::SeedReport::default()).await?;
+    pm::demo::seed(&mut mesh.org_as(pm::demo::ADMIN).await?).await?;
+
+    mesh.principal(GLOBEX_ADMIN, Some(GLOBEX)).await?;
+    let mut org = mesh.org_as(GLOBEX_ADMIN).await?;
+    org.create_organization(CreateOrganizationRequest {
+        organization: Some(Organization {
+            display_name: "Globex Industries".into(),
+            time_zone: "America/Chicago".into(),
+            ..Default::default()
+        }),
+        organization_id: "globex".into(),
+        request_id: String::new(),
+    })
+    .await?;
+    org.create_service_unit(CreateServiceUnitRequest {
+        parent: GLOBEX.into(),
+        service_unit: Some(ServiceUnit {
+            display_name: "Globex Plant Clinic".into(),
+            kind: UnitKind::Clinic as i32,
+            ..Default::default()
+        }),
+        service_unit_id: "plant-clinic".into(),
+        request_id: String::new(),
+    })
+    .await?;
+    org.create_location(CreateLocationRequest {
+        parent: GLOBEX.into(),
+        location: Some(Location {
+            display_name: "Globex Headquarters".into(),
+            time_zone: "America/Chicago".into(),
+            ..Default::default()
+        }),
+        location_id: "hq".into(),
+        request_id: String::new(),
+    })
+    .await?;
+    org.create_provider(CreateProviderRequest {
+        parent: GLOBEX.into(),
+        provider: Some(Provider {
+            display_name: "Dr. Gil Globex, MD".into(),
+            npi: "1234567893".into(),
+            taxonomy_code: "207Q00000X".into(),
+            ..Default::default()
+        }),
+        provider_id: "dr-globex".into(),
+        request_id: String::new(),
+    })
+    .await?;
+    org.create_credential(CreateCredentialRequest {
+        parent: format!("{GLOBEX}/providers/dr-globex"),
+        credential: Some(Credential {
+            unit: format!("{GLOBEX}/units/plant-clinic"),
+            state: CredentialState::Active as i32,
+            effective_period: since(1_735_689_600), // 2025-01-01
+            ..Default::default()
+        }),
+        credential_id: "plant-clinic".into(),
+        request_id: String::new(),
+    })
+    .await?;
+    org.create_patient(CreatePatientRequest {
+        parent: GLOBEX.into(),
+        patient: Some(Patient {
+            given_name: "Gina".into(),
+            family_name: "Globexcase".into(),
+            birth_date: Some(Date {
+                year: 1980,
+                month: 1,
+                day: 1,
+            }),
+            gender: AdministrativeGender::Female as i32,
+            ..Default::default()
+        }),
+        patient_id: "g-0001".into(),
+        request_id: String::new(),
+    })
+    .await?;
+    let patient = format!("{GLOBEX}/patients/g-0001");
+    org.create_enrollment(CreateEnrollmentRequest {
+        parent: patient.clone(),
+        enrollment: Some(Enrollment {
+            unit: format!("{GLOBEX}/units/plant-clinic"),
+            ..Default::default()
+        }),
+        enrollment_id: "plant".into(),
+        request_id: String::new(),
+    })
+    .await?;
+    org.create_coverage(CreateCoverageRequest {
+        parent: patient,
+        coverage: Some(Coverage {
+            payer: "payers/globex-direct".into(),
+            member_id: "GLX-00001".into(),
+            plan: "Globex Direct Contract".into(),
+            priority: 1,
+            effective_period: since(1_767_225_600), // 2026-01-01
+            ..Default::default()
+        }),
+        coverage_id: "direct".into(),
+        request_id: String::new(),
+    })
+    .await?;
+    Ok(())
+}
+
+// The cases and what the policy table expects of them.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Case {
+    InScope,
+    OutOfScope,
+    Missing,
+}
+
+const CASES: [Case; 3] = [Case::InScope, Case::OutOfScope, Case::Missing];
+
+/// Where the resource the object-level check runs on sits, which decides who may reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    /// An organization (or its top-level collections): its missing case is an organization nobody is
+    /// bound in.
+    Organization,
+    /// A location or provider: every role of the organization may reach it (and learn whether it
+    /// exists: the collections are listed unnarrowed to every role).
+    OrganizationWide,
+    /// Something in units (a unit, credential, patient, enrollment, coverage): unit-scoped roles reach
+    /// it through their units; a missing one sits in no unit, so only the organization's administrator
+    /// reaches it (and is told NOT_FOUND).
+    Unit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Allow,
+    Deny,
+    /// Allowed, about a resource that does not exist (NOT_FOUND or a validation error): reveals only
+    /// what the caller may know anyway.
+    Harmless,
+}
+
+fn expect(role: Role, permission: &str, case: Case, level: Level) -> Expect {
+    if !role_grants(role, permission) {
+        return Expect::Deny;
+    }
+    match (case, level) {
+        (Case::InScope, _) => Expect::Allow,
+        (Case::OutOfScope, _) => Expect::Deny,
+        (Case::Missing, Level::Organization) => Expect::Deny,
+        (Case::Missing, Level::OrganizationWide) => Expect::Harmless,
+        (Case::Missing, Level::Unit) if role == Role::OrganizationAdministrator => Expect::Harmless,
+        (Case::Missing, Level::Unit) => Expect::Deny,
+    }
+}
+
+/// What a call answered: `Some(names)` for a List.
+type Reply = Result<Option<Vec<String>>, Status>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Denied,
+    Unauthenticated,
+    /// A List that answered OK with nothing in it: reveals nothing, so it satisfies a denial too.
+    Empty,
+    Allowed(Code),
+}
+
+fn classify(reply: &Reply) -> Outcome {
+    match reply {
+        Err(status) if status.code() == Code::PermissionDenied => Outcome::Denied,
+        Err(status) if status.code() == Code::Unauthenticated => Outcome::Unauthenticated,
+        Err(status) => Outcome::Allowed(status.code()),
+        Ok(Some(items)) if items.is_empty() => Outcome::Empty,
+        Ok(_) => Outcome::Allowed(Code::Ok),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Expected,
+    UnexpectedAllow,
+    UnexpectedDenial,
+}
+
+fn judge(expected: Expect, outcome: Outcome) -> Verdict {
+    match (expected, outcome) {
+        (_, Outcome::Unauthenticated) => Verdict::UnexpectedDenial,
+        (Expect::Deny, Outcome::Allowed(_)) => Verdict::UnexpectedAllow,
+        (Expect::Deny, Outcome::Denied | Outcome::Empty) => Verdict::Expected,
+        (Expect::Allow | Expect::Harmless, Outcome::Denied) => Verdict::UnexpectedDenial,
+        (Expect::Allow | Expect::Harmless, Outcome::Allowed(_) | Outcome::Empty) => {
+            Verdict::Expected
+        }
+    }
+}
+
+// Each role's resources: in its scope, out of it, missing.
+
+struct Names {
+    in_scope: String,
+    out_of_scope: String,
+    missing: String,
+}
+
+impl Names {
+    fn at(&self, case: Case) -> &str {
+        match case {
+            Case::InScope => &self.in_scope,
+            Case::OutOfScope => &self.out_of_scope,
+            Case::Missing => &self.missing,
+        }
+    }
+}
+
+/// A full resource name: names not starting with `organizations/` are in acme.
+fn full(name: &str) -> String {
+    if name.starts_with("organizations/") {
+        name.to_string()
+    } else {
+        format!("{ACME}/{name}")
+    }
+}
+
+fn names(in_scope: &str, out_of_scope: &str, missing: &str) -> Names {
+    Names {
+        in_scope: full(in_scope),
+        out_of_scope: full(out_of_scope),
+        missing: full(missing),
+    }
+}
+
+struct Fixture {
+    principal: &'static str,
+    role: Role,
+    scope: &'static str,
+    organization: Names,
+    unit: Names,
+    location: Names,
+    provider: Names,
+    credential: Names,
+    patient: Names,
+    enrollment: Names,
+    coverage: Names,
+    /// What each List must return in scope (in acme, or under the in-scope patient or provider).
+    lists: BTreeMap<&'static str, Vec<&'static str>>,
+}
+
+/// Resources outside a unit-scoped role's units but in its organization, given as
+/// (in scope, out of scope) per kind.
+struct Picks {
+    unit: (&'static str, &'static str),
+    provider: &'static str,
+    credential: (&'static str, &'static str),
+    patient: (&'static str, &'static str),
+    enrollment: (&'static str, &'static str),
+    coverage: (&'static str, &'static str),
+}
+
+fn fixture(
+    principal: &'static str,
+    role: Role,
+    scope: &'static str,
+    picks: Picks,
+    lists: &[(&'static str, &[&'static str])],
+) -> Fixture {
+    Fixture {
+        principal,
+        role,
+        scope,
+        organization: names(ACME, GLOBEX, "organizations/nowhere"),
+        unit: names(picks.unit.0, picks.unit.1, "units/nowhere"),
+        location: names(
+            "locations/north-main",
+            "organizations/globex/locations/hq",
+            "locations/nowhere",
+        ),
+        provider: names(
+            picks.provider,
+            "organizations/globex/providers/dr-globex",
+            "providers/nobody",
+        ),
+        credential: names(
+            picks.credential.0,
+            picks.credential.1,
+            "providers/dr-okafor/credentials/nowhere",
+        ),
+        patient: names(picks.patient.0, picks.patient.1, "patients/nobody"),
+        enrollment: names(
+            picks.enrollment.0,
+            picks.enrollment.1,
+            "patients/p-0001/enrollments/nowhere",
+        ),
+        coverage: names(
+            picks.coverage.0,
+            picks.coverage.1,
+            "patients/nobody/coverages/nowhere",
+        ),
+        lists: lists
+            .iter()
+            .map(|(m, items)| (*m, items.to_vec()))
+            .collect(),
+    }
+}
+
+const LOCATIONS: &[&str] = &["locations/lakeside", "locations/north-main"];
+const PROVIDERS: &[&str] = &[
+    "providers/dr-lindqvist",
+    "providers/dr-okafor",
+    "providers/np-reyes",
+];
+/// The north-clinic subtree.
+const NORTH: &[&str] = &[
+    "units/cardiology",
+    "units/ccm-program",
+    "units/north-clinic",
+    "units/riverside-referrals",
+];
+/// The patients actively enrolled under north-clinic (both in ccm-program); p-0002 is in
+/// globex-employer and p-0003 is enrolled nowhere.
+const NORTH_PATIENTS: &[&str] = &["patients/p-0001", "patients/p-0004"];
+
+fn fixtures() -> Vec<Fixture> {
+    let admin = fixture(
+        pm::demo::ADMIN,
+        Role::OrganizationAdministrator,
+        "organizations/acme",
+        Picks {
+            unit: (
+                "units/north-clinic",
+                "organizations/globex/units/plant-clinic",
+            ),
+            provider: "providers/np-reyes",
+            credential: (
+                "providers/np-reyes/credentials/globex-employer",
+                "organizations/globex/providers/dr-globex/credentials/plant-clinic",
+            ),
+            // p-0003 is enrolled nowhere: only an organization-wide role reaches it.
+            patient: ("patients/p-0003", "organizations/globex/patients/g-0001"),
+            enrollment: (
+                "patients/p-0002/enrollments/globex",
+                "organizations/globex/patients/g-0001/enrollments/plant",
+            ),
+            coverage: (
+                "patients/p-0003/coverages/aetna",
+                "organizations/globex/patients/g-0001/coverages/direct",
+            ),
+        },
+        &[
+            ("ListOrganizations", &[ACME]),
+            (
+                "ListServiceUnits",
+                &[
+                    "units/cardiology",
+                    "units/ccm-program",
+                    "units/globex-employer",
+                    "units/lakeside-clinic",
+                    "units/north-clinic",
+                    "units/riverside-referrals",
+                ],
+            ),
+            ("ListLocations", LOCATIONS),
+            ("ListProviders", PROVIDERS),
+            (
+                "ListCredentials",
+                &[
+                    "providers/np-reyes/credentials/ccm-program",
+                    "providers/np-reyes/credentials/globex-employer",
+                ],
+            ),
+            (
+                "ListPatients",
+                &[
+                    "patients/p-0001",
+                    "patients/p-0002",
+                    "patients/p-0003",
+                    "patients/p-0004",
+                ],
+            ),
+            ("ListEnrollments", &[]),
+            (
+                "ListCoverages",
+                &[
+                    "patients/p-0003/coverages/aetna",
+                    "patients/p-0003/coverages/medicare",
+                ],
+            ),
+        ],
+    );
+    let casey = fixture(
+        "principals/casey-ccm",
+        Role::ProgramManager,
+        "units/ccm-program",
+        Picks {
+            // A binding covers its unit's subtree, not its ancestors.
+            unit: ("units/ccm-program", "units/north-clinic"),
+            provider: "providers/np-reyes",
+            credential: (
+                "providers/np-reyes/credentials/ccm-program",
+                "providers/np-reyes/credentials/globex-employer",
+            ),
+            patient: ("patients/p-0001", "patients/p-0003"),
+            enrollment: (
+                "patients/p-0001/enrollments/ccm",
+                "patients/p-0002/enrollments/globex",
+            ),
+            coverage: (
+                "patients/p-0001/coverages/medicare",
+                "patients/p-0003/coverages/aetna",
+            ),
+        },
+        &[
+            ("ListServiceUnits", &["units/ccm-program"]),
+            ("ListLocations", LOCATIONS),
+            ("ListProviders", PROVIDERS),
+            // np-reyes is also credentialed in globex-employer, which casey does not see.
+            (
+                "ListCredentials",
+                &["providers/np-reyes/credentials/ccm-program"],
+            ),
+            ("ListPatients", NORTH_PATIENTS),
+            ("ListEnrollments", &["patients/p-0001/enrollments/ccm"]),
+            ("ListCoverages", &["patients/p-0001/coverages/medicare"]),
+        ],
+    );
+    let okafor = fixture(
+        "principals/dr-okafor",
+        Role::Provider,
+        "credentialed: north-clinic, ccm-program",
+        Picks {
+            unit: ("units/cardiology", "units/lakeside-clinic"),
+            provider: "providers/dr-lindqvist",
+            credential: (
+                "providers/dr-lindqvist/credentials/cardiology",
+                "providers/dr-lindqvist/credentials/lakeside-clinic",
+            ),
+            patient: ("patients/p-0004", "patients/p-0002"),
+            enrollment: (
+                "patients/p-0004/enrollments/ccm",
+                "patients/p-0002/enrollments/globex",
+            ),
+            coverage: (
+                "patients/p-0004/coverages/medicare",
+                "patients/p-0002/coverages/globex",
+            ),
+        },
+        &[
+            ("ListServiceUnits", NORTH),
+            ("ListLocations", LOCATIONS),
+            ("ListProviders", PROVIDERS),
+            // Lindqvist's lakeside-clinic credential is outside Okafor's units.
+            (
+                "ListCredentials",
+                &["providers/dr-lindqvist/credentials/cardiology"],
+            ),
+            ("ListPatients", NORTH_PATIENTS),
+            ("ListEnrollments", &["patients/p-0004/enrollments/ccm"]),
+            ("ListCoverages", &["patients/p-0004/coverages/medicare"]),
+        ],
+    );
+    let jordan = fixture(
+        "principals/jordan-billing",
+        Role::BillingStaff,
+        "units/north-clinic, units/lakeside-clinic",
+        Picks {
+            // Two levels below north-clinic.
+            unit: ("units/riverside-referrals", "units/globex-employer"),
+            provider: "providers/dr-okafor",
+            credential: (
+                "providers/dr-lindqvist/credentials/lakeside-clinic",
+                "providers/np-reyes/credentials/globex-employer",
+            ),
+            patient: ("patients/p-0001", "patients/p-0003"),
+            enrollment: (
+                "patients/p-0001/enrollments/ccm",
+                "patients/p-0002/enrollments/globex",
+            ),
+            coverage: (
+                "patients/p-0004/coverages/medicare",
+                "patients/p-0002/coverages/globex",
+            ),
+        },
+        &[
+            (
+                "ListServiceUnits",
+                &[
+                    "units/cardiology",
+                    "units/ccm-program",
+                    "units/lakeside-clinic",
+                    "units/north-clinic",
+                    "units/riverside-referrals",
+                ],
+            ),
+            ("ListLocations", LOCATIONS),
+            ("ListProviders", PROVIDERS),
+            ("ListPatients", NORTH_PATIENTS),
+            ("ListEnrollments", &["patients/p-0001/enrollments/ccm"]),
+            ("ListCoverages", &["patients/p-0001/coverages/medicare"]),
+        ],
+    );
+    vec![admin, casey, okafor, jordan]
+}
+
+// One call per (method, case).
+
+fn one<T>(reply: Result<tonic::Response<T>, Status>) -> Reply {
+    reply.map(|_| None)
+}
+
+fn many<T>(
+    reply: Result<tonic::Response<T>, Status>,
+    names: impl FnOnce(T) -> Vec<String>,
+) -> Reply {
+    reply.map(|r| Some(names(r.into_inner())))
+}
+
+fn id_of(name: &str) -> String {
+    name.rsplit('/').next().unwrap_or_default().to_string()
+}
+
+/// Calls `method` (e.g. `GetPatient`) on the resource of `case` for `fx`, returning the level of the
+/// resource the object-level check runs on and the reply. Fails on a method without an entry: a new
+/// Org RPC cannot skip the matrix.
+async fn probe(
+    org: &mut Org,
+    method: &str,
+    case: Case,
+    fx: &Fixture,
+) -> anyhow::Result<(Level, Reply)> {
+    use Level::{Organization as O, OrganizationWide as W, Unit as U};
+    let organization = fx.organization.at(case).to_string();
+    let unit = fx.unit.at(case).to_string();
+    // Creates under a unit name their parent in the unit's organization (a cross-organization pair is
+    // INVALID_ARGUMENT before any authorization).
+    let same_org = |names: &Names| {
+        if organization_of(&unit) == organization_of(&names.in_scope) {
+            names.in_scope.clone()
+        } else {
+            names.out_of_scope.clone()
+        }
+    };
+    let location = fx.location.at(case).to_string();
+    let provider = fx.provider.at(case).to_string();
+    let credential = fx.credential.at(case).to_string();
+    let patient = fx.patient.at(case).to_string();
+    let enrollment = fx.enrollment.at(case).to_string();
+    let coverage = fx.coverage.at(case).to_string();
+    let stale = STALE.to_string();
+    Ok(match method {
+        // Organizations
+        "GetOrganization" => (
+            O,
+            one(org
+                .get_organization(GetOrganizationRequest { name: organization })
+                .await),
+        ),
+        "ListOrganizations" => {
+            // No parent to point elsewhere: out of scope and missing are filters on another
+            // organization's name and a name nobody has, which must come back empty.
+            let filter = match case {
+                Case::InScope => String::new(),
+                Case::OutOfScope => "display_name = \"Globex Industries\"".into(),
+                Case::Missing => "display_name = \"Nowhere Inc\"".into(),
+            };
+            let request = ListOrganizationsRequest {
+                filter,
+                ..Default::default()
+            };
+            let reply = org.list_organizations(request).await;
+            (
+                O,
+                many(reply, |r| {
+                    r.organizations.into_iter().map(|o| o.name).collect()
+                }),
+            )
+        }
+        "CreateOrganization" => {
+            // Missing body: INVALID_ARGUMENT after the check.
+            let request = CreateOrganizationRequest {
+                organization: None,
+                organization_id: id_of(&organization),
+                request_id: String::new(),
+            };
+            (O, one(org.create_organization(request).await))
+        }
+        "UpdateOrganization" => {
+            let organization = Organization {
+                name: organization,
+                etag: stale,
+                ..Default::default()
+            };
+            let request = UpdateOrganizationRequest {
+                organization: Some(organization),
+                update_mask: None,
+            };
+            (O, one(org.update_organization(request).await))
+        }
+        "DeleteOrganization" => {
+            let request = DeleteOrganizationRequest {
+                name: organization,
+                etag: stale,
+            };
+            (O, one(org.delete_organization(request).await))
+        }
+
+        // Service units
+        "GetServiceUnit" => (
+            U,
+            one(org
+                .get_service_unit(GetServiceUnitRequest { name: unit })
+                .await),
+        ),
+        "ListServiceUnits" => {
+            let request = ListServiceUnitsRequest {
+                parent: organization,
+                ..Default::default()
+            };
+            let reply = org.list_service_units(request).await;
+            (
+                O,
+                many(reply, |r| {
+                    r.service_units.into_iter().map(|u| u.name).collect()
+                }),
+            )
+        }
+        "CreateServiceUnit" => {
+            // The check is on the parent unit; the body (no display name, no kind) is refused after it.
+            let request = CreateServiceUnitRequest {
+                parent: organization_of(&unit).to_string(),
+                service_unit: Some(ServiceUnit {
+                    parent_unit: unit.clone(),
+                    ..Default::default()
+                }),
+                service_unit_id: "matrix-unit".into(),
+                request_id: String::new(),
+            };
+            (U, one(org.create_service_unit(request).await))
+        }
+        "UpdateServiceUnit" => {
+            let patch = ServiceUnit {
+                name: unit,
+                etag: stale,
+                ..Default::default()
+            };
+            let request = UpdateServiceUnitRequest {
+                service_unit: Some(patch),
+                update_mask: None,
+            };
+            (U, one(org.update_service_unit(request).await))
+        }
+        "DeleteServiceUnit" => {
+            let request = DeleteServiceUnitRequest {
+                name: unit,
+                etag: stale,
+            };
+            (U, one(org.delete_service_unit(request).await))
+        }
+        "GetEffectivePolicy" => (
+            U,
+            one(org
+                .get_effective_policy(GetEffectivePolicyRequest { unit })
+                .await),
+        ),
+
+        // Locations
+        "GetLocation" => (
+            W,
+            one(org
+                .get_location(GetLocationRequest { name: location })
+                .await),
+        ),
+        "ListLocations" => {
+            let request = ListLocationsRequest {
+                parent: organization,
+                ..Default::default()
+            };
+            let reply = org.list_locations(request).await;
+            (
+                O,
+                many(reply, |r| r.locations.into_iter().map(|l| l.name).collect()),
+            )
+        }
+        "CreateLocation" => {
+            let request = CreateLocationRequest {
+                parent: organization,
+                location: None,
+                location_id: "matrix-location".into(),
+                request_id: String::new(),
+            };
+            (O, one(org.create_location(request).await))
+        }
+        "UpdateLocation" => {
+            let patch = Location {
+                name: location,
+                etag: stale,
+                ..Default::default()
+            };
+            let request = UpdateLocationRequest {
+                location: Some(patch),
+                update_mask: None,
+            };
+            (W, one(org.update_location(request).await))
+        }
+        "DeleteLocation" => {
+            let request = DeleteLocationRequest {
+                name: location,
+                etag: stale,
+            };
+            (W, one(org.delete_location(request).await))
+        }
+
+        // Providers
+        "GetProvider" => (
+            W,
+            one(org
+                .get_provider(GetProviderRequest { name: provider })
+                .await),
+        ),
+        "ListProviders" => {
+            let request = ListProvidersRequest {
+                parent: organization,
+                ..Default::default()
+            };
+            let reply = org.list_providers(request).await;
+            (
+                O,
+                many(reply, |r| r.providers.into_iter().map(|p| p.name).collect()),
+            )
+        }
+        "CreateProvider" => {
+            let request = CreateProviderRequest {
+                parent: organization,
+                provider: None,
+                provider_id: "matrix-provider".into(),
+                request_id: String::new(),
+            };
+            (O, one(org.create_provider(request).await))
+        }
+        "UpdateProvider" => {
+            let patch = Provider {
+                name: provider,
+                etag: stale,
+                ..Default::default()
+            };
+            let request = UpdateProviderRequest {
+                provider: Some(patch),
+                update_mask: None,
+            };
+            (W, one(org.update_provider(request).await))
+        }
+        "DeleteProvider" => {
+            let request = DeleteProviderRequest {
+                name: provider,
+                etag: stale,
+            };
+            (W, one(org.delete_provider(request).await))
+        }
+
+        // Credentials
+        "GetCredential" => (
+            U,
+            one(org
+                .get_credential(GetCredentialRequest { name: credential })
+                .await),
+        ),
+        "ListCredentials" => {
+            // The check is organization-wide (a provider); the answer is narrowed to the caller's units.
+            let request = ListCredentialsRequest {
+                parent: provider,
+                ..Default::default()
+            };
+            let reply = org.list_credentials(request).await;
+            (
+                W,
+                many(reply, |r| {
+                    r.credentials.into_iter().map(|c| c.name).collect()
+                }),
+            )
+        }
+        "CreateCredential" => {
+            // The check is on the credential's unit; no state and no period are refused after it.
+            let request = CreateCredentialRequest {
+                parent: same_org(&fx.provider),
+                credential: Some(Credential {
+                    unit: unit.clone(),
+                    ..Default::default()
+                }),
+                credential_id: "matrix-credential".into(),
+                request_id: String::new(),
+            };
+            (U, one(org.create_credential(request).await))
+        }
+        "UpdateCredential" => {
+            let patch = Credential {
+                name: credential,
+                etag: stale,
+                ..Default::default()
+            };
+            let request = UpdateCredentialRequest {
+                credential: Some(patch),
+                update_mask: None,
+            };
+            (U, one(org.update_credential(request).await))
+        }
+        "DeleteCredential" => {
+            let request = DeleteCredentialRequest {
+                name: credential,
+                etag: stale,
+            };
+            (U, one(org.delete_credential(request).await))
+        }
+        "CheckCredential" => {
+            // The check is on the unit asked about.
+            let request = CheckCredentialRequest {
+                provider: same_org(&fx.provider),
+                unit: unit.clone(),
+                time: None,
+            };
+            (U, one(org.check_credential(request).await))
+        }
+
+        // Patients
+        "GetPatient" => (
+            U,
+            one(org.get_patient(GetPatientRequest { name: patient }).await),
+        ),
+        "ListPatients" => {
+            let request = ListPatientsRequest {
+                parent: organization,
+                ..Default::default()
+            };
+            let reply = org.list_patients(request).await;
+            (
+                O,
+                many(reply, |r| r.patients.into_iter().map(|p| p.name).collect()),
+            )
+        }
+        "CreatePatient" => {
+            let request = CreatePatientRequest {
+                parent: organization,
+                patient: None,
+                patient_id: "matrix-patient".into(),
+                request_id: String::new(),
+            };
+            (O, one(org.create_patient(request).await))
+        }
+        "UpdatePatient" => {
+            let patch = Patient {
+                name: patient,
+                etag: stale,
+                ..Default::default()
+            };
+            let request = UpdatePatientRequest {
+                patient: Some(patch),
+                update_mask: None,
+            };
+            (U, one(org.update_patient(request).await))
+        }
+        "DeletePatient" => {
+            let request = DeletePatientRequest {
+                name: patient,
+                etag: stale,
+            };
+            (U, one(org.delete_patient(request).await))
+        }
+
+        // Enrollments
+        "GetEnrollment" => (
+            U,
+            one(org
+                .get_enrollment(GetEnrollmentRequest { name: enrollment })
+                .await),
+        ),
+        "ListEnrollments" => {
+            let request = ListEnrollmentsRequest {
+                parent: patient,
+                ..Default::default()
+            };
+            let reply = org.list_enrollments(request).await;
+            (
+                U,
+                many(reply, |r| {
+                    r.enrollments.into_iter().map(|e| e.name).collect()
+                }),
+            )
+        }
+        "CreateEnrollment" => {
+            // The check is on the unit enrolled in; a step no unit's pathway has is refused after it.
+            let parent = match case {
+                Case::OutOfScope => patient,
+                Case::InScope | Case::Missing => same_org(&fx.patient),
+            };
+            let request = CreateEnrollmentRequest {
+                parent,
+                enrollment: Some(Enrollment {
+                    unit: unit.clone(),
+                    pathway_step: "no-such-step".into(),
+                    ..Default::default()
+                }),
+                enrollment_id: "matrix-enrollment".into(),
+                request_id: String::new(),
+            };
+            (U, one(org.create_enrollment(request).await))
+        }
+        "DeleteEnrollment" => {
+            let request = DeleteEnrollmentRequest {
+                name: enrollment,
+                etag: stale,
+            };
+            (U, one(org.delete_enrollment(request).await))
+        }
+        "TransferEnrollment" => {
+            // No target unit: only the enrollment itself is checked.
+            let request = TransferEnrollmentRequest {
+                name: enrollment,
+                unit: String::new(),
+                pathway_step: "monthly-management".into(),
+                reason: "authorization matrix".into(),
+                etag: stale,
+                request_id: String::new(),
+            };
+            (U, one(org.transfer_enrollment(request).await))
+        }
+        "DischargeEnrollment" => {
+            let request = DischargeEnrollmentRequest {
+                name: enrollment,
+                reason: "authorization matrix".into(),
+                etag: stale,
+                request_id: String::new(),
+            };
+            (U, one(org.discharge_enrollment(request).await))
+        }
+
+        // Coverages
+        "GetCoverage" => (
+            U,
+            one(org
+                .get_coverage(GetCoverageRequest { name: coverage })
+                .await),
+        ),
+        "ListCoverages" => {
+            let request = ListCoveragesRequest {
+                parent: patient,
+                ..Default::default()
+            };
+            let reply = org.list_coverages(request).await;
+            (
+                U,
+                many(reply, |r| r.coverages.into_iter().map(|c| c.name).collect()),
+            )
+        }
+        "CreateCoverage" => {
+            // The check is on the patient; the missing body is refused after it.
+            let request = CreateCoverageRequest {
+                parent: patient,
+                coverage: None,
+                coverage_id: "matrix-coverage".into(),
+                request_id: String::new(),
+            };
+            (U, one(org.create_coverage(request).await))
+        }
+        "UpdateCoverage" => {
+            let patch = Coverage {
+                name: coverage,
+                etag: stale,
+                ..Default::default()
+            };
+            let request = UpdateCoverageRequest {
+                coverage: Some(patch),
+                update_mask: None,
+            };
+            (U, one(org.update_coverage(request).await))
+        }
+        "DeleteCoverage" => {
+            let request = DeleteCoverageRequest {
+                name: coverage,
+                etag: stale,
+            };
+            (U, one(org.delete_coverage(request).await))
+        }
+        other => anyhow::bail!(
+            "{ORG_SERVICE}{other} has no entry in the authorization matrix (tests/authz_matrix.rs): \
+             add one so that the new RPC is checked for every role"
+        ),
+    })
+}
+
+/// The Org RPCs of the descriptor set, by short name.
+fn org_methods() -> Vec<(&'static str, &'static MethodRule)> {
+    let methods: Vec<_> = pm_api::RULES
+        .iter()
+        .filter_map(|rule| rule.method.strip_prefix(ORG_SERVICE).map(|m| (m, rule)))
+        .collect();
+    assert!(!methods.is_empty(), "no Org RPC in pm_api::RULES");
+    methods
+}
+
+fn is_read(method: &str) -> bool {
+    ["Get", "List", "Check"]
+        .iter()
+        .any(|p| method.starts_with(p))
+}
+
+#[derive(Default)]
+struct Tally {
+    calls: usize,
+    allowed: usize,
+    denied: usize,
+    harmless: usize,
+    unexpected_allows: usize,
+    unexpected_denials: usize,
+}
+
+impl Tally {
+    fn add(&mut self, expected: Expect, verdict: Verdict) {
+        self.calls += 1;
+        match verdict {
+            Verdict::UnexpectedAllow => self.unexpected_allows += 1,
+            Verdict::UnexpectedDenial => self.unexpected_denials += 1,
+            Verdict::Expected if expected == Expect::Deny => self.denied += 1,
+            Verdict::Expected => {
+                self.allowed += 1;
+                if expected == Expect::Harmless {
+                    self.harmless += 1;
+                }
+            }
+        }
+    }
+
+    fn merge(&mut self, other: &Tally) {
+        self.calls += other.calls;
+        self.allowed += other.allowed;
+        self.denied += other.denied;
+        self.harmless += other.harmless;
+        self.unexpected_allows += other.unexpected_allows;
+        self.unexpected_denials += other.unexpected_denials;
+    }
+}
+
+fn cell(outcome: Outcome, verdict: Verdict) -> String {
+    let text = match outcome {
+        Outcome::Denied => "denied".to_string(),
+        Outcome::Unauthenticated => "UNAUTHENTICATED".to_string(),
+        Outcome::Empty => "empty".to_string(),
+        Outcome::Allowed(code) => format!("{code:?}"),
+    };
+    match verdict {
+        Verdict::Expected => text,
+        Verdict::UnexpectedAllow => format!("!!ALLOW {text}"),
+        Verdict::UnexpectedDenial => format!("!!DENY {text}"),
+    }
+}
+
+/// A scoped List that returned more than the role's scope is an unexpected allow; less, an
+/// unexpected denial.
+fn check_scoped_list(fx: &Fixture, method: &str, items: &[String]) -> Option<(Verdict, String)> {
+    let Some(expected) = fx.lists.get(method) else {
+        return Some((
+            Verdict::UnexpectedAllow,
+            format!("returned {items:?}, but the matrix has no scoped-list expectation for it"),
+        ));
+    };
+    let expected: Vec<String> = expected.iter().map(|n| full(n)).collect();
+    let extra: Vec<&String> = items.iter().filter(|n| !expected.contains(n)).collect();
+    let lacking: Vec<&String> = expected.iter().filter(|n| !items.contains(n)).collect();
+    if !extra.is_empty() {
+        Some((
+            Verdict::UnexpectedAllow,
+            format!("returned out-of-scope {extra:?}"),
+        ))
+    } else if !lacking.is_empty() {
+        Some((
+            Verdict::UnexpectedDenial,
+            format!("did not return in-scope {lacking:?}"),
+        ))
+    } else {
+        None
+    }
+}
+
+#[tokio::test]
+async fn every_org_rpc_by_every_role_matches_the_policy_table() -> anyhow::Result<()> {
+    let mesh = TestMesh::start().await?;
+    seed(&mesh).await?;
+    let methods = org_methods();
+    let mut total = Tally::default();
+    let mut unexpected: Vec<String> = Vec::new();
+    let mut writes_that_succeeded: Vec<String> = Vec::new();
+    for fx in fixtures() {
+        let mut org = mesh.org_as(fx.principal).await?;
+        let mut tally = Tally::default();
+        println!("\n{} — {} ({})", fx.principal, fx.role, fx.scope);
+        println!(
+            "  {:<22} {:<28} {:<22} {:<22} {:<22}",
+            "method", "permission", "in scope", "out of scope", "nonexistent"
+        );
+        for (method, rule) in &methods {
+            let mut cells = Vec::new();
+            for case in CASES {
+                let (level, reply) = probe(&mut org, method, case, &fx).await?;
+                let expected = expect(fx.role, rule.permission, case, level);
+                let outcome = classify(&reply);
+                let mut verdict = judge(expected, outcome);
+                let mut detail = None;
+                if let Ok(items) = &reply {
+                    if !is_read(method) {
+                        writes_that_succeeded
+                            .push(format!("{method} as {} ({case:?})", fx.principal));
+                    }
+                    if let (Some(items), Case::InScope, Verdict::Expected) = (items, case, verdict)
+                        && let Some((scoped, why)) = check_scoped_list(&fx, method, items)
+                    {
+                        verdict = scoped;
+                        detail = Some(why);
+                    }
+                }
+                if verdict != Verdict::Expected {
+                    let detail = detail.unwrap_or_else(|| match &reply {
+                        Ok(_) => format!("expected {expected:?}, got OK"),
+                        Err(s) => {
+                            format!("expected {expected:?}, got {:?}: {}", s.code(), s.message())
+                        }
+                    });
+                    unexpected.push(format!(
+                        "{verdict:?}: {method} as {} ({}), {case:?} ({level:?}): {detail}",
+                        fx.principal, fx.role
+                    ));
+                }
+                tally.add(expected, verdict);
+                cells.push(cell(outcome, verdict));
+            }
+            println!(
+                "  {:<22} {:<28} {:<22} {:<22} {:<22}",
+                method, rule.permission, cells[0], cells[1], cells[2]
+            );
+        }
+        println!(
+            "  {}: {} calls, {} allowed ({} harmless on nonexistent resources), {} denied, {} unexpected allows, {} unexpected denials",
+            fx.principal,
+            tally.calls,
+            tally.allowed,
+            tally.harmless,
+            tally.denied,
+            tally.unexpected_allows,
+            tally.unexpected_denials
+        );
+        total.merge(&tally);
+    }
+    println!(
+        "\n{} Org RPCs x {} roles x {} cases; {} allowed calls were harmless answers about nonexistent resources",
+        methods.len(),
+        fixtures().len(),
+        CASES.len(),
+        total.harmless
+    );
+    println!(
+        "authz matrix: {} calls, {} allowed, {} denied, {} unexpected allows, {} unexpected denials",
+        total.calls, total.allowed, total.denied, total.unexpected_allows, total.unexpected_denials
+    );
+    for line in &unexpected {
+        println!("  {line}");
+    }
+    mesh.stop().await?;
+    assert_eq!(
+        total.calls,
+        methods.len() * fixtures().len() * CASES.len(),
+        "one call per method, role and case"
+    );
+    assert!(
+        writes_that_succeeded.is_empty(),
+        "the matrix must not change state; these writes answered OK: {writes_that_succeeded:#?}"
+    );
+    assert!(
+        unexpected.is_empty(),
+        "unexpected outcomes: {unexpected:#?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_org_rpc_refuses_anonymous_and_unbound_callers() -> anyhow::Result<()> {
+    let mesh = TestMesh::start().await?;
+    mesh.principal(NOBODY, None).await?;
+    let mut anonymous = mesh.org_with_token("").await?;
+    let mut unbound = mesh.org_as(NOBODY).await?;
+    let fixtures = fixtures();
+    let admin = &fixtures[0];
+    let mut wrong = Vec::new();
+    let methods = org_methods();
+    for (method, _) in &methods {
+        for (caller, org, refusal) in [
+            ("no token", &mut anonymous, Code::Unauthenticated),
+            (NOBODY, &mut unbound, Code::PermissionDenied),
+        ] {
+            let (_, reply) = probe(org, method, Case::InScope, admin).await?;
+            let code = reply.as_ref().err().map_or(Code::Ok, Status::code);
+            if code != refusal {
+                wrong.push(format!(
+                    "{method} as {caller}: {code:?}, expected {refusal:?}"
+                ));
+            }
+        }
+    }
+    println!(
+        "authz sweep: {} Org RPCs without a token and as a principal without bindings, {} wrong",
+        methods.len(),
+        wrong.len()
+    );
+    mesh.stop().await?;
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    Ok(())
+}
