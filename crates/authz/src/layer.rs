@@ -149,6 +149,17 @@ pub fn caller_of<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
     })
 }
 
+/// The caller the layer attached, cloned, as handlers want it (INTERNAL if the layer is missing).
+pub fn require_caller<T>(request: &tonic::Request<T>) -> pm_runtime::ApiResult<Caller> {
+    caller_of(request).cloned().map_err(|_| {
+        pm_runtime::ApiError::new(
+            Code::Internal,
+            "NO_CALLER",
+            "the authorization layer is not installed",
+        )
+    })
+}
+
 /// Where the layer gets role bindings and token keys.
 #[tonic::async_trait]
 pub trait AccessSource: Send + Sync + 'static {

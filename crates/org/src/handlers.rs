@@ -257,15 +257,7 @@ impl OrgApi {
     }
 }
 
-fn caller<T>(request: &Request<T>) -> ApiResult<Caller> {
-    pm_authz::layer::caller_of(request).cloned().map_err(|_| {
-        ApiError::new(
-            tonic::Code::Internal,
-            "NO_CALLER",
-            "the authorization layer is not installed",
-        )
-    })
-}
+use pm_authz::layer::require_caller as caller;
 
 #[tonic::async_trait]
 impl OrgService for OrgApi {

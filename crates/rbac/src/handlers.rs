@@ -87,15 +87,7 @@ async fn live_principal(
         })
 }
 
-fn caller<T>(request: &Request<T>) -> ApiResult<Caller> {
-    pm_authz::layer::caller_of(request).cloned().map_err(|_| {
-        ApiError::new(
-            tonic::Code::Internal,
-            "NO_CALLER",
-            "the authorization layer is not installed",
-        )
-    })
-}
+use pm_authz::layer::require_caller as caller;
 
 fn out_of_scope(what: &str) -> ApiError {
     ApiError::new(
