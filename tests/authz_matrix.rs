@@ -1080,6 +1080,14 @@ async fn probe(
             };
             (U, one(org.discharge_enrollment(request).await))
         }
+        "ListPatientAccesses" => {
+            // Organization administrators only (the audit.* permissions).
+            let request = ListPatientAccessesRequest {
+                patient,
+                ..Default::default()
+            };
+            (U, one(org.list_patient_accesses(request).await))
+        }
 
         // Coverages
         "GetCoverage" => (

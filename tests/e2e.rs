@@ -672,3 +672,79 @@ async fn a_revoked_role_stops_working_within_the_cache_bound() -> anyhow::Result
     assert!(revoked_at.elapsed() <= bound);
     mesh.stop().await
 }
+
+#[tokio::test]
+async fn who_accessed_a_patient_is_answered_from_the_trail() -> anyhow::Result<()> {
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
+    let mut admin = mesh.org().await?;
+    pm::demo::seed(&mut admin).await?;
+    let patient = "organizations/acme/patients/p-0001".to_string();
+    let mut provider = mesh.org_as("principals/dr-okafor").await?;
+    let mut read = tonic::Request::new(GetPatientRequest {
+        name: patient.clone(),
+    });
+    read.metadata_mut()
+        .insert("x-purpose-of-use", "TREAT".parse()?);
+    provider.get_patient(read).await?;
+    let accesses = |page_token: String| ListPatientAccessesRequest {
+        patient: patient.clone(),
+        page_size: 2,
+        page_token,
+        ..Default::default()
+    };
+    // Page through everything: the seed's writes, the provider's read.
+    let mut records = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = admin
+            .list_patient_accesses(accesses(token))
+            .await?
+            .into_inner();
+        assert!(page.records.len() <= 2);
+        records.extend(page.records);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let read = records
+        .iter()
+        .find(|r| {
+            r.method == "/pm.org.v1.OrgService/GetPatient" && r.principal == "principals/dr-okafor"
+        })
+        .expect("the provider's read is in the trail");
+    assert_eq!(read.purpose, "TREAT");
+    assert_eq!(read.outcome, "success");
+    let fhir: serde_json::Value = serde_json::from_str(&read.fhir_audit_event)?;
+    assert_eq!(fhir["resourceType"], "AuditEvent");
+    assert!(
+        records.windows(2).all(|w| w[0].seq < w[1].seq),
+        "oldest first, no repeats"
+    );
+    // The query is itself audited: asking again shows the first query.
+    let again = admin
+        .list_patient_accesses(accesses(String::new()))
+        .await?
+        .into_inner();
+    let mut all = again.records;
+    let mut token = again.next_page_token;
+    while !token.is_empty() {
+        let page = admin
+            .list_patient_accesses(accesses(token))
+            .await?
+            .into_inner();
+        all.extend(page.records);
+        token = page.next_page_token;
+    }
+    assert!(
+        all.iter()
+            .any(|r| r.method == "/pm.org.v1.OrgService/ListPatientAccesses")
+    );
+    // Nobody but an organization administrator may ask.
+    let refused = provider
+        .list_patient_accesses(accesses(String::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    mesh.stop().await
+}

@@ -67,6 +67,9 @@ pub struct Caller {
     pub bootstrap: bool,
     /// The peer's address.
     pub source: Option<SocketAddr>,
+    /// The purpose of use the caller stated in `x-purpose-of-use` (an HL7 v3 PurposeOfUse code such as
+    /// `TREAT`, `HPAYMT`, `HOPERAT`, `ETREAT`), recorded in the audit trail.
+    pub purpose: Option<String>,
 }
 
 impl Caller {
@@ -316,10 +319,20 @@ impl Authz {
             .map(str::to_string);
         let metadata = MetadataMap::from_headers(headers.clone());
         let token = crate::token::bearer_token(&metadata).map_err(unauthenticated)?;
+        let purpose = headers
+            .get("x-purpose-of-use")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| {
+                !v.is_empty()
+                    && v.len() <= 32
+                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+            .map(str::to_string);
         let base = Caller {
             peer: peer_identity.clone(),
             service: service.clone(),
             source,
+            purpose,
             ..Caller::default()
         };
         let Some(token) = token else {

@@ -193,7 +193,31 @@ fn audit_event(
         resources,
         patients: patients.into_iter().filter(|p| !p.is_empty()).collect(),
         source: caller.source.map(|a| a.to_string()),
+        purpose: caller.purpose.clone(),
         ..AuditEvent::new(NAME, method, who, outcome)
+    }
+}
+
+/// The wire form of a stored audit record.
+fn access_record(stored: &audit::StoredAuditEvent) -> AccessRecord {
+    let event = &stored.event;
+    let (outcome, status_code) = match event.outcome {
+        Outcome::Success => ("success", 0),
+        Outcome::Denied => ("denied", tonic::Code::PermissionDenied as i32),
+        Outcome::Failed { code } => ("failed", code),
+    };
+    AccessRecord {
+        seq: stored.seq,
+        time: Some(to_timestamp(event.time)),
+        method: event.method.clone(),
+        principal: event.principal.clone(),
+        calling_service: event.calling_service.clone().unwrap_or_default(),
+        resources: event.resources.clone(),
+        source: event.source.clone().unwrap_or_default(),
+        purpose: event.purpose.clone().unwrap_or_default(),
+        outcome: outcome.into(),
+        status_code,
+        fhir_audit_event: audit::to_fhir_audit_event(stored).to_string(),
     }
 }
 
@@ -1380,6 +1404,73 @@ impl OrgService for OrgApi {
                 &resource,
                 result,
                 |r| vec![patient_of(&r.name)],
+            )
+            .await,
+        )
+    }
+
+    async fn list_patient_accesses(
+        &self,
+        request: Request<ListPatientAccessesRequest>,
+    ) -> Reply<ListPatientAccessesResponse> {
+        let resource = request.get_ref().patient.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let req = request.into_inner();
+            PATIENT.pattern.parse("patient", &req.patient)?;
+            self.check(
+                &caller,
+                method!("ListPatientAccesses"),
+                About::OrganizationWide(&req.patient),
+            )
+            .await?;
+            let mut conn = self.db.read().await?;
+            if docstore::get::<Patient>(&mut conn, &req.patient)
+                .await?
+                .is_none()
+            {
+                return Err(ApiError::not_found(&req.patient));
+            }
+            drop(conn);
+            let from = req.start_time.as_ref().map_or(0, to_micros);
+            let to = req.end_time.as_ref().map_or_else(now_micros, to_micros);
+            let page_size = pm_runtime::paging::page_size(req.page_size)?;
+            // The query is the request as sent: an open end ("until now") stays the same query across pages.
+            let asked = |t: &Option<prost_types::Timestamp>| {
+                t.as_ref()
+                    .map(|t| to_micros(t).to_string())
+                    .unwrap_or_default()
+            };
+            let fingerprint = pm_runtime::paging::query_fingerprint(&[
+                &req.patient,
+                &asked(&req.start_time),
+                &asked(&req.end_time),
+            ]);
+            let after = pm_runtime::paging::decode_token(&req.page_token, &fingerprint)?
+                .and_then(|key| key.first().and_then(|seq| seq.parse::<i64>().ok()));
+            let (records, next) =
+                audit::accesses_to_patient(&self.db, &req.patient, from, to, page_size, after)
+                    .await?;
+            Ok(ListPatientAccessesResponse {
+                records: records.iter().map(access_record).collect(),
+                next_page_token: next
+                    .map(|seq| {
+                        pm_runtime::paging::encode_token(&fingerprint, vec![seq.to_string()])
+                    })
+                    .unwrap_or_default(),
+            })
+        }
+        .await;
+        let patient = resource.clone();
+        reply(
+            self.audited(
+                who,
+                method!("ListPatientAccesses"),
+                false,
+                &resource,
+                result,
+                |_| vec![patient.clone()],
             )
             .await,
         )
