@@ -748,3 +748,57 @@ async fn who_accessed_a_patient_is_answered_from_the_trail() -> anyhow::Result<(
     assert_eq!(refused.code(), Code::PermissionDenied);
     mesh.stop().await
 }
+
+#[tokio::test]
+async fn break_glass_access_is_audited_as_such() -> anyhow::Result<()> {
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
+    let mut admin = mesh.org().await?;
+    pm::demo::seed(&mut admin).await?;
+    // p-0002 is in the employer program, where Dr. Okafor is not credentialed.
+    let patient = "organizations/acme/patients/p-0002".to_string();
+    let token = mesh.token("principals/dr-okafor").await?;
+    let channel = client::channel(&mesh.config, tls::CLIENT, &mesh.url(Service::Rbac)).await?;
+    let mut rbac = RbacServiceClient::new(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        client::Bearer::new(&token)?,
+    ));
+    let granted = rbac
+        .break_glass(pm_api::rbac::BreakGlassRequest {
+            parent: "organizations/acme".into(),
+            principal: "principals/dr-okafor".into(),
+            role: pm_api::rbac::Role::ProgramManager as i32,
+            units: vec!["organizations/acme/units/globex-employer".into()],
+            reason: "unresponsive patient brought to the Northside ED".into(),
+            duration: Some(prost_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            }),
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert!(granted.break_glass);
+    let mut provider = mesh.org_as("principals/dr-okafor").await?;
+    provider
+        .get_patient(GetPatientRequest {
+            name: patient.clone(),
+        })
+        .await?;
+    let records = admin
+        .list_patient_accesses(ListPatientAccessesRequest {
+            patient,
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .records;
+    let read = records
+        .iter()
+        .find(|r| {
+            r.method == "/pm.org.v1.OrgService/GetPatient" && r.principal == "principals/dr-okafor"
+        })
+        .expect("the emergency read is in the trail");
+    assert_eq!(read.purpose, "BTG", "recorded as break-the-glass access");
+    mesh.stop().await
+}

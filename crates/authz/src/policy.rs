@@ -89,6 +89,8 @@ pub const ROLE_PERMISSIONS: &[(Role, &[&str])] = &[
             "scheduling.appointments.list",
             "scheduling.encounters.*",
             "rbac.permissions.list",
+            // Emergency access for oneself: time-boxed, with a reason, audited as break-glass.
+            "rbac.breakglass.invoke",
         ],
     ),
     (

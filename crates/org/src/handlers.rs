@@ -188,12 +188,29 @@ fn audit_event(
         .clone()
         .or_else(|| caller.peer.clone())
         .unwrap_or_else(|| "anonymous".into());
+    // Access while holding a live break-glass grant in the organization is recorded with the HL7 v3
+    // ActReason "BTG" (break the glass) as its purpose, whatever purpose the caller stated.
+    let organization = resources
+        .first()
+        .map(|r| names::organization_of(r).to_string())
+        .unwrap_or_default();
+    let now = now_micros();
+    let break_glass = caller.grants.iter().any(|g| {
+        g.break_glass
+            && g.organization == organization
+            && g.expire_micros.is_none_or(|end| end > now)
+    });
+    let purpose = if break_glass {
+        Some("BTG".to_string())
+    } else {
+        caller.purpose.clone()
+    };
     AuditEvent {
         calling_service: caller.service.clone(),
         resources,
         patients: patients.into_iter().filter(|p| !p.is_empty()).collect(),
         source: caller.source.map(|a| a.to_string()),
-        purpose: caller.purpose.clone(),
+        purpose,
         ..AuditEvent::new(NAME, method, who, outcome)
     }
 }
