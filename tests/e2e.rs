@@ -802,3 +802,51 @@ async fn break_glass_access_is_audited_as_such() -> anyhow::Result<()> {
     assert_eq!(read.purpose, "BTG", "recorded as break-the-glass access");
     mesh.stop().await
 }
+
+#[tokio::test]
+async fn the_audit_chain_is_checkpointed_at_shutdown_and_verifies_with_the_published_key()
+-> anyhow::Result<()> {
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
+    let mut admin = mesh.org().await?;
+    pm::demo::seed(&mut admin).await?;
+    admin
+        .get_patient(GetPatientRequest {
+            name: "organizations/acme/patients/p-0001".into(),
+        })
+        .await?;
+    let TestMesh {
+        mesh: running,
+        config,
+        _dir: keep,
+        ..
+    } = mesh;
+    running.stop(Duration::from_secs(10)).await?;
+
+    let db = pm_runtime::Db::open(&config, pm_org::NAME, pm_org::MIGRATIONS).await?;
+    let keys = pm_authz::checkpoints::verifying_keys(&config.audit_key_dir())?;
+    assert_eq!(
+        keys.len(),
+        1,
+        "the org service published its checkpoint key"
+    );
+    match pm_authz::audit::verify(&db, &keys).await? {
+        pm_authz::audit::VerifyReport::Ok {
+            checkpoints,
+            records,
+            ..
+        } => {
+            assert!(checkpoints >= 1, "a checkpoint was signed at shutdown");
+            assert!(records > 10);
+        }
+        other => panic!("the trail does not verify: {other:?}"),
+    }
+    // Without the key, the same checkpoint cannot be trusted.
+    let report = pm_authz::audit::verify(&db, &std::collections::HashMap::new()).await?;
+    assert!(
+        !report.is_ok(),
+        "an unknown checkpoint key is reported: {report:?}"
+    );
+    db.close().await;
+    drop(keep);
+    Ok(())
+}

@@ -281,8 +281,8 @@ async fn audit_verify(config: Config, service: Service) -> anyhow::Result<()> {
         Service::Rbac => anyhow::bail!("the rbac slice keeps no audit trail yet"),
     };
     let db = pm_runtime::Db::open(&config, service.name(), migrations).await?;
-    // Checkpoint keys are not published yet: unsigned chains verify link by link.
-    let report = pm_authz::audit::verify(&db, &std::collections::HashMap::new())
+    let keys = pm_authz::checkpoints::verifying_keys(&config.audit_key_dir())?;
+    let report = pm_authz::audit::verify(&db, &keys)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     db.close().await;

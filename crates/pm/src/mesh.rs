@@ -85,6 +85,22 @@ impl Mesh {
     }
 }
 
+/// Signs the service's audit chain head periodically (and once more at shutdown).
+fn spawn_checkpoints(
+    config: &Config,
+    service: &str,
+    db: Db,
+    shutdown: CancellationToken,
+) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
+    let (key, key_id) =
+        pm_authz::checkpoints::load_or_create_key(&config.audit_key_dir(), service)?;
+    let interval = Duration::from_millis(config.audit.checkpoint_interval_ms.max(1_000));
+    Ok(tokio::spawn(async move {
+        pm_authz::checkpoints::run(db, key, key_id, interval, shutdown).await;
+        Ok(())
+    }))
+}
+
 /// The authorization layer of `service`, reading keys and bindings from RBAC at `rbac_url` with the
 /// service's own certificate. The dev tool certificate may bootstrap access only in dev mode.
 fn authz_layer(config: &Config, service: &str, rbac_url: &str) -> anyhow::Result<Authz> {
@@ -129,6 +145,12 @@ pub async fn start(
             Service::Org => {
                 let db = Db::open(config, pm_org::NAME, pm_org::MIGRATIONS).await?;
                 dbs.push(db.clone());
+                tasks.push(spawn_checkpoints(
+                    config,
+                    pm_org::NAME,
+                    db.clone(),
+                    shutdown.clone(),
+                )?);
                 pm_org::service(db, authz)
             }
             Service::Rbac => {

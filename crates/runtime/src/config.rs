@@ -27,6 +27,27 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Where the other services are (for `pm serve`; `pm run` wires them itself).
     pub peers: PeersConfig,
+    /// The audit trail's signed checkpoints.
+    pub audit: AuditConfig,
+}
+
+/// Signed checkpoints of each service's audit chain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// How often the chain head is signed. Default 60 000 ms.
+    pub checkpoint_interval_ms: u64,
+    /// Folder of `audit-<service>.key` / `.pub`. Default `<data_dir>/pki` (created in dev mode).
+    pub key_dir: Option<PathBuf>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval_ms: 60_000,
+            key_dir: None,
+        }
+    }
 }
 
 /// Addresses of other services.
@@ -47,6 +68,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             telemetry: TelemetryConfig::default(),
             peers: PeersConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -242,6 +264,14 @@ impl Config {
             })
             .split("__");
         figment.merge(env).extract().map_err(Box::new)
+    }
+
+    /// Where audit checkpoint keys live.
+    pub fn audit_key_dir(&self) -> PathBuf {
+        self.audit
+            .key_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("pki"))
     }
 
     /// The RBAC service's URL.
