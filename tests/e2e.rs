@@ -850,3 +850,33 @@ async fn the_audit_chain_is_checkpointed_at_shutdown_and_verifies_with_the_publi
     drop(keep);
     Ok(())
 }
+
+#[tokio::test]
+async fn key_rotation_needs_no_downtime() -> anyhow::Result<()> {
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
+    let mut before = mesh.org().await?;
+    let request = ListOrganizationsRequest::default();
+    before.list_organizations(request.clone()).await?;
+    let channel = client::channel(&mesh.config, tls::CLIENT, &mesh.url(Service::Rbac)).await?;
+    let bearer = client::Bearer::new(&mesh.token(pm::demo::ADMIN).await?)?;
+    let mut rbac = RbacServiceClient::new(tonic::service::interceptor::InterceptedService::new(
+        channel, bearer,
+    ));
+    let new_key = rbac
+        .rotate_signing_key(pm_api::rbac::RotateSigningKeyRequest {})
+        .await?
+        .into_inner();
+    // A token signed with the new key: the Org service has never seen the key and fetches it.
+    let mut after = mesh.org_as(pm::demo::ADMIN).await?;
+    after.list_organizations(request.clone()).await?;
+    // The token signed before the rotation still works until it expires.
+    before.list_organizations(request).await?;
+    let keys = rbac
+        .list_signing_keys(pm_api::rbac::ListSigningKeysRequest {})
+        .await?
+        .into_inner()
+        .keys;
+    assert_eq!(keys.first().map(|k| k.kid.clone()), Some(new_key.kid));
+    assert_eq!(keys.len(), 2);
+    mesh.stop().await
+}

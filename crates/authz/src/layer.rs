@@ -232,7 +232,14 @@ struct Shared {
     dev_bootstrap: bool,
     cache: Mutex<HashMap<String, Cached>>,
     verified: Mutex<HashMap<String, crate::token::Claims>>,
-    keys_fetched: Mutex<Option<Instant>>,
+    keys_fetched: Mutex<KeyRefresh>,
+}
+
+/// When keys were last fetched, and the key ids found missing since (not worth another fetch yet).
+#[derive(Default)]
+struct KeyRefresh {
+    recent: std::collections::VecDeque<Instant>,
+    missing: std::collections::HashSet<String>,
 }
 
 /// The layer. Clone it freely.
@@ -252,7 +259,7 @@ impl Authz {
                 dev_bootstrap,
                 cache: Mutex::new(HashMap::new()),
                 verified: Mutex::new(HashMap::new()),
-                keys_fetched: Mutex::new(None),
+                keys_fetched: Mutex::new(KeyRefresh::default()),
             }),
             audit: None,
         })
@@ -407,9 +414,9 @@ impl Authz {
         now: i64,
     ) -> Result<crate::token::Claims, Status> {
         match self.shared.verifier.verify(token, now) {
-            Err(TokenError::UnknownKey(_)) => {
-                // A new key after rotation, or the first call: refresh (at most once a second) and retry.
-                self.refresh_keys().await?;
+            Err(TokenError::UnknownKey(kid)) => {
+                // A new key after rotation, or the first call: refresh and retry.
+                self.refresh_keys(&kid).await?;
                 self.shared
                     .verifier
                     .verify(token, now)
@@ -419,9 +426,22 @@ impl Authz {
         }
     }
 
-    async fn refresh_keys(&self) -> Result<(), Status> {
+    /// Fetches RBAC's keys for an unknown `kid`: at once for a kid not seen missing since the last
+    /// fetch (a rotation must not refuse fresh tokens), at most 10 fetches in any second, and a kid
+    /// still missing after a fetch waits a second (forged kids cannot make us hammer RBAC).
+    async fn refresh_keys(&self, kid: &str) -> Result<(), Status> {
         let mut fetched = self.shared.keys_fetched.lock().await;
-        if fetched.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+        let second = Duration::from_secs(1);
+        while fetched
+            .recent
+            .front()
+            .is_some_and(|at| at.elapsed() >= second)
+        {
+            fetched.recent.pop_front();
+        }
+        let last = fetched.recent.back().map(|at| at.elapsed());
+        let known_missing = fetched.missing.contains(kid) && last.is_some_and(|l| l < second);
+        if known_missing || fetched.recent.len() >= 10 {
             return Ok(());
         }
         let keys = self.shared.source.keys().await.map_err(|s| {
@@ -432,7 +452,12 @@ impl Authz {
             .verifier
             .replace_keys(keys)
             .map_err(|e| Status::internal(format!("bad token keys from rbac: {e}")))?;
-        *fetched = Some(Instant::now());
+        fetched.recent.push_back(Instant::now());
+        fetched.missing.clear();
+        if !self.shared.verifier.key_ids().iter().any(|k| k == kid) && fetched.missing.len() < 1_000
+        {
+            fetched.missing.insert(kid.to_string());
+        }
         Ok(())
     }
 
