@@ -880,3 +880,81 @@ async fn key_rotation_needs_no_downtime() -> anyhow::Result<()> {
     assert_eq!(keys.len(), 2);
     mesh.stop().await
 }
+
+#[tokio::test]
+async fn check_access_explains_who_may_and_why() -> anyhow::Result<()> {
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
+    let mut admin = mesh.org().await?;
+    pm::demo::seed(&mut admin).await?;
+    let ask = |principal: &str, permission: &str, resource: &str| CheckAccessRequest {
+        principal: principal.into(),
+        permission: permission.into(),
+        resource: resource.into(),
+    };
+    let allowed = admin
+        .check_access(ask(
+            "principals/casey-ccm",
+            "org.patients.get",
+            "organizations/acme/patients/p-0001",
+        ))
+        .await?
+        .into_inner();
+    assert!(allowed.allowed);
+    assert_eq!(allowed.binding, "organizations/acme/roleBindings/casey-ccm");
+    let refused = admin
+        .check_access(ask(
+            "principals/casey-ccm",
+            "org.patients.get",
+            "organizations/acme/patients/p-0003",
+        ))
+        .await?
+        .into_inner();
+    assert!(!refused.allowed);
+    assert!(
+        refused.reason.contains("does not cover"),
+        "{}",
+        refused.reason
+    );
+    let wrong_role = admin
+        .check_access(ask(
+            "principals/dr-okafor",
+            "org.patients.delete",
+            "organizations/acme/patients/p-0001",
+        ))
+        .await?
+        .into_inner();
+    assert!(!wrong_role.allowed);
+    assert!(
+        wrong_role
+            .reason
+            .contains("does not carry org.patients.delete"),
+        "{}",
+        wrong_role.reason
+    );
+    let provider = admin
+        .check_access(ask(
+            "principals/dr-okafor",
+            "org.patients.get",
+            "organizations/acme/patients/p-0001",
+        ))
+        .await?
+        .into_inner();
+    assert!(
+        provider.allowed,
+        "credentialed in the CCM program: {}",
+        provider.reason
+    );
+    // Only organization administrators may ask.
+    let denied = mesh
+        .org_as("principals/casey-ccm")
+        .await?
+        .check_access(ask(
+            "principals/admin",
+            "org.patients.get",
+            "organizations/acme/patients/p-0001",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    mesh.stop().await
+}

@@ -372,6 +372,25 @@ impl Authz {
         Ok(caller)
     }
 
+    /// The caller a principal would be, with its live grants (for explaining access); `None` when the
+    /// principal does not exist.
+    pub async fn caller_for(&self, principal: &str) -> Result<Option<Caller>, Status> {
+        let Some((provider, bindings)) = self.lookup(principal).await? else {
+            return Ok(None);
+        };
+        let now = chrono::Utc::now().timestamp_micros();
+        Ok(Some(Caller {
+            principal: Some(principal.to_string()),
+            provider,
+            grants: bindings
+                .iter()
+                .filter_map(grant_of)
+                .filter(|g| g.expire_micros.is_none_or(|end| end > now))
+                .collect(),
+            ..Caller::default()
+        }))
+    }
+
     fn without_token(&self, rule: &MethodRule, base: Caller) -> Result<Caller, Status> {
         if let Some(service) = &base.service
             && rule.service_callers.contains(&service.as_str())

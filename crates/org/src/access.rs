@@ -49,6 +49,17 @@ pub async fn authorize(
     }
 }
 
+/// The decision for `caller` on `target`, with its reason (CheckAccess).
+pub async fn explain(
+    conn: &mut AnyConnection,
+    caller: &Caller,
+    permission: &str,
+    target: &Target,
+) -> ApiResult<pm_authz::policy::Decision> {
+    let provider_units = provider_units(conn, caller, &target.organization).await?;
+    Ok(caller.decide(permission, target, &provider_units, now_micros()))
+}
+
 /// The units a Provider caller's provider record is credentialed in now (ACTIVE and in force).
 async fn provider_units(
     conn: &mut AnyConnection,

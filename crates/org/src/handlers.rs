@@ -24,6 +24,8 @@ pub const DOMAIN: &str = "org.pm.dev";
 pub struct OrgApi {
     db: Db,
     audit: Option<std::sync::Arc<AuditWriter>>,
+    /// The authorization layer's view of RBAC, for explaining another principal's access.
+    access: Option<pm_authz::layer::Authz>,
 }
 
 impl OrgApi {
@@ -38,13 +40,24 @@ impl OrgApi {
         Self {
             db,
             audit: Some(audit),
+            access: None,
         }
+    }
+
+    /// The same service, able to explain other principals' access through `authz` (CheckAccess).
+    pub fn explaining_with(mut self, authz: pm_authz::layer::Authz) -> Self {
+        self.access = Some(authz);
+        self
     }
 
     /// Measurement only (`pm-bench` compares audited reads with unaudited ones): serves PHI reads
     /// without recording them. `pm` never mounts it.
     pub fn unaudited_for_benchmarks(db: Db) -> Self {
-        Self { db, audit: None }
+        Self {
+            db,
+            audit: None,
+            access: None,
+        }
     }
 }
 
@@ -1489,6 +1502,55 @@ impl OrgService for OrgApi {
                 result,
                 |_| vec![patient.clone()],
             )
+            .await,
+        )
+    }
+
+    async fn check_access(
+        &self,
+        request: Request<CheckAccessRequest>,
+    ) -> Reply<CheckAccessResponse> {
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                pm_runtime::names::NamePattern(&["principals"])
+                    .parse("principal", &req.principal)?;
+                if !req.resource.starts_with("organizations/") {
+                    return Err(ApiError::invalid(
+                        "resource",
+                        "must be a resource name of the Org service",
+                    ));
+                }
+                self.check(
+                    &caller,
+                    method!("CheckAccess"),
+                    About::OrganizationWide(&req.resource),
+                )
+                .await?;
+                let authz = self.access.as_ref().ok_or_else(|| {
+                    ApiError::new(
+                        tonic::Code::Unimplemented,
+                        "NO_ACCESS_SOURCE",
+                        "access cannot be explained here",
+                    )
+                })?;
+                let subject = authz
+                    .caller_for(&req.principal)
+                    .await
+                    .map_err(|s| ApiError::unavailable("rbac", &s.message().to_string()))?
+                    .ok_or_else(|| ApiError::not_found(&req.principal))?;
+                let mut conn = self.db.read().await?;
+                let target = access::of(&mut conn, &req.resource).await?;
+                let decision =
+                    access::explain(&mut conn, &subject, &req.permission, &target).await?;
+                Ok(CheckAccessResponse {
+                    allowed: decision.allowed,
+                    binding: decision.binding.unwrap_or_default(),
+                    break_glass: decision.break_glass,
+                    reason: decision.reason,
+                })
+            }
             .await,
         )
     }

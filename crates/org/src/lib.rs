@@ -32,7 +32,9 @@ pub const GRPC_SERVICE: &str = "pm.org.v1.OrgService";
 /// the handlers share one audit writer: refusals and served PHI calls land in the same trail.
 pub fn service(db: Db, authz: Authz) -> ServiceDef {
     let audit = std::sync::Arc::new(pm_authz::audit::AuditWriter::spawn(db.clone(), 256));
-    let api = OrgServiceServer::new(handlers::OrgApi::with_audit(db.clone(), audit.clone()));
+    let api = OrgServiceServer::new(
+        handlers::OrgApi::with_audit(db.clone(), audit.clone()).explaining_with(authz.clone()),
+    );
     ServiceDef {
         name: NAME,
         grpc_services: vec![GRPC_SERVICE],
