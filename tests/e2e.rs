@@ -553,11 +553,8 @@ async fn refused_phi_calls_are_audited() -> anyhow::Result<()> {
         )),
         "{seen:?}"
     );
-    assert!(
-        pm_authz::audit::verify(&db, &std::collections::HashMap::new())
-            .await?
-            .is_ok()
-    );
+    let keys = pm_authz::checkpoints::verifying_keys(&config.audit_key_dir())?;
+    assert!(pm_authz::audit::verify(&db, &keys).await?.is_ok());
     db.close().await;
     drop(keep);
     Ok(())

@@ -64,6 +64,7 @@ pub const ROLE_PERMISSIONS: &[(Role, &[&str])] = &[
             "rbac.bindings.list",
             "rbac.bindings.create",
             "rbac.bindings.delete",
+            "rbac.tokens.issue",
         ],
     ),
     (
@@ -91,6 +92,7 @@ pub const ROLE_PERMISSIONS: &[(Role, &[&str])] = &[
             "rbac.permissions.list",
             // Emergency access for oneself: time-boxed, with a reason, audited as break-glass.
             "rbac.breakglass.invoke",
+            "rbac.tokens.issue",
         ],
     ),
     (
@@ -111,6 +113,7 @@ pub const ROLE_PERMISSIONS: &[(Role, &[&str])] = &[
             "scheduling.*",
             "billing.*",
             "rbac.permissions.list",
+            "rbac.tokens.issue",
         ],
     ),
 ];

@@ -158,6 +158,33 @@ fn check_organization(caller: &Caller, name: &str) -> ApiResult<()> {
     }
 }
 
+impl RbacApi {
+    /// Principals are global; a caller reaches one that is itself, that has no live binding yet
+    /// (unassigned), or whose every binding is in an organization the caller administers. Anything else
+    /// is out of scope (and answers like a principal that does not exist).
+    async fn check_principal(&self, caller: &Caller, principal: &str) -> ApiResult<()> {
+        if caller.is_service() || caller.principal.as_deref() == Some(principal) {
+            return Ok(());
+        }
+        let mut conn = self.db.read().await?;
+        let bindings =
+            docstore::find_anywhere_by_attr::<RoleBinding>(&mut conn, "principal", principal)
+                .await?;
+        let administers_any = caller
+            .grants
+            .iter()
+            .any(|g| g.role == Role::OrganizationAdministrator);
+        let all_administered = bindings
+            .iter()
+            .all(|b| administers(caller, pm_runtime::names::organization_of(&b.resource.name)));
+        if administers_any && all_administered {
+            Ok(())
+        } else {
+            Err(out_of_scope(principal))
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl RbacService for RbacApi {
     async fn list_permissions(
@@ -190,7 +217,16 @@ impl RbacService for RbacApi {
     }
 
     async fn get_principal(&self, request: Request<GetPrincipalRequest>) -> Reply<Principal> {
-        reply(docstore::get_by_name(&self.db, &PRINCIPAL, &request.get_ref().name).await)
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let name = &request.get_ref().name;
+                PRINCIPAL_NAME.parse("name", name)?;
+                self.check_principal(&caller, name).await?;
+                docstore::get_by_name(&self.db, &PRINCIPAL, name).await
+            }
+            .await,
+        )
     }
 
     async fn list_principals(
@@ -241,11 +277,17 @@ impl RbacService for RbacApi {
     }
 
     async fn delete_principal(&self, request: Request<DeletePrincipalRequest>) -> Reply<Principal> {
-        let req = request.into_inner();
         reply(
-            docstore::soft_delete(&self.db, &PRINCIPAL, &req.name, &req.etag, async |_, _| {
-                Ok(())
-            })
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                PRINCIPAL_NAME.parse("name", &req.name)?;
+                self.check_principal(&caller, &req.name).await?;
+                docstore::soft_delete(&self.db, &PRINCIPAL, &req.name, &req.etag, async |_, _| {
+                    Ok(())
+                })
+                .await
+            }
             .await,
         )
     }
@@ -356,10 +398,22 @@ impl RbacService for RbacApi {
         let req = request.into_inner();
         let result = async {
             let caller = caller?;
-            // Break-glass is for the caller itself (or granted by an administrator).
+            // Break-glass is for the caller itself, in an organization where it already has a role (or
+            // granted by an administrator of that organization); it never grants organization-wide roles.
             let own = caller.principal.as_deref() == Some(req.principal.as_str());
-            if !own && !administers(&caller, &req.parent) {
-                return Err(out_of_scope(&req.principal));
+            let member = caller.grants.iter().any(|g| g.organization == req.parent);
+            let allowed = administers(&caller, &req.parent) || (own && member);
+            if !allowed {
+                return Err(out_of_scope(&req.parent));
+            }
+            if !matches!(
+                domain::role_of(req.role),
+                Some(Role::ProgramManager | Role::BillingStaff)
+            ) {
+                return Err(ApiError::invalid(
+                    "role",
+                    "break-glass grants ROLE_PROGRAM_MANAGER or ROLE_BILLING_STAFF on named units",
+                ));
             }
             if req.reason.trim().is_empty() {
                 return Err(ApiError::invalid(
