@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -62,7 +62,7 @@ pub struct Caller {
     /// The principal's provider record, for the Provider role.
     pub provider: Option<String>,
     /// The principal's live role bindings.
-    pub grants: Vec<Grant>,
+    pub grants: Arc<Vec<Grant>>,
     /// The dev tool bootstrapping access (dev mode only).
     pub bootstrap: bool,
     /// The peer's address.
@@ -78,14 +78,14 @@ impl Caller {
     pub fn organization_admin(organization: &str) -> Self {
         Self {
             principal: Some("principals/test-admin".into()),
-            grants: vec![Grant {
+            grants: Arc::new(vec![Grant {
                 binding: format!("{organization}/roleBindings/test-admin"),
                 role: Role::OrganizationAdministrator,
                 organization: organization.into(),
                 units: Vec::new(),
                 expire_micros: None,
                 break_glass: false,
-            }],
+            }]),
             ..Self::default()
         }
     }
@@ -224,14 +224,16 @@ impl AccessSource for RbacAccess {
     }
 }
 
-type Cached = (Instant, Option<(Option<String>, Vec<RoleBinding>)>);
+/// A principal's provider record and grants, converted once per cache period.
+type Access = Arc<(Option<String>, Arc<Vec<Grant>>)>;
+type Cached = (Instant, Option<Access>);
 
 struct Shared {
     verifier: Verifier,
     source: Arc<dyn AccessSource>,
     dev_bootstrap: bool,
-    cache: Mutex<HashMap<String, Cached>>,
-    verified: Mutex<HashMap<String, crate::token::Claims>>,
+    cache: std::sync::Mutex<HashMap<String, Cached>>,
+    verified: std::sync::Mutex<HashMap<String, Arc<crate::token::Claims>>>,
     keys_fetched: Mutex<KeyRefresh>,
 }
 
@@ -257,8 +259,8 @@ impl Authz {
                 verifier: Verifier::new(ISSUER, AUDIENCE, Vec::new())?,
                 source,
                 dev_bootstrap,
-                cache: Mutex::new(HashMap::new()),
-                verified: Mutex::new(HashMap::new()),
+                cache: std::sync::Mutex::new(HashMap::new()),
+                verified: std::sync::Mutex::new(HashMap::new()),
                 keys_fetched: Mutex::new(KeyRefresh::default()),
             }),
             audit: None,
@@ -324,7 +326,13 @@ impl Authz {
             .as_deref()
             .and_then(|id| id.strip_prefix("spiffe://pm.local/service/"))
             .map(str::to_string);
-        let metadata = MetadataMap::from_headers(headers.clone());
+        // Only the authorization header(s), not a copy of every header.
+        let mut metadata = MetadataMap::new();
+        for value in headers.get_all(http::header::AUTHORIZATION) {
+            let value = tonic::metadata::MetadataValue::try_from(value.as_bytes())
+                .map_err(|_| unauthenticated(TokenError::Malformed))?;
+            metadata.append("authorization", value);
+        }
         let token = crate::token::bearer_token(&metadata).map_err(unauthenticated)?;
         let purpose = headers
             .get("x-purpose-of-use")
@@ -346,21 +354,15 @@ impl Authz {
             return self.without_token(rule, base);
         };
         let claims = self.verify(token).await?;
-        let Some((provider, bindings)) = self.lookup(&claims.sub).await? else {
+        let Some(access) = self.lookup(&claims.sub).await? else {
             return Err(Status::unauthenticated(
                 "the token's principal does not exist",
             ));
         };
-        let now = chrono::Utc::now().timestamp_micros();
-        let grants: Vec<Grant> = bindings
-            .iter()
-            .filter_map(grant_of)
-            .filter(|g| g.expire_micros.is_none_or(|end| end > now))
-            .collect();
         let caller = Caller {
-            principal: Some(claims.sub),
-            provider,
-            grants,
+            principal: Some(claims.sub.clone()),
+            provider: access.0.clone(),
+            grants: Arc::clone(&access.1),
             ..base
         };
         if !caller.may_ever(rule.permission) {
@@ -375,18 +377,10 @@ impl Authz {
     /// The caller a principal would be, with its live grants (for explaining access); `None` when the
     /// principal does not exist.
     pub async fn caller_for(&self, principal: &str) -> Result<Option<Caller>, Status> {
-        let Some((provider, bindings)) = self.lookup(principal).await? else {
-            return Ok(None);
-        };
-        let now = chrono::Utc::now().timestamp_micros();
-        Ok(Some(Caller {
+        Ok(self.lookup(principal).await?.map(|access| Caller {
             principal: Some(principal.to_string()),
-            provider,
-            grants: bindings
-                .iter()
-                .filter_map(grant_of)
-                .filter(|g| g.expire_micros.is_none_or(|end| end > now))
-                .collect(),
+            provider: access.0.clone(),
+            grants: Arc::clone(&access.1),
             ..Caller::default()
         }))
     }
@@ -409,21 +403,30 @@ impl Authz {
         Err(unauthenticated(TokenError::Missing))
     }
 
-    async fn verify(&self, token: &str) -> Result<crate::token::Claims, Status> {
+    async fn verify(&self, token: &str) -> Result<Arc<crate::token::Claims>, Status> {
         let now = chrono::Utc::now().timestamp();
         // A token verified before is not verified again until it expires (signature checks dominate
         // the layer's cost otherwise).
-        if let Some(claims) = self.shared.verified.lock().await.get(token)
+        if let Some(claims) = self
+            .shared
+            .verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(token)
             && claims.exp >= now
         {
-            return Ok(claims.clone());
+            return Ok(Arc::clone(claims));
         }
-        let claims = self.verify_signature(token, now).await?;
-        let mut verified = self.shared.verified.lock().await;
+        let claims = Arc::new(self.verify_signature(token, now).await?);
+        let mut verified = self
+            .shared
+            .verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if verified.len() > 10_000 {
             verified.retain(|_, c| c.exp >= now);
         }
-        verified.insert(token.to_string(), claims.clone());
+        verified.insert(token.to_string(), Arc::clone(&claims));
         Ok(claims)
     }
 
@@ -480,20 +483,33 @@ impl Authz {
         Ok(())
     }
 
-    async fn lookup(
-        &self,
-        principal: &str,
-    ) -> Result<Option<(Option<String>, Vec<RoleBinding>)>, Status> {
-        if let Some((at, access)) = self.shared.cache.lock().await.get(principal)
+    async fn lookup(&self, principal: &str) -> Result<Option<Access>, Status> {
+        if let Some((at, access)) = self
+            .shared
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(principal)
             && at.elapsed() < ACCESS_TTL
         {
             return Ok(access.clone());
         }
-        let access = self.shared.source.lookup(principal).await.map_err(|s| {
+        let found = self.shared.source.lookup(principal).await.map_err(|s| {
             tracing::warn!(code = ?s.code(), "cannot look up role bindings in rbac");
             Status::unavailable("role bindings are unavailable, retry later")
         })?;
-        let mut cache = self.shared.cache.lock().await;
+        // Expired break-glass grants are kept here: the decision skips them.
+        let access: Option<Access> = found.map(|(provider, bindings)| {
+            Arc::new((
+                provider,
+                Arc::new(bindings.iter().filter_map(grant_of).collect()),
+            ))
+        });
+        let mut cache = self
+            .shared
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if cache.len() > 10_000 {
             cache.retain(|_, (at, _)| at.elapsed() < ACCESS_TTL);
         }
