@@ -550,18 +550,42 @@ fn peer_identity(
         return (None, None);
     };
     let address = peer.get_ref().remote_addr();
-    let identity = peer.peer_certs().and_then(|certs| {
-        let der = certs.first()?;
-        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
-        let san = cert.subject_alternative_name().ok().flatten()?;
-        san.value.general_names.iter().find_map(|name| match name {
-            x509_parser::extensions::GeneralName::URI(uri) if uri.starts_with("spiffe://") => {
-                Some(uri.to_string())
-            }
-            _ => None,
-        })
-    });
+    let identity = peer
+        .peer_certs()
+        .and_then(|certs| certs.first().and_then(|der| spiffe_id(der.as_ref())));
     (identity, address)
+}
+
+/// The SPIFFE URI SAN of a DER certificate. Parsed once per distinct certificate: every call on a
+/// connection presents the same one, and X.509 parsing would otherwise be a fixed cost per call.
+fn spiffe_id(der: &[u8]) -> Option<String> {
+    static PARSED: std::sync::OnceLock<std::sync::Mutex<HashMap<Vec<u8>, Option<String>>>> =
+        std::sync::OnceLock::new();
+    let parsed = PARSED.get_or_init(Default::default);
+    if let Some(found) = parsed
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(der)
+    {
+        return found.clone();
+    }
+    let identity = x509_parser::parse_x509_certificate(der)
+        .ok()
+        .and_then(|(_, cert)| {
+            let san = cert.subject_alternative_name().ok().flatten()?;
+            san.value.general_names.iter().find_map(|name| match name {
+                x509_parser::extensions::GeneralName::URI(uri) if uri.starts_with("spiffe://") => {
+                    Some(uri.to_string())
+                }
+                _ => None,
+            })
+        });
+    let mut cache = parsed.lock().unwrap_or_else(PoisonError::into_inner);
+    if cache.len() >= 4_096 {
+        cache.clear();
+    }
+    cache.insert(der.to_vec(), identity.clone());
+    identity
 }
 
 /// The decision's view of a binding (Provider units are filled in per decision).
