@@ -7,3 +7,4 @@
 //! rely on their invariants.
 
 pub mod availability;
+pub mod eligibility;

@@ -1,0 +1,939 @@
+//! Eligibility: the rules a bookable slot must satisfy, and why candidates were excluded.
+//!
+//! [`find_slots`] answers a slot search for one patient, one service unit and one visit type
+//! inside a window. A slot is offered only when every rule holds:
+//!
+//! * **Patient-level rules** (checked first; if any fails there are no slots at all, and every
+//!   failing rule is reported against [`Subject::Patient`]):
+//!   * the visit type is one of the unit's `allowed_visit_types` ([`Reason::VisitTypeNotAllowed`]);
+//!   * the patient has an active enrollment in exactly this unit ([`Reason::PatientNotEnrolled`]);
+//!     enrollment in a descendant unit does not count (the service layer resolves the tree);
+//!   * when the visit type belongs to a pathway step, that step is one of the unit's
+//!     `care_pathway_steps` and is the enrollment's current step ([`Reason::WrongPathwayStep`]);
+//!   * unless self-pay is allowed, some coverage with an accepted payer is in force at some point
+//!     of the window ([`Reason::PayerNotAccepted`]).
+//! * **Provider-level rule**: the provider holds an active credential for the unit in force at
+//!   some point of the window, otherwise the provider is excluded as a whole
+//!   ([`Reason::ProviderNotCredentialed`]). A provider whose availability yields no candidate
+//!   start inside the window is excluded with [`Reason::OutsideAvailability`].
+//! * **Candidate rules**, for each candidate start cut from the provider's availability with
+//!   [`availability::slots`] (buffers must fit inside availability), in this order:
+//!   1. an active credential for the unit is in force at the slot start
+//!      ([`Reason::ProviderNotCredentialed`]; a credential may end mid-window);
+//!   2. unless self-pay is allowed, a coverage with an accepted payer is in force at the slot
+//!      start ([`Reason::PayerNotAccepted`]);
+//!   3. the *padded* interval `[start - buffer_before, end + buffer_after)` overlaps none of the
+//!      provider's busy intervals ([`Reason::ProviderBooked`]);
+//!   4. the padded interval overlaps none of the patient's busy intervals
+//!      ([`Reason::PatientBooked`]);
+//!   5. when the visit type needs a room, some room (the first free one, in input order) is free
+//!      over the padded interval ([`Reason::NoRoomAvailable`]).
+//!
+//! Busy intervals are taken as given: the caller stores each existing booking's occupied span
+//! (its own buffers included). Provider and location filters are applied by the caller, which
+//! passes only the matching providers and rooms.
+//!
+//! # Explanations
+//!
+//! Excluded candidates are explained once per (provider, reason), with the earliest excluded
+//! start, to keep explanations short. A provider never disappears silently: a provider that
+//! contributes no slot has at least one [`Exclusion`] naming it.
+//!
+//! All instants are UTC and all intervals half-open, `[start, end)`.
+
+use std::fmt;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::availability::{self, Interval};
+
+/// A visit type as Scheduling defines it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VisitType {
+    /// The code units list in their `allowed_visit_types`.
+    pub code: String,
+    /// How long the visit lasts (positive).
+    pub duration: TimeDelta,
+    /// Time the provider, room and patient must be free before the visit.
+    pub buffer_before: TimeDelta,
+    /// Time the provider, room and patient must be free after the visit.
+    pub buffer_after: TimeDelta,
+    /// The care-pathway step this visit belongs to, if any.
+    pub pathway_step: Option<String>,
+    /// Whether the visit needs a room.
+    pub needs_room: bool,
+}
+
+/// The effective (inherited and resolved) policy of the service unit searched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitPolicy {
+    /// The unit's resource name.
+    pub unit: String,
+    /// Visit-type codes the unit offers. Empty means none.
+    pub allowed_visit_types: Vec<String>,
+    /// The unit's care-pathway step codes, in order.
+    pub care_pathway_steps: Vec<String>,
+    /// Payers accepted by the unit's billing profile.
+    pub accepted_payers: Vec<String>,
+    /// Whether a patient without accepted coverage may be seen as self-pay.
+    pub self_pay_allowed: bool,
+}
+
+/// The patient's current enrollment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentInfo {
+    /// The unit the patient is enrolled in.
+    pub unit: String,
+    /// The current care-pathway step, if the unit has a pathway.
+    pub pathway_step: Option<String>,
+    /// Whether the enrollment is active (not discharged).
+    pub active: bool,
+}
+
+/// One of the patient's coverages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoverageInfo {
+    /// The payer's resource name.
+    pub payer: String,
+    /// 1 for primary, 2 for secondary, and so on.
+    pub priority: i32,
+    /// Inclusive start of the effective period.
+    pub from: DateTime<Utc>,
+    /// Exclusive end of the effective period; `None` means open-ended.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// What the search knows about the patient.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PatientContext {
+    /// The patient's enrollment, if any.
+    pub enrollment: Option<EnrollmentInfo>,
+    /// The patient's coverages, in any order.
+    pub coverages: Vec<CoverageInfo>,
+}
+
+/// One of a provider's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialInfo {
+    /// The unit the credential is for.
+    pub unit: String,
+    /// Whether the credential is active (pending, suspended and revoked are not).
+    pub active: bool,
+    /// Inclusive start of the effective period.
+    pub from: DateTime<Utc>,
+    /// Exclusive end of the effective period; `None` means open-ended.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A provider who may take the visit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderCandidate {
+    /// The provider's resource name.
+    pub provider: String,
+    /// All of the provider's credentials (any unit).
+    pub credentials: Vec<CredentialInfo>,
+    /// Availability already expanded (see [`availability::expand`]).
+    pub availability: Vec<Interval>,
+    /// Time already taken (existing bookings, buffers included).
+    pub busy: Vec<Interval>,
+}
+
+/// A room that may host the visit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomCandidate {
+    /// The room's resource name.
+    pub room: String,
+    /// Time already taken.
+    pub busy: Vec<Interval>,
+}
+
+/// A slot search.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotQuery {
+    /// The unit searched, with its effective policy.
+    pub unit: UnitPolicy,
+    /// The visit type requested.
+    pub visit_type: VisitType,
+    /// Slots must lie inside this window.
+    pub window: Interval,
+    /// Distance between candidate starts; a non-positive step means the visit's duration.
+    pub step: TimeDelta,
+    /// The patient.
+    pub patient: PatientContext,
+    /// Time the patient is already booked.
+    pub patient_busy: Vec<Interval>,
+    /// Providers to consider (already filtered by the caller).
+    pub providers: Vec<ProviderCandidate>,
+    /// Rooms to consider when the visit needs one (already filtered by the caller).
+    pub rooms: Vec<RoomCandidate>,
+}
+
+/// A bookable slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    /// The provider.
+    pub provider: String,
+    /// The room, when the visit type needs one.
+    pub room: Option<String>,
+    /// The visit itself (buffers excluded).
+    pub interval: Interval,
+    /// The payer to bill: the accepted coverage in force at the start with the lowest priority
+    /// number; `None` means self-pay.
+    pub payer: Option<String>,
+}
+
+/// Why something was excluded. [`Reason::code`] gives a stable machine-readable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    VisitTypeNotAllowed,
+    PatientNotEnrolled,
+    WrongPathwayStep,
+    PayerNotAccepted,
+    ProviderNotCredentialed,
+    OutsideAvailability,
+    ProviderBooked,
+    PatientBooked,
+    NoRoomAvailable,
+}
+
+impl Reason {
+    /// The stable UPPER_SNAKE code, e.g. `"PAYER_NOT_ACCEPTED"`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::VisitTypeNotAllowed => "VISIT_TYPE_NOT_ALLOWED",
+            Self::PatientNotEnrolled => "PATIENT_NOT_ENROLLED",
+            Self::WrongPathwayStep => "WRONG_PATHWAY_STEP",
+            Self::PayerNotAccepted => "PAYER_NOT_ACCEPTED",
+            Self::ProviderNotCredentialed => "PROVIDER_NOT_CREDENTIALED",
+            Self::OutsideAvailability => "OUTSIDE_AVAILABILITY",
+            Self::ProviderBooked => "PROVIDER_BOOKED",
+            Self::PatientBooked => "PATIENT_BOOKED",
+            Self::NoRoomAvailable => "NO_ROOM_AVAILABLE",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// What an exclusion is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// The whole search (patient-level rules).
+    Patient,
+    /// Every candidate of this provider.
+    Provider(String),
+    /// A candidate start of this provider (the earliest one excluded for the reason).
+    Candidate {
+        provider: String,
+        start: DateTime<Utc>,
+    },
+}
+
+/// One explanation of why something was not offered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exclusion {
+    pub subject: Subject,
+    pub reason: Reason,
+}
+
+/// The answer to a slot search.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SearchResult {
+    /// Bookable slots, sorted by start then provider order.
+    pub slots: Vec<Slot>,
+    /// Why the rest was excluded.
+    pub excluded: Vec<Exclusion>,
+}
+
+/// Runs a slot search; see the module documentation for the rules.
+pub fn find_slots(query: &SlotQuery) -> SearchResult {
+    let patient_failures = patient_rules(query);
+    if !patient_failures.is_empty() {
+        return SearchResult {
+            slots: Vec::new(),
+            excluded: patient_failures
+                .into_iter()
+                .map(|reason| Exclusion {
+                    subject: Subject::Patient,
+                    reason,
+                })
+                .collect(),
+        };
+    }
+
+    let mut result = SearchResult::default();
+    for provider in &query.providers {
+        search_provider(query, provider, &mut result);
+    }
+    result.slots.sort_by_key(|slot| slot.interval.start());
+    result
+}
+
+/// The patient-level rules that fail, in rule order.
+fn patient_rules(query: &SlotQuery) -> Vec<Reason> {
+    let unit = &query.unit;
+    let visit = &query.visit_type;
+    let mut failures = Vec::new();
+
+    if !unit.allowed_visit_types.contains(&visit.code) {
+        failures.push(Reason::VisitTypeNotAllowed);
+    }
+
+    let enrollment = query
+        .patient
+        .enrollment
+        .as_ref()
+        .filter(|e| e.active && e.unit == unit.unit);
+    match enrollment {
+        None => failures.push(Reason::PatientNotEnrolled),
+        Some(e) => {
+            if let Some(step) = &visit.pathway_step
+                && (!unit.care_pathway_steps.contains(step)
+                    || e.pathway_step.as_ref() != Some(step))
+            {
+                failures.push(Reason::WrongPathwayStep);
+            }
+        }
+    }
+
+    if !unit.self_pay_allowed
+        && !query
+            .patient
+            .coverages
+            .iter()
+            .any(|c| accepted(unit, c) && overlaps_period(c.from, c.until, query.window))
+    {
+        failures.push(Reason::PayerNotAccepted);
+    }
+    failures
+}
+
+/// Evaluates one provider's candidates, appending slots and exclusions.
+fn search_provider(query: &SlotQuery, provider: &ProviderCandidate, result: &mut SearchResult) {
+    let unit = &query.unit;
+    let visit = &query.visit_type;
+    let name = &provider.provider;
+
+    let credentials: Vec<&CredentialInfo> = provider
+        .credentials
+        .iter()
+        .filter(|c| c.active && c.unit == unit.unit)
+        .collect();
+    if !credentials
+        .iter()
+        .any(|c| overlaps_period(c.from, c.until, query.window))
+    {
+        result.excluded.push(Exclusion {
+            subject: Subject::Provider(name.clone()),
+            reason: Reason::ProviderNotCredentialed,
+        });
+        return;
+    }
+
+    let step = if query.step > TimeDelta::zero() {
+        query.step
+    } else {
+        visit.duration
+    };
+    let candidates: Vec<Interval> = availability::slots(
+        &provider.availability,
+        visit.duration,
+        step,
+        visit.buffer_before,
+        visit.buffer_after,
+    )
+    .into_iter()
+    .filter(|slot| query.window.contains(slot))
+    .collect();
+    if candidates.is_empty() {
+        result.excluded.push(Exclusion {
+            subject: Subject::Provider(name.clone()),
+            reason: Reason::OutsideAvailability,
+        });
+        return;
+    }
+
+    // Reasons already explained for this provider (candidates are sorted, so the first one
+    // seen is the earliest).
+    let mut explained: Vec<Reason> = Vec::new();
+    for candidate in candidates {
+        match check_candidate(query, &credentials, provider, candidate) {
+            Ok((room, payer)) => result.slots.push(Slot {
+                provider: name.clone(),
+                room,
+                interval: candidate,
+                payer,
+            }),
+            Err(reason) => {
+                if !explained.contains(&reason) {
+                    explained.push(reason);
+                    result.excluded.push(Exclusion {
+                        subject: Subject::Candidate {
+                            provider: name.clone(),
+                            start: candidate.start(),
+                        },
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The room (if needed) and payer (`None` for self-pay) of a bookable candidate, or the first
+/// rule it breaks.
+fn check_candidate(
+    query: &SlotQuery,
+    credentials: &[&CredentialInfo],
+    provider: &ProviderCandidate,
+    candidate: Interval,
+) -> Result<(Option<String>, Option<String>), Reason> {
+    let unit = &query.unit;
+    let visit = &query.visit_type;
+    let start = candidate.start();
+
+    if !credentials
+        .iter()
+        .any(|c| in_period(c.from, c.until, start))
+    {
+        return Err(Reason::ProviderNotCredentialed);
+    }
+
+    let payer = query
+        .patient
+        .coverages
+        .iter()
+        .filter(|c| accepted(unit, c) && in_period(c.from, c.until, start))
+        .min_by_key(|c| c.priority)
+        .map(|c| c.payer.clone());
+    if payer.is_none() && !unit.self_pay_allowed {
+        return Err(Reason::PayerNotAccepted);
+    }
+
+    let padded = pad(candidate, visit.buffer_before, visit.buffer_after);
+    if any_overlap(&provider.busy, padded) {
+        return Err(Reason::ProviderBooked);
+    }
+    if any_overlap(&query.patient_busy, padded) {
+        return Err(Reason::PatientBooked);
+    }
+
+    let room = if visit.needs_room {
+        let free = query
+            .rooms
+            .iter()
+            .find(|room| !any_overlap(&room.busy, padded))
+            .ok_or(Reason::NoRoomAvailable)?;
+        Some(free.room.clone())
+    } else {
+        None
+    };
+    Ok((room, payer))
+}
+
+/// Whether the unit's billing profile accepts the coverage's payer.
+fn accepted(unit: &UnitPolicy, coverage: &CoverageInfo) -> bool {
+    unit.accepted_payers.contains(&coverage.payer)
+}
+
+/// Whether `instant` lies in the half-open period `[from, until)`.
+fn in_period(from: DateTime<Utc>, until: Option<DateTime<Utc>>, instant: DateTime<Utc>) -> bool {
+    from <= instant && until.is_none_or(|until| instant < until)
+}
+
+/// Whether the half-open period `[from, until)` shares an instant with `window`.
+fn overlaps_period(from: DateTime<Utc>, until: Option<DateTime<Utc>>, window: Interval) -> bool {
+    from < window.end() && until.is_none_or(|until| window.start() < until)
+}
+
+/// Whether any of `busy` shares an instant with `interval`.
+fn any_overlap(busy: &[Interval], interval: Interval) -> bool {
+    busy.iter()
+        .any(|b| b.start() < interval.end() && interval.start() < b.end())
+}
+
+/// `interval` widened by the buffers (negative buffers count as zero; saturates at chrono's
+/// range).
+fn pad(interval: Interval, before: TimeDelta, after: TimeDelta) -> Interval {
+    let start = interval
+        .start()
+        .checked_sub_signed(before.max(TimeDelta::zero()))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let end = interval
+        .end()
+        .checked_add_signed(after.max(TimeDelta::zero()))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    Interval::new(start, end).unwrap_or(interval)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const UNIT: &str = "organizations/o/units/cardio";
+    const OTHER_UNIT: &str = "organizations/o/units/derm";
+    const DR_A: &str = "organizations/o/providers/a";
+    const ACME: &str = "payers/acme";
+    const OTHER_PAYER: &str = "payers/other";
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    /// An instant on 2026-03-09 given as `"HH:MM"` UTC.
+    fn at(time: &str) -> DateTime<Utc> {
+        utc(&format!("2026-03-09T{time}:00Z"))
+    }
+
+    fn iv(start: &str, end: &str) -> Interval {
+        Interval::new(at(start), at(end)).unwrap()
+    }
+
+    /// Everything passes: Dr A available 13:00-15:00, 30-minute visits every 30 minutes, one
+    /// free room, patient enrolled at the right step with an accepted, open-ended coverage.
+    fn baseline() -> SlotQuery {
+        SlotQuery {
+            unit: UnitPolicy {
+                unit: UNIT.into(),
+                allowed_visit_types: vec!["FOLLOW_UP".into(), "NEW_PATIENT".into()],
+                care_pathway_steps: vec!["intake".into(), "treatment".into()],
+                accepted_payers: vec![ACME.into()],
+                self_pay_allowed: false,
+            },
+            visit_type: VisitType {
+                code: "FOLLOW_UP".into(),
+                duration: TimeDelta::minutes(30),
+                buffer_before: TimeDelta::zero(),
+                buffer_after: TimeDelta::zero(),
+                pathway_step: Some("treatment".into()),
+                needs_room: true,
+            },
+            window: Interval::new(at("00:00"), utc("2026-03-10T00:00:00Z")).unwrap(),
+            step: TimeDelta::minutes(30),
+            patient: PatientContext {
+                enrollment: Some(EnrollmentInfo {
+                    unit: UNIT.into(),
+                    pathway_step: Some("treatment".into()),
+                    active: true,
+                }),
+                coverages: vec![CoverageInfo {
+                    payer: ACME.into(),
+                    priority: 1,
+                    from: utc("2026-01-01T00:00:00Z"),
+                    until: None,
+                }],
+            },
+            patient_busy: vec![],
+            providers: vec![ProviderCandidate {
+                provider: DR_A.into(),
+                credentials: vec![CredentialInfo {
+                    unit: UNIT.into(),
+                    active: true,
+                    from: utc("2025-01-01T00:00:00Z"),
+                    until: None,
+                }],
+                availability: vec![iv("13:00", "15:00")],
+                busy: vec![],
+            }],
+            rooms: vec![RoomCandidate {
+                room: "rooms/1".into(),
+                busy: vec![],
+            }],
+        }
+    }
+
+    const BASELINE_STARTS: [&str; 4] = ["13:00", "13:30", "14:00", "14:30"];
+
+    fn starts(result: &SearchResult) -> Vec<DateTime<Utc>> {
+        result.slots.iter().map(|s| s.interval.start()).collect()
+    }
+
+    fn expect_starts(result: &SearchResult, expected: &[&str]) {
+        let expected: Vec<_> = expected.iter().map(|t| at(t)).collect();
+        assert_eq!(starts(result), expected, "{result:#?}");
+    }
+
+    fn patient_excluded(reason: Reason) -> Exclusion {
+        Exclusion {
+            subject: Subject::Patient,
+            reason,
+        }
+    }
+
+    fn provider_excluded(reason: Reason) -> Exclusion {
+        Exclusion {
+            subject: Subject::Provider(DR_A.into()),
+            reason,
+        }
+    }
+
+    fn candidate_excluded(start: &str, reason: Reason) -> Exclusion {
+        Exclusion {
+            subject: Subject::Candidate {
+                provider: DR_A.into(),
+                start: at(start),
+            },
+            reason,
+        }
+    }
+
+    /// Applies `change` to the baseline and checks that no slot is left and `expected` explains
+    /// why, with the right code.
+    fn assert_no_slots(change: impl FnOnce(&mut SlotQuery), expected: Exclusion, code: &str) {
+        let mut q = baseline();
+        change(&mut q);
+        let result = find_slots(&q);
+        assert!(result.slots.is_empty(), "{result:#?}");
+        assert!(result.excluded.contains(&expected), "{result:#?}");
+        assert_eq!(expected.reason.code(), code);
+    }
+
+    #[test]
+    fn baseline_yields_slots_with_room_and_payer() {
+        let result = find_slots(&baseline());
+        expect_starts(&result, &BASELINE_STARTS);
+        assert!(result.excluded.is_empty(), "{result:#?}");
+        let first = &result.slots[0];
+        assert_eq!(first.provider, DR_A);
+        assert_eq!(first.room.as_deref(), Some("rooms/1"));
+        assert_eq!(first.payer.as_deref(), Some(ACME));
+        assert_eq!(first.interval, iv("13:00", "13:30"));
+    }
+
+    #[test]
+    fn visit_type_not_allowed() {
+        assert_no_slots(
+            |q| q.unit.allowed_visit_types = vec!["NEW_PATIENT".into()],
+            patient_excluded(Reason::VisitTypeNotAllowed),
+            "VISIT_TYPE_NOT_ALLOWED",
+        );
+    }
+
+    #[test]
+    fn unenrolled_patient() {
+        assert_no_slots(
+            |q| q.patient.enrollment = None,
+            patient_excluded(Reason::PatientNotEnrolled),
+            "PATIENT_NOT_ENROLLED",
+        );
+    }
+
+    #[test]
+    fn discharged_or_other_unit_enrollment_does_not_count() {
+        let discharged = |q: &mut SlotQuery| {
+            if let Some(e) = q.patient.enrollment.as_mut() {
+                e.active = false;
+            }
+        };
+        let elsewhere = |q: &mut SlotQuery| {
+            if let Some(e) = q.patient.enrollment.as_mut() {
+                e.unit = OTHER_UNIT.into();
+            }
+        };
+        assert_no_slots(
+            discharged,
+            patient_excluded(Reason::PatientNotEnrolled),
+            "PATIENT_NOT_ENROLLED",
+        );
+        assert_no_slots(
+            elsewhere,
+            patient_excluded(Reason::PatientNotEnrolled),
+            "PATIENT_NOT_ENROLLED",
+        );
+    }
+
+    #[test]
+    fn wrong_pathway_step() {
+        assert_no_slots(
+            |q| {
+                if let Some(e) = q.patient.enrollment.as_mut() {
+                    e.pathway_step = Some("intake".into());
+                }
+            },
+            patient_excluded(Reason::WrongPathwayStep),
+            "WRONG_PATHWAY_STEP",
+        );
+    }
+
+    #[test]
+    fn visit_type_without_pathway_step_ignores_the_step() {
+        let mut q = baseline();
+        q.visit_type.pathway_step = None;
+        if let Some(e) = q.patient.enrollment.as_mut() {
+            e.pathway_step = None;
+        }
+        expect_starts(&find_slots(&q), &BASELINE_STARTS);
+    }
+
+    #[test]
+    fn payer_not_accepted() {
+        assert_no_slots(
+            |q| q.patient.coverages[0].payer = OTHER_PAYER.into(),
+            patient_excluded(Reason::PayerNotAccepted),
+            "PAYER_NOT_ACCEPTED",
+        );
+    }
+
+    #[test]
+    fn payer_not_accepted_but_self_pay_allowed_gives_slots_back() {
+        let mut q = baseline();
+        q.patient.coverages[0].payer = OTHER_PAYER.into();
+        q.unit.self_pay_allowed = true;
+        let result = find_slots(&q);
+        expect_starts(&result, &BASELINE_STARTS);
+        assert!(result.excluded.is_empty(), "{result:#?}");
+        assert!(result.slots.iter().all(|s| s.payer.is_none()));
+    }
+
+    #[test]
+    fn coverage_not_yet_effective_at_the_slot_time() {
+        let mut q = baseline();
+        q.patient.coverages[0].from = at("14:00");
+        let result = find_slots(&q);
+        expect_starts(&result, &["14:00", "14:30"]);
+        assert_eq!(
+            result.excluded,
+            vec![candidate_excluded("13:00", Reason::PayerNotAccepted)]
+        );
+
+        // Effective only after the window: excluded at patient level.
+        q.patient.coverages[0].from = utc("2026-03-10T00:00:00Z");
+        let result = find_slots(&q);
+        assert!(result.slots.is_empty());
+        assert_eq!(
+            result.excluded,
+            vec![patient_excluded(Reason::PayerNotAccepted)]
+        );
+    }
+
+    #[test]
+    fn primary_coverage_is_billed() {
+        let mut q = baseline();
+        q.unit.accepted_payers.push(OTHER_PAYER.into());
+        q.patient.coverages.push(CoverageInfo {
+            payer: OTHER_PAYER.into(),
+            priority: 2,
+            from: utc("2026-01-01T00:00:00Z"),
+            until: None,
+        });
+        q.patient.coverages.reverse();
+        let result = find_slots(&q);
+        assert!(
+            result
+                .slots
+                .iter()
+                .all(|s| s.payer.as_deref() == Some(ACME))
+        );
+    }
+
+    #[test]
+    fn provider_not_credentialed_for_the_unit() {
+        assert_no_slots(
+            |q| q.providers[0].credentials[0].unit = OTHER_UNIT.into(),
+            provider_excluded(Reason::ProviderNotCredentialed),
+            "PROVIDER_NOT_CREDENTIALED",
+        );
+    }
+
+    #[test]
+    fn credential_pending_is_not_active() {
+        assert_no_slots(
+            |q| q.providers[0].credentials[0].active = false,
+            provider_excluded(Reason::ProviderNotCredentialed),
+            "PROVIDER_NOT_CREDENTIALED",
+        );
+    }
+
+    #[test]
+    fn credential_ending_mid_window_keeps_slots_before_the_end() {
+        let mut q = baseline();
+        q.providers[0].credentials[0].until = Some(at("14:00"));
+        let result = find_slots(&q);
+        expect_starts(&result, &["13:00", "13:30"]);
+        // Explained once, with the earliest excluded start.
+        assert_eq!(
+            result.excluded,
+            vec![candidate_excluded("14:00", Reason::ProviderNotCredentialed)]
+        );
+    }
+
+    #[test]
+    fn outside_availability() {
+        assert_no_slots(
+            |q| q.providers[0].availability = vec![iv("13:00", "13:20")],
+            provider_excluded(Reason::OutsideAvailability),
+            "OUTSIDE_AVAILABILITY",
+        );
+        // Availability outside the window counts as none.
+        assert_no_slots(
+            |q| q.window = iv("16:00", "18:00"),
+            provider_excluded(Reason::OutsideAvailability),
+            "OUTSIDE_AVAILABILITY",
+        );
+    }
+
+    #[test]
+    fn provider_busy() {
+        let mut q = baseline();
+        q.providers[0].busy = vec![iv("13:30", "14:00")];
+        let result = find_slots(&q);
+        expect_starts(&result, &["13:00", "14:00", "14:30"]);
+        assert_eq!(
+            result.excluded,
+            vec![candidate_excluded("13:30", Reason::ProviderBooked)]
+        );
+        assert_eq!(Reason::ProviderBooked.code(), "PROVIDER_BOOKED");
+    }
+
+    #[test]
+    fn provider_busy_within_the_buffer() {
+        let mut q = baseline();
+        q.providers[0].availability = vec![iv("13:00", "15:30")];
+        q.visit_type.buffer_before = TimeDelta::minutes(10);
+        q.visit_type.buffer_after = TimeDelta::minutes(10);
+        // Not busy: starts 13:10, 13:40, 14:10, 14:40 (the before-buffer must fit in availability).
+        expect_starts(&find_slots(&q), &["13:10", "13:40", "14:10", "14:40"]);
+
+        // Busy 14:45-15:00 does not touch 14:10-14:40 but touches its after-buffer (to 14:50),
+        // and overlaps 14:40-15:10 itself.
+        q.providers[0].busy = vec![iv("14:45", "15:00")];
+        let result = find_slots(&q);
+        expect_starts(&result, &["13:10", "13:40"]);
+        assert_eq!(
+            result.excluded,
+            vec![candidate_excluded("14:10", Reason::ProviderBooked)]
+        );
+    }
+
+    #[test]
+    fn patient_busy() {
+        let mut q = baseline();
+        q.patient_busy = vec![iv("14:00", "15:00")];
+        let result = find_slots(&q);
+        expect_starts(&result, &["13:00", "13:30"]);
+        assert_eq!(
+            result.excluded,
+            vec![candidate_excluded("14:00", Reason::PatientBooked)]
+        );
+        assert_eq!(Reason::PatientBooked.code(), "PATIENT_BOOKED");
+    }
+
+    #[test]
+    fn no_room_free_when_needed() {
+        assert_no_slots(
+            |q| q.rooms[0].busy = vec![iv("12:00", "16:00")],
+            candidate_excluded("13:00", Reason::NoRoomAvailable),
+            "NO_ROOM_AVAILABLE",
+        );
+        assert_no_slots(
+            |q| q.rooms.clear(),
+            candidate_excluded("13:00", Reason::NoRoomAvailable),
+            "NO_ROOM_AVAILABLE",
+        );
+    }
+
+    #[test]
+    fn first_free_room_is_taken_and_rooms_are_ignored_when_not_needed() {
+        let mut q = baseline();
+        q.rooms[0].busy = vec![iv("13:00", "14:00")];
+        q.rooms.push(RoomCandidate {
+            room: "rooms/2".into(),
+            busy: vec![],
+        });
+        let result = find_slots(&q);
+        let rooms: Vec<_> = result.slots.iter().map(|s| s.room.as_deref()).collect();
+        assert_eq!(
+            rooms,
+            vec![
+                Some("rooms/2"),
+                Some("rooms/2"),
+                Some("rooms/1"),
+                Some("rooms/1")
+            ]
+        );
+
+        q.visit_type.needs_room = false;
+        q.rooms.clear();
+        let result = find_slots(&q);
+        expect_starts(&result, &BASELINE_STARTS);
+        assert!(result.slots.iter().all(|s| s.room.is_none()));
+    }
+
+    #[test]
+    fn every_failing_patient_rule_is_reported() {
+        let mut q = baseline();
+        q.unit.allowed_visit_types.clear();
+        q.patient = PatientContext::default();
+        let result = find_slots(&q);
+        assert!(result.slots.is_empty());
+        assert_eq!(
+            result.excluded,
+            vec![
+                patient_excluded(Reason::VisitTypeNotAllowed),
+                patient_excluded(Reason::PatientNotEnrolled),
+                patient_excluded(Reason::PayerNotAccepted),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_provider_is_dropped_silently() {
+        let mut q = baseline();
+        let ok = q.providers[0].clone();
+        let mut uncredentialed = ok.clone();
+        uncredentialed.provider = "organizations/o/providers/b".into();
+        uncredentialed.credentials.clear();
+        let mut unavailable = ok.clone();
+        unavailable.provider = "organizations/o/providers/c".into();
+        unavailable.availability.clear();
+        let mut fully_booked = ok;
+        fully_booked.provider = "organizations/o/providers/d".into();
+        fully_booked.busy = vec![iv("00:00", "23:00")];
+        q.providers
+            .extend([uncredentialed, unavailable, fully_booked]);
+
+        let result = find_slots(&q);
+        assert!(result.slots.iter().all(|s| s.provider == DR_A));
+        expect_starts(&result, &BASELINE_STARTS);
+        let codes: Vec<_> = result.excluded.iter().map(|e| e.reason.code()).collect();
+        assert_eq!(
+            codes,
+            vec![
+                "PROVIDER_NOT_CREDENTIALED",
+                "OUTSIDE_AVAILABILITY",
+                "PROVIDER_BOOKED"
+            ]
+        );
+        assert_eq!(
+            result.excluded[2].subject,
+            Subject::Candidate {
+                provider: "organizations/o/providers/d".into(),
+                start: at("13:00"),
+            }
+        );
+    }
+
+    #[test]
+    fn reason_codes_are_stable() {
+        let all = [
+            (Reason::VisitTypeNotAllowed, "VISIT_TYPE_NOT_ALLOWED"),
+            (Reason::PatientNotEnrolled, "PATIENT_NOT_ENROLLED"),
+            (Reason::WrongPathwayStep, "WRONG_PATHWAY_STEP"),
+            (Reason::PayerNotAccepted, "PAYER_NOT_ACCEPTED"),
+            (Reason::ProviderNotCredentialed, "PROVIDER_NOT_CREDENTIALED"),
+            (Reason::OutsideAvailability, "OUTSIDE_AVAILABILITY"),
+            (Reason::ProviderBooked, "PROVIDER_BOOKED"),
+            (Reason::PatientBooked, "PATIENT_BOOKED"),
+            (Reason::NoRoomAvailable, "NO_ROOM_AVAILABLE"),
+        ];
+        for (reason, code) in all {
+            assert_eq!(reason.code(), code);
+            assert_eq!(reason.to_string(), code);
+        }
+    }
+}
