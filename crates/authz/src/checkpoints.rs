@@ -28,7 +28,7 @@ pub fn load_or_create_key(dir: &Path, service: &str) -> anyhow::Result<(SigningK
         SigningKey::from_bytes(&secret)
     } else {
         let key = SigningKey::generate(&mut rand_core::OsRng);
-        write_private(&secret_path, &hex::encode(key.to_bytes()))?;
+        pm_runtime::tls::write_private(&secret_path, &hex::encode(key.to_bytes()))?;
         key
     };
     let public = hex::encode(key.verifying_key().to_bytes());
@@ -96,19 +96,6 @@ pub async fn run(
             return;
         }
     }
-}
-
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    options.open(path)?.write_all(contents.as_bytes())?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -588,16 +588,21 @@ fn spiffe_id(der: &[u8]) -> Option<String> {
     identity
 }
 
+/// The policy role of a wire role (`None` for unspecified or unknown values).
+pub fn role_of(role: i32) -> Option<Role> {
+    use pm_api::rbac::Role as Pb;
+    match Pb::try_from(role).ok()? {
+        Pb::OrganizationAdministrator => Some(Role::OrganizationAdministrator),
+        Pb::ProgramManager => Some(Role::ProgramManager),
+        Pb::Provider => Some(Role::Provider),
+        Pb::BillingStaff => Some(Role::BillingStaff),
+        Pb::Unspecified => None,
+    }
+}
+
 /// The decision's view of a binding (Provider units are filled in per decision).
 pub fn grant_of(binding: &RoleBinding) -> Option<Grant> {
-    use pm_api::rbac::Role as Pb;
-    let role = match Pb::try_from(binding.role).ok()? {
-        Pb::OrganizationAdministrator => Role::OrganizationAdministrator,
-        Pb::ProgramManager => Role::ProgramManager,
-        Pb::Provider => Role::Provider,
-        Pb::BillingStaff => Role::BillingStaff,
-        Pb::Unspecified => return None,
-    };
+    let role = role_of(binding.role)?;
     Some(Grant {
         binding: binding.name.clone(),
         role,

@@ -5,20 +5,13 @@ use pm_api::org::{
     Coverage, Credential, CredentialState, Enrollment, EnrollmentState, Location, Organization,
     Patient, Provider, ServiceUnit, UnitKind,
 };
-use pm_runtime::docstore::{self, Kind, Stored};
+use pm_runtime::docstore::{self, Kind, Stored, enum_name};
 use pm_runtime::names::{self, NamePattern};
 use pm_runtime::{ApiError, ApiResult};
 use sqlx::AnyConnection;
 use tonic::Code;
 
 use crate::domain::{self, MAX_UNIT_DEPTH, PolicyLevel};
-
-fn enum_name<E: TryFrom<i32>>(value: i32, name: impl Fn(&E) -> &'static str) -> String {
-    E::try_from(value)
-        .map(|e| name(&e))
-        .unwrap_or_default()
-        .to_string()
-}
 
 /// Organizations.
 pub const ORGANIZATION: Kind<Organization> = Kind {

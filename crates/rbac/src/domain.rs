@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use pm_api::MethodRule;
-use pm_api::rbac::{Permission, Principal, PrincipalKind, Role as PbRole, RoleBinding};
-use pm_authz::policy::{Grant, Role};
+use pm_api::rbac::{Permission, Principal, PrincipalKind, RoleBinding};
+use pm_authz::policy::Role;
 use pm_runtime::names::{self, NamePattern};
 use pm_runtime::time::{Micros, to_micros};
 use pm_runtime::{ApiResult, Violations};
@@ -34,16 +34,7 @@ pub fn catalog(rules: &[MethodRule]) -> Vec<Permission> {
     by_name.into_values().collect()
 }
 
-/// The policy role of a wire role.
-pub fn role_of(role: i32) -> Option<Role> {
-    match PbRole::try_from(role).ok()? {
-        PbRole::OrganizationAdministrator => Some(Role::OrganizationAdministrator),
-        PbRole::ProgramManager => Some(Role::ProgramManager),
-        PbRole::Provider => Some(Role::Provider),
-        PbRole::BillingStaff => Some(Role::BillingStaff),
-        PbRole::Unspecified => None,
-    }
-}
+pub use pm_authz::layer::role_of;
 
 /// Validates a principal.
 pub fn validate_principal(principal: &Principal) -> ApiResult<()> {
@@ -122,27 +113,10 @@ pub fn validate_binding(
     v.finish()
 }
 
-/// The decision's view of a stored binding. `provider_units` are the units a Provider binding's
-/// provider is credentialed in now (ignored for other roles).
-pub fn grant_of(binding: &RoleBinding, provider_units: &[String]) -> Option<Grant> {
-    let role = role_of(binding.role)?;
-    Some(Grant {
-        binding: binding.name.clone(),
-        role,
-        organization: names::organization_of(&binding.name).to_string(),
-        units: if role == Role::Provider {
-            provider_units.to_vec()
-        } else {
-            binding.units.clone()
-        },
-        expire_micros: binding.expire_time.as_ref().map(to_micros),
-        break_glass: binding.break_glass,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pm_api::rbac::Role as PbRole;
 
     #[test]
     fn groups_methods_by_permission_and_marks_phi() {

@@ -1,15 +1,8 @@
 //! The RBAC slice: principals and role bindings in the generic resource store.
 
 use pm_api::rbac::{Principal, PrincipalKind, Role, RoleBinding};
-use pm_runtime::docstore::Kind;
+use pm_runtime::docstore::{Kind, enum_name};
 use pm_runtime::names::NamePattern;
-
-fn enum_name<E: TryFrom<i32>>(value: i32, name: impl Fn(&E) -> &'static str) -> String {
-    E::try_from(value)
-        .map(|e| name(&e))
-        .unwrap_or_default()
-        .to_string()
-}
 
 /// `principals/{principal}`.
 pub const PRINCIPAL_NAME: NamePattern = NamePattern(&["principals"]);

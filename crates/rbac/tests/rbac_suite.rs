@@ -250,7 +250,7 @@ async fn revoked_bindings_stop_granting(h: &Harness) -> anyhow::Result<()> {
         .await
         .iter()
         .filter(|b| b.delete_time.is_none())
-        .filter_map(|b| pm_rbac::domain::grant_of(b, &[]))
+        .filter_map(pm_authz::layer::grant_of)
         .collect();
     assert!(decide(&live, "org.enrollments.create", &target, 0).allowed);
     h.api
@@ -264,7 +264,7 @@ async fn revoked_bindings_stop_granting(h: &Harness) -> anyhow::Result<()> {
         .await
         .iter()
         .filter(|b| b.delete_time.is_none())
-        .filter_map(|b| pm_rbac::domain::grant_of(b, &[]))
+        .filter_map(pm_authz::layer::grant_of)
         .collect();
     assert!(!decide(&live, "org.enrollments.create", &target, 0).allowed);
     assert_eq!(

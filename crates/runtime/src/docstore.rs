@@ -28,6 +28,15 @@ pub const MIGRATIONS: Migrations = Migrations {
     postgres: || sqlx::migrate!("./migrations/postgres"),
 };
 
+/// The protobuf name of an enum value (`UNIT_KIND_PROGRAM`), for attributes and filters; empty for an
+/// unknown value.
+pub fn enum_name<E: TryFrom<i32>>(value: i32, name: impl Fn(&E) -> &'static str) -> String {
+    E::try_from(value)
+        .map(|e| name(&e))
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// A kind of resource: its name pattern and what the store indexes about it.
 pub struct Kind<T> {
     /// The name pattern, e.g. `organizations/{organization}/units/{unit}`.

@@ -212,7 +212,8 @@ fn set_validity(params: &mut CertificateParams, days: i64) {
     params.not_after = now + time::Duration::days(days);
 }
 
-fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
+/// Writes a secret (a private key) readable by its owner only.
+pub fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
