@@ -138,4 +138,9 @@ resource! {
     org::Coverage => "pm.org.v1.Coverage",
     rbac::Principal => "pm.rbac.v1.Principal",
     rbac::RoleBinding => "pm.rbac.v1.RoleBinding",
+    scheduling::VisitType => "pm.scheduling.v1.VisitType",
+    scheduling::AvailabilityRule => "pm.scheduling.v1.AvailabilityRule",
+    scheduling::AvailabilityException => "pm.scheduling.v1.AvailabilityException",
+    scheduling::Room => "pm.scheduling.v1.Room",
+    scheduling::Appointment => "pm.scheduling.v1.Appointment",
 }

@@ -5,5 +5,6 @@
 pub mod audit;
 pub mod checkpoints;
 pub mod layer;
+pub mod phi;
 pub mod policy;
 pub mod token;

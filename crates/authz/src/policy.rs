@@ -263,6 +263,49 @@ pub fn decide(grants: &[Grant], permission: &str, target: &Target, now_micros: i
     }
 }
 
+/// The units a List narrows to for a caller holding `grants` (`None`: no narrowing, an
+/// organization-wide role allows it): every unit a usable binding covers, with its subtree. A
+/// Provider binding covers `provider_units` (where the caller's provider record is credentialed
+/// now). `tree` holds every unit of the organization with its parent ("" for a root).
+pub fn visible_units(
+    grants: &[Grant],
+    permission: &str,
+    organization: &str,
+    now_micros: i64,
+    provider_units: &[String],
+    tree: &[(String, String)],
+) -> Option<Vec<String>> {
+    let mut roots: Vec<String> = Vec::new();
+    for grant in grants.iter().filter(|g| {
+        g.organization == organization
+            && g.expire_micros.is_none_or(|end| end > now_micros)
+            && role_grants(g.role, permission)
+    }) {
+        match grant.role {
+            Role::OrganizationAdministrator => return None,
+            Role::Provider => roots.extend(provider_units.iter().cloned()),
+            _ => roots.extend(grant.units.iter().cloned()),
+        }
+    }
+    let mut children: std::collections::HashMap<&str, Vec<&str>> = Default::default();
+    for (unit, parent) in tree {
+        children.entry(parent.as_str()).or_default().push(unit);
+    }
+    let mut visible = std::collections::BTreeSet::new();
+    while let Some(unit) = roots.pop() {
+        if visible.insert(unit.clone()) {
+            roots.extend(
+                children
+                    .get(unit.as_str())
+                    .into_iter()
+                    .flatten()
+                    .map(|u| u.to_string()),
+            );
+        }
+    }
+    Some(visible.into_iter().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,3 +503,4 @@ mod tests {
         }
     }
 }
+

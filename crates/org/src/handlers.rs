@@ -3,7 +3,8 @@
 
 use pm_api::org::org_service_server::OrgService;
 use pm_api::org::*;
-use pm_authz::audit::{self, AuditEvent, AuditWriter, Outcome};
+use pm_authz::audit::{self, AuditWriter, Outcome};
+use pm_authz::phi::PhiAudit;
 use pm_authz::layer::Caller;
 use pm_authz::policy::Target;
 use pm_runtime::docstore::{self, CreateCall, ListCall, ListScope, VerbCall};
@@ -23,7 +24,7 @@ pub const DOMAIN: &str = "org.pm.dev";
 #[derive(Clone)]
 pub struct OrgApi {
     db: Db,
-    audit: Option<std::sync::Arc<AuditWriter>>,
+    phi: PhiAudit,
     /// The authorization layer's view of RBAC, for explaining another principal's access.
     access: Option<pm_authz::layer::Authz>,
 }
@@ -39,7 +40,7 @@ impl OrgApi {
     pub fn with_audit(db: Db, audit: std::sync::Arc<AuditWriter>) -> Self {
         Self {
             db,
-            audit: Some(audit),
+            phi: PhiAudit::new(NAME, audit),
             access: None,
         }
     }
@@ -55,7 +56,7 @@ impl OrgApi {
     pub fn unaudited_for_benchmarks(db: Db) -> Self {
         Self {
             db,
-            audit: None,
+            phi: PhiAudit::disabled_for_benchmarks(NAME),
             access: None,
         }
     }
@@ -188,46 +189,6 @@ fn patient_of(name: &str) -> String {
     }
 }
 
-/// The audit record of one call by `caller`.
-fn audit_event(
-    caller: &Caller,
-    method: &str,
-    outcome: Outcome,
-    resources: Vec<String>,
-    patients: Vec<String>,
-) -> AuditEvent {
-    let who = caller
-        .principal
-        .clone()
-        .or_else(|| caller.peer.clone())
-        .unwrap_or_else(|| "anonymous".into());
-    // Access while holding a live break-glass grant in the organization is recorded with the HL7 v3
-    // ActReason "BTG" (break the glass) as its purpose, whatever purpose the caller stated.
-    let organization = resources
-        .first()
-        .map(|r| names::organization_of(r).to_string())
-        .unwrap_or_default();
-    let now = now_micros();
-    let break_glass = caller.grants.iter().any(|g| {
-        g.break_glass
-            && g.organization == organization
-            && g.expire_micros.is_none_or(|end| end > now)
-    });
-    let purpose = if break_glass {
-        Some("BTG".to_string())
-    } else {
-        caller.purpose.clone()
-    };
-    AuditEvent {
-        calling_service: caller.service.clone(),
-        resources,
-        patients: patients.into_iter().filter(|p| !p.is_empty()).collect(),
-        source: caller.source.map(|a| a.to_string()),
-        purpose,
-        ..AuditEvent::new(NAME, method, who, outcome)
-    }
-}
-
 /// The wire form of a stored audit record.
 fn access_record(stored: &audit::StoredAuditEvent) -> AccessRecord {
     let event = &stored.event;
@@ -258,7 +219,8 @@ async fn record_write(
     method: &str,
     name: &str,
 ) -> ApiResult<()> {
-    let event = audit_event(
+    let event = pm_authz::phi::audit_event(
+        NAME,
         caller,
         method,
         Outcome::Success,
@@ -269,9 +231,8 @@ async fn record_write(
 }
 
 impl OrgApi {
-    /// Audits a PHI call once it has an outcome. Reads are recorded (group-committed) before their
-    /// answer leaves: a read that cannot be audited fails. Successful writes were recorded in their own
-    /// transaction; failed and refused calls are recorded here.
+    /// Audits a PHI call once it has an outcome (see [`PhiAudit::audited`]); a failed or refused call
+    /// names the patient its resource belongs to.
     async fn audited<T>(
         &self,
         caller: ApiResult<Caller>,
@@ -281,33 +242,17 @@ impl OrgApi {
         result: ApiResult<T>,
         patients: impl Fn(&T) -> Vec<String>,
     ) -> ApiResult<T> {
-        let Ok(caller) = caller else { return result };
-        let (outcome, patients) = match &result {
-            Ok(_) if write => return result,
-            Ok(value) => (Outcome::Success, patients(value)),
-            Err(err) => (Outcome::from_code(err.code), vec![patient_of(resource)]),
-        };
-        let Some(audit) = &self.audit else {
-            return result;
-        };
-        let event = audit_event(
-            &caller,
-            method,
-            outcome,
-            vec![resource.to_string()],
-            patients,
-        );
-        match audit.record(event).await {
-            Ok(()) => result,
-            Err(err) if result.is_ok() => {
-                tracing::error!(method, "a read could not be audited: refusing it");
-                Err(ApiError::unavailable("audit", &err.message))
-            }
-            Err(err) => {
-                tracing::error!(method, error = %err.message, "a failed call could not be audited");
-                result
-            }
-        }
+        self.phi
+            .audited(
+                caller,
+                method,
+                write,
+                resource,
+                result,
+                patients,
+                vec![patient_of(resource)],
+            )
+            .await
     }
 }
 

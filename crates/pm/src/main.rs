@@ -279,6 +279,7 @@ async fn audit_verify(config: Config, service: Service) -> anyhow::Result<()> {
     let migrations = match service {
         Service::Org => pm_org::MIGRATIONS,
         Service::Rbac => anyhow::bail!("the rbac slice keeps no audit trail yet"),
+        Service::Scheduling => pm_scheduling::MIGRATIONS,
     };
     let db = pm_runtime::Db::open(&config, service.name(), migrations).await?;
     let keys = pm_authz::checkpoints::verifying_keys(&config.audit_key_dir())?;

@@ -18,19 +18,22 @@ use tokio_util::sync::CancellationToken;
 pub enum Service {
     /// Organizations, units, locations, providers, patients.
     Org,
-    /// Permission catalog (roles and tokens come later).
+    /// Principals, role bindings, tokens.
     Rbac,
+    /// Visit types, availability, slot search, appointments.
+    Scheduling,
 }
 
 impl Service {
     /// Every service, in start order.
-    pub const ALL: [Service; 2] = [Service::Org, Service::Rbac];
+    pub const ALL: [Service; 3] = [Service::Org, Service::Rbac, Service::Scheduling];
 
     /// Short name.
     pub fn name(self) -> &'static str {
         match self {
             Service::Org => pm_org::NAME,
             Service::Rbac => pm_rbac::NAME,
+            Service::Scheduling => pm_scheduling::NAME,
         }
     }
 
@@ -38,6 +41,7 @@ impl Service {
         match self {
             Service::Org => config.listen.org_port,
             Service::Rbac => config.listen.rbac_port,
+            Service::Scheduling => config.listen.scheduling_port,
         }
     }
 }
@@ -137,6 +141,11 @@ pub async fn start(
         .find(|(s, _)| *s == Service::Rbac)
         .map(|(_, addr)| format!("{scheme}://localhost:{}", addr.port()))
         .unwrap_or_else(|| config.rbac_url());
+    let org_url = listening
+        .iter()
+        .find(|(s, _)| *s == Service::Org)
+        .map(|(_, addr)| format!("{scheme}://localhost:{}", addr.port()))
+        .unwrap_or_else(|| config.org_url());
     let mut tasks = Vec::new();
     let mut dbs = Vec::new();
     for (&service, listener) in services.iter().zip(listeners) {
@@ -157,6 +166,18 @@ pub async fn start(
                 let db = Db::open(config, pm_rbac::NAME, pm_rbac::MIGRATIONS).await?;
                 dbs.push(db.clone());
                 pm_rbac::service(db, authz)
+            }
+            Service::Scheduling => {
+                let db = Db::open(config, pm_scheduling::NAME, pm_scheduling::MIGRATIONS).await?;
+                dbs.push(db.clone());
+                tasks.push(spawn_checkpoints(
+                    config,
+                    pm_scheduling::NAME,
+                    db.clone(),
+                    shutdown.clone(),
+                )?);
+                let org = client::lazy_channel(config, pm_scheduling::NAME, &org_url)?;
+                pm_scheduling::service(db, authz, org)
             }
         };
         let config = config.clone();

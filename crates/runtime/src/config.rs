@@ -56,6 +56,9 @@ impl Default for AuditConfig {
 pub struct PeersConfig {
     /// The RBAC service, for token keys and role bindings. Default `https://localhost:<listen.rbac_port>`.
     pub rbac_url: Option<String>,
+    /// The Org service, which Scheduling asks about units, credentials, enrollments and coverage.
+    /// Default `https://localhost:<listen.org_port>`.
+    pub org_url: Option<String>,
 }
 
 impl Default for Config {
@@ -83,6 +86,8 @@ pub struct ListenConfig {
     pub org_port: u16,
     /// Port of the RBAC service. Default 7102. 0 picks a free port.
     pub rbac_port: u16,
+    /// Port of the Scheduling service. Default 7103. 0 picks a free port.
+    pub scheduling_port: u16,
 }
 
 impl Default for ListenConfig {
@@ -91,6 +96,7 @@ impl Default for ListenConfig {
             host: IpAddr::from([127, 0, 0, 1]),
             org_port: 7101,
             rbac_port: 7102,
+            scheduling_port: 7103,
         }
     }
 }
@@ -283,6 +289,18 @@ impl Config {
                 "https"
             };
             format!("{scheme}://localhost:{}", self.listen.rbac_port)
+        })
+    }
+
+    /// The Org service's URL.
+    pub fn org_url(&self) -> String {
+        self.peers.org_url.clone().unwrap_or_else(|| {
+            let scheme = if self.tls.mode == TlsMode::Plaintext {
+                "http"
+            } else {
+                "https"
+            };
+            format!("{scheme}://localhost:{}", self.listen.org_port)
         })
     }
 

@@ -118,6 +118,9 @@ impl Db {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(5))
+            // A local file cannot go stale like a network connection: skip the ping round trip
+            // to the connection's thread on every acquire.
+            .test_before_acquire(false)
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     // WAL: readers never wait for the writer. FULL: a commit survives power loss.

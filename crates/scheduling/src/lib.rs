@@ -1,10 +1,59 @@
-//! The Scheduling service.
+//! The Scheduling service: visit types, weekly availability and exceptions, rooms, eligibility-aware
+//! slot search and appointments.
 //!
-//! Domain first: [`availability`] holds the pure rules that turn recurring weekly availability
-//! (per provider × location × service unit, in the location's IANA time zone) and exceptions
-//! (time off, closures, holidays) into concrete UTC intervals and bookable slots. No database,
-//! no wire types: inputs are parsed into validated values once, and everything downstream can
-//! rely on their invariants.
+//! Three layers: `handlers` (gRPC in and out, authorization, audit), the pure domain
+//! (`availability`: weekly rules in IANA zones expanded across daylight-saving changes;
+//! `eligibility`: every rule a bookable slot satisfies, with explanations; `domain`: validation and
+//! conversions), and the store (`store`: the generic resource store's kinds; `occupancy`: the
+//! double-booking guard). What Org owns (unit policies, credentials, enrollments, coverage) is asked
+//! of Org over mTLS gRPC (`org`).
 
+pub mod access;
 pub mod availability;
+pub mod domain;
 pub mod eligibility;
+pub mod handlers;
+pub mod occupancy;
+pub mod org;
+pub mod store;
+
+use std::sync::Arc;
+
+use pm_api::scheduling::scheduling_service_server::SchedulingServiceServer;
+use pm_authz::layer::Authz;
+use pm_authz::phi::PhiAudit;
+use pm_runtime::Db;
+use pm_runtime::db::Migrations;
+use pm_runtime::server::ServiceDef;
+use tower::Layer as _;
+
+/// The migration sets of the Scheduling slice: the generic resource store, the audit trail and the
+/// occupancy table.
+pub const MIGRATIONS: &[&Migrations] = &[
+    &pm_runtime::docstore::MIGRATIONS,
+    &pm_authz::audit::AUDIT_MIGRATIONS,
+    &occupancy::MIGRATIONS,
+];
+
+/// The short name of the service (database slice, certificate, health entry).
+pub const NAME: &str = "scheduling";
+
+/// The gRPC service name.
+pub const GRPC_SERVICE: &str = "pm.scheduling.v1.SchedulingService";
+
+/// The service behind the authorization layer, asking Org through `org` (an mTLS channel with this
+/// service's certificate).
+pub fn service(db: Db, authz: Authz, org: tonic::transport::Channel) -> ServiceDef {
+    let audit = Arc::new(pm_authz::audit::AuditWriter::spawn(db.clone(), 256));
+    let api = SchedulingServiceServer::new(handlers::SchedulingApi::new(
+        db.clone(),
+        Arc::new(org::OrgView::new(org)),
+        PhiAudit::new(NAME, audit.clone()),
+    ));
+    ServiceDef {
+        name: NAME,
+        grpc_services: vec![GRPC_SERVICE],
+        routes: tonic::service::Routes::new(authz.with_audit(audit).layer(api)),
+        db: Some(db),
+    }
+}

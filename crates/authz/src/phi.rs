@@ -1,0 +1,143 @@
+//! PHI auditing as every service's handlers do it: the record of one call, written in a write's own
+//! transaction (both commit or neither does), or group-committed for a read before its answer leaves
+//! (a read that cannot be audited fails).
+
+use std::sync::Arc;
+
+use pm_runtime::time::now_micros;
+use pm_runtime::{ApiError, ApiResult, names};
+use sqlx::AnyConnection;
+
+use crate::audit::{self, AuditEvent, AuditWriter, Outcome};
+use crate::layer::Caller;
+
+/// The audit record of one call by `caller` to `service`.
+pub fn audit_event(
+    service: &str,
+    caller: &Caller,
+    method: &str,
+    outcome: Outcome,
+    resources: Vec<String>,
+    patients: Vec<String>,
+) -> AuditEvent {
+    let who = caller
+        .principal
+        .clone()
+        .or_else(|| caller.peer.clone())
+        .unwrap_or_else(|| "anonymous".into());
+    // Access while holding a live break-glass grant in the organization is recorded with the HL7 v3
+    // ActReason "BTG" (break the glass) as its purpose, whatever purpose the caller stated.
+    let organization = resources
+        .first()
+        .map(|r| names::organization_of(r).to_string())
+        .unwrap_or_default();
+    let now = now_micros();
+    let break_glass = caller.grants.iter().any(|g| {
+        g.break_glass
+            && g.organization == organization
+            && g.expire_micros.is_none_or(|end| end > now)
+    });
+    let purpose = if break_glass {
+        Some("BTG".to_string())
+    } else {
+        caller.purpose.clone()
+    };
+    AuditEvent {
+        calling_service: caller.service.clone(),
+        resources,
+        patients: patients.into_iter().filter(|p| !p.is_empty()).collect(),
+        source: caller.source.map(|a| a.to_string()),
+        purpose,
+        ..AuditEvent::new(service, method, who, outcome)
+    }
+}
+
+/// How a service audits its PHI calls.
+#[derive(Clone)]
+pub struct PhiAudit {
+    service: &'static str,
+    writer: Option<Arc<AuditWriter>>,
+}
+
+impl PhiAudit {
+    /// Audits through `writer` (shared with the service's authorization layer).
+    pub fn new(service: &'static str, writer: Arc<AuditWriter>) -> Self {
+        Self {
+            service,
+            writer: Some(writer),
+        }
+    }
+
+    /// No auditing at all: only for benchmarks that measure what auditing costs.
+    pub fn disabled_for_benchmarks(service: &'static str) -> Self {
+        Self {
+            service,
+            writer: None,
+        }
+    }
+
+    /// Records a successful PHI write in the write's own transaction.
+    pub async fn record_write(
+        &self,
+        conn: &mut AnyConnection,
+        caller: &Caller,
+        method: &str,
+        resource: &str,
+        patients: Vec<String>,
+    ) -> ApiResult<()> {
+        let event = audit_event(
+            self.service,
+            caller,
+            method,
+            Outcome::Success,
+            vec![resource.to_string()],
+            patients,
+        );
+        audit::append(conn, &[event]).await
+    }
+
+    /// Audits a PHI call once it has an outcome. Reads are recorded (group-committed) before their
+    /// answer leaves: a read that cannot be audited fails. Successful writes were recorded in their
+    /// own transaction (see [`PhiAudit::record_write`]); failed and refused calls are recorded here,
+    /// naming `error_patients`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn audited<T>(
+        &self,
+        caller: ApiResult<Caller>,
+        method: &str,
+        write: bool,
+        resource: &str,
+        result: ApiResult<T>,
+        patients: impl Fn(&T) -> Vec<String>,
+        error_patients: Vec<String>,
+    ) -> ApiResult<T> {
+        let Ok(caller) = caller else { return result };
+        let (outcome, patients) = match &result {
+            Ok(_) if write => return result,
+            Ok(value) => (Outcome::Success, patients(value)),
+            Err(err) => (Outcome::from_code(err.code), error_patients),
+        };
+        let Some(writer) = &self.writer else {
+            return result;
+        };
+        let event = audit_event(
+            self.service,
+            &caller,
+            method,
+            outcome,
+            vec![resource.to_string()],
+            patients,
+        );
+        match writer.record(event).await {
+            Ok(()) => result,
+            Err(err) if result.is_ok() => {
+                tracing::error!(method, "a read could not be audited: refusing it");
+                Err(ApiError::unavailable("audit", &err.message))
+            }
+            Err(err) => {
+                tracing::error!(method, error = %err.message, "a failed call could not be audited");
+                result
+            }
+        }
+    }
+}

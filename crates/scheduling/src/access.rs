@@ -1,0 +1,126 @@
+//! Object-level authorization for Scheduling: where a request's resource sits in Org's unit tree,
+//! decided against the caller's bindings once the resource (or its unit) is known. A resource out of
+//! scope and one that does not exist give the same PERMISSION_DENIED.
+
+use chrono::Utc;
+use pm_authz::layer::Caller;
+use pm_authz::policy::{self, Role, Target};
+use pm_runtime::time::now_micros;
+use pm_runtime::{ApiError, ApiResult, names};
+use tonic::Code;
+
+use crate::org::OrgView;
+
+/// The refusal for both "not yours" and "not there".
+pub fn denied(resource: &str) -> ApiError {
+    ApiError::new(
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+        format!("permission denied on {resource} (or it might not exist)"),
+    )
+    .with_meta("resource", resource)
+}
+
+fn permission_of(method: &str) -> &'static str {
+    pm_api::rule_for(method)
+        .map(|r| r.permission)
+        .unwrap_or_default()
+}
+
+/// The units the caller's provider record is credentialed in now.
+async fn provider_units(org: &OrgView, caller: &Caller, organization: &str) -> Vec<String> {
+    let Some(provider) = caller.provider.as_deref() else {
+        return Vec::new();
+    };
+    if !caller.is_provider_in(organization) || names::organization_of(provider) != organization {
+        return Vec::new();
+    }
+    let now = Utc::now();
+    match org.credentials(provider).await {
+        Ok(credentials) => credentials
+            .into_iter()
+            .filter(|c| c.active && c.from <= now && c.until.is_none_or(|u| now < u))
+            .map(|c| c.unit)
+            .collect(),
+        // Without Org's answer the Provider binding covers nothing: deny rather than guess.
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Refuses unless `caller` may call `method` on `resource`, which sits in `unit` (or at the
+/// organization level when `unit` is `None`).
+pub async fn authorize(
+    org: &OrgView,
+    caller: &Caller,
+    method: &str,
+    resource: &str,
+    unit: Option<&str>,
+) -> ApiResult<()> {
+    if caller.is_service() {
+        return Ok(());
+    }
+    let permission = permission_of(method);
+    let organization = names::organization_of(resource);
+    let now = now_micros();
+    // An organization-wide role decides without asking Org where the resource sits.
+    let organization_wide = Target::units(organization, Vec::new());
+    if caller
+        .decide(permission, &organization_wide, &[], now)
+        .allowed
+    {
+        return Ok(());
+    }
+    let target = match unit {
+        None => Target::organization(organization),
+        Some(unit) if names::organization_of(unit) == organization => {
+            match org.unit(unit).await {
+                Ok(info) => Target::units(organization, vec![info.lineage]),
+                Err(err) if err.code == Code::Unavailable => return Err(err),
+                Err(_) => Target::units(organization, Vec::new()),
+            }
+        }
+        Some(_) => Target::units(organization, Vec::new()),
+    };
+    let provider_units = provider_units(org, caller, organization).await;
+    let decision = caller.decide(permission, &target, &provider_units, now);
+    if decision.allowed {
+        if decision.break_glass {
+            tracing::warn!(binding = ?decision.binding, permission, "access through a break-glass binding");
+        }
+        Ok(())
+    } else {
+        tracing::debug!(permission, reason = %decision.reason, "permission denied");
+        Err(denied(resource))
+    }
+}
+
+/// The units a List by `caller` narrows to (`None`: everything in the organization).
+pub async fn visible_units(
+    org: &OrgView,
+    caller: &Caller,
+    method: &str,
+    organization: &str,
+) -> ApiResult<Option<Vec<String>>> {
+    if caller.is_service() {
+        return Ok(None);
+    }
+    let permission = permission_of(method);
+    let needs_tree = caller
+        .grants
+        .iter()
+        .any(|g| g.organization == organization && g.role != Role::OrganizationAdministrator);
+    let tree = if needs_tree {
+        org.unit_tree(organization).await?
+    } else {
+        Vec::new()
+    };
+    let provider_units = provider_units(org, caller, organization).await;
+    Ok(policy::visible_units(
+        &caller.grants,
+        permission,
+        organization,
+        now_micros(),
+        &provider_units,
+        &tree,
+    ))
+}

@@ -1,0 +1,225 @@
+//! Pure rules of the Scheduling resources: validation, and turning stored resources into the values
+//! slot search works on ([`crate::availability`], [`crate::eligibility`]).
+
+use chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta, Utc};
+use pm_api::scheduling::{
+    AvailabilityException, AvailabilityRule, ExceptionKind, VisitType, Weekday,
+};
+use pm_api::types::{Date, Interval as WireInterval};
+use pm_runtime::error::Violations;
+use pm_runtime::{ApiError, ApiResult};
+use prost_types::{Duration, Timestamp};
+
+use crate::availability::{self, Interval, WeeklyRule};
+use crate::eligibility;
+
+/// Longest window a slot search may cover.
+pub const MAX_WINDOW: TimeDelta = TimeDelta::days(31);
+/// Longest a slot may be held before it is confirmed.
+pub const MAX_HOLD: TimeDelta = TimeDelta::minutes(30);
+
+/// A wire timestamp as a UTC instant.
+pub fn instant(ts: &Timestamp) -> Option<DateTime<Utc>> {
+    let nanos = u32::try_from(ts.nanos).ok()?;
+    DateTime::from_timestamp(ts.seconds, nanos)
+}
+
+/// A UTC instant on the wire.
+pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// An interval on the wire.
+pub fn wire_interval(i: Interval) -> WireInterval {
+    WireInterval {
+        start_time: Some(timestamp(i.start())),
+        end_time: Some(timestamp(i.end())),
+    }
+}
+
+/// A wire interval, both ends set and start before end.
+pub fn interval(value: Option<&WireInterval>, field: &str) -> ApiResult<Interval> {
+    let value = value.ok_or_else(|| ApiError::invalid(field, "required"))?;
+    let start = value
+        .start_time
+        .as_ref()
+        .and_then(instant)
+        .ok_or_else(|| ApiError::invalid(format!("{field}.start_time"), "required"))?;
+    let end = value
+        .end_time
+        .as_ref()
+        .and_then(instant)
+        .ok_or_else(|| ApiError::invalid(format!("{field}.end_time"), "required"))?;
+    Interval::new(start, end)
+        .map_err(|_| ApiError::invalid(format!("{field}.end_time"), "must be after start_time"))
+}
+
+/// A whole number of minutes from a wire duration (`None` when unset).
+fn minutes(value: Option<&Duration>) -> Option<i64> {
+    value.map(|d| if d.nanos == 0 && d.seconds % 60 == 0 { d.seconds / 60 } else { -1 })
+}
+
+fn delta(value: Option<&Duration>) -> TimeDelta {
+    value
+        .map(|d| TimeDelta::seconds(d.seconds))
+        .unwrap_or_default()
+}
+
+/// A duration on the wire.
+pub fn duration(d: TimeDelta) -> Duration {
+    Duration {
+        seconds: d.num_seconds(),
+        nanos: 0,
+    }
+}
+
+/// Checks a visit type as created.
+pub fn validate_visit_type(v: &VisitType) -> ApiResult<()> {
+    let mut errors = Violations::new("visit_type");
+    errors.check(
+        !v.code.is_empty()
+            && v.code.len() <= 63
+            && v
+                .code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+        "code",
+        "required: 1 to 63 lowercase letters, digits and dashes",
+    );
+    errors.check(
+        !v.display_name.trim().is_empty() && v.display_name.len() <= 200,
+        "display_name",
+        "required, at most 200 characters",
+    );
+    errors.check(
+        matches!(minutes(v.duration.as_ref()), Some(5..=480)),
+        "duration",
+        "required: whole minutes from 5 to 480",
+    );
+    for (field, value) in [
+        ("buffer_before", &v.buffer_before),
+        ("buffer_after", &v.buffer_after),
+    ] {
+        errors.check(
+            matches!(minutes(value.as_ref()), None | Some(0..=120)),
+            field,
+            "whole minutes from 0 to 120",
+        );
+    }
+    errors.finish()
+}
+
+/// The visit type as slot search sees it.
+pub fn visit_type(v: &VisitType) -> eligibility::VisitType {
+    eligibility::VisitType {
+        code: v.code.clone(),
+        duration: delta(v.duration.as_ref()),
+        buffer_before: delta(v.buffer_before.as_ref()),
+        buffer_after: delta(v.buffer_after.as_ref()),
+        pathway_step: (!v.pathway_step.is_empty()).then(|| v.pathway_step.clone()),
+        needs_room: v.needs_room,
+    }
+}
+
+fn local_time(value: &str) -> Option<NaiveTime> {
+    (value.len() == 5)
+        .then(|| NaiveTime::parse_from_str(value, "%H:%M").ok())
+        .flatten()
+}
+
+fn date(value: Option<&Date>) -> Option<NaiveDate> {
+    value.and_then(|d| {
+        NaiveDate::from_ymd_opt(d.year, u32::try_from(d.month).ok()?, u32::try_from(d.day).ok()?)
+    })
+}
+
+fn weekday(value: i32) -> Option<chrono::Weekday> {
+    use chrono::Weekday as W;
+    Some(match Weekday::try_from(value).ok()? {
+        Weekday::Monday => W::Mon,
+        Weekday::Tuesday => W::Tue,
+        Weekday::Wednesday => W::Wed,
+        Weekday::Thursday => W::Thu,
+        Weekday::Friday => W::Fri,
+        Weekday::Saturday => W::Sat,
+        Weekday::Sunday => W::Sun,
+        Weekday::Unspecified => return None,
+    })
+}
+
+/// Checks an availability rule as created (the zone is checked once Org gave it).
+pub fn validate_rule(r: &AvailabilityRule) -> ApiResult<()> {
+    let mut errors = Violations::new("availability_rule");
+    errors.check(weekday(r.weekday).is_some(), "weekday", "required");
+    let start = local_time(&r.start_time);
+    let end = local_time(&r.end_time);
+    errors.check(start.is_some(), "start_time", "required, HH:MM");
+    errors.check(end.is_some(), "end_time", "required, HH:MM");
+    if let (Some(start), Some(end)) = (start, end) {
+        errors.check(end > start, "end_time", "must be after start_time (same day)");
+    }
+    let from = date(r.effective_from.as_ref());
+    errors.check(from.is_some(), "effective_from", "required, a valid date");
+    if r.effective_until.is_some() {
+        let until = date(r.effective_until.as_ref());
+        errors.check(until.is_some(), "effective_until", "a valid date");
+        if let (Some(from), Some(until)) = (from, until) {
+            errors.check(until >= from, "effective_until", "must not be before effective_from");
+        }
+    }
+    errors.finish()
+}
+
+/// A stored rule as a weekly rule in its location's zone.
+pub fn weekly_rule(r: &AvailabilityRule) -> ApiResult<WeeklyRule> {
+    let broken = |what: &str| ApiError::internal("reading an availability rule", &what);
+    let (Some(day), Some(start), Some(end), Some(from)) = (
+        weekday(r.weekday),
+        local_time(&r.start_time),
+        local_time(&r.end_time),
+        date(r.effective_from.as_ref()),
+    ) else {
+        return Err(broken("invalid fields"));
+    };
+    // The wire's last date is inclusive; the domain's end date is exclusive.
+    let until = date(r.effective_until.as_ref()).and_then(|d| d.succ_opt());
+    WeeklyRule::with_zone_name(day, start, end, &r.time_zone, from, until)
+        .map_err(|e| broken(&e.to_string()))
+}
+
+/// Checks an exception as created.
+pub fn validate_exception(e: &AvailabilityException) -> ApiResult<()> {
+    let mut errors = Violations::new("availability_exception");
+    errors.check(
+        ExceptionKind::try_from(e.kind).is_ok_and(|k| k != ExceptionKind::Unspecified),
+        "kind",
+        "required",
+    );
+    errors.check(e.description.len() <= 200, "description", "at most 200 characters");
+    errors.finish()?;
+    interval(e.interval.as_ref(), "availability_exception.interval").map(|_| ())
+}
+
+/// A stored exception as the availability domain sees it.
+pub fn exception(e: &AvailabilityException) -> ApiResult<availability::Exception> {
+    let span = interval(e.interval.as_ref(), "interval")?;
+    let kind = match ExceptionKind::try_from(e.kind) {
+        Ok(ExceptionKind::Closure) => availability::ExceptionKind::Closure,
+        Ok(ExceptionKind::Holiday) => availability::ExceptionKind::Holiday,
+        _ => availability::ExceptionKind::TimeOff,
+    };
+    availability::Exception::new(span.start(), span.end(), kind)
+        .map_err(|e| ApiError::internal("reading an exception", &e))
+}
+
+/// `interval` widened by the visit's buffers: the time an appointment occupies.
+pub fn padded(interval: Interval, visit: &eligibility::VisitType) -> ApiResult<Interval> {
+    Interval::new(
+        interval.start() - visit.buffer_before,
+        interval.end() + visit.buffer_after,
+    )
+    .map_err(|e| ApiError::internal("padding an appointment", &e))
+}

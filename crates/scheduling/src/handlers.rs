@@ -1,0 +1,1250 @@
+//! The gRPC surface of the Scheduling service: decode, authorize against the resource's unit, run
+//! the domain (slot search, lifecycle rules), write through the store, audit PHI.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{TimeDelta, Utc};
+use pm_api::scheduling::scheduling_service_server::SchedulingService;
+use pm_api::scheduling::*;
+use pm_authz::layer::{Caller, require_caller as caller};
+use pm_authz::phi::PhiAudit;
+use pm_runtime::docstore::{self, CreateCall, ListCall, ListScope, VerbCall};
+use pm_runtime::names::{self, NamePattern};
+use pm_runtime::{ApiError, ApiResult, Db};
+use sqlx::AnyConnection;
+use tonic::{Code, Request, Response, Status};
+
+use crate::access;
+use crate::availability::{self, Interval};
+use crate::domain::{self, instant, timestamp, wire_interval};
+use crate::eligibility::{self, Reason, Subject};
+use crate::occupancy::{self, Holder, HolderKind};
+use crate::org::OrgView;
+use crate::store::{
+    self, APPOINTMENT, AVAILABILITY_EXCEPTION, AVAILABILITY_RULE, ROOM, VISIT_TYPE,
+};
+
+/// The ErrorInfo domain of this service's errors.
+pub const DOMAIN: &str = "scheduling.pm.dev";
+
+const UNIT_NAME: NamePattern = NamePattern(&["organizations", "units"]);
+const PATIENT_NAME: NamePattern = NamePattern(&["organizations", "patients"]);
+const PROVIDER_NAME: NamePattern = NamePattern(&["organizations", "providers"]);
+const LOCATION_NAME: NamePattern = NamePattern(&["organizations", "locations"]);
+const ORGANIZATION_NAME: NamePattern = NamePattern(&["organizations"]);
+
+macro_rules! method {
+    ($name:literal) => {
+        concat!("/pm.scheduling.v1.SchedulingService/", $name)
+    };
+}
+
+macro_rules! list_call {
+    ($req:ident, $parent:expr, $show_deleted:expr) => {
+        ListCall {
+            parent: $parent,
+            page_size: $req.page_size,
+            page_token: &$req.page_token,
+            filter: &$req.filter,
+            order_by: &$req.order_by,
+            show_deleted: $show_deleted,
+            scope: None,
+        }
+    };
+}
+
+macro_rules! create_call {
+    ($req:ident, $method:literal, $parent:expr, $id:ident) => {
+        CreateCall {
+            method: method!($method),
+            parent: $parent,
+            id: &$req.$id,
+            id_field: stringify!($id),
+            request_id: &$req.request_id,
+            request_hash: docstore::request_hash(&$req),
+        }
+    };
+}
+
+/// The Scheduling service.
+#[derive(Clone)]
+pub struct SchedulingApi {
+    db: Db,
+    org: Arc<OrgView>,
+    phi: PhiAudit,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn reply<T>(result: ApiResult<T>) -> Reply<T> {
+    result.map(Response::new).map_err(|e| e.into_status(DOMAIN))
+}
+
+fn required<T>(value: Option<T>, field: &str) -> ApiResult<T> {
+    value.ok_or_else(|| ApiError::invalid(field, "required"))
+}
+
+/// A slot search as the service runs it (FindSlots, and the re-check of every booking).
+struct Search<'a> {
+    unit: &'a str,
+    patient: &'a str,
+    visit: &'a VisitType,
+    window: Interval,
+    providers: &'a [String],
+    locations: &'a [String],
+    rooms: &'a [String],
+    step: TimeDelta,
+}
+
+/// Slots found, each with its location, and the exclusions.
+#[derive(Default)]
+struct Found {
+    slots: Vec<(String, eligibility::Slot)>,
+    excluded: Vec<eligibility::Exclusion>,
+}
+
+impl SchedulingApi {
+    /// The service over its slice, asking Org through `org`, auditing PHI through `phi`.
+    pub fn new(db: Db, org: Arc<OrgView>, phi: PhiAudit) -> Self {
+        Self { db, org, phi }
+    }
+
+    /// A visit type of `unit`, live.
+    async fn visit_type_of(&self, unit: &str, name: &str, field: &str) -> ApiResult<VisitType> {
+        VISIT_TYPE.pattern.parse(field, name)?;
+        if names::parent_of(name) != unit {
+            return Err(ApiError::invalid(field, "must be a visit type of the unit"));
+        }
+        let mut conn = self.db.read().await?;
+        docstore::get_live::<VisitType>(&mut conn, name)
+            .await?
+            .map(|s| s.resource)
+            .ok_or_else(|| {
+                ApiError::new(
+                    Code::FailedPrecondition,
+                    "VISIT_TYPE_NOT_FOUND",
+                    format!("{name} does not exist"),
+                )
+                .with_violation(field, "does not exist")
+            })
+    }
+
+    /// Runs slot search against Org's current facts and this slice's bookings.
+    async fn search(&self, s: Search<'_>) -> ApiResult<Found> {
+        let unit = self.org.unit(s.unit).await?;
+        let patient = self.org.patient(s.patient, s.unit).await?;
+        let visit = domain::visit_type(s.visit);
+        let padded = Interval::new(
+            s.window.start() - visit.buffer_before,
+            s.window.end() + visit.buffer_after,
+        )
+        .map_err(|e| ApiError::internal("padding the window", &e))?;
+        let (from, until) = (padded.start().timestamp_micros(), padded.end().timestamp_micros());
+
+        let mut conn = self.db.read().await?;
+        let mut by_location: BTreeMap<String, BTreeMap<String, Vec<AvailabilityRule>>> =
+            BTreeMap::new();
+        for rule in store::rules_of_unit(&mut conn, s.unit).await? {
+            let provider = names::parent_of(&rule.name).to_string();
+            if (s.providers.is_empty() || s.providers.contains(&provider))
+                && (s.locations.is_empty() || s.locations.contains(&rule.location))
+            {
+                by_location
+                    .entry(rule.location.clone())
+                    .or_default()
+                    .entry(provider)
+                    .or_default()
+                    .push(rule);
+            }
+        }
+        let patient_busy = busy_of(&mut conn, HolderKind::Patient, s.patient, from, until).await?;
+
+        let mut found = Found::default();
+        let mut seen_providers: Vec<String> = Vec::new();
+        for (location, providers) in by_location {
+            let rooms = if visit.needs_room {
+                self.rooms(&mut conn, &location, s.rooms, from, until).await?
+            } else {
+                Vec::new()
+            };
+            let mut candidates = Vec::new();
+            for (provider, rules) in providers {
+                let weekly = rules
+                    .iter()
+                    .map(domain::weekly_rule)
+                    .collect::<ApiResult<Vec<_>>>()?;
+                let exceptions = store::exceptions_of(&mut conn, &provider)
+                    .await?
+                    .iter()
+                    .map(domain::exception)
+                    .collect::<ApiResult<Vec<_>>>()?;
+                candidates.push(eligibility::ProviderCandidate {
+                    credentials: self.org.credentials(&provider).await?,
+                    availability: availability::expand(
+                        &weekly,
+                        &exceptions,
+                        padded.start(),
+                        padded.end(),
+                    ),
+                    busy: busy_of(&mut conn, HolderKind::Provider, &provider, from, until).await?,
+                    provider: provider.clone(),
+                });
+                seen_providers.push(provider);
+            }
+            let result = eligibility::find_slots(&eligibility::SlotQuery {
+                unit: unit.policy.clone(),
+                visit_type: visit.clone(),
+                window: s.window,
+                step: s.step,
+                patient: patient.clone(),
+                patient_busy: patient_busy.clone(),
+                providers: candidates,
+                rooms,
+            });
+            if result.excluded.iter().any(|e| e.subject == Subject::Patient) {
+                // The patient-level rules fail the same way at every location.
+                return Ok(Found {
+                    slots: Vec::new(),
+                    excluded: result.excluded,
+                });
+            }
+            found
+                .slots
+                .extend(result.slots.into_iter().map(|slot| (location.clone(), slot)));
+            found.excluded.extend(result.excluded);
+        }
+        // A provider asked for by name never disappears silently.
+        for provider in s.providers {
+            if !seen_providers.contains(provider) {
+                found.excluded.push(eligibility::Exclusion {
+                    subject: Subject::Provider(provider.clone()),
+                    reason: Reason::OutsideAvailability,
+                });
+            }
+        }
+        found.slots.sort_by(|a, b| {
+            (a.1.interval.start(), &a.1.provider).cmp(&(b.1.interval.start(), &b.1.provider))
+        });
+        Ok(found)
+    }
+
+    /// The rooms of `location` (only `wanted` ones when given) with their booked time.
+    async fn rooms(
+        &self,
+        conn: &mut AnyConnection,
+        location: &str,
+        wanted: &[String],
+        from: i64,
+        until: i64,
+    ) -> ApiResult<Vec<eligibility::RoomCandidate>> {
+        let mut rooms = Vec::new();
+        for room in store::rooms_of(conn, location).await? {
+            if wanted.is_empty() || wanted.contains(&room.name) {
+                rooms.push(eligibility::RoomCandidate {
+                    busy: busy_of(conn, HolderKind::Room, &room.name, from, until).await?,
+                    room: room.name,
+                });
+            }
+        }
+        Ok(rooms)
+    }
+
+    /// Re-checks every rule for the appointment about to be booked and returns the slot.
+    async fn recheck(&self, a: &Appointment, visit: &VisitType) -> ApiResult<eligibility::Slot> {
+        let start = a
+            .interval
+            .as_ref()
+            .and_then(|i| i.start_time.as_ref())
+            .and_then(instant)
+            .ok_or_else(|| ApiError::invalid("appointment.interval.start_time", "required"))?;
+        let duration = domain::visit_type(visit).duration;
+        let window = Interval::new(start, start + duration)
+            .map_err(|e| ApiError::internal("the visit's interval", &e))?;
+        let rooms: Vec<String> = (!a.room.is_empty()).then(|| a.room.clone()).into_iter().collect();
+        let found = self
+            .search(Search {
+                unit: &a.unit,
+                patient: &a.patient,
+                visit,
+                window,
+                providers: std::slice::from_ref(&a.provider),
+                locations: std::slice::from_ref(&a.location),
+                rooms: &rooms,
+                step: TimeDelta::minutes(1),
+            })
+            .await?;
+        if let Some((_, slot)) = found
+            .slots
+            .into_iter()
+            .find(|(_, slot)| slot.interval.start() == start)
+        {
+            return Ok(slot);
+        }
+        Err(refusal(found.excluded.first().map(|e| e.reason)))
+    }
+}
+
+/// Why a booking is refused, from the first rule its slot breaks.
+fn refusal(reason: Option<Reason>) -> ApiError {
+    let (code, message) = match reason {
+        Some(Reason::ProviderBooked) => ("SLOT_UNAVAILABLE", "the provider is booked then"),
+        Some(Reason::PatientBooked) => ("SLOT_UNAVAILABLE", "the patient is booked then"),
+        Some(Reason::NoRoomAvailable) => ("SLOT_UNAVAILABLE", "no room is free then"),
+        Some(Reason::VisitTypeNotAllowed) => {
+            ("VISIT_TYPE_NOT_ALLOWED", "the unit does not offer this visit type")
+        }
+        Some(Reason::PatientNotEnrolled) => {
+            ("PATIENT_NOT_ENROLLED", "the patient has no active enrollment in the unit")
+        }
+        Some(Reason::WrongPathwayStep) => (
+            "WRONG_PATHWAY_STEP",
+            "the visit type serves another care-pathway step than the enrollment's",
+        ),
+        Some(Reason::PayerNotAccepted) => (
+            "PAYER_NOT_ACCEPTED",
+            "no coverage accepted by the unit is in force and self-pay is not allowed",
+        ),
+        Some(Reason::ProviderNotCredentialed) => (
+            "PROVIDER_NOT_CREDENTIALED",
+            "the provider holds no active credential for the unit at that time",
+        ),
+        Some(Reason::OutsideAvailability) | None => (
+            "OUTSIDE_AVAILABILITY",
+            "the provider is not available for the unit at that time and location",
+        ),
+    };
+    ApiError::new(Code::FailedPrecondition, code, message)
+}
+
+async fn busy_of(
+    conn: &mut AnyConnection,
+    kind: HolderKind,
+    holder: &str,
+    from: i64,
+    until: i64,
+) -> ApiResult<Vec<Interval>> {
+    let spans = occupancy::busy(conn, kind, &[holder.to_string()], from, until).await?;
+    Ok(spans
+        .get(holder)
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, start, end)| {
+            let start = chrono::DateTime::from_timestamp_micros(*start)?;
+            let end = chrono::DateTime::from_timestamp_micros(*end)?;
+            Interval::new(start, end).ok()
+        })
+        .collect())
+}
+
+fn event(state: AppointmentState, reason: &str) -> AppointmentEvent {
+    AppointmentEvent {
+        time: Some(timestamp(Utc::now())),
+        state: state as i32,
+        reason: reason.to_string(),
+    }
+}
+
+/// Marks lapsed holds EXPIRED and frees their time, inside a booking's write transaction (so a
+/// lapsed hold never blocks a booking).
+async fn expire_lapsed_holds(conn: &mut AnyConnection) -> ApiResult<()> {
+    let held = APPOINTMENT_STATE_HELD_NAME;
+    let now = Utc::now();
+    for stored in docstore::find_anywhere_by_attr::<Appointment>(conn, "state", held).await? {
+        let lapsed = stored
+            .resource
+            .hold_expire_time
+            .as_ref()
+            .and_then(instant)
+            .is_some_and(|t| t <= now);
+        if lapsed {
+            let mut a = stored.resource;
+            a.state = AppointmentState::Expired as i32;
+            a.history.push(event(AppointmentState::Expired, "hold lapsed"));
+            occupancy::release(conn, &a.name).await?;
+            docstore::replace(conn, &APPOINTMENT, stored.revision, a, None).await?;
+        }
+    }
+    Ok(())
+}
+
+const APPOINTMENT_STATE_HELD_NAME: &str = "APPOINTMENT_STATE_HELD";
+
+/// The time an appointment occupies (buffers included) and who holds it.
+fn occupancy_of(a: &Appointment, visit: &VisitType) -> ApiResult<(Vec<Holder>, i64, i64)> {
+    let interval = domain::interval(a.interval.as_ref(), "appointment.interval")?;
+    let padded = domain::padded(interval, &domain::visit_type(visit))?;
+    let mut holders = vec![
+        Holder {
+            kind: HolderKind::Provider,
+            name: a.provider.clone(),
+        },
+        Holder {
+            kind: HolderKind::Patient,
+            name: a.patient.clone(),
+        },
+    ];
+    if !a.room.is_empty() {
+        holders.push(Holder {
+            kind: HolderKind::Room,
+            name: a.room.clone(),
+        });
+    }
+    Ok((
+        holders,
+        padded.start().timestamp_micros(),
+        padded.end().timestamp_micros(),
+    ))
+}
+
+fn state_of(a: &Appointment) -> AppointmentState {
+    AppointmentState::try_from(a.state).unwrap_or(AppointmentState::Unspecified)
+}
+
+fn wrong_state(a: &Appointment, action: &str) -> ApiError {
+    ApiError::new(
+        Code::FailedPrecondition,
+        "WRONG_APPOINTMENT_STATE",
+        format!(
+            "cannot {action} an appointment in state {}",
+            state_of(a).as_str_name()
+        ),
+    )
+}
+
+impl SchedulingApi {
+    /// Books (or holds) after the re-check; the occupancy rows, the appointment and its audit
+    /// record commit together.
+    async fn book(&self, caller: &Caller, req: BookAppointmentRequest) -> ApiResult<Appointment> {
+        ORGANIZATION_NAME.parse("parent", &req.parent)?;
+        let mut a = required(req.appointment.clone(), "appointment")?;
+        UNIT_NAME.parse("appointment.unit", &a.unit)?;
+        PATIENT_NAME.parse("appointment.patient", &a.patient)?;
+        PROVIDER_NAME.parse("appointment.provider", &a.provider)?;
+        LOCATION_NAME.parse("appointment.location", &a.location)?;
+        if !a.room.is_empty() {
+            ROOM.pattern.parse("appointment.room", &a.room)?;
+        }
+        for (field, name) in [
+            ("appointment.unit", &a.unit),
+            ("appointment.patient", &a.patient),
+            ("appointment.provider", &a.provider),
+            ("appointment.location", &a.location),
+        ] {
+            if names::organization_of(name) != req.parent {
+                return Err(ApiError::invalid(field, "must be in the parent organization"));
+            }
+        }
+        access::authorize(
+            &self.org,
+            caller,
+            method!("BookAppointment"),
+            &req.parent,
+            Some(&a.unit),
+        )
+        .await?;
+        let hold = match req.hold_ttl.as_ref() {
+            None => None,
+            Some(ttl) => {
+                let ttl = TimeDelta::seconds(ttl.seconds);
+                if ttl <= TimeDelta::zero() || ttl > domain::MAX_HOLD {
+                    return Err(ApiError::invalid("hold_ttl", "from 1 second to 30 minutes"));
+                }
+                Some(ttl)
+            }
+        };
+        let start = a
+            .interval
+            .as_ref()
+            .and_then(|i| i.start_time.as_ref())
+            .and_then(instant)
+            .ok_or_else(|| ApiError::invalid("appointment.interval.start_time", "required"))?;
+        if start.timestamp() % 60 != 0 || start.timestamp_subsec_nanos() != 0 {
+            return Err(ApiError::invalid(
+                "appointment.interval.start_time",
+                "must be on a whole minute",
+            ));
+        }
+        if start <= Utc::now() {
+            return Err(ApiError::new(
+                Code::InvalidArgument,
+                "SLOT_IN_THE_PAST",
+                "appointment.interval.start_time: must be in the future",
+            )
+            .with_violation("appointment.interval.start_time", "must be in the future"));
+        }
+        let visit = self
+            .visit_type_of(&a.unit, &a.visit_type, "appointment.visit_type")
+            .await?;
+        // The request_id's earlier answer comes before any re-check: a retry after success must not
+        // be refused because its own booking now occupies the slot.
+        if !req.request_id.is_empty() {
+            let mut tx = self.db.write(&req.parent).await?;
+            if let Some(previous) = docstore::replay::<Appointment>(
+                tx.conn(),
+                method!("BookAppointment"),
+                &req.request_id,
+                &docstore::request_hash(&req),
+            )
+            .await?
+            {
+                return Ok(previous);
+            }
+        }
+        let slot = self.recheck(&a, &visit).await?;
+        a.interval = Some(wire_interval(slot.interval));
+        a.room = slot.room.unwrap_or_default();
+        a.payer = slot.payer.unwrap_or_default();
+        a.history.clear();
+        a.hold_expire_time = None;
+        let state = if let Some(ttl) = hold {
+            a.hold_expire_time = Some(timestamp(Utc::now() + ttl));
+            AppointmentState::Held
+        } else {
+            AppointmentState::Booked
+        };
+        a.state = state as i32;
+        a.history.push(event(state, ""));
+        let (holders, from, until) = occupancy_of(&a, &visit)?;
+        let call = create_call!(req, "BookAppointment", &req.parent, appointment_id);
+        docstore::create(&self.db, &APPOINTMENT, call, a, async |conn, a| {
+            expire_lapsed_holds(conn).await?;
+            occupancy::reserve(conn, &a.name, &holders, from, until).await?;
+            self.phi
+                .record_write(
+                    conn,
+                    caller,
+                    method!("BookAppointment"),
+                    &a.name,
+                    vec![a.patient.clone()],
+                )
+                .await
+        })
+        .await
+    }
+
+    /// Loads an appointment for an object-level check: its unit, or `None` when it does not exist
+    /// (then only organization-wide roles pass, and learn that it does not exist).
+    async fn unit_of_appointment(&self, name: &str) -> ApiResult<Option<String>> {
+        let mut conn = self.db.read().await?;
+        Ok(docstore::get::<Appointment>(&mut conn, name)
+            .await?
+            .map(|s| s.resource.unit))
+    }
+
+    async fn check_appointment(&self, caller: &Caller, method: &str, name: &str) -> ApiResult<()> {
+        APPOINTMENT.pattern.parse("name", name)?;
+        let unit = self.unit_of_appointment(name).await?;
+        // A missing appointment is checked against no unit: denied like one out of scope.
+        let unit = unit.unwrap_or_else(|| format!("{}/units/-", names::organization_of(name)));
+        access::authorize(&self.org, caller, method, name, Some(&unit)).await
+    }
+
+    /// A lifecycle verb: checks, then changes state in one transaction with its audit record.
+    async fn verb(
+        &self,
+        caller: &Caller,
+        method: &'static str,
+        name: &str,
+        etag: &str,
+        change: impl FnOnce(&mut Appointment) -> ApiResult<bool>,
+    ) -> ApiResult<Appointment> {
+        self.check_appointment(caller, method, name).await?;
+        let call = VerbCall {
+            method,
+            name,
+            etag,
+            request_id: "",
+            request_hash: String::new(),
+        };
+        docstore::transition(&self.db, &APPOINTMENT, call, async |conn, a| {
+            let release = change(a)?;
+            if release {
+                occupancy::release(conn, &a.name).await?;
+            }
+            self.phi
+                .record_write(conn, caller, method, &a.name, vec![a.patient.clone()])
+                .await
+        })
+        .await
+    }
+
+    /// Audits a PHI call about an appointment (or a search for a patient).
+    #[allow(clippy::too_many_arguments)]
+    async fn audited<T>(
+        &self,
+        caller: ApiResult<Caller>,
+        method: &str,
+        write: bool,
+        resource: &str,
+        result: ApiResult<T>,
+        patients: impl Fn(&T) -> Vec<String>,
+        error_patients: Vec<String>,
+    ) -> ApiResult<T> {
+        self.phi
+            .audited(caller, method, write, resource, result, patients, error_patients)
+            .await
+    }
+}
+
+/// The Get/List/Create/Delete handlers of a resource kept in the generic store, authorized at the
+/// level `$about` gives (the unit of a visit type, the organization otherwise).
+macro_rules! soft_delete {
+    ($self:ident, $request:ident, $kind:expr, $method:literal, $unit:expr) => {{
+        let caller = caller(&$request)?;
+        let req = $request.into_inner();
+        $kind.pattern.parse("name", &req.name)?;
+        let unit: Option<String> = $unit(&req.name);
+        access::authorize(&$self.org, &caller, method!($method), &req.name, unit.as_deref()).await?;
+        docstore::soft_delete(&$self.db, &$kind, &req.name, &req.etag, async |_, _| Ok(())).await
+    }};
+}
+
+fn no_unit(_: &str) -> Option<String> {
+    None
+}
+
+/// The unit a visit type belongs to (its parent).
+fn unit_of_visit_type(name: &str) -> Option<String> {
+    Some(names::parent_of(name).to_string())
+}
+
+#[tonic::async_trait]
+impl SchedulingService for SchedulingApi {
+    // Visit types
+
+    async fn get_visit_type(&self, request: Request<GetVisitTypeRequest>) -> Reply<VisitType> {
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let name = &request.get_ref().name;
+                VISIT_TYPE.pattern.parse("name", name)?;
+                let unit = names::parent_of(name);
+                access::authorize(&self.org, &caller, method!("GetVisitType"), name, Some(unit))
+                    .await?;
+                docstore::get_by_name(&self.db, &VISIT_TYPE, name).await
+            }
+            .await,
+        )
+    }
+
+    async fn list_visit_types(
+        &self,
+        request: Request<ListVisitTypesRequest>,
+    ) -> Reply<ListVisitTypesResponse> {
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                UNIT_NAME.parse("parent", &req.parent)?;
+                access::authorize(
+                    &self.org,
+                    &caller,
+                    method!("ListVisitTypes"),
+                    &req.parent,
+                    Some(&req.parent),
+                )
+                .await?;
+                let page =
+                    docstore::list(&self.db, &VISIT_TYPE, list_call!(req, &req.parent, req.show_deleted))
+                        .await?;
+                Ok(ListVisitTypesResponse {
+                    visit_types: page.items,
+                    next_page_token: page.next_page_token,
+                })
+            }
+            .await,
+        )
+    }
+
+    async fn create_visit_type(
+        &self,
+        request: Request<CreateVisitTypeRequest>,
+    ) -> Reply<VisitType> {
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                UNIT_NAME.parse("parent", &req.parent)?;
+                access::authorize(
+                    &self.org,
+                    &caller,
+                    method!("CreateVisitType"),
+                    &req.parent,
+                    Some(&req.parent),
+                )
+                .await?;
+                let visit = required(req.visit_type.clone(), "visit_type")?;
+                domain::validate_visit_type(&visit)?;
+                // The unit is Org's: it must exist there.
+                self.org.unit(&req.parent).await?;
+                let call = create_call!(req, "CreateVisitType", &req.parent, visit_type_id);
+                docstore::create(&self.db, &VISIT_TYPE, call, visit, async |conn, v| {
+                    let same_code = docstore::all_live::<VisitType>(
+                        conn,
+                        &store::collection(&VISIT_TYPE, &req.parent),
+                    )
+                    .await?
+                    .into_iter()
+                    .any(|other| other.resource.code == v.code);
+                    if same_code {
+                        return Err(ApiError::already_exists(
+                            "VISIT_TYPE_CODE_TAKEN",
+                            format!("the unit already has a visit type with code {}", v.code),
+                        ));
+                    }
+                    Ok(())
+                })
+                .await
+            }
+            .await,
+        )
+    }
+
+    async fn delete_visit_type(
+        &self,
+        request: Request<DeleteVisitTypeRequest>,
+    ) -> Reply<VisitType> {
+        reply(
+            async { soft_delete!(self, request, VISIT_TYPE, "DeleteVisitType", unit_of_visit_type) }
+                .await,
+        )
+    }
+
+    // Availability rules
+
+    async fn list_availability_rules(
+        &self,
+        request: Request<ListAvailabilityRulesRequest>,
+    ) -> Reply<ListAvailabilityRulesResponse> {
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                PROVIDER_NAME.parse("parent", &req.parent)?;
+                access::authorize(
+                    &self.org,
+                    &caller,
+                    method!("ListAvailabilityRules"),
+                    &req.parent,
+                    None,
+                )
+                .await?;
+                let page = docstore::list(
+                    &self.db,
+                    &AVAILABILITY_RULE,
+                    list_call!(req, &req.parent, req.show_deleted),
+                )
+                .await?;
+                Ok(ListAvailabilityRulesResponse {
+                    availability_rules: page.items,
+                    next_page_token: page.next_page_token,
+                })
+            }
+            .await,
+        )
+    }
+
+    async fn create_availability_rule(
+        &self,
+        request: Request<CreateAvailabilityRuleRequest>,
+    ) -> Reply<AvailabilityRule> {
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                PROVIDER_NAME.parse("parent", &req.parent)?;
+                let mut rule = required(req.availability_rule.clone(), "availability_rule")?;
+                UNIT_NAME.parse("availability_rule.unit", &rule.unit)?;
+                LOCATION_NAME.parse("availability_rule.location", &rule.location)?;
+                access::authorize(
+                    &self.org,
+                    &caller,
+                    method!("CreateAvailabilityRule"),
+                    &req.parent,
+                    Some(&rule.unit),
+                )
+                .await?;
+                domain::validate_rule(&rule)?;
+                self.org.unit(&rule.unit).await?;
+                rule.time_zone = self.org.zone(&rule.location).await?;
+                domain::weekly_rule(&rule).map_err(|_| {
+                    ApiError::invalid("availability_rule.location", "the location's time zone is unknown")
+                })?;
+                let call = create_call!(req, "CreateAvailabilityRule", &req.parent, availability_rule_id);
+                docstore::create(&self.db, &AVAILABILITY_RULE, call, rule, async |_, _| Ok(()))
+                    .await
+            }
+            .await,
+        )
+    }
+
+    async fn delete_availability_rule(
+        &self,
+        request: Request<DeleteAvailabilityRuleRequest>,
+    ) -> Reply<AvailabilityRule> {
+        reply(
+            async {
+                soft_delete!(self, request, AVAILABILITY_RULE, "DeleteAvailabilityRule", no_unit)
+            }
+            .await,
+        )
+    }
+
+    // Availability exceptions
+
+    async fn list_availability_exceptions(
+        &self,
+        request: Request<ListAvailabilityExceptionsRequest>,
+    ) -> Reply<ListAvailabilityExceptionsResponse> {
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                PROVIDER_NAME.parse("parent", &req.parent)?;
+                access::authorize(
+                    &self.org,
+                    &caller,
+                    method!("ListAvailabilityExceptions"),
+                    &req.parent,
+                    None,
+                )
+                .await?;
+                let page = docstore::list(
+                    &self.db,
+                    &AVAILABILITY_EXCEPTION,
+                    list_call!(req, &req.parent, req.show_deleted),
+                )
+                .await?;
+                Ok(ListAvailabilityExceptionsResponse {
+                    availability_exceptions: page.items,
+                    next_page_token: page.next_page_token,
+                })
+            }
+            .await,
+        )
+    }
+
+    async fn create_availability_exception(
+        &self,
+        request: Request<CreateAvailabilityExceptionRequest>,
+    ) -> Reply<AvailabilityException> {
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                PROVIDER_NAME.parse("parent", &req.parent)?;
+                access::authorize(
+                    &self.org,
+                    &caller,
+                    method!("CreateAvailabilityException"),
+                    &req.parent,
+                    None,
+                )
+                .await?;
+                let exception =
+                    required(req.availability_exception.clone(), "availability_exception")?;
+                domain::validate_exception(&exception)?;
+                let call = create_call!(
+                    req,
+                    "CreateAvailabilityException",
+                    &req.parent,
+                    availability_exception_id
+                );
+                docstore::create(&self.db, &AVAILABILITY_EXCEPTION, call, exception, async |_, _| {
+                    Ok(())
+                })
+                .await
+            }
+            .await,
+        )
+    }
+
+    async fn delete_availability_exception(
+        &self,
+        request: Request<DeleteAvailabilityExceptionRequest>,
+    ) -> Reply<AvailabilityException> {
+        reply(
+            async {
+                soft_delete!(
+                    self,
+                    request,
+                    AVAILABILITY_EXCEPTION,
+                    "DeleteAvailabilityException",
+                    no_unit
+                )
+            }
+            .await,
+        )
+    }
+
+    // Rooms
+
+    async fn list_rooms(&self, request: Request<ListRoomsRequest>) -> Reply<ListRoomsResponse> {
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                LOCATION_NAME.parse("parent", &req.parent)?;
+                access::authorize(&self.org, &caller, method!("ListRooms"), &req.parent, None)
+                    .await?;
+                let page =
+                    docstore::list(&self.db, &ROOM, list_call!(req, &req.parent, req.show_deleted))
+                        .await?;
+                Ok(ListRoomsResponse {
+                    rooms: page.items,
+                    next_page_token: page.next_page_token,
+                })
+            }
+            .await,
+        )
+    }
+
+    async fn create_room(&self, request: Request<CreateRoomRequest>) -> Reply<Room> {
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                LOCATION_NAME.parse("parent", &req.parent)?;
+                access::authorize(&self.org, &caller, method!("CreateRoom"), &req.parent, None)
+                    .await?;
+                let room = required(req.room.clone(), "room")?;
+                if room.display_name.trim().is_empty() || room.display_name.len() > 200 {
+                    return Err(ApiError::invalid(
+                        "room.display_name",
+                        "required, at most 200 characters",
+                    ));
+                }
+                self.org.zone(&req.parent).await?;
+                let call = create_call!(req, "CreateRoom", &req.parent, room_id);
+                docstore::create(&self.db, &ROOM, call, room, async |_, _| Ok(())).await
+            }
+            .await,
+        )
+    }
+
+    async fn delete_room(&self, request: Request<DeleteRoomRequest>) -> Reply<Room> {
+        reply(async { soft_delete!(self, request, ROOM, "DeleteRoom", no_unit) }.await)
+    }
+
+    // Slot search
+
+    async fn find_slots(&self, request: Request<FindSlotsRequest>) -> Reply<FindSlotsResponse> {
+        let who = caller(&request);
+        let req = request.into_inner();
+        let result = async {
+            let caller = who.clone()?;
+            UNIT_NAME.parse("unit", &req.unit)?;
+            PATIENT_NAME.parse("patient", &req.patient)?;
+            for (i, p) in req.providers.iter().enumerate() {
+                PROVIDER_NAME.parse(&format!("providers[{i}]"), p)?;
+            }
+            for (i, l) in req.locations.iter().enumerate() {
+                LOCATION_NAME.parse(&format!("locations[{i}]"), l)?;
+            }
+            let window = domain::interval(req.window.as_ref(), "window")?;
+            if window.duration() > domain::MAX_WINDOW {
+                return Err(ApiError::invalid("window", "at most 31 days"));
+            }
+            if req.max_slots < 0 {
+                return Err(ApiError::invalid("max_slots", "must not be negative"));
+            }
+            let step = match req.step.as_ref() {
+                None => TimeDelta::zero(),
+                Some(step) if step.seconds >= 60 && step.seconds % 60 == 0 && step.nanos == 0 => {
+                    TimeDelta::seconds(step.seconds)
+                }
+                Some(_) => return Err(ApiError::invalid("step", "whole minutes, at least 1")),
+            };
+            access::authorize(&self.org, &caller, method!("FindSlots"), &req.unit, Some(&req.unit))
+                .await?;
+            let visit = self.visit_type_of(&req.unit, &req.visit_type, "visit_type").await?;
+            let found = self
+                .search(Search {
+                    unit: &req.unit,
+                    patient: &req.patient,
+                    visit: &visit,
+                    window,
+                    providers: &req.providers,
+                    locations: &req.locations,
+                    rooms: &[],
+                    step,
+                })
+                .await?;
+            let max = match req.max_slots {
+                0 => 100,
+                n => usize::try_from(n).unwrap_or(1000).min(1000),
+            };
+            let truncated = found.slots.len() > max;
+            Ok(FindSlotsResponse {
+                slots: found
+                    .slots
+                    .into_iter()
+                    .take(max)
+                    .map(|(location, slot)| Slot {
+                        provider: slot.provider,
+                        location,
+                        room: slot.room.unwrap_or_default(),
+                        interval: Some(wire_interval(slot.interval)),
+                        payer: slot.payer.unwrap_or_default(),
+                    })
+                    .collect(),
+                exclusions: found.excluded.into_iter().map(wire_exclusion).collect(),
+                truncated,
+            })
+        }
+        .await;
+        let patient = req.patient.clone();
+        reply(
+            self.audited(
+                who,
+                method!("FindSlots"),
+                false,
+                &req.unit,
+                result,
+                |_| vec![patient.clone()],
+                vec![req.patient.clone()],
+            )
+            .await,
+        )
+    }
+
+    // Appointments
+
+    async fn book_appointment(
+        &self,
+        request: Request<BookAppointmentRequest>,
+    ) -> Reply<Appointment> {
+        let who = caller(&request);
+        let req = request.into_inner();
+        let patient = req
+            .appointment
+            .as_ref()
+            .map(|a| a.patient.clone())
+            .unwrap_or_default();
+        let parent = req.parent.clone();
+        let result = match &who {
+            Ok(caller) => self.book(caller, req).await,
+            Err(err) => Err(err.clone()),
+        };
+        reply(
+            self.audited(who, method!("BookAppointment"), true, &parent, result, |_| vec![], vec![patient])
+                .await,
+        )
+    }
+
+    async fn confirm_appointment(
+        &self,
+        request: Request<ConfirmAppointmentRequest>,
+    ) -> Reply<Appointment> {
+        let who = caller(&request);
+        let req = request.into_inner();
+        let result = async {
+            let caller = who.clone()?;
+            self.check_appointment(&caller, method!("ConfirmAppointment"), &req.name)
+                .await?;
+            let current = docstore::get_by_name(&self.db, &APPOINTMENT, &req.name).await?;
+            if state_of(&current) != AppointmentState::Held {
+                return Err(wrong_state(&current, "confirm"));
+            }
+            let lapsed = current
+                .hold_expire_time
+                .as_ref()
+                .and_then(instant)
+                .is_none_or(|t| t <= Utc::now());
+            if lapsed {
+                return Err(ApiError::new(
+                    Code::FailedPrecondition,
+                    "HOLD_EXPIRED",
+                    "the hold lapsed: search and book again",
+                ));
+            }
+            // The hold already occupies the slot; confirming keeps it (the rules were checked when
+            // the hold was taken, at most 30 minutes ago).
+            self.verb(
+                &caller,
+                method!("ConfirmAppointment"),
+                &req.name,
+                &req.etag,
+                |a| {
+                    if state_of(a) != AppointmentState::Held {
+                        return Err(wrong_state(a, "confirm"));
+                    }
+                    if a.hold_expire_time.as_ref().and_then(instant).is_none_or(|t| t <= Utc::now()) {
+                        return Err(ApiError::new(
+                            Code::FailedPrecondition,
+                            "HOLD_EXPIRED",
+                            "the hold lapsed: search and book again",
+                        ));
+                    }
+                    a.state = AppointmentState::Booked as i32;
+                    a.hold_expire_time = None;
+                    a.history.push(event(AppointmentState::Booked, "hold confirmed"));
+                    Ok(false)
+                },
+            )
+            .await
+        }
+        .await;
+        reply(
+            self.audited(who, method!("ConfirmAppointment"), true, &req.name, result, |_| vec![], vec![])
+                .await,
+        )
+    }
+
+    async fn get_appointment(
+        &self,
+        request: Request<GetAppointmentRequest>,
+    ) -> Reply<Appointment> {
+        let who = caller(&request);
+        let name = request.into_inner().name;
+        let result = async {
+            let caller = who.clone()?;
+            self.check_appointment(&caller, method!("GetAppointment"), &name)
+                .await?;
+            docstore::get_by_name(&self.db, &APPOINTMENT, &name).await
+        }
+        .await;
+        reply(
+            self.audited(who, method!("GetAppointment"), false, &name, result, |a| {
+                vec![a.patient.clone()]
+            }, vec![])
+            .await,
+        )
+    }
+
+    async fn list_appointments(
+        &self,
+        request: Request<ListAppointmentsRequest>,
+    ) -> Reply<ListAppointmentsResponse> {
+        let who = caller(&request);
+        let req = request.into_inner();
+        let result = async {
+            let caller = who.clone()?;
+            ORGANIZATION_NAME.parse("parent", &req.parent)?;
+            access::authorize(&self.org, &caller, method!("ListAppointments"), &req.parent, None)
+                .await?;
+            let units =
+                access::visible_units(&self.org, &caller, method!("ListAppointments"), &req.parent)
+                    .await?;
+            let mut call = list_call!(req, &req.parent, false);
+            call.scope = units.map(|units| ListScope::Attr("unit", units));
+            let page = docstore::list(&self.db, &APPOINTMENT, call).await?;
+            Ok(ListAppointmentsResponse {
+                appointments: page.items,
+                next_page_token: page.next_page_token,
+            })
+        }
+        .await;
+        reply(
+            self.audited(
+                who,
+                method!("ListAppointments"),
+                false,
+                &req.parent,
+                result,
+                |page| page.appointments.iter().map(|a| a.patient.clone()).collect(),
+                vec![],
+            )
+            .await,
+        )
+    }
+
+    async fn cancel_appointment(
+        &self,
+        request: Request<CancelAppointmentRequest>,
+    ) -> Reply<Appointment> {
+        let who = caller(&request);
+        let req = request.into_inner();
+        let result = async {
+            let caller = who.clone()?;
+            if req.reason.trim().is_empty() || req.reason.len() > 500 {
+                return Err(ApiError::invalid("reason", "required, at most 500 characters"));
+            }
+            self.verb(&caller, method!("CancelAppointment"), &req.name, &req.etag, |a| {
+                match state_of(a) {
+                    AppointmentState::Held
+                    | AppointmentState::Booked
+                    | AppointmentState::CheckedIn => {
+                        a.state = AppointmentState::Cancelled as i32;
+                        a.history.push(event(AppointmentState::Cancelled, &req.reason));
+                        Ok(true)
+                    }
+                    _ => Err(wrong_state(a, "cancel")),
+                }
+            })
+            .await
+        }
+        .await;
+        reply(
+            self.audited(who, method!("CancelAppointment"), true, &req.name, result, |_| vec![], vec![])
+                .await,
+        )
+    }
+
+    async fn check_in_appointment(
+        &self,
+        request: Request<CheckInAppointmentRequest>,
+    ) -> Reply<Appointment> {
+        let who = caller(&request);
+        let req = request.into_inner();
+        let result = async {
+            let caller = who.clone()?;
+            self.verb(&caller, method!("CheckInAppointment"), &req.name, &req.etag, |a| {
+                if state_of(a) != AppointmentState::Booked {
+                    return Err(wrong_state(a, "check in"));
+                }
+                a.state = AppointmentState::CheckedIn as i32;
+                a.history.push(event(AppointmentState::CheckedIn, ""));
+                Ok(false)
+            })
+            .await
+        }
+        .await;
+        reply(
+            self.audited(who, method!("CheckInAppointment"), true, &req.name, result, |_| vec![], vec![])
+                .await,
+        )
+    }
+
+    async fn mark_no_show(&self, request: Request<MarkNoShowRequest>) -> Reply<Appointment> {
+        let who = caller(&request);
+        let req = request.into_inner();
+        let result = async {
+            let caller = who.clone()?;
+            if req.reason.len() > 500 {
+                return Err(ApiError::invalid("reason", "at most 500 characters"));
+            }
+            self.verb(&caller, method!("MarkNoShow"), &req.name, &req.etag, |a| {
+                if !matches!(state_of(a), AppointmentState::Booked | AppointmentState::CheckedIn) {
+                    return Err(wrong_state(a, "mark as no-show"));
+                }
+                a.state = AppointmentState::NoShow as i32;
+                a.history.push(event(AppointmentState::NoShow, &req.reason));
+                Ok(true)
+            })
+            .await
+        }
+        .await;
+        reply(
+            self.audited(who, method!("MarkNoShow"), true, &req.name, result, |_| vec![], vec![])
+                .await,
+        )
+    }
+}
+
+fn wire_exclusion(e: eligibility::Exclusion) -> Exclusion {
+    let (subject, provider, start_time) = match e.subject {
+        Subject::Patient => (ExclusionSubject::Patient, String::new(), None),
+        Subject::Provider(p) => (ExclusionSubject::Provider, p, None),
+        Subject::Candidate { provider, start } => {
+            (ExclusionSubject::Candidate, provider, Some(timestamp(start)))
+        }
+    };
+    Exclusion {
+        subject: subject as i32,
+        provider,
+        start_time,
+        reason: e.reason.code().to_string(),
+    }
+}

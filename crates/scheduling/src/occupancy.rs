@@ -1,0 +1,214 @@
+//! The double-booking guard: an appointment (or a hold, a short-lived appointment) occupies its
+//! padded time span for each of its holders (provider, patient, optionally a room), and two
+//! occupancies of the same holder never overlap.
+//!
+//! Table `occupancy(appointment, kind, holder, start_us, end_us)` ([`MIGRATIONS`]), spans half-open
+//! `[start_us, end_us)` in microseconds since the Unix epoch, UTC, so touching spans do not conflict.
+//! The guarantee rests on a different mechanism per backend:
+//! - PostgreSQL: exclusion constraints (one per kind, `holder =` and `int8range &&`), which hold
+//!   whatever the writers do. [`reserve`] still checks first, because a violation aborts the
+//!   transaction and its constraint name is all a client-safe error can draw on; the constraint is
+//!   the backstop for writers the pre-check cannot see (not yet committed).
+//! - SQLite: the pre-check alone, which is safe because every write runs under the slice's
+//!   process-wide writer lock (`Db::write`), so nothing can commit between check and insert.
+
+use std::collections::HashMap;
+
+use pm_runtime::db::Migrations;
+use pm_runtime::{ApiError, ApiResult};
+use sqlx::{AnyConnection, Row};
+
+/// What holds time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HolderKind {
+    /// The provider who sees the patient.
+    Provider,
+    /// The patient.
+    Patient,
+    /// The room the visit needs, if any.
+    Room,
+}
+
+impl HolderKind {
+    const ALL: [HolderKind; 3] = [HolderKind::Provider, HolderKind::Patient, HolderKind::Room];
+
+    /// The stored `kind` value: `provider`, `patient` or `room`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HolderKind::Provider => "provider",
+            HolderKind::Patient => "patient",
+            HolderKind::Room => "room",
+        }
+    }
+
+    /// The kind whose PostgreSQL exclusion constraint is `constraint` (see the migration).
+    fn of_constraint(constraint: &str) -> Option<HolderKind> {
+        let kind = constraint
+            .strip_prefix("occupancy_")?
+            .strip_suffix("_overlap")?;
+        Self::ALL.into_iter().find(|k| k.as_str() == kind)
+    }
+}
+
+/// One holder of an appointment: kind + resource name (e.g. `organizations/acme/providers/p1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// What kind of holder.
+    pub kind: HolderKind,
+    /// Its resource name.
+    pub name: String,
+}
+
+/// This module's tables (version 1 of the scheduling slice; shared sets use 1000 and up).
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: || sqlx::migrate!("./migrations/sqlite"),
+    postgres: || sqlx::migrate!("./migrations/postgres"),
+};
+
+/// SQLSTATE exclusion_violation.
+const EXCLUSION_VIOLATION: &str = "23P01";
+
+/// The refusal for a taken slot. It names the holder's kind only: the holder's name may identify a
+/// patient, and errors carry no PHI.
+fn slot_unavailable(kind: &str) -> ApiError {
+    ApiError::precondition(
+        "SLOT_UNAVAILABLE",
+        format!("the {kind} already has an appointment or hold overlapping this time"),
+    )
+    .with_meta("holderKind", kind)
+}
+
+/// Inserts one occupancy row per holder for `appointment` over `[start_micros, end_micros)` (buffers
+/// included: the caller pads the span). Runs inside the caller's write transaction (a
+/// `pm_runtime::db::WriteTx`'s connection, or a PostgreSQL transaction).
+///
+/// A holder listed twice is reserved once. If any holder already has an overlapping occupancy, fails
+/// with FAILED_PRECONDITION `SLOT_UNAVAILABLE` (metadata `holderKind`) having written nothing; on
+/// PostgreSQL a conflict with a writer that committed after the check surfaces the same way, from
+/// the exclusion constraint, and leaves the transaction aborted: the caller rolls back either way.
+/// Rescheduling an appointment means [`release`] first: its own old rows would conflict.
+pub async fn reserve(
+    conn: &mut AnyConnection,
+    appointment: &str,
+    holders: &[Holder],
+    start_micros: i64,
+    end_micros: i64,
+) -> ApiResult<()> {
+    if start_micros >= end_micros {
+        return Err(ApiError::invalid(
+            "end_time",
+            "must be after the start time (buffers included)",
+        ));
+    }
+    if holders.is_empty() {
+        return Err(ApiError::internal(
+            "occupancy",
+            &"an appointment needs at least one holder",
+        ));
+    }
+    // Dropping repeats up front keeps a careless caller from a primary-key error (INTERNAL).
+    let holders: Vec<&Holder> = holders
+        .iter()
+        .enumerate()
+        .filter(|(i, h)| !holders[..*i].contains(h))
+        .map(|(_, h)| h)
+        .collect();
+
+    // Check every holder before inserting any, so a refusal writes nothing.
+    for holder in &holders {
+        let taken = sqlx::query(
+            "SELECT 1 AS one FROM occupancy \
+             WHERE kind = $1 AND holder = $2 AND start_us < $3 AND end_us > $4 LIMIT 1",
+        )
+        .bind(holder.kind.as_str())
+        .bind(holder.name.as_str())
+        .bind(end_micros)
+        .bind(start_micros)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if taken.is_some() {
+            return Err(slot_unavailable(holder.kind.as_str()));
+        }
+    }
+
+    for holder in &holders {
+        let inserted = sqlx::query(
+            "INSERT INTO occupancy (appointment, kind, holder, start_us, end_us) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(appointment)
+        .bind(holder.kind.as_str())
+        .bind(holder.name.as_str())
+        .bind(start_micros)
+        .bind(end_micros)
+        .execute(&mut *conn)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            // PostgreSQL only: a concurrent writer committed an overlapping row after our check (or
+            // while this insert waited on its uncommitted row). The constraint's name gives the kind.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(EXCLUSION_VIOLATION) => {
+                let kind = e
+                    .constraint()
+                    .and_then(HolderKind::of_constraint)
+                    .map_or("unknown", HolderKind::as_str);
+                return Err(slot_unavailable(kind));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the occupancy rows of `appointment` (cancel, no-show, expired hold, reschedule), freeing
+/// its time. Idempotent.
+pub async fn release(conn: &mut AnyConnection, appointment: &str) -> ApiResult<()> {
+    sqlx::query("DELETE FROM occupancy WHERE appointment = $1")
+        .bind(appointment)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The occupied spans of each named holder of `kind` that overlap `[from_micros, until_micros)`, as
+/// `(appointment, start_micros, end_micros)` in start order, grouped by holder name. Holders without
+/// such spans are absent from the map.
+pub async fn busy(
+    conn: &mut AnyConnection,
+    kind: HolderKind,
+    holders: &[String],
+    from_micros: i64,
+    until_micros: i64,
+) -> ApiResult<HashMap<String, Vec<(String, i64, i64)>>> {
+    let mut found: HashMap<String, Vec<(String, i64, i64)>> = HashMap::new();
+    if holders.is_empty() || from_micros >= until_micros {
+        return Ok(found);
+    }
+    // One round trip for all holders: `holder IN ($4, $5, ...)`. The SQL text holds placeholders
+    // only; the Any driver has no array binds.
+    let placeholders = (0..holders.len())
+        .map(|i| format!("${}", i + 4))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT holder, appointment, start_us, end_us FROM occupancy \
+         WHERE kind = $1 AND start_us < $2 AND end_us > $3 AND holder IN ({placeholders}) \
+         ORDER BY holder, start_us, appointment"
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(kind.as_str())
+        .bind(until_micros)
+        .bind(from_micros);
+    for holder in holders {
+        query = query.bind(holder.as_str());
+    }
+    for row in query.fetch_all(&mut *conn).await? {
+        let holder: String = row.try_get("holder")?;
+        found.entry(holder).or_default().push((
+            row.try_get("appointment")?,
+            row.try_get("start_us")?,
+            row.try_get("end_us")?,
+        ));
+    }
+    Ok(found)
+}

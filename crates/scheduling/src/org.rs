@@ -1,0 +1,277 @@
+//! What Scheduling asks of Org, over mTLS gRPC as the `scheduling` service (each Org RPC used here
+//! lists `scheduling` in its `service_callers`). The unit policies, location zones, unit tree and
+//! provider credentials change rarely and are cached for [`CACHE_TTL`]; a patient's enrollments and
+//! coverage (PHI) are read fresh on every call.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use pm_api::org::org_service_client::OrgServiceClient;
+use pm_api::org::{
+    CredentialState, EnrollmentState, GetEffectivePolicyRequest, GetLocationRequest,
+    ListCoveragesRequest, ListCredentialsRequest, ListEnrollmentsRequest, ListServiceUnitsRequest,
+};
+use pm_runtime::{ApiError, ApiResult};
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::eligibility::{CoverageInfo, CredentialInfo, EnrollmentInfo, PatientContext, UnitPolicy};
+
+/// How long Org's answers about units, locations and credentials are reused.
+pub const CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// A unit's effective policy and where it sits.
+#[derive(Debug, Clone)]
+pub struct UnitInfo {
+    /// The rules slot search applies.
+    pub policy: UnitPolicy,
+    /// The unit's ancestors, root first, then the unit.
+    pub lineage: Vec<String>,
+}
+
+/// A small map whose entries expire.
+struct TtlCache<V> {
+    entries: Mutex<HashMap<String, (Instant, V)>>,
+}
+
+impl<V: Clone> TtlCache<V> {
+    fn new() -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<V> {
+        let entries = self.entries.lock().ok()?;
+        entries
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, key: &str, value: V) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() > 10_000 {
+                entries.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+            }
+            entries.insert(key.to_string(), (Instant::now(), value));
+        }
+    }
+}
+
+/// Org as Scheduling sees it.
+pub struct OrgView {
+    client: OrgServiceClient<Channel>,
+    units: TtlCache<UnitInfo>,
+    zones: TtlCache<String>,
+    credentials: TtlCache<Vec<CredentialInfo>>,
+    trees: TtlCache<Vec<(String, String)>>,
+}
+
+/// Org's refusal or failure, as this service reports it. NOT_FOUND and INVALID_ARGUMENT about a
+/// name the caller gave are passed on; anything else means Org is unavailable.
+fn from_org(status: tonic::Status, what: &str) -> ApiError {
+    match status.code() {
+        Code::NotFound | Code::PermissionDenied => ApiError::not_found(what),
+        Code::InvalidArgument => ApiError::invalid(what, "Org refused it as malformed"),
+        _ => ApiError::unavailable("org", &status.message()),
+    }
+}
+
+fn micros_to_time(ts: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    ts.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+}
+
+impl OrgView {
+    /// Org at the other end of `channel` (an mTLS channel with this service's certificate).
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            client: OrgServiceClient::new(channel),
+            units: TtlCache::new(),
+            zones: TtlCache::new(),
+            credentials: TtlCache::new(),
+            trees: TtlCache::new(),
+        }
+    }
+
+    /// The unit's effective policy and lineage.
+    pub async fn unit(&self, unit: &str) -> ApiResult<UnitInfo> {
+        if let Some(info) = self.units.get(unit) {
+            return Ok(info);
+        }
+        let policy = self
+            .client
+            .clone()
+            .get_effective_policy(GetEffectivePolicyRequest { unit: unit.into() })
+            .await
+            .map_err(|s| from_org(s, unit))?
+            .into_inner();
+        let billing = policy.billing_profile.unwrap_or_default();
+        let workflow = policy.workflow_rules.unwrap_or_default();
+        let info = UnitInfo {
+            policy: UnitPolicy {
+                unit: unit.to_string(),
+                allowed_visit_types: workflow.allowed_visit_types,
+                care_pathway_steps: workflow.care_pathway_steps.into_iter().map(|s| s.id).collect(),
+                accepted_payers: billing.accepted_payers.into_iter().map(|p| p.payer).collect(),
+                self_pay_allowed: billing.self_pay_allowed.unwrap_or(false),
+            },
+            lineage: policy.lineage,
+        };
+        self.units.put(unit, info.clone());
+        Ok(info)
+    }
+
+    /// The IANA time zone of a location.
+    pub async fn zone(&self, location: &str) -> ApiResult<String> {
+        if let Some(zone) = self.zones.get(location) {
+            return Ok(zone);
+        }
+        let zone = self
+            .client
+            .clone()
+            .get_location(GetLocationRequest {
+                name: location.into(),
+            })
+            .await
+            .map_err(|s| from_org(s, location))?
+            .into_inner()
+            .time_zone;
+        self.zones.put(location, zone.clone());
+        Ok(zone)
+    }
+
+    /// Every unit of the organization with its parent ("" for a root).
+    pub async fn unit_tree(&self, organization: &str) -> ApiResult<Vec<(String, String)>> {
+        if let Some(tree) = self.trees.get(organization) {
+            return Ok(tree);
+        }
+        let mut tree = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .client
+                .clone()
+                .list_service_units(ListServiceUnitsRequest {
+                    parent: organization.into(),
+                    page_size: 1000,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| from_org(s, organization))?
+                .into_inner();
+            tree.extend(
+                page.service_units
+                    .into_iter()
+                    .map(|u| (u.name, u.parent_unit)),
+            );
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        self.trees.put(organization, tree.clone());
+        Ok(tree)
+    }
+
+    /// All of a provider's credentials.
+    pub async fn credentials(&self, provider: &str) -> ApiResult<Vec<CredentialInfo>> {
+        if let Some(credentials) = self.credentials.get(provider) {
+            return Ok(credentials);
+        }
+        let mut credentials = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .client
+                .clone()
+                .list_credentials(ListCredentialsRequest {
+                    parent: provider.into(),
+                    page_size: 1000,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| from_org(s, provider))?
+                .into_inner();
+            for c in page.credentials {
+                let period = c.effective_period.unwrap_or_default();
+                let Some(from) = micros_to_time(period.start_time.as_ref()) else {
+                    continue;
+                };
+                credentials.push(CredentialInfo {
+                    unit: c.unit,
+                    active: c.state == CredentialState::Active as i32,
+                    from,
+                    until: micros_to_time(period.end_time.as_ref()),
+                });
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        self.credentials.put(provider, credentials.clone());
+        Ok(credentials)
+    }
+
+    /// The patient's enrollment in `unit` (or, failing that, any active one) and coverage. Never
+    /// cached: it is PHI and booking must see its current state.
+    pub async fn patient(&self, patient: &str, unit: &str) -> ApiResult<PatientContext> {
+        let enrollments = self
+            .client
+            .clone()
+            .list_enrollments(ListEnrollmentsRequest {
+                parent: patient.into(),
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| from_org(s, patient))?
+            .into_inner()
+            .enrollments;
+        let active: Vec<_> = enrollments
+            .into_iter()
+            .filter(|e| e.state == EnrollmentState::Active as i32)
+            .collect();
+        let enrollment = active
+            .iter()
+            .find(|e| e.unit == unit)
+            .or_else(|| active.first())
+            .map(|e| EnrollmentInfo {
+                unit: e.unit.clone(),
+                pathway_step: (!e.pathway_step.is_empty()).then(|| e.pathway_step.clone()),
+                active: true,
+            });
+        let coverages = self
+            .client
+            .clone()
+            .list_coverages(ListCoveragesRequest {
+                parent: patient.into(),
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| from_org(s, patient))?
+            .into_inner()
+            .coverages
+            .into_iter()
+            .filter_map(|c| {
+                let period = c.effective_period.unwrap_or_default();
+                Some(CoverageInfo {
+                    payer: c.payer,
+                    priority: c.priority,
+                    from: micros_to_time(period.start_time.as_ref())?,
+                    until: micros_to_time(period.end_time.as_ref()),
+                })
+            })
+            .collect();
+        Ok(PatientContext {
+            enrollment,
+            coverages,
+        })
+    }
+}

@@ -1,0 +1,130 @@
+//! The Scheduling slice: how each resource is indexed in the generic store, and the lookups slot
+//! search and booking need. Double booking is guarded by [`crate::occupancy`].
+
+use pm_api::scheduling::{
+    Appointment, AppointmentState, AvailabilityException, AvailabilityRule, ExceptionKind, Room,
+    VisitModality, VisitType, Weekday,
+};
+use pm_runtime::docstore::{self, Kind, enum_name};
+use pm_runtime::names::NamePattern;
+use pm_runtime::ApiResult;
+use sqlx::AnyConnection;
+
+/// Visit types, under a unit.
+pub const VISIT_TYPE: Kind<VisitType> = Kind {
+    pattern: NamePattern(&["organizations", "units", "visitTypes"]),
+    field: "visit_type",
+    // The unit is Org's: its existence is checked by asking Org.
+    local_parent: false,
+    filterable: &["code", "modality", "pathway_step"],
+    protected: &["code"],
+    attrs: |v| {
+        vec![
+            ("code", v.code.clone()),
+            ("modality", enum_name(v.modality, VisitModality::as_str_name)),
+            ("pathway_step", v.pathway_step.clone()),
+        ]
+    },
+};
+
+/// Weekly availability rules, under a provider.
+pub const AVAILABILITY_RULE: Kind<AvailabilityRule> = Kind {
+    pattern: NamePattern(&["organizations", "providers", "availabilityRules"]),
+    field: "availability_rule",
+    local_parent: false,
+    filterable: &["unit", "location", "weekday"],
+    protected: &["unit", "location", "time_zone"],
+    attrs: |r| {
+        vec![
+            ("unit", r.unit.clone()),
+            // Slot search finds every rule of a unit across providers by this attribute.
+            ("rule_unit", r.unit.clone()),
+            ("location", r.location.clone()),
+            ("weekday", enum_name(r.weekday, Weekday::as_str_name)),
+        ]
+    },
+};
+
+/// Availability exceptions, under a provider.
+pub const AVAILABILITY_EXCEPTION: Kind<AvailabilityException> = Kind {
+    pattern: NamePattern(&["organizations", "providers", "availabilityExceptions"]),
+    field: "availability_exception",
+    local_parent: false,
+    filterable: &["kind"],
+    protected: &[],
+    attrs: |e| vec![("kind", enum_name(e.kind, ExceptionKind::as_str_name))],
+};
+
+/// Rooms, under a location.
+pub const ROOM: Kind<Room> = Kind {
+    pattern: NamePattern(&["organizations", "locations", "rooms"]),
+    field: "room",
+    local_parent: false,
+    filterable: &["display_name"],
+    protected: &[],
+    attrs: |r| vec![("display_name", r.display_name.clone())],
+};
+
+/// Appointments, under the organization. State changes only through the appointment verbs.
+pub const APPOINTMENT: Kind<Appointment> = Kind {
+    pattern: NamePattern(&["organizations", "appointments"]),
+    field: "appointment",
+    local_parent: false,
+    filterable: &["unit", "patient", "provider", "location", "state"],
+    protected: &[
+        "unit", "patient", "provider", "location", "room", "visit_type", "interval", "state",
+        "hold_expire_time", "payer", "history",
+    ],
+    attrs: |a| {
+        vec![
+            ("unit", a.unit.clone()),
+            ("patient", a.patient.clone()),
+            ("provider", a.provider.clone()),
+            ("location", a.location.clone()),
+            ("state", enum_name(a.state, AppointmentState::as_str_name)),
+        ]
+    },
+};
+
+/// `{parent}/{collection id of kind}`.
+pub fn collection<T>(kind: &Kind<T>, parent: &str) -> String {
+    format!("{parent}/{}", kind.pattern.collection_id())
+}
+
+/// Every live availability rule for `unit`, across providers.
+pub async fn rules_of_unit(
+    conn: &mut AnyConnection,
+    unit: &str,
+) -> ApiResult<Vec<AvailabilityRule>> {
+    Ok(
+        docstore::find_anywhere_by_attr::<AvailabilityRule>(conn, "rule_unit", unit)
+            .await?
+            .into_iter()
+            .map(|s| s.resource)
+            .collect(),
+    )
+}
+
+/// A provider's live exceptions.
+pub async fn exceptions_of(
+    conn: &mut AnyConnection,
+    provider: &str,
+) -> ApiResult<Vec<AvailabilityException>> {
+    Ok(docstore::all_live::<AvailabilityException>(
+        conn,
+        &collection(&AVAILABILITY_EXCEPTION, provider),
+    )
+    .await?
+    .into_iter()
+    .map(|s| s.resource)
+    .collect())
+}
+
+/// A location's live rooms.
+pub async fn rooms_of(conn: &mut AnyConnection, location: &str) -> ApiResult<Vec<Room>> {
+    Ok(docstore::all_live::<Room>(conn, &collection(&ROOM, location))
+        .await?
+        .into_iter()
+        .map(|s| s.resource)
+        .collect())
+}
