@@ -59,6 +59,7 @@ impl TestMesh {
         let mut config = Config::defaults_in(dir.path());
         config.listen.org_port = 0;
         config.listen.rbac_port = 0;
+        config.listen.scheduling_port = 0;
         let mesh = mesh::start(&config, &Service::ALL, CancellationToken::new()).await?;
         Ok(TestMesh {
             mesh,

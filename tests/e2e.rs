@@ -38,6 +38,7 @@ impl TestMesh {
         let mut config = Config::defaults_in(dir.path());
         config.listen.org_port = 0;
         config.listen.rbac_port = 0;
+        config.listen.scheduling_port = 0;
         config.server.health_probe_interval_ms = 200;
         let mut schema = None;
         if backend == Backend::Postgres {
@@ -821,10 +822,10 @@ async fn the_audit_chain_is_checkpointed_at_shutdown_and_verifies_with_the_publi
 
     let db = pm_runtime::Db::open(&config, pm_org::NAME, pm_org::MIGRATIONS).await?;
     let keys = pm_authz::checkpoints::verifying_keys(&config.audit_key_dir())?;
-    assert_eq!(
-        keys.len(),
-        1,
-        "the org service published its checkpoint key"
+    assert!(
+        keys.keys().any(|id| id.contains("org")),
+        "the org service published its checkpoint key: {:?}",
+        keys.keys().collect::<Vec<_>>()
     );
     match pm_authz::audit::verify(&db, &keys).await? {
         pm_authz::audit::VerifyReport::Ok {

@@ -123,6 +123,7 @@ def free_port() -> int:
 class Mesh:
     org_port: int
     rbac_port: int
+    scheduling_port: int
     data_dir: Path
     pki_dir: Path
     proc: subprocess.Popen
@@ -133,7 +134,11 @@ class Mesh:
 
     def port_of(self, service: str) -> int:
         """The port `service` listens on, as printed by `pm run` (the configured one otherwise)."""
-        return self.listening.get(service) or {"org": self.org_port, "rbac": self.rbac_port}[service]
+        return self.listening.get(service) or {
+            "org": self.org_port,
+            "rbac": self.rbac_port,
+            "scheduling": self.scheduling_port,
+        }[service]
 
     @property
     def ca(self) -> bytes:
@@ -188,12 +193,16 @@ def mesh(tmp_path_factory):
     rbac_port = free_port()
     while rbac_port == org_port:
         rbac_port = free_port()
+    scheduling_port = free_port()
+    while scheduling_port in (org_port, rbac_port):
+        scheduling_port = free_port()
 
     env = dict(os.environ)
     env.update(
         PM_DATA_DIR=str(data_dir),
         PM_LISTEN__ORG_PORT=str(org_port),
         PM_LISTEN__RBAC_PORT=str(rbac_port),
+        PM_LISTEN__SCHEDULING_PORT=str(scheduling_port),
     )
     stderr_path = base / "pm.stderr"
     stderr_f = open(stderr_path, "wb")
@@ -210,6 +219,7 @@ def mesh(tmp_path_factory):
     m = Mesh(
         org_port=org_port,
         rbac_port=rbac_port,
+        scheduling_port=scheduling_port,
         data_dir=data_dir,
         pki_dir=data_dir / "pki",
         proc=proc,

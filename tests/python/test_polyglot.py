@@ -188,7 +188,7 @@ def _tls_exchange(mesh, port: int, with_client_cert: bool) -> bytes:
             return data
 
 
-@pytest.mark.parametrize("port_name", ["org_port", "rbac_port"])
+@pytest.mark.parametrize("port_name", ["org_port", "rbac_port", "scheduling_port"])
 def test_raw_tls_requires_client_certificate(mesh, port_name):
     port = getattr(mesh, port_name)
     # With the client certificate: the server verifies against the dev CA and answers with an HTTP/2

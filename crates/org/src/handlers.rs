@@ -4,8 +4,8 @@
 use pm_api::org::org_service_server::OrgService;
 use pm_api::org::*;
 use pm_authz::audit::{self, AuditWriter, Outcome};
-use pm_authz::phi::PhiAudit;
 use pm_authz::layer::Caller;
+use pm_authz::phi::PhiAudit;
 use pm_authz::policy::Target;
 use pm_runtime::docstore::{self, CreateCall, ListCall, ListScope, VerbCall};
 use pm_runtime::time::{now_micros, to_micros, to_timestamp};

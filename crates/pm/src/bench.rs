@@ -186,6 +186,7 @@ fn mesh_config(backend: Backend, data_dir: PathBuf) -> Config {
     config.listen.host = [127, 0, 0, 1].into();
     config.listen.org_port = 0;
     config.listen.rbac_port = 0;
+    config.listen.scheduling_port = 0;
     config.tls.mode = TlsMode::Dev;
     config.storage.backend = backend;
     config

@@ -72,13 +72,11 @@ pub async fn authorize(
     }
     let target = match unit {
         None => Target::organization(organization),
-        Some(unit) if names::organization_of(unit) == organization => {
-            match org.unit(unit).await {
-                Ok(info) => Target::units(organization, vec![info.lineage]),
-                Err(err) if err.code == Code::Unavailable => return Err(err),
-                Err(_) => Target::units(organization, Vec::new()),
-            }
-        }
+        Some(unit) if names::organization_of(unit) == organization => match org.unit(unit).await {
+            Ok(info) => Target::units(organization, vec![info.lineage]),
+            Err(err) if err.code == Code::Unavailable => return Err(err),
+            Err(_) => Target::units(organization, Vec::new()),
+        },
         Some(_) => Target::units(organization, Vec::new()),
     };
     let provider_units = provider_units(org, caller, organization).await;

@@ -59,7 +59,13 @@ pub fn interval(value: Option<&WireInterval>, field: &str) -> ApiResult<Interval
 
 /// A whole number of minutes from a wire duration (`None` when unset).
 fn minutes(value: Option<&Duration>) -> Option<i64> {
-    value.map(|d| if d.nanos == 0 && d.seconds % 60 == 0 { d.seconds / 60 } else { -1 })
+    value.map(|d| {
+        if d.nanos == 0 && d.seconds % 60 == 0 {
+            d.seconds / 60
+        } else {
+            -1
+        }
+    })
 }
 
 fn delta(value: Option<&Duration>) -> TimeDelta {
@@ -82,8 +88,7 @@ pub fn validate_visit_type(v: &VisitType) -> ApiResult<()> {
     errors.check(
         !v.code.is_empty()
             && v.code.len() <= 63
-            && v
-                .code
+            && v.code
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
         "code",
@@ -132,7 +137,11 @@ fn local_time(value: &str) -> Option<NaiveTime> {
 
 fn date(value: Option<&Date>) -> Option<NaiveDate> {
     value.and_then(|d| {
-        NaiveDate::from_ymd_opt(d.year, u32::try_from(d.month).ok()?, u32::try_from(d.day).ok()?)
+        NaiveDate::from_ymd_opt(
+            d.year,
+            u32::try_from(d.month).ok()?,
+            u32::try_from(d.day).ok()?,
+        )
     })
 }
 
@@ -159,7 +168,11 @@ pub fn validate_rule(r: &AvailabilityRule) -> ApiResult<()> {
     errors.check(start.is_some(), "start_time", "required, HH:MM");
     errors.check(end.is_some(), "end_time", "required, HH:MM");
     if let (Some(start), Some(end)) = (start, end) {
-        errors.check(end > start, "end_time", "must be after start_time (same day)");
+        errors.check(
+            end > start,
+            "end_time",
+            "must be after start_time (same day)",
+        );
     }
     let from = date(r.effective_from.as_ref());
     errors.check(from.is_some(), "effective_from", "required, a valid date");
@@ -167,7 +180,11 @@ pub fn validate_rule(r: &AvailabilityRule) -> ApiResult<()> {
         let until = date(r.effective_until.as_ref());
         errors.check(until.is_some(), "effective_until", "a valid date");
         if let (Some(from), Some(until)) = (from, until) {
-            errors.check(until >= from, "effective_until", "must not be before effective_from");
+            errors.check(
+                until >= from,
+                "effective_until",
+                "must not be before effective_from",
+            );
         }
     }
     errors.finish()
@@ -198,7 +215,11 @@ pub fn validate_exception(e: &AvailabilityException) -> ApiResult<()> {
         "kind",
         "required",
     );
-    errors.check(e.description.len() <= 200, "description", "at most 200 characters");
+    errors.check(
+        e.description.len() <= 200,
+        "description",
+        "at most 200 characters",
+    );
     errors.finish()?;
     interval(e.interval.as_ref(), "availability_exception.interval").map(|_| ())
 }

@@ -140,7 +140,10 @@ impl SchedulingApi {
             s.window.end() + visit.buffer_after,
         )
         .map_err(|e| ApiError::internal("padding the window", &e))?;
-        let (from, until) = (padded.start().timestamp_micros(), padded.end().timestamp_micros());
+        let (from, until) = (
+            padded.start().timestamp_micros(),
+            padded.end().timestamp_micros(),
+        );
 
         let mut conn = self.db.read().await?;
         let mut by_location: BTreeMap<String, BTreeMap<String, Vec<AvailabilityRule>>> =
@@ -164,7 +167,8 @@ impl SchedulingApi {
         let mut seen_providers: Vec<String> = Vec::new();
         for (location, providers) in by_location {
             let rooms = if visit.needs_room {
-                self.rooms(&mut conn, &location, s.rooms, from, until).await?
+                self.rooms(&mut conn, &location, s.rooms, from, until)
+                    .await?
             } else {
                 Vec::new()
             };
@@ -202,16 +206,23 @@ impl SchedulingApi {
                 providers: candidates,
                 rooms,
             });
-            if result.excluded.iter().any(|e| e.subject == Subject::Patient) {
+            if result
+                .excluded
+                .iter()
+                .any(|e| e.subject == Subject::Patient)
+            {
                 // The patient-level rules fail the same way at every location.
                 return Ok(Found {
                     slots: Vec::new(),
                     excluded: result.excluded,
                 });
             }
-            found
-                .slots
-                .extend(result.slots.into_iter().map(|slot| (location.clone(), slot)));
+            found.slots.extend(
+                result
+                    .slots
+                    .into_iter()
+                    .map(|slot| (location.clone(), slot)),
+            );
             found.excluded.extend(result.excluded);
         }
         // A provider asked for by name never disappears silently.
@@ -261,7 +272,10 @@ impl SchedulingApi {
         let duration = domain::visit_type(visit).duration;
         let window = Interval::new(start, start + duration)
             .map_err(|e| ApiError::internal("the visit's interval", &e))?;
-        let rooms: Vec<String> = (!a.room.is_empty()).then(|| a.room.clone()).into_iter().collect();
+        let rooms: Vec<String> = (!a.room.is_empty())
+            .then(|| a.room.clone())
+            .into_iter()
+            .collect();
         let found = self
             .search(Search {
                 unit: &a.unit,
@@ -291,12 +305,14 @@ fn refusal(reason: Option<Reason>) -> ApiError {
         Some(Reason::ProviderBooked) => ("SLOT_UNAVAILABLE", "the provider is booked then"),
         Some(Reason::PatientBooked) => ("SLOT_UNAVAILABLE", "the patient is booked then"),
         Some(Reason::NoRoomAvailable) => ("SLOT_UNAVAILABLE", "no room is free then"),
-        Some(Reason::VisitTypeNotAllowed) => {
-            ("VISIT_TYPE_NOT_ALLOWED", "the unit does not offer this visit type")
-        }
-        Some(Reason::PatientNotEnrolled) => {
-            ("PATIENT_NOT_ENROLLED", "the patient has no active enrollment in the unit")
-        }
+        Some(Reason::VisitTypeNotAllowed) => (
+            "VISIT_TYPE_NOT_ALLOWED",
+            "the unit does not offer this visit type",
+        ),
+        Some(Reason::PatientNotEnrolled) => (
+            "PATIENT_NOT_ENROLLED",
+            "the patient has no active enrollment in the unit",
+        ),
         Some(Reason::WrongPathwayStep) => (
             "WRONG_PATHWAY_STEP",
             "the visit type serves another care-pathway step than the enrollment's",
@@ -360,7 +376,8 @@ async fn expire_lapsed_holds(conn: &mut AnyConnection) -> ApiResult<()> {
         if lapsed {
             let mut a = stored.resource;
             a.state = AppointmentState::Expired as i32;
-            a.history.push(event(AppointmentState::Expired, "hold lapsed"));
+            a.history
+                .push(event(AppointmentState::Expired, "hold lapsed"));
             occupancy::release(conn, &a.name).await?;
             docstore::replace(conn, &APPOINTMENT, stored.revision, a, None).await?;
         }
@@ -395,6 +412,14 @@ fn occupancy_of(a: &Appointment, visit: &VisitType) -> ApiResult<(Vec<Holder>, i
         padded.start().timestamp_micros(),
         padded.end().timestamp_micros(),
     ))
+}
+
+/// What a lifecycle verb does with the appointment's time.
+enum Occupancy {
+    /// Keeps it, for good (a confirmed hold no longer lapses).
+    Keep,
+    /// Frees it.
+    Release,
 }
 
 fn state_of(a: &Appointment) -> AppointmentState {
@@ -432,7 +457,10 @@ impl SchedulingApi {
             ("appointment.location", &a.location),
         ] {
             if names::organization_of(name) != req.parent {
-                return Err(ApiError::invalid(field, "must be in the parent organization"));
+                return Err(ApiError::invalid(
+                    field,
+                    "must be in the parent organization",
+                ));
             }
         }
         access::authorize(
@@ -477,21 +505,15 @@ impl SchedulingApi {
             .visit_type_of(&a.unit, &a.visit_type, "appointment.visit_type")
             .await?;
         // The request_id's earlier answer comes before any re-check: a retry after success must not
-        // be refused because its own booking now occupies the slot.
-        if !req.request_id.is_empty() {
-            let mut tx = self.db.write(&req.parent).await?;
-            if let Some(previous) = docstore::replay::<Appointment>(
-                tx.conn(),
-                method!("BookAppointment"),
-                &req.request_id,
-                &docstore::request_hash(&req),
-            )
-            .await?
-            {
-                return Ok(previous);
-            }
+        // be refused because its own booking now occupies the slot. A concurrent twin may commit
+        // while this call re-checks, so a refusal looks for its answer once more.
+        if let Some(previous) = self.replayed(&req).await? {
+            return Ok(previous);
         }
-        let slot = self.recheck(&a, &visit).await?;
+        let slot = match self.recheck(&a, &visit).await {
+            Ok(slot) => slot,
+            Err(err) => return self.replayed(&req).await?.ok_or(err),
+        };
         a.interval = Some(wire_interval(slot.interval));
         a.room = slot.room.unwrap_or_default();
         a.payer = slot.payer.unwrap_or_default();
@@ -510,6 +532,8 @@ impl SchedulingApi {
         docstore::create(&self.db, &APPOINTMENT, call, a, async |conn, a| {
             expire_lapsed_holds(conn).await?;
             occupancy::reserve(conn, &a.name, &holders, from, until).await?;
+            let expire = a.hold_expire_time.as_ref().and_then(instant);
+            occupancy::set_expiry(conn, &a.name, expire.map(|t| t.timestamp_micros())).await?;
             self.phi
                 .record_write(
                     conn,
@@ -520,6 +544,21 @@ impl SchedulingApi {
                 )
                 .await
         })
+        .await
+    }
+
+    /// The appointment an earlier call with this request's `request_id` booked, if any.
+    async fn replayed(&self, req: &BookAppointmentRequest) -> ApiResult<Option<Appointment>> {
+        if req.request_id.is_empty() {
+            return Ok(None);
+        }
+        let mut conn = self.db.read().await?;
+        docstore::replay::<Appointment>(
+            &mut conn,
+            method!("BookAppointment"),
+            &req.request_id,
+            &docstore::request_hash(req),
+        )
         .await
     }
 
@@ -547,7 +586,7 @@ impl SchedulingApi {
         method: &'static str,
         name: &str,
         etag: &str,
-        change: impl FnOnce(&mut Appointment) -> ApiResult<bool>,
+        change: impl FnOnce(&mut Appointment) -> ApiResult<Occupancy>,
     ) -> ApiResult<Appointment> {
         self.check_appointment(caller, method, name).await?;
         let call = VerbCall {
@@ -558,9 +597,9 @@ impl SchedulingApi {
             request_hash: String::new(),
         };
         docstore::transition(&self.db, &APPOINTMENT, call, async |conn, a| {
-            let release = change(a)?;
-            if release {
-                occupancy::release(conn, &a.name).await?;
+            match change(a)? {
+                Occupancy::Keep => occupancy::set_expiry(conn, &a.name, None).await?,
+                Occupancy::Release => occupancy::release(conn, &a.name).await?,
             }
             self.phi
                 .record_write(conn, caller, method, &a.name, vec![a.patient.clone()])
@@ -582,7 +621,15 @@ impl SchedulingApi {
         error_patients: Vec<String>,
     ) -> ApiResult<T> {
         self.phi
-            .audited(caller, method, write, resource, result, patients, error_patients)
+            .audited(
+                caller,
+                method,
+                write,
+                resource,
+                result,
+                patients,
+                error_patients,
+            )
             .await
     }
 }
@@ -595,7 +642,14 @@ macro_rules! soft_delete {
         let req = $request.into_inner();
         $kind.pattern.parse("name", &req.name)?;
         let unit: Option<String> = $unit(&req.name);
-        access::authorize(&$self.org, &caller, method!($method), &req.name, unit.as_deref()).await?;
+        access::authorize(
+            &$self.org,
+            &caller,
+            method!($method),
+            &req.name,
+            unit.as_deref(),
+        )
+        .await?;
         docstore::soft_delete(&$self.db, &$kind, &req.name, &req.etag, async |_, _| Ok(())).await
     }};
 }
@@ -620,8 +674,14 @@ impl SchedulingService for SchedulingApi {
                 let name = &request.get_ref().name;
                 VISIT_TYPE.pattern.parse("name", name)?;
                 let unit = names::parent_of(name);
-                access::authorize(&self.org, &caller, method!("GetVisitType"), name, Some(unit))
-                    .await?;
+                access::authorize(
+                    &self.org,
+                    &caller,
+                    method!("GetVisitType"),
+                    name,
+                    Some(unit),
+                )
+                .await?;
                 docstore::get_by_name(&self.db, &VISIT_TYPE, name).await
             }
             .await,
@@ -645,9 +705,12 @@ impl SchedulingService for SchedulingApi {
                     Some(&req.parent),
                 )
                 .await?;
-                let page =
-                    docstore::list(&self.db, &VISIT_TYPE, list_call!(req, &req.parent, req.show_deleted))
-                        .await?;
+                let page = docstore::list(
+                    &self.db,
+                    &VISIT_TYPE,
+                    list_call!(req, &req.parent, req.show_deleted),
+                )
+                .await?;
                 Ok(ListVisitTypesResponse {
                     visit_types: page.items,
                     next_page_token: page.next_page_token,
@@ -706,8 +769,16 @@ impl SchedulingService for SchedulingApi {
         request: Request<DeleteVisitTypeRequest>,
     ) -> Reply<VisitType> {
         reply(
-            async { soft_delete!(self, request, VISIT_TYPE, "DeleteVisitType", unit_of_visit_type) }
-                .await,
+            async {
+                soft_delete!(
+                    self,
+                    request,
+                    VISIT_TYPE,
+                    "DeleteVisitType",
+                    unit_of_visit_type
+                )
+            }
+            .await,
         )
     }
 
@@ -769,11 +840,25 @@ impl SchedulingService for SchedulingApi {
                 self.org.unit(&rule.unit).await?;
                 rule.time_zone = self.org.zone(&rule.location).await?;
                 domain::weekly_rule(&rule).map_err(|_| {
-                    ApiError::invalid("availability_rule.location", "the location's time zone is unknown")
+                    ApiError::invalid(
+                        "availability_rule.location",
+                        "the location's time zone is unknown",
+                    )
                 })?;
-                let call = create_call!(req, "CreateAvailabilityRule", &req.parent, availability_rule_id);
-                docstore::create(&self.db, &AVAILABILITY_RULE, call, rule, async |_, _| Ok(()))
-                    .await
+                let call = create_call!(
+                    req,
+                    "CreateAvailabilityRule",
+                    &req.parent,
+                    availability_rule_id
+                );
+                docstore::create(
+                    &self.db,
+                    &AVAILABILITY_RULE,
+                    call,
+                    rule,
+                    async |_, _| Ok(()),
+                )
+                .await
             }
             .await,
         )
@@ -785,7 +870,13 @@ impl SchedulingService for SchedulingApi {
     ) -> Reply<AvailabilityRule> {
         reply(
             async {
-                soft_delete!(self, request, AVAILABILITY_RULE, "DeleteAvailabilityRule", no_unit)
+                soft_delete!(
+                    self,
+                    request,
+                    AVAILABILITY_RULE,
+                    "DeleteAvailabilityRule",
+                    no_unit
+                )
             }
             .await,
         )
@@ -851,9 +942,13 @@ impl SchedulingService for SchedulingApi {
                     &req.parent,
                     availability_exception_id
                 );
-                docstore::create(&self.db, &AVAILABILITY_EXCEPTION, call, exception, async |_, _| {
-                    Ok(())
-                })
+                docstore::create(
+                    &self.db,
+                    &AVAILABILITY_EXCEPTION,
+                    call,
+                    exception,
+                    async |_, _| Ok(()),
+                )
                 .await
             }
             .await,
@@ -888,9 +983,12 @@ impl SchedulingService for SchedulingApi {
                 LOCATION_NAME.parse("parent", &req.parent)?;
                 access::authorize(&self.org, &caller, method!("ListRooms"), &req.parent, None)
                     .await?;
-                let page =
-                    docstore::list(&self.db, &ROOM, list_call!(req, &req.parent, req.show_deleted))
-                        .await?;
+                let page = docstore::list(
+                    &self.db,
+                    &ROOM,
+                    list_call!(req, &req.parent, req.show_deleted),
+                )
+                .await?;
                 Ok(ListRoomsResponse {
                     rooms: page.items,
                     next_page_token: page.next_page_token,
@@ -956,9 +1054,17 @@ impl SchedulingService for SchedulingApi {
                 }
                 Some(_) => return Err(ApiError::invalid("step", "whole minutes, at least 1")),
             };
-            access::authorize(&self.org, &caller, method!("FindSlots"), &req.unit, Some(&req.unit))
+            access::authorize(
+                &self.org,
+                &caller,
+                method!("FindSlots"),
+                &req.unit,
+                Some(&req.unit),
+            )
+            .await?;
+            let visit = self
+                .visit_type_of(&req.unit, &req.visit_type, "visit_type")
                 .await?;
-            let visit = self.visit_type_of(&req.unit, &req.visit_type, "visit_type").await?;
             let found = self
                 .search(Search {
                     unit: &req.unit,
@@ -1028,8 +1134,16 @@ impl SchedulingService for SchedulingApi {
             Err(err) => Err(err.clone()),
         };
         reply(
-            self.audited(who, method!("BookAppointment"), true, &parent, result, |_| vec![], vec![patient])
-                .await,
+            self.audited(
+                who,
+                method!("BookAppointment"),
+                true,
+                &parent,
+                result,
+                |_| vec![],
+                vec![patient],
+            )
+            .await,
         )
     }
 
@@ -1070,7 +1184,11 @@ impl SchedulingService for SchedulingApi {
                     if state_of(a) != AppointmentState::Held {
                         return Err(wrong_state(a, "confirm"));
                     }
-                    if a.hold_expire_time.as_ref().and_then(instant).is_none_or(|t| t <= Utc::now()) {
+                    if a.hold_expire_time
+                        .as_ref()
+                        .and_then(instant)
+                        .is_none_or(|t| t <= Utc::now())
+                    {
                         return Err(ApiError::new(
                             Code::FailedPrecondition,
                             "HOLD_EXPIRED",
@@ -1079,23 +1197,29 @@ impl SchedulingService for SchedulingApi {
                     }
                     a.state = AppointmentState::Booked as i32;
                     a.hold_expire_time = None;
-                    a.history.push(event(AppointmentState::Booked, "hold confirmed"));
-                    Ok(false)
+                    a.history
+                        .push(event(AppointmentState::Booked, "hold confirmed"));
+                    Ok(Occupancy::Keep)
                 },
             )
             .await
         }
         .await;
         reply(
-            self.audited(who, method!("ConfirmAppointment"), true, &req.name, result, |_| vec![], vec![])
-                .await,
+            self.audited(
+                who,
+                method!("ConfirmAppointment"),
+                true,
+                &req.name,
+                result,
+                |_| vec![],
+                vec![],
+            )
+            .await,
         )
     }
 
-    async fn get_appointment(
-        &self,
-        request: Request<GetAppointmentRequest>,
-    ) -> Reply<Appointment> {
+    async fn get_appointment(&self, request: Request<GetAppointmentRequest>) -> Reply<Appointment> {
         let who = caller(&request);
         let name = request.into_inner().name;
         let result = async {
@@ -1106,9 +1230,15 @@ impl SchedulingService for SchedulingApi {
         }
         .await;
         reply(
-            self.audited(who, method!("GetAppointment"), false, &name, result, |a| {
-                vec![a.patient.clone()]
-            }, vec![])
+            self.audited(
+                who,
+                method!("GetAppointment"),
+                false,
+                &name,
+                result,
+                |a| vec![a.patient.clone()],
+                vec![],
+            )
             .await,
         )
     }
@@ -1122,8 +1252,14 @@ impl SchedulingService for SchedulingApi {
         let result = async {
             let caller = who.clone()?;
             ORGANIZATION_NAME.parse("parent", &req.parent)?;
-            access::authorize(&self.org, &caller, method!("ListAppointments"), &req.parent, None)
-                .await?;
+            access::authorize(
+                &self.org,
+                &caller,
+                method!("ListAppointments"),
+                &req.parent,
+                None,
+            )
+            .await?;
             let units =
                 access::visible_units(&self.org, &caller, method!("ListAppointments"), &req.parent)
                     .await?;
@@ -1143,7 +1279,12 @@ impl SchedulingService for SchedulingApi {
                 false,
                 &req.parent,
                 result,
-                |page| page.appointments.iter().map(|a| a.patient.clone()).collect(),
+                |page| {
+                    page.appointments
+                        .iter()
+                        .map(|a| a.patient.clone())
+                        .collect()
+                },
                 vec![],
             )
             .await,
@@ -1159,26 +1300,42 @@ impl SchedulingService for SchedulingApi {
         let result = async {
             let caller = who.clone()?;
             if req.reason.trim().is_empty() || req.reason.len() > 500 {
-                return Err(ApiError::invalid("reason", "required, at most 500 characters"));
+                return Err(ApiError::invalid(
+                    "reason",
+                    "required, at most 500 characters",
+                ));
             }
-            self.verb(&caller, method!("CancelAppointment"), &req.name, &req.etag, |a| {
-                match state_of(a) {
+            self.verb(
+                &caller,
+                method!("CancelAppointment"),
+                &req.name,
+                &req.etag,
+                |a| match state_of(a) {
                     AppointmentState::Held
                     | AppointmentState::Booked
                     | AppointmentState::CheckedIn => {
                         a.state = AppointmentState::Cancelled as i32;
-                        a.history.push(event(AppointmentState::Cancelled, &req.reason));
-                        Ok(true)
+                        a.history
+                            .push(event(AppointmentState::Cancelled, &req.reason));
+                        Ok(Occupancy::Release)
                     }
                     _ => Err(wrong_state(a, "cancel")),
-                }
-            })
+                },
+            )
             .await
         }
         .await;
         reply(
-            self.audited(who, method!("CancelAppointment"), true, &req.name, result, |_| vec![], vec![])
-                .await,
+            self.audited(
+                who,
+                method!("CancelAppointment"),
+                true,
+                &req.name,
+                result,
+                |_| vec![],
+                vec![],
+            )
+            .await,
         )
     }
 
@@ -1190,20 +1347,34 @@ impl SchedulingService for SchedulingApi {
         let req = request.into_inner();
         let result = async {
             let caller = who.clone()?;
-            self.verb(&caller, method!("CheckInAppointment"), &req.name, &req.etag, |a| {
-                if state_of(a) != AppointmentState::Booked {
-                    return Err(wrong_state(a, "check in"));
-                }
-                a.state = AppointmentState::CheckedIn as i32;
-                a.history.push(event(AppointmentState::CheckedIn, ""));
-                Ok(false)
-            })
+            self.verb(
+                &caller,
+                method!("CheckInAppointment"),
+                &req.name,
+                &req.etag,
+                |a| {
+                    if state_of(a) != AppointmentState::Booked {
+                        return Err(wrong_state(a, "check in"));
+                    }
+                    a.state = AppointmentState::CheckedIn as i32;
+                    a.history.push(event(AppointmentState::CheckedIn, ""));
+                    Ok(Occupancy::Keep)
+                },
+            )
             .await
         }
         .await;
         reply(
-            self.audited(who, method!("CheckInAppointment"), true, &req.name, result, |_| vec![], vec![])
-                .await,
+            self.audited(
+                who,
+                method!("CheckInAppointment"),
+                true,
+                &req.name,
+                result,
+                |_| vec![],
+                vec![],
+            )
+            .await,
         )
     }
 
@@ -1216,19 +1387,30 @@ impl SchedulingService for SchedulingApi {
                 return Err(ApiError::invalid("reason", "at most 500 characters"));
             }
             self.verb(&caller, method!("MarkNoShow"), &req.name, &req.etag, |a| {
-                if !matches!(state_of(a), AppointmentState::Booked | AppointmentState::CheckedIn) {
+                if !matches!(
+                    state_of(a),
+                    AppointmentState::Booked | AppointmentState::CheckedIn
+                ) {
                     return Err(wrong_state(a, "mark as no-show"));
                 }
                 a.state = AppointmentState::NoShow as i32;
                 a.history.push(event(AppointmentState::NoShow, &req.reason));
-                Ok(true)
+                Ok(Occupancy::Release)
             })
             .await
         }
         .await;
         reply(
-            self.audited(who, method!("MarkNoShow"), true, &req.name, result, |_| vec![], vec![])
-                .await,
+            self.audited(
+                who,
+                method!("MarkNoShow"),
+                true,
+                &req.name,
+                result,
+                |_| vec![],
+                vec![],
+            )
+            .await,
         )
     }
 }
@@ -1237,9 +1419,11 @@ fn wire_exclusion(e: eligibility::Exclusion) -> Exclusion {
     let (subject, provider, start_time) = match e.subject {
         Subject::Patient => (ExclusionSubject::Patient, String::new(), None),
         Subject::Provider(p) => (ExclusionSubject::Provider, p, None),
-        Subject::Candidate { provider, start } => {
-            (ExclusionSubject::Candidate, provider, Some(timestamp(start)))
-        }
+        Subject::Candidate { provider, start } => (
+            ExclusionSubject::Candidate,
+            provider,
+            Some(timestamp(start)),
+        ),
     };
     Exclusion {
         subject: subject as i32,

@@ -170,6 +170,21 @@ pub async fn release(conn: &mut AnyConnection, appointment: &str) -> ApiResult<(
     Ok(())
 }
 
+/// Makes `appointment`'s occupancy lapse at `expire_micros` (a hold), or never (`None`: a booking,
+/// or a hold confirmed).
+pub async fn set_expiry(
+    conn: &mut AnyConnection,
+    appointment: &str,
+    expire_micros: Option<i64>,
+) -> ApiResult<()> {
+    sqlx::query("UPDATE occupancy SET expire_us = $1 WHERE appointment = $2")
+        .bind(expire_micros)
+        .bind(appointment)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// The occupied spans of each named holder of `kind` that overlap `[from_micros, until_micros)`, as
 /// `(appointment, start_micros, end_micros)` in start order, grouped by holder name. Holders without
 /// such spans are absent from the map.
@@ -184,21 +199,23 @@ pub async fn busy(
     if holders.is_empty() || from_micros >= until_micros {
         return Ok(found);
     }
-    // One round trip for all holders: `holder IN ($4, $5, ...)`. The SQL text holds placeholders
+    // One round trip for all holders: `holder IN ($5, $6, ...)`. Lapsed holds are not busy. The SQL text holds placeholders
     // only; the Any driver has no array binds.
     let placeholders = (0..holders.len())
-        .map(|i| format!("${}", i + 4))
+        .map(|i| format!("${}", i + 5))
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
         "SELECT holder, appointment, start_us, end_us FROM occupancy \
-         WHERE kind = $1 AND start_us < $2 AND end_us > $3 AND holder IN ({placeholders}) \
+         WHERE kind = $1 AND start_us < $2 AND end_us > $3 \
+         AND (expire_us IS NULL OR expire_us > $4) AND holder IN ({placeholders}) \
          ORDER BY holder, start_us, appointment"
     );
     let mut query = sqlx::query(&sql)
         .bind(kind.as_str())
         .bind(until_micros)
-        .bind(from_micros);
+        .bind(from_micros)
+        .bind(pm_runtime::time::now_micros());
     for holder in holders {
         query = query.bind(holder.as_str());
     }

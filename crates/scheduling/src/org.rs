@@ -17,7 +17,9 @@ use pm_runtime::{ApiError, ApiResult};
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::eligibility::{CoverageInfo, CredentialInfo, EnrollmentInfo, PatientContext, UnitPolicy};
+use crate::eligibility::{
+    CoverageInfo, CredentialInfo, EnrollmentInfo, PatientContext, UnitPolicy,
+};
 
 /// How long Org's answers about units, locations and credentials are reused.
 pub const CACHE_TTL: Duration = Duration::from_secs(5);
@@ -114,8 +116,16 @@ impl OrgView {
             policy: UnitPolicy {
                 unit: unit.to_string(),
                 allowed_visit_types: workflow.allowed_visit_types,
-                care_pathway_steps: workflow.care_pathway_steps.into_iter().map(|s| s.id).collect(),
-                accepted_payers: billing.accepted_payers.into_iter().map(|p| p.payer).collect(),
+                care_pathway_steps: workflow
+                    .care_pathway_steps
+                    .into_iter()
+                    .map(|s| s.id)
+                    .collect(),
+                accepted_payers: billing
+                    .accepted_payers
+                    .into_iter()
+                    .map(|p| p.payer)
+                    .collect(),
                 self_pay_allowed: billing.self_pay_allowed.unwrap_or(false),
             },
             lineage: policy.lineage,

@@ -5,9 +5,9 @@ use pm_api::scheduling::{
     Appointment, AppointmentState, AvailabilityException, AvailabilityRule, ExceptionKind, Room,
     VisitModality, VisitType, Weekday,
 };
+use pm_runtime::ApiResult;
 use pm_runtime::docstore::{self, Kind, enum_name};
 use pm_runtime::names::NamePattern;
-use pm_runtime::ApiResult;
 use sqlx::AnyConnection;
 
 /// Visit types, under a unit.
@@ -21,7 +21,10 @@ pub const VISIT_TYPE: Kind<VisitType> = Kind {
     attrs: |v| {
         vec![
             ("code", v.code.clone()),
-            ("modality", enum_name(v.modality, VisitModality::as_str_name)),
+            (
+                "modality",
+                enum_name(v.modality, VisitModality::as_str_name),
+            ),
             ("pathway_step", v.pathway_step.clone()),
         ]
     },
@@ -72,8 +75,17 @@ pub const APPOINTMENT: Kind<Appointment> = Kind {
     local_parent: false,
     filterable: &["unit", "patient", "provider", "location", "state"],
     protected: &[
-        "unit", "patient", "provider", "location", "room", "visit_type", "interval", "state",
-        "hold_expire_time", "payer", "history",
+        "unit",
+        "patient",
+        "provider",
+        "location",
+        "room",
+        "visit_type",
+        "interval",
+        "state",
+        "hold_expire_time",
+        "payer",
+        "history",
     ],
     attrs: |a| {
         vec![
@@ -122,9 +134,11 @@ pub async fn exceptions_of(
 
 /// A location's live rooms.
 pub async fn rooms_of(conn: &mut AnyConnection, location: &str) -> ApiResult<Vec<Room>> {
-    Ok(docstore::all_live::<Room>(conn, &collection(&ROOM, location))
-        .await?
-        .into_iter()
-        .map(|s| s.resource)
-        .collect())
+    Ok(
+        docstore::all_live::<Room>(conn, &collection(&ROOM, location))
+            .await?
+            .into_iter()
+            .map(|s| s.resource)
+            .collect(),
+    )
 }

@@ -14,6 +14,9 @@ CREATE TABLE occupancy (
     holder      TEXT   NOT NULL,
     start_us    BIGINT NOT NULL,
     end_us      BIGINT NOT NULL,
+    -- A hold's lapse (microseconds); NULL for a booking. Slot search ignores lapsed holds; a booking
+    -- first marks them expired and deletes their rows (they would still trip the constraint).
+    expire_us   BIGINT,
     PRIMARY KEY (appointment, kind, holder),
     CHECK (start_us < end_us),
     -- One constraint per kind (partial, so each row enters one index only): a violation's constraint

@@ -10,6 +10,9 @@ CREATE TABLE occupancy (
     holder      TEXT    NOT NULL,
     start_us    INTEGER NOT NULL,
     end_us      INTEGER NOT NULL,
+    -- A hold's lapse (microseconds); NULL for a booking. Slot search ignores lapsed holds; a booking
+    -- first marks them expired and deletes their rows.
+    expire_us   INTEGER,
     PRIMARY KEY (appointment, kind, holder),
     CHECK (start_us < end_us)
 );

@@ -1,0 +1,691 @@
+//! The Scheduling service end to end: a real mesh (Org, RBAC, Scheduling) over mTLS gRPC, on SQLite
+//! and on PostgreSQL. Org holds the facts (units with their policies, credentials, enrollments,
+//! coverage); Scheduling asks for them over gRPC, searches slots, books under concurrency, and audits.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono_tz::America::New_York;
+use pm_api::org::org_service_client::OrgServiceClient;
+use pm_api::org::*;
+use pm_api::scheduling::scheduling_service_client::SchedulingServiceClient;
+use pm_api::scheduling::*;
+use pm_api::types::{Date, Interval};
+use pm_runtime::client::AuthedChannel;
+use pm_runtime::config::Backend;
+use support::TestMesh;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+const ORG: &str = "organizations/acme";
+const CLINIC: &str = "organizations/acme/units/north-clinic";
+const CCM: &str = "organizations/acme/units/ccm-program";
+const MAIN: &str = "organizations/acme/locations/main";
+const OKAFOR: &str = "organizations/acme/providers/dr-okafor";
+const LEE: &str = "organizations/acme/providers/dr-lee";
+const COVERED: &str = "organizations/acme/patients/pat-covered";
+const UNCOVERED: &str = "organizations/acme/patients/pat-uncovered";
+const UNENROLLED: &str = "organizations/acme/patients/pat-unenrolled";
+const FOLLOW_UP: &str = "organizations/acme/units/north-clinic/visitTypes/follow-up";
+const WELLNESS: &str = "organizations/acme/units/north-clinic/visitTypes/wellness";
+
+type Org = OrgServiceClient<AuthedChannel>;
+type Scheduling = SchedulingServiceClient<AuthedChannel>;
+
+fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    }
+}
+
+fn since_2024() -> Option<Interval> {
+    Some(Interval {
+        start_time: Some(prost_types::Timestamp {
+            seconds: 1_704_067_200,
+            nanos: 0,
+        }),
+        end_time: None,
+    })
+}
+
+/// A Monday at least two days ahead, in New York.
+fn next_monday() -> NaiveDate {
+    let mut day = Utc::now().with_timezone(&New_York).date_naive() + chrono::Days::new(2);
+    while day.weekday() != chrono::Weekday::Mon {
+        day = day.succ_opt().unwrap();
+    }
+    day
+}
+
+/// `hh:mm` New York time on `day`, as a UTC instant.
+fn at(day: NaiveDate, hour: u32, minute: u32) -> DateTime<Utc> {
+    New_York
+        .from_local_datetime(&day.and_hms_opt(hour, minute, 0).unwrap())
+        .single()
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn minutes(m: i64) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration {
+        seconds: m * 60,
+        nanos: 0,
+    })
+}
+
+/// Org's side of the world, through Org's public API.
+async fn seed_org(org: &mut Org) -> anyhow::Result<()> {
+    org.create_organization(CreateOrganizationRequest {
+        organization: Some(Organization {
+            display_name: "Acme".into(),
+            time_zone: "America/New_York".into(),
+            ..Default::default()
+        }),
+        organization_id: "acme".into(),
+        request_id: String::new(),
+    })
+    .await?;
+    let unit = |name: &str, payers: &[&str], visits: &[&str], steps: &[&str]| ServiceUnit {
+        display_name: name.into(),
+        kind: UnitKind::Clinic as i32,
+        billing_profile: Some(BillingProfile {
+            accepted_payers: payers
+                .iter()
+                .map(|p| PayerContract {
+                    payer: format!("payers/{p}"),
+                    contract: String::new(),
+                })
+                .collect(),
+            self_pay_allowed: Some(false),
+            ..Default::default()
+        }),
+        workflow_rules: Some(WorkflowRules {
+            allowed_visit_types: visits.iter().map(|v| v.to_string()).collect(),
+            care_pathway_steps: steps
+                .iter()
+                .map(|s| CarePathwayStep {
+                    id: s.to_string(),
+                    display_name: s.to_string(),
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    for (id, unit) in [
+        (
+            "north-clinic",
+            unit("North clinic", &["aetna"], &["follow-up"], &[]),
+        ),
+        (
+            "ccm-program",
+            unit(
+                "CCM",
+                &["medicare"],
+                &["ccm-monthly"],
+                &["enroll", "monthly"],
+            ),
+        ),
+    ] {
+        org.create_service_unit(CreateServiceUnitRequest {
+            parent: ORG.into(),
+            service_unit: Some(unit),
+            service_unit_id: id.into(),
+            request_id: String::new(),
+        })
+        .await?;
+    }
+    org.create_location(CreateLocationRequest {
+        parent: ORG.into(),
+        location: Some(Location {
+            display_name: "Main street".into(),
+            time_zone: "America/New_York".into(),
+            ..Default::default()
+        }),
+        location_id: "main".into(),
+        request_id: String::new(),
+    })
+    .await?;
+    for (id, npi, unit) in [
+        ("dr-okafor", "1234567893", CLINIC),
+        ("dr-lee", "1987654328", CCM),
+    ] {
+        org.create_provider(CreateProviderRequest {
+            parent: ORG.into(),
+            provider: Some(Provider {
+                display_name: id.into(),
+                npi: npi.into(),
+                taxonomy_code: "207Q00000X".into(),
+                ..Default::default()
+            }),
+            provider_id: id.into(),
+            request_id: String::new(),
+        })
+        .await?;
+        org.create_credential(CreateCredentialRequest {
+            parent: format!("{ORG}/providers/{id}"),
+            credential: Some(Credential {
+                unit: unit.into(),
+                state: CredentialState::Active as i32,
+                effective_period: since_2024(),
+                ..Default::default()
+            }),
+            credential_id: "main".into(),
+            request_id: String::new(),
+        })
+        .await?;
+    }
+    for (id, enrolled, payer) in [
+        ("pat-covered", true, "aetna"),
+        ("pat-uncovered", true, "cigna"),
+        ("pat-unenrolled", false, "aetna"),
+    ] {
+        let name = format!("{ORG}/patients/{id}");
+        org.create_patient(CreatePatientRequest {
+            parent: ORG.into(),
+            patient: Some(Patient {
+                given_name: "Canary".into(),
+                family_name: format!("Test-{id}"),
+                birth_date: Some(Date {
+                    year: 1950,
+                    month: 1,
+                    day: 1,
+                }),
+                ..Default::default()
+            }),
+            patient_id: id.into(),
+            request_id: String::new(),
+        })
+        .await?;
+        if enrolled {
+            org.create_enrollment(CreateEnrollmentRequest {
+                parent: name.clone(),
+                enrollment: Some(Enrollment {
+                    unit: CLINIC.into(),
+                    ..Default::default()
+                }),
+                enrollment_id: "clinic".into(),
+                request_id: String::new(),
+            })
+            .await?;
+        }
+        org.create_coverage(CreateCoverageRequest {
+            parent: name,
+            coverage: Some(Coverage {
+                payer: format!("payers/{payer}"),
+                member_id: "M-1".into(),
+                plan: "PPO".into(),
+                priority: 1,
+                effective_period: since_2024(),
+                ..Default::default()
+            }),
+            coverage_id: "primary".into(),
+            request_id: String::new(),
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Scheduling's side: visit types and weekday mornings at Main street for both providers.
+async fn seed_scheduling(s: &mut Scheduling) -> anyhow::Result<()> {
+    for (id, code) in [("follow-up", "follow-up"), ("wellness", "annual-wellness")] {
+        s.create_visit_type(CreateVisitTypeRequest {
+            parent: CLINIC.into(),
+            visit_type: Some(VisitType {
+                code: code.into(),
+                display_name: id.into(),
+                duration: minutes(30),
+                buffer_after: minutes(10),
+                ..Default::default()
+            }),
+            visit_type_id: id.into(),
+            request_id: String::new(),
+        })
+        .await?;
+    }
+    for provider in [OKAFOR, LEE] {
+        for weekday in [Weekday::Monday, Weekday::Tuesday] {
+            s.create_availability_rule(CreateAvailabilityRuleRequest {
+                parent: provider.into(),
+                availability_rule: Some(AvailabilityRule {
+                    unit: CLINIC.into(),
+                    location: MAIN.into(),
+                    weekday: weekday as i32,
+                    start_time: "09:00".into(),
+                    end_time: "12:00".into(),
+                    effective_from: Some(Date {
+                        year: 2026,
+                        month: 1,
+                        day: 1,
+                    }),
+                    ..Default::default()
+                }),
+                availability_rule_id: String::new(),
+                request_id: String::new(),
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+fn booking(patient: &str, provider: &str, visit: &str, start: DateTime<Utc>) -> Appointment {
+    Appointment {
+        unit: CLINIC.into(),
+        patient: patient.into(),
+        provider: provider.into(),
+        location: MAIN.into(),
+        visit_type: visit.into(),
+        interval: Some(Interval {
+            start_time: Some(ts(start)),
+            end_time: None,
+        }),
+        ..Default::default()
+    }
+}
+
+fn book_request(appointment: Appointment, request_id: &str) -> BookAppointmentRequest {
+    BookAppointmentRequest {
+        parent: ORG.into(),
+        appointment: Some(appointment),
+        hold_ttl: None,
+        request_id: request_id.into(),
+        appointment_id: String::new(),
+    }
+}
+
+fn reason(status: &tonic::Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default()
+}
+
+async fn appointments(s: &mut Scheduling) -> anyhow::Result<Vec<Appointment>> {
+    Ok(s.list_appointments(ListAppointmentsRequest {
+        parent: ORG.into(),
+        page_size: 1000,
+        ..Default::default()
+    })
+    .await?
+    .into_inner()
+    .appointments)
+}
+
+fn window(day: NaiveDate) -> Option<Interval> {
+    Some(Interval {
+        start_time: Some(ts(at(day, 0, 0))),
+        end_time: Some(ts(at(day.succ_opt().unwrap(), 0, 0))),
+    })
+}
+
+async fn find(s: &mut Scheduling, patient: &str, visit: &str, day: NaiveDate) -> FindSlotsResponse {
+    s.find_slots(FindSlotsRequest {
+        unit: CLINIC.into(),
+        patient: patient.into(),
+        visit_type: visit.into(),
+        window: window(day),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+fn starts(found: &FindSlotsResponse) -> Vec<i64> {
+    found
+        .slots
+        .iter()
+        .map(|s| {
+            s.interval
+                .as_ref()
+                .unwrap()
+                .start_time
+                .as_ref()
+                .unwrap()
+                .seconds
+        })
+        .collect()
+}
+
+async fn flow(backend: Backend) -> anyhow::Result<()> {
+    let mesh = TestMesh::start(backend).await?;
+    mesh.seed_access().await?;
+    let mut org = mesh.org_as(pm::demo::ADMIN).await?;
+    seed_org(&mut org).await?;
+    let mut s = mesh.scheduling_as(pm::demo::ADMIN).await?;
+    seed_scheduling(&mut s).await?;
+    let monday = next_monday();
+    let tuesday = monday.succ_opt().unwrap();
+
+    // Slot search: Okafor's mornings on the 30-minute grid, where a 30-minute visit plus its
+    // 10-minute buffer fits before noon; Lee is explained away (credentialed in CCM only).
+    let found = find(&mut s, COVERED, FOLLOW_UP, monday).await;
+    let expected: Vec<i64> = [(9, 0), (9, 30), (10, 0), (10, 30), (11, 0)]
+        .iter()
+        .map(|(h, m)| at(monday, *h, *m).timestamp())
+        .collect();
+    assert_eq!(starts(&found), expected);
+    assert!(
+        found
+            .slots
+            .iter()
+            .all(|s| s.provider == OKAFOR && s.location == MAIN && s.payer == "payers/aetna")
+    );
+    assert!(found.exclusions.iter().any(|e| e.provider == LEE
+        && e.reason == "PROVIDER_NOT_CREDENTIALED"
+        && e.subject == ExclusionSubject::Provider as i32));
+
+    // Patient-level rules: no slots at all, and why.
+    for (patient, visit, why) in [
+        (UNCOVERED, FOLLOW_UP, "PAYER_NOT_ACCEPTED"),
+        (UNENROLLED, FOLLOW_UP, "PATIENT_NOT_ENROLLED"),
+        (COVERED, WELLNESS, "VISIT_TYPE_NOT_ALLOWED"),
+    ] {
+        let found = find(&mut s, patient, visit, monday).await;
+        assert!(found.slots.is_empty(), "{why}");
+        assert!(
+            found
+                .exclusions
+                .iter()
+                .any(|e| e.reason == why && e.subject == ExclusionSubject::Patient as i32),
+            "{why}: {:?}",
+            found.exclusions
+        );
+    }
+
+    // A window that ends before it starts.
+    let err = s
+        .find_slots(FindSlotsRequest {
+            unit: CLINIC.into(),
+            patient: COVERED.into(),
+            visit_type: FOLLOW_UP.into(),
+            window: Some(Interval {
+                start_time: Some(ts(at(monday, 12, 0))),
+                end_time: Some(ts(at(monday, 9, 0))),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Every refused booking names its rule and writes nothing.
+    let yesterday = Utc::now() - chrono::Duration::days(1);
+    let past = yesterday - chrono::Duration::seconds(yesterday.timestamp() % 60);
+    for (appointment, code, why) in [
+        (
+            booking(COVERED, OKAFOR, FOLLOW_UP, at(monday, 13, 0)),
+            Code::FailedPrecondition,
+            "OUTSIDE_AVAILABILITY",
+        ),
+        (
+            booking(COVERED, LEE, FOLLOW_UP, at(monday, 9, 0)),
+            Code::FailedPrecondition,
+            "PROVIDER_NOT_CREDENTIALED",
+        ),
+        (
+            booking(UNENROLLED, OKAFOR, FOLLOW_UP, at(monday, 9, 0)),
+            Code::FailedPrecondition,
+            "PATIENT_NOT_ENROLLED",
+        ),
+        (
+            booking(UNCOVERED, OKAFOR, FOLLOW_UP, at(monday, 9, 0)),
+            Code::FailedPrecondition,
+            "PAYER_NOT_ACCEPTED",
+        ),
+        (
+            booking(COVERED, OKAFOR, WELLNESS, at(monday, 9, 0)),
+            Code::FailedPrecondition,
+            "VISIT_TYPE_NOT_ALLOWED",
+        ),
+        (
+            booking(COVERED, OKAFOR, FOLLOW_UP, past),
+            Code::InvalidArgument,
+            "SLOT_IN_THE_PAST",
+        ),
+    ] {
+        let err = s
+            .book_appointment(book_request(appointment, ""))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), reason(&err).as_str()),
+            (code, why),
+            "{}",
+            err.message()
+        );
+    }
+    assert!(appointments(&mut s).await?.is_empty());
+
+    // Booking storm: 64 clients, one provider, one slot, distinct request ids: exactly one wins.
+    let nine = at(monday, 9, 0);
+    let storm = (0..64).map(|_| {
+        let mut s = s.clone();
+        async move {
+            s.book_appointment(book_request(
+                booking(COVERED, OKAFOR, FOLLOW_UP, nine),
+                &uuid::Uuid::new_v4().to_string(),
+            ))
+            .await
+        }
+    });
+    let results = futures::future::join_all(storm).await;
+    let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1);
+    for err in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(
+            (err.code(), reason(err).as_str()),
+            (Code::FailedPrecondition, "SLOT_UNAVAILABLE")
+        );
+    }
+    let first = won[0].get_ref().clone();
+    assert_eq!(first.state, AppointmentState::Booked as i32);
+    assert_eq!(first.payer, "payers/aetna");
+    assert_eq!(appointments(&mut s).await?.len(), 1);
+
+    // Overlapping the booking (09:30 falls in 09:00-09:40 with the buffer): refused.
+    let err = s
+        .book_appointment(book_request(
+            booking(COVERED, OKAFOR, FOLLOW_UP, at(monday, 9, 30)),
+            "",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "SLOT_UNAVAILABLE");
+
+    // Replay storm: one request id sent 20 times at once gives one appointment.
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let replays = (0..20).map(|_| {
+        let mut s = s.clone();
+        let request_id = request_id.clone();
+        async move {
+            s.book_appointment(book_request(
+                booking(COVERED, OKAFOR, FOLLOW_UP, at(monday, 10, 0)),
+                &request_id,
+            ))
+            .await
+        }
+    });
+    let names: std::collections::BTreeSet<String> = futures::future::join_all(replays)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().into_inner().name)
+        .collect();
+    assert_eq!(names.len(), 1);
+    assert_eq!(appointments(&mut s).await?.len(), 2);
+
+    // The calendar as search sees it now: 09:00, 09:30, 10:00 and 10:30 are taken or overlap.
+    let found = find(&mut s, COVERED, FOLLOW_UP, monday).await;
+    assert_eq!(starts(&found), vec![at(monday, 11, 0).timestamp()]);
+    assert!(
+        found
+            .exclusions
+            .iter()
+            .any(|e| e.reason == "PROVIDER_BOOKED")
+    );
+
+    // Cancelling frees the slot; the history keeps what happened.
+    let cancelled = s
+        .cancel_appointment(CancelAppointmentRequest {
+            name: first.name.clone(),
+            reason: "patient asked".into(),
+            etag: first.etag.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(cancelled.state, AppointmentState::Cancelled as i32);
+    assert_eq!(cancelled.history.len(), 2);
+    let err = s
+        .cancel_appointment(CancelAppointmentRequest {
+            name: first.name.clone(),
+            reason: "again".into(),
+            etag: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "WRONG_APPOINTMENT_STATE");
+    s.book_appointment(book_request(booking(COVERED, OKAFOR, FOLLOW_UP, nine), ""))
+        .await?;
+
+    // A hold that lapses cannot be confirmed, and does not block the slot.
+    let mut hold = book_request(booking(COVERED, OKAFOR, FOLLOW_UP, at(monday, 11, 0)), "");
+    hold.hold_ttl = Some(prost_types::Duration {
+        seconds: 1,
+        nanos: 0,
+    });
+    let held = s.book_appointment(hold).await?.into_inner();
+    assert_eq!(held.state, AppointmentState::Held as i32);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let err = s
+        .confirm_appointment(ConfirmAppointmentRequest {
+            name: held.name.clone(),
+            etag: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "HOLD_EXPIRED");
+    s.book_appointment(book_request(
+        booking(COVERED, OKAFOR, FOLLOW_UP, at(monday, 11, 0)),
+        "",
+    ))
+    .await?;
+    let expired = s
+        .get_appointment(GetAppointmentRequest {
+            name: held.name.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(expired.state, AppointmentState::Expired as i32);
+
+    // A hold confirmed in time is booked; then the visit's lifecycle.
+    let mut hold = book_request(booking(COVERED, OKAFOR, FOLLOW_UP, at(tuesday, 9, 0)), "");
+    hold.hold_ttl = minutes(5);
+    let held = s.book_appointment(hold).await?.into_inner();
+    let booked = s
+        .confirm_appointment(ConfirmAppointmentRequest {
+            name: held.name.clone(),
+            etag: held.etag.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(booked.state, AppointmentState::Booked as i32);
+    let checked_in = s
+        .check_in_appointment(CheckInAppointmentRequest {
+            name: booked.name.clone(),
+            etag: booked.etag.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(checked_in.state, AppointmentState::CheckedIn as i32);
+    let err = s
+        .check_in_appointment(CheckInAppointmentRequest {
+            name: booked.name.clone(),
+            etag: booked.etag.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "a stale etag");
+
+    // Roles: the billing staff of the clinic may search and book there; the provider may read
+    // appointments of the unit it is credentialed in but not book; the CCM program manager sees
+    // nothing of the clinic, and cannot tell a clinic appointment from a missing one.
+    let mut billing = mesh.scheduling_as("principals/jordan-billing").await?;
+    assert!(
+        !find(&mut billing, COVERED, FOLLOW_UP, tuesday)
+            .await
+            .slots
+            .is_empty()
+    );
+    let mut provider = mesh.scheduling_as("principals/dr-okafor").await?;
+    provider
+        .get_appointment(GetAppointmentRequest {
+            name: booked.name.clone(),
+        })
+        .await?;
+    let err = provider
+        .book_appointment(book_request(
+            booking(COVERED, OKAFOR, FOLLOW_UP, at(tuesday, 10, 0)),
+            "",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let mut manager = mesh.scheduling_as("principals/casey-ccm").await?;
+    let theirs = manager
+        .get_appointment(GetAppointmentRequest {
+            name: booked.name.clone(),
+        })
+        .await
+        .unwrap_err();
+    let missing = manager
+        .get_appointment(GetAppointmentRequest {
+            name: format!("{ORG}/appointments/no-such-thing"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(theirs.code(), Code::PermissionDenied);
+    assert_eq!(missing.code(), Code::PermissionDenied);
+    assert!(appointments(&mut manager).await?.is_empty());
+    assert_eq!(appointments(&mut s).await?.len(), 6);
+
+    // The audit trail of the Scheduling slice holds the bookings, naming the patient.
+    let db =
+        pm_runtime::Db::open(&mesh.config, pm_scheduling::NAME, pm_scheduling::MIGRATIONS).await?;
+    let records = pm_authz::audit::records(&db, 0, 10_000).await.unwrap();
+    let bookings = records
+        .iter()
+        .filter(|r| {
+            r.event.method.ends_with("/BookAppointment")
+                && r.event.outcome == pm_authz::audit::Outcome::Success
+        })
+        .count();
+    assert_eq!(
+        bookings, 6,
+        "one record per successful booking (replays answered from the first)"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r.event.method.ends_with("/FindSlots")
+                && r.event.patients == vec![COVERED.to_string()])
+    );
+    db.close().await;
+    mesh.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduling_on_sqlite() -> anyhow::Result<()> {
+    flow(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduling_on_postgres() -> anyhow::Result<()> {
+    flow(Backend::Postgres).await
+}

@@ -1,0 +1,131 @@
+//! A whole mesh (Org, RBAC, Scheduling) on free ports of 127.0.0.1 with dev mTLS, on SQLite or on
+//! throwaway PostgreSQL schemas, and clients to it as the demo's principals.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use pm::mesh::{self, Mesh, Service};
+use pm_api::org::org_service_client::OrgServiceClient;
+use pm_api::rbac::IssueTokenRequest;
+use pm_api::rbac::rbac_service_client::RbacServiceClient;
+use pm_api::scheduling::scheduling_service_client::SchedulingServiceClient;
+use pm_runtime::config::{Backend, Config};
+use pm_runtime::{client, tls};
+use tokio_util::sync::CancellationToken;
+
+pub struct TestMesh {
+    pub mesh: Mesh,
+    pub config: Config,
+    schema: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn postgres_url() -> String {
+    std::env::var("PM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+impl TestMesh {
+    pub async fn start(backend: Backend) -> anyhow::Result<TestMesh> {
+        let dir = tempfile::tempdir()?;
+        let mut config = Config::defaults_in(dir.path());
+        config.listen.org_port = 0;
+        config.listen.rbac_port = 0;
+        config.listen.scheduling_port = 0;
+        config.server.health_probe_interval_ms = 200;
+        let mut schema = None;
+        if backend == Backend::Postgres {
+            let prefix = format!("pme2e_{}_", uuid::Uuid::new_v4().simple());
+            schema = Some(prefix.clone());
+            config.storage.backend = Backend::Postgres;
+            config.storage.postgres_url = pm_runtime::config::Secret::new(postgres_url());
+            config.storage.postgres_schema_prefix = prefix;
+        }
+        let mesh = mesh::start(&config, &Service::ALL, CancellationToken::new()).await?;
+        Ok(TestMesh {
+            mesh,
+            config,
+            schema,
+            _dir: dir,
+        })
+    }
+
+    pub fn url(&self, service: Service) -> anyhow::Result<String> {
+        self.mesh
+            .url(service)
+            .ok_or_else(|| anyhow::anyhow!("{} is not running", service.name()))
+    }
+
+    pub fn rbac(&self) -> anyhow::Result<RbacServiceClient<tonic::transport::Channel>> {
+        Ok(RbacServiceClient::new(client::lazy_channel(
+            &self.config,
+            tls::CLIENT,
+            &self.url(Service::Rbac)?,
+        )?))
+    }
+
+    /// The demo's principals and role bindings (through the dev bootstrap).
+    pub async fn seed_access(&self) -> anyhow::Result<()> {
+        pm::demo::seed_access(&mut self.rbac()?, &mut pm::demo::SeedReport::default()).await
+    }
+
+    /// A token for `principal`, minted through the dev bootstrap (the tool certificate).
+    pub async fn token(&self, principal: &str) -> anyhow::Result<String> {
+        let response = self
+            .rbac()?
+            .issue_token(IssueTokenRequest {
+                principal: principal.into(),
+                ttl: None,
+            })
+            .await?;
+        Ok(response.into_inner().token)
+    }
+
+    async fn authed(
+        &self,
+        service: Service,
+        principal: &str,
+    ) -> anyhow::Result<client::AuthedChannel> {
+        let channel = client::channel(&self.config, tls::CLIENT, &self.url(service)?).await?;
+        let bearer = client::Bearer::new(&self.token(principal).await?)?;
+        Ok(tonic::service::interceptor::InterceptedService::new(
+            channel, bearer,
+        ))
+    }
+
+    /// The Org service as `principal`.
+    pub async fn org_as(
+        &self,
+        principal: &str,
+    ) -> anyhow::Result<OrgServiceClient<client::AuthedChannel>> {
+        Ok(OrgServiceClient::new(
+            self.authed(Service::Org, principal).await?,
+        ))
+    }
+
+    /// The Scheduling service as `principal`.
+    pub async fn scheduling_as(
+        &self,
+        principal: &str,
+    ) -> anyhow::Result<SchedulingServiceClient<client::AuthedChannel>> {
+        Ok(SchedulingServiceClient::new(
+            self.authed(Service::Scheduling, principal).await?,
+        ))
+    }
+
+    /// Stops the mesh and drops its PostgreSQL schemas.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.mesh.stop(Duration::from_secs(10)).await?;
+        if let Some(prefix) = self.schema {
+            for service in Service::ALL {
+                pm_runtime::Db::drop_postgres_schema(
+                    &postgres_url(),
+                    &format!("{prefix}{}", service.name()),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
