@@ -143,4 +143,5 @@ resource! {
     scheduling::AvailabilityException => "pm.scheduling.v1.AvailabilityException",
     scheduling::Room => "pm.scheduling.v1.Room",
     scheduling::Appointment => "pm.scheduling.v1.Appointment",
+    scheduling::Encounter => "pm.scheduling.v1.Encounter",
 }

@@ -242,6 +242,7 @@ async fn seed_scheduling(s: &mut Scheduling) -> anyhow::Result<()> {
                 display_name: id.into(),
                 duration: minutes(30),
                 buffer_after: minutes(10),
+                billing_code_hints: vec!["99213".into()],
                 ..Default::default()
             }),
             visit_type_id: id.into(),
@@ -613,6 +614,105 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         .unwrap_err();
     assert_eq!(err.code(), Code::Aborted, "a stale etag");
 
+    // Completing the visit creates its encounter, and Billing's feed carries it once.
+    let done = s
+        .complete_appointment(CompleteAppointmentRequest {
+            name: booked.name.clone(),
+            etag: checked_in.etag.clone(),
+            service_codes: vec![],
+            diagnoses: vec!["E11.9".into()],
+            care_minutes: 20,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        done.appointment.unwrap().state,
+        AppointmentState::Completed as i32
+    );
+    let encounter = done.encounter.unwrap();
+    assert_eq!(
+        (
+            encounter.patient.as_str(),
+            encounter.provider.as_str(),
+            encounter.care_minutes
+        ),
+        (COVERED, OKAFOR, 20)
+    );
+    assert_eq!(
+        encounter.service_codes,
+        vec!["99213".to_string()],
+        "the visit type's hint"
+    );
+    assert_eq!(
+        s.get_encounter(GetEncounterRequest {
+            name: encounter.name.clone()
+        })
+        .await?
+        .into_inner(),
+        encounter
+    );
+    let events = drain(&mut mesh.scheduling_as_service("billing").await?, 0).await?;
+    assert_eq!(completed(&events, &encounter.name), 1);
+    assert!(events.windows(2).all(|w| w[0].sequence < w[1].sequence));
+    let err = s
+        .stream_events(StreamEventsRequest { after_sequence: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "people follow WatchCalendar instead"
+    );
+
+    // The unified calendar: Okafor's Monday holds the three live visits and the open morning.
+    let calendar = s
+        .list_calendar(ListCalendarRequest {
+            scope: OKAFOR.into(),
+            window: window(monday),
+            show_inactive: false,
+        })
+        .await?
+        .into_inner();
+    let live: Vec<&Appointment> = calendar
+        .entries
+        .iter()
+        .filter_map(|e| match &e.entry {
+            Some(calendar_entry::Entry::Appointment(a)) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(live.len(), 3);
+    assert!(calendar.entries.iter().any(|e| matches!(&e.entry,
+        Some(calendar_entry::Entry::Availability(b)) if b.provider == OKAFOR && b.location == MAIN)));
+
+    // WatchCalendar follows a unit's changes live.
+    let mut watch = s
+        .watch_calendar(WatchCalendarRequest {
+            scope: CLINIC.into(),
+            after_sequence: calendar.sequence,
+        })
+        .await?
+        .into_inner();
+    let change = live[0].clone();
+    s.cancel_appointment(CancelAppointmentRequest {
+        name: change.name.clone(),
+        reason: "clinic closed".into(),
+        etag: String::new(),
+    })
+    .await?;
+    let seen = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await??
+        .unwrap();
+    match seen.kind {
+        Some(scheduling_event::Kind::AppointmentChanged(a)) => {
+            assert_eq!(
+                (a.name, a.state),
+                (change.name.clone(), AppointmentState::Cancelled as i32)
+            )
+        }
+        other => panic!("unexpected event {other:?}"),
+    }
+
     // Roles: the billing staff of the clinic may search and book there; the provider may read
     // appointments of the unit it is credentialed in but not book; the CCM program manager sees
     // nothing of the clinic, and cannot tell a clinic appointment from a missing one.
@@ -653,6 +753,15 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
     assert_eq!(theirs.code(), Code::PermissionDenied);
     assert_eq!(missing.code(), Code::PermissionDenied);
     assert!(appointments(&mut manager).await?.is_empty());
+    let err = manager
+        .list_calendar(ListCalendarRequest {
+            scope: CLINIC.into(),
+            window: window(monday),
+            show_inactive: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
     assert_eq!(appointments(&mut s).await?.len(), 6);
 
     // The audit trail of the Scheduling slice holds the bookings, naming the patient.
@@ -678,6 +787,107 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
     );
     db.close().await;
     mesh.stop().await
+}
+
+/// Every event after `after` until the stream has been quiet for a moment.
+async fn drain(
+    s: &mut SchedulingServiceClient<tonic::transport::Channel>,
+    after: i64,
+) -> anyhow::Result<Vec<SchedulingEvent>> {
+    let mut stream = s
+        .stream_events(StreamEventsRequest {
+            after_sequence: after,
+        })
+        .await?
+        .into_inner();
+    let mut events = Vec::new();
+    while let Ok(next) = tokio::time::timeout(Duration::from_millis(700), stream.message()).await {
+        match next? {
+            Some(event) => events.push(event),
+            None => break,
+        }
+    }
+    Ok(events)
+}
+
+/// How many EncounterCompleted events name `encounter`.
+fn completed(events: &[SchedulingEvent], encounter: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| {
+            matches!(&e.kind,
+            Some(scheduling_event::Kind::EncounterCompleted(x)) if x.name == encounter)
+        })
+        .count()
+}
+
+/// Books and completes a visit; returns the encounter's name.
+async fn complete_visit(s: &mut Scheduling, start: DateTime<Utc>) -> anyhow::Result<String> {
+    let booked = s
+        .book_appointment(book_request(booking(COVERED, OKAFOR, FOLLOW_UP, start), ""))
+        .await?
+        .into_inner();
+    let done = s
+        .complete_appointment(CompleteAppointmentRequest {
+            name: booked.name,
+            etag: String::new(),
+            service_codes: vec!["99214".into()],
+            diagnoses: vec![],
+            care_minutes: 0,
+        })
+        .await?
+        .into_inner();
+    Ok(done.encounter.unwrap().name)
+}
+
+/// The outbox across a crash: an encounter committed just before the process dies is delivered
+/// after the restart, once; a consumer resuming after its last sequence sees only what is new.
+async fn outbox_survives_a_crash(backend: Backend) -> anyhow::Result<()> {
+    let mesh = TestMesh::start(backend).await?;
+    mesh.seed_access().await?;
+    seed_org(&mut mesh.org_as(pm::demo::ADMIN).await?).await?;
+    let mut s = mesh.scheduling_as(pm::demo::ADMIN).await?;
+    seed_scheduling(&mut s).await?;
+    let monday = next_monday();
+    // Committed, and nobody has read it yet when the process dies.
+    let first = complete_visit(&mut s, at(monday, 9, 0)).await?;
+    let mesh = mesh.kill_and_restart().await?;
+
+    let mut billing = mesh.scheduling_as_service("billing").await?;
+    let events = drain(&mut billing, 0).await?;
+    assert_eq!(
+        completed(&events, &first),
+        1,
+        "delivered once after the restart"
+    );
+    let cursor = events.last().unwrap().sequence;
+
+    let mut s = mesh.scheduling_as(pm::demo::ADMIN).await?;
+    let second = complete_visit(&mut s, at(monday, 10, 0)).await?;
+    let resumed = drain(&mut billing, cursor).await?;
+    assert_eq!(completed(&resumed, &first), 0, "nothing twice");
+    assert_eq!(completed(&resumed, &second), 1);
+    let ids: std::collections::BTreeSet<&str> = events
+        .iter()
+        .chain(&resumed)
+        .map(|e| e.event_id.as_str())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        events.len() + resumed.len(),
+        "event ids are unique"
+    );
+    mesh.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_crash_on_sqlite() -> anyhow::Result<()> {
+    outbox_survives_a_crash(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_crash_on_postgres() -> anyhow::Result<()> {
+    outbox_survives_a_crash(Backend::Postgres).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -114,6 +114,36 @@ impl TestMesh {
         ))
     }
 
+    /// Kills the mesh (see `Mesh::kill`) and starts it again on the same slices (on new ports).
+    pub async fn kill_and_restart(self) -> anyhow::Result<TestMesh> {
+        let TestMesh {
+            mesh,
+            config,
+            schema,
+            _dir,
+        } = self;
+        mesh.kill();
+        // Let the aborted tasks unwind and release their ports and connections.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mesh = mesh::start(&config, &Service::ALL, CancellationToken::new()).await?;
+        Ok(TestMesh {
+            mesh,
+            config,
+            schema,
+            _dir,
+        })
+    }
+
+    /// Scheduling as the `service` (its own certificate, no token).
+    pub async fn scheduling_as_service(
+        &self,
+        service: &str,
+    ) -> anyhow::Result<SchedulingServiceClient<tonic::transport::Channel>> {
+        Ok(SchedulingServiceClient::new(
+            client::channel(&self.config, service, &self.url(Service::Scheduling)?).await?,
+        ))
+    }
+
     /// Stops the mesh and drops its PostgreSQL schemas.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.mesh.stop(Duration::from_secs(10)).await?;

@@ -82,6 +82,14 @@ impl Mesh {
         Ok(())
     }
 
+    /// Stops every server at once, as a crash would: no drain, no final checkpoint, connections
+    /// dropped mid-call. For crash tests: what was committed must survive it.
+    pub fn kill(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+
     /// Cancels and waits.
     pub async fn stop(self, grace: Duration) -> anyhow::Result<()> {
         self.shutdown.cancel();
@@ -177,7 +185,7 @@ pub async fn start(
                     shutdown.clone(),
                 )?);
                 let org = client::lazy_channel(config, pm_scheduling::NAME, &org_url)?;
-                pm_scheduling::service(db, authz, org)
+                pm_scheduling::service(db, authz, org, shutdown.clone())
             }
         };
         let config = config.clone();

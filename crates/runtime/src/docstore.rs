@@ -174,6 +174,28 @@ pub async fn find_anywhere_by_attr<T: Resource>(
     rows.iter().map(decode_row).collect()
 }
 
+/// Live resources of `kind` (in any of its collections) whose attribute `attr` is `value`. Unlike
+/// [`find_anywhere_by_attr`], resources of other kinds sharing the attribute name are left out.
+pub async fn find_kind_by_attr<T: Resource>(
+    conn: &mut AnyConnection,
+    kind: &Kind<T>,
+    attr: &str,
+    value: &str,
+) -> ApiResult<Vec<Stored<T>>> {
+    let rows = sqlx::query(
+        "SELECT r.name, r.revision, r.create_time, r.update_time, r.delete_time, r.body \
+         FROM resource_attrs a JOIN resources r ON r.name = a.name \
+         WHERE a.attr = $1 AND a.value = $2 AND r.delete_time IS NULL AND r.collection LIKE $3 \
+         ORDER BY r.name",
+    )
+    .bind(attr)
+    .bind(value)
+    .bind(format!("%/{}", kind.pattern.collection_id()))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(decode_row).collect()
+}
+
 /// Every live resource of a collection (for small collections such as a provider's credentials).
 pub async fn all_live<T: Resource>(
     conn: &mut AnyConnection,
@@ -385,12 +407,30 @@ pub async fn create<T, F>(
     db: &Db,
     kind: &Kind<T>,
     call: CreateCall<'_>,
-    mut resource: T,
+    resource: T,
     check: F,
 ) -> ApiResult<T>
 where
     T: Resource,
     F: AsyncFnOnce(&mut AnyConnection, &mut T) -> ApiResult<()>,
+{
+    create_then(db, kind, call, resource, check, async |_, _| Ok(())).await
+}
+
+/// [`create`], then `after` sees the stored resource (with its etag and times) inside the same
+/// transaction: for writes that must commit together with it (an outbox event).
+pub async fn create_then<T, F, A>(
+    db: &Db,
+    kind: &Kind<T>,
+    call: CreateCall<'_>,
+    mut resource: T,
+    check: F,
+    after: A,
+) -> ApiResult<T>
+where
+    T: Resource,
+    F: AsyncFnOnce(&mut AnyConnection, &mut T) -> ApiResult<()>,
+    A: AsyncFnOnce(&mut AnyConnection, &T) -> ApiResult<()>,
 {
     check_request_id(call.request_id)?;
     if let Some(parent_pattern) = kind.pattern.parent() {
@@ -414,6 +454,7 @@ where
     resource.set_name(name);
     check(tx.conn(), &mut resource).await?;
     let created = insert(tx.conn(), kind, resource).await?;
+    after(tx.conn(), &created).await?;
     remember(
         tx.conn(),
         call.method,
@@ -739,6 +780,22 @@ where
     T: Resource,
     F: AsyncFnOnce(&mut AnyConnection, &mut T) -> ApiResult<()>,
 {
+    transition_then(db, kind, call, change, async |_, _| Ok(())).await
+}
+
+/// [`transition`], then `after` sees the stored result inside the same transaction.
+pub async fn transition_then<T, F, A>(
+    db: &Db,
+    kind: &Kind<T>,
+    call: VerbCall<'_>,
+    change: F,
+    after: A,
+) -> ApiResult<T>
+where
+    T: Resource,
+    F: AsyncFnOnce(&mut AnyConnection, &mut T) -> ApiResult<()>,
+    A: AsyncFnOnce(&mut AnyConnection, &T) -> ApiResult<()>,
+{
     check_request_id(call.request_id)?;
     kind.pattern.parse("name", call.name)?;
     let mut tx = db.write(names::organization_of(call.name)).await?;
@@ -751,6 +808,7 @@ where
     let mut resource = stored.resource;
     change(tx.conn(), &mut resource).await?;
     let changed = replace(tx.conn(), kind, stored.revision, resource, None).await?;
+    after(tx.conn(), &changed).await?;
     remember(
         tx.conn(),
         call.method,

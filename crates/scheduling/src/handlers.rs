@@ -21,9 +21,11 @@ use crate::domain::{self, instant, timestamp, wire_interval};
 use crate::eligibility::{self, Reason, Subject};
 use crate::occupancy::{self, Holder, HolderKind};
 use crate::org::OrgView;
+use crate::outbox::{self, Doorbell};
 use crate::store::{
     self, APPOINTMENT, AVAILABILITY_EXCEPTION, AVAILABILITY_RULE, ROOM, VISIT_TYPE,
 };
+use pm_api::scheduling::scheduling_event::Kind as EventKind;
 
 /// The ErrorInfo domain of this service's errors.
 pub const DOMAIN: &str = "scheduling.pm.dev";
@@ -33,6 +35,8 @@ const PATIENT_NAME: NamePattern = NamePattern(&["organizations", "patients"]);
 const PROVIDER_NAME: NamePattern = NamePattern(&["organizations", "providers"]);
 const LOCATION_NAME: NamePattern = NamePattern(&["organizations", "locations"]);
 const ORGANIZATION_NAME: NamePattern = NamePattern(&["organizations"]);
+
+mod feeds;
 
 macro_rules! method {
     ($name:literal) => {
@@ -73,6 +77,9 @@ pub struct SchedulingApi {
     db: Db,
     org: Arc<OrgView>,
     phi: PhiAudit,
+    doorbell: Doorbell,
+    /// Ends the streams when the server shuts down (a graceful drain waits for them otherwise).
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -106,8 +113,19 @@ struct Found {
 
 impl SchedulingApi {
     /// The service over its slice, asking Org through `org`, auditing PHI through `phi`.
-    pub fn new(db: Db, org: Arc<OrgView>, phi: PhiAudit) -> Self {
-        Self { db, org, phi }
+    pub fn new(
+        db: Db,
+        org: Arc<OrgView>,
+        phi: PhiAudit,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        Self {
+            db,
+            org,
+            phi,
+            doorbell: Doorbell::default(),
+            shutdown,
+        }
     }
 
     /// A visit type of `unit`, live.
@@ -366,7 +384,7 @@ fn event(state: AppointmentState, reason: &str) -> AppointmentEvent {
 async fn expire_lapsed_holds(conn: &mut AnyConnection) -> ApiResult<()> {
     let held = APPOINTMENT_STATE_HELD_NAME;
     let now = Utc::now();
-    for stored in docstore::find_anywhere_by_attr::<Appointment>(conn, "state", held).await? {
+    for stored in docstore::find_kind_by_attr(conn, &APPOINTMENT, "state", held).await? {
         let lapsed = stored
             .resource
             .hold_expire_time
@@ -379,7 +397,8 @@ async fn expire_lapsed_holds(conn: &mut AnyConnection) -> ApiResult<()> {
             a.history
                 .push(event(AppointmentState::Expired, "hold lapsed"));
             occupancy::release(conn, &a.name).await?;
-            docstore::replace(conn, &APPOINTMENT, stored.revision, a, None).await?;
+            let expired = docstore::replace(conn, &APPOINTMENT, stored.revision, a, None).await?;
+            outbox::append(conn, EventKind::AppointmentChanged(expired)).await?;
         }
     }
     Ok(())
@@ -529,22 +548,35 @@ impl SchedulingApi {
         a.history.push(event(state, ""));
         let (holders, from, until) = occupancy_of(&a, &visit)?;
         let call = create_call!(req, "BookAppointment", &req.parent, appointment_id);
-        docstore::create(&self.db, &APPOINTMENT, call, a, async |conn, a| {
-            expire_lapsed_holds(conn).await?;
-            occupancy::reserve(conn, &a.name, &holders, from, until).await?;
-            let expire = a.hold_expire_time.as_ref().and_then(instant);
-            occupancy::set_expiry(conn, &a.name, expire.map(|t| t.timestamp_micros())).await?;
-            self.phi
-                .record_write(
-                    conn,
-                    caller,
-                    method!("BookAppointment"),
-                    &a.name,
-                    vec![a.patient.clone()],
-                )
-                .await
-        })
-        .await
+        let booked = docstore::create_then(
+            &self.db,
+            &APPOINTMENT,
+            call,
+            a,
+            async |conn, a| {
+                expire_lapsed_holds(conn).await?;
+                occupancy::reserve(conn, &a.name, &holders, from, until).await?;
+                let expire = a.hold_expire_time.as_ref().and_then(instant);
+                occupancy::set_expiry(conn, &a.name, expire.map(|t| t.timestamp_micros())).await?;
+                self.phi
+                    .record_write(
+                        conn,
+                        caller,
+                        method!("BookAppointment"),
+                        &a.name,
+                        vec![a.patient.clone()],
+                    )
+                    .await
+            },
+            async |conn, booked| {
+                outbox::append(conn, EventKind::AppointmentChanged(booked.clone()))
+                    .await
+                    .map(|_| ())
+            },
+        )
+        .await?;
+        self.doorbell.ring();
+        Ok(booked)
     }
 
     /// The appointment an earlier call with this request's `request_id` booked, if any.
@@ -596,16 +628,28 @@ impl SchedulingApi {
             request_id: "",
             request_hash: String::new(),
         };
-        docstore::transition(&self.db, &APPOINTMENT, call, async |conn, a| {
-            match change(a)? {
-                Occupancy::Keep => occupancy::set_expiry(conn, &a.name, None).await?,
-                Occupancy::Release => occupancy::release(conn, &a.name).await?,
-            }
-            self.phi
-                .record_write(conn, caller, method, &a.name, vec![a.patient.clone()])
-                .await
-        })
-        .await
+        let changed = docstore::transition_then(
+            &self.db,
+            &APPOINTMENT,
+            call,
+            async |conn, a| {
+                match change(a)? {
+                    Occupancy::Keep => occupancy::set_expiry(conn, &a.name, None).await?,
+                    Occupancy::Release => occupancy::release(conn, &a.name).await?,
+                }
+                self.phi
+                    .record_write(conn, caller, method, &a.name, vec![a.patient.clone()])
+                    .await
+            },
+            async |conn, changed| {
+                outbox::append(conn, EventKind::AppointmentChanged(changed.clone()))
+                    .await
+                    .map(|_| ())
+            },
+        )
+        .await?;
+        self.doorbell.ring();
+        Ok(changed)
     }
 
     /// Audits a PHI call about an appointment (or a search for a patient).
@@ -1406,6 +1450,166 @@ impl SchedulingService for SchedulingApi {
                 method!("MarkNoShow"),
                 true,
                 &req.name,
+                result,
+                |_| vec![],
+                vec![],
+            )
+            .await,
+        )
+    }
+
+    // Encounters, events, calendar
+
+    async fn complete_appointment(
+        &self,
+        request: Request<CompleteAppointmentRequest>,
+    ) -> Reply<CompleteAppointmentResponse> {
+        let who = caller(&request);
+        let req = request.into_inner();
+        let name = req.name.clone();
+        let result = match &who {
+            Ok(caller) => self.complete(caller, req).await,
+            Err(err) => Err(err.clone()),
+        };
+        reply(
+            self.audited(
+                who,
+                method!("CompleteAppointment"),
+                true,
+                &name,
+                result,
+                |_| vec![],
+                vec![],
+            )
+            .await,
+        )
+    }
+
+    async fn get_encounter(&self, request: Request<GetEncounterRequest>) -> Reply<Encounter> {
+        let who = caller(&request);
+        let name = request.into_inner().name;
+        let result = match &who {
+            Ok(caller) => self.encounter(caller, &name).await,
+            Err(err) => Err(err.clone()),
+        };
+        reply(
+            self.audited(
+                who,
+                method!("GetEncounter"),
+                false,
+                &name,
+                result,
+                |e| vec![e.patient.clone()],
+                vec![],
+            )
+            .await,
+        )
+    }
+
+    async fn list_encounters(
+        &self,
+        request: Request<ListEncountersRequest>,
+    ) -> Reply<ListEncountersResponse> {
+        let who = caller(&request);
+        let req = request.into_inner();
+        let result = match &who {
+            Ok(caller) => self.encounters(caller, &req).await,
+            Err(err) => Err(err.clone()),
+        };
+        reply(
+            self.audited(
+                who,
+                method!("ListEncounters"),
+                false,
+                &req.parent,
+                result,
+                |page| page.encounters.iter().map(|e| e.patient.clone()).collect(),
+                vec![],
+            )
+            .await,
+        )
+    }
+
+    type StreamEventsStream = feeds::EventStream;
+
+    async fn stream_events(
+        &self,
+        request: Request<StreamEventsRequest>,
+    ) -> Reply<Self::StreamEventsStream> {
+        let who = caller(&request);
+        let after = request.get_ref().after_sequence;
+        let result = match &who {
+            Ok(caller) => self.events(caller, after).await,
+            Err(err) => Err(err.clone()),
+        };
+        // One record per subscription: the stream carries every patient's events from here on.
+        reply(
+            self.audited(
+                who,
+                method!("StreamEvents"),
+                false,
+                "",
+                result,
+                |_| vec![],
+                vec![],
+            )
+            .await,
+        )
+    }
+
+    async fn list_calendar(
+        &self,
+        request: Request<ListCalendarRequest>,
+    ) -> Reply<ListCalendarResponse> {
+        let who = caller(&request);
+        let req = request.into_inner();
+        let result = match &who {
+            Ok(caller) => self.calendar(caller, &req).await,
+            Err(err) => Err(err.clone()),
+        };
+        reply(
+            self.audited(
+                who,
+                method!("ListCalendar"),
+                false,
+                &req.scope,
+                result,
+                |calendar| {
+                    calendar
+                        .entries
+                        .iter()
+                        .filter_map(|e| match &e.entry {
+                            Some(pm_api::scheduling::calendar_entry::Entry::Appointment(a)) => {
+                                Some(a.patient.clone())
+                            }
+                            _ => None,
+                        })
+                        .collect()
+                },
+                vec![],
+            )
+            .await,
+        )
+    }
+
+    type WatchCalendarStream = feeds::EventStream;
+
+    async fn watch_calendar(
+        &self,
+        request: Request<WatchCalendarRequest>,
+    ) -> Reply<Self::WatchCalendarStream> {
+        let who = caller(&request);
+        let req = request.into_inner();
+        let result = match &who {
+            Ok(caller) => self.watch(caller, &req).await,
+            Err(err) => Err(err.clone()),
+        };
+        reply(
+            self.audited(
+                who,
+                method!("WatchCalendar"),
+                false,
+                &req.scope,
                 result,
                 |_| vec![],
                 vec![],

@@ -15,6 +15,7 @@ pub mod eligibility;
 pub mod handlers;
 pub mod occupancy;
 pub mod org;
+pub mod outbox;
 pub mod store;
 
 use std::sync::Arc;
@@ -42,13 +43,19 @@ pub const NAME: &str = "scheduling";
 pub const GRPC_SERVICE: &str = "pm.scheduling.v1.SchedulingService";
 
 /// The service behind the authorization layer, asking Org through `org` (an mTLS channel with this
-/// service's certificate).
-pub fn service(db: Db, authz: Authz, org: tonic::transport::Channel) -> ServiceDef {
+/// service's certificate). Its streams end when `shutdown` is cancelled.
+pub fn service(
+    db: Db,
+    authz: Authz,
+    org: tonic::transport::Channel,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> ServiceDef {
     let audit = Arc::new(pm_authz::audit::AuditWriter::spawn(db.clone(), 256));
     let api = SchedulingServiceServer::new(handlers::SchedulingApi::new(
         db.clone(),
         Arc::new(org::OrgView::new(org)),
         PhiAudit::new(NAME, audit.clone()),
+        shutdown,
     ));
     ServiceDef {
         name: NAME,

@@ -2,8 +2,8 @@
 //! search and booking need. Double booking is guarded by [`crate::occupancy`].
 
 use pm_api::scheduling::{
-    Appointment, AppointmentState, AvailabilityException, AvailabilityRule, ExceptionKind, Room,
-    VisitModality, VisitType, Weekday,
+    Appointment, AppointmentState, AvailabilityException, AvailabilityRule, Encounter,
+    ExceptionKind, Room, VisitModality, VisitType, Weekday,
 };
 use pm_runtime::ApiResult;
 use pm_runtime::docstore::{self, Kind, enum_name};
@@ -94,6 +94,23 @@ pub const APPOINTMENT: Kind<Appointment> = Kind {
             ("provider", a.provider.clone()),
             ("location", a.location.clone()),
             ("state", enum_name(a.state, AppointmentState::as_str_name)),
+        ]
+    },
+};
+
+/// Encounters, under the organization; one per completed appointment, named after it.
+pub const ENCOUNTER: Kind<Encounter> = Kind {
+    pattern: NamePattern(&["organizations", "encounters"]),
+    field: "encounter",
+    local_parent: false,
+    filterable: &["unit", "patient", "provider", "appointment"],
+    protected: &[],
+    attrs: |e| {
+        vec![
+            ("unit", e.unit.clone()),
+            ("patient", e.patient.clone()),
+            ("provider", e.provider.clone()),
+            ("appointment", e.appointment.clone()),
         ]
     },
 };

@@ -1,0 +1,511 @@
+//! Encounters, the event stream and the unified calendar: what the other handlers wrote, read back
+//! over a scope of the hierarchy or followed live through the outbox.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::time::Duration;
+
+use pm_api::scheduling::calendar_entry::Entry;
+use pm_api::scheduling::*;
+use pm_authz::layer::Caller;
+use pm_runtime::docstore::{self, ListScope, VerbCall};
+use pm_runtime::{ApiError, ApiResult, Db, names};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Status};
+
+use super::{DOMAIN, SchedulingApi, event, state_of, wrong_state};
+use crate::access;
+use crate::availability::{self, Interval};
+use crate::domain::{self, wire_interval};
+use crate::occupancy;
+use crate::outbox::{self, Doorbell};
+use crate::store::{self, APPOINTMENT, ENCOUNTER};
+use pm_api::scheduling::scheduling_event::Kind as EventKind;
+
+/// A stream of events as tonic serves it.
+pub type EventStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<SchedulingEvent, Status>> + Send>>;
+
+/// How often a stream looks at the outbox when nothing rang (writes of other replicas).
+const POLL: Duration = Duration::from_millis(500);
+/// Events read per query.
+const BATCH: i64 = 256;
+
+/// What a calendar covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Scope {
+    Organization,
+    Unit(String),
+    Provider(String),
+    Location(String),
+    Patient(String),
+}
+
+fn scope_of(name: &str) -> ApiResult<Scope> {
+    let segments: Vec<&str> = name.split('/').collect();
+    let valid = |id: &str| names::is_valid_id(id);
+    match segments.as_slice() {
+        ["organizations", o] if valid(o) => Ok(Scope::Organization),
+        ["organizations", o, collection, id] if valid(o) && valid(id) => match *collection {
+            "units" => Ok(Scope::Unit(name.into())),
+            "providers" => Ok(Scope::Provider(name.into())),
+            "locations" => Ok(Scope::Location(name.into())),
+            "patients" => Ok(Scope::Patient(name.into())),
+            _ => Err(bad_scope()),
+        },
+        _ => Err(bad_scope()),
+    }
+}
+
+fn bad_scope() -> ApiError {
+    ApiError::invalid(
+        "scope",
+        "an organization, or a unit, provider, location or patient of it",
+    )
+}
+
+/// Which appointments a calendar shows: the scope, cut to the units the caller may see.
+#[derive(Clone)]
+struct Matcher {
+    scope: Scope,
+    /// Units of the scope's subtree, for a unit scope.
+    subtree: Option<BTreeSet<String>>,
+    /// Units the caller may see (`None`: all of the organization).
+    visible: Option<BTreeSet<String>>,
+}
+
+impl Matcher {
+    fn matches(&self, a: &Appointment) -> bool {
+        let in_scope = match &self.scope {
+            Scope::Organization => true,
+            Scope::Unit(_) => self.subtree.as_ref().is_some_and(|s| s.contains(&a.unit)),
+            Scope::Provider(p) => &a.provider == p,
+            Scope::Location(l) => &a.location == l,
+            Scope::Patient(p) => &a.patient == p,
+        };
+        in_scope && self.visible.as_ref().is_none_or(|v| v.contains(&a.unit))
+    }
+
+    /// The units whose availability the calendar shows.
+    fn units(&self, tree: &[(String, String)]) -> Vec<String> {
+        tree.iter()
+            .map(|(unit, _)| unit.clone())
+            .filter(|u| self.subtree.as_ref().is_none_or(|s| s.contains(u)))
+            .filter(|u| self.visible.as_ref().is_none_or(|v| v.contains(u)))
+            .collect()
+    }
+}
+
+fn subtree(tree: &[(String, String)], root: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::from([root.to_string()]);
+    loop {
+        let before = found.len();
+        for (unit, parent) in tree {
+            if found.contains(parent) {
+                found.insert(unit.clone());
+            }
+        }
+        if found.len() == before {
+            return found;
+        }
+    }
+}
+
+fn active(a: &Appointment) -> bool {
+    matches!(
+        state_of(a),
+        AppointmentState::Held
+            | AppointmentState::Booked
+            | AppointmentState::CheckedIn
+            | AppointmentState::Completed
+    )
+}
+
+/// Serves the outbox after `after` to the returned stream, waking on `doorbell` or every [`POLL`],
+/// until the receiver goes away. Only events `keep` accepts are sent.
+fn follow(
+    db: Db,
+    doorbell: Doorbell,
+    shutdown: tokio_util::sync::CancellationToken,
+    after: i64,
+    keep: impl Fn(&SchedulingEvent) -> bool + Send + 'static,
+) -> EventStream {
+    let (sender, receiver) = mpsc::channel(64);
+    let mut bell = doorbell.subscribe();
+    tokio::spawn(async move {
+        let mut cursor = after;
+        loop {
+            let batch = async {
+                let mut conn = db.read().await?;
+                outbox::read_after(&mut conn, cursor, BATCH).await
+            }
+            .await;
+            let events = match batch {
+                Ok(events) => events,
+                Err(err) => {
+                    let _ = sender.send(Err(err.into_status(DOMAIN))).await;
+                    return;
+                }
+            };
+            let full = events.len() as i64 == BATCH;
+            for event in events {
+                cursor = event.sequence;
+                if keep(&event) && sender.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+            if full {
+                continue;
+            }
+            tokio::select! {
+                _ = bell.changed() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                _ = sender.closed() => return,
+                _ = shutdown.cancelled() => {
+                    let bye = Status::unavailable("the server is shutting down: resume after the last sequence seen");
+                    let _ = sender.send(Err(bye)).await;
+                    return;
+                }
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(receiver))
+}
+
+impl SchedulingApi {
+    /// Completes an appointment: the appointment, its encounter and both events commit together.
+    pub(super) async fn complete(
+        &self,
+        caller: &Caller,
+        req: CompleteAppointmentRequest,
+    ) -> ApiResult<CompleteAppointmentResponse> {
+        let method = "/pm.scheduling.v1.SchedulingService/CompleteAppointment";
+        self.check_appointment(caller, method, &req.name).await?;
+        if !(0..=1440).contains(&req.care_minutes) {
+            return Err(ApiError::invalid("care_minutes", "from 0 to 1440"));
+        }
+        for (field, codes) in [
+            ("service_codes", &req.service_codes),
+            ("diagnoses", &req.diagnoses),
+        ] {
+            if let Some(i) = codes.iter().position(|c| {
+                c.is_empty()
+                    || c.len() > 10
+                    || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
+            }) {
+                return Err(ApiError::invalid(
+                    format!("{field}[{i}]"),
+                    "1 to 10 letters, digits or dots",
+                ));
+            }
+        }
+        let current = docstore::get_by_name(&self.db, &APPOINTMENT, &req.name).await?;
+        let hints = {
+            let mut conn = self.db.read().await?;
+            docstore::get::<VisitType>(&mut conn, &current.visit_type)
+                .await?
+                .map(|v| v.resource.billing_code_hints)
+                .unwrap_or_default()
+        };
+        let call = VerbCall {
+            method,
+            name: &req.name,
+            etag: &req.etag,
+            request_id: "",
+            request_hash: String::new(),
+        };
+        let mut encounter = None;
+        let appointment = docstore::transition_then(
+            &self.db,
+            &APPOINTMENT,
+            call,
+            async |conn, a| {
+                if !matches!(
+                    state_of(a),
+                    AppointmentState::Booked | AppointmentState::CheckedIn
+                ) {
+                    return Err(wrong_state(a, "complete"));
+                }
+                a.state = AppointmentState::Completed as i32;
+                a.history.push(event(AppointmentState::Completed, ""));
+                // The visit used its time: the occupancy stays, for good.
+                occupancy::set_expiry(conn, &a.name, None).await?;
+                self.phi
+                    .record_write(conn, caller, method, &a.name, vec![a.patient.clone()])
+                    .await
+            },
+            async |conn, a| {
+                let id = a.name.rsplit('/').next().unwrap_or_default();
+                let stored = docstore::insert(
+                    conn,
+                    &ENCOUNTER,
+                    Encounter {
+                        name: format!("{}/encounters/{id}", names::organization_of(&a.name)),
+                        appointment: a.name.clone(),
+                        unit: a.unit.clone(),
+                        patient: a.patient.clone(),
+                        provider: a.provider.clone(),
+                        location: a.location.clone(),
+                        visit_type: a.visit_type.clone(),
+                        interval: a.interval,
+                        service_codes: if req.service_codes.is_empty() {
+                            hints.clone()
+                        } else {
+                            req.service_codes.clone()
+                        },
+                        diagnoses: req.diagnoses.clone(),
+                        care_minutes: req.care_minutes,
+                        payer: a.payer.clone(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+                outbox::append(conn, EventKind::AppointmentChanged(a.clone())).await?;
+                outbox::append(conn, EventKind::EncounterCompleted(stored.clone())).await?;
+                encounter = Some(stored);
+                Ok(())
+            },
+        )
+        .await?;
+        self.doorbell.ring();
+        Ok(CompleteAppointmentResponse {
+            appointment: Some(appointment),
+            encounter,
+        })
+    }
+
+    pub(super) async fn encounter(&self, caller: &Caller, name: &str) -> ApiResult<Encounter> {
+        ENCOUNTER.pattern.parse("name", name)?;
+        let unit = {
+            let mut conn = self.db.read().await?;
+            docstore::get::<Encounter>(&mut conn, name)
+                .await?
+                .map(|s| s.resource.unit)
+        };
+        let unit = unit.unwrap_or_else(|| format!("{}/units/-", names::organization_of(name)));
+        let method = "/pm.scheduling.v1.SchedulingService/GetEncounter";
+        access::authorize(&self.org, caller, method, name, Some(&unit)).await?;
+        docstore::get_by_name(&self.db, &ENCOUNTER, name).await
+    }
+
+    pub(super) async fn encounters(
+        &self,
+        caller: &Caller,
+        req: &ListEncountersRequest,
+    ) -> ApiResult<ListEncountersResponse> {
+        let method = "/pm.scheduling.v1.SchedulingService/ListEncounters";
+        names::NamePattern(&["organizations"]).parse("parent", &req.parent)?;
+        access::authorize(&self.org, caller, method, &req.parent, None).await?;
+        let units = access::visible_units(&self.org, caller, method, &req.parent).await?;
+        let call = docstore::ListCall {
+            parent: &req.parent,
+            page_size: req.page_size,
+            page_token: &req.page_token,
+            filter: &req.filter,
+            order_by: &req.order_by,
+            show_deleted: false,
+            scope: units.map(|units| ListScope::Attr("unit", units)),
+        };
+        let page = docstore::list(&self.db, &ENCOUNTER, call).await?;
+        Ok(ListEncountersResponse {
+            encounters: page.items,
+            next_page_token: page.next_page_token,
+        })
+    }
+
+    /// The whole outbox, for services (Billing) only: it spans every organization.
+    pub(super) async fn events(&self, caller: &Caller, after: i64) -> ApiResult<EventStream> {
+        if !caller.is_service() {
+            return Err(ApiError::new(
+                Code::PermissionDenied,
+                "PERMISSION_DENIED",
+                "the event stream is for services; people follow WatchCalendar",
+            ));
+        }
+        if after < 0 {
+            return Err(ApiError::invalid("after_sequence", "must not be negative"));
+        }
+        Ok(follow(
+            self.db.clone(),
+            self.doorbell.clone(),
+            self.shutdown.clone(),
+            after,
+            |_| true,
+        ))
+    }
+
+    /// Authorizes a calendar over `scope` and works out what it shows.
+    async fn matcher(&self, caller: &Caller, method: &str, scope_name: &str) -> ApiResult<Matcher> {
+        let scope = scope_of(scope_name)?;
+        let organization = names::organization_of(scope_name).to_string();
+        let unit = match &scope {
+            Scope::Unit(u) => Some(u.as_str()),
+            _ => None,
+        };
+        access::authorize(&self.org, caller, method, scope_name, unit).await?;
+        let visible = access::visible_units(&self.org, caller, method, &organization)
+            .await?
+            .map(|v| v.into_iter().collect());
+        let subtree = match &scope {
+            Scope::Unit(u) => Some(subtree(&self.org.unit_tree(&organization).await?, u)),
+            _ => None,
+        };
+        Ok(Matcher {
+            scope,
+            subtree,
+            visible,
+        })
+    }
+
+    pub(super) async fn calendar(
+        &self,
+        caller: &Caller,
+        req: &ListCalendarRequest,
+    ) -> ApiResult<ListCalendarResponse> {
+        let method = "/pm.scheduling.v1.SchedulingService/ListCalendar";
+        let window = domain::interval(req.window.as_ref(), "window")?;
+        if window.duration() > domain::MAX_WINDOW {
+            return Err(ApiError::invalid("window", "at most 31 days"));
+        }
+        let matcher = self.matcher(caller, method, &req.scope).await?;
+        let organization = names::organization_of(&req.scope).to_string();
+        let mut conn = self.db.read().await?;
+        let sequence = outbox::head(&mut conn).await?;
+
+        let appointments = match &matcher.scope {
+            Scope::Organization | Scope::Unit(_) => {
+                docstore::all_live::<Appointment>(
+                    &mut conn,
+                    &store::collection(&APPOINTMENT, &organization),
+                )
+                .await?
+            }
+            Scope::Provider(p) => {
+                docstore::find_kind_by_attr(&mut conn, &APPOINTMENT, "provider", p).await?
+            }
+            Scope::Location(l) => {
+                docstore::find_kind_by_attr(&mut conn, &APPOINTMENT, "location", l).await?
+            }
+            Scope::Patient(p) => {
+                docstore::find_kind_by_attr(&mut conn, &APPOINTMENT, "patient", p).await?
+            }
+        };
+        let mut entries: Vec<(i64, CalendarEntry)> = Vec::new();
+        for a in appointments.into_iter().map(|s| s.resource) {
+            let Ok(interval) = domain::interval(a.interval.as_ref(), "interval") else {
+                continue;
+            };
+            let overlaps = interval.start() < window.end() && window.start() < interval.end();
+            if overlaps && matcher.matches(&a) && (req.show_inactive || active(&a)) {
+                entries.push((
+                    interval.start().timestamp(),
+                    CalendarEntry {
+                        entry: Some(Entry::Appointment(a)),
+                    },
+                ));
+            }
+        }
+
+        // Open and blocked time: the rules of the scope's units (none for a patient's calendar).
+        if !matches!(matcher.scope, Scope::Patient(_)) {
+            let tree = self.org.unit_tree(&organization).await?;
+            let mut providers_seen = BTreeSet::new();
+            for unit in matcher.units(&tree) {
+                for rule in store::rules_of_unit(&mut conn, &unit).await? {
+                    let provider = names::parent_of(&rule.name).to_string();
+                    let keep = match &matcher.scope {
+                        Scope::Provider(p) => &provider == p,
+                        Scope::Location(l) => &rule.location == l,
+                        _ => true,
+                    };
+                    if !keep {
+                        continue;
+                    }
+                    let exceptions = store::exceptions_of(&mut conn, &provider).await?;
+                    let blocks = exceptions
+                        .iter()
+                        .map(domain::exception)
+                        .collect::<ApiResult<Vec<_>>>()?;
+                    let open = availability::expand(
+                        &[domain::weekly_rule(&rule)?],
+                        &blocks,
+                        window.start(),
+                        window.end(),
+                    );
+                    for interval in open {
+                        entries.push((
+                            interval.start().timestamp(),
+                            CalendarEntry {
+                                entry: Some(Entry::Availability(AvailabilityBlock {
+                                    provider: provider.clone(),
+                                    unit: unit.clone(),
+                                    location: rule.location.clone(),
+                                    interval: Some(wire_interval(interval)),
+                                })),
+                            },
+                        ));
+                    }
+                    if providers_seen.insert(provider.clone()) {
+                        for e in exceptions {
+                            let Ok(span) = domain::interval(e.interval.as_ref(), "interval") else {
+                                continue;
+                            };
+                            if let Some(clipped) = clip(span, window) {
+                                entries.push((
+                                    clipped.start().timestamp(),
+                                    CalendarEntry {
+                                        entry: Some(Entry::Blocked(BlockedTime {
+                                            provider: provider.clone(),
+                                            kind: e.kind,
+                                            interval: Some(wire_interval(clipped)),
+                                        })),
+                                    },
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        entries.sort_by_key(|(start, _)| *start);
+        Ok(ListCalendarResponse {
+            entries: entries.into_iter().map(|(_, e)| e).collect(),
+            sequence,
+        })
+    }
+
+    pub(super) async fn watch(
+        &self,
+        caller: &Caller,
+        req: &WatchCalendarRequest,
+    ) -> ApiResult<EventStream> {
+        let method = "/pm.scheduling.v1.SchedulingService/WatchCalendar";
+        if req.after_sequence < 0 {
+            return Err(ApiError::invalid("after_sequence", "must not be negative"));
+        }
+        let matcher = self.matcher(caller, method, &req.scope).await?;
+        let after = if req.after_sequence == 0 {
+            let mut conn = self.db.read().await?;
+            outbox::head(&mut conn).await?
+        } else {
+            req.after_sequence
+        };
+        Ok(follow(
+            self.db.clone(),
+            self.doorbell.clone(),
+            self.shutdown.clone(),
+            after,
+            move |event| match &event.kind {
+                Some(EventKind::AppointmentChanged(a)) => matcher.matches(a),
+                _ => false,
+            },
+        ))
+    }
+}
+
+fn clip(span: Interval, window: Interval) -> Option<Interval> {
+    let start = span.start().max(window.start());
+    let end = span.end().min(window.end());
+    Interval::new(start, end).ok()
+}
