@@ -144,4 +144,5 @@ resource! {
     scheduling::Room => "pm.scheduling.v1.Room",
     scheduling::Appointment => "pm.scheduling.v1.Appointment",
     scheduling::Encounter => "pm.scheduling.v1.Encounter",
+    scheduling::WaitlistEntry => "pm.scheduling.v1.WaitlistEntry",
 }

@@ -30,6 +30,7 @@ const LEE: &str = "organizations/acme/providers/dr-lee";
 const COVERED: &str = "organizations/acme/patients/pat-covered";
 const UNCOVERED: &str = "organizations/acme/patients/pat-uncovered";
 const UNENROLLED: &str = "organizations/acme/patients/pat-unenrolled";
+const WAITING: &str = "organizations/acme/patients/pat-waiting";
 const FOLLOW_UP: &str = "organizations/acme/units/north-clinic/visitTypes/follow-up";
 const WELLNESS: &str = "organizations/acme/units/north-clinic/visitTypes/wellness";
 
@@ -184,6 +185,7 @@ async fn seed_org(org: &mut Org) -> anyhow::Result<()> {
         ("pat-covered", true, "aetna"),
         ("pat-uncovered", true, "cigna"),
         ("pat-unenrolled", false, "aetna"),
+        ("pat-waiting", true, "aetna"),
     ] {
         let name = format!("{ORG}/patients/{id}");
         org.create_patient(CreatePatientRequest {
@@ -878,6 +880,213 @@ async fn outbox_survives_a_crash(backend: Backend) -> anyhow::Result<()> {
         "event ids are unique"
     );
     mesh.stop().await
+}
+
+fn start_of(a: &Appointment) -> i64 {
+    a.interval
+        .as_ref()
+        .unwrap()
+        .start_time
+        .as_ref()
+        .unwrap()
+        .seconds
+}
+
+/// Rescheduling, recurring series (all or nothing) and the waitlist.
+async fn changes(backend: Backend) -> anyhow::Result<()> {
+    let mesh = TestMesh::start(backend).await?;
+    mesh.seed_access().await?;
+    seed_org(&mut mesh.org_as(pm::demo::ADMIN).await?).await?;
+    let mut s = mesh.scheduling_as(pm::demo::ADMIN).await?;
+    seed_scheduling(&mut s).await?;
+    let monday = next_monday();
+    let tuesday = monday.succ_opt().unwrap();
+
+    // Rescheduling to an overlapping time: its own old time does not count against it.
+    let booked = s
+        .book_appointment(book_request(
+            booking(COVERED, OKAFOR, FOLLOW_UP, at(monday, 9, 0)),
+            "",
+        ))
+        .await?
+        .into_inner();
+    let moved = s
+        .reschedule_appointment(RescheduleAppointmentRequest {
+            name: booked.name.clone(),
+            start_time: Some(ts(at(monday, 9, 30))),
+            etag: booked.etag.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(start_of(&moved), at(monday, 9, 30).timestamp());
+    assert!(
+        moved
+            .history
+            .last()
+            .unwrap()
+            .reason
+            .starts_with("rescheduled from")
+    );
+    let moved = s
+        .reschedule_appointment(RescheduleAppointmentRequest {
+            name: booked.name.clone(),
+            start_time: Some(ts(at(monday, 11, 0))),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    // The old time is free again; a conflicting move is refused and changes nothing.
+    let other = s
+        .book_appointment(book_request(
+            booking(WAITING, OKAFOR, FOLLOW_UP, at(monday, 9, 0)),
+            "",
+        ))
+        .await?
+        .into_inner();
+    let err = s
+        .reschedule_appointment(RescheduleAppointmentRequest {
+            name: moved.name.clone(),
+            start_time: Some(ts(at(monday, 9, 0))),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "SLOT_UNAVAILABLE");
+    let unchanged = s
+        .get_appointment(GetAppointmentRequest {
+            name: moved.name.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        (start_of(&unchanged), &unchanged.etag),
+        (start_of(&moved), &moved.etag)
+    );
+
+    // A series that cannot be booked whole is not booked at all, and says which occurrence failed.
+    let week_three = tuesday + chrono::Days::new(21);
+    s.book_appointment(book_request(
+        booking(WAITING, OKAFOR, FOLLOW_UP, at(week_three, 11, 0)),
+        "",
+    ))
+    .await?;
+    let before = appointments(&mut s).await?.len();
+    let series = |start: DateTime<Utc>, request_id: &str| BookSeriesRequest {
+        parent: ORG.into(),
+        appointment: Some(booking(COVERED, OKAFOR, FOLLOW_UP, start)),
+        count: 6,
+        every: Some(prost_types::Duration {
+            seconds: 7 * 86_400,
+            nanos: 0,
+        }),
+        request_id: request_id.into(),
+    };
+    let err = s
+        .book_series(series(at(tuesday, 11, 0), ""))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "SLOT_UNAVAILABLE");
+    let info = err.get_details_error_info().unwrap();
+    assert_eq!(
+        info.metadata.get("occurrence").map(String::as_str),
+        Some("3")
+    );
+    assert_eq!(
+        appointments(&mut s).await?.len(),
+        before,
+        "nothing of the series was written"
+    );
+
+    // Weekly for 6 weeks at 10:00 New York time, once even when retried.
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let weekly = s
+        .book_series(series(at(tuesday, 10, 0), &request_id))
+        .await?
+        .into_inner();
+    let again = s
+        .book_series(series(at(tuesday, 10, 0), &request_id))
+        .await?
+        .into_inner();
+    assert_eq!(weekly, again);
+    assert_eq!(weekly.appointments.len(), 6);
+    for (i, a) in weekly.appointments.iter().enumerate() {
+        let day = tuesday + chrono::Days::new(7 * i as u64);
+        assert_eq!(
+            start_of(a),
+            at(day, 10, 0).timestamp(),
+            "10:00 local, week {i}"
+        );
+        assert_eq!(a.series, weekly.appointments[0].name);
+    }
+    assert_eq!(appointments(&mut s).await?.len(), before + 6);
+
+    // The waitlist: a cancellation offers the freed slot, as a hold, to the first patient waiting.
+    let entry = s
+        .create_waitlist_entry(CreateWaitlistEntryRequest {
+            parent: ORG.into(),
+            waitlist_entry: Some(WaitlistEntry {
+                patient: WAITING.into(),
+                unit: CLINIC.into(),
+                visit_type: FOLLOW_UP.into(),
+                window: window(monday),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(entry.state, WaitlistState::Waiting as i32);
+    s.cancel_appointment(CancelAppointmentRequest {
+        name: moved.name.clone(),
+        reason: "patient travelling".into(),
+        etag: String::new(),
+    })
+    .await?;
+    let entries = s
+        .list_waitlist_entries(ListWaitlistEntriesRequest {
+            parent: ORG.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .waitlist_entries;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].state, WaitlistState::Offered as i32);
+    let offer = s
+        .get_appointment(GetAppointmentRequest {
+            name: entries[0].offered_appointment.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        (offer.patient.as_str(), offer.state, start_of(&offer)),
+        (
+            WAITING,
+            AppointmentState::Held as i32,
+            at(monday, 11, 0).timestamp()
+        )
+    );
+    let confirmed = s
+        .confirm_appointment(ConfirmAppointmentRequest {
+            name: offer.name.clone(),
+            etag: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(confirmed.state, AppointmentState::Booked as i32);
+    let _ = other;
+    mesh.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_on_sqlite() -> anyhow::Result<()> {
+    changes(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_on_postgres() -> anyhow::Result<()> {
+    changes(Backend::Postgres).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,6 +36,7 @@ const PROVIDER_NAME: NamePattern = NamePattern(&["organizations", "providers"]);
 const LOCATION_NAME: NamePattern = NamePattern(&["organizations", "locations"]);
 const ORGANIZATION_NAME: NamePattern = NamePattern(&["organizations"]);
 
+mod changes;
 mod feeds;
 
 macro_rules! method {
@@ -102,6 +103,8 @@ struct Search<'a> {
     locations: &'a [String],
     rooms: &'a [String],
     step: TimeDelta,
+    /// An appointment whose own time does not count as busy (the one being rescheduled).
+    ignore: Option<&'a str>,
 }
 
 /// Slots found, each with its location, and the exclusions.
@@ -179,13 +182,21 @@ impl SchedulingApi {
                     .push(rule);
             }
         }
-        let patient_busy = busy_of(&mut conn, HolderKind::Patient, s.patient, from, until).await?;
+        let patient_busy = busy_of(
+            &mut conn,
+            HolderKind::Patient,
+            s.patient,
+            from,
+            until,
+            s.ignore,
+        )
+        .await?;
 
         let mut found = Found::default();
         let mut seen_providers: Vec<String> = Vec::new();
         for (location, providers) in by_location {
             let rooms = if visit.needs_room {
-                self.rooms(&mut conn, &location, s.rooms, from, until)
+                self.rooms(&mut conn, &location, s.rooms, (from, until), s.ignore)
                     .await?
             } else {
                 Vec::new()
@@ -209,7 +220,15 @@ impl SchedulingApi {
                         padded.start(),
                         padded.end(),
                     ),
-                    busy: busy_of(&mut conn, HolderKind::Provider, &provider, from, until).await?,
+                    busy: busy_of(
+                        &mut conn,
+                        HolderKind::Provider,
+                        &provider,
+                        from,
+                        until,
+                        s.ignore,
+                    )
+                    .await?,
                     provider: provider.clone(),
                 });
                 seen_providers.push(provider);
@@ -264,14 +283,14 @@ impl SchedulingApi {
         conn: &mut AnyConnection,
         location: &str,
         wanted: &[String],
-        from: i64,
-        until: i64,
+        (from, until): (i64, i64),
+        ignore: Option<&str>,
     ) -> ApiResult<Vec<eligibility::RoomCandidate>> {
         let mut rooms = Vec::new();
         for room in store::rooms_of(conn, location).await? {
             if wanted.is_empty() || wanted.contains(&room.name) {
                 rooms.push(eligibility::RoomCandidate {
-                    busy: busy_of(conn, HolderKind::Room, &room.name, from, until).await?,
+                    busy: busy_of(conn, HolderKind::Room, &room.name, from, until, ignore).await?,
                     room: room.name,
                 });
             }
@@ -280,7 +299,12 @@ impl SchedulingApi {
     }
 
     /// Re-checks every rule for the appointment about to be booked and returns the slot.
-    async fn recheck(&self, a: &Appointment, visit: &VisitType) -> ApiResult<eligibility::Slot> {
+    async fn recheck(
+        &self,
+        a: &Appointment,
+        visit: &VisitType,
+        ignore: Option<&str>,
+    ) -> ApiResult<eligibility::Slot> {
         let start = a
             .interval
             .as_ref()
@@ -304,6 +328,7 @@ impl SchedulingApi {
                 locations: std::slice::from_ref(&a.location),
                 rooms: &rooms,
                 step: TimeDelta::minutes(1),
+                ignore,
             })
             .await?;
         if let Some((_, slot)) = found
@@ -315,6 +340,40 @@ impl SchedulingApi {
         }
         Err(refusal(found.excluded.first().map(|e| e.reason)))
     }
+}
+
+/// A booking's start: on a whole minute, in the future.
+fn check_start(start: chrono::DateTime<Utc>, field: &str) -> ApiResult<()> {
+    if start.timestamp() % 60 != 0 || start.timestamp_subsec_nanos() != 0 {
+        return Err(ApiError::invalid(field, "must be on a whole minute"));
+    }
+    if start <= Utc::now() {
+        return Err(ApiError::new(
+            Code::InvalidArgument,
+            "SLOT_IN_THE_PAST",
+            format!("{field}: must be in the future"),
+        )
+        .with_violation(field, "must be in the future"));
+    }
+    Ok(())
+}
+
+/// The appointment as booked in `slot`: a hold for `hold` when given.
+fn fill(mut a: Appointment, slot: eligibility::Slot, hold: Option<TimeDelta>) -> Appointment {
+    a.interval = Some(wire_interval(slot.interval));
+    a.room = slot.room.unwrap_or_default();
+    a.payer = slot.payer.unwrap_or_default();
+    a.history.clear();
+    a.series.clear();
+    a.hold_expire_time = hold.map(|ttl| timestamp(Utc::now() + ttl));
+    let state = if hold.is_some() {
+        AppointmentState::Held
+    } else {
+        AppointmentState::Booked
+    };
+    a.state = state as i32;
+    a.history.push(event(state, ""));
+    a
 }
 
 /// Why a booking is refused, from the first rule its slot breaks.
@@ -357,12 +416,14 @@ async fn busy_of(
     holder: &str,
     from: i64,
     until: i64,
+    ignore: Option<&str>,
 ) -> ApiResult<Vec<Interval>> {
     let spans = occupancy::busy(conn, kind, &[holder.to_string()], from, until).await?;
     Ok(spans
         .get(holder)
         .into_iter()
         .flatten()
+        .filter(|(appointment, _, _)| Some(appointment.as_str()) != ignore)
         .filter_map(|(_, start, end)| {
             let start = chrono::DateTime::from_timestamp_micros(*start)?;
             let end = chrono::DateTime::from_timestamp_micros(*end)?;
@@ -460,8 +521,63 @@ impl SchedulingApi {
     /// Books (or holds) after the re-check; the occupancy rows, the appointment and its audit
     /// record commit together.
     async fn book(&self, caller: &Caller, req: BookAppointmentRequest) -> ApiResult<Appointment> {
-        ORGANIZATION_NAME.parse("parent", &req.parent)?;
-        let mut a = required(req.appointment.clone(), "appointment")?;
+        let a = required(req.appointment.clone(), "appointment")?;
+        let visit = self
+            .check_booking(caller, method!("BookAppointment"), &req.parent, &a)
+            .await?;
+        let hold = match req.hold_ttl.as_ref() {
+            None => None,
+            Some(ttl) => {
+                let ttl = TimeDelta::seconds(ttl.seconds);
+                if ttl <= TimeDelta::zero() || ttl > domain::MAX_HOLD {
+                    return Err(ApiError::invalid("hold_ttl", "from 1 second to 30 minutes"));
+                }
+                Some(ttl)
+            }
+        };
+        // The request_id's earlier answer comes before any re-check: a retry after success must not
+        // be refused because its own booking now occupies the slot. A concurrent twin may commit
+        // while this call re-checks, so a refusal looks for its answer once more.
+        if let Some(previous) = self.replayed(&req).await? {
+            return Ok(previous);
+        }
+        let slot = match self.recheck(&a, &visit, None).await {
+            Ok(slot) => slot,
+            Err(err) => return self.replayed(&req).await?.ok_or(err),
+        };
+        let a = fill(a, slot, hold);
+        let call = create_call!(req, "BookAppointment", &req.parent, appointment_id);
+        let booked = docstore::create_then(
+            &self.db,
+            &APPOINTMENT,
+            call,
+            a,
+            async |conn, a| {
+                expire_lapsed_holds(conn).await?;
+                self.occupy(conn, caller, method!("BookAppointment"), a, &visit)
+                    .await
+            },
+            async |conn, booked| {
+                outbox::append(conn, EventKind::AppointmentChanged(booked.clone()))
+                    .await
+                    .map(|_| ())
+            },
+        )
+        .await?;
+        self.doorbell.ring();
+        Ok(booked)
+    }
+
+    /// The checks of a booking request before any rule is evaluated: names, the caller's right to
+    /// book in the unit, a future start on a whole minute, the unit's visit type.
+    async fn check_booking(
+        &self,
+        caller: &Caller,
+        method: &str,
+        parent: &str,
+        a: &Appointment,
+    ) -> ApiResult<VisitType> {
+        ORGANIZATION_NAME.parse("parent", parent)?;
         UNIT_NAME.parse("appointment.unit", &a.unit)?;
         PATIENT_NAME.parse("appointment.patient", &a.patient)?;
         PROVIDER_NAME.parse("appointment.provider", &a.provider)?;
@@ -475,108 +591,42 @@ impl SchedulingApi {
             ("appointment.provider", &a.provider),
             ("appointment.location", &a.location),
         ] {
-            if names::organization_of(name) != req.parent {
+            if names::organization_of(name) != parent {
                 return Err(ApiError::invalid(
                     field,
                     "must be in the parent organization",
                 ));
             }
         }
-        access::authorize(
-            &self.org,
-            caller,
-            method!("BookAppointment"),
-            &req.parent,
-            Some(&a.unit),
-        )
-        .await?;
-        let hold = match req.hold_ttl.as_ref() {
-            None => None,
-            Some(ttl) => {
-                let ttl = TimeDelta::seconds(ttl.seconds);
-                if ttl <= TimeDelta::zero() || ttl > domain::MAX_HOLD {
-                    return Err(ApiError::invalid("hold_ttl", "from 1 second to 30 minutes"));
-                }
-                Some(ttl)
-            }
-        };
+        access::authorize(&self.org, caller, method, parent, Some(&a.unit)).await?;
         let start = a
             .interval
             .as_ref()
             .and_then(|i| i.start_time.as_ref())
             .and_then(instant)
             .ok_or_else(|| ApiError::invalid("appointment.interval.start_time", "required"))?;
-        if start.timestamp() % 60 != 0 || start.timestamp_subsec_nanos() != 0 {
-            return Err(ApiError::invalid(
-                "appointment.interval.start_time",
-                "must be on a whole minute",
-            ));
-        }
-        if start <= Utc::now() {
-            return Err(ApiError::new(
-                Code::InvalidArgument,
-                "SLOT_IN_THE_PAST",
-                "appointment.interval.start_time: must be in the future",
-            )
-            .with_violation("appointment.interval.start_time", "must be in the future"));
-        }
-        let visit = self
-            .visit_type_of(&a.unit, &a.visit_type, "appointment.visit_type")
-            .await?;
-        // The request_id's earlier answer comes before any re-check: a retry after success must not
-        // be refused because its own booking now occupies the slot. A concurrent twin may commit
-        // while this call re-checks, so a refusal looks for its answer once more.
-        if let Some(previous) = self.replayed(&req).await? {
-            return Ok(previous);
-        }
-        let slot = match self.recheck(&a, &visit).await {
-            Ok(slot) => slot,
-            Err(err) => return self.replayed(&req).await?.ok_or(err),
-        };
-        a.interval = Some(wire_interval(slot.interval));
-        a.room = slot.room.unwrap_or_default();
-        a.payer = slot.payer.unwrap_or_default();
-        a.history.clear();
-        a.hold_expire_time = None;
-        let state = if let Some(ttl) = hold {
-            a.hold_expire_time = Some(timestamp(Utc::now() + ttl));
-            AppointmentState::Held
-        } else {
-            AppointmentState::Booked
-        };
-        a.state = state as i32;
-        a.history.push(event(state, ""));
-        let (holders, from, until) = occupancy_of(&a, &visit)?;
-        let call = create_call!(req, "BookAppointment", &req.parent, appointment_id);
-        let booked = docstore::create_then(
-            &self.db,
-            &APPOINTMENT,
-            call,
-            a,
-            async |conn, a| {
-                expire_lapsed_holds(conn).await?;
-                occupancy::reserve(conn, &a.name, &holders, from, until).await?;
-                let expire = a.hold_expire_time.as_ref().and_then(instant);
-                occupancy::set_expiry(conn, &a.name, expire.map(|t| t.timestamp_micros())).await?;
-                self.phi
-                    .record_write(
-                        conn,
-                        caller,
-                        method!("BookAppointment"),
-                        &a.name,
-                        vec![a.patient.clone()],
-                    )
-                    .await
-            },
-            async |conn, booked| {
-                outbox::append(conn, EventKind::AppointmentChanged(booked.clone()))
-                    .await
-                    .map(|_| ())
-            },
-        )
-        .await?;
-        self.doorbell.ring();
-        Ok(booked)
+        check_start(start, "appointment.interval.start_time")?;
+        self.visit_type_of(&a.unit, &a.visit_type, "appointment.visit_type")
+            .await
+    }
+
+    /// Takes the appointment's time for its provider, patient and room, and records the write, in
+    /// the caller's transaction.
+    async fn occupy(
+        &self,
+        conn: &mut AnyConnection,
+        caller: &Caller,
+        method: &str,
+        a: &Appointment,
+        visit: &VisitType,
+    ) -> ApiResult<()> {
+        let (holders, from, until) = occupancy_of(a, visit)?;
+        occupancy::reserve(conn, &a.name, &holders, from, until).await?;
+        let expire = a.hold_expire_time.as_ref().and_then(instant);
+        occupancy::set_expiry(conn, &a.name, expire.map(|t| t.timestamp_micros())).await?;
+        self.phi
+            .record_write(conn, caller, method, &a.name, vec![a.patient.clone()])
+            .await
     }
 
     /// The appointment an earlier call with this request's `request_id` booked, if any.
@@ -1119,6 +1169,7 @@ impl SchedulingService for SchedulingApi {
                     locations: &req.locations,
                     rooms: &[],
                     step,
+                    ignore: None,
                 })
                 .await?;
             let max = match req.max_slots {
@@ -1349,24 +1400,28 @@ impl SchedulingService for SchedulingApi {
                     "required, at most 500 characters",
                 ));
             }
-            self.verb(
-                &caller,
-                method!("CancelAppointment"),
-                &req.name,
-                &req.etag,
-                |a| match state_of(a) {
-                    AppointmentState::Held
-                    | AppointmentState::Booked
-                    | AppointmentState::CheckedIn => {
-                        a.state = AppointmentState::Cancelled as i32;
-                        a.history
-                            .push(event(AppointmentState::Cancelled, &req.reason));
-                        Ok(Occupancy::Release)
-                    }
-                    _ => Err(wrong_state(a, "cancel")),
-                },
-            )
-            .await
+            let changed = self
+                .verb(
+                    &caller,
+                    method!("CancelAppointment"),
+                    &req.name,
+                    &req.etag,
+                    |a| match state_of(a) {
+                        AppointmentState::Held
+                        | AppointmentState::Booked
+                        | AppointmentState::CheckedIn => {
+                            a.state = AppointmentState::Cancelled as i32;
+                            a.history
+                                .push(event(AppointmentState::Cancelled, &req.reason));
+                            Ok(Occupancy::Release)
+                        }
+                        _ => Err(wrong_state(a, "cancel")),
+                    },
+                )
+                .await?;
+            // The freed time goes to the waitlist, if someone waits for it.
+            self.offer_freed_slot(&caller, &changed).await;
+            Ok(changed)
         }
         .await;
         reply(
@@ -1430,18 +1485,22 @@ impl SchedulingService for SchedulingApi {
             if req.reason.len() > 500 {
                 return Err(ApiError::invalid("reason", "at most 500 characters"));
             }
-            self.verb(&caller, method!("MarkNoShow"), &req.name, &req.etag, |a| {
-                if !matches!(
-                    state_of(a),
-                    AppointmentState::Booked | AppointmentState::CheckedIn
-                ) {
-                    return Err(wrong_state(a, "mark as no-show"));
-                }
-                a.state = AppointmentState::NoShow as i32;
-                a.history.push(event(AppointmentState::NoShow, &req.reason));
-                Ok(Occupancy::Release)
-            })
-            .await
+            let changed = self
+                .verb(&caller, method!("MarkNoShow"), &req.name, &req.etag, |a| {
+                    if !matches!(
+                        state_of(a),
+                        AppointmentState::Booked | AppointmentState::CheckedIn
+                    ) {
+                        return Err(wrong_state(a, "mark as no-show"));
+                    }
+                    a.state = AppointmentState::NoShow as i32;
+                    a.history.push(event(AppointmentState::NoShow, &req.reason));
+                    Ok(Occupancy::Release)
+                })
+                .await?;
+            // The freed time goes to the waitlist, if someone waits for it.
+            self.offer_freed_slot(&caller, &changed).await;
+            Ok(changed)
         }
         .await;
         reply(
@@ -1610,6 +1669,138 @@ impl SchedulingService for SchedulingApi {
                 method!("WatchCalendar"),
                 false,
                 &req.scope,
+                result,
+                |_| vec![],
+                vec![],
+            )
+            .await,
+        )
+    }
+
+    // Reschedule, series, waitlist
+
+    async fn reschedule_appointment(
+        &self,
+        request: Request<RescheduleAppointmentRequest>,
+    ) -> Reply<Appointment> {
+        let who = caller(&request);
+        let req = request.into_inner();
+        let name = req.name.clone();
+        let result = match &who {
+            Ok(caller) => self.reschedule(caller, req).await,
+            Err(err) => Err(err.clone()),
+        };
+        reply(
+            self.audited(
+                who,
+                method!("RescheduleAppointment"),
+                true,
+                &name,
+                result,
+                |_| vec![],
+                vec![],
+            )
+            .await,
+        )
+    }
+
+    async fn book_series(&self, request: Request<BookSeriesRequest>) -> Reply<BookSeriesResponse> {
+        let who = caller(&request);
+        let req = request.into_inner();
+        let parent = req.parent.clone();
+        let patient = req
+            .appointment
+            .as_ref()
+            .map(|a| a.patient.clone())
+            .unwrap_or_default();
+        let result = match &who {
+            Ok(caller) => self.series(caller, req).await,
+            Err(err) => Err(err.clone()),
+        };
+        reply(
+            self.audited(
+                who,
+                method!("BookSeries"),
+                true,
+                &parent,
+                result,
+                |_| vec![],
+                vec![patient],
+            )
+            .await,
+        )
+    }
+
+    async fn create_waitlist_entry(
+        &self,
+        request: Request<CreateWaitlistEntryRequest>,
+    ) -> Reply<WaitlistEntry> {
+        let who = caller(&request);
+        let req = request.into_inner();
+        let parent = req.parent.clone();
+        let result = match &who {
+            Ok(caller) => self.create_waitlist_entry(caller, req).await,
+            Err(err) => Err(err.clone()),
+        };
+        reply(
+            self.audited(
+                who,
+                method!("CreateWaitlistEntry"),
+                true,
+                &parent,
+                result,
+                |_| vec![],
+                vec![],
+            )
+            .await,
+        )
+    }
+
+    async fn list_waitlist_entries(
+        &self,
+        request: Request<ListWaitlistEntriesRequest>,
+    ) -> Reply<ListWaitlistEntriesResponse> {
+        let who = caller(&request);
+        let req = request.into_inner();
+        let result = match &who {
+            Ok(caller) => self.list_waitlist(caller, &req).await,
+            Err(err) => Err(err.clone()),
+        };
+        reply(
+            self.audited(
+                who,
+                method!("ListWaitlistEntries"),
+                false,
+                &req.parent,
+                result,
+                |page| {
+                    page.waitlist_entries
+                        .iter()
+                        .map(|e| e.patient.clone())
+                        .collect()
+                },
+                vec![],
+            )
+            .await,
+        )
+    }
+
+    async fn delete_waitlist_entry(
+        &self,
+        request: Request<DeleteWaitlistEntryRequest>,
+    ) -> Reply<WaitlistEntry> {
+        let who = caller(&request);
+        let req = request.into_inner();
+        let result = match &who {
+            Ok(caller) => self.delete_waitlist_entry(caller, &req).await,
+            Err(err) => Err(err.clone()),
+        };
+        reply(
+            self.audited(
+                who,
+                method!("DeleteWaitlistEntry"),
+                true,
+                &req.name,
                 result,
                 |_| vec![],
                 vec![],

@@ -3,7 +3,7 @@
 
 use pm_api::scheduling::{
     Appointment, AppointmentState, AvailabilityException, AvailabilityRule, Encounter,
-    ExceptionKind, Room, VisitModality, VisitType, Weekday,
+    ExceptionKind, Room, VisitModality, VisitType, WaitlistEntry, WaitlistState, Weekday,
 };
 use pm_runtime::ApiResult;
 use pm_runtime::docstore::{self, Kind, enum_name};
@@ -111,6 +111,22 @@ pub const ENCOUNTER: Kind<Encounter> = Kind {
             ("patient", e.patient.clone()),
             ("provider", e.provider.clone()),
             ("appointment", e.appointment.clone()),
+        ]
+    },
+};
+
+/// Waitlist entries, under the organization. State changes only through promotion.
+pub const WAITLIST_ENTRY: Kind<WaitlistEntry> = Kind {
+    pattern: NamePattern(&["organizations", "waitlistEntries"]),
+    field: "waitlist_entry",
+    local_parent: false,
+    filterable: &["unit", "patient", "state"],
+    protected: &["state", "offered_appointment"],
+    attrs: |w| {
+        vec![
+            ("unit", w.unit.clone()),
+            ("patient", w.patient.clone()),
+            ("state", enum_name(w.state, WaitlistState::as_str_name)),
         ]
     },
 };

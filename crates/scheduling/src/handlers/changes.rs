@@ -1,0 +1,420 @@
+//! Changes to booked time beyond a single booking: rescheduling, recurring series booked all or
+//! nothing, and the waitlist that is offered freed slots.
+
+use chrono::{DateTime, Days, TimeDelta, TimeZone, Utc};
+use pm_api::scheduling::*;
+use pm_authz::layer::Caller;
+use pm_runtime::docstore::{self, ListScope, VerbCall};
+use pm_runtime::{ApiError, ApiResult, names};
+
+use super::{SchedulingApi, check_start, event, expire_lapsed_holds, fill, state_of, wrong_state};
+use crate::access;
+use crate::domain::{self, instant, timestamp, wire_interval};
+use crate::occupancy;
+use crate::outbox;
+use crate::store::{APPOINTMENT, WAITLIST_ENTRY};
+use pm_api::scheduling::scheduling_event::Kind as EventKind;
+
+const SERVICE: &str = "/pm.scheduling.v1.SchedulingService/";
+/// How long a slot freed for the waitlist stays held for the patient offered it.
+const OFFER_TTL: TimeDelta = TimeDelta::minutes(30);
+
+fn method(name: &str) -> String {
+    format!("{SERVICE}{name}")
+}
+
+impl SchedulingApi {
+    pub(super) async fn reschedule(
+        &self,
+        caller: &Caller,
+        req: RescheduleAppointmentRequest,
+    ) -> ApiResult<Appointment> {
+        let method = method("RescheduleAppointment");
+        self.check_appointment(caller, &method, &req.name).await?;
+        let start = req
+            .start_time
+            .as_ref()
+            .and_then(instant)
+            .ok_or_else(|| ApiError::invalid("start_time", "required"))?;
+        check_start(start, "start_time")?;
+        let mut moved = docstore::get_by_name(&self.db, &APPOINTMENT, &req.name).await?;
+        if !matches!(
+            state_of(&moved),
+            AppointmentState::Held | AppointmentState::Booked
+        ) {
+            return Err(wrong_state(&moved, "reschedule"));
+        }
+        if !req.provider.is_empty() {
+            moved.provider = req.provider.clone();
+        }
+        if !req.location.is_empty() {
+            moved.location = req.location.clone();
+        }
+        moved.interval = Some(pm_api::types::Interval {
+            start_time: Some(timestamp(start)),
+            end_time: None,
+        });
+        let visit = self
+            .check_booking(caller, &method, names::organization_of(&req.name), &moved)
+            .await?;
+        // Its own current time does not count against it.
+        let slot = self.recheck(&moved, &visit, Some(&req.name)).await?;
+        let call = VerbCall {
+            method: "/pm.scheduling.v1.SchedulingService/RescheduleAppointment",
+            name: &req.name,
+            etag: &req.etag,
+            request_id: "",
+            request_hash: String::new(),
+        };
+        let changed = docstore::transition_then(
+            &self.db,
+            &APPOINTMENT,
+            call,
+            async |conn, a| {
+                if !matches!(
+                    state_of(a),
+                    AppointmentState::Held | AppointmentState::Booked
+                ) {
+                    return Err(wrong_state(a, "reschedule"));
+                }
+                let from = a
+                    .interval
+                    .as_ref()
+                    .and_then(|i| i.start_time.as_ref())
+                    .and_then(instant)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default();
+                a.provider = moved.provider.clone();
+                a.location = moved.location.clone();
+                a.interval = Some(wire_interval(slot.interval));
+                a.room = slot.room.clone().unwrap_or_default();
+                a.payer = slot.payer.clone().unwrap_or_default();
+                a.history
+                    .push(event(state_of(a), &format!("rescheduled from {from}")));
+                occupancy::release(conn, &a.name).await?;
+                expire_lapsed_holds(conn).await?;
+                self.occupy(conn, caller, &method, a, &visit).await
+            },
+            async |conn, changed| {
+                outbox::append(conn, EventKind::AppointmentChanged(changed.clone()))
+                    .await
+                    .map(|_| ())
+            },
+        )
+        .await?;
+        self.doorbell.ring();
+        Ok(changed)
+    }
+
+    pub(super) async fn series(
+        &self,
+        caller: &Caller,
+        req: BookSeriesRequest,
+    ) -> ApiResult<BookSeriesResponse> {
+        let method = method("BookSeries");
+        let first = req
+            .appointment
+            .clone()
+            .ok_or_else(|| ApiError::invalid("appointment", "required"))?;
+        let visit = self
+            .check_booking(caller, &method, &req.parent, &first)
+            .await?;
+        if !(2..=52).contains(&req.count) {
+            return Err(ApiError::invalid("count", "from 2 to 52"));
+        }
+        let every_days = match req.every.as_ref() {
+            Some(d) if d.nanos == 0 && d.seconds % 86_400 == 0 => d.seconds / 86_400,
+            _ => 0,
+        };
+        if !(1..=28).contains(&every_days) {
+            return Err(ApiError::invalid("every", "whole days, 1 to 28"));
+        }
+        docstore::check_request_id(&req.request_id)?;
+        let hash = docstore::request_hash(&req);
+        if let Some(previous) = self.replayed_series(&req.request_id, &hash).await? {
+            return Ok(previous);
+        }
+        // Same local time in the location's zone for every occurrence, across DST changes.
+        let zone: chrono_tz::Tz = self
+            .org
+            .zone(&first.location)
+            .await?
+            .parse()
+            .map_err(|_| ApiError::internal("the location's zone", &"not an IANA zone"))?;
+        let start = first
+            .interval
+            .as_ref()
+            .and_then(|i| i.start_time.as_ref())
+            .and_then(instant)
+            .ok_or_else(|| ApiError::invalid("appointment.interval.start_time", "required"))?;
+        let local = start.with_timezone(&zone).naive_local();
+        let mut occurrences = Vec::new();
+        for i in 0..req.count {
+            let days = u64::try_from(i64::from(i) * every_days).unwrap_or(0);
+            let when: Option<DateTime<Utc>> = local
+                .checked_add_days(Days::new(days))
+                .and_then(|t| zone.from_local_datetime(&t).earliest())
+                .map(|t| t.with_timezone(&Utc));
+            let when = when.ok_or_else(|| occurrence_error(i, "does not exist in local time"))?;
+            let mut a = first.clone();
+            a.interval = Some(pm_api::types::Interval {
+                start_time: Some(timestamp(when)),
+                end_time: None,
+            });
+            // Every rule, for every occurrence, before anything is written.
+            let slot = self
+                .recheck(&a, &visit, None)
+                .await
+                .map_err(|e| e.with_meta("occurrence", i.to_string()))?;
+            occurrences.push(fill(a, slot, None));
+        }
+
+        let mut tx = self.db.write(&req.parent).await?;
+        if let Some(previous) =
+            docstore::replay::<BookSeriesResponse>(tx.conn(), &method, &req.request_id, &hash)
+                .await?
+        {
+            return Ok(previous);
+        }
+        expire_lapsed_holds(tx.conn()).await?;
+        let series = format!("{}/appointments/{}", req.parent, uuid::Uuid::now_v7());
+        let mut booked = Vec::new();
+        for (i, mut a) in occurrences.into_iter().enumerate() {
+            a.name = if i == 0 {
+                series.clone()
+            } else {
+                format!("{}/appointments/{}", req.parent, uuid::Uuid::now_v7())
+            };
+            a.series = series.clone();
+            self.occupy(tx.conn(), caller, &method, &a, &visit)
+                .await
+                .map_err(|e| e.with_meta("occurrence", i.to_string()))?;
+            let stored = docstore::insert(tx.conn(), &APPOINTMENT, a).await?;
+            outbox::append(tx.conn(), EventKind::AppointmentChanged(stored.clone())).await?;
+            booked.push(stored);
+        }
+        let response = BookSeriesResponse {
+            appointments: booked,
+        };
+        docstore::remember(tx.conn(), &method, &req.request_id, &hash, &response).await?;
+        tx.commit().await?;
+        self.doorbell.ring();
+        Ok(response)
+    }
+
+    async fn replayed_series(
+        &self,
+        request_id: &str,
+        hash: &str,
+    ) -> ApiResult<Option<BookSeriesResponse>> {
+        let mut conn = self.db.read().await?;
+        docstore::replay(&mut conn, &method("BookSeries"), request_id, hash).await
+    }
+
+    pub(super) async fn create_waitlist_entry(
+        &self,
+        caller: &Caller,
+        req: CreateWaitlistEntryRequest,
+    ) -> ApiResult<WaitlistEntry> {
+        let method = method("CreateWaitlistEntry");
+        let mut entry = req
+            .waitlist_entry
+            .clone()
+            .ok_or_else(|| ApiError::invalid("waitlist_entry", "required"))?;
+        names::NamePattern(&["organizations"]).parse("parent", &req.parent)?;
+        names::NamePattern(&["organizations", "units"])
+            .parse("waitlist_entry.unit", &entry.unit)?;
+        names::NamePattern(&["organizations", "patients"])
+            .parse("waitlist_entry.patient", &entry.patient)?;
+        for (field, name) in [
+            ("waitlist_entry.unit", &entry.unit),
+            ("waitlist_entry.patient", &entry.patient),
+        ] {
+            if names::organization_of(name) != req.parent {
+                return Err(ApiError::invalid(
+                    field,
+                    "must be in the parent organization",
+                ));
+            }
+        }
+        access::authorize(&self.org, caller, &method, &req.parent, Some(&entry.unit)).await?;
+        let window = domain::interval(entry.window.as_ref(), "waitlist_entry.window")?;
+        if window.end() <= Utc::now() {
+            return Err(ApiError::invalid(
+                "waitlist_entry.window",
+                "must end in the future",
+            ));
+        }
+        if window.duration() > TimeDelta::days(92) {
+            return Err(ApiError::invalid(
+                "waitlist_entry.window",
+                "at most 92 days",
+            ));
+        }
+        self.visit_type_of(&entry.unit, &entry.visit_type, "waitlist_entry.visit_type")
+            .await?;
+        entry.state = WaitlistState::Waiting as i32;
+        entry.offered_appointment.clear();
+        let call = docstore::CreateCall {
+            method: "/pm.scheduling.v1.SchedulingService/CreateWaitlistEntry",
+            parent: &req.parent,
+            id: &req.waitlist_entry_id,
+            id_field: "waitlist_entry_id",
+            request_id: &req.request_id,
+            request_hash: docstore::request_hash(&req),
+        };
+        docstore::create(&self.db, &WAITLIST_ENTRY, call, entry, async |conn, e| {
+            self.phi
+                .record_write(conn, caller, &method, &e.name, vec![e.patient.clone()])
+                .await
+        })
+        .await
+    }
+
+    pub(super) async fn list_waitlist(
+        &self,
+        caller: &Caller,
+        req: &ListWaitlistEntriesRequest,
+    ) -> ApiResult<ListWaitlistEntriesResponse> {
+        let method = method("ListWaitlistEntries");
+        names::NamePattern(&["organizations"]).parse("parent", &req.parent)?;
+        access::authorize(&self.org, caller, &method, &req.parent, None).await?;
+        let units = access::visible_units(&self.org, caller, &method, &req.parent).await?;
+        let call = docstore::ListCall {
+            parent: &req.parent,
+            page_size: req.page_size,
+            page_token: &req.page_token,
+            filter: &req.filter,
+            order_by: &req.order_by,
+            show_deleted: false,
+            scope: units.map(|units| ListScope::Attr("unit", units)),
+        };
+        let page = docstore::list(&self.db, &WAITLIST_ENTRY, call).await?;
+        Ok(ListWaitlistEntriesResponse {
+            waitlist_entries: page.items,
+            next_page_token: page.next_page_token,
+        })
+    }
+
+    pub(super) async fn delete_waitlist_entry(
+        &self,
+        caller: &Caller,
+        req: &DeleteWaitlistEntryRequest,
+    ) -> ApiResult<WaitlistEntry> {
+        let method = method("DeleteWaitlistEntry");
+        WAITLIST_ENTRY.pattern.parse("name", &req.name)?;
+        let unit = {
+            let mut conn = self.db.read().await?;
+            docstore::get::<WaitlistEntry>(&mut conn, &req.name)
+                .await?
+                .map(|s| s.resource.unit)
+        };
+        let unit = unit.unwrap_or_else(|| format!("{}/units/-", names::organization_of(&req.name)));
+        access::authorize(&self.org, caller, &method, &req.name, Some(&unit)).await?;
+        docstore::soft_delete(
+            &self.db,
+            &WAITLIST_ENTRY,
+            &req.name,
+            &req.etag,
+            async |conn, e| {
+                self.phi
+                    .record_write(conn, caller, &method, &e.name, vec![e.patient.clone()])
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// Offers the time `freed` gave up to the first waiting entry it suits (oldest first) for
+    /// which every booking rule holds, as a hold. Best effort: the cancellation stands whatever
+    /// happens here.
+    pub(super) async fn offer_freed_slot(&self, caller: &Caller, freed: &Appointment) {
+        if let Err(err) = self.try_offer(caller, freed).await {
+            tracing::warn!(
+                reason = err.reason,
+                "a freed slot could not be offered to the waitlist"
+            );
+        }
+    }
+
+    async fn try_offer(&self, caller: &Caller, freed: &Appointment) -> ApiResult<()> {
+        let Some(start) = freed
+            .interval
+            .as_ref()
+            .and_then(|i| i.start_time.as_ref())
+            .and_then(instant)
+        else {
+            return Ok(());
+        };
+        if start <= Utc::now() {
+            return Ok(());
+        }
+        let mut waiting = {
+            let mut conn = self.db.read().await?;
+            docstore::find_kind_by_attr(&mut conn, &WAITLIST_ENTRY, "unit", &freed.unit).await?
+        };
+        waiting.retain(|e| e.resource.state == WaitlistState::Waiting as i32);
+        waiting.sort_by_key(|e| {
+            e.resource
+                .create_time
+                .as_ref()
+                .map(|t| (t.seconds, t.nanos))
+                .unwrap_or_default()
+        });
+        for entry in waiting.into_iter().map(|s| s.resource) {
+            let suits = domain::interval(entry.window.as_ref(), "window")
+                .is_ok_and(|w| w.start() <= start && start < w.end())
+                && (entry.providers.is_empty() || entry.providers.contains(&freed.provider))
+                && entry.patient != freed.patient;
+            if !suits {
+                continue;
+            }
+            let hold = BookAppointmentRequest {
+                parent: names::organization_of(&freed.name).to_string(),
+                appointment: Some(Appointment {
+                    unit: freed.unit.clone(),
+                    patient: entry.patient.clone(),
+                    provider: freed.provider.clone(),
+                    location: freed.location.clone(),
+                    visit_type: entry.visit_type.clone(),
+                    interval: Some(pm_api::types::Interval {
+                        start_time: Some(timestamp(start)),
+                        end_time: None,
+                    }),
+                    ..Default::default()
+                }),
+                hold_ttl: Some(domain::duration(OFFER_TTL)),
+                request_id: String::new(),
+                appointment_id: String::new(),
+            };
+            // Not eligible (another pathway step, coverage lapsed...): the next entry may be.
+            let Ok(held) = self.book(caller, hold).await else {
+                continue;
+            };
+            let call = VerbCall {
+                method: "/pm.scheduling.v1.SchedulingService/CancelAppointment",
+                name: &entry.name,
+                etag: "",
+                request_id: "",
+                request_hash: String::new(),
+            };
+            docstore::transition(&self.db, &WAITLIST_ENTRY, call, async |_, e| {
+                e.state = WaitlistState::Offered as i32;
+                e.offered_appointment = held.name.clone();
+                Ok(())
+            })
+            .await?;
+            tracing::info!("a freed slot was offered to the waitlist");
+            return Ok(());
+        }
+        Ok(())
+    }
+}
+
+fn occurrence_error(i: i32, what: &str) -> ApiError {
+    ApiError::invalid(
+        "appointment.interval.start_time",
+        format!("occurrence {i} {what}"),
+    )
+    .with_meta("occurrence", i.to_string())
+}
