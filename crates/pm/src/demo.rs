@@ -645,3 +645,128 @@ pub async fn seed_access(
     }
     Ok(())
 }
+
+/// The Scheduling side of the demo: visit types of the clinic and the CCM program, and Dr. Okafor's
+/// weekly hours for both at the Northside building. Patient p-0004 (CCM, step `enrollment`) can
+/// book `ccm-enrollment`; p-0001 (step `care-plan`) is told WRONG_PATHWAY_STEP; p-0003 (enrolled
+/// nowhere) PATIENT_NOT_ENROLLED.
+pub async fn seed_scheduling(
+    client: &mut pm_api::scheduling::scheduling_service_client::SchedulingServiceClient<
+        pm_runtime::client::AuthedChannel,
+    >,
+) -> anyhow::Result<SeedReport> {
+    use pm_api::scheduling::{
+        AvailabilityRule, CreateAvailabilityRuleRequest, CreateVisitTypeRequest, VisitModality,
+        VisitType, Weekday,
+    };
+    let minutes = |m: i64| {
+        Some(prost_types::Duration {
+            seconds: m * 60,
+            nanos: 0,
+        })
+    };
+    let mut report = SeedReport::default();
+    println!("visit types");
+    let visit_types = [
+        (
+            "north-clinic",
+            "follow-up",
+            "Follow-up visit",
+            30,
+            10,
+            "",
+            VisitModality::InPerson,
+            &["99213"][..],
+        ),
+        (
+            "north-clinic",
+            "new-patient",
+            "New patient visit",
+            45,
+            15,
+            "",
+            VisitModality::InPerson,
+            &["99203"][..],
+        ),
+        (
+            "ccm-program",
+            "ccm-enrollment",
+            "CCM enrollment",
+            45,
+            0,
+            "enrollment",
+            VisitModality::InPerson,
+            &["G0506"][..],
+        ),
+        (
+            "ccm-program",
+            "ccm-monthly-checkin",
+            "CCM monthly check-in",
+            20,
+            0,
+            "monthly-management",
+            VisitModality::Telehealth,
+            &["99490"][..],
+        ),
+    ];
+    for (unit, code, display, duration, after, step, modality, hints) in visit_types {
+        let parent = unit_name(unit);
+        let result = client
+            .create_visit_type(CreateVisitTypeRequest {
+                parent: parent.clone(),
+                visit_type: Some(VisitType {
+                    code: code.into(),
+                    display_name: display.into(),
+                    duration: minutes(duration),
+                    buffer_after: minutes(after),
+                    pathway_step: step.into(),
+                    modality: modality as i32,
+                    billing_code_hints: strings(hints),
+                    ..Default::default()
+                }),
+                visit_type_id: code.into(),
+                request_id: String::new(),
+            })
+            .await;
+        report.record(&format!("{parent}/visitTypes/{code}"), result)?;
+    }
+    println!("availability");
+    let provider = format!("{ORG}/providers/dr-okafor");
+    let weekdays = [
+        ("mon", Weekday::Monday),
+        ("tue", Weekday::Tuesday),
+        ("wed", Weekday::Wednesday),
+        ("thu", Weekday::Thursday),
+        ("fri", Weekday::Friday),
+    ];
+    for (unit, start, end) in [
+        ("ccm-program", "09:00", "12:00"),
+        ("north-clinic", "13:00", "17:00"),
+    ] {
+        for (day, weekday) in weekdays {
+            let id = format!("{unit}-{day}");
+            let result = client
+                .create_availability_rule(CreateAvailabilityRuleRequest {
+                    parent: provider.clone(),
+                    availability_rule: Some(AvailabilityRule {
+                        unit: unit_name(unit),
+                        location: format!("{ORG}/locations/north-main"),
+                        weekday: weekday as i32,
+                        start_time: start.into(),
+                        end_time: end.into(),
+                        effective_from: Some(Date {
+                            year: 2026,
+                            month: 1,
+                            day: 1,
+                        }),
+                        ..Default::default()
+                    }),
+                    availability_rule_id: id.clone(),
+                    request_id: String::new(),
+                })
+                .await;
+            report.record(&format!("{provider}/availabilityRules/{id}"), result)?;
+        }
+    }
+    Ok(report)
+}

@@ -83,6 +83,9 @@ enum DemoCommand {
         /// URL of the RBAC service. Default: the configured rbac port on localhost.
         #[arg(long)]
         rbac: Option<String>,
+        /// URL of the Scheduling service. Default: the configured scheduling port on localhost.
+        #[arg(long)]
+        scheduling: Option<String>,
     },
 }
 
@@ -116,8 +119,13 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Run => serve(config, &Service::ALL).await,
         Command::Serve { service } => serve(config, &[service]).await,
         Command::Demo {
-            command: DemoCommand::Seed { org, rbac },
-        } => seed(config, org, rbac).await,
+            command:
+                DemoCommand::Seed {
+                    org,
+                    rbac,
+                    scheduling,
+                },
+        } => seed(config, org, rbac, scheduling).await,
         Command::Audit {
             command: AuditCommand::Verify { service },
         } => audit_verify(config, service).await,
@@ -212,7 +220,12 @@ async fn tool_channel(
     Ok((channel, url))
 }
 
-async fn seed(config: Config, org: Option<String>, rbac: Option<String>) -> anyhow::Result<()> {
+async fn seed(
+    config: Config,
+    org: Option<String>,
+    rbac: Option<String>,
+    scheduling: Option<String>,
+) -> anyhow::Result<()> {
     let (rbac_channel, url) = tool_channel(&config, rbac, config.listen.rbac_port, "RBAC").await?;
     let mut rbac = RbacServiceClient::new(rbac_channel);
     println!("seeding the demo principals through {url}");
@@ -231,6 +244,24 @@ async fn seed(config: Config, org: Option<String>, rbac: Option<String>) -> anyh
     let org_report = pm::demo::seed(&mut OrgServiceClient::new(authed)).await?;
     report.created += org_report.created;
     report.existing += org_report.existing;
+    let (scheduling_channel, url) = tool_channel(
+        &config,
+        scheduling,
+        config.listen.scheduling_port,
+        "Scheduling",
+    )
+    .await?;
+    println!("seeding the demo schedules through {url}");
+    let authed = tonic::service::interceptor::InterceptedService::new(
+        scheduling_channel,
+        client::Bearer::new(&token)?,
+    );
+    let scheduling_report = pm::demo::seed_scheduling(
+        &mut pm_api::scheduling::scheduling_service_client::SchedulingServiceClient::new(authed),
+    )
+    .await?;
+    report.created += scheduling_report.created;
+    report.existing += scheduling_report.existing;
     println!(
         "done: {} created, {} already there",
         report.created, report.existing
