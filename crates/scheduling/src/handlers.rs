@@ -1,7 +1,7 @@
 //! The gRPC surface of the Scheduling service: decode, authorize against the resource's unit, run
 //! the domain (slot search, lifecycle rules), write through the store, audit PHI.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
@@ -153,9 +153,26 @@ impl SchedulingApi {
 
     /// Runs slot search against Org's current facts and this slice's bookings.
     async fn search(&self, s: Search<'_>) -> ApiResult<Found> {
-        let unit = self.org.unit(s.unit).await?;
-        let patient = self.org.patient(s.patient, s.unit).await?;
+        let (unit, patient) =
+            tokio::try_join!(self.org.unit(s.unit), self.org.patient(s.patient, s.unit))?;
         let visit = domain::visit_type(s.visit);
+        // The patient-level rules first: when one fails there is nothing to look up per provider.
+        let verdict = eligibility::find_slots(&eligibility::SlotQuery {
+            unit: unit.policy.clone(),
+            visit_type: visit.clone(),
+            window: s.window,
+            step: s.step,
+            patient: patient.clone(),
+            patient_busy: Vec::new(),
+            providers: Vec::new(),
+            rooms: Vec::new(),
+        });
+        if !verdict.excluded.is_empty() {
+            return Ok(Found {
+                slots: Vec::new(),
+                excluded: verdict.excluded,
+            });
+        }
         let padded = Interval::new(
             s.window.start() - visit.buffer_before,
             s.window.end() + visit.buffer_after,
@@ -191,6 +208,23 @@ impl SchedulingApi {
             s.ignore,
         )
         .await?;
+        // Per provider, in one go: booked time (one query), credentials (Org, concurrently).
+        let providers: Vec<String> = by_location
+            .values()
+            .flat_map(|p| p.keys().cloned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let provider_busy =
+            occupancy::busy(&mut conn, HolderKind::Provider, &providers, from, until).await?;
+        let credentials: HashMap<String, Vec<eligibility::CredentialInfo>> = providers
+            .iter()
+            .cloned()
+            .zip(
+                futures::future::try_join_all(providers.iter().map(|p| self.org.credentials(p)))
+                    .await?,
+            )
+            .collect();
 
         let mut found = Found::default();
         let mut seen_providers: Vec<String> = Vec::new();
@@ -213,22 +247,14 @@ impl SchedulingApi {
                     .map(domain::exception)
                     .collect::<ApiResult<Vec<_>>>()?;
                 candidates.push(eligibility::ProviderCandidate {
-                    credentials: self.org.credentials(&provider).await?,
+                    credentials: credentials.get(&provider).cloned().unwrap_or_default(),
                     availability: availability::expand(
                         &weekly,
                         &exceptions,
                         padded.start(),
                         padded.end(),
                     ),
-                    busy: busy_of(
-                        &mut conn,
-                        HolderKind::Provider,
-                        &provider,
-                        from,
-                        until,
-                        s.ignore,
-                    )
-                    .await?,
+                    busy: intervals(provider_busy.get(&provider), s.ignore),
                     provider: provider.clone(),
                 });
                 seen_providers.push(provider);
@@ -419,8 +445,12 @@ async fn busy_of(
     ignore: Option<&str>,
 ) -> ApiResult<Vec<Interval>> {
     let spans = occupancy::busy(conn, kind, &[holder.to_string()], from, until).await?;
-    Ok(spans
-        .get(holder)
+    Ok(intervals(spans.get(holder), ignore))
+}
+
+/// Occupied spans as intervals, leaving out those of the appointment `ignore`.
+fn intervals(spans: Option<&Vec<(String, i64, i64)>>, ignore: Option<&str>) -> Vec<Interval> {
+    spans
         .into_iter()
         .flatten()
         .filter(|(appointment, _, _)| Some(appointment.as_str()) != ignore)
@@ -429,7 +459,7 @@ async fn busy_of(
             let end = chrono::DateTime::from_timestamp_micros(*end)?;
             Interval::new(start, end).ok()
         })
-        .collect())
+        .collect()
 }
 
 fn event(state: AppointmentState, reason: &str) -> AppointmentEvent {
