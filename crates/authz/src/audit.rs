@@ -56,7 +56,6 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use pm_runtime::config::Backend;
 use pm_runtime::db::{Db, Migrations};
 use pm_runtime::error::{ApiError, ApiResult};
 use pm_runtime::time::now_micros;
@@ -83,8 +82,6 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 const CHAIN_LOCK_KEY: i64 = 0x706d_2e61_7564_6974;
 /// The write scope taken to insert a checkpoint (not an organization name: it holds a dot).
 const CHECKPOINT_SCOPE: &str = "pm.audit/checkpoints";
-/// The write scope the group-commit writer takes on SQLite (the file's one writer lock).
-const WRITER_SCOPE: &str = "pm.audit/writer";
 const RECORD_TAG: &str = "pm.audit.v1";
 const CHECKPOINT_TAG: &str = "pm.audit.checkpoint.v1";
 /// Records per page when walking the chain.
@@ -648,9 +645,26 @@ impl AuditWriter {
     }
 }
 
+/// How many times the writer yields to let more records join a batch before committing it.
+const LINGER_YIELDS: usize = 4;
+
 async fn run_writer(db: Db, mut receiver: mpsc::Receiver<Pending>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
     while receiver.recv_many(&mut batch, max_batch).await > 0 {
+        // Group commit: give the callers that are about to record (their reads already running)
+        // a moment to join this batch instead of paying a commit of their own.
+        for _ in 0..LINGER_YIELDS {
+            if batch.len() >= max_batch {
+                break;
+            }
+            tokio::task::yield_now().await;
+            while batch.len() < max_batch {
+                match receiver.try_recv() {
+                    Ok(pending) => batch.push(pending),
+                    Err(_) => break,
+                }
+            }
+        }
         let (events, waiters): (Vec<AuditEvent>, Vec<_>) =
             batch.drain(..).map(|p| (p.event, p.done)).unzip();
         let result = write_batch(&db, &events).await;
@@ -670,21 +684,11 @@ async fn run_writer(db: Db, mut receiver: mpsc::Receiver<Pending>, max_batch: us
 }
 
 async fn write_batch(db: &Db, events: &[AuditEvent]) -> ApiResult<()> {
-    match db.backend() {
-        Backend::Sqlite => {
-            let mut tx = db.write(WRITER_SCOPE).await?;
-            append(tx.conn(), events).await?;
-            tx.commit().await
-        }
-        Backend::Postgres => {
-            // No organization lock needed: append takes the chain's lock.
-            let mut conn = db.read().await?;
-            let mut tx = conn.begin().await?;
-            append(&mut tx, events).await?;
-            tx.commit().await?;
-            Ok(())
-        }
-    }
+    // The dedicated connection: a batch never waits for a pooled connection behind the reads it
+    // records. On SQLite it holds the writer lock; on PostgreSQL `append` takes the chain's lock.
+    let mut tx = db.write_dedicated().await?;
+    append(tx.conn(), events).await?;
+    tx.commit().await
 }
 
 // ---------------------------------------------------------------------------------------------

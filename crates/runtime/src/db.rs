@@ -55,6 +55,9 @@ async fn run_migrations(
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
+    /// One connection of its own for a background writer (the audit writer): its serial work must
+    /// not queue behind request traffic for a pooled connection.
+    dedicated: AnyPool,
     backend: Backend,
     sqlite_writer: Arc<Mutex<()>>,
 }
@@ -115,27 +118,33 @@ impl Db {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
         let url = format!("sqlite://{}?mode=rwc", file.display());
         let options: AnyConnectOptions = url.parse()?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(5))
-            // A local file cannot go stale like a network connection: skip the ping round trip
-            // to the connection's thread on every acquire.
-            .test_before_acquire(false)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    // WAL: readers never wait for the writer. FULL: a commit survives power loss.
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA synchronous = FULL").await?;
-                    conn.execute("PRAGMA busy_timeout = 5000").await?;
-                    conn.execute("PRAGMA foreign_keys = ON").await?;
-                    Ok(())
+        let pool_of = |size: u32| {
+            AnyPoolOptions::new()
+                .max_connections(size)
+                .acquire_timeout(Duration::from_secs(5))
+                // A local file cannot go stale like a network connection: skip the ping round
+                // trip to the connection's thread on every acquire.
+                .test_before_acquire(false)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // WAL: readers never wait for the writer. FULL: a commit survives power
+                        // loss.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        Ok(())
+                    })
                 })
-            })
-            .connect_with(options)
+        };
+        let pool = pool_of(max_connections.max(1))
+            .connect_with(options.clone())
             .await?;
         run_migrations(&pool, migrations, Backend::Sqlite).await?;
+        let dedicated = pool_of(1).connect_lazy_with(options);
         Ok(Db {
             pool,
+            dedicated,
             backend: Backend::Sqlite,
             sqlite_writer: Arc::new(Mutex::new(())),
         })
@@ -171,21 +180,25 @@ impl Db {
         admin.close().await?;
 
         let set_path: Arc<str> = format!("SET search_path TO {schema}").into();
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(5))
-            .after_connect(move |conn, _| {
-                let set_path = Arc::clone(&set_path);
-                Box::pin(async move {
-                    conn.execute(&*set_path).await?;
-                    Ok(())
+        let pool_of = |size: u32| {
+            let set_path = Arc::clone(&set_path);
+            AnyPoolOptions::new()
+                .max_connections(size)
+                .acquire_timeout(Duration::from_secs(5))
+                .after_connect(move |conn, _| {
+                    let set_path = Arc::clone(&set_path);
+                    Box::pin(async move {
+                        conn.execute(&*set_path).await?;
+                        Ok(())
+                    })
                 })
-            })
-            .connect(url)
-            .await?;
+        };
+        let pool = pool_of(max_connections.max(1)).connect(url).await?;
         run_migrations(&pool, migrations, Backend::Postgres).await?;
+        let dedicated = pool_of(1).connect_lazy(url)?;
         Ok(Db {
             pool,
+            dedicated,
             backend: Backend::Postgres,
             sqlite_writer: Arc::new(Mutex::new(())),
         })
@@ -231,6 +244,20 @@ impl Db {
         })
     }
 
+    /// A transaction on the slice's dedicated connection, for its one background writer (the audit
+    /// writer). On SQLite it holds the writer lock like [`Db::write`]; on PostgreSQL it takes no lock
+    /// (the writer takes what it needs).
+    pub async fn write_dedicated(&self) -> ApiResult<WriteTx> {
+        let guard = match self.backend {
+            Backend::Sqlite => Some(Arc::clone(&self.sqlite_writer).lock_owned().await),
+            Backend::Postgres => None,
+        };
+        Ok(WriteTx {
+            tx: self.dedicated.begin().await?,
+            _sqlite_writer: guard,
+        })
+    }
+
     /// Whether the database answers within a second.
     pub async fn ping(&self) -> bool {
         let probe = async {
@@ -245,6 +272,7 @@ impl Db {
 
     /// Closes the pool (waits for connections to be returned).
     pub async fn close(&self) {
+        self.dedicated.close().await;
         self.pool.close().await;
     }
 }

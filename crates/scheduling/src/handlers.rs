@@ -994,13 +994,34 @@ impl SchedulingService for SchedulingApi {
     ) -> Reply<AvailabilityRule> {
         reply(
             async {
-                soft_delete!(
-                    self,
-                    request,
-                    AVAILABILITY_RULE,
-                    "DeleteAvailabilityRule",
-                    no_unit
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                AVAILABILITY_RULE.pattern.parse("name", &req.name)?;
+                // Checked against the unit the rule is for (a missing rule: against no unit).
+                let unit = {
+                    let mut conn = self.db.read().await?;
+                    docstore::get::<AvailabilityRule>(&mut conn, &req.name)
+                        .await?
+                        .map(|s| s.resource.unit)
+                };
+                let unit = unit
+                    .unwrap_or_else(|| format!("{}/units/-", names::organization_of(&req.name)));
+                access::authorize(
+                    &self.org,
+                    &caller,
+                    method!("DeleteAvailabilityRule"),
+                    &req.name,
+                    Some(&unit),
                 )
+                .await?;
+                docstore::soft_delete(
+                    &self.db,
+                    &AVAILABILITY_RULE,
+                    &req.name,
+                    &req.etag,
+                    async |_, _| Ok(()),
+                )
+                .await
             }
             .await,
         )

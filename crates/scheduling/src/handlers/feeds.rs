@@ -68,6 +68,8 @@ fn bad_scope() -> ApiError {
 /// Which appointments a calendar shows: the scope, cut to the units the caller may see.
 #[derive(Clone)]
 struct Matcher {
+    /// The organization of the scope (the outbox spans every organization).
+    organization: String,
     scope: Scope,
     /// Units of the scope's subtree, for a unit scope.
     subtree: Option<BTreeSet<String>>,
@@ -84,7 +86,9 @@ impl Matcher {
             Scope::Location(l) => &a.location == l,
             Scope::Patient(p) => &a.patient == p,
         };
-        in_scope && self.visible.as_ref().is_none_or(|v| v.contains(&a.unit))
+        in_scope
+            && names::organization_of(&a.name) == self.organization
+            && self.visible.as_ref().is_none_or(|v| v.contains(&a.unit))
     }
 
     /// The units whose availability the calendar shows.
@@ -352,6 +356,7 @@ impl SchedulingApi {
             _ => None,
         };
         Ok(Matcher {
+            organization,
             scope,
             subtree,
             visible,

@@ -1,0 +1,1517 @@
+//! The authorization matrix of the Scheduling service, generated from the descriptor set
+//! (`pm_api::RULES`): every Scheduling RPC × every demo role × (a resource in the role's scope, one
+//! out of it, one that does not exist), each outcome compared with the policy table
+//! (`pm_authz::policy::role_grants`). The mesh (Org, RBAC, Scheduling) runs in-process over mTLS on
+//! SQLite, seeded through the services' public APIs.
+//!
+//! The fixture: `organizations/acme` has two sibling units, north-clinic (Jordan's, billing staff;
+//! Dr. Okafor is credentialed there) and ccm-program (Casey's, program manager; Dr. Lee is
+//! credentialed there, Dr. Okafor is not). Each unit has its provider, an enrolled and covered
+//! patient, a location with a room, a visit type, a Monday availability rule, an availability
+//! exception, a waitlist entry, a booked appointment and a completed one (and so an encounter).
+//! `organizations/other`, seeded by its own administrator (who has no binding in acme, nor acme's
+//! principals in it), has one of each: it is the administrator's "out of scope". A unit-scoped
+//! role's "out of scope" is the other acme unit's world; the RPCs authorized at the organization
+//! level (provider- and location-parented resources) then pass, and a last block sends every RPC of
+//! those roles to `organizations/other`, which must refuse.
+//!
+//! No call changes state, so the matrix does not depend on its order: Creates and bookings carry a
+//! request that fails validation only after the object-level check (no body, no weekday, no window,
+//! a hold of 0 seconds, a series of 0 occurrences, a reschedule without a start), the lifecycle
+//! verbs and Deletes a stale etag, ConfirmAppointment a booked (not held) appointment. An allowed
+//! write therefore answers INVALID_ARGUMENT, ABORTED, FAILED_PRECONDITION or NOT_FOUND, a refused
+//! one PERMISSION_DENIED; a write that answers OK fails the test. Narrowed Lists (and the
+//! organization's calendar, listed or watched) must return exactly what the role's units hold.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono_tz::America::New_York;
+use pm::mesh::Service;
+use pm_api::MethodRule;
+use pm_api::org::org_service_client::OrgServiceClient;
+use pm_api::org::{
+    BillingProfile, Coverage, CreateCoverageRequest, CreateCredentialRequest,
+    CreateEnrollmentRequest, CreateLocationRequest, CreateOrganizationRequest,
+    CreatePatientRequest, CreateProviderRequest, CreateServiceUnitRequest, Credential,
+    CredentialState, Enrollment, Location, Organization, Patient, PayerContract, Provider,
+    ServiceUnit, UnitKind, WorkflowRules,
+};
+use pm_api::rbac::{CreatePrincipalRequest, CreateRoleBindingRequest, Principal, PrincipalKind};
+use pm_api::scheduling::calendar_entry::Entry;
+use pm_api::scheduling::scheduling_event::Kind as EventKind;
+use pm_api::scheduling::scheduling_service_client::SchedulingServiceClient;
+use pm_api::scheduling::*;
+use pm_api::types::{Date, Interval};
+use pm_authz::policy::{Role, role_grants};
+use pm_runtime::client::{self, AuthedChannel};
+use pm_runtime::config::Backend;
+use pm_runtime::names::organization_of;
+use pm_runtime::tls;
+use support::TestMesh;
+use tonic::{Code, Status};
+
+type Org = OrgServiceClient<AuthedChannel>;
+type Scheduling = SchedulingServiceClient<AuthedChannel>;
+
+const ACME: &str = pm::demo::ORG;
+/// A second organization: out of scope for every principal of the demo, the administrator included.
+const OTHER: &str = "organizations/other";
+const OTHER_ADMIN: &str = "principals/other-admin";
+/// A principal with no role binding anywhere.
+const NOBODY: &str = "principals/nobody";
+/// An etag no seeded resource has: an allowed Delete or verb answers ABORTED and changes nothing.
+const STALE: &str = "r999";
+const SCHEDULING_SERVICE: &str = "/pm.scheduling.v1.SchedulingService/";
+/// The visit type every unit offers.
+const VISIT: &str = "follow-up";
+
+// One unit's world, as seeded in Org and Scheduling.
+
+/// A unit with its provider (credentialed there), its patient (enrolled there, covered by a payer
+/// the unit accepts), its location (with one room) and, in Scheduling, a visit type, a Monday
+/// availability rule of the provider at the location, an availability exception of the provider, a
+/// waitlist entry `{short}-waiting` of the patient, an appointment `{short}-booked` (booked) and an
+/// appointment `{short}-done` (completed, so the encounter `{short}-done`).
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    organization: &'static str,
+    unit: &'static str,
+    short: &'static str,
+    provider: &'static str,
+    npi: &'static str,
+    patient: &'static str,
+    location: &'static str,
+    room: &'static str,
+}
+
+const NORTH: Place = Place {
+    organization: ACME,
+    unit: "north-clinic",
+    short: "north",
+    provider: "dr-okafor",
+    npi: "1234567893",
+    patient: "pat-north",
+    location: "main",
+    room: "exam-1",
+};
+
+const CCM: Place = Place {
+    organization: ACME,
+    unit: "ccm-program",
+    short: "ccm",
+    provider: "dr-lee",
+    npi: "1987654328",
+    patient: "pat-ccm",
+    location: "annex",
+    room: "exam-2",
+};
+
+const PLANT: Place = Place {
+    organization: OTHER,
+    unit: "plant-clinic",
+    short: "plant",
+    provider: "dr-gil",
+    npi: "1234567893",
+    patient: "pat-plant",
+    location: "hq",
+    room: "exam-1",
+};
+
+impl Place {
+    fn unit(&self) -> String {
+        format!("{}/units/{}", self.organization, self.unit)
+    }
+    fn visit_type(&self) -> String {
+        format!("{}/visitTypes/{VISIT}", self.unit())
+    }
+    fn provider(&self) -> String {
+        format!("{}/providers/{}", self.organization, self.provider)
+    }
+    fn patient(&self) -> String {
+        format!("{}/patients/{}", self.organization, self.patient)
+    }
+    fn location(&self) -> String {
+        format!("{}/locations/{}", self.organization, self.location)
+    }
+    fn room(&self) -> String {
+        format!("{}/rooms/{}", self.location(), self.room)
+    }
+    fn rule(&self) -> String {
+        format!("{}/availabilityRules/monday", self.provider())
+    }
+    fn exception(&self) -> String {
+        format!("{}/availabilityExceptions/vacation", self.provider())
+    }
+    fn booked(&self) -> String {
+        format!("{}/appointments/{}-booked", self.organization, self.short)
+    }
+    fn done(&self) -> String {
+        format!("{}/appointments/{}-done", self.organization, self.short)
+    }
+    fn encounter(&self) -> String {
+        format!("{}/encounters/{}-done", self.organization, self.short)
+    }
+    fn waitlist_entry(&self) -> String {
+        format!(
+            "{}/waitlistEntries/{}-waiting",
+            self.organization, self.short
+        )
+    }
+}
+
+// Seeding, through Org's and Scheduling's public APIs.
+
+fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    }
+}
+
+fn since_2024() -> Option<Interval> {
+    Some(Interval {
+        start_time: Some(prost_types::Timestamp {
+            seconds: 1_704_067_200,
+            nanos: 0,
+        }),
+        end_time: None,
+    })
+}
+
+/// A Monday at least two days ahead, in New York.
+fn next_monday() -> NaiveDate {
+    let mut day = Utc::now().with_timezone(&New_York).date_naive() + chrono::Days::new(2);
+    while day.weekday() != chrono::Weekday::Mon {
+        day = day.succ_opt().unwrap();
+    }
+    day
+}
+
+/// `hh:mm` New York time on `day`, as a UTC instant.
+fn at(day: NaiveDate, hour: u32, minute: u32) -> DateTime<Utc> {
+    New_York
+        .from_local_datetime(&day.and_hms_opt(hour, minute, 0).unwrap())
+        .single()
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn minutes(m: i64) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration {
+        seconds: m * 60,
+        nanos: 0,
+    })
+}
+
+/// The whole of `day` (New York).
+fn day_window(day: NaiveDate) -> Option<Interval> {
+    Some(Interval {
+        start_time: Some(ts(at(day, 0, 0))),
+        end_time: Some(ts(at(day.succ_opt().unwrap(), 0, 0))),
+    })
+}
+
+/// A principal, and optionally an Organization Administrator binding for it in `organization`
+/// (through the dev bootstrap).
+async fn principal(mesh: &TestMesh, principal: &str, admin_of: Option<&str>) -> anyhow::Result<()> {
+    let id = principal.trim_start_matches("principals/");
+    let mut rbac = mesh.rbac()?;
+    rbac.create_principal(CreatePrincipalRequest {
+        principal: Some(Principal {
+            display_name: format!("matrix {id}"),
+            kind: PrincipalKind::User as i32,
+            ..Default::default()
+        }),
+        principal_id: id.into(),
+        request_id: String::new(),
+    })
+    .await?;
+    if let Some(organization) = admin_of {
+        rbac.create_role_binding(CreateRoleBindingRequest {
+            parent: organization.into(),
+            role_binding: Some(pm_api::rbac::RoleBinding {
+                principal: principal.into(),
+                role: pm_api::rbac::Role::OrganizationAdministrator as i32,
+                reason: "authorization matrix".into(),
+                ..Default::default()
+            }),
+            role_binding_id: id.into(),
+            request_id: String::new(),
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// The Scheduling service through the certificate of `identity` (a service name or `tls::CLIENT`),
+/// with `token` as the bearer ("" for none).
+async fn scheduling_with_token(
+    mesh: &TestMesh,
+    identity: &str,
+    token: &str,
+) -> anyhow::Result<Scheduling> {
+    let channel = client::channel(&mesh.config, identity, &mesh.url(Service::Scheduling)?).await?;
+    Ok(SchedulingServiceClient::new(
+        tonic::service::interceptor::InterceptedService::new(channel, client::Bearer::new(token)?),
+    ))
+}
+
+/// An organization in Org: `places` (all of it) with their units, providers and credentials,
+/// patients with enrollments and coverage, and locations.
+async fn seed_org(
+    org: &mut Org,
+    organization: &str,
+    display_name: &str,
+    places: &[Place],
+) -> anyhow::Result<()> {
+    org.create_organization(CreateOrganizationRequest {
+        organization: Some(Organization {
+            display_name: display_name.into(),
+            time_zone: "America/New_York".into(),
+            ..Default::default()
+        }),
+        organization_id: organization.trim_start_matches("organizations/").into(),
+        request_id: String::new(),
+    })
+    .await?;
+    for place in places {
+        org.create_service_unit(CreateServiceUnitRequest {
+            parent: organization.into(),
+            service_unit: Some(ServiceUnit {
+                display_name: place.unit.into(),
+                kind: UnitKind::Clinic as i32,
+                billing_profile: Some(BillingProfile {
+                    accepted_payers: vec![PayerContract {
+                        payer: "payers/aetna".into(),
+                        contract: String::new(),
+                    }],
+                    self_pay_allowed: Some(false),
+                    ..Default::default()
+                }),
+                workflow_rules: Some(WorkflowRules {
+                    allowed_visit_types: vec![VISIT.into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            service_unit_id: place.unit.into(),
+            request_id: String::new(),
+        })
+        .await?;
+        org.create_location(CreateLocationRequest {
+            parent: organization.into(),
+            location: Some(Location {
+                display_name: place.location.into(),
+                time_zone: "America/New_York".into(),
+                ..Default::default()
+            }),
+            location_id: place.location.into(),
+            request_id: String::new(),
+        })
+        .await?;
+        org.create_provider(CreateProviderRequest {
+            parent: organization.into(),
+            provider: Some(Provider {
+                display_name: place.provider.into(),
+                npi: place.npi.into(),
+                taxonomy_code: "207Q00000X".into(),
+                ..Default::default()
+            }),
+            provider_id: place.provider.into(),
+            request_id: String::new(),
+        })
+        .await?;
+        org.create_credential(CreateCredentialRequest {
+            parent: place.provider(),
+            credential: Some(Credential {
+                unit: place.unit(),
+                state: CredentialState::Active as i32,
+                effective_period: since_2024(),
+                ..Default::default()
+            }),
+            credential_id: place.unit.into(),
+            request_id: String::new(),
+        })
+        .await?;
+        org.create_patient(CreatePatientRequest {
+            parent: organization.into(),
+            patient: Some(Patient {
+                given_name: "Matrix".into(),
+                family_name: format!("Case-{}", place.patient),
+                birth_date: Some(Date {
+                    year: 1950,
+                    month: 1,
+                    day: 1,
+                }),
+                ..Default::default()
+            }),
+            patient_id: place.patient.into(),
+            request_id: String::new(),
+        })
+        .await?;
+        org.create_enrollment(CreateEnrollmentRequest {
+            parent: place.patient(),
+            enrollment: Some(Enrollment {
+                unit: place.unit(),
+                ..Default::default()
+            }),
+            enrollment_id: place.short.into(),
+            request_id: String::new(),
+        })
+        .await?;
+        org.create_coverage(CreateCoverageRequest {
+            parent: place.patient(),
+            coverage: Some(Coverage {
+                payer: "payers/aetna".into(),
+                member_id: "M-1".into(),
+                plan: "PPO".into(),
+                priority: 1,
+                effective_period: since_2024(),
+                ..Default::default()
+            }),
+            coverage_id: "primary".into(),
+            request_id: String::new(),
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// A place's side in Scheduling, by its organization's administrator: the visit type, the Monday
+/// rule, the exception, the room, the waitlist entry, and two appointments on `monday` (09:00
+/// booked, 10:00 completed).
+async fn seed_scheduling(
+    s: &mut Scheduling,
+    place: &Place,
+    monday: NaiveDate,
+) -> anyhow::Result<()> {
+    s.create_visit_type(CreateVisitTypeRequest {
+        parent: place.unit(),
+        visit_type: Some(VisitType {
+            code: VISIT.into(),
+            display_name: "Follow-up".into(),
+            duration: minutes(30),
+            buffer_after: minutes(10),
+            ..Default::default()
+        }),
+        visit_type_id: VISIT.into(),
+        request_id: String::new(),
+    })
+    .await?;
+    s.create_availability_rule(CreateAvailabilityRuleRequest {
+        parent: place.provider(),
+        availability_rule: Some(AvailabilityRule {
+            unit: place.unit(),
+            location: place.location(),
+            weekday: Weekday::Monday as i32,
+            start_time: "09:00".into(),
+            end_time: "12:00".into(),
+            effective_from: Some(Date {
+                year: 2024,
+                month: 1,
+                day: 1,
+            }),
+            ..Default::default()
+        }),
+        availability_rule_id: "monday".into(),
+        request_id: String::new(),
+    })
+    .await?;
+    // A week after the Monday used here: it takes nothing away from the bookings below.
+    let later = monday + chrono::Days::new(7);
+    s.create_availability_exception(CreateAvailabilityExceptionRequest {
+        parent: place.provider(),
+        availability_exception: Some(AvailabilityException {
+            kind: ExceptionKind::TimeOff as i32,
+            interval: day_window(later),
+            description: "authorization matrix".into(),
+            ..Default::default()
+        }),
+        availability_exception_id: "vacation".into(),
+        request_id: String::new(),
+    })
+    .await?;
+    s.create_room(CreateRoomRequest {
+        parent: place.location(),
+        room: Some(Room {
+            display_name: format!("{} exam room", place.short),
+            ..Default::default()
+        }),
+        room_id: place.room.into(),
+        request_id: String::new(),
+    })
+    .await?;
+    // The patient waits for an earlier visit: nothing is cancelled here, so nothing is offered.
+    s.create_waitlist_entry(CreateWaitlistEntryRequest {
+        parent: place.organization.into(),
+        waitlist_entry: Some(WaitlistEntry {
+            patient: place.patient(),
+            unit: place.unit(),
+            visit_type: place.visit_type(),
+            window: day_window(monday),
+            ..Default::default()
+        }),
+        waitlist_entry_id: format!("{}-waiting", place.short),
+        request_id: String::new(),
+    })
+    .await?;
+    for (id, hour) in [("booked", 9), ("done", 10)] {
+        let booked = s
+            .book_appointment(BookAppointmentRequest {
+                parent: place.organization.into(),
+                appointment: Some(Appointment {
+                    unit: place.unit(),
+                    patient: place.patient(),
+                    provider: place.provider(),
+                    location: place.location(),
+                    visit_type: place.visit_type(),
+                    interval: Some(Interval {
+                        start_time: Some(ts(at(monday, hour, 0))),
+                        end_time: None,
+                    }),
+                    ..Default::default()
+                }),
+                hold_ttl: None,
+                request_id: String::new(),
+                appointment_id: format!("{}-{id}", place.short),
+            })
+            .await?
+            .into_inner();
+        if id == "done" {
+            s.complete_appointment(CompleteAppointmentRequest {
+                name: booked.name,
+                etag: booked.etag,
+                ..Default::default()
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The demo's principals and bindings in acme (RBAC), both organizations in Org, and their
+/// scheduling. `organizations/other` is seeded in Scheduling first, so that the outbox's first
+/// event (which WatchCalendar with `after_sequence = 1` skips) is not one of acme's.
+async fn seed(mesh: &TestMesh, monday: NaiveDate) -> anyhow::Result<()> {
+    mesh.seed_access().await?;
+    principal(mesh, OTHER_ADMIN, Some(OTHER)).await?;
+    seed_org(
+        &mut mesh.org_as(OTHER_ADMIN).await?,
+        OTHER,
+        "Other Health",
+        &[PLANT],
+    )
+    .await?;
+    seed_org(
+        &mut mesh.org_as(pm::demo::ADMIN).await?,
+        ACME,
+        "Acme",
+        &[NORTH, CCM],
+    )
+    .await?;
+    seed_scheduling(&mut mesh.scheduling_as(OTHER_ADMIN).await?, &PLANT, monday).await?;
+    let mut admin = mesh.scheduling_as(pm::demo::ADMIN).await?;
+    for place in [NORTH, CCM] {
+        seed_scheduling(&mut admin, &place, monday).await?;
+    }
+    Ok(())
+}
+
+// The cases and what the policy table expects of them.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Case {
+    InScope,
+    OutOfScope,
+    Missing,
+}
+
+const CASES: [Case; 3] = [Case::InScope, Case::OutOfScope, Case::Missing];
+
+/// Where the resource the object-level check runs on sits, which decides who may reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    /// An organization as the parent of a List narrowed to the caller's units (appointments,
+    /// encounters, waitlist entries, the organization's calendar listed or watched): its
+    /// out-of-scope case is a filter on a unit out of the role's scope (or another organization),
+    /// which must come back empty; its missing case an organization nobody is bound in.
+    Organization,
+    /// Something every role of the organization may reach (a provider's availability rules and
+    /// exceptions, a location's rooms): a unit-scoped role's out-of-scope case (the other unit's
+    /// provider or location, in acme) passes, the administrator's (in another organization) does
+    /// not; a missing one is NOT_FOUND or empty for whoever holds the permission.
+    OrganizationWide,
+    /// Something in a unit (a visit type, the unit searched or booked in, a new availability
+    /// rule's or waitlist entry's unit, the stored unit of an availability rule, an appointment, an
+    /// encounter or a waitlist entry, a unit's calendar): unit-scoped roles reach it through their
+    /// units; a missing one sits in no unit, so only the organization's administrator reaches it
+    /// (and is told NOT_FOUND or the like).
+    Unit,
+    /// No resource (`resource_field` is empty): a mesh-wide call the rule opens to services only. A
+    /// person's binding, which is in one organization, cannot cover it. One case.
+    Mesh,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Allow,
+    Deny,
+    /// Allowed, about a resource that does not exist (NOT_FOUND or a validation error): reveals
+    /// only what the caller may know anyway.
+    Harmless,
+}
+
+fn expect(fx: &Fixture, permission: &str, case: Case, level: Level) -> Expect {
+    if !role_grants(fx.role, permission) {
+        return Expect::Deny;
+    }
+    match (case, level) {
+        (_, Level::Mesh) => Expect::Deny,
+        (Case::InScope, _) => Expect::Allow,
+        // Organization-level: out of the role's units but in its organization.
+        (Case::OutOfScope, Level::OrganizationWide) if fx.outside.organization == ACME => {
+            Expect::Allow
+        }
+        (Case::OutOfScope, _) => Expect::Deny,
+        (Case::Missing, Level::Organization) => Expect::Deny,
+        (Case::Missing, Level::OrganizationWide) => Expect::Harmless,
+        (Case::Missing, Level::Unit) if fx.role == Role::OrganizationAdministrator => {
+            Expect::Harmless
+        }
+        (Case::Missing, Level::Unit) => Expect::Deny,
+    }
+}
+
+/// The cases of a method: one for a method without a resource.
+fn cases_of(rule: &MethodRule) -> &'static [Case] {
+    if rule.resource_field.is_empty() {
+        &[Case::InScope]
+    } else {
+        &CASES
+    }
+}
+
+/// What a call answered: `Some(names)` for a List (or a stream) whose content is checked.
+type Reply = Result<Option<Vec<String>>, Status>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Denied,
+    Unauthenticated,
+    /// A List that answered OK with nothing in it: reveals nothing, so it satisfies a denial too.
+    Empty,
+    Allowed(Code),
+}
+
+fn classify(reply: &Reply) -> Outcome {
+    match reply {
+        Err(status) if status.code() == Code::PermissionDenied => Outcome::Denied,
+        Err(status) if status.code() == Code::Unauthenticated => Outcome::Unauthenticated,
+        Err(status) => Outcome::Allowed(status.code()),
+        Ok(Some(items)) if items.is_empty() => Outcome::Empty,
+        Ok(_) => Outcome::Allowed(Code::Ok),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Expected,
+    UnexpectedAllow,
+    UnexpectedDenial,
+}
+
+fn judge(expected: Expect, outcome: Outcome) -> Verdict {
+    match (expected, outcome) {
+        (_, Outcome::Unauthenticated) => Verdict::UnexpectedDenial,
+        (Expect::Deny, Outcome::Allowed(_)) => Verdict::UnexpectedAllow,
+        (Expect::Deny, Outcome::Denied | Outcome::Empty) => Verdict::Expected,
+        (Expect::Allow | Expect::Harmless, Outcome::Denied) => Verdict::UnexpectedDenial,
+        (Expect::Allow | Expect::Harmless, Outcome::Allowed(_) | Outcome::Empty) => {
+            Verdict::Expected
+        }
+    }
+}
+
+// Each role's resources: in its scope, out of it, missing.
+
+struct Fixture {
+    principal: &'static str,
+    role: Role,
+    scope: &'static str,
+    /// The world in the role's scope.
+    inside: Place,
+    /// The world out of it: the other acme unit's for a unit-scoped role, another organization's
+    /// for the administrator.
+    outside: Place,
+    /// The places whose unit the role sees: what its narrowed Lists must return, exactly.
+    visible: &'static [Place],
+    /// The Monday the appointments are on.
+    monday: NaiveDate,
+}
+
+/// The names a call is made about, for one case.
+struct Names {
+    organization: String,
+    unit: String,
+    visit_type: String,
+    provider: String,
+    patient: String,
+    location: String,
+    room: String,
+    rule: String,
+    exception: String,
+    appointment: String,
+    encounter: String,
+    waitlist_entry: String,
+}
+
+impl Fixture {
+    fn names(&self, case: Case) -> Names {
+        let place = match case {
+            Case::InScope => self.inside,
+            Case::OutOfScope => self.outside,
+            Case::Missing => {
+                // Nothing of these exists; the rest (a patient or a provider to book with) is the
+                // role's own.
+                let inside = self.inside;
+                let unit = format!("{ACME}/units/nowhere");
+                return Names {
+                    organization: "organizations/nowhere".into(),
+                    visit_type: format!("{unit}/visitTypes/{VISIT}"),
+                    unit,
+                    provider: format!("{ACME}/providers/nobody"),
+                    patient: inside.patient(),
+                    location: format!("{ACME}/locations/nowhere"),
+                    room: format!("{}/rooms/nowhere", inside.location()),
+                    rule: format!("{}/availabilityRules/nowhere", inside.provider()),
+                    exception: format!("{}/availabilityExceptions/nowhere", inside.provider()),
+                    appointment: format!("{ACME}/appointments/nowhere"),
+                    encounter: format!("{ACME}/encounters/nowhere"),
+                    waitlist_entry: format!("{ACME}/waitlistEntries/nowhere"),
+                };
+            }
+        };
+        Names {
+            organization: place.organization.into(),
+            unit: place.unit(),
+            visit_type: place.visit_type(),
+            provider: place.provider(),
+            patient: place.patient(),
+            location: place.location(),
+            room: place.room(),
+            rule: place.rule(),
+            exception: place.exception(),
+            appointment: place.booked(),
+            encounter: place.encounter(),
+            waitlist_entry: place.waitlist_entry(),
+        }
+    }
+
+    /// What a narrowed List must return in scope, exactly.
+    fn expected_list(&self, method: &str) -> Option<Vec<String>> {
+        let appointments = || {
+            self.visible
+                .iter()
+                .flat_map(|p| [p.booked(), p.done()])
+                .collect::<Vec<_>>()
+        };
+        Some(match method {
+            "ListAppointments" | "WatchCalendar" => appointments(),
+            "ListEncounters" => self.visible.iter().map(Place::encounter).collect(),
+            "ListWaitlistEntries" => self.visible.iter().map(Place::waitlist_entry).collect(),
+            "ListCalendar" => appointments()
+                .into_iter()
+                .chain(self.visible.iter().map(|p| availability_item(&p.unit())))
+                .collect(),
+            _ => return None,
+        })
+    }
+}
+
+fn availability_item(unit: &str) -> String {
+    format!("availability of {unit}")
+}
+
+fn fixtures(monday: NaiveDate) -> Vec<Fixture> {
+    vec![
+        Fixture {
+            principal: pm::demo::ADMIN,
+            role: Role::OrganizationAdministrator,
+            scope: "organizations/acme",
+            inside: NORTH,
+            outside: PLANT,
+            visible: &[NORTH, CCM],
+            monday,
+        },
+        Fixture {
+            principal: "principals/casey-ccm",
+            role: Role::ProgramManager,
+            scope: "units/ccm-program",
+            inside: CCM,
+            outside: NORTH,
+            visible: &[CCM],
+            monday,
+        },
+        Fixture {
+            principal: "principals/dr-okafor",
+            role: Role::Provider,
+            scope: "providers/dr-okafor, credentialed in units/north-clinic",
+            inside: NORTH,
+            outside: CCM,
+            visible: &[NORTH],
+            monday,
+        },
+        Fixture {
+            principal: "principals/jordan-billing",
+            role: Role::BillingStaff,
+            // lakeside-clinic is not seeded in Org here.
+            scope: "units/north-clinic, units/lakeside-clinic",
+            inside: NORTH,
+            outside: CCM,
+            visible: &[NORTH],
+            monday,
+        },
+    ]
+}
+
+// One call per (method, case).
+
+fn one<T>(reply: Result<tonic::Response<T>, Status>) -> Reply {
+    reply.map(|_| None)
+}
+
+fn many<T>(
+    reply: Result<tonic::Response<T>, Status>,
+    names: impl FnOnce(T) -> Vec<String>,
+) -> Reply {
+    reply.map(|r| Some(names(r.into_inner())))
+}
+
+/// The appointments a WatchCalendar stream sends until it has been quiet for a second (the backlog
+/// comes at once; the stream then waits for new commits).
+async fn drain(mut stream: tonic::Streaming<SchedulingEvent>) -> Reply {
+    let mut seen = BTreeSet::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), stream.message()).await {
+            Err(_) | Ok(Ok(None)) => break,
+            Ok(Ok(Some(event))) => {
+                if let Some(EventKind::AppointmentChanged(a)) = event.kind {
+                    seen.insert(a.name);
+                }
+            }
+            Ok(Err(status)) => return Err(status),
+        }
+    }
+    Ok(Some(seen.into_iter().collect()))
+}
+
+fn calendar_items(calendar: ListCalendarResponse) -> Vec<String> {
+    let items: BTreeSet<String> = calendar
+        .entries
+        .into_iter()
+        .filter_map(|e| match e.entry? {
+            Entry::Appointment(a) => Some(a.name),
+            Entry::Availability(b) => Some(availability_item(&b.unit)),
+            Entry::Blocked(b) => Some(format!("blocked time of {}", b.provider)),
+        })
+        .collect();
+    items.into_iter().collect()
+}
+
+/// Calls `method` (e.g. `GetAppointment`) on the resource of `case` for `fx`, returning the level
+/// of the resource the object-level check runs on and the reply. Fails on a method without an
+/// entry: a new Scheduling RPC cannot skip the matrix.
+async fn probe(
+    s: &mut Scheduling,
+    method: &str,
+    case: Case,
+    fx: &Fixture,
+) -> anyhow::Result<(Level, Reply)> {
+    use Level::{Mesh as M, Organization as O, OrganizationWide as W, Unit as U};
+    let n = fx.names(case);
+    // Creates that name a unit in their body need a provider and a location that exist, in the
+    // unit's organization (a cross-organization pair is INVALID_ARGUMENT before any authorization).
+    let (provider, location) = match case {
+        Case::Missing => (fx.inside.provider(), fx.inside.location()),
+        _ => (n.provider.clone(), n.location.clone()),
+    };
+    let stale = STALE.to_string();
+    let reason = "authorization matrix".to_string();
+    // A narrowed List's out-of-scope case: a filter on a unit out of the role's scope.
+    let filter = match case {
+        Case::OutOfScope => format!("unit = \"{}\"", n.unit),
+        Case::InScope | Case::Missing => String::new(),
+    };
+    Ok(match method {
+        // Visit types: checked against their unit (the parent).
+        "GetVisitType" => (
+            U,
+            one(s
+                .get_visit_type(GetVisitTypeRequest { name: n.visit_type })
+                .await),
+        ),
+        "ListVisitTypes" => {
+            let request = ListVisitTypesRequest {
+                parent: n.unit,
+                ..Default::default()
+            };
+            (U, one(s.list_visit_types(request).await))
+        }
+        "CreateVisitType" => {
+            // No body: INVALID_ARGUMENT after the check.
+            let request = CreateVisitTypeRequest {
+                parent: n.unit,
+                visit_type: None,
+                visit_type_id: "matrix-visit".into(),
+                request_id: String::new(),
+            };
+            (U, one(s.create_visit_type(request).await))
+        }
+        "DeleteVisitType" => {
+            let request = DeleteVisitTypeRequest {
+                name: n.visit_type,
+                etag: stale,
+            };
+            (U, one(s.delete_visit_type(request).await))
+        }
+
+        // Availability rules: a provider's, each for a unit.
+        "ListAvailabilityRules" => {
+            let request = ListAvailabilityRulesRequest {
+                parent: n.provider,
+                ..Default::default()
+            };
+            (W, one(s.list_availability_rules(request).await))
+        }
+        "CreateAvailabilityRule" => {
+            // The check is on the rule's unit; no weekday and no times are refused after it.
+            let request = CreateAvailabilityRuleRequest {
+                parent: provider,
+                availability_rule: Some(AvailabilityRule {
+                    unit: n.unit,
+                    location,
+                    ..Default::default()
+                }),
+                availability_rule_id: "matrix-rule".into(),
+                request_id: String::new(),
+            };
+            (U, one(s.create_availability_rule(request).await))
+        }
+        "DeleteAvailabilityRule" => {
+            // A rule is for a unit, as CreateAvailabilityRule checks: deleting it is expected to be
+            // checked against the same unit.
+            let request = DeleteAvailabilityRuleRequest {
+                name: n.rule,
+                etag: stale,
+            };
+            (U, one(s.delete_availability_rule(request).await))
+        }
+
+        // Availability exceptions: a provider's, for every unit (organization level).
+        "ListAvailabilityExceptions" => {
+            let request = ListAvailabilityExceptionsRequest {
+                parent: n.provider,
+                ..Default::default()
+            };
+            (W, one(s.list_availability_exceptions(request).await))
+        }
+        "CreateAvailabilityException" => {
+            let request = CreateAvailabilityExceptionRequest {
+                parent: n.provider,
+                availability_exception: None,
+                availability_exception_id: "matrix-exception".into(),
+                request_id: String::new(),
+            };
+            (W, one(s.create_availability_exception(request).await))
+        }
+        "DeleteAvailabilityException" => {
+            let request = DeleteAvailabilityExceptionRequest {
+                name: n.exception,
+                etag: stale,
+            };
+            (W, one(s.delete_availability_exception(request).await))
+        }
+
+        // Rooms: a location's (organization level).
+        "ListRooms" => {
+            let request = ListRoomsRequest {
+                parent: n.location,
+                ..Default::default()
+            };
+            (W, one(s.list_rooms(request).await))
+        }
+        "CreateRoom" => {
+            let request = CreateRoomRequest {
+                parent: n.location,
+                room: None,
+                room_id: "matrix-room".into(),
+                request_id: String::new(),
+            };
+            (W, one(s.create_room(request).await))
+        }
+        "DeleteRoom" => {
+            let request = DeleteRoomRequest {
+                name: n.room,
+                etag: stale,
+            };
+            (W, one(s.delete_room(request).await))
+        }
+
+        // Slot search and booking: checked against the unit searched or booked in.
+        "FindSlots" => {
+            let request = FindSlotsRequest {
+                unit: n.unit,
+                patient: n.patient,
+                visit_type: n.visit_type,
+                window: day_window(fx.monday),
+                ..Default::default()
+            };
+            (U, one(s.find_slots(request).await))
+        }
+        "BookAppointment" => {
+            // A hold of 0 seconds: INVALID_ARGUMENT after the check.
+            let request = BookAppointmentRequest {
+                parent: organization_of(&n.unit).to_string(),
+                appointment: Some(Appointment {
+                    unit: n.unit,
+                    patient: n.patient,
+                    provider,
+                    location,
+                    visit_type: n.visit_type,
+                    interval: Some(Interval {
+                        start_time: Some(ts(at(fx.monday, 11, 0))),
+                        end_time: None,
+                    }),
+                    ..Default::default()
+                }),
+                hold_ttl: Some(prost_types::Duration {
+                    seconds: 0,
+                    nanos: 0,
+                }),
+                request_id: String::new(),
+                appointment_id: "matrix-appointment".into(),
+            };
+            (U, one(s.book_appointment(request).await))
+        }
+
+        // Appointments: checked against the stored appointment's unit.
+        "ConfirmAppointment" => {
+            // The appointment is booked, not held: FAILED_PRECONDITION after the check.
+            let request = ConfirmAppointmentRequest {
+                name: n.appointment,
+                etag: stale,
+            };
+            (U, one(s.confirm_appointment(request).await))
+        }
+        "GetAppointment" => (
+            U,
+            one(s
+                .get_appointment(GetAppointmentRequest {
+                    name: n.appointment,
+                })
+                .await),
+        ),
+        "ListAppointments" => {
+            let request = ListAppointmentsRequest {
+                parent: n.organization,
+                page_size: 1000,
+                filter,
+                ..Default::default()
+            };
+            let reply = s.list_appointments(request).await;
+            (
+                O,
+                many(reply, |r| {
+                    r.appointments.into_iter().map(|a| a.name).collect()
+                }),
+            )
+        }
+        "CancelAppointment" => {
+            let request = CancelAppointmentRequest {
+                name: n.appointment,
+                reason,
+                etag: stale,
+            };
+            (U, one(s.cancel_appointment(request).await))
+        }
+        "CheckInAppointment" => {
+            let request = CheckInAppointmentRequest {
+                name: n.appointment,
+                etag: stale,
+            };
+            (U, one(s.check_in_appointment(request).await))
+        }
+        "MarkNoShow" => {
+            let request = MarkNoShowRequest {
+                name: n.appointment,
+                reason,
+                etag: stale,
+            };
+            (U, one(s.mark_no_show(request).await))
+        }
+        "CompleteAppointment" => {
+            let request = CompleteAppointmentRequest {
+                name: n.appointment,
+                etag: stale,
+                ..Default::default()
+            };
+            (U, one(s.complete_appointment(request).await))
+        }
+
+        "RescheduleAppointment" => {
+            // No new start: INVALID_ARGUMENT after the check.
+            let request = RescheduleAppointmentRequest {
+                name: n.appointment,
+                start_time: None,
+                etag: stale,
+                ..Default::default()
+            };
+            (U, one(s.reschedule_appointment(request).await))
+        }
+        "BookSeries" => {
+            // A series of 0 occurrences: INVALID_ARGUMENT after the check (on the first one's
+            // unit).
+            let request = BookSeriesRequest {
+                parent: organization_of(&n.unit).to_string(),
+                appointment: Some(Appointment {
+                    unit: n.unit,
+                    patient: n.patient,
+                    provider,
+                    location,
+                    visit_type: n.visit_type,
+                    interval: Some(Interval {
+                        start_time: Some(ts(at(fx.monday, 11, 0))),
+                        end_time: None,
+                    }),
+                    ..Default::default()
+                }),
+                count: 0,
+                every: None,
+                request_id: String::new(),
+            };
+            (U, one(s.book_series(request).await))
+        }
+
+        // The waitlist: entries of a unit, under the organization.
+        "CreateWaitlistEntry" => {
+            // No window: INVALID_ARGUMENT after the check (on the entry's unit).
+            let request = CreateWaitlistEntryRequest {
+                parent: organization_of(&n.unit).to_string(),
+                waitlist_entry: Some(WaitlistEntry {
+                    patient: n.patient,
+                    unit: n.unit,
+                    visit_type: n.visit_type,
+                    window: None,
+                    ..Default::default()
+                }),
+                waitlist_entry_id: "matrix-entry".into(),
+                request_id: String::new(),
+            };
+            (U, one(s.create_waitlist_entry(request).await))
+        }
+        "ListWaitlistEntries" => {
+            let request = ListWaitlistEntriesRequest {
+                parent: n.organization,
+                page_size: 1000,
+                filter,
+                ..Default::default()
+            };
+            let reply = s.list_waitlist_entries(request).await;
+            (
+                O,
+                many(reply, |r| {
+                    r.waitlist_entries.into_iter().map(|e| e.name).collect()
+                }),
+            )
+        }
+        "DeleteWaitlistEntry" => {
+            let request = DeleteWaitlistEntryRequest {
+                name: n.waitlist_entry,
+                etag: stale,
+            };
+            (U, one(s.delete_waitlist_entry(request).await))
+        }
+
+        // Encounters: checked against the stored encounter's unit; listed narrowed.
+        "GetEncounter" => (
+            U,
+            one(s
+                .get_encounter(GetEncounterRequest { name: n.encounter })
+                .await),
+        ),
+        "ListEncounters" => {
+            let request = ListEncountersRequest {
+                parent: n.organization,
+                page_size: 1000,
+                filter,
+                ..Default::default()
+            };
+            let reply = s.list_encounters(request).await;
+            (
+                O,
+                many(reply, |r| {
+                    r.encounters.into_iter().map(|e| e.name).collect()
+                }),
+            )
+        }
+
+        // The outbox, mesh-wide: for services only.
+        "StreamEvents" => {
+            let reply = s
+                .stream_events(StreamEventsRequest { after_sequence: 0 })
+                .await;
+            (M, one(reply))
+        }
+
+        // Calendars: in scope the organization's (narrowed to the role's units); out of scope and
+        // missing a unit's.
+        "ListCalendar" | "WatchCalendar" => {
+            let (level, scope) = match case {
+                Case::InScope => (O, n.organization),
+                Case::OutOfScope | Case::Missing => (U, n.unit),
+            };
+            let reply = if method == "ListCalendar" {
+                let request = ListCalendarRequest {
+                    scope,
+                    window: day_window(fx.monday),
+                    show_inactive: true,
+                };
+                many(s.list_calendar(request).await, calendar_items)
+            } else {
+                // From the second event on: every appointment change the stream lets through.
+                let request = WatchCalendarRequest {
+                    scope,
+                    after_sequence: 1,
+                };
+                match s.watch_calendar(request).await {
+                    Ok(stream) if case == Case::InScope => drain(stream.into_inner()).await,
+                    Ok(_) => Ok(None),
+                    Err(status) => Err(status),
+                }
+            };
+            (level, reply)
+        }
+        other => anyhow::bail!(
+            "{SCHEDULING_SERVICE}{other} has no entry in the Scheduling authorization matrix \
+             (tests/authz_matrix_scheduling.rs): add one so that the new RPC is checked for every \
+             role"
+        ),
+    })
+}
+
+/// The Scheduling RPCs of the descriptor set, by short name.
+fn scheduling_methods() -> Vec<(&'static str, &'static MethodRule)> {
+    let methods: Vec<_> = pm_api::RULES
+        .iter()
+        .filter_map(|rule| {
+            rule.method
+                .strip_prefix(SCHEDULING_SERVICE)
+                .map(|m| (m, rule))
+        })
+        .collect();
+    assert!(!methods.is_empty(), "no Scheduling RPC in pm_api::RULES");
+    methods
+}
+
+fn is_read(method: &str) -> bool {
+    ["Get", "List", "Find", "Watch", "Stream"]
+        .iter()
+        .any(|p| method.starts_with(p))
+}
+
+#[derive(Default)]
+struct Tally {
+    calls: usize,
+    allowed: usize,
+    denied: usize,
+    harmless: usize,
+    unexpected_allows: usize,
+    unexpected_denials: usize,
+}
+
+impl Tally {
+    fn add(&mut self, expected: Expect, verdict: Verdict) {
+        self.calls += 1;
+        match verdict {
+            Verdict::UnexpectedAllow => self.unexpected_allows += 1,
+            Verdict::UnexpectedDenial => self.unexpected_denials += 1,
+            Verdict::Expected if expected == Expect::Deny => self.denied += 1,
+            Verdict::Expected => {
+                self.allowed += 1;
+                if expected == Expect::Harmless {
+                    self.harmless += 1;
+                }
+            }
+        }
+    }
+
+    fn merge(&mut self, other: &Tally) {
+        self.calls += other.calls;
+        self.allowed += other.allowed;
+        self.denied += other.denied;
+        self.harmless += other.harmless;
+        self.unexpected_allows += other.unexpected_allows;
+        self.unexpected_denials += other.unexpected_denials;
+    }
+}
+
+fn cell(outcome: Outcome, verdict: Verdict) -> String {
+    let text = match outcome {
+        Outcome::Denied => "denied".to_string(),
+        Outcome::Unauthenticated => "UNAUTHENTICATED".to_string(),
+        Outcome::Empty => "empty".to_string(),
+        Outcome::Allowed(code) => format!("{code:?}"),
+    };
+    match verdict {
+        Verdict::Expected => text,
+        Verdict::UnexpectedAllow => format!("!!ALLOW {text}"),
+        Verdict::UnexpectedDenial => format!("!!DENY {text}"),
+    }
+}
+
+/// A narrowed List that returned more than the role's scope is an unexpected allow; less, an
+/// unexpected denial.
+fn check_scoped_list(fx: &Fixture, method: &str, items: &[String]) -> Option<(Verdict, String)> {
+    let Some(expected) = fx.expected_list(method) else {
+        return Some((
+            Verdict::UnexpectedAllow,
+            format!("returned {items:?}, but the matrix has no scoped-list expectation for it"),
+        ));
+    };
+    let extra: Vec<&String> = items.iter().filter(|n| !expected.contains(n)).collect();
+    let lacking: Vec<&String> = expected.iter().filter(|n| !items.contains(n)).collect();
+    if !extra.is_empty() {
+        Some((
+            Verdict::UnexpectedAllow,
+            format!("returned out-of-scope {extra:?}"),
+        ))
+    } else if !lacking.is_empty() {
+        Some((
+            Verdict::UnexpectedDenial,
+            format!("did not return in-scope {lacking:?}"),
+        ))
+    } else {
+        None
+    }
+}
+
+fn detail_of(expected: Expect, reply: &Reply) -> String {
+    match reply {
+        Ok(Some(items)) => format!("expected {expected:?}, got OK with {items:?}"),
+        Ok(None) => format!("expected {expected:?}, got OK"),
+        Err(s) => format!("expected {expected:?}, got {:?}: {}", s.code(), s.message()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scheduling_rpc_by_every_role_matches_the_policy_table() -> anyhow::Result<()> {
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
+    let monday = next_monday();
+    seed(&mesh, monday).await?;
+    let methods = scheduling_methods();
+    let fixtures = fixtures(monday);
+    let mut total = Tally::default();
+    let mut expected_calls = 0;
+    let mut unexpected: Vec<String> = Vec::new();
+    let mut writes_that_succeeded: Vec<String> = Vec::new();
+    for fx in &fixtures {
+        let mut s = mesh.scheduling_as(fx.principal).await?;
+        let mut tally = Tally::default();
+        println!("\n{} — {} ({})", fx.principal, fx.role, fx.scope);
+        println!(
+            "  {:<28} {:<32} {:<20} {:<20} {:<20}",
+            "method", "permission", "in scope", "out of scope", "nonexistent"
+        );
+        for (method, rule) in &methods {
+            let mut cells = Vec::new();
+            for case in CASES {
+                if !cases_of(rule).contains(&case) {
+                    cells.push("-".to_string());
+                    continue;
+                }
+                expected_calls += 1;
+                let (level, reply) = probe(&mut s, method, case, fx).await?;
+                let expected = expect(fx, rule.permission, case, level);
+                let outcome = classify(&reply);
+                let mut verdict = judge(expected, outcome);
+                let mut detail = None;
+                if let Ok(items) = &reply {
+                    if !is_read(method) {
+                        writes_that_succeeded
+                            .push(format!("{method} as {} ({case:?})", fx.principal));
+                    }
+                    if let (Some(items), Case::InScope, Verdict::Expected) = (items, case, verdict)
+                        && let Some((scoped, why)) = check_scoped_list(fx, method, items)
+                    {
+                        verdict = scoped;
+                        detail = Some(why);
+                    }
+                }
+                if verdict != Verdict::Expected {
+                    let detail = detail.unwrap_or_else(|| detail_of(expected, &reply));
+                    unexpected.push(format!(
+                        "{verdict:?}: {method} as {} ({}), {case:?} ({level:?}): {detail}",
+                        fx.principal, fx.role
+                    ));
+                }
+                tally.add(expected, verdict);
+                cells.push(cell(outcome, verdict));
+            }
+            println!(
+                "  {:<28} {:<32} {:<20} {:<20} {:<20}",
+                method, rule.permission, cells[0], cells[1], cells[2]
+            );
+        }
+        println!(
+            "  {}: {} calls, {} allowed ({} harmless on nonexistent resources), {} denied, {} unexpected allows, {} unexpected denials",
+            fx.principal,
+            tally.calls,
+            tally.allowed,
+            tally.harmless,
+            tally.denied,
+            tally.unexpected_allows,
+            tally.unexpected_denials
+        );
+        total.merge(&tally);
+    }
+
+    // Every unit-scoped role against the other organization (the administrator's out-of-scope
+    // resources): whatever the level, nothing there is theirs.
+    let admin = &fixtures[0];
+    let unit_scoped: Vec<&Fixture> = fixtures
+        .iter()
+        .filter(|f| f.outside.organization == ACME)
+        .collect();
+    let with_resource = methods
+        .iter()
+        .filter(|(_, rule)| cases_of(rule).len() > 1)
+        .count();
+    let mut cross = Tally::default();
+    for fx in &unit_scoped {
+        let mut s = mesh.scheduling_as(fx.principal).await?;
+        for (method, rule) in &methods {
+            if cases_of(rule).len() == 1 {
+                continue;
+            }
+            let (level, reply) = probe(&mut s, method, Case::OutOfScope, admin).await?;
+            let outcome = classify(&reply);
+            let verdict = judge(Expect::Deny, outcome);
+            if reply.is_ok() && !is_read(method) {
+                writes_that_succeeded.push(format!("{method} as {} (in {OTHER})", fx.principal));
+            }
+            if verdict != Verdict::Expected {
+                unexpected.push(format!(
+                    "{verdict:?}: {method} as {} ({}), in {OTHER} ({level:?}): {}",
+                    fx.principal,
+                    fx.role,
+                    detail_of(Expect::Deny, &reply)
+                ));
+            }
+            cross.add(Expect::Deny, verdict);
+        }
+    }
+    println!(
+        "\ncross-organization: {} calls ({} unit-scoped roles x {} RPCs in {OTHER}), {} denied, {} unexpected allows",
+        cross.calls,
+        unit_scoped.len(),
+        with_resource,
+        cross.denied,
+        cross.unexpected_allows
+    );
+    total.merge(&cross);
+
+    println!(
+        "\n{} Scheduling RPCs x {} roles x {} cases (one for an RPC without a resource), plus the cross-organization block; {} allowed calls were harmless answers about nonexistent resources",
+        methods.len(),
+        fixtures.len(),
+        CASES.len(),
+        total.harmless
+    );
+    println!(
+        "scheduling authz matrix: {} calls, {} allowed, {} denied, {} unexpected allows, {} unexpected denials",
+        total.calls, total.allowed, total.denied, total.unexpected_allows, total.unexpected_denials
+    );
+    for line in &unexpected {
+        println!("  {line}");
+    }
+    mesh.stop().await?;
+    assert_eq!(
+        total.calls,
+        expected_calls + cross.calls,
+        "one call per method, role and case"
+    );
+    assert!(
+        writes_that_succeeded.is_empty(),
+        "the matrix must not change state; these writes answered OK: {writes_that_succeeded:#?}"
+    );
+    assert!(
+        unexpected.is_empty(),
+        "unexpected outcomes: {unexpected:#?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scheduling_rpc_refuses_anonymous_and_unbound_callers() -> anyhow::Result<()> {
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
+    principal(&mesh, NOBODY, None).await?;
+    let mut anonymous = scheduling_with_token(&mesh, tls::CLIENT, "").await?;
+    let mut unbound = mesh.scheduling_as(NOBODY).await?;
+    let fixtures = fixtures(next_monday());
+    let admin = &fixtures[0];
+    let mut wrong = Vec::new();
+    let methods = scheduling_methods();
+    for (method, _) in &methods {
+        for (caller, s, refusal) in [
+            ("no token", &mut anonymous, Code::Unauthenticated),
+            (NOBODY, &mut unbound, Code::PermissionDenied),
+        ] {
+            let (_, reply) = probe(s, method, Case::InScope, admin).await?;
+            let code = reply.as_ref().err().map_or(Code::Ok, Status::code);
+            if code != refusal {
+                wrong.push(format!(
+                    "{method} as {caller}: {code:?}, expected {refusal:?}"
+                ));
+            }
+        }
+    }
+    // The service callers of a rule without a token: the one listed is served, another is not.
+    for (method, rule) in methods
+        .iter()
+        .filter(|(_, r)| !r.service_callers.is_empty())
+    {
+        for service in pm_runtime::tls::SERVICES {
+            let mut s = scheduling_with_token(&mesh, service, "").await?;
+            let (_, reply) = probe(&mut s, method, Case::InScope, admin).await?;
+            let code = reply.as_ref().err().map_or(Code::Ok, Status::code);
+            let expected = if rule.service_callers.contains(service) {
+                Code::Ok
+            } else {
+                Code::Unauthenticated
+            };
+            if code != expected {
+                wrong.push(format!(
+                    "{method} as the {service} service without a token: {code:?}, expected {expected:?}"
+                ));
+            }
+        }
+    }
+    println!(
+        "scheduling authz sweep: {} Scheduling RPCs without a token and as a principal without bindings, service callers of {} of them, {} wrong",
+        methods.len(),
+        methods
+            .iter()
+            .filter(|(_, r)| !r.service_callers.is_empty())
+            .count(),
+        wrong.len()
+    );
+    mesh.stop().await?;
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    Ok(())
+}
