@@ -256,7 +256,7 @@ async fn scheduling_with_token(
     identity: &str,
     token: &str,
 ) -> anyhow::Result<Scheduling> {
-    let channel = client::channel(&mesh.config, identity, &mesh.url(Service::Scheduling)?).await?;
+    let channel = client::channel(&mesh.config, identity, &mesh.url(Service::Scheduling)).await?;
     Ok(SchedulingServiceClient::new(
         tonic::service::interceptor::InterceptedService::new(channel, client::Bearer::new(token)?),
     ))

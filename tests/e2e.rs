@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use pm::mesh::{self, Mesh, Service};
+use pm::mesh::Service;
 use pm_api::org::org_service_client::OrgServiceClient;
 use pm_api::org::*;
+use pm_api::rbac::ListPermissionsRequest;
 use pm_api::rbac::rbac_service_client::RbacServiceClient;
-use pm_api::rbac::{IssueTokenRequest, ListPermissionsRequest};
 use pm_runtime::config::{Backend, Config};
 use pm_runtime::{client, tls};
 use tokio_util::sync::CancellationToken;
@@ -20,99 +20,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt;
 
-struct TestMesh {
-    mesh: Mesh,
-    config: Config,
-    schema: Option<String>,
-    _dir: tempfile::TempDir,
-}
-
-fn postgres_url() -> String {
-    std::env::var("PM_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-impl TestMesh {
-    async fn start(backend: Backend) -> anyhow::Result<TestMesh> {
-        let dir = tempfile::tempdir()?;
-        let mut config = Config::defaults_in(dir.path());
-        config.listen.org_port = 0;
-        config.listen.rbac_port = 0;
-        config.listen.scheduling_port = 0;
-        config.server.health_probe_interval_ms = 200;
-        let mut schema = None;
-        if backend == Backend::Postgres {
-            let prefix = format!("pme2e_{}_", uuid::Uuid::new_v4().simple());
-            schema = Some(prefix.clone());
-            config.storage.backend = Backend::Postgres;
-            config.storage.postgres_url = pm_runtime::config::Secret::new(postgres_url());
-            config.storage.postgres_schema_prefix = prefix;
-        }
-        let mesh = mesh::start(&config, &Service::ALL, CancellationToken::new()).await?;
-        Ok(TestMesh {
-            mesh,
-            config,
-            schema,
-            _dir: dir,
-        })
-    }
-
-    fn url(&self, service: Service) -> String {
-        self.mesh.url(service).unwrap()
-    }
-
-    fn rbac(&self) -> anyhow::Result<RbacServiceClient<tonic::transport::Channel>> {
-        Ok(RbacServiceClient::new(client::lazy_channel(
-            &self.config,
-            tls::CLIENT,
-            &self.url(Service::Rbac),
-        )?))
-    }
-
-    /// A token for `principal`, minted through the dev bootstrap (the tool certificate).
-    async fn token(&self, principal: &str) -> anyhow::Result<String> {
-        let response = self
-            .rbac()?
-            .issue_token(IssueTokenRequest {
-                principal: principal.into(),
-                ttl: None,
-            })
-            .await?;
-        Ok(response.into_inner().token)
-    }
-
-    /// The Org service as `principal`.
-    async fn org_as(
-        &self,
-        principal: &str,
-    ) -> anyhow::Result<OrgServiceClient<client::AuthedChannel>> {
-        let channel = client::channel(&self.config, tls::CLIENT, &self.url(Service::Org)).await?;
-        let bearer = client::Bearer::new(&self.token(principal).await?)?;
-        Ok(OrgServiceClient::new(
-            tonic::service::interceptor::InterceptedService::new(channel, bearer),
-        ))
-    }
-
-    /// The demo's principals and bindings, then the Org service as its administrator.
-    async fn org(&self) -> anyhow::Result<OrgServiceClient<client::AuthedChannel>> {
-        pm::demo::seed_access(&mut self.rbac()?, &mut pm::demo::SeedReport::default()).await?;
-        self.org_as(pm::demo::ADMIN).await
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        self.mesh.stop(Duration::from_secs(10)).await?;
-        if let Some(prefix) = self.schema {
-            for service in [pm_org::NAME, pm_rbac::NAME] {
-                pm_runtime::Db::drop_postgres_schema(
-                    &postgres_url(),
-                    &format!("{prefix}{service}"),
-                )
-                .await?;
-            }
-        }
-        Ok(())
-    }
-}
+mod support;
+use support::TestMesh;
 
 async fn health_of(
     channel: tonic::transport::Channel,

@@ -17,8 +17,11 @@ use tokio_util::sync::CancellationToken;
 pub struct TestMesh {
     pub mesh: Mesh,
     pub config: Config,
-    schema: Option<String>,
-    _dir: tempfile::TempDir,
+    /// The PostgreSQL schema prefix, when on PostgreSQL.
+    pub schema: Option<String>,
+    /// The data directory (SQLite files, dev PKI): kept as long as this value, or moved out to keep
+    /// it past `stop`.
+    pub _dir: tempfile::TempDir,
 }
 
 pub fn postgres_url() -> String {
@@ -51,17 +54,17 @@ impl TestMesh {
         })
     }
 
-    pub fn url(&self, service: Service) -> anyhow::Result<String> {
+    pub fn url(&self, service: Service) -> String {
         self.mesh
             .url(service)
-            .ok_or_else(|| anyhow::anyhow!("{} is not running", service.name()))
+            .unwrap_or_else(|| panic!("{} is not running", service.name()))
     }
 
     pub fn rbac(&self) -> anyhow::Result<RbacServiceClient<tonic::transport::Channel>> {
         Ok(RbacServiceClient::new(client::lazy_channel(
             &self.config,
             tls::CLIENT,
-            &self.url(Service::Rbac)?,
+            &self.url(Service::Rbac),
         )?))
     }
 
@@ -87,7 +90,7 @@ impl TestMesh {
         service: Service,
         principal: &str,
     ) -> anyhow::Result<client::AuthedChannel> {
-        let channel = client::channel(&self.config, tls::CLIENT, &self.url(service)?).await?;
+        let channel = client::channel(&self.config, tls::CLIENT, &self.url(service)).await?;
         let bearer = client::Bearer::new(&self.token(principal).await?)?;
         Ok(tonic::service::interceptor::InterceptedService::new(
             channel, bearer,
@@ -102,6 +105,12 @@ impl TestMesh {
         Ok(OrgServiceClient::new(
             self.authed(Service::Org, principal).await?,
         ))
+    }
+
+    /// The demo's principals and bindings, then the Org service as its administrator.
+    pub async fn org(&self) -> anyhow::Result<OrgServiceClient<client::AuthedChannel>> {
+        self.seed_access().await?;
+        self.org_as(pm::demo::ADMIN).await
     }
 
     /// The Scheduling service as `principal`.
@@ -140,7 +149,7 @@ impl TestMesh {
         service: &str,
     ) -> anyhow::Result<SchedulingServiceClient<tonic::transport::Channel>> {
         Ok(SchedulingServiceClient::new(
-            client::channel(&self.config, service, &self.url(Service::Scheduling)?).await?,
+            client::channel(&self.config, service, &self.url(Service::Scheduling)).await?,
         ))
     }
 

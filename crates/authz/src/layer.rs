@@ -110,6 +110,33 @@ impl Caller {
             .any(|g| g.role == Role::Provider && g.organization == organization)
     }
 
+    /// Refuses unless `permission` on `target` (where `resource` sits) is allowed, with the same
+    /// PERMISSION_DENIED whether the resource is out of reach or does not exist (no existence
+    /// oracle). Access through a break-glass binding is logged as such.
+    pub fn enforce(
+        &self,
+        permission: &str,
+        target: &Target,
+        provider_units: &[String],
+        resource: &str,
+    ) -> pm_runtime::ApiResult<()> {
+        let decision = self.decide(
+            permission,
+            target,
+            provider_units,
+            pm_runtime::time::now_micros(),
+        );
+        if decision.allowed {
+            if decision.break_glass {
+                tracing::warn!(binding = ?decision.binding, permission, "access through a break-glass binding");
+            }
+            Ok(())
+        } else {
+            tracing::debug!(permission, reason = %decision.reason, "permission denied");
+            Err(out_of_reach(resource))
+        }
+    }
+
     /// Decides `permission` on `target`. `provider_units` are the units the caller's provider record is
     /// credentialed in now (only read for Provider bindings).
     pub fn decide(
@@ -724,4 +751,14 @@ where
         request.extensions_mut().insert(self.caller.clone());
         self.inner.call(request)
     }
+}
+
+/// The refusal for both "not yours" and "not there".
+pub fn out_of_reach(resource: &str) -> pm_runtime::ApiError {
+    pm_runtime::ApiError::new(
+        tonic::Code::PermissionDenied,
+        "PERMISSION_DENIED",
+        format!("permission denied on {resource} (or it might not exist)"),
+    )
+    .with_meta("resource", resource)
 }

@@ -8,25 +8,16 @@ use std::collections::{BTreeSet, HashMap};
 use pm_api::org::{Credential, CredentialState, Enrollment, EnrollmentState, ServiceUnit};
 use pm_authz::layer::Caller;
 use pm_authz::policy::{Role, Target};
+use pm_runtime::ApiResult;
 use pm_runtime::docstore::{self, ListScope};
 use pm_runtime::names;
 use pm_runtime::time::now_micros;
-use pm_runtime::{ApiError, ApiResult};
 use sqlx::AnyConnection;
-use tonic::Code;
 
 use crate::domain;
 use crate::store::{self, CREDENTIAL, ENROLLMENT, UNIT};
 
-/// The refusal for both "not yours" and "not there".
-pub fn denied(resource: &str) -> ApiError {
-    ApiError::new(
-        Code::PermissionDenied,
-        "PERMISSION_DENIED",
-        format!("permission denied on {resource} (or it might not exist)"),
-    )
-    .with_meta("resource", resource)
-}
+pub use pm_authz::layer::out_of_reach as denied;
 
 /// Refuses unless `caller` may do `permission` on `target` (the target of `resource`).
 pub async fn authorize(
@@ -37,16 +28,7 @@ pub async fn authorize(
     target: &Target,
 ) -> ApiResult<()> {
     let provider_units = provider_units(conn, caller, &target.organization).await?;
-    let decision = caller.decide(permission, target, &provider_units, now_micros());
-    if decision.allowed {
-        if decision.break_glass {
-            tracing::warn!(binding = ?decision.binding, permission, "access through a break-glass binding");
-        }
-        Ok(())
-    } else {
-        tracing::debug!(permission, reason = %decision.reason, "permission denied");
-        Err(denied(resource))
-    }
+    caller.enforce(permission, target, &provider_units, resource)
 }
 
 /// The decision for `caller` on `target`, with its reason (CheckAccess).

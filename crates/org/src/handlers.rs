@@ -7,10 +7,11 @@ use pm_authz::audit::{self, AuditWriter, Outcome};
 use pm_authz::layer::Caller;
 use pm_authz::phi::PhiAudit;
 use pm_authz::policy::Target;
-use pm_runtime::docstore::{self, CreateCall, ListCall, ListScope, VerbCall};
+use pm_runtime::docstore::{self, ListScope, VerbCall};
 use pm_runtime::time::{now_micros, to_micros, to_timestamp};
 use pm_runtime::{ApiError, ApiResult, Db, names};
-use tonic::{Request, Response, Status};
+use pm_runtime::{create_call, list_call};
+use tonic::Request;
 
 use crate::store::{
     self, COVERAGE, CREDENTIAL, ENROLLMENT, LOCATION, ORGANIZATION, PATIENT, PROVIDER, UNIT,
@@ -62,46 +63,15 @@ impl OrgApi {
     }
 }
 
-type Reply<T> = Result<Response<T>, Status>;
+use pm_runtime::grpc::{Reply, required};
 
 fn reply<T>(result: ApiResult<T>) -> Reply<T> {
-    result.map(Response::new).map_err(|e| e.into_status(DOMAIN))
-}
-
-fn required<T>(value: Option<T>, field: &str) -> ApiResult<T> {
-    value.ok_or_else(|| ApiError::invalid(field, "is required"))
+    pm_runtime::grpc::reply(result, DOMAIN)
 }
 
 macro_rules! method {
     ($name:literal) => {
         concat!("/pm.org.v1.OrgService/", $name)
-    };
-}
-
-macro_rules! list_call {
-    ($req:expr, $parent:expr) => {
-        ListCall {
-            parent: $parent,
-            page_size: $req.page_size,
-            page_token: &$req.page_token,
-            filter: &$req.filter,
-            order_by: &$req.order_by,
-            show_deleted: $req.show_deleted,
-            scope: None,
-        }
-    };
-}
-
-macro_rules! create_call {
-    ($req:expr, $method:literal, $parent:expr, $id:ident) => {
-        CreateCall {
-            method: method!($method),
-            parent: $parent,
-            id: &$req.$id,
-            id_field: stringify!($id),
-            request_id: &$req.request_id,
-            request_hash: docstore::request_hash(&$req),
-        }
     };
 }
 
@@ -322,7 +292,7 @@ impl OrgService for OrgApi {
                 )
                 .await?;
                 let org = required(req.organization.clone(), "organization")?;
-                let call = create_call!(req, "CreateOrganization", "", organization_id);
+                let call = create_call!(req, method!("CreateOrganization"), "", organization_id);
                 docstore::create(&self.db, &ORGANIZATION, call, org, async |_, org| {
                     domain::validate_organization(org)
                 })
@@ -466,7 +436,12 @@ impl OrgService for OrgApi {
                 };
                 self.check(&caller, method!("CreateServiceUnit"), about)
                     .await?;
-                let call = create_call!(req, "CreateServiceUnit", &req.parent, service_unit_id);
+                let call = create_call!(
+                    req,
+                    method!("CreateServiceUnit"),
+                    &req.parent,
+                    service_unit_id
+                );
                 docstore::create(&self.db, &UNIT, call, unit, async |conn, unit| {
                     domain::validate_unit(unit)?;
                     if !unit.parent_unit.is_empty() {
@@ -656,7 +631,7 @@ impl OrgService for OrgApi {
                 )
                 .await?;
                 let location = required(req.location.clone(), "location")?;
-                let call = create_call!(req, "CreateLocation", &req.parent, location_id);
+                let call = create_call!(req, method!("CreateLocation"), &req.parent, location_id);
                 docstore::create(&self.db, &LOCATION, call, location, async |_, l| {
                     domain::validate_location(l)
                 })
@@ -764,7 +739,7 @@ impl OrgService for OrgApi {
                 )
                 .await?;
                 let provider = required(req.provider.clone(), "provider")?;
-                let call = create_call!(req, "CreateProvider", &req.parent, provider_id);
+                let call = create_call!(req, method!("CreateProvider"), &req.parent, provider_id);
                 docstore::create(&self.db, &PROVIDER, call, provider, async |conn, p| {
                     check_provider(conn, p).await
                 })
@@ -884,7 +859,8 @@ impl OrgService for OrgApi {
                     About::Unit(&credential.unit),
                 )
                 .await?;
-                let call = create_call!(req, "CreateCredential", &req.parent, credential_id);
+                let call =
+                    create_call!(req, method!("CreateCredential"), &req.parent, credential_id);
                 docstore::create(&self.db, &CREDENTIAL, call, credential, async |conn, c| {
                     check_credential(conn, c).await
                 })
@@ -1060,7 +1036,7 @@ impl OrgService for OrgApi {
             )
             .await?;
             let patient = required(req.patient.clone(), "patient")?;
-            let call = create_call!(req, "CreatePatient", &req.parent, patient_id);
+            let call = create_call!(req, method!("CreatePatient"), &req.parent, patient_id);
             docstore::create(&self.db, &PATIENT, call, patient, async |conn, p| {
                 check_patient(conn, p).await?;
                 record_write(conn, &caller, method!("CreatePatient"), &p.name).await
@@ -1245,7 +1221,7 @@ impl OrgService for OrgApi {
                 About::Unit(&enrollment.unit),
             )
             .await?;
-            let call = create_call!(req, "CreateEnrollment", &req.parent, enrollment_id);
+            let call = create_call!(req, method!("CreateEnrollment"), &req.parent, enrollment_id);
             docstore::create(&self.db, &ENROLLMENT, call, enrollment, async |conn, e| {
                 check_enrollment_target(conn, e, &e.unit, &e.pathway_step, "enrollment").await?;
                 e.state = EnrollmentState::Active as i32;
@@ -1627,7 +1603,7 @@ impl OrgService for OrgApi {
             )
             .await?;
             let coverage = required(req.coverage.clone(), "coverage")?;
-            let call = create_call!(req, "CreateCoverage", &req.parent, coverage_id);
+            let call = create_call!(req, method!("CreateCoverage"), &req.parent, coverage_id);
             docstore::create(&self.db, &COVERAGE, call, coverage, async |conn, c| {
                 check_coverage(conn, c).await?;
                 record_write(conn, &caller, method!("CreateCoverage"), &c.name).await

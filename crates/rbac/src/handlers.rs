@@ -8,7 +8,7 @@ use pm_authz::token::{self, Claims};
 use pm_runtime::docstore::{self, CreateCall, ListCall};
 use pm_runtime::time::{Micros, now_micros, to_timestamp};
 use pm_runtime::{ApiError, ApiResult, Db, paging};
-use tonic::{Request, Response, Status};
+use tonic::Request;
 
 use crate::store::{PRINCIPAL, PRINCIPAL_NAME, ROLE_BINDING};
 
@@ -40,10 +40,10 @@ impl RbacApi {
     }
 }
 
-type Reply<T> = Result<Response<T>, Status>;
+use pm_runtime::grpc::Reply;
 
 fn reply<T>(result: ApiResult<T>) -> Reply<T> {
-    result.map(Response::new).map_err(|e| e.into_status(DOMAIN))
+    pm_runtime::grpc::reply(result, DOMAIN)
 }
 
 fn duration_micros(

@@ -10,6 +10,7 @@ pub mod docstore;
 pub mod error;
 pub mod fieldmask;
 pub mod filter;
+pub mod grpc;
 pub mod names;
 pub mod paging;
 pub mod server;

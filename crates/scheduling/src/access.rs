@@ -6,20 +6,12 @@ use chrono::Utc;
 use pm_authz::layer::Caller;
 use pm_authz::policy::{self, Role, Target};
 use pm_runtime::time::now_micros;
-use pm_runtime::{ApiError, ApiResult, names};
+use pm_runtime::{ApiResult, names};
 use tonic::Code;
 
 use crate::org::OrgView;
 
-/// The refusal for both "not yours" and "not there".
-pub fn denied(resource: &str) -> ApiError {
-    ApiError::new(
-        Code::PermissionDenied,
-        "PERMISSION_DENIED",
-        format!("permission denied on {resource} (or it might not exist)"),
-    )
-    .with_meta("resource", resource)
-}
+pub use pm_authz::layer::out_of_reach as denied;
 
 fn permission_of(method: &str) -> &'static str {
     pm_api::rule_for(method)
@@ -80,16 +72,7 @@ pub async fn authorize(
         Some(_) => Target::units(organization, Vec::new()),
     };
     let provider_units = provider_units(org, caller, organization).await;
-    let decision = caller.decide(permission, &target, &provider_units, now);
-    if decision.allowed {
-        if decision.break_glass {
-            tracing::warn!(binding = ?decision.binding, permission, "access through a break-glass binding");
-        }
-        Ok(())
-    } else {
-        tracing::debug!(permission, reason = %decision.reason, "permission denied");
-        Err(denied(resource))
-    }
+    caller.enforce(permission, &target, &provider_units, resource)
 }
 
 /// The units a List by `caller` narrows to (`None`: everything in the organization).

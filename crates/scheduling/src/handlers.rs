@@ -9,11 +9,12 @@ use pm_api::scheduling::scheduling_service_server::SchedulingService;
 use pm_api::scheduling::*;
 use pm_authz::layer::{Caller, require_caller as caller};
 use pm_authz::phi::PhiAudit;
-use pm_runtime::docstore::{self, CreateCall, ListCall, ListScope, VerbCall};
+use pm_runtime::docstore::{self, ListScope, VerbCall};
 use pm_runtime::names::{self, NamePattern};
 use pm_runtime::{ApiError, ApiResult, Db};
+use pm_runtime::{create_call, list_call};
 use sqlx::AnyConnection;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request};
 
 use crate::access;
 use crate::availability::{self, Interval};
@@ -45,33 +46,6 @@ macro_rules! method {
     };
 }
 
-macro_rules! list_call {
-    ($req:ident, $parent:expr, $show_deleted:expr) => {
-        ListCall {
-            parent: $parent,
-            page_size: $req.page_size,
-            page_token: &$req.page_token,
-            filter: &$req.filter,
-            order_by: &$req.order_by,
-            show_deleted: $show_deleted,
-            scope: None,
-        }
-    };
-}
-
-macro_rules! create_call {
-    ($req:ident, $method:literal, $parent:expr, $id:ident) => {
-        CreateCall {
-            method: method!($method),
-            parent: $parent,
-            id: &$req.$id,
-            id_field: stringify!($id),
-            request_id: &$req.request_id,
-            request_hash: docstore::request_hash(&$req),
-        }
-    };
-}
-
 /// The Scheduling service.
 #[derive(Clone)]
 pub struct SchedulingApi {
@@ -83,14 +57,10 @@ pub struct SchedulingApi {
     shutdown: tokio_util::sync::CancellationToken,
 }
 
-type Reply<T> = Result<Response<T>, Status>;
+use pm_runtime::grpc::{Reply, required};
 
 fn reply<T>(result: ApiResult<T>) -> Reply<T> {
-    result.map(Response::new).map_err(|e| e.into_status(DOMAIN))
-}
-
-fn required<T>(value: Option<T>, field: &str) -> ApiResult<T> {
-    value.ok_or_else(|| ApiError::invalid(field, "required"))
+    pm_runtime::grpc::reply(result, DOMAIN)
 }
 
 /// A slot search as the service runs it (FindSlots, and the re-check of every booking).
@@ -576,7 +546,7 @@ impl SchedulingApi {
             Err(err) => return self.replayed(&req).await?.ok_or(err),
         };
         let a = fill(a, slot, hold);
-        let call = create_call!(req, "BookAppointment", &req.parent, appointment_id);
+        let call = create_call!(req, method!("BookAppointment"), &req.parent, appointment_id);
         let booked = docstore::create_then(
             &self.db,
             &APPOINTMENT,
@@ -865,7 +835,8 @@ impl SchedulingService for SchedulingApi {
                 domain::validate_visit_type(&visit)?;
                 // The unit is Org's: it must exist there.
                 self.org.unit(&req.parent).await?;
-                let call = create_call!(req, "CreateVisitType", &req.parent, visit_type_id);
+                let call =
+                    create_call!(req, method!("CreateVisitType"), &req.parent, visit_type_id);
                 docstore::create(&self.db, &VISIT_TYPE, call, visit, async |conn, v| {
                     let same_code = docstore::all_live::<VisitType>(
                         conn,
@@ -971,7 +942,7 @@ impl SchedulingService for SchedulingApi {
                 })?;
                 let call = create_call!(
                     req,
-                    "CreateAvailabilityRule",
+                    method!("CreateAvailabilityRule"),
                     &req.parent,
                     availability_rule_id
                 );
@@ -1083,7 +1054,7 @@ impl SchedulingService for SchedulingApi {
                 domain::validate_exception(&exception)?;
                 let call = create_call!(
                     req,
-                    "CreateAvailabilityException",
+                    method!("CreateAvailabilityException"),
                     &req.parent,
                     availability_exception_id
                 );
@@ -1159,7 +1130,7 @@ impl SchedulingService for SchedulingApi {
                     ));
                 }
                 self.org.zone(&req.parent).await?;
-                let call = create_call!(req, "CreateRoom", &req.parent, room_id);
+                let call = create_call!(req, method!("CreateRoom"), &req.parent, room_id);
                 docstore::create(&self.db, &ROOM, call, room, async |_, _| Ok(())).await
             }
             .await,

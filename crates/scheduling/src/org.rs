@@ -158,31 +158,27 @@ impl OrgView {
         if let Some(tree) = self.trees.get(organization) {
             return Ok(tree);
         }
-        let mut tree = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let page = self
-                .client
-                .clone()
-                .list_service_units(ListServiceUnitsRequest {
-                    parent: organization.into(),
-                    page_size: 1000,
-                    page_token,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|s| from_org(s, organization))?
-                .into_inner();
-            tree.extend(
-                page.service_units
-                    .into_iter()
-                    .map(|u| (u.name, u.parent_unit)),
-            );
-            if page.next_page_token.is_empty() {
-                break;
+        let tree = all_pages(|page_token| {
+            let mut client = self.client.clone();
+            async move {
+                let page = client
+                    .list_service_units(ListServiceUnitsRequest {
+                        parent: organization.into(),
+                        page_size: 1000,
+                        page_token,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|s| from_org(s, organization))?
+                    .into_inner();
+                let units = page.service_units.into_iter();
+                Ok((
+                    units.map(|u| (u.name, u.parent_unit)).collect(),
+                    page.next_page_token,
+                ))
             }
-            page_token = page.next_page_token;
-        }
+        })
+        .await?;
         self.trees.put(organization, tree.clone());
         Ok(tree)
     }
@@ -192,38 +188,32 @@ impl OrgView {
         if let Some(credentials) = self.credentials.get(provider) {
             return Ok(credentials);
         }
-        let mut credentials = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let page = self
-                .client
-                .clone()
-                .list_credentials(ListCredentialsRequest {
-                    parent: provider.into(),
-                    page_size: 1000,
-                    page_token,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|s| from_org(s, provider))?
-                .into_inner();
-            for c in page.credentials {
-                let period = c.effective_period.unwrap_or_default();
-                let Some(from) = micros_to_time(period.start_time.as_ref()) else {
-                    continue;
-                };
-                credentials.push(CredentialInfo {
-                    unit: c.unit,
-                    active: c.state == CredentialState::Active as i32,
-                    from,
-                    until: micros_to_time(period.end_time.as_ref()),
+        let credentials = all_pages(|page_token| {
+            let mut client = self.client.clone();
+            async move {
+                let page = client
+                    .list_credentials(ListCredentialsRequest {
+                        parent: provider.into(),
+                        page_size: 1000,
+                        page_token,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|s| from_org(s, provider))?
+                    .into_inner();
+                let credentials = page.credentials.into_iter().filter_map(|c| {
+                    let period = c.effective_period.unwrap_or_default();
+                    Some(CredentialInfo {
+                        unit: c.unit,
+                        active: c.state == CredentialState::Active as i32,
+                        from: micros_to_time(period.start_time.as_ref())?,
+                        until: micros_to_time(period.end_time.as_ref()),
+                    })
                 });
+                Ok((credentials.collect(), page.next_page_token))
             }
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            page_token = page.next_page_token;
-        }
+        })
+        .await?;
         self.credentials.put(provider, credentials.clone());
         Ok(credentials)
     }
@@ -283,5 +273,24 @@ impl OrgView {
             enrollment,
             coverages,
         })
+    }
+}
+
+/// Every item of a paginated List: `fetch` gets a page token ("" first) and answers a page of items
+/// with the next token ("" after the last page).
+async fn all_pages<T, F, Fut>(mut fetch: F) -> ApiResult<Vec<T>>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = ApiResult<(Vec<T>, String)>>,
+{
+    let mut items = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let (page, next) = fetch(page_token).await?;
+        items.extend(page);
+        if next.is_empty() {
+            return Ok(items);
+        }
+        page_token = next;
     }
 }
