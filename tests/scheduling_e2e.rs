@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::America::New_York;
 use pm_api::org::org_service_client::OrgServiceClient;
 use pm_api::org::*;
@@ -1020,6 +1020,23 @@ async fn changes(backend: Backend) -> anyhow::Result<()> {
         assert_eq!(a.series, weekly.appointments[0].name);
     }
     assert_eq!(appointments(&mut s).await?.len(), before + 6);
+
+    // Across the spring-forward change (New York, 14 March 2027): 10:00 local every week, so
+    // 15:00Z before it and 14:00Z after.
+    let march = NaiveDate::from_ymd_opt(2027, 3, 2).unwrap();
+    let spring = s
+        .book_series(BookSeriesRequest {
+            count: 3,
+            ..series(at(march, 10, 0), "")
+        })
+        .await?
+        .into_inner();
+    let utc_hours: Vec<u32> = spring
+        .appointments
+        .iter()
+        .map(|a| DateTime::from_timestamp(start_of(a), 0).unwrap().hour())
+        .collect();
+    assert_eq!(utc_hours, vec![15, 15, 14]);
 
     // The waitlist: a cancellation offers the freed slot, as a hold, to the first patient waiting.
     let entry = s
