@@ -1093,6 +1093,38 @@ async fn changes(backend: Backend) -> anyhow::Result<()> {
         .into_inner();
     assert_eq!(confirmed.state, AppointmentState::Booked as i32);
     let _ = other;
+
+    // Time off takes time out of search and shows on the calendar as blocked.
+    let later = monday + chrono::Days::new(14);
+    s.create_availability_exception(CreateAvailabilityExceptionRequest {
+        parent: OKAFOR.into(),
+        availability_exception: Some(AvailabilityException {
+            kind: ExceptionKind::TimeOff as i32,
+            interval: Some(Interval {
+                start_time: Some(ts(at(later, 9, 0))),
+                end_time: Some(ts(at(later, 10, 30))),
+            }),
+            description: "training".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await?;
+    let found = find(&mut s, COVERED, FOLLOW_UP, later).await;
+    assert_eq!(
+        starts(&found),
+        vec![at(later, 10, 30).timestamp(), at(later, 11, 0).timestamp()]
+    );
+    let calendar = s
+        .list_calendar(ListCalendarRequest {
+            scope: OKAFOR.into(),
+            window: window(later),
+            show_inactive: false,
+        })
+        .await?
+        .into_inner();
+    assert!(calendar.entries.iter().any(|e| matches!(&e.entry,
+        Some(calendar_entry::Entry::Blocked(b)) if b.kind == ExceptionKind::TimeOff as i32)));
     mesh.stop().await
 }
 

@@ -210,6 +210,32 @@ pub async fn all_live<T: Resource>(
     rows.iter().map(decode_row).collect()
 }
 
+/// Every live resource of several collections, in one query (ordered by name, so grouped by
+/// collection).
+pub async fn all_live_in<T: Resource>(
+    conn: &mut AnyConnection,
+    collections: &[String],
+) -> ApiResult<Vec<Stored<T>>> {
+    if collections.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Placeholders only in the SQL text: the Any driver has no array binds.
+    let placeholders = (1..=collections.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT {COLUMNS} FROM resources WHERE collection IN ({placeholders}) \
+         AND delete_time IS NULL ORDER BY name"
+    );
+    let mut query = sqlx::query(&sql);
+    for collection in collections {
+        query = query.bind(collection.as_str());
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    rows.iter().map(decode_row).collect()
+}
+
 async fn write_attrs<T: Resource>(
     conn: &mut AnyConnection,
     kind: &Kind<T>,

@@ -178,7 +178,8 @@ impl SchedulingApi {
             s.ignore,
         )
         .await?;
-        // Per provider, in one go: booked time (one query), credentials (Org, concurrently).
+        // Per provider, in one go: booked time and exceptions (a query each), credentials (Org,
+        // concurrently).
         let providers: Vec<String> = by_location
             .values()
             .flat_map(|p| p.keys().cloned())
@@ -187,6 +188,7 @@ impl SchedulingApi {
             .collect();
         let provider_busy =
             occupancy::busy(&mut conn, HolderKind::Provider, &providers, from, until).await?;
+        let exceptions = store::exceptions_of_all(&mut conn, &providers).await?;
         let credentials: HashMap<String, Vec<eligibility::CredentialInfo>> = providers
             .iter()
             .cloned()
@@ -211,9 +213,10 @@ impl SchedulingApi {
                     .iter()
                     .map(domain::weekly_rule)
                     .collect::<ApiResult<Vec<_>>>()?;
-                let exceptions = store::exceptions_of(&mut conn, &provider)
-                    .await?
-                    .iter()
+                let exceptions = exceptions
+                    .get(&provider)
+                    .into_iter()
+                    .flatten()
                     .map(domain::exception)
                     .collect::<ApiResult<Vec<_>>>()?;
                 candidates.push(eligibility::ProviderCandidate {

@@ -165,6 +165,27 @@ pub async fn exceptions_of(
     .collect())
 }
 
+/// The live exceptions of each of `providers`.
+pub async fn exceptions_of_all(
+    conn: &mut AnyConnection,
+    providers: &[String],
+) -> ApiResult<std::collections::HashMap<String, Vec<AvailabilityException>>> {
+    let collections: Vec<String> = providers
+        .iter()
+        .map(|p| collection(&AVAILABILITY_EXCEPTION, p))
+        .collect();
+    let mut by_provider: std::collections::HashMap<String, Vec<AvailabilityException>> =
+        Default::default();
+    for stored in docstore::all_live_in::<AvailabilityException>(conn, &collections).await? {
+        let provider = pm_runtime::names::parent_of(&stored.resource.name).to_string();
+        by_provider
+            .entry(provider)
+            .or_default()
+            .push(stored.resource);
+    }
+    Ok(by_provider)
+}
+
 /// A location's live rooms.
 pub async fn rooms_of(conn: &mut AnyConnection, location: &str) -> ApiResult<Vec<Room>> {
     Ok(
