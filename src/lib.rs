@@ -5,6 +5,11 @@
 
 /// Generated packages, one module per protobuf package.
 pub mod pm {
+    pub mod audit {
+        pub mod v1 {
+            tonic::include_proto!("pm.audit.v1");
+        }
+    }
     pub mod authz {
         pub mod v1 {
             tonic::include_proto!("pm.authz.v1");
@@ -39,7 +44,8 @@ pub mod pm {
 
 pub use pm::types::v1 as types;
 pub use pm::{
-    billing::v1 as billing, org::v1 as org, rbac::v1 as rbac, scheduling::v1 as scheduling,
+    audit::v1 as audit, billing::v1 as billing, org::v1 as org, rbac::v1 as rbac,
+    scheduling::v1 as scheduling,
 };
 
 /// The encoded `FileDescriptorSet` of every file in `proto/` and its imports (with comments), for

@@ -766,6 +766,55 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
     assert_eq!(err.code(), Code::PermissionDenied);
     assert_eq!(appointments(&mut s).await?.len(), 6);
 
+    // "Who accessed this patient": Org merges its own trail with Scheduling's, oldest first, over
+    // pages that carry a cursor per trail.
+    let mut records = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = org
+            .list_patient_accesses(ListPatientAccessesRequest {
+                patient: COVERED.into(),
+                page_size: 7,
+                page_token,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        records.extend(page.records);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let keys: std::collections::BTreeSet<(String, i64)> =
+        records.iter().map(|r| (r.service.clone(), r.seq)).collect();
+    assert_eq!(keys.len(), records.len(), "no record twice across pages");
+    let times: Vec<(i64, i32)> = records
+        .iter()
+        .map(|r| r.time.as_ref().map(|t| (t.seconds, t.nanos)).unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+    assert!(
+        records
+            .iter()
+            .any(|r| r.service == "scheduling" && r.method.ends_with("/BookAppointment"))
+    );
+    assert!(records.iter().any(|r| r.service == "org"
+        && r.calling_service.contains("scheduling")
+        && r.method.ends_with("/ListCoverages")));
+    // A service's trail is for Org to read, not for people.
+    let err = pm_api::audit::audit_service_client::AuditServiceClient::new(
+        mesh.authed(pm::mesh::Service::Scheduling, pm::demo::ADMIN)
+            .await?,
+    )
+    .list_patient_accesses(pm_api::audit::ListPatientAccessesRequest {
+        patient: COVERED.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
     // The audit trail of the Scheduling slice holds the bookings, naming the patient.
     let db =
         pm_runtime::Db::open(&mesh.config, pm_scheduling::NAME, pm_scheduling::MIGRATIONS).await?;

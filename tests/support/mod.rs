@@ -85,7 +85,7 @@ impl TestMesh {
         Ok(response.into_inner().token)
     }
 
-    async fn authed(
+    pub async fn authed(
         &self,
         service: Service,
         principal: &str,

@@ -3,6 +3,7 @@
 //! caller's role bindings allow it on the resource's scope, and the HIPAA audit trail of PHI access.
 
 pub mod audit;
+pub mod audit_api;
 pub mod checkpoints;
 pub mod layer;
 pub mod phi;

@@ -26,6 +26,8 @@ pub const DOMAIN: &str = "org.pm.dev";
 pub struct OrgApi {
     db: Db,
     phi: PhiAudit,
+    /// The audit trails of the other services that hold PHI (ListPatientAccesses merges them).
+    peers: Vec<crate::accesses::Peer>,
     /// The authorization layer's view of RBAC, for explaining another principal's access.
     access: Option<pm_authz::layer::Authz>,
 }
@@ -42,8 +44,15 @@ impl OrgApi {
         Self {
             db,
             phi: PhiAudit::new(NAME, audit),
+            peers: Vec::new(),
             access: None,
         }
+    }
+
+    /// The same service, answering ListPatientAccesses with the trails of `peers` merged in.
+    pub fn with_audit_peers(mut self, peers: Vec<crate::accesses::Peer>) -> Self {
+        self.peers = peers;
+        self
     }
 
     /// The same service, able to explain other principals' access through `authz` (CheckAccess).
@@ -58,6 +67,7 @@ impl OrgApi {
         Self {
             db,
             phi: PhiAudit::disabled_for_benchmarks(NAME),
+            peers: Vec::new(),
             access: None,
         }
     }
@@ -156,29 +166,6 @@ fn patient_of(name: &str) -> String {
     match segments.as_slice() {
         ["organizations", _, "patients", _, ..] => segments[..4].join("/"),
         _ => String::new(),
-    }
-}
-
-/// The wire form of a stored audit record.
-fn access_record(stored: &audit::StoredAuditEvent) -> AccessRecord {
-    let event = &stored.event;
-    let (outcome, status_code) = match event.outcome {
-        Outcome::Success => ("success", 0),
-        Outcome::Denied => ("denied", tonic::Code::PermissionDenied as i32),
-        Outcome::Failed { code } => ("failed", code),
-    };
-    AccessRecord {
-        seq: stored.seq,
-        time: Some(to_timestamp(event.time)),
-        method: event.method.clone(),
-        principal: event.principal.clone(),
-        calling_service: event.calling_service.clone().unwrap_or_default(),
-        resources: event.resources.clone(),
-        source: event.source.clone().unwrap_or_default(),
-        purpose: event.purpose.clone().unwrap_or_default(),
-        outcome: outcome.into(),
-        status_code,
-        fhir_audit_event: audit::to_fhir_audit_event(stored).to_string(),
     }
 }
 
@@ -1384,33 +1371,7 @@ impl OrgService for OrgApi {
                 return Err(ApiError::not_found(&req.patient));
             }
             drop(conn);
-            let from = req.start_time.as_ref().map_or(0, to_micros);
-            let to = req.end_time.as_ref().map_or_else(now_micros, to_micros);
-            let page_size = pm_runtime::paging::page_size(req.page_size)?;
-            // The query is the request as sent: an open end ("until now") stays the same query across pages.
-            let asked = |t: &Option<prost_types::Timestamp>| {
-                t.as_ref()
-                    .map(|t| to_micros(t).to_string())
-                    .unwrap_or_default()
-            };
-            let fingerprint = pm_runtime::paging::query_fingerprint(&[
-                &req.patient,
-                &asked(&req.start_time),
-                &asked(&req.end_time),
-            ]);
-            let after = pm_runtime::paging::decode_token(&req.page_token, &fingerprint)?
-                .and_then(|key| key.first().and_then(|seq| seq.parse::<i64>().ok()));
-            let (records, next) =
-                audit::accesses_to_patient(&self.db, &req.patient, from, to, page_size, after)
-                    .await?;
-            Ok(ListPatientAccessesResponse {
-                records: records.iter().map(access_record).collect(),
-                next_page_token: next
-                    .map(|seq| {
-                        pm_runtime::paging::encode_token(&fingerprint, vec![seq.to_string()])
-                    })
-                    .unwrap_or_default(),
-            })
+            crate::accesses::list(&self.db, &self.peers, &req).await
         }
         .await;
         let patient = resource.clone();

@@ -5,6 +5,7 @@
 //! the service's own database slice).
 
 pub mod access;
+pub mod accesses;
 pub mod domain;
 pub mod handlers;
 pub mod store;
@@ -29,11 +30,14 @@ pub const NAME: &str = "org";
 pub const GRPC_SERVICE: &str = "pm.org.v1.OrgService";
 
 /// The service behind the authorization layer, ready for `pm_runtime::server::serve`. The layer and
-/// the handlers share one audit writer: refusals and served PHI calls land in the same trail.
-pub fn service(db: Db, authz: Authz) -> ServiceDef {
+/// the handlers share one audit writer: refusals and served PHI calls land in the same trail. `peers`
+/// are the other services whose audit trails ListPatientAccesses merges.
+pub fn service(db: Db, authz: Authz, peers: Vec<accesses::Peer>) -> ServiceDef {
     let audit = std::sync::Arc::new(pm_authz::audit::AuditWriter::spawn(db.clone(), 256));
     let api = OrgServiceServer::new(
-        handlers::OrgApi::with_audit(db.clone(), audit.clone()).explaining_with(authz.clone()),
+        handlers::OrgApi::with_audit(db.clone(), audit.clone())
+            .explaining_with(authz.clone())
+            .with_audit_peers(peers),
     );
     ServiceDef {
         name: NAME,

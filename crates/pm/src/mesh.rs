@@ -154,6 +154,11 @@ pub async fn start(
         .find(|(s, _)| *s == Service::Org)
         .map(|(_, addr)| format!("{scheme}://localhost:{}", addr.port()))
         .unwrap_or_else(|| config.org_url());
+    let scheduling_url = listening
+        .iter()
+        .find(|(s, _)| *s == Service::Scheduling)
+        .map(|(_, addr)| format!("{scheme}://localhost:{}", addr.port()))
+        .unwrap_or_else(|| config.scheduling_url());
     let mut tasks = Vec::new();
     let mut dbs = Vec::new();
     for (&service, listener) in services.iter().zip(listeners) {
@@ -168,7 +173,14 @@ pub async fn start(
                     db.clone(),
                     shutdown.clone(),
                 )?);
-                pm_org::service(db, authz)
+                // The other trails ListPatientAccesses merges, reached with Org's certificate.
+                let peers = vec![pm_org::accesses::Peer {
+                    service: pm_scheduling::NAME.to_string(),
+                    client: pm_api::audit::audit_service_client::AuditServiceClient::new(
+                        client::lazy_channel(config, pm_org::NAME, &scheduling_url)?,
+                    ),
+                }];
+                pm_org::service(db, authz, peers)
             }
             Service::Rbac => {
                 let db = Db::open(config, pm_rbac::NAME, pm_rbac::MIGRATIONS).await?;

@@ -59,6 +59,9 @@ pub struct PeersConfig {
     /// The Org service, which Scheduling asks about units, credentials, enrollments and coverage.
     /// Default `https://localhost:<listen.org_port>`.
     pub org_url: Option<String>,
+    /// The Scheduling service, whose audit trail Org's ListPatientAccesses merges.
+    /// Default `https://localhost:<listen.scheduling_port>`.
+    pub scheduling_url: Option<String>,
 }
 
 impl Default for Config {
@@ -289,6 +292,18 @@ impl Config {
                 "https"
             };
             format!("{scheme}://localhost:{}", self.listen.rbac_port)
+        })
+    }
+
+    /// The Scheduling service's URL.
+    pub fn scheduling_url(&self) -> String {
+        self.peers.scheduling_url.clone().unwrap_or_else(|| {
+            let scheme = if self.tls.mode == TlsMode::Plaintext {
+                "http"
+            } else {
+                "https"
+            };
+            format!("{scheme}://localhost:{}", self.listen.scheduling_port)
         })
     }
 

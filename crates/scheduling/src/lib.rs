@@ -20,7 +20,9 @@ pub mod store;
 
 use std::sync::Arc;
 
+use pm_api::audit::audit_service_server::AuditServiceServer;
 use pm_api::scheduling::scheduling_service_server::SchedulingServiceServer;
+use pm_authz::audit_api::AuditApi;
 use pm_authz::layer::Authz;
 use pm_authz::phi::PhiAudit;
 use pm_runtime::Db;
@@ -42,6 +44,9 @@ pub const NAME: &str = "scheduling";
 /// The gRPC service name.
 pub const GRPC_SERVICE: &str = "pm.scheduling.v1.SchedulingService";
 
+/// The audit trail's internal gRPC service, served beside it.
+pub const AUDIT_GRPC_SERVICE: &str = "pm.audit.v1.AuditService";
+
 /// The service behind the authorization layer, asking Org through `org` (an mTLS channel with this
 /// service's certificate). Its streams end when `shutdown` is cancelled.
 pub fn service(
@@ -57,10 +62,17 @@ pub fn service(
         PhiAudit::new(NAME, audit.clone()),
         shutdown,
     ));
+    // Its audit trail, for Org's mesh-wide ListPatientAccesses.
+    let trail = AuditServiceServer::new(AuditApi::new(
+        db.clone(),
+        NAME,
+        PhiAudit::new(NAME, audit.clone()),
+    ));
+    let authz = authz.with_audit(audit);
     ServiceDef {
         name: NAME,
-        grpc_services: vec![GRPC_SERVICE],
-        routes: tonic::service::Routes::new(authz.with_audit(audit).layer(api)),
+        grpc_services: vec![GRPC_SERVICE, AUDIT_GRPC_SERVICE],
+        routes: tonic::service::Routes::new(authz.layer(api)).add_service(authz.layer(trail)),
         db: Some(db),
     }
 }
