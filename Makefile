@@ -28,7 +28,7 @@ lint: ## clippy -D warnings, rustfmt check, buf lint
 	$(CARGO) fmt --all -- --check
 	cd proto && buf lint
 
-bench: ## Throughput and latency of an empty RPC (the ceiling) and Org Get/List/Create on SQLite and PostgreSQL
+bench: ## Throughput and latency: the ceiling, Org reads and writes, audited PHI reads, Scheduling bookings and slot search, on SQLite and PostgreSQL
 	$(CARGO) run -q --release -p pm --bin pm-bench
 
 clean-data: ## Remove the local mesh's data (SQLite files and dev certificates)

@@ -1,19 +1,21 @@
-//! `pm-bench`: throughput and latency of the Org service over mTLS, in one run.
+//! `pm-bench`: throughput and latency of the Org and Scheduling services over mTLS, in one run.
 //!
 //! First the ceiling, an empty call (`grpc.health.v1.Health/Check`, no database work); then, on
-//! SQLite and on PostgreSQL, `GetServiceUnit`, `ListServiceUnits` and `CreateServiceUnit`. Each row
-//! runs for a fixed time with a fixed number of calls in flight, spread over a few mTLS channels, and
-//! reports successful calls per second, p50 and p99 latency, errors, and its share of the ceiling.
+//! SQLite and on PostgreSQL, `GetServiceUnit`, `ListServiceUnits` and `CreateServiceUnit`, and the
+//! Scheduling rows (`BookAppointment`, `FindSlots` and their baselines: see `bench_scheduling.rs`).
+//! Each row runs for a fixed time with a fixed number of calls in flight, spread over a few mTLS
+//! channels, and reports successful calls per second, p50 and p99 latency, errors, and its share of the ceiling.
 //!
-//! The mesh runs in this process (the Org service only, on free ports of 127.0.0.1, dev mTLS under a
-//! temporary folder), so client and server share the machine's cores.
+//! The mesh runs in this process (Org, RBAC and Scheduling, on free ports of 127.0.0.1, dev mTLS
+//! under a temporary folder), so client and server share the machine's cores.
 //!
 //! Environment:
 //! - `PM_BENCH_SECONDS`: seconds per row (default 5).
 //! - `PM_BENCH_CONCURRENCY`: calls in flight (default 32).
 //! - `PM_BENCH_POSTGRES_URL`: default `postgres://postgres@127.0.0.1:5432/postgres`. The run uses a
-//!   fresh schema `pmbench_<random>_org` and drops it at the end; an unreachable server skips the
-//!   PostgreSQL rows.
+//!   fresh schema per service, `pmbench_<random>_<service>`, and drops them at the end; an
+//!   unreachable server skips the PostgreSQL rows. The bare baselines run `pgbench` on the
+//!   Scheduling schema (skipped when it is not installed).
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -42,6 +44,9 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use uuid::Uuid;
+
+#[path = "bench_scheduling.rs"]
+mod bench_scheduling;
 
 /// mTLS channels the in-flight calls are spread over (one TLS connection caps throughput).
 const CHANNELS: usize = 4;
@@ -170,7 +175,7 @@ impl Target {
     }
 
     async fn cleanup(&self) -> anyhow::Result<()> {
-        for service in [pm_org::NAME, pm_rbac::NAME] {
+        for service in [pm_org::NAME, pm_rbac::NAME, pm_scheduling::NAME] {
             let schema = format!("{}{service}", self.config.storage.postgres_schema_prefix);
             Db::drop_postgres_schema(self.config.storage.postgres_url.expose(), &schema)
                 .await
@@ -180,7 +185,7 @@ impl Target {
     }
 }
 
-/// The Org service alone, on a free port of 127.0.0.1, dev mTLS under `data_dir`.
+/// The mesh's services on free ports of 127.0.0.1, dev mTLS under `data_dir`.
 fn mesh_config(backend: Backend, data_dir: PathBuf) -> Config {
     let mut config = Config::defaults_in(data_dir);
     config.listen.host = [127, 0, 0, 1].into();
@@ -201,7 +206,7 @@ async fn bench_target(
 ) -> anyhow::Result<f64> {
     let mesh = mesh::start(
         &target.config,
-        &[Service::Org, Service::Rbac],
+        &[Service::Org, Service::Rbac, Service::Scheduling],
         CancellationToken::new(),
     )
     .await
@@ -237,6 +242,7 @@ async fn bench_mesh(
         print_row(target.label, &result, Some(ceiling));
     }
     bench_patient_reads(settings, target, mesh, &channels, &token, ceiling).await?;
+    bench_scheduling::bench(settings, target, mesh, &channels, &token, ceiling).await?;
     Ok(ceiling)
 }
 
