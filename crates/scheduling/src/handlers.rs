@@ -75,6 +75,8 @@ struct Search<'a> {
     step: TimeDelta,
     /// An appointment whose own time does not count as busy (the one being rescheduled).
     ignore: Option<&'a str>,
+    /// Stop once this many slots are found (0: no limit); the earliest are found first.
+    limit: usize,
 }
 
 /// Slots found, each with its location, and the exclusions.
@@ -198,7 +200,9 @@ impl SchedulingApi {
             )
             .collect();
 
-        let mut found = Found::default();
+        // Everything per location and provider is read once; the rules then run over the window a
+        // day at a time, earliest first, until enough slots are found.
+        let mut locations = Vec::new();
         let mut seen_providers: Vec<String> = Vec::new();
         for (location, providers) in by_location {
             let rooms = if visit.needs_room {
@@ -232,35 +236,52 @@ impl SchedulingApi {
                 });
                 seen_providers.push(provider);
             }
-            let result = eligibility::find_slots(&eligibility::SlotQuery {
-                unit: unit.policy.clone(),
-                visit_type: visit.clone(),
-                window: s.window,
-                step: s.step,
-                patient: patient.clone(),
-                patient_busy: patient_busy.clone(),
-                providers: candidates,
-                rooms,
-            });
-            if result
-                .excluded
-                .iter()
-                .any(|e| e.subject == Subject::Patient)
-            {
-                // The patient-level rules fail the same way at every location.
-                return Ok(Found {
-                    slots: Vec::new(),
-                    excluded: result.excluded,
-                });
-            }
-            found.slots.extend(
-                result
-                    .slots
-                    .into_iter()
-                    .map(|slot| (location.clone(), slot)),
-            );
-            found.excluded.extend(result.excluded);
+            locations.push((location, candidates, rooms));
         }
+
+        let mut found = Found::default();
+        let mut chunk_end = s.window.start();
+        while chunk_end < s.window.end() && (s.limit == 0 || found.slots.len() < s.limit) {
+            let chunk_start = chunk_end;
+            chunk_end = (chunk_start + TimeDelta::days(1)).min(s.window.end());
+            let first = chunk_start == s.window.start();
+            for (location, candidates, rooms) in &locations {
+                // Each (merged) block of availability belongs to the day it starts in, so the slot
+                // grid is the same as over the whole window.
+                let providers = candidates
+                    .iter()
+                    .map(|c| eligibility::ProviderCandidate {
+                        availability: c
+                            .availability
+                            .iter()
+                            .filter(|i| {
+                                (first || i.start() >= chunk_start) && i.start() < chunk_end
+                            })
+                            .copied()
+                            .collect(),
+                        ..c.clone()
+                    })
+                    .collect();
+                let result = eligibility::find_slots(&eligibility::SlotQuery {
+                    unit: unit.policy.clone(),
+                    visit_type: visit.clone(),
+                    window: s.window,
+                    step: s.step,
+                    patient: patient.clone(),
+                    patient_busy: patient_busy.clone(),
+                    providers,
+                    rooms: rooms.clone(),
+                });
+                found.slots.extend(
+                    result
+                        .slots
+                        .into_iter()
+                        .map(|slot| (location.clone(), slot)),
+                );
+                found.excluded.extend(result.excluded);
+            }
+        }
+        found.excluded = explain(found.excluded, &found.slots);
         // A provider asked for by name never disappears silently.
         for provider in s.providers {
             if !seen_providers.contains(provider) {
@@ -328,6 +349,7 @@ impl SchedulingApi {
                 rooms: &rooms,
                 step: TimeDelta::minutes(1),
                 ignore,
+                limit: 0,
             })
             .await?;
         if let Some((_, slot)) = found
@@ -421,6 +443,38 @@ async fn busy_of(
     Ok(intervals(spans.get(holder), ignore))
 }
 
+/// The exclusions of a search done a day at a time: one per (provider, reason), the earliest; and a
+/// provider-wide one (no candidate that day) only for a provider that got nothing anywhere.
+fn explain(
+    excluded: Vec<eligibility::Exclusion>,
+    slots: &[(String, eligibility::Slot)],
+) -> Vec<eligibility::Exclusion> {
+    let provider_of = |e: &eligibility::Exclusion| match &e.subject {
+        Subject::Provider(p) | Subject::Candidate { provider: p, .. } => Some(p.clone()),
+        Subject::Patient => None,
+    };
+    let active: std::collections::BTreeSet<String> = slots
+        .iter()
+        .map(|(_, slot)| slot.provider.clone())
+        .chain(
+            excluded
+                .iter()
+                .filter(|e| matches!(e.subject, Subject::Candidate { .. }))
+                .filter_map(provider_of),
+        )
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    excluded
+        .into_iter()
+        .filter(|e| {
+            let provider = provider_of(e);
+            let provider_wide = matches!(e.subject, Subject::Provider(_));
+            !(provider_wide && provider.as_ref().is_some_and(|p| active.contains(p)))
+                && seen.insert((provider, provider_wide, e.reason))
+        })
+        .collect()
+}
+
 /// Occupied spans as intervals, leaving out those of the appointment `ignore`.
 fn intervals(spans: Option<&Vec<(String, i64, i64)>>, ignore: Option<&str>) -> Vec<Interval> {
     spans
@@ -443,18 +497,19 @@ fn event(state: AppointmentState, reason: &str) -> AppointmentEvent {
     }
 }
 
-/// Marks lapsed holds EXPIRED and frees their time, inside a booking's write transaction (so a
-/// lapsed hold never blocks a booking).
-async fn expire_lapsed_holds(conn: &mut AnyConnection) -> ApiResult<()> {
+/// Marks the organization's lapsed holds EXPIRED and frees their time, inside a booking's write
+/// transaction, which holds the organization's lock (so a lapsed hold never blocks a booking).
+async fn expire_lapsed_holds(conn: &mut AnyConnection, organization: &str) -> ApiResult<()> {
     let held = APPOINTMENT_STATE_HELD_NAME;
     let now = Utc::now();
     for stored in docstore::find_kind_by_attr(conn, &APPOINTMENT, "state", held).await? {
-        let lapsed = stored
-            .resource
-            .hold_expire_time
-            .as_ref()
-            .and_then(instant)
-            .is_some_and(|t| t <= now);
+        let lapsed = names::organization_of(&stored.resource.name) == organization
+            && stored
+                .resource
+                .hold_expire_time
+                .as_ref()
+                .and_then(instant)
+                .is_some_and(|t| t <= now);
         if lapsed {
             let mut a = stored.resource;
             a.state = AppointmentState::Expired as i32;
@@ -556,14 +611,12 @@ impl SchedulingApi {
             call,
             a,
             async |conn, a| {
-                expire_lapsed_holds(conn).await?;
-                self.occupy(conn, caller, method!("BookAppointment"), a, &visit)
-                    .await
+                expire_lapsed_holds(conn, &req.parent).await?;
+                self.occupy(conn, a, &visit).await
             },
             async |conn, booked| {
-                outbox::append(conn, EventKind::AppointmentChanged(booked.clone()))
+                self.publish(conn, caller, method!("BookAppointment"), booked)
                     .await
-                    .map(|_| ())
             },
         )
         .await?;
@@ -613,20 +666,31 @@ impl SchedulingApi {
             .await
     }
 
-    /// Takes the appointment's time for its provider, patient and room, and records the write, in
-    /// the caller's transaction.
+    /// Takes the appointment's time for its provider, patient and room, in the caller's
+    /// transaction.
     async fn occupy(
         &self,
         conn: &mut AnyConnection,
-        caller: &Caller,
-        method: &str,
         a: &Appointment,
         visit: &VisitType,
     ) -> ApiResult<()> {
         let (holders, from, until) = occupancy_of(a, visit)?;
         occupancy::reserve(conn, &a.name, &holders, from, until).await?;
         let expire = a.hold_expire_time.as_ref().and_then(instant);
-        occupancy::set_expiry(conn, &a.name, expire.map(|t| t.timestamp_micros())).await?;
+        occupancy::set_expiry(conn, &a.name, expire.map(|t| t.timestamp_micros())).await
+    }
+
+    /// The last writes of an appointment change, right before its commit: the outbox event and the
+    /// audit record. Both take a lock shared by the whole slice (the outbox's order, the audit
+    /// chain's head), so they come last to hold those locks for as short as possible.
+    async fn publish(
+        &self,
+        conn: &mut AnyConnection,
+        caller: &Caller,
+        method: &str,
+        a: &Appointment,
+    ) -> ApiResult<()> {
+        outbox::append(conn, EventKind::AppointmentChanged(a.clone())).await?;
         self.phi
             .record_write(conn, caller, method, &a.name, vec![a.patient.clone()])
             .await
@@ -685,20 +749,11 @@ impl SchedulingApi {
             &self.db,
             &APPOINTMENT,
             call,
-            async |conn, a| {
-                match change(a)? {
-                    Occupancy::Keep => occupancy::set_expiry(conn, &a.name, None).await?,
-                    Occupancy::Release => occupancy::release(conn, &a.name).await?,
-                }
-                self.phi
-                    .record_write(conn, caller, method, &a.name, vec![a.patient.clone()])
-                    .await
+            async |conn, a| match change(a)? {
+                Occupancy::Keep => occupancy::set_expiry(conn, &a.name, None).await,
+                Occupancy::Release => occupancy::release(conn, &a.name).await,
             },
-            async |conn, changed| {
-                outbox::append(conn, EventKind::AppointmentChanged(changed.clone()))
-                    .await
-                    .map(|_| ())
-            },
+            async |conn, changed| self.publish(conn, caller, method, changed).await,
         )
         .await?;
         self.doorbell.ring();
@@ -1184,6 +1239,10 @@ impl SchedulingService for SchedulingApi {
             let visit = self
                 .visit_type_of(&req.unit, &req.visit_type, "visit_type")
                 .await?;
+            let max = match req.max_slots {
+                0 => 100,
+                n => usize::try_from(n).unwrap_or(1000).min(1000),
+            };
             let found = self
                 .search(Search {
                     unit: &req.unit,
@@ -1195,12 +1254,10 @@ impl SchedulingService for SchedulingApi {
                     rooms: &[],
                     step,
                     ignore: None,
+                    // One more than asked, to tell whether there were more.
+                    limit: max + 1,
                 })
                 .await?;
-            let max = match req.max_slots {
-                0 => 100,
-                n => usize::try_from(n).unwrap_or(1000).min(1000),
-            };
             let truncated = found.slots.len() > max;
             Ok(FindSlotsResponse {
                 slots: found

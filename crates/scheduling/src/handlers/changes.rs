@@ -11,9 +11,7 @@ use super::{SchedulingApi, check_start, event, expire_lapsed_holds, fill, state_
 use crate::access;
 use crate::domain::{self, instant, timestamp, wire_interval};
 use crate::occupancy;
-use crate::outbox;
 use crate::store::{APPOINTMENT, WAITLIST_ENTRY};
-use pm_api::scheduling::scheduling_event::Kind as EventKind;
 
 const SERVICE: &str = "/pm.scheduling.v1.SchedulingService/";
 /// How long a slot freed for the waitlist stays held for the patient offered it.
@@ -92,14 +90,10 @@ impl SchedulingApi {
                 a.history
                     .push(event(state_of(a), &format!("rescheduled from {from}")));
                 occupancy::release(conn, &a.name).await?;
-                expire_lapsed_holds(conn).await?;
-                self.occupy(conn, caller, &method, a, &visit).await
+                expire_lapsed_holds(conn, names::organization_of(&a.name)).await?;
+                self.occupy(conn, a, &visit).await
             },
-            async |conn, changed| {
-                outbox::append(conn, EventKind::AppointmentChanged(changed.clone()))
-                    .await
-                    .map(|_| ())
-            },
+            async |conn, changed| self.publish(conn, caller, &method, changed).await,
         )
         .await?;
         self.doorbell.ring();
@@ -176,7 +170,7 @@ impl SchedulingApi {
         {
             return Ok(previous);
         }
-        expire_lapsed_holds(tx.conn()).await?;
+        expire_lapsed_holds(tx.conn(), &req.parent).await?;
         let series = format!("{}/appointments/{}", req.parent, uuid::Uuid::now_v7());
         let mut booked = Vec::new();
         for (i, mut a) in occurrences.into_iter().enumerate() {
@@ -186,11 +180,11 @@ impl SchedulingApi {
                 format!("{}/appointments/{}", req.parent, uuid::Uuid::now_v7())
             };
             a.series = series.clone();
-            self.occupy(tx.conn(), caller, &method, &a, &visit)
+            self.occupy(tx.conn(), &a, &visit)
                 .await
                 .map_err(|e| e.with_meta("occurrence", i.to_string()))?;
             let stored = docstore::insert(tx.conn(), &APPOINTMENT, a).await?;
-            outbox::append(tx.conn(), EventKind::AppointmentChanged(stored.clone())).await?;
+            self.publish(tx.conn(), caller, &method, &stored).await?;
             booked.push(stored);
         }
         let response = BookSeriesResponse {

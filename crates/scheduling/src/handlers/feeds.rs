@@ -234,10 +234,7 @@ impl SchedulingApi {
                 a.state = AppointmentState::Completed as i32;
                 a.history.push(event(AppointmentState::Completed, ""));
                 // The visit used its time: the occupancy stays, for good.
-                occupancy::set_expiry(conn, &a.name, None).await?;
-                self.phi
-                    .record_write(conn, caller, method, &a.name, vec![a.patient.clone()])
-                    .await
+                occupancy::set_expiry(conn, &a.name, None).await
             },
             async |conn, a| {
                 let id = a.name.rsplit('/').next().unwrap_or_default();
@@ -265,8 +262,8 @@ impl SchedulingApi {
                     },
                 )
                 .await?;
-                outbox::append(conn, EventKind::AppointmentChanged(a.clone())).await?;
                 outbox::append(conn, EventKind::EncounterCompleted(stored.clone())).await?;
+                self.publish(conn, caller, method, a).await?;
                 encounter = Some(stored);
                 Ok(())
             },
