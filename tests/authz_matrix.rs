@@ -11,11 +11,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+mod support;
 
-use pm::mesh::{self, Mesh, Service};
-use pm_api::MethodRule;
+use std::collections::BTreeMap;
+
+use pm::mesh::Service;
 use pm_api::org::org_service_client::OrgServiceClient;
 use pm_api::org::*;
 use pm_api::rbac::rbac_service_client::RbacServiceClient;
@@ -23,15 +23,20 @@ use pm_api::rbac::{
     BreakGlassRequest, CreatePrincipalRequest, CreateRoleBindingRequest, DeletePrincipalRequest,
     DeleteRoleBindingRequest, GetPrincipalRequest, GetRoleBindingRequest, IssueTokenRequest,
     ListPermissionsRequest, ListPrincipalsRequest, ListRoleBindingsRequest, ListSigningKeysRequest,
-    LookupRoleBindingsRequest, Principal, PrincipalKind, RoleBinding, RotateSigningKeyRequest,
+    LookupRoleBindingsRequest, RoleBinding, RotateSigningKeyRequest,
 };
 use pm_api::types::{Date, Interval};
 use pm_authz::policy::{Role, role_grants};
-use pm_runtime::config::Config;
+use pm_runtime::client;
+use pm_runtime::config::Backend;
 use pm_runtime::names::organization_of;
-use pm_runtime::{client, tls};
-use tokio_util::sync::CancellationToken;
-use tonic::{Code, Status};
+use pm_runtime::tls;
+use support::TestMesh;
+use support::matrix::{
+    CASES, Case, Expect, Findings, HEADER, Level, NOBODY, Reply, RoleFixture, STALE, Tally,
+    Verdict, cell, classify, detail_of, expect, is_read, judge, many, methods_of, one, principal,
+    refusals, row, run_role,
+};
 
 type Org = OrgServiceClient<client::AuthedChannel>;
 
@@ -39,108 +44,7 @@ const ACME: &str = pm::demo::ORG;
 /// A second organization: out of scope for every principal of the demo, the administrator included.
 const GLOBEX: &str = "organizations/globex";
 const GLOBEX_ADMIN: &str = "principals/globex-admin";
-/// A principal with no role binding anywhere.
-const NOBODY: &str = "principals/nobody";
-/// An etag no seeded resource has: an allowed Update/Delete/verb answers ABORTED and changes nothing.
-const STALE: &str = "r999";
 const ORG_SERVICE: &str = "/pm.org.v1.OrgService/";
-
-// The harness (after tests/e2e.rs): the mesh in-process on ephemeral ports, SQLite.
-
-struct TestMesh {
-    mesh: Mesh,
-    config: Config,
-    _dir: tempfile::TempDir,
-}
-
-impl TestMesh {
-    async fn start() -> anyhow::Result<TestMesh> {
-        let dir = tempfile::tempdir()?;
-        let mut config = Config::defaults_in(dir.path());
-        config.listen.org_port = 0;
-        config.listen.rbac_port = 0;
-        config.listen.scheduling_port = 0;
-        let mesh = mesh::start(&config, &Service::ALL, CancellationToken::new()).await?;
-        Ok(TestMesh {
-            mesh,
-            config,
-            _dir: dir,
-        })
-    }
-
-    fn url(&self, service: Service) -> String {
-        self.mesh.url(service).unwrap()
-    }
-
-    /// RBAC through the dev tool certificate (which may bootstrap principals, bindings and tokens).
-    fn rbac(&self) -> anyhow::Result<RbacServiceClient<tonic::transport::Channel>> {
-        Ok(RbacServiceClient::new(client::lazy_channel(
-            &self.config,
-            tls::CLIENT,
-            &self.url(Service::Rbac),
-        )?))
-    }
-
-    /// The Org service with `token` as the bearer ("" for none).
-    async fn org_with_token(&self, token: &str) -> anyhow::Result<Org> {
-        let channel = client::channel(&self.config, tls::CLIENT, &self.url(Service::Org)).await?;
-        Ok(OrgServiceClient::new(
-            tonic::service::interceptor::InterceptedService::new(
-                channel,
-                client::Bearer::new(token)?,
-            ),
-        ))
-    }
-
-    /// The Org service as `principal`.
-    async fn org_as(&self, principal: &str) -> anyhow::Result<Org> {
-        let token = self
-            .rbac()?
-            .issue_token(IssueTokenRequest {
-                principal: principal.into(),
-                ttl: None,
-            })
-            .await?
-            .into_inner()
-            .token;
-        self.org_with_token(&token).await
-    }
-
-    /// A principal, and optionally an Organization Administrator binding for it in `organization`.
-    async fn principal(&self, principal: &str, admin_of: Option<&str>) -> anyhow::Result<()> {
-        let id = principal.trim_start_matches("principals/");
-        let mut rbac = self.rbac()?;
-        rbac.create_principal(CreatePrincipalRequest {
-            principal: Some(Principal {
-                display_name: format!("matrix {id}"),
-                kind: PrincipalKind::User as i32,
-                ..Default::default()
-            }),
-            principal_id: id.into(),
-            request_id: String::new(),
-        })
-        .await?;
-        if let Some(organization) = admin_of {
-            rbac.create_role_binding(CreateRoleBindingRequest {
-                parent: organization.into(),
-                role_binding: Some(RoleBinding {
-                    principal: principal.into(),
-                    role: pm_api::rbac::Role::OrganizationAdministrator as i32,
-                    reason: "authorization matrix".into(),
-                    ..Default::default()
-                }),
-                role_binding_id: id.into(),
-                request_id: String::new(),
-            })
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        self.mesh.stop(Duration::from_secs(10)).await
-    }
-}
 
 fn since(seconds: i64) -> Option<Interval> {
     Some(Interval {
@@ -152,10 +56,10 @@ fn since(seconds: i64) -> Option<Interval> {
 /// The demo in `organizations/acme`, and a small `organizations/globex` (one of each resource) seeded
 /// by its own administrator, who has no binding in acme (and acme's principals none in globex).
 async fn seed(mesh: &TestMesh) -> anyhow::Result<()> {
-    pm::demo::seed_access(&mut mesh.rbac()?, &mut pm::demo::SeedReport::default()).await?;
+    mesh.seed_access().await?;
     pm::demo::seed(&mut mesh.org_as(pm::demo::ADMIN).await?).await?;
 
-    mesh.principal(GLOBEX_ADMIN, Some(GLOBEX)).await?;
+    principal(mesh, GLOBEX_ADMIN, Some(GLOBEX)).await?;
     let mut org = mesh.org_as(GLOBEX_ADMIN).await?;
     org.create_organization(CreateOrganizationRequest {
         organization: Some(Organization {
@@ -256,96 +160,6 @@ async fn seed(mesh: &TestMesh) -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
-}
-
-// The cases and what the policy table expects of them.
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Case {
-    InScope,
-    OutOfScope,
-    Missing,
-}
-
-const CASES: [Case; 3] = [Case::InScope, Case::OutOfScope, Case::Missing];
-
-/// Where the resource the object-level check runs on sits, which decides who may reach it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Level {
-    /// An organization (or its top-level collections): its missing case is an organization nobody is
-    /// bound in.
-    Organization,
-    /// A location or provider: every role of the organization may reach it (and learn whether it
-    /// exists: the collections are listed unnarrowed to every role).
-    OrganizationWide,
-    /// Something in units (a unit, credential, patient, enrollment, coverage): unit-scoped roles reach
-    /// it through their units; a missing one sits in no unit, so only the organization's administrator
-    /// reaches it (and is told NOT_FOUND).
-    Unit,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expect {
-    Allow,
-    Deny,
-    /// Allowed, about a resource that does not exist (NOT_FOUND or a validation error): reveals only
-    /// what the caller may know anyway.
-    Harmless,
-}
-
-fn expect(role: Role, permission: &str, case: Case, level: Level) -> Expect {
-    if !role_grants(role, permission) {
-        return Expect::Deny;
-    }
-    match (case, level) {
-        (Case::InScope, _) => Expect::Allow,
-        (Case::OutOfScope, _) => Expect::Deny,
-        (Case::Missing, Level::Organization) => Expect::Deny,
-        (Case::Missing, Level::OrganizationWide) => Expect::Harmless,
-        (Case::Missing, Level::Unit) if role == Role::OrganizationAdministrator => Expect::Harmless,
-        (Case::Missing, Level::Unit) => Expect::Deny,
-    }
-}
-
-/// What a call answered: `Some(names)` for a List.
-type Reply = Result<Option<Vec<String>>, Status>;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Denied,
-    Unauthenticated,
-    /// A List that answered OK with nothing in it: reveals nothing, so it satisfies a denial too.
-    Empty,
-    Allowed(Code),
-}
-
-fn classify(reply: &Reply) -> Outcome {
-    match reply {
-        Err(status) if status.code() == Code::PermissionDenied => Outcome::Denied,
-        Err(status) if status.code() == Code::Unauthenticated => Outcome::Unauthenticated,
-        Err(status) => Outcome::Allowed(status.code()),
-        Ok(Some(items)) if items.is_empty() => Outcome::Empty,
-        Ok(_) => Outcome::Allowed(Code::Ok),
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Expected,
-    UnexpectedAllow,
-    UnexpectedDenial,
-}
-
-fn judge(expected: Expect, outcome: Outcome) -> Verdict {
-    match (expected, outcome) {
-        (_, Outcome::Unauthenticated) => Verdict::UnexpectedDenial,
-        (Expect::Deny, Outcome::Allowed(_)) => Verdict::UnexpectedAllow,
-        (Expect::Deny, Outcome::Denied | Outcome::Empty) => Verdict::Expected,
-        (Expect::Allow | Expect::Harmless, Outcome::Denied) => Verdict::UnexpectedDenial,
-        (Expect::Allow | Expect::Harmless, Outcome::Allowed(_) | Outcome::Empty) => {
-            Verdict::Expected
-        }
-    }
 }
 
 // Each role's resources: in its scope, out of it, missing.
@@ -656,17 +470,6 @@ fn fixtures() -> Vec<Fixture> {
 
 // One call per (method, case).
 
-fn one<T>(reply: Result<tonic::Response<T>, Status>) -> Reply {
-    reply.map(|_| None)
-}
-
-fn many<T>(
-    reply: Result<tonic::Response<T>, Status>,
-    names: impl FnOnce(T) -> Vec<String>,
-) -> Reply {
-    reply.map(|r| Some(names(r.into_inner())))
-}
-
 fn id_of(name: &str) -> String {
     name.rsplit('/').next().unwrap_or_default().to_string()
 }
@@ -674,6 +477,12 @@ fn id_of(name: &str) -> String {
 /// Calls `method` (e.g. `GetPatient`) on the resource of `case` for `fx`, returning the level of the
 /// resource the object-level check runs on and the reply. Fails on a method without an entry: a new
 /// Org RPC cannot skip the matrix.
+///
+/// The levels in Org: an organization (or its top-level collections) is `Organization`; a location
+/// or provider `OrganizationWide` (every role of the organization may reach it and learn whether it
+/// exists: the collections are listed unnarrowed to every role); something in units (a unit,
+/// credential, patient, enrollment, coverage) `Unit`, whose missing case only the organization's
+/// administrator reaches (and is told NOT_FOUND).
 async fn probe(
     org: &mut Org,
     method: &str,
@@ -1156,166 +965,50 @@ async fn probe(
 }
 
 /// The Org RPCs of the descriptor set, by short name.
-fn org_methods() -> Vec<(&'static str, &'static MethodRule)> {
-    let methods: Vec<_> = pm_api::RULES
-        .iter()
-        .filter_map(|rule| rule.method.strip_prefix(ORG_SERVICE).map(|m| (m, rule)))
-        .collect();
-    assert!(!methods.is_empty(), "no Org RPC in pm_api::RULES");
-    methods
+fn org_methods() -> Vec<(&'static str, &'static pm_api::MethodRule)> {
+    methods_of(ORG_SERVICE, "Org")
 }
 
-fn is_read(method: &str) -> bool {
-    ["Get", "List", "Check"]
-        .iter()
-        .any(|p| method.starts_with(p))
-}
+impl RoleFixture for Fixture {
+    type Client = Org;
+    const WIDTHS: [usize; 3] = [22, 28, 22];
+    const READS: &'static [&'static str] = &["Get", "List", "Check"];
 
-#[derive(Default)]
-struct Tally {
-    calls: usize,
-    allowed: usize,
-    denied: usize,
-    harmless: usize,
-    unexpected_allows: usize,
-    unexpected_denials: usize,
-}
-
-impl Tally {
-    fn add(&mut self, expected: Expect, verdict: Verdict) {
-        self.calls += 1;
-        match verdict {
-            Verdict::UnexpectedAllow => self.unexpected_allows += 1,
-            Verdict::UnexpectedDenial => self.unexpected_denials += 1,
-            Verdict::Expected if expected == Expect::Deny => self.denied += 1,
-            Verdict::Expected => {
-                self.allowed += 1;
-                if expected == Expect::Harmless {
-                    self.harmless += 1;
-                }
-            }
-        }
+    fn who(&self) -> (&'static str, Role, &'static str) {
+        (self.principal, self.role, self.scope)
     }
 
-    fn merge(&mut self, other: &Tally) {
-        self.calls += other.calls;
-        self.allowed += other.allowed;
-        self.denied += other.denied;
-        self.harmless += other.harmless;
-        self.unexpected_allows += other.unexpected_allows;
-        self.unexpected_denials += other.unexpected_denials;
+    async fn probe(
+        &self,
+        org: &mut Org,
+        method: &str,
+        case: Case,
+    ) -> anyhow::Result<(Level, Reply)> {
+        probe(org, method, case, self).await
     }
-}
 
-fn cell(outcome: Outcome, verdict: Verdict) -> String {
-    let text = match outcome {
-        Outcome::Denied => "denied".to_string(),
-        Outcome::Unauthenticated => "UNAUTHENTICATED".to_string(),
-        Outcome::Empty => "empty".to_string(),
-        Outcome::Allowed(code) => format!("{code:?}"),
-    };
-    match verdict {
-        Verdict::Expected => text,
-        Verdict::UnexpectedAllow => format!("!!ALLOW {text}"),
-        Verdict::UnexpectedDenial => format!("!!DENY {text}"),
+    /// Every role's out-of-scope resources are in globex, out of its organization.
+    fn expect(&self, permission: &str, case: Case, level: Level) -> Expect {
+        expect(self.role, permission, case, level, false)
     }
-}
 
-/// A scoped List that returned more than the role's scope is an unexpected allow; less, an
-/// unexpected denial.
-fn check_scoped_list(fx: &Fixture, method: &str, items: &[String]) -> Option<(Verdict, String)> {
-    let Some(expected) = fx.lists.get(method) else {
-        return Some((
-            Verdict::UnexpectedAllow,
-            format!("returned {items:?}, but the matrix has no scoped-list expectation for it"),
-        ));
-    };
-    let expected: Vec<String> = expected.iter().map(|n| full(n)).collect();
-    let extra: Vec<&String> = items.iter().filter(|n| !expected.contains(n)).collect();
-    let lacking: Vec<&String> = expected.iter().filter(|n| !items.contains(n)).collect();
-    if !extra.is_empty() {
-        Some((
-            Verdict::UnexpectedAllow,
-            format!("returned out-of-scope {extra:?}"),
-        ))
-    } else if !lacking.is_empty() {
-        Some((
-            Verdict::UnexpectedDenial,
-            format!("did not return in-scope {lacking:?}"),
-        ))
-    } else {
-        None
+    fn expected_list(&self, method: &str) -> Option<Vec<String>> {
+        let expected = self.lists.get(method)?;
+        Some(expected.iter().map(|n| full(n)).collect())
     }
 }
 
 #[tokio::test]
 async fn every_org_rpc_by_every_role_matches_the_policy_table() -> anyhow::Result<()> {
-    let mesh = TestMesh::start().await?;
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
     seed(&mesh).await?;
     let methods = org_methods();
-    let mut total = Tally::default();
-    let mut unexpected: Vec<String> = Vec::new();
-    let mut writes_that_succeeded: Vec<String> = Vec::new();
+    let mut findings = Findings::default();
     for fx in fixtures() {
         let mut org = mesh.org_as(fx.principal).await?;
-        let mut tally = Tally::default();
-        println!("\n{} — {} ({})", fx.principal, fx.role, fx.scope);
-        println!(
-            "  {:<22} {:<28} {:<22} {:<22} {:<22}",
-            "method", "permission", "in scope", "out of scope", "nonexistent"
-        );
-        for (method, rule) in &methods {
-            let mut cells = Vec::new();
-            for case in CASES {
-                let (level, reply) = probe(&mut org, method, case, &fx).await?;
-                let expected = expect(fx.role, rule.permission, case, level);
-                let outcome = classify(&reply);
-                let mut verdict = judge(expected, outcome);
-                let mut detail = None;
-                if let Ok(items) = &reply {
-                    if !is_read(method) {
-                        writes_that_succeeded
-                            .push(format!("{method} as {} ({case:?})", fx.principal));
-                    }
-                    if let (Some(items), Case::InScope, Verdict::Expected) = (items, case, verdict)
-                        && let Some((scoped, why)) = check_scoped_list(&fx, method, items)
-                    {
-                        verdict = scoped;
-                        detail = Some(why);
-                    }
-                }
-                if verdict != Verdict::Expected {
-                    let detail = detail.unwrap_or_else(|| match &reply {
-                        Ok(_) => format!("expected {expected:?}, got OK"),
-                        Err(s) => {
-                            format!("expected {expected:?}, got {:?}: {}", s.code(), s.message())
-                        }
-                    });
-                    unexpected.push(format!(
-                        "{verdict:?}: {method} as {} ({}), {case:?} ({level:?}): {detail}",
-                        fx.principal, fx.role
-                    ));
-                }
-                tally.add(expected, verdict);
-                cells.push(cell(outcome, verdict));
-            }
-            println!(
-                "  {:<22} {:<28} {:<22} {:<22} {:<22}",
-                method, rule.permission, cells[0], cells[1], cells[2]
-            );
-        }
-        println!(
-            "  {}: {} calls, {} allowed ({} harmless on nonexistent resources), {} denied, {} unexpected allows, {} unexpected denials",
-            fx.principal,
-            tally.calls,
-            tally.allowed,
-            tally.harmless,
-            tally.denied,
-            tally.unexpected_allows,
-            tally.unexpected_denials
-        );
-        total.merge(&tally);
+        run_role(&mut org, &fx, &methods, &mut findings).await?;
     }
+    let total = &findings.total;
     println!(
         "\n{} Org RPCs x {} roles x {} cases; {} allowed calls were harmless answers about nonexistent resources",
         methods.len(),
@@ -1323,54 +1016,30 @@ async fn every_org_rpc_by_every_role_matches_the_policy_table() -> anyhow::Resul
         CASES.len(),
         total.harmless
     );
-    println!(
-        "authz matrix: {} calls, {} allowed, {} denied, {} unexpected allows, {} unexpected denials",
-        total.calls, total.allowed, total.denied, total.unexpected_allows, total.unexpected_denials
-    );
-    for line in &unexpected {
-        println!("  {line}");
-    }
+    println!("authz matrix: {}", total.summary());
+    findings.print_unexpected();
     mesh.stop().await?;
     assert_eq!(
         total.calls,
         methods.len() * fixtures().len() * CASES.len(),
         "one call per method, role and case"
     );
-    assert!(
-        writes_that_succeeded.is_empty(),
-        "the matrix must not change state; these writes answered OK: {writes_that_succeeded:#?}"
-    );
-    assert!(
-        unexpected.is_empty(),
-        "unexpected outcomes: {unexpected:#?}"
-    );
+    findings.assert_clean();
     Ok(())
 }
 
 #[tokio::test]
 async fn every_org_rpc_refuses_anonymous_and_unbound_callers() -> anyhow::Result<()> {
-    let mesh = TestMesh::start().await?;
-    mesh.principal(NOBODY, None).await?;
-    let mut anonymous = mesh.org_with_token("").await?;
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
+    principal(&mesh, NOBODY, None).await?;
+    let mut anonymous = OrgServiceClient::new(
+        mesh.channel_with_token(Service::Org, tls::CLIENT, "")
+            .await?,
+    );
     let mut unbound = mesh.org_as(NOBODY).await?;
     let fixtures = fixtures();
-    let admin = &fixtures[0];
-    let mut wrong = Vec::new();
     let methods = org_methods();
-    for (method, _) in &methods {
-        for (caller, org, refusal) in [
-            ("no token", &mut anonymous, Code::Unauthenticated),
-            (NOBODY, &mut unbound, Code::PermissionDenied),
-        ] {
-            let (_, reply) = probe(org, method, Case::InScope, admin).await?;
-            let code = reply.as_ref().err().map_or(Code::Ok, Status::code);
-            if code != refusal {
-                wrong.push(format!(
-                    "{method} as {caller}: {code:?}, expected {refusal:?}"
-                ));
-            }
-        }
-    }
+    let wrong = refusals(&mut anonymous, &mut unbound, &fixtures[0], &methods).await?;
     println!(
         "authz sweep: {} Org RPCs without a token and as a principal without bindings, {} wrong",
         methods.len(),
@@ -1393,28 +1062,6 @@ async fn every_org_rpc_refuses_anonymous_and_unbound_callers() -> anyhow::Result
 type Rbac = RbacServiceClient<client::AuthedChannel>;
 
 const RBAC_SERVICE: &str = "/pm.rbac.v1.RbacService/";
-
-impl TestMesh {
-    /// The RBAC service as `principal`.
-    async fn rbac_as(&self, principal: &str) -> anyhow::Result<Rbac> {
-        let token = self
-            .rbac()?
-            .issue_token(IssueTokenRequest {
-                principal: principal.into(),
-                ttl: None,
-            })
-            .await?
-            .into_inner()
-            .token;
-        let channel = client::channel(&self.config, tls::CLIENT, &self.url(Service::Rbac)).await?;
-        Ok(RbacServiceClient::new(
-            tonic::service::interceptor::InterceptedService::new(
-                channel,
-                client::Bearer::new(&token)?,
-            ),
-        ))
-    }
-}
 
 /// What the object-level rule of an RBAC RPC runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1669,25 +1316,21 @@ async fn rbac_probe(
 }
 
 /// The RBAC RPCs of the descriptor set, by short name; RotateSigningKey (which changes state) last.
-fn rbac_methods() -> Vec<(&'static str, &'static MethodRule)> {
-    let mut methods: Vec<_> = pm_api::RULES
-        .iter()
-        .filter_map(|rule| rule.method.strip_prefix(RBAC_SERVICE).map(|m| (m, rule)))
-        .collect();
-    assert!(!methods.is_empty(), "no RBAC RPC in pm_api::RULES");
+fn rbac_methods() -> Vec<(&'static str, &'static pm_api::MethodRule)> {
+    let mut methods = methods_of(RBAC_SERVICE, "RBAC");
     methods.sort_by_key(|(method, _)| *method == "RotateSigningKey");
     methods
 }
 
-fn is_rbac_read(method: &str) -> bool {
-    ["Get", "List", "Lookup", "IssueToken"]
-        .iter()
-        .any(|p| method.starts_with(p))
-}
+/// The prefixes of the RBAC RPCs that only read.
+const RBAC_READS: &[&str] = &["Get", "List", "Lookup", "IssueToken"];
+
+/// The widths of the columns of a role's RBAC table: method, permission, each case.
+const RBAC_WIDTHS: [usize; 3] = [20, 24, 22];
 
 #[tokio::test]
 async fn every_rbac_rpc_by_every_role_matches_the_policy_table() -> anyhow::Result<()> {
-    let mesh = TestMesh::start().await?;
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
     seed(&mesh).await?;
     let methods = rbac_methods();
     let mut total = Tally::default();
@@ -1699,10 +1342,7 @@ async fn every_rbac_rpc_by_every_role_matches_the_policy_table() -> anyhow::Resu
         let mut rbac = mesh.rbac_as(fx.principal).await?;
         let mut tally = Tally::default();
         println!("\n{} — {}", fx.principal, fx.role);
-        println!(
-            "  {:<20} {:<24} {:<22} {:<22} {:<22}",
-            "method", "permission", "in scope", "out of scope", "nonexistent"
-        );
+        println!("{}", row(RBAC_WIDTHS, HEADER));
         for (method, rule) in &methods {
             let mut cells = Vec::new();
             for &case in [Case::InScope, Case::OutOfScope, Case::Missing].iter() {
@@ -1715,13 +1355,10 @@ async fn every_rbac_rpc_by_every_role_matches_the_policy_table() -> anyhow::Resu
                 let expected = rbac_expect(fx.role, rule.permission, case, scope);
                 let outcome = classify(&reply);
                 let mut verdict = judge(expected, outcome);
-                if reply.is_ok() && !is_rbac_read(method) && *method != "RotateSigningKey" {
+                if reply.is_ok() && !is_read(method, RBAC_READS) && *method != "RotateSigningKey" {
                     writes_that_succeeded.push(format!("{method} as {} ({case:?})", fx.principal));
                 }
-                let detail = match &reply {
-                    Ok(_) => format!("expected {expected:?}, got OK"),
-                    Err(s) => format!("expected {expected:?}, got {:?}: {}", s.code(), s.message()),
-                };
+                let detail = detail_of(expected, &reply);
                 let line = format!(
                     "{method} as {} ({}), {case:?} ({scope:?}): {detail}",
                     fx.principal, fx.role
@@ -1742,19 +1379,18 @@ async fn every_rbac_rpc_by_every_role_matches_the_policy_table() -> anyhow::Resu
                 cells.push(cell(outcome, verdict));
             }
             println!(
-                "  {:<20} {:<24} {:<22} {:<22} {:<22}",
-                method, rule.permission, cells[0], cells[1], cells[2]
+                "{}",
+                row(
+                    RBAC_WIDTHS,
+                    [method, rule.permission, &cells[0], &cells[1], &cells[2]]
+                )
             );
         }
         total.merge(&tally);
     }
     println!(
-        "\nrbac matrix: {} calls, {} allowed, {} denied, {} unexpected allows, {} unexpected denials ({} known authorization bugs, counted apart)",
-        total.calls,
-        total.allowed,
-        total.denied,
-        total.unexpected_allows,
-        total.unexpected_denials,
+        "\nrbac matrix: {} ({} known authorization bugs, counted apart)",
+        total.summary(),
         known.len()
     );
     for line in &known {

@@ -42,19 +42,23 @@ use pm_api::org::{
     CredentialState, Enrollment, Location, Organization, Patient, PayerContract, Provider,
     ServiceUnit, UnitKind, WorkflowRules,
 };
-use pm_api::rbac::{CreatePrincipalRequest, CreateRoleBindingRequest, Principal, PrincipalKind};
 use pm_api::scheduling::calendar_entry::Entry;
 use pm_api::scheduling::scheduling_event::Kind as EventKind;
 use pm_api::scheduling::scheduling_service_client::SchedulingServiceClient;
 use pm_api::scheduling::*;
 use pm_api::types::{Date, Interval};
-use pm_authz::policy::{Role, role_grants};
-use pm_runtime::client::{self, AuthedChannel};
+use pm_authz::policy::Role;
+use pm_runtime::client::AuthedChannel;
 use pm_runtime::config::Backend;
 use pm_runtime::names::organization_of;
 use pm_runtime::tls;
 use support::TestMesh;
-use tonic::{Code, Status};
+use support::matrix::{
+    CASES, Case, Expect, Findings, Level, NOBODY, Reply, RoleFixture, STALE, Tally, Verdict,
+    classify, code_of, detail_with_items, expect, is_read, judge, many, methods_of, one, principal,
+    refusals, run_role,
+};
+use tonic::Code;
 
 type Org = OrgServiceClient<AuthedChannel>;
 type Scheduling = SchedulingServiceClient<AuthedChannel>;
@@ -63,10 +67,6 @@ const ACME: &str = pm::demo::ORG;
 /// A second organization: out of scope for every principal of the demo, the administrator included.
 const OTHER: &str = "organizations/other";
 const OTHER_ADMIN: &str = "principals/other-admin";
-/// A principal with no role binding anywhere.
-const NOBODY: &str = "principals/nobody";
-/// An etag no seeded resource has: an allowed Delete or verb answers ABORTED and changes nothing.
-const STALE: &str = "r999";
 const SCHEDULING_SERVICE: &str = "/pm.scheduling.v1.SchedulingService/";
 /// The visit type every unit offers.
 const VISIT: &str = "follow-up";
@@ -215,51 +215,6 @@ fn day_window(day: NaiveDate) -> Option<Interval> {
         start_time: Some(ts(at(day, 0, 0))),
         end_time: Some(ts(at(day.succ_opt().unwrap(), 0, 0))),
     })
-}
-
-/// A principal, and optionally an Organization Administrator binding for it in `organization`
-/// (through the dev bootstrap).
-async fn principal(mesh: &TestMesh, principal: &str, admin_of: Option<&str>) -> anyhow::Result<()> {
-    let id = principal.trim_start_matches("principals/");
-    let mut rbac = mesh.rbac()?;
-    rbac.create_principal(CreatePrincipalRequest {
-        principal: Some(Principal {
-            display_name: format!("matrix {id}"),
-            kind: PrincipalKind::User as i32,
-            ..Default::default()
-        }),
-        principal_id: id.into(),
-        request_id: String::new(),
-    })
-    .await?;
-    if let Some(organization) = admin_of {
-        rbac.create_role_binding(CreateRoleBindingRequest {
-            parent: organization.into(),
-            role_binding: Some(pm_api::rbac::RoleBinding {
-                principal: principal.into(),
-                role: pm_api::rbac::Role::OrganizationAdministrator as i32,
-                reason: "authorization matrix".into(),
-                ..Default::default()
-            }),
-            role_binding_id: id.into(),
-            request_id: String::new(),
-        })
-        .await?;
-    }
-    Ok(())
-}
-
-/// The Scheduling service through the certificate of `identity` (a service name or `tls::CLIENT`),
-/// with `token` as the bearer ("" for none).
-async fn scheduling_with_token(
-    mesh: &TestMesh,
-    identity: &str,
-    token: &str,
-) -> anyhow::Result<Scheduling> {
-    let channel = client::channel(&mesh.config, identity, &mesh.url(Service::Scheduling)).await?;
-    Ok(SchedulingServiceClient::new(
-        tonic::service::interceptor::InterceptedService::new(channel, client::Bearer::new(token)?),
-    ))
 }
 
 /// An organization in Org: `places` (all of it) with their units, providers and credentials,
@@ -523,121 +478,6 @@ async fn seed(mesh: &TestMesh, monday: NaiveDate) -> anyhow::Result<()> {
     Ok(())
 }
 
-// The cases and what the policy table expects of them.
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Case {
-    InScope,
-    OutOfScope,
-    Missing,
-}
-
-const CASES: [Case; 3] = [Case::InScope, Case::OutOfScope, Case::Missing];
-
-/// Where the resource the object-level check runs on sits, which decides who may reach it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Level {
-    /// An organization as the parent of a List narrowed to the caller's units (appointments,
-    /// encounters, waitlist entries, the organization's calendar listed or watched): its
-    /// out-of-scope case is a filter on a unit out of the role's scope (or another organization),
-    /// which must come back empty; its missing case an organization nobody is bound in.
-    Organization,
-    /// Something every role of the organization may reach (a provider's availability rules and
-    /// exceptions, a location's rooms): a unit-scoped role's out-of-scope case (the other unit's
-    /// provider or location, in acme) passes, the administrator's (in another organization) does
-    /// not; a missing one is NOT_FOUND or empty for whoever holds the permission.
-    OrganizationWide,
-    /// Something in a unit (a visit type, the unit searched or booked in, a new availability
-    /// rule's or waitlist entry's unit, the stored unit of an availability rule, an appointment, an
-    /// encounter or a waitlist entry, a unit's calendar): unit-scoped roles reach it through their
-    /// units; a missing one sits in no unit, so only the organization's administrator reaches it
-    /// (and is told NOT_FOUND or the like).
-    Unit,
-    /// No resource (`resource_field` is empty): a mesh-wide call the rule opens to services only. A
-    /// person's binding, which is in one organization, cannot cover it. One case.
-    Mesh,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expect {
-    Allow,
-    Deny,
-    /// Allowed, about a resource that does not exist (NOT_FOUND or a validation error): reveals
-    /// only what the caller may know anyway.
-    Harmless,
-}
-
-fn expect(fx: &Fixture, permission: &str, case: Case, level: Level) -> Expect {
-    if !role_grants(fx.role, permission) {
-        return Expect::Deny;
-    }
-    match (case, level) {
-        (_, Level::Mesh) => Expect::Deny,
-        (Case::InScope, _) => Expect::Allow,
-        // Organization-level: out of the role's units but in its organization.
-        (Case::OutOfScope, Level::OrganizationWide) if fx.outside.organization == ACME => {
-            Expect::Allow
-        }
-        (Case::OutOfScope, _) => Expect::Deny,
-        (Case::Missing, Level::Organization) => Expect::Deny,
-        (Case::Missing, Level::OrganizationWide) => Expect::Harmless,
-        (Case::Missing, Level::Unit) if fx.role == Role::OrganizationAdministrator => {
-            Expect::Harmless
-        }
-        (Case::Missing, Level::Unit) => Expect::Deny,
-    }
-}
-
-/// The cases of a method: one for a method without a resource.
-fn cases_of(rule: &MethodRule) -> &'static [Case] {
-    if rule.resource_field.is_empty() {
-        &[Case::InScope]
-    } else {
-        &CASES
-    }
-}
-
-/// What a call answered: `Some(names)` for a List (or a stream) whose content is checked.
-type Reply = Result<Option<Vec<String>>, Status>;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Denied,
-    Unauthenticated,
-    /// A List that answered OK with nothing in it: reveals nothing, so it satisfies a denial too.
-    Empty,
-    Allowed(Code),
-}
-
-fn classify(reply: &Reply) -> Outcome {
-    match reply {
-        Err(status) if status.code() == Code::PermissionDenied => Outcome::Denied,
-        Err(status) if status.code() == Code::Unauthenticated => Outcome::Unauthenticated,
-        Err(status) => Outcome::Allowed(status.code()),
-        Ok(Some(items)) if items.is_empty() => Outcome::Empty,
-        Ok(_) => Outcome::Allowed(Code::Ok),
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Expected,
-    UnexpectedAllow,
-    UnexpectedDenial,
-}
-
-fn judge(expected: Expect, outcome: Outcome) -> Verdict {
-    match (expected, outcome) {
-        (_, Outcome::Unauthenticated) => Verdict::UnexpectedDenial,
-        (Expect::Deny, Outcome::Allowed(_)) => Verdict::UnexpectedAllow,
-        (Expect::Deny, Outcome::Denied | Outcome::Empty) => Verdict::Expected,
-        (Expect::Allow | Expect::Harmless, Outcome::Denied) => Verdict::UnexpectedDenial,
-        (Expect::Allow | Expect::Harmless, Outcome::Allowed(_) | Outcome::Empty) => {
-            Verdict::Expected
-        }
-    }
-}
-
 // Each role's resources: in its scope, out of it, missing.
 
 struct Fixture {
@@ -712,26 +552,6 @@ impl Fixture {
             waitlist_entry: place.waitlist_entry(),
         }
     }
-
-    /// What a narrowed List must return in scope, exactly.
-    fn expected_list(&self, method: &str) -> Option<Vec<String>> {
-        let appointments = || {
-            self.visible
-                .iter()
-                .flat_map(|p| [p.booked(), p.done()])
-                .collect::<Vec<_>>()
-        };
-        Some(match method {
-            "ListAppointments" | "WatchCalendar" => appointments(),
-            "ListEncounters" => self.visible.iter().map(Place::encounter).collect(),
-            "ListWaitlistEntries" => self.visible.iter().map(Place::waitlist_entry).collect(),
-            "ListCalendar" => appointments()
-                .into_iter()
-                .chain(self.visible.iter().map(|p| availability_item(&p.unit())))
-                .collect(),
-            _ => return None,
-        })
-    }
 }
 
 fn availability_item(unit: &str) -> String {
@@ -782,17 +602,6 @@ fn fixtures(monday: NaiveDate) -> Vec<Fixture> {
 
 // One call per (method, case).
 
-fn one<T>(reply: Result<tonic::Response<T>, Status>) -> Reply {
-    reply.map(|_| None)
-}
-
-fn many<T>(
-    reply: Result<tonic::Response<T>, Status>,
-    names: impl FnOnce(T) -> Vec<String>,
-) -> Reply {
-    reply.map(|r| Some(names(r.into_inner())))
-}
-
 /// The appointments a WatchCalendar stream sends until it has been quiet for a second (the backlog
 /// comes at once; the stream then waits for new commits).
 async fn drain(mut stream: tonic::Streaming<SchedulingEvent>) -> Reply {
@@ -827,6 +636,17 @@ fn calendar_items(calendar: ListCalendarResponse) -> Vec<String> {
 /// Calls `method` (e.g. `GetAppointment`) on the resource of `case` for `fx`, returning the level
 /// of the resource the object-level check runs on and the reply. Fails on a method without an
 /// entry: a new Scheduling RPC cannot skip the matrix.
+///
+/// The levels in Scheduling: `Organization` is an organization as the parent of a List narrowed to
+/// the caller's units (appointments, encounters, waitlist entries, the organization's calendar
+/// listed or watched), whose out-of-scope case is a filter on a unit out of the role's scope (or
+/// another organization), which must come back empty. `OrganizationWide` is what every role of the
+/// organization may reach (a provider's availability rules and exceptions, a location's rooms): a
+/// unit-scoped role's out-of-scope case (the other unit's provider or location, in acme) passes,
+/// the administrator's (in another organization) does not. `Unit` is something in a unit (a visit
+/// type, the unit searched or booked in, a new availability rule's or waitlist entry's unit, the
+/// stored unit of an availability rule, an appointment, an encounter or a waitlist entry, a unit's
+/// calendar). `Mesh` is a call without a resource, which the rule opens to services only.
 async fn probe(
     s: &mut Scheduling,
     method: &str,
@@ -1207,105 +1027,70 @@ async fn probe(
 
 /// The Scheduling RPCs of the descriptor set, by short name.
 fn scheduling_methods() -> Vec<(&'static str, &'static MethodRule)> {
-    let methods: Vec<_> = pm_api::RULES
-        .iter()
-        .filter_map(|rule| {
-            rule.method
-                .strip_prefix(SCHEDULING_SERVICE)
-                .map(|m| (m, rule))
-        })
-        .collect();
-    assert!(!methods.is_empty(), "no Scheduling RPC in pm_api::RULES");
-    methods
+    methods_of(SCHEDULING_SERVICE, "Scheduling")
 }
 
-fn is_read(method: &str) -> bool {
-    ["Get", "List", "Find", "Watch", "Stream"]
-        .iter()
-        .any(|p| method.starts_with(p))
-}
+impl RoleFixture for Fixture {
+    type Client = Scheduling;
+    const WIDTHS: [usize; 3] = [28, 32, 20];
+    const READS: &'static [&'static str] = &["Get", "List", "Find", "Watch", "Stream"];
 
-#[derive(Default)]
-struct Tally {
-    calls: usize,
-    allowed: usize,
-    denied: usize,
-    harmless: usize,
-    unexpected_allows: usize,
-    unexpected_denials: usize,
-}
+    fn who(&self) -> (&'static str, Role, &'static str) {
+        (self.principal, self.role, self.scope)
+    }
 
-impl Tally {
-    fn add(&mut self, expected: Expect, verdict: Verdict) {
-        self.calls += 1;
-        match verdict {
-            Verdict::UnexpectedAllow => self.unexpected_allows += 1,
-            Verdict::UnexpectedDenial => self.unexpected_denials += 1,
-            Verdict::Expected if expected == Expect::Deny => self.denied += 1,
-            Verdict::Expected => {
-                self.allowed += 1;
-                if expected == Expect::Harmless {
-                    self.harmless += 1;
-                }
-            }
+    /// One case for a method without a resource.
+    fn cases(rule: &MethodRule) -> &'static [Case] {
+        if rule.resource_field.is_empty() {
+            &[Case::InScope]
+        } else {
+            &CASES
         }
     }
 
-    fn merge(&mut self, other: &Tally) {
-        self.calls += other.calls;
-        self.allowed += other.allowed;
-        self.denied += other.denied;
-        self.harmless += other.harmless;
-        self.unexpected_allows += other.unexpected_allows;
-        self.unexpected_denials += other.unexpected_denials;
+    async fn probe(
+        &self,
+        s: &mut Scheduling,
+        method: &str,
+        case: Case,
+    ) -> anyhow::Result<(Level, Reply)> {
+        probe(s, method, case, self).await
     }
-}
 
-fn cell(outcome: Outcome, verdict: Verdict) -> String {
-    let text = match outcome {
-        Outcome::Denied => "denied".to_string(),
-        Outcome::Unauthenticated => "UNAUTHENTICATED".to_string(),
-        Outcome::Empty => "empty".to_string(),
-        Outcome::Allowed(code) => format!("{code:?}"),
-    };
-    match verdict {
-        Verdict::Expected => text,
-        Verdict::UnexpectedAllow => format!("!!ALLOW {text}"),
-        Verdict::UnexpectedDenial => format!("!!DENY {text}"),
+    /// A unit-scoped role's out-of-scope resources are the other acme unit's: its organization-wide
+    /// ones are in reach.
+    fn expect(&self, permission: &str, case: Case, level: Level) -> Expect {
+        expect(
+            self.role,
+            permission,
+            case,
+            level,
+            self.outside.organization == ACME,
+        )
     }
-}
 
-/// A narrowed List that returned more than the role's scope is an unexpected allow; less, an
-/// unexpected denial.
-fn check_scoped_list(fx: &Fixture, method: &str, items: &[String]) -> Option<(Verdict, String)> {
-    let Some(expected) = fx.expected_list(method) else {
-        return Some((
-            Verdict::UnexpectedAllow,
-            format!("returned {items:?}, but the matrix has no scoped-list expectation for it"),
-        ));
-    };
-    let extra: Vec<&String> = items.iter().filter(|n| !expected.contains(n)).collect();
-    let lacking: Vec<&String> = expected.iter().filter(|n| !items.contains(n)).collect();
-    if !extra.is_empty() {
-        Some((
-            Verdict::UnexpectedAllow,
-            format!("returned out-of-scope {extra:?}"),
-        ))
-    } else if !lacking.is_empty() {
-        Some((
-            Verdict::UnexpectedDenial,
-            format!("did not return in-scope {lacking:?}"),
-        ))
-    } else {
-        None
+    /// What a narrowed List must return in scope, exactly.
+    fn expected_list(&self, method: &str) -> Option<Vec<String>> {
+        let appointments = || {
+            self.visible
+                .iter()
+                .flat_map(|p| [p.booked(), p.done()])
+                .collect::<Vec<_>>()
+        };
+        Some(match method {
+            "ListAppointments" | "WatchCalendar" => appointments(),
+            "ListEncounters" => self.visible.iter().map(Place::encounter).collect(),
+            "ListWaitlistEntries" => self.visible.iter().map(Place::waitlist_entry).collect(),
+            "ListCalendar" => appointments()
+                .into_iter()
+                .chain(self.visible.iter().map(|p| availability_item(&p.unit())))
+                .collect(),
+            _ => return None,
+        })
     }
-}
 
-fn detail_of(expected: Expect, reply: &Reply) -> String {
-    match reply {
-        Ok(Some(items)) => format!("expected {expected:?}, got OK with {items:?}"),
-        Ok(None) => format!("expected {expected:?}, got OK"),
-        Err(s) => format!("expected {expected:?}, got {:?}: {}", s.code(), s.message()),
+    fn detail(expected: Expect, reply: &Reply) -> String {
+        detail_with_items(expected, reply)
     }
 }
 
@@ -1316,69 +1101,11 @@ async fn every_scheduling_rpc_by_every_role_matches_the_policy_table() -> anyhow
     seed(&mesh, monday).await?;
     let methods = scheduling_methods();
     let fixtures = fixtures(monday);
-    let mut total = Tally::default();
+    let mut findings = Findings::default();
     let mut expected_calls = 0;
-    let mut unexpected: Vec<String> = Vec::new();
-    let mut writes_that_succeeded: Vec<String> = Vec::new();
     for fx in &fixtures {
         let mut s = mesh.scheduling_as(fx.principal).await?;
-        let mut tally = Tally::default();
-        println!("\n{} — {} ({})", fx.principal, fx.role, fx.scope);
-        println!(
-            "  {:<28} {:<32} {:<20} {:<20} {:<20}",
-            "method", "permission", "in scope", "out of scope", "nonexistent"
-        );
-        for (method, rule) in &methods {
-            let mut cells = Vec::new();
-            for case in CASES {
-                if !cases_of(rule).contains(&case) {
-                    cells.push("-".to_string());
-                    continue;
-                }
-                expected_calls += 1;
-                let (level, reply) = probe(&mut s, method, case, fx).await?;
-                let expected = expect(fx, rule.permission, case, level);
-                let outcome = classify(&reply);
-                let mut verdict = judge(expected, outcome);
-                let mut detail = None;
-                if let Ok(items) = &reply {
-                    if !is_read(method) {
-                        writes_that_succeeded
-                            .push(format!("{method} as {} ({case:?})", fx.principal));
-                    }
-                    if let (Some(items), Case::InScope, Verdict::Expected) = (items, case, verdict)
-                        && let Some((scoped, why)) = check_scoped_list(fx, method, items)
-                    {
-                        verdict = scoped;
-                        detail = Some(why);
-                    }
-                }
-                if verdict != Verdict::Expected {
-                    let detail = detail.unwrap_or_else(|| detail_of(expected, &reply));
-                    unexpected.push(format!(
-                        "{verdict:?}: {method} as {} ({}), {case:?} ({level:?}): {detail}",
-                        fx.principal, fx.role
-                    ));
-                }
-                tally.add(expected, verdict);
-                cells.push(cell(outcome, verdict));
-            }
-            println!(
-                "  {:<28} {:<32} {:<20} {:<20} {:<20}",
-                method, rule.permission, cells[0], cells[1], cells[2]
-            );
-        }
-        println!(
-            "  {}: {} calls, {} allowed ({} harmless on nonexistent resources), {} denied, {} unexpected allows, {} unexpected denials",
-            fx.principal,
-            tally.calls,
-            tally.allowed,
-            tally.harmless,
-            tally.denied,
-            tally.unexpected_allows,
-            tally.unexpected_denials
-        );
-        total.merge(&tally);
+        expected_calls += run_role(&mut s, fx, &methods, &mut findings).await?;
     }
 
     // Every unit-scoped role against the other organization (the administrator's out-of-scope
@@ -1390,27 +1117,29 @@ async fn every_scheduling_rpc_by_every_role_matches_the_policy_table() -> anyhow
         .collect();
     let with_resource = methods
         .iter()
-        .filter(|(_, rule)| cases_of(rule).len() > 1)
+        .filter(|(_, rule)| Fixture::cases(rule).len() > 1)
         .count();
     let mut cross = Tally::default();
     for fx in &unit_scoped {
         let mut s = mesh.scheduling_as(fx.principal).await?;
         for (method, rule) in &methods {
-            if cases_of(rule).len() == 1 {
+            if Fixture::cases(rule).len() == 1 {
                 continue;
             }
             let (level, reply) = probe(&mut s, method, Case::OutOfScope, admin).await?;
             let outcome = classify(&reply);
             let verdict = judge(Expect::Deny, outcome);
-            if reply.is_ok() && !is_read(method) {
-                writes_that_succeeded.push(format!("{method} as {} (in {OTHER})", fx.principal));
+            if reply.is_ok() && !is_read(method, Fixture::READS) {
+                findings
+                    .writes_that_succeeded
+                    .push(format!("{method} as {} (in {OTHER})", fx.principal));
             }
             if verdict != Verdict::Expected {
-                unexpected.push(format!(
+                findings.unexpected.push(format!(
                     "{verdict:?}: {method} as {} ({}), in {OTHER} ({level:?}): {}",
                     fx.principal,
                     fx.role,
-                    detail_of(Expect::Deny, &reply)
+                    detail_with_items(Expect::Deny, &reply)
                 ));
             }
             cross.add(Expect::Deny, verdict);
@@ -1424,8 +1153,9 @@ async fn every_scheduling_rpc_by_every_role_matches_the_policy_table() -> anyhow
         cross.denied,
         cross.unexpected_allows
     );
-    total.merge(&cross);
+    findings.total.merge(&cross);
 
+    let total = &findings.total;
     println!(
         "\n{} Scheduling RPCs x {} roles x {} cases (one for an RPC without a resource), plus the cross-organization block; {} allowed calls were harmless answers about nonexistent resources",
         methods.len(),
@@ -1433,27 +1163,15 @@ async fn every_scheduling_rpc_by_every_role_matches_the_policy_table() -> anyhow
         CASES.len(),
         total.harmless
     );
-    println!(
-        "scheduling authz matrix: {} calls, {} allowed, {} denied, {} unexpected allows, {} unexpected denials",
-        total.calls, total.allowed, total.denied, total.unexpected_allows, total.unexpected_denials
-    );
-    for line in &unexpected {
-        println!("  {line}");
-    }
+    println!("scheduling authz matrix: {}", total.summary());
+    findings.print_unexpected();
     mesh.stop().await?;
     assert_eq!(
         total.calls,
         expected_calls + cross.calls,
         "one call per method, role and case"
     );
-    assert!(
-        writes_that_succeeded.is_empty(),
-        "the matrix must not change state; these writes answered OK: {writes_that_succeeded:#?}"
-    );
-    assert!(
-        unexpected.is_empty(),
-        "unexpected outcomes: {unexpected:#?}"
-    );
+    findings.assert_clean();
     Ok(())
 }
 
@@ -1461,35 +1179,27 @@ async fn every_scheduling_rpc_by_every_role_matches_the_policy_table() -> anyhow
 async fn every_scheduling_rpc_refuses_anonymous_and_unbound_callers() -> anyhow::Result<()> {
     let mesh = TestMesh::start(Backend::Sqlite).await?;
     principal(&mesh, NOBODY, None).await?;
-    let mut anonymous = scheduling_with_token(&mesh, tls::CLIENT, "").await?;
+    let mut anonymous = SchedulingServiceClient::new(
+        mesh.channel_with_token(Service::Scheduling, tls::CLIENT, "")
+            .await?,
+    );
     let mut unbound = mesh.scheduling_as(NOBODY).await?;
     let fixtures = fixtures(next_monday());
     let admin = &fixtures[0];
-    let mut wrong = Vec::new();
     let methods = scheduling_methods();
-    for (method, _) in &methods {
-        for (caller, s, refusal) in [
-            ("no token", &mut anonymous, Code::Unauthenticated),
-            (NOBODY, &mut unbound, Code::PermissionDenied),
-        ] {
-            let (_, reply) = probe(s, method, Case::InScope, admin).await?;
-            let code = reply.as_ref().err().map_or(Code::Ok, Status::code);
-            if code != refusal {
-                wrong.push(format!(
-                    "{method} as {caller}: {code:?}, expected {refusal:?}"
-                ));
-            }
-        }
-    }
+    let mut wrong = refusals(&mut anonymous, &mut unbound, admin, &methods).await?;
     // The service callers of a rule without a token: the one listed is served, another is not.
     for (method, rule) in methods
         .iter()
         .filter(|(_, r)| !r.service_callers.is_empty())
     {
         for service in pm_runtime::tls::SERVICES {
-            let mut s = scheduling_with_token(&mesh, service, "").await?;
+            let mut s = SchedulingServiceClient::new(
+                mesh.channel_with_token(Service::Scheduling, service, "")
+                    .await?,
+            );
             let (_, reply) = probe(&mut s, method, Case::InScope, admin).await?;
-            let code = reply.as_ref().err().map_or(Code::Ok, Status::code);
+            let code = code_of(&reply);
             let expected = if rule.service_callers.contains(service) {
                 Code::Ok
             } else {

@@ -632,7 +632,7 @@ async fn who_accessed_a_patient_is_answered_from_the_trail() -> anyhow::Result<(
     assert_eq!(fhir["resourceType"], "AuditEvent");
     // Oldest first across the merged trails, and no record twice.
     let key = |r: &AccessRecord| {
-        let t = r.time.clone().unwrap_or_default();
+        let t = r.time.unwrap_or_default();
         (t.seconds, t.nanos, r.service.clone(), r.seq)
     };
     assert!(

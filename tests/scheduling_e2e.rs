@@ -802,18 +802,63 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
     assert!(records.iter().any(|r| r.service == "org"
         && r.calling_service.contains("scheduling")
         && r.method.ends_with("/ListCoverages")));
-    // A service's trail is for Org to read, not for people.
-    let err = pm_api::audit::audit_service_client::AuditServiceClient::new(
-        mesh.authed(pm::mesh::Service::Scheduling, pm::demo::ADMIN)
-            .await?,
-    )
-    .list_patient_accesses(pm_api::audit::ListPatientAccessesRequest {
+    // A service's trail is for Org to read, not for people nor other services: every role is
+    // refused, so is a service not declared for it, and a call without a token.
+    use pm_api::audit::audit_service_client::AuditServiceClient;
+    let trail_request = || pm_api::audit::ListPatientAccessesRequest {
         patient: COVERED.into(),
         ..Default::default()
-    })
-    .await
-    .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
+    };
+    for principal in [
+        pm::demo::ADMIN,
+        "principals/casey-ccm",
+        "principals/dr-okafor",
+        "principals/jordan-billing",
+    ] {
+        let channel = mesh
+            .authed(pm::mesh::Service::Scheduling, principal)
+            .await?;
+        let err = AuditServiceClient::new(channel)
+            .list_patient_accesses(trail_request())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{principal}");
+    }
+    let scheduling_url = mesh.url(pm::mesh::Service::Scheduling);
+    let as_service = async |identity: &str| {
+        anyhow::Ok(AuditServiceClient::new(
+            pm_runtime::client::channel(&mesh.config, identity, &scheduling_url).await?,
+        ))
+    };
+    let own = as_service("org")
+        .await?
+        .list_patient_accesses(trail_request())
+        .await?;
+    assert!(
+        !own.into_inner().records.is_empty(),
+        "Org reads Scheduling's trail"
+    );
+    let err = as_service("billing")
+        .await?
+        .list_patient_accesses(trail_request())
+        .await
+        .unwrap_err();
+    // Not declared for the RPC, a service counts as a caller that must bring a token.
+    assert_eq!(
+        err.code(),
+        Code::Unauthenticated,
+        "billing is not declared for it"
+    );
+    let err = as_service(pm_runtime::tls::CLIENT)
+        .await?
+        .list_patient_accesses(trail_request())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::Unauthenticated,
+        "a person's tool without a token"
+    );
 
     // The audit trail of the Scheduling slice holds the bookings, naming the patient.
     let db =

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod matrix;
+
 use std::time::Duration;
 
 use pm::mesh::{self, Mesh, Service};
@@ -94,6 +96,31 @@ impl TestMesh {
         let bearer = client::Bearer::new(&self.token(principal).await?)?;
         Ok(tonic::service::interceptor::InterceptedService::new(
             channel, bearer,
+        ))
+    }
+
+    /// A channel to `service` through the certificate of `identity` (a service name, or
+    /// `tls::CLIENT`), with `token` as the bearer ("" for none).
+    pub async fn channel_with_token(
+        &self,
+        service: Service,
+        identity: &str,
+        token: &str,
+    ) -> anyhow::Result<client::AuthedChannel> {
+        let channel = client::channel(&self.config, identity, &self.url(service)).await?;
+        Ok(tonic::service::interceptor::InterceptedService::new(
+            channel,
+            client::Bearer::new(token)?,
+        ))
+    }
+
+    /// The RBAC service as `principal`.
+    pub async fn rbac_as(
+        &self,
+        principal: &str,
+    ) -> anyhow::Result<RbacServiceClient<client::AuthedChannel>> {
+        Ok(RbacServiceClient::new(
+            self.authed(Service::Rbac, principal).await?,
         ))
     }
 
