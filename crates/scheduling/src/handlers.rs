@@ -158,7 +158,13 @@ impl SchedulingApi {
         let mut conn = self.db.read().await?;
         let mut by_location: BTreeMap<String, BTreeMap<String, Vec<AvailabilityRule>>> =
             BTreeMap::new();
-        for rule in store::rules_of_unit(&mut conn, s.unit).await? {
+        // Named providers (a booking's re-check): only their rules, not every rule of the unit.
+        let rules = if s.providers.is_empty() {
+            store::rules_of_unit(&mut conn, s.unit).await?
+        } else {
+            store::rules_of_providers(&mut conn, s.providers, s.unit).await?
+        };
+        for rule in rules {
             let provider = names::parent_of(&rule.name).to_string();
             if (s.providers.is_empty() || s.providers.contains(&provider))
                 && (s.locations.is_empty() || s.locations.contains(&rule.location))

@@ -150,6 +150,26 @@ pub async fn rules_of_unit(
     )
 }
 
+/// The live availability rules of `providers` for `unit`.
+pub async fn rules_of_providers(
+    conn: &mut AnyConnection,
+    providers: &[String],
+    unit: &str,
+) -> ApiResult<Vec<AvailabilityRule>> {
+    let collections: Vec<String> = providers
+        .iter()
+        .map(|p| collection(&AVAILABILITY_RULE, p))
+        .collect();
+    Ok(
+        docstore::all_live_in::<AvailabilityRule>(conn, &collections)
+            .await?
+            .into_iter()
+            .map(|s| s.resource)
+            .filter(|r| r.unit == unit)
+            .collect(),
+    )
+}
+
 /// A provider's live exceptions.
 pub async fn exceptions_of(
     conn: &mut AnyConnection,
