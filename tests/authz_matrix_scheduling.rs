@@ -30,8 +30,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
-use chrono_tz::America::New_York;
+use chrono::NaiveDate;
 use pm::mesh::Service;
 use pm_api::MethodRule;
 use pm_api::org::org_service_client::OrgServiceClient;
@@ -167,47 +166,7 @@ impl Place {
 
 // Seeding, through Org's and Scheduling's public APIs.
 
-fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: 0,
-    }
-}
-
-fn since_2024() -> Option<Interval> {
-    Some(Interval {
-        start_time: Some(prost_types::Timestamp {
-            seconds: 1_704_067_200,
-            nanos: 0,
-        }),
-        end_time: None,
-    })
-}
-
-/// A Monday at least two days ahead, in New York.
-fn next_monday() -> NaiveDate {
-    let mut day = Utc::now().with_timezone(&New_York).date_naive() + chrono::Days::new(2);
-    while day.weekday() != chrono::Weekday::Mon {
-        day = day.succ_opt().unwrap();
-    }
-    day
-}
-
-/// `hh:mm` New York time on `day`, as a UTC instant.
-fn at(day: NaiveDate, hour: u32, minute: u32) -> DateTime<Utc> {
-    New_York
-        .from_local_datetime(&day.and_hms_opt(hour, minute, 0).unwrap())
-        .single()
-        .unwrap()
-        .with_timezone(&Utc)
-}
-
-fn minutes(m: i64) -> Option<prost_types::Duration> {
-    Some(prost_types::Duration {
-        seconds: m * 60,
-        nanos: 0,
-    })
-}
+use support::time::{at, minutes, next_monday, since_2024, ts};
 
 /// The whole of `day` (New York).
 fn day_window(day: NaiveDate) -> Option<Interval> {

@@ -8,8 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
-use chrono_tz::America::New_York;
+use chrono::{DateTime, NaiveDate, Timelike, Utc};
 use pm_api::org::org_service_client::OrgServiceClient;
 use pm_api::org::*;
 use pm_api::scheduling::scheduling_service_client::SchedulingServiceClient;
@@ -37,47 +36,7 @@ const WELLNESS: &str = "organizations/acme/units/north-clinic/visitTypes/wellnes
 type Org = OrgServiceClient<AuthedChannel>;
 type Scheduling = SchedulingServiceClient<AuthedChannel>;
 
-fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: 0,
-    }
-}
-
-fn since_2024() -> Option<Interval> {
-    Some(Interval {
-        start_time: Some(prost_types::Timestamp {
-            seconds: 1_704_067_200,
-            nanos: 0,
-        }),
-        end_time: None,
-    })
-}
-
-/// A Monday at least two days ahead, in New York.
-fn next_monday() -> NaiveDate {
-    let mut day = Utc::now().with_timezone(&New_York).date_naive() + chrono::Days::new(2);
-    while day.weekday() != chrono::Weekday::Mon {
-        day = day.succ_opt().unwrap();
-    }
-    day
-}
-
-/// `hh:mm` New York time on `day`, as a UTC instant.
-fn at(day: NaiveDate, hour: u32, minute: u32) -> DateTime<Utc> {
-    New_York
-        .from_local_datetime(&day.and_hms_opt(hour, minute, 0).unwrap())
-        .single()
-        .unwrap()
-        .with_timezone(&Utc)
-}
-
-fn minutes(m: i64) -> Option<prost_types::Duration> {
-    Some(prost_types::Duration {
-        seconds: m * 60,
-        nanos: 0,
-    })
-}
+use support::time::{at, minutes, next_monday, since_2024, ts};
 
 /// Org's side of the world, through Org's public API.
 async fn seed_org(org: &mut Org) -> anyhow::Result<()> {
