@@ -3,7 +3,7 @@
 
 use pm_api::org::org_service_server::OrgService;
 use pm_api::org::*;
-use pm_authz::audit::{self, AuditWriter, Outcome};
+use pm_authz::audit::AuditWriter;
 use pm_authz::layer::Caller;
 use pm_authz::phi::PhiAudit;
 use pm_authz::policy::Target;
@@ -169,25 +169,20 @@ fn patient_of(name: &str) -> String {
     }
 }
 
-/// Records a successful PHI write in the write's own transaction: both commit or neither does.
-async fn record_write(
-    conn: &mut sqlx::AnyConnection,
-    caller: &Caller,
-    method: &str,
-    name: &str,
-) -> ApiResult<()> {
-    let event = pm_authz::phi::audit_event(
-        NAME,
-        caller,
-        method,
-        Outcome::Success,
-        vec![name.to_string()],
-        vec![patient_of(name)],
-    );
-    audit::append(conn, &[event]).await
-}
-
 impl OrgApi {
+    /// Records a successful PHI write in the write's own transaction: both commit or neither does.
+    async fn record_write(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        caller: &Caller,
+        method: &str,
+        name: &str,
+    ) -> ApiResult<()> {
+        self.phi
+            .record_write(conn, caller, method, name, vec![patient_of(name)])
+            .await
+    }
+
     /// Audits a PHI call once it has an outcome (see [`PhiAudit::audited`]); a failed or refused call
     /// names the patient its resource belongs to.
     async fn audited<T>(
@@ -1026,7 +1021,8 @@ impl OrgService for OrgApi {
             let call = create_call!(req, method!("CreatePatient"), &req.parent, patient_id);
             docstore::create(&self.db, &PATIENT, call, patient, async |conn, p| {
                 check_patient(conn, p).await?;
-                record_write(conn, &caller, method!("CreatePatient"), &p.name).await
+                self.record_write(conn, &caller, method!("CreatePatient"), &p.name)
+                    .await
             })
             .await
         }
@@ -1070,7 +1066,8 @@ impl OrgService for OrgApi {
                 req.update_mask.as_ref(),
                 async |conn, _, p| {
                     check_patient(conn, p).await?;
-                    record_write(conn, &caller, method!("UpdatePatient"), &p.name).await
+                    self.record_write(conn, &caller, method!("UpdatePatient"), &p.name)
+                        .await
                 },
             )
             .await
@@ -1099,7 +1096,8 @@ impl OrgService for OrgApi {
             self.check(&caller, method!("DeletePatient"), About::Name(&req.name))
                 .await?;
             docstore::soft_delete(&self.db, &PATIENT, &req.name, &req.etag, async |conn, p| {
-                record_write(conn, &caller, method!("DeletePatient"), &p.name).await
+                self.record_write(conn, &caller, method!("DeletePatient"), &p.name)
+                    .await
             })
             .await
         }
@@ -1219,7 +1217,8 @@ impl OrgService for OrgApi {
                     pathway_step: e.pathway_step.clone(),
                     reason: String::new(),
                 }];
-                record_write(conn, &caller, method!("CreateEnrollment"), &e.name).await
+                self.record_write(conn, &caller, method!("CreateEnrollment"), &e.name)
+                    .await
             })
             .await
         }
@@ -1255,7 +1254,8 @@ impl OrgService for OrgApi {
                 &req.name,
                 &req.etag,
                 async |conn, e| {
-                    record_write(conn, &caller, method!("DeleteEnrollment"), &e.name).await
+                    self.record_write(conn, &caller, method!("DeleteEnrollment"), &e.name)
+                        .await
                 },
             )
             .await
@@ -1329,7 +1329,8 @@ impl OrgService for OrgApi {
                     pathway_step: e.pathway_step.clone(),
                     reason: req.reason.clone(),
                 });
-                record_write(conn, &caller, method!("TransferEnrollment"), &e.name).await
+                self.record_write(conn, &caller, method!("TransferEnrollment"), &e.name)
+                    .await
             })
             .await
         }
@@ -1473,7 +1474,8 @@ impl OrgService for OrgApi {
                     pathway_step: e.pathway_step.clone(),
                     reason: req.reason.clone(),
                 });
-                record_write(conn, &caller, method!("DischargeEnrollment"), &e.name).await
+                self.record_write(conn, &caller, method!("DischargeEnrollment"), &e.name)
+                    .await
             })
             .await
         }
@@ -1567,7 +1569,8 @@ impl OrgService for OrgApi {
             let call = create_call!(req, method!("CreateCoverage"), &req.parent, coverage_id);
             docstore::create(&self.db, &COVERAGE, call, coverage, async |conn, c| {
                 check_coverage(conn, c).await?;
-                record_write(conn, &caller, method!("CreateCoverage"), &c.name).await
+                self.record_write(conn, &caller, method!("CreateCoverage"), &c.name)
+                    .await
             })
             .await
         }
@@ -1611,7 +1614,8 @@ impl OrgService for OrgApi {
                 req.update_mask.as_ref(),
                 async |conn, _, c| {
                     check_coverage(conn, c).await?;
-                    record_write(conn, &caller, method!("UpdateCoverage"), &c.name).await
+                    self.record_write(conn, &caller, method!("UpdateCoverage"), &c.name)
+                        .await
                 },
             )
             .await
@@ -1645,7 +1649,8 @@ impl OrgService for OrgApi {
                 &req.name,
                 &req.etag,
                 async |conn, c| {
-                    record_write(conn, &caller, method!("DeleteCoverage"), &c.name).await
+                    self.record_write(conn, &caller, method!("DeleteCoverage"), &c.name)
+                        .await
                 },
             )
             .await

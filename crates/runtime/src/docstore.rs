@@ -174,28 +174,6 @@ pub async fn find_anywhere_by_attr<T: Resource>(
     rows.iter().map(decode_row).collect()
 }
 
-/// Live resources of `kind` (in any of its collections) whose attribute `attr` is `value`. Unlike
-/// [`find_anywhere_by_attr`], resources of other kinds sharing the attribute name are left out.
-pub async fn find_kind_by_attr<T: Resource>(
-    conn: &mut AnyConnection,
-    kind: &Kind<T>,
-    attr: &str,
-    value: &str,
-) -> ApiResult<Vec<Stored<T>>> {
-    let rows = sqlx::query(
-        "SELECT r.name, r.revision, r.create_time, r.update_time, r.delete_time, r.body \
-         FROM resource_attrs a JOIN resources r ON r.name = a.name \
-         WHERE a.attr = $1 AND a.value = $2 AND r.delete_time IS NULL AND r.collection LIKE $3 \
-         ORDER BY r.name",
-    )
-    .bind(attr)
-    .bind(value)
-    .bind(format!("%/{}", kind.pattern.collection_id()))
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter().map(decode_row).collect()
-}
-
 /// Every live resource of a collection (for small collections such as a provider's credentials).
 pub async fn all_live<T: Resource>(
     conn: &mut AnyConnection,

@@ -37,14 +37,15 @@ const PROVIDER_NAME: NamePattern = NamePattern(&["organizations", "providers"]);
 const LOCATION_NAME: NamePattern = NamePattern(&["organizations", "locations"]);
 const ORGANIZATION_NAME: NamePattern = NamePattern(&["organizations"]);
 
-mod changes;
-mod feeds;
-
 macro_rules! method {
     ($name:literal) => {
         concat!("/pm.scheduling.v1.SchedulingService/", $name)
     };
 }
+
+// After the macros, so that these see `method!`.
+mod changes;
+mod feeds;
 
 /// The Scheduling service.
 #[derive(Clone)]
@@ -508,14 +509,14 @@ fn event(state: AppointmentState, reason: &str) -> AppointmentEvent {
 async fn expire_lapsed_holds(conn: &mut AnyConnection, organization: &str) -> ApiResult<()> {
     let held = APPOINTMENT_STATE_HELD_NAME;
     let now = Utc::now();
-    for stored in docstore::find_kind_by_attr(conn, &APPOINTMENT, "state", held).await? {
-        let lapsed = names::organization_of(&stored.resource.name) == organization
-            && stored
-                .resource
-                .hold_expire_time
-                .as_ref()
-                .and_then(instant)
-                .is_some_and(|t| t <= now);
+    let appointments = store::collection(&APPOINTMENT, organization);
+    for stored in docstore::find_by_attr::<Appointment>(conn, &appointments, "state", held).await? {
+        let lapsed = stored
+            .resource
+            .hold_expire_time
+            .as_ref()
+            .and_then(instant)
+            .is_some_and(|t| t <= now);
         if lapsed {
             let mut a = stored.resource;
             a.state = AppointmentState::Expired as i32;

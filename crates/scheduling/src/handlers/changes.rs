@@ -11,15 +11,10 @@ use super::{SchedulingApi, check_start, event, expire_lapsed_holds, fill, state_
 use crate::access;
 use crate::domain::{self, instant, timestamp, wire_interval};
 use crate::occupancy;
-use crate::store::{APPOINTMENT, WAITLIST_ENTRY};
+use crate::store::{self, APPOINTMENT, WAITLIST_ENTRY};
 
-const SERVICE: &str = "/pm.scheduling.v1.SchedulingService/";
 /// How long a slot freed for the waitlist stays held for the patient offered it.
 const OFFER_TTL: TimeDelta = TimeDelta::minutes(30);
-
-fn method(name: &str) -> String {
-    format!("{SERVICE}{name}")
-}
 
 impl SchedulingApi {
     pub(super) async fn reschedule(
@@ -27,8 +22,8 @@ impl SchedulingApi {
         caller: &Caller,
         req: RescheduleAppointmentRequest,
     ) -> ApiResult<Appointment> {
-        let method = method("RescheduleAppointment");
-        self.check_appointment(caller, &method, &req.name).await?;
+        let method = method!("RescheduleAppointment");
+        self.check_appointment(caller, method, &req.name).await?;
         let start = req
             .start_time
             .as_ref()
@@ -53,12 +48,12 @@ impl SchedulingApi {
             end_time: None,
         });
         let visit = self
-            .check_booking(caller, &method, names::organization_of(&req.name), &moved)
+            .check_booking(caller, method, names::organization_of(&req.name), &moved)
             .await?;
         // Its own current time does not count against it.
         let slot = self.recheck(&moved, &visit, Some(&req.name)).await?;
         let call = VerbCall {
-            method: "/pm.scheduling.v1.SchedulingService/RescheduleAppointment",
+            method,
             name: &req.name,
             etag: &req.etag,
             request_id: "",
@@ -93,7 +88,7 @@ impl SchedulingApi {
                 expire_lapsed_holds(conn, names::organization_of(&a.name)).await?;
                 self.occupy(conn, a, &visit).await
             },
-            async |conn, changed| self.publish(conn, caller, &method, changed).await,
+            async |conn, changed| self.publish(conn, caller, method, changed).await,
         )
         .await?;
         self.doorbell.ring();
@@ -105,13 +100,13 @@ impl SchedulingApi {
         caller: &Caller,
         req: BookSeriesRequest,
     ) -> ApiResult<BookSeriesResponse> {
-        let method = method("BookSeries");
+        let method = method!("BookSeries");
         let first = req
             .appointment
             .clone()
             .ok_or_else(|| ApiError::invalid("appointment", "required"))?;
         let visit = self
-            .check_booking(caller, &method, &req.parent, &first)
+            .check_booking(caller, method, &req.parent, &first)
             .await?;
         if !(2..=52).contains(&req.count) {
             return Err(ApiError::invalid("count", "from 2 to 52"));
@@ -165,7 +160,7 @@ impl SchedulingApi {
 
         let mut tx = self.db.write(&req.parent).await?;
         if let Some(previous) =
-            docstore::replay::<BookSeriesResponse>(tx.conn(), &method, &req.request_id, &hash)
+            docstore::replay::<BookSeriesResponse>(tx.conn(), method, &req.request_id, &hash)
                 .await?
         {
             return Ok(previous);
@@ -184,13 +179,13 @@ impl SchedulingApi {
                 .await
                 .map_err(|e| e.with_meta("occurrence", i.to_string()))?;
             let stored = docstore::insert(tx.conn(), &APPOINTMENT, a).await?;
-            self.publish(tx.conn(), caller, &method, &stored).await?;
+            self.publish(tx.conn(), caller, method, &stored).await?;
             booked.push(stored);
         }
         let response = BookSeriesResponse {
             appointments: booked,
         };
-        docstore::remember(tx.conn(), &method, &req.request_id, &hash, &response).await?;
+        docstore::remember(tx.conn(), method, &req.request_id, &hash, &response).await?;
         tx.commit().await?;
         self.doorbell.ring();
         Ok(response)
@@ -202,7 +197,7 @@ impl SchedulingApi {
         hash: &str,
     ) -> ApiResult<Option<BookSeriesResponse>> {
         let mut conn = self.db.read().await?;
-        docstore::replay(&mut conn, &method("BookSeries"), request_id, hash).await
+        docstore::replay(&mut conn, method!("BookSeries"), request_id, hash).await
     }
 
     pub(super) async fn create_waitlist_entry(
@@ -210,7 +205,7 @@ impl SchedulingApi {
         caller: &Caller,
         req: CreateWaitlistEntryRequest,
     ) -> ApiResult<WaitlistEntry> {
-        let method = method("CreateWaitlistEntry");
+        let method = method!("CreateWaitlistEntry");
         let mut entry = req
             .waitlist_entry
             .clone()
@@ -231,7 +226,7 @@ impl SchedulingApi {
                 ));
             }
         }
-        access::authorize(&self.org, caller, &method, &req.parent, Some(&entry.unit)).await?;
+        access::authorize(&self.org, caller, method, &req.parent, Some(&entry.unit)).await?;
         let window = domain::interval(entry.window.as_ref(), "waitlist_entry.window")?;
         if window.end() <= Utc::now() {
             return Err(ApiError::invalid(
@@ -250,7 +245,7 @@ impl SchedulingApi {
         entry.state = WaitlistState::Waiting as i32;
         entry.offered_appointment.clear();
         let call = docstore::CreateCall {
-            method: "/pm.scheduling.v1.SchedulingService/CreateWaitlistEntry",
+            method,
             parent: &req.parent,
             id: &req.waitlist_entry_id,
             id_field: "waitlist_entry_id",
@@ -259,7 +254,7 @@ impl SchedulingApi {
         };
         docstore::create(&self.db, &WAITLIST_ENTRY, call, entry, async |conn, e| {
             self.phi
-                .record_write(conn, caller, &method, &e.name, vec![e.patient.clone()])
+                .record_write(conn, caller, method, &e.name, vec![e.patient.clone()])
                 .await
         })
         .await
@@ -270,10 +265,10 @@ impl SchedulingApi {
         caller: &Caller,
         req: &ListWaitlistEntriesRequest,
     ) -> ApiResult<ListWaitlistEntriesResponse> {
-        let method = method("ListWaitlistEntries");
+        let method = method!("ListWaitlistEntries");
         names::NamePattern(&["organizations"]).parse("parent", &req.parent)?;
-        access::authorize(&self.org, caller, &method, &req.parent, None).await?;
-        let units = access::visible_units(&self.org, caller, &method, &req.parent).await?;
+        access::authorize(&self.org, caller, method, &req.parent, None).await?;
+        let units = access::visible_units(&self.org, caller, method, &req.parent).await?;
         let call = docstore::ListCall {
             parent: &req.parent,
             page_size: req.page_size,
@@ -295,7 +290,7 @@ impl SchedulingApi {
         caller: &Caller,
         req: &DeleteWaitlistEntryRequest,
     ) -> ApiResult<WaitlistEntry> {
-        let method = method("DeleteWaitlistEntry");
+        let method = method!("DeleteWaitlistEntry");
         WAITLIST_ENTRY.pattern.parse("name", &req.name)?;
         let unit = {
             let mut conn = self.db.read().await?;
@@ -304,7 +299,7 @@ impl SchedulingApi {
                 .map(|s| s.resource.unit)
         };
         let unit = unit.unwrap_or_else(|| format!("{}/units/-", names::organization_of(&req.name)));
-        access::authorize(&self.org, caller, &method, &req.name, Some(&unit)).await?;
+        access::authorize(&self.org, caller, method, &req.name, Some(&unit)).await?;
         docstore::soft_delete(
             &self.db,
             &WAITLIST_ENTRY,
@@ -312,7 +307,7 @@ impl SchedulingApi {
             &req.etag,
             async |conn, e| {
                 self.phi
-                    .record_write(conn, caller, &method, &e.name, vec![e.patient.clone()])
+                    .record_write(conn, caller, method, &e.name, vec![e.patient.clone()])
                     .await
             },
         )
@@ -345,7 +340,9 @@ impl SchedulingApi {
         }
         let mut waiting = {
             let mut conn = self.db.read().await?;
-            docstore::find_kind_by_attr(&mut conn, &WAITLIST_ENTRY, "unit", &freed.unit).await?
+            let entries = store::collection(&WAITLIST_ENTRY, names::organization_of(&freed.name));
+            docstore::find_by_attr::<WaitlistEntry>(&mut conn, &entries, "unit", &freed.unit)
+                .await?
         };
         waiting.retain(|e| e.resource.state == WaitlistState::Waiting as i32);
         waiting.sort_by_key(|e| {
@@ -386,7 +383,7 @@ impl SchedulingApi {
                 continue;
             };
             let call = VerbCall {
-                method: "/pm.scheduling.v1.SchedulingService/CancelAppointment",
+                method: method!("CancelAppointment"),
                 name: &entry.name,
                 etag: "",
                 request_id: "",

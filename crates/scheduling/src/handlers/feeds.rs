@@ -184,7 +184,7 @@ impl SchedulingApi {
         caller: &Caller,
         req: CompleteAppointmentRequest,
     ) -> ApiResult<CompleteAppointmentResponse> {
-        let method = "/pm.scheduling.v1.SchedulingService/CompleteAppointment";
+        let method = method!("CompleteAppointment");
         self.check_appointment(caller, method, &req.name).await?;
         if !(0..=1440).contains(&req.care_minutes) {
             return Err(ApiError::invalid("care_minutes", "from 0 to 1440"));
@@ -285,7 +285,7 @@ impl SchedulingApi {
                 .map(|s| s.resource.unit)
         };
         let unit = unit.unwrap_or_else(|| format!("{}/units/-", names::organization_of(name)));
-        let method = "/pm.scheduling.v1.SchedulingService/GetEncounter";
+        let method = method!("GetEncounter");
         access::authorize(&self.org, caller, method, name, Some(&unit)).await?;
         docstore::get_by_name(&self.db, &ENCOUNTER, name).await
     }
@@ -295,7 +295,7 @@ impl SchedulingApi {
         caller: &Caller,
         req: &ListEncountersRequest,
     ) -> ApiResult<ListEncountersResponse> {
-        let method = "/pm.scheduling.v1.SchedulingService/ListEncounters";
+        let method = method!("ListEncounters");
         names::NamePattern(&["organizations"]).parse("parent", &req.parent)?;
         access::authorize(&self.org, caller, method, &req.parent, None).await?;
         let units = access::visible_units(&self.org, caller, method, &req.parent).await?;
@@ -365,7 +365,7 @@ impl SchedulingApi {
         caller: &Caller,
         req: &ListCalendarRequest,
     ) -> ApiResult<ListCalendarResponse> {
-        let method = "/pm.scheduling.v1.SchedulingService/ListCalendar";
+        let method = method!("ListCalendar");
         let window = domain::interval(req.window.as_ref(), "window")?;
         if window.duration() > domain::MAX_WINDOW {
             return Err(ApiError::invalid("window", "at most 31 days"));
@@ -375,22 +375,19 @@ impl SchedulingApi {
         let mut conn = self.db.read().await?;
         let sequence = outbox::head(&mut conn).await?;
 
+        let collection = store::collection(&APPOINTMENT, &organization);
         let appointments = match &matcher.scope {
             Scope::Organization | Scope::Unit(_) => {
-                docstore::all_live::<Appointment>(
-                    &mut conn,
-                    &store::collection(&APPOINTMENT, &organization),
-                )
-                .await?
+                docstore::all_live::<Appointment>(&mut conn, &collection).await?
             }
             Scope::Provider(p) => {
-                docstore::find_kind_by_attr(&mut conn, &APPOINTMENT, "provider", p).await?
+                docstore::find_by_attr(&mut conn, &collection, "provider", p).await?
             }
             Scope::Location(l) => {
-                docstore::find_kind_by_attr(&mut conn, &APPOINTMENT, "location", l).await?
+                docstore::find_by_attr(&mut conn, &collection, "location", l).await?
             }
             Scope::Patient(p) => {
-                docstore::find_kind_by_attr(&mut conn, &APPOINTMENT, "patient", p).await?
+                docstore::find_by_attr(&mut conn, &collection, "patient", p).await?
             }
         };
         let mut entries: Vec<(i64, CalendarEntry)> = Vec::new();
@@ -482,7 +479,7 @@ impl SchedulingApi {
         caller: &Caller,
         req: &WatchCalendarRequest,
     ) -> ApiResult<EventStream> {
-        let method = "/pm.scheduling.v1.SchedulingService/WatchCalendar";
+        let method = method!("WatchCalendar");
         if req.after_sequence < 0 {
             return Err(ApiError::invalid("after_sequence", "must not be negative"));
         }
