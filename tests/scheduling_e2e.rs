@@ -533,6 +533,17 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         .await
         .unwrap_err();
     assert_eq!(reason(&err), "HOLD_EXPIRED");
+    let untouched = s
+        .get_appointment(GetAppointmentRequest {
+            name: held.name.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        (untouched.state, &untouched.etag),
+        (AppointmentState::Held as i32, &held.etag),
+        "the refused confirmation wrote nothing"
+    );
     s.book_appointment(book_request(
         booking(COVERED, OKAFOR, FOLLOW_UP, at(monday, 11, 0)),
         "",
