@@ -718,21 +718,31 @@ impl SchedulingApi {
         .await
     }
 
-    /// Loads an appointment for an object-level check: its unit, or `None` when it does not exist
-    /// (then only organization-wide roles pass, and learn that it does not exist).
-    async fn unit_of_appointment(&self, name: &str) -> ApiResult<Option<String>> {
-        let mut conn = self.db.read().await?;
-        Ok(docstore::get::<Appointment>(&mut conn, name)
-            .await?
-            .map(|s| s.resource.unit))
+    /// The object-level check of a stored resource: against the unit it sits in (`unit_of`), or,
+    /// when it does not exist, against no unit, so that only organization-wide roles pass (and
+    /// learn that it does not exist) and everyone else gets the same PERMISSION_DENIED as for a
+    /// resource out of scope.
+    async fn check_stored<T: pm_api::Resource>(
+        &self,
+        caller: &Caller,
+        method: &str,
+        name: &str,
+        unit_of: fn(T) -> String,
+    ) -> ApiResult<()> {
+        let unit = {
+            let mut conn = self.db.read().await?;
+            docstore::get::<T>(&mut conn, name)
+                .await?
+                .map(|s| unit_of(s.resource))
+        };
+        let unit = unit.unwrap_or_else(|| format!("{}/units/-", names::organization_of(name)));
+        access::authorize(&self.org, caller, method, name, Some(&unit)).await
     }
 
     async fn check_appointment(&self, caller: &Caller, method: &str, name: &str) -> ApiResult<()> {
         APPOINTMENT.pattern.parse("name", name)?;
-        let unit = self.unit_of_appointment(name).await?;
-        // A missing appointment is checked against no unit: denied like one out of scope.
-        let unit = unit.unwrap_or_else(|| format!("{}/units/-", names::organization_of(name)));
-        access::authorize(&self.org, caller, method, name, Some(&unit)).await
+        self.check_stored(caller, method, name, |a: Appointment| a.unit)
+            .await
     }
 
     /// A lifecycle verb: checks, then changes state in one transaction with its audit record.
@@ -1033,21 +1043,12 @@ impl SchedulingService for SchedulingApi {
                 let caller = caller(&request)?;
                 let req = request.into_inner();
                 AVAILABILITY_RULE.pattern.parse("name", &req.name)?;
-                // Checked against the unit the rule is for (a missing rule: against no unit).
-                let unit = {
-                    let mut conn = self.db.read().await?;
-                    docstore::get::<AvailabilityRule>(&mut conn, &req.name)
-                        .await?
-                        .map(|s| s.resource.unit)
-                };
-                let unit = unit
-                    .unwrap_or_else(|| format!("{}/units/-", names::organization_of(&req.name)));
-                access::authorize(
-                    &self.org,
+                // Checked against the unit the rule is for.
+                self.check_stored(
                     &caller,
                     method!("DeleteAvailabilityRule"),
                     &req.name,
-                    Some(&unit),
+                    |r: AvailabilityRule| r.unit,
                 )
                 .await?;
                 docstore::soft_delete(

@@ -292,14 +292,8 @@ impl SchedulingApi {
     ) -> ApiResult<WaitlistEntry> {
         let method = method!("DeleteWaitlistEntry");
         WAITLIST_ENTRY.pattern.parse("name", &req.name)?;
-        let unit = {
-            let mut conn = self.db.read().await?;
-            docstore::get::<WaitlistEntry>(&mut conn, &req.name)
-                .await?
-                .map(|s| s.resource.unit)
-        };
-        let unit = unit.unwrap_or_else(|| format!("{}/units/-", names::organization_of(&req.name)));
-        access::authorize(&self.org, caller, method, &req.name, Some(&unit)).await?;
+        self.check_stored(caller, method, &req.name, |e: WaitlistEntry| e.unit)
+            .await?;
         docstore::soft_delete(
             &self.db,
             &WAITLIST_ENTRY,

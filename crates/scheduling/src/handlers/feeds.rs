@@ -278,15 +278,8 @@ impl SchedulingApi {
 
     pub(super) async fn encounter(&self, caller: &Caller, name: &str) -> ApiResult<Encounter> {
         ENCOUNTER.pattern.parse("name", name)?;
-        let unit = {
-            let mut conn = self.db.read().await?;
-            docstore::get::<Encounter>(&mut conn, name)
-                .await?
-                .map(|s| s.resource.unit)
-        };
-        let unit = unit.unwrap_or_else(|| format!("{}/units/-", names::organization_of(name)));
-        let method = method!("GetEncounter");
-        access::authorize(&self.org, caller, method, name, Some(&unit)).await?;
+        self.check_stored(caller, method!("GetEncounter"), name, |e: Encounter| e.unit)
+            .await?;
         docstore::get_by_name(&self.db, &ENCOUNTER, name).await
     }
 
