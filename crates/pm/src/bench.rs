@@ -12,6 +12,8 @@
 //! Environment:
 //! - `PM_BENCH_SECONDS`: seconds per row (default 5).
 //! - `PM_BENCH_CONCURRENCY`: calls in flight (default 32).
+//! - `PM_BENCH_ONLY`: `scheduling` runs only the ceiling and the Scheduling rows, `postgres` skips
+//!   SQLite's rows, `scheduling,postgres` both (for working on one part; `make bench` runs all).
 //! - `PM_BENCH_POSTGRES_URL`: default `postgres://postgres@127.0.0.1:5432/postgres`. The run uses a
 //!   fresh schema per service, `pmbench_<random>_<service>`, and drops them at the end; an
 //!   unreachable server skips the PostgreSQL rows. The bare baselines run `pgbench` on the
@@ -92,6 +94,10 @@ struct Settings {
     duration: Duration,
     concurrency: usize,
     postgres_url: String,
+    /// Only the Scheduling rows (`PM_BENCH_ONLY` names `scheduling`).
+    only_scheduling: bool,
+    /// Only PostgreSQL's rows (`PM_BENCH_ONLY` names `postgres`).
+    only_postgres: bool,
 }
 
 impl Settings {
@@ -103,10 +109,20 @@ impl Settings {
             "PM_BENCH_SECONDS must be a positive number of seconds"
         );
         anyhow::ensure!(concurrency > 0, "PM_BENCH_CONCURRENCY must be at least 1");
+        let only: Vec<String> = env_or("PM_BENCH_ONLY", String::new())?
+            .split(',')
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect();
+        if let Some(unknown) = only.iter().find(|p| *p != "scheduling" && *p != "postgres") {
+            anyhow::bail!("PM_BENCH_ONLY: unknown part {unknown:?} (scheduling, postgres)");
+        }
         Ok(Self {
             duration: Duration::from_secs_f64(seconds),
             concurrency,
             postgres_url: env_or("PM_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL.to_string())?,
+            only_scheduling: only.iter().any(|p| p == "scheduling"),
+            only_postgres: only.iter().any(|p| p == "postgres"),
         })
     }
 }
@@ -237,11 +253,17 @@ async fn bench_mesh(
             result.rate()
         }
     };
-    for workload in [get_unit(units), list_units(), create_unit()] {
-        let result = measure(settings, &channels, &workload).await?;
-        print_row(target.label, &result, Some(ceiling));
+    let skip = settings.only_postgres && target.config.storage.backend != Backend::Postgres;
+    if skip {
+        return Ok(ceiling);
     }
-    bench_patient_reads(settings, target, mesh, &channels, &token, ceiling).await?;
+    if !settings.only_scheduling {
+        for workload in [get_unit(units), list_units(), create_unit()] {
+            let result = measure(settings, &channels, &workload).await?;
+            print_row(target.label, &result, Some(ceiling));
+        }
+        bench_patient_reads(settings, target, mesh, &channels, &token, ceiling).await?;
+    }
     bench_scheduling::bench(settings, target, mesh, &channels, &token, ceiling).await?;
     Ok(ceiling)
 }

@@ -115,6 +115,7 @@ pub(crate) async fn bench(
         duration: settings.duration,
         concurrency: 1,
         postgres_url: settings.postgres_url.clone(),
+        ..*settings
     };
 
     // Booking.
@@ -730,7 +731,14 @@ fn reserve(db: Db, lock: Lock) -> Workload {
             let appointment = format!("{}/appointments/{tag}-{n}", org_name());
             let result = async {
                 let mut tx = db.write(&scope).await?;
-                occupancy::reserve(tx.conn(), &appointment, &holders, start, start + span).await?;
+                occupancy::reserve(
+                    tx.conn(),
+                    &appointment,
+                    &holders,
+                    (start, start + span),
+                    None,
+                )
+                .await?;
                 tx.commit().await
             }
             .await;

@@ -88,6 +88,9 @@ impl Mesh {
         for task in &self.tasks {
             task.abort();
         }
+        // The services' own background tasks (the outbox sequencer, streams) die with a real
+        // process: tell them to stop too, so none outlives the servers it belonged to.
+        self.shutdown.cancel();
     }
 
     /// Cancels and waits.

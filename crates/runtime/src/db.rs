@@ -244,6 +244,22 @@ impl Db {
         })
     }
 
+    /// Begins a write transaction that takes no lock on PostgreSQL, for a write whose every invariant
+    /// the database's own constraints enforce (a booking: exclusion constraints over its time, unique
+    /// keys on its name and request_id), so that such writes run side by side instead of queueing on
+    /// their organization's lock. On SQLite it holds the writer lock like [`Db::write`] (SQLite admits
+    /// one writer anyway).
+    pub async fn write_constrained(&self) -> ApiResult<WriteTx> {
+        let guard = match self.backend {
+            Backend::Sqlite => Some(Arc::clone(&self.sqlite_writer).lock_owned().await),
+            Backend::Postgres => None,
+        };
+        Ok(WriteTx {
+            tx: self.pool.begin().await?,
+            _sqlite_writer: guard,
+        })
+    }
+
     /// A transaction on the slice's dedicated connection, for its one background writer (the audit
     /// writer). On SQLite it holds the writer lock like [`Db::write`]; on PostgreSQL it takes no lock
     /// (the writer takes what it needs).

@@ -16,7 +16,7 @@ use prost_types::FieldMask;
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row, any::AnyRow};
 
-use crate::db::{Db, Migrations};
+use crate::db::{Db, Migrations, WriteTx};
 use crate::error::{ApiError, ApiResult};
 use crate::names::{self, NamePattern};
 use crate::time::{Micros, now_micros, to_timestamp};
@@ -214,26 +214,37 @@ pub async fn all_live_in<T: Resource>(
     rows.iter().map(decode_row).collect()
 }
 
+/// Writes a resource's attribute rows (`fresh`: it has none yet, so there is nothing to delete),
+/// all in one statement.
 async fn write_attrs<T: Resource>(
     conn: &mut AnyConnection,
     kind: &Kind<T>,
     resource: &T,
+    fresh: bool,
 ) -> ApiResult<()> {
-    sqlx::query("DELETE FROM resource_attrs WHERE name = $1")
-        .bind(resource.name())
-        .execute(&mut *conn)
-        .await?;
-    let mut attrs = (kind.attrs)(resource);
-    attrs.sort();
-    attrs.dedup();
-    for (attr, value) in attrs {
-        sqlx::query("INSERT INTO resource_attrs (name, attr, value) VALUES ($1, $2, $3)")
+    if !fresh {
+        sqlx::query("DELETE FROM resource_attrs WHERE name = $1")
             .bind(resource.name())
-            .bind(attr)
-            .bind(value)
             .execute(&mut *conn)
             .await?;
     }
+    let mut attrs = (kind.attrs)(resource);
+    attrs.sort();
+    attrs.dedup();
+    if attrs.is_empty() {
+        return Ok(());
+    }
+    // Placeholders only in the SQL text: `($1, $2, $3), ($1, $4, $5), ...`.
+    let rows = (0..attrs.len())
+        .map(|i| format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!("INSERT INTO resource_attrs (name, attr, value) VALUES {rows}");
+    let mut query = sqlx::query(&sql).bind(resource.name());
+    for (attr, value) in attrs {
+        query = query.bind(attr).bind(value);
+    }
+    query.execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -243,16 +254,11 @@ pub async fn insert<T: Resource>(
     kind: &Kind<T>,
     mut resource: T,
 ) -> ApiResult<T> {
-    if get::<T>(conn, resource.name()).await?.is_some() {
-        return Err(ApiError::already_exists(
-            "RESOURCE_ALREADY_EXISTS",
-            format!("{} already exists", resource.name()),
-        )
-        .with_meta("resource", resource.name()));
-    }
     let now = now_micros();
     resource.stamp(String::new(), None, None, None);
-    sqlx::query(
+    // The name's primary key (deleted resources keep their rows) says whether it is taken: no
+    // lookup first. On PostgreSQL the violation aborts the transaction, which the error ends anyway.
+    let inserted = sqlx::query(
         "INSERT INTO resources (name, collection, revision, create_time, update_time, delete_time, body) \
          VALUES ($1, $2, 1, $3, $3, NULL, $4)",
     )
@@ -261,8 +267,19 @@ pub async fn insert<T: Resource>(
     .bind(now)
     .bind(resource.encode_to_vec())
     .execute(&mut *conn)
-    .await?;
-    write_attrs(conn, kind, &resource).await?;
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            return Err(ApiError::already_exists(
+                "RESOURCE_ALREADY_EXISTS",
+                format!("{} already exists", resource.name()),
+            )
+            .with_meta("resource", resource.name()));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    write_attrs(conn, kind, &resource, true).await?;
     resource.stamp(
         etag_of(1),
         Some(to_timestamp(now)),
@@ -298,7 +315,7 @@ pub async fn replace<T: Resource>(
     if result.rows_affected() != 1 {
         return Err(ApiError::stale_etag(resource.name()));
     }
-    write_attrs(conn, kind, &resource).await?;
+    write_attrs(conn, kind, &resource, false).await?;
     resource.stamp(
         etag_of(revision + 1),
         create_time,
@@ -427,6 +444,42 @@ pub async fn create_then<T, F, A>(
     db: &Db,
     kind: &Kind<T>,
     call: CreateCall<'_>,
+    resource: T,
+    check: F,
+    after: A,
+) -> ApiResult<T>
+where
+    T: Resource,
+    F: AsyncFnOnce(&mut AnyConnection, &mut T) -> ApiResult<()>,
+    A: AsyncFnOnce(&mut AnyConnection, &T) -> ApiResult<()>,
+{
+    let name = new_name(kind, &call)?;
+    let tx = db.write(names::organization_of(&name)).await?;
+    create_in(tx, kind, call, name, resource, check, after).await
+}
+
+/// The full name a Create call gives its resource, once its request_id, parent and id are valid.
+pub fn new_name<T: Resource>(kind: &Kind<T>, call: &CreateCall<'_>) -> ApiResult<String> {
+    check_request_id(call.request_id)?;
+    if let Some(parent_pattern) = kind.pattern.parent() {
+        parent_pattern.parse("parent", call.parent)?;
+    }
+    let id = names::choose_id(call.id_field, call.id)?;
+    Ok(if call.parent.is_empty() {
+        format!("{}/{id}", kind.pattern.collection_id())
+    } else {
+        format!("{}/{}/{id}", call.parent, kind.pattern.collection_id())
+    })
+}
+
+/// [`create_then`] in a write transaction the caller began (one without the organization's lock,
+/// [`Db::write_constrained`], where the database's constraints guard the write); `name` is the new
+/// resource's full name.
+pub async fn create_in<T, F, A>(
+    mut tx: WriteTx,
+    kind: &Kind<T>,
+    call: CreateCall<'_>,
+    name: String,
     mut resource: T,
     check: F,
     after: A,
@@ -436,17 +489,6 @@ where
     F: AsyncFnOnce(&mut AnyConnection, &mut T) -> ApiResult<()>,
     A: AsyncFnOnce(&mut AnyConnection, &T) -> ApiResult<()>,
 {
-    check_request_id(call.request_id)?;
-    if let Some(parent_pattern) = kind.pattern.parent() {
-        parent_pattern.parse("parent", call.parent)?;
-    }
-    let id = names::choose_id(call.id_field, call.id)?;
-    let name = if call.parent.is_empty() {
-        format!("{}/{id}", kind.pattern.collection_id())
-    } else {
-        format!("{}/{}/{id}", call.parent, kind.pattern.collection_id())
-    };
-    let mut tx = db.write(names::organization_of(&name)).await?;
     if let Some(previous) =
         replay(tx.conn(), call.method, call.request_id, &call.request_hash).await?
     {

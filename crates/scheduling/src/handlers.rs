@@ -53,7 +53,10 @@ pub struct SchedulingApi {
     db: Db,
     org: Arc<OrgView>,
     phi: PhiAudit,
-    doorbell: Doorbell,
+    /// Rung after a commit that staged outbox events: wakes the sequencer.
+    staged: Doorbell,
+    /// Rung by the sequencer when it numbered events: wakes the streams.
+    published: Doorbell,
     /// Ends the streams when the server shuts down (a graceful drain waits for them otherwise).
     shutdown: tokio_util::sync::CancellationToken,
 }
@@ -95,11 +98,19 @@ impl SchedulingApi {
         phi: PhiAudit,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
+        let (staged, published) = (Doorbell::default(), Doorbell::default());
+        outbox::spawn_sequencer(
+            db.clone(),
+            staged.clone(),
+            published.clone(),
+            shutdown.clone(),
+        );
         Self {
             db,
             org,
             phi,
-            doorbell: Doorbell::default(),
+            staged,
+            published,
             shutdown,
         }
     }
@@ -504,30 +515,43 @@ fn event(state: AppointmentState, reason: &str) -> AppointmentEvent {
     }
 }
 
-/// Marks the organization's lapsed holds EXPIRED and frees their time, inside a booking's write
-/// transaction, which holds the organization's lock (so a lapsed hold never blocks a booking).
-async fn expire_lapsed_holds(conn: &mut AnyConnection, organization: &str) -> ApiResult<()> {
-    let held = APPOINTMENT_STATE_HELD_NAME;
-    let now = Utc::now();
-    let appointments = store::collection(&APPOINTMENT, organization);
-    for stored in docstore::find_by_attr::<Appointment>(conn, &appointments, "state", held).await? {
-        let lapsed = stored
-            .resource
-            .hold_expire_time
-            .as_ref()
-            .and_then(instant)
-            .is_some_and(|t| t <= now);
-        if lapsed {
-            let mut a = stored.resource;
-            a.state = AppointmentState::Expired as i32;
-            a.history
-                .push(event(AppointmentState::Expired, "hold lapsed"));
-            occupancy::release(conn, &a.name).await?;
-            let expired = docstore::replace(conn, &APPOINTMENT, stored.revision, a, None).await?;
-            outbox::append(conn, EventKind::AppointmentChanged(expired)).await?;
+impl SchedulingApi {
+    /// Marks the organization's lapsed holds EXPIRED and frees their time, in a write transaction
+    /// of its own under the organization's lock; returns how many it expired. A booking refused by
+    /// an overlap calls it: a lapsed hold keeps its time until then.
+    async fn expire_lapsed_holds(&self, organization: &str) -> ApiResult<usize> {
+        let held = APPOINTMENT_STATE_HELD_NAME;
+        let now = Utc::now();
+        let appointments = store::collection(&APPOINTMENT, organization);
+        let mut tx = self.db.write(organization).await?;
+        let mut expired = 0;
+        let conn = tx.conn();
+        for stored in
+            docstore::find_by_attr::<Appointment>(conn, &appointments, "state", held).await?
+        {
+            let lapsed = stored
+                .resource
+                .hold_expire_time
+                .as_ref()
+                .and_then(instant)
+                .is_some_and(|t| t <= now);
+            if lapsed {
+                let mut a = stored.resource;
+                a.state = AppointmentState::Expired as i32;
+                a.history
+                    .push(event(AppointmentState::Expired, "hold lapsed"));
+                occupancy::release(conn, &a.name).await?;
+                let a = docstore::replace(conn, &APPOINTMENT, stored.revision, a, None).await?;
+                outbox::append(conn, EventKind::AppointmentChanged(a)).await?;
+                expired += 1;
+            }
         }
+        tx.commit().await?;
+        if expired > 0 {
+            self.staged.ring();
+        }
+        Ok(expired)
     }
-    Ok(())
 }
 
 const APPOINTMENT_STATE_HELD_NAME: &str = "APPOINTMENT_STATE_HELD";
@@ -611,24 +635,59 @@ impl SchedulingApi {
             Err(err) => return self.replayed(&req).await?.ok_or(err),
         };
         let a = fill(a, slot, hold);
-        let call = create_call!(req, method!("BookAppointment"), &req.parent, appointment_id);
-        let booked = docstore::create_then(
-            &self.db,
+        let booked = match self.insert_booking(caller, &req, a.clone(), &visit).await {
+            // Only a lapsed hold (still holding its time until marked expired) may be in the way:
+            // mark the organization's lapsed holds expired, and try once more if that freed any.
+            Err(err) if err.reason == "SLOT_UNAVAILABLE" => {
+                if self.expire_lapsed_holds(&req.parent).await? > 0 {
+                    self.insert_booking(caller, &req, a, &visit).await
+                } else {
+                    Err(err)
+                }
+            }
+            other => other,
+        };
+        // A concurrent twin of this request_id that committed first refuses this one (its time is
+        // taken, or its request_id): the answer is the twin's booking.
+        let booked = match booked {
+            Ok(booked) => booked,
+            Err(err) => return self.replayed(&req).await?.ok_or(err),
+        };
+        self.staged.ring();
+        Ok(booked)
+    }
+
+    /// The booking's one transaction: the appointment, its occupancy, its outbox event, its audit
+    /// record and its request_id. On PostgreSQL it takes no lock: the exclusion constraints refuse
+    /// an overlap and the unique keys a repeated name or request_id, so bookings run side by side.
+    async fn insert_booking(
+        &self,
+        caller: &Caller,
+        req: &BookAppointmentRequest,
+        a: Appointment,
+        visit: &VisitType,
+    ) -> ApiResult<Appointment> {
+        let call = create_call!(
+            *req,
+            method!("BookAppointment"),
+            &req.parent,
+            appointment_id
+        );
+        let name = docstore::new_name(&APPOINTMENT, &call)?;
+        let tx = self.db.write_constrained().await?;
+        docstore::create_in(
+            tx,
             &APPOINTMENT,
             call,
+            name,
             a,
-            async |conn, a| {
-                expire_lapsed_holds(conn, &req.parent).await?;
-                self.occupy(conn, a, &visit).await
-            },
+            async |conn, a| self.occupy(conn, a, visit).await,
             async |conn, booked| {
                 self.publish(conn, caller, method!("BookAppointment"), booked)
                     .await
             },
         )
-        .await?;
-        self.doorbell.ring();
-        Ok(booked)
+        .await
     }
 
     /// The checks of a booking request before any rule is evaluated: names, the caller's right to
@@ -682,14 +741,13 @@ impl SchedulingApi {
         visit: &VisitType,
     ) -> ApiResult<()> {
         let (holders, from, until) = occupancy_of(a, visit)?;
-        occupancy::reserve(conn, &a.name, &holders, from, until).await?;
         let expire = a.hold_expire_time.as_ref().and_then(instant);
-        occupancy::set_expiry(conn, &a.name, expire.map(|t| t.timestamp_micros())).await
+        let expire = expire.map(|t| t.timestamp_micros());
+        occupancy::reserve(conn, &a.name, &holders, (from, until), expire).await
     }
 
-    /// The last writes of an appointment change, right before its commit: the outbox event and the
-    /// audit record. Both take a lock shared by the whole slice (the outbox's order, the audit
-    /// chain's head), so they come last to hold those locks for as short as possible.
+    /// The last writes of an appointment change, in its transaction: the outbox event and the audit
+    /// record (both staged: the sequencer and the audit sealer order them once committed).
     async fn publish(
         &self,
         conn: &mut AnyConnection,
@@ -773,7 +831,7 @@ impl SchedulingApi {
             async |conn, changed| self.publish(conn, caller, method, changed).await,
         )
         .await?;
-        self.doorbell.ring();
+        self.staged.ring();
         Ok(changed)
     }
 

@@ -6,9 +6,8 @@
 //! `[start_us, end_us)` in microseconds since the Unix epoch, UTC, so touching spans do not conflict.
 //! The guarantee rests on a different mechanism per backend:
 //! - PostgreSQL: exclusion constraints (one per kind, `holder =` and `int8range &&`), which hold
-//!   whatever the writers do. [`reserve`] still checks first, because a violation aborts the
-//!   transaction and its constraint name is all a client-safe error can draw on; the constraint is
-//!   the backstop for writers the pre-check cannot see (not yet committed).
+//!   whatever the writers do, with or without locks: [`reserve`] just inserts, and a violation's
+//!   constraint name says which kind of holder conflicted (the only client-safe detail it has).
 //! - SQLite: the pre-check alone, which is safe because every write runs under the slice's
 //!   process-wide writer lock (`Db::write`), so nothing can commit between check and insert.
 
@@ -79,20 +78,23 @@ fn slot_unavailable(kind: &str) -> ApiError {
 }
 
 /// Inserts one occupancy row per holder for `appointment` over `[start_micros, end_micros)` (buffers
-/// included: the caller pads the span). Runs inside the caller's write transaction (a
-/// `pm_runtime::db::WriteTx`'s connection, or a PostgreSQL transaction).
+/// included: the caller pads the span), lapsing at `expire_micros` for a hold (`None`: a booking).
+/// Runs inside the caller's write transaction (a `pm_runtime::db::WriteTx`'s connection, or a
+/// PostgreSQL transaction).
 ///
-/// A holder listed twice is reserved once. If any holder already has an overlapping occupancy, fails
-/// with FAILED_PRECONDITION `SLOT_UNAVAILABLE` (metadata `holderKind`) having written nothing; on
-/// PostgreSQL a conflict with a writer that committed after the check surfaces the same way, from
-/// the exclusion constraint, and leaves the transaction aborted: the caller rolls back either way.
-/// Rescheduling an appointment means [`release`] first: its own old rows would conflict.
+/// A holder listed twice is reserved once. If any holder already has an overlapping occupancy (a
+/// lapsed hold included: its rows go when it is marked expired), fails with FAILED_PRECONDITION
+/// `SLOT_UNAVAILABLE` (metadata `holderKind`) having written nothing. On PostgreSQL that is the
+/// exclusion constraints' verdict, taken by the one insert (a conflict with a writer not yet committed
+/// waits for it), which leaves the transaction aborted: the caller rolls back. On SQLite a check
+/// comes first, safe under the writer lock. Rescheduling an appointment means [`release`] first: its
+/// own old rows would conflict.
 pub async fn reserve(
     conn: &mut AnyConnection,
     appointment: &str,
     holders: &[Holder],
-    start_micros: i64,
-    end_micros: i64,
+    (start_micros, end_micros): (i64, i64),
+    expire_micros: Option<i64>,
 ) -> ApiResult<()> {
     if start_micros >= end_micros {
         return Err(ApiError::invalid(
@@ -114,50 +116,62 @@ pub async fn reserve(
         .map(|(_, h)| h)
         .collect();
 
-    // Check every holder before inserting any, so a refusal writes nothing.
-    for holder in &holders {
-        let taken = sqlx::query(
-            "SELECT 1 AS one FROM occupancy \
-             WHERE kind = $1 AND holder = $2 AND start_us < $3 AND end_us > $4 LIMIT 1",
-        )
-        .bind(holder.kind.as_str())
-        .bind(holder.name.as_str())
-        .bind(end_micros)
-        .bind(start_micros)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if taken.is_some() {
-            return Err(slot_unavailable(holder.kind.as_str()));
-        }
+    if conn.backend_name() != "PostgreSQL"
+        && let Some(kind) = first_conflict(conn, &holders, start_micros, end_micros).await?
+    {
+        return Err(slot_unavailable(&kind));
     }
 
-    for holder in &holders {
-        let inserted = sqlx::query(
-            "INSERT INTO occupancy (appointment, kind, holder, start_us, end_us) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
+    // One statement for every holder: `($1, $2, $3, $4, $5, $6), ($1, $2, $3, $4, $7, $8), ...`.
+    let rows = (0..holders.len())
+        .map(|i| format!("($1, $2, $3, $4, ${}, ${})", 2 * i + 5, 2 * i + 6))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO occupancy (appointment, start_us, end_us, expire_us, kind, holder) VALUES {rows}"
+    );
+    let mut insert = sqlx::query(&sql)
         .bind(appointment)
-        .bind(holder.kind.as_str())
-        .bind(holder.name.as_str())
         .bind(start_micros)
         .bind(end_micros)
-        .execute(&mut *conn)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            // PostgreSQL only: a concurrent writer committed an overlapping row after our check (or
-            // while this insert waited on its uncommitted row). The constraint's name gives the kind.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(EXCLUSION_VIOLATION) => {
-                let kind = e
-                    .constraint()
-                    .and_then(HolderKind::of_constraint)
-                    .map_or("unknown", HolderKind::as_str);
-                return Err(slot_unavailable(kind));
-            }
-            Err(e) => return Err(e.into()),
-        }
+        .bind(expire_micros);
+    for holder in &holders {
+        insert = insert.bind(holder.kind.as_str()).bind(holder.name.as_str());
     }
-    Ok(())
+    match insert.execute(&mut *conn).await {
+        Ok(_) => Ok(()),
+        // PostgreSQL only: the constraint's name gives the kind of holder.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(EXCLUSION_VIOLATION) => {
+            let kind = e
+                .constraint()
+                .and_then(HolderKind::of_constraint)
+                .map_or("unknown", HolderKind::as_str);
+            Err(slot_unavailable(kind))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The kind of the first holder with an occupancy overlapping the span, in one query.
+async fn first_conflict(
+    conn: &mut AnyConnection,
+    holders: &[&Holder],
+    start_micros: i64,
+    end_micros: i64,
+) -> ApiResult<Option<String>> {
+    let any_holder = (0..holders.len())
+        .map(|i| format!("(kind = ${} AND holder = ${})", 2 * i + 3, 2 * i + 4))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let sql = format!(
+        "SELECT kind FROM occupancy WHERE start_us < $1 AND end_us > $2 AND ({any_holder}) LIMIT 1"
+    );
+    let mut query = sqlx::query(&sql).bind(end_micros).bind(start_micros);
+    for holder in holders {
+        query = query.bind(holder.kind.as_str()).bind(holder.name.as_str());
+    }
+    let row = query.fetch_optional(&mut *conn).await?;
+    Ok(row.map(|r| r.try_get("kind")).transpose()?)
 }
 
 /// Deletes the occupancy rows of `appointment` (cancel, no-show, expired hold, reschedule), freeing

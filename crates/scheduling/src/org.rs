@@ -221,18 +221,35 @@ impl OrgView {
     /// The patient's enrollment in `unit` (or, failing that, any active one) and coverage. Never
     /// cached: it is PHI and booking must see its current state.
     pub async fn patient(&self, patient: &str, unit: &str) -> ApiResult<PatientContext> {
-        let enrollments = self
-            .client
-            .clone()
-            .list_enrollments(ListEnrollmentsRequest {
-                parent: patient.into(),
-                page_size: 1000,
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| from_org(s, patient))?
-            .into_inner()
-            .enrollments;
+        // Two independent reads: side by side.
+        let (enrollments, coverages) = tokio::try_join!(
+            async {
+                let page = self
+                    .client
+                    .clone()
+                    .list_enrollments(ListEnrollmentsRequest {
+                        parent: patient.into(),
+                        page_size: 1000,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|s| from_org(s, patient))?;
+                Ok::<_, ApiError>(page.into_inner().enrollments)
+            },
+            async {
+                let page = self
+                    .client
+                    .clone()
+                    .list_coverages(ListCoveragesRequest {
+                        parent: patient.into(),
+                        page_size: 1000,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|s| from_org(s, patient))?;
+                Ok(page.into_inner().coverages)
+            }
+        )?;
         let active: Vec<_> = enrollments
             .into_iter()
             .filter(|e| e.state == EnrollmentState::Active as i32)
@@ -246,18 +263,7 @@ impl OrgView {
                 pathway_step: (!e.pathway_step.is_empty()).then(|| e.pathway_step.clone()),
                 active: true,
             });
-        let coverages = self
-            .client
-            .clone()
-            .list_coverages(ListCoveragesRequest {
-                parent: patient.into(),
-                page_size: 1000,
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| from_org(s, patient))?
-            .into_inner()
-            .coverages
+        let coverages = coverages
             .into_iter()
             .filter_map(|c| {
                 let period = c.effective_period.unwrap_or_default();

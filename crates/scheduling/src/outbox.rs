@@ -1,32 +1,37 @@
-//! The transactional outbox: events are appended in the transaction of the change they describe
-//! (both commit or neither does), and read back in sequence order by the streaming RPCs. Delivery
-//! is the reader's cursor: nothing is "sent" that a crash could lose, and a consumer that resumes
-//! after the last sequence it saw gets every later event once (it may deduplicate on `event_id`
-//! when it cannot store its cursor atomically with its own effects).
+//! The transactional outbox: events are staged in the transaction of the change they describe
+//! (both commit or neither does), given their sequence by the sequencer once committed, and read
+//! back in sequence order by the streaming RPCs. Delivery is the reader's cursor: nothing is "sent"
+//! that a crash could lose, and a consumer that resumes after the last sequence it saw gets every
+//! later event once (it may deduplicate on `event_id` when it cannot store its cursor atomically
+//! with its own effects).
+//!
+//! Why a sequencer: a writer that chose its own sequence (max + 1) had to hold a slice-wide lock
+//! until its commit, or a reader could see seq N+1 before N commits and skip N for good. Staging
+//! takes no lock, so writers run side by side; one sequencer at a time ([`sequence`], under its own
+//! write lock) numbers what has committed. Its task ([`spawn_sequencer`]) runs when this process
+//! commits events (the `staged` doorbell), every [`SEQUENCER_POLL`] for other replicas' events and
+//! after a crash, and once more at shutdown.
+
+use std::time::Duration;
 
 use pm_api::scheduling::SchedulingEvent;
 use pm_api::scheduling::scheduling_event::Kind as EventKind;
 use pm_runtime::time::{now_micros, to_timestamp};
-use pm_runtime::{ApiError, ApiResult};
+use pm_runtime::{ApiError, ApiResult, Db};
 use prost::Message;
 use sqlx::{AnyConnection, Row};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-/// Advisory lock serializing sequence assignment on PostgreSQL (any constant unique in the slice).
-const OUTBOX_LOCK_KEY: i64 = 0x6f75_7462_6f78; // "outbox"
+/// The sequencer's write-lock scope (no organization is named like this).
+const SEQUENCER_SCOPE: &str = "pm.scheduling.outbox-sequencer";
+/// Staged events moved per sequencer transaction.
+const SEQUENCER_BATCH: i64 = 1000;
+/// How often the sequencer looks for events nobody rang about (other replicas', a crash's).
+pub const SEQUENCER_POLL: Duration = Duration::from_millis(250);
 
-/// Appends one event in the caller's write transaction; returns its sequence.
-pub async fn append(conn: &mut AnyConnection, kind: EventKind) -> ApiResult<i64> {
-    if conn.backend_name() == "PostgreSQL" {
-        sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS locked")
-            .bind(OUTBOX_LOCK_KEY)
-            .execute(&mut *conn)
-            .await?;
-    }
-    let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM outbox")
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get("next")?;
+/// Stages one event in the caller's write transaction: one insert, no lock.
+pub async fn append(conn: &mut AnyConnection, kind: EventKind) -> ApiResult<()> {
     let time = now_micros();
     let id = uuid::Uuid::now_v7().to_string();
     let event = SchedulingEvent {
@@ -35,14 +40,88 @@ pub async fn append(conn: &mut AnyConnection, kind: EventKind) -> ApiResult<i64>
         time: Some(to_timestamp(time)),
         kind: Some(kind),
     };
-    sqlx::query("INSERT INTO outbox (seq, id, time, body) VALUES ($1, $2, $3, $4)")
-        .bind(seq)
+    sqlx::query("INSERT INTO outbox_staged (id, time, body) VALUES ($1, $2, $3)")
         .bind(id)
         .bind(time)
         .bind(event.encode_to_vec())
         .execute(&mut *conn)
         .await?;
-    Ok(seq)
+    Ok(())
+}
+
+/// Moves every committed staged event into the outbox with the next sequences, in staging order;
+/// returns how many it moved.
+pub async fn sequence(db: &Db) -> ApiResult<usize> {
+    // A look first, on a read connection: an idle slice never takes the write lock.
+    let staged = {
+        let mut conn = db.read().await?;
+        sqlx::query("SELECT 1 AS one FROM outbox_staged LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?
+    };
+    if staged.is_none() {
+        return Ok(0);
+    }
+    let mut total = 0;
+    loop {
+        let mut tx = db.write(SEQUENCER_SCOPE).await?;
+        let head = head(tx.conn()).await?;
+        let moved = sqlx::query(
+            "INSERT INTO outbox (seq, id, time, body) \
+             SELECT $1 + row_number() OVER (ORDER BY pos), id, time, body \
+             FROM (SELECT pos, id, time, body FROM outbox_staged ORDER BY pos LIMIT $2) AS next",
+        )
+        .bind(head)
+        .bind(SEQUENCER_BATCH)
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            return Ok(total);
+        }
+        // Exactly the events just numbered (a staged event that committed meanwhile stays).
+        sqlx::query("DELETE FROM outbox_staged WHERE id IN (SELECT id FROM outbox WHERE seq > $1)")
+            .bind(head)
+            .execute(tx.conn())
+            .await?;
+        tx.commit().await?;
+        total += moved as usize;
+        if (moved as i64) < SEQUENCER_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+/// Runs [`sequence`] whenever `staged` rings (and every [`SEQUENCER_POLL`]), ringing `published`
+/// when it numbered events, until `shutdown`; then runs it once more.
+pub fn spawn_sequencer(
+    db: Db,
+    staged: Doorbell,
+    published: Doorbell,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let mut bell = staged.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match sequence(&db).await {
+                Ok(0) => {}
+                Ok(_) => published.ring(),
+                Err(err) => {
+                    tracing::warn!(reason = err.reason, "the outbox sequencer failed; retrying")
+                }
+            }
+            tokio::select! {
+                _ = bell.changed() => {}
+                _ = tokio::time::sleep(SEQUENCER_POLL) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        if let Ok(n) = sequence(&db).await
+            && n > 0
+        {
+            published.ring();
+        }
+    })
 }
 
 /// Up to `limit` events after `after`, in sequence order.
@@ -77,8 +156,8 @@ pub async fn head(conn: &mut AnyConnection) -> ApiResult<i64> {
     )
 }
 
-/// Wakes the streams of this process when a write committed events (other replicas' writes are
-/// seen by the streams' periodic poll).
+/// Wakes a task of this process: the sequencer when a write committed events (`staged`), the streams
+/// when the sequencer numbered some (`published`). Other replicas' events are found by polling.
 #[derive(Clone)]
 pub struct Doorbell {
     sender: watch::Sender<u64>,

@@ -38,7 +38,7 @@ impl Harness {
         end: i64,
     ) -> ApiResult<()> {
         let mut tx = self.slice.db.write(ORG).await?;
-        occupancy::reserve(tx.conn(), appointment, holders, start, end).await?;
+        occupancy::reserve(tx.conn(), appointment, holders, (start, end), None).await?;
         tx.commit().await
     }
 
@@ -241,17 +241,32 @@ async fn an_overlap_for_the_same_provider_is_refused_and_writes_nothing(
         tx.conn(),
         "appointments/a2",
         &[patient("x2"), room(ROOM), provider(P1)],
-        T + 29 * MIN,
-        T + 45 * MIN,
+        (T + 29 * MIN, T + 45 * MIN),
+        None,
     )
     .await;
     assert_slot_unavailable(refused, "provider");
-    let inside: i64 =
+    let inside =
         sqlx::query("SELECT COUNT(*) AS n FROM occupancy WHERE appointment = 'appointments/a2'")
             .fetch_one(tx.conn())
-            .await?
-            .try_get("n")?;
-    assert_eq!(inside, 0, "nothing written even before the rollback");
+            .await;
+    if h.slice.db.backend() == Backend::Postgres {
+        // The one insert failed whole, and the transaction with it: it can only roll back.
+        let aborted = inside
+            .err()
+            .and_then(|e| e.into_database_error()?.code()?.into_owned().into());
+        assert_eq!(
+            aborted.as_deref(),
+            Some("25P02"),
+            "the transaction is aborted"
+        );
+    } else {
+        assert_eq!(
+            inside?.try_get::<i64, _>("n")?,
+            0,
+            "nothing written even before the rollback"
+        );
+    }
     drop(tx); // rolls back
 
     assert_eq!(h.rows().await?, before);
@@ -385,8 +400,8 @@ async fn release_frees_the_time_and_is_idempotent(h: &Harness) -> anyhow::Result
         tx.conn(),
         "appointments/a3",
         &[provider(P1), patient("x1")],
-        T - 30 * MIN,
-        T,
+        (T - 30 * MIN, T),
+        None,
     )
     .await?;
     tx.commit().await?;
@@ -428,8 +443,8 @@ async fn a_storm_of_64_overlapping_writers_admits_exactly_one(h: &Harness) -> an
                 tx.conn(),
                 &format!("appointments/s{i:02}"),
                 &[provider(P1), patient(&format!("x{i}"))],
-                start,
-                start + 120 * MIN,
+                (start, start + 120 * MIN),
+                None,
             )
             .await?;
             tx.commit().await
@@ -454,12 +469,11 @@ async fn a_storm_of_64_overlapping_writers_admits_exactly_one(h: &Harness) -> an
     Ok(())
 }
 
-/// PostgreSQL only: two transactions that bypass the per-organization write lock both pass the
-/// pre-check (neither sees the other's uncommitted row); the second insert waits on the first's
-/// index entry and, once that commits, the exclusion constraint refuses it as SLOT_UNAVAILABLE.
+/// PostgreSQL only: two transactions without any lock (as bookings run) insert overlapping spans;
+/// the second insert waits on the first's uncommitted index entry and, once that commits, the
+/// exclusion constraint refuses it as SLOT_UNAVAILABLE.
 #[tokio::test]
-async fn postgres_exclusion_constraint_catches_what_the_precheck_cannot_see() -> anyhow::Result<()>
-{
+async fn postgres_exclusion_constraint_catches_an_uncommitted_overlap() -> anyhow::Result<()> {
     let h = Harness::new(Backend::Postgres).await?;
     let db = h.slice.db.clone();
     let mut a = db.read().await?;
@@ -474,8 +488,8 @@ async fn postgres_exclusion_constraint_catches_what_the_precheck_cannot_see() ->
         &mut a,
         "appointments/a",
         &[provider(P1), patient("xa")],
-        T,
-        T + 30 * MIN,
+        (T, T + 30 * MIN),
+        None,
     )
     .await?;
 
@@ -485,15 +499,15 @@ async fn postgres_exclusion_constraint_catches_what_the_precheck_cannot_see() ->
             &mut b,
             "appointments/b",
             &[provider(P1), patient("xb")],
-            T + 10 * MIN,
-            T + 40 * MIN,
+            (T + 10 * MIN, T + 40 * MIN),
+            None,
         )
         .await;
         sqlx::query("ROLLBACK").execute(&mut *b).await?;
         anyhow::Ok(result)
     });
 
-    // Wait until B's insert is blocked on A's row, so B's pre-check provably ran before A committed.
+    // Wait until B's insert is blocked on A's uncommitted row: B cannot have seen A's rows.
     let mut watcher = db.read().await?;
     let waited = tokio::time::timeout(Duration::from_secs(10), async {
         loop {

@@ -7,7 +7,7 @@ use pm_authz::layer::Caller;
 use pm_runtime::docstore::{self, ListScope, VerbCall};
 use pm_runtime::{ApiError, ApiResult, names};
 
-use super::{SchedulingApi, check_start, event, expire_lapsed_holds, fill, state_of, wrong_state};
+use super::{SchedulingApi, check_start, event, fill, state_of, wrong_state};
 use crate::access;
 use crate::domain::{self, instant, timestamp, wire_interval};
 use crate::occupancy;
@@ -59,6 +59,9 @@ impl SchedulingApi {
             request_id: "",
             request_hash: String::new(),
         };
+        // A lapsed hold in the way would still hold its time.
+        self.expire_lapsed_holds(names::organization_of(&req.name))
+            .await?;
         let changed = docstore::transition_then(
             &self.db,
             &APPOINTMENT,
@@ -85,13 +88,12 @@ impl SchedulingApi {
                 a.history
                     .push(event(state_of(a), &format!("rescheduled from {from}")));
                 occupancy::release(conn, &a.name).await?;
-                expire_lapsed_holds(conn, names::organization_of(&a.name)).await?;
                 self.occupy(conn, a, &visit).await
             },
             async |conn, changed| self.publish(conn, caller, method, changed).await,
         )
         .await?;
-        self.doorbell.ring();
+        self.staged.ring();
         Ok(changed)
     }
 
@@ -158,6 +160,8 @@ impl SchedulingApi {
             occurrences.push(fill(a, slot, None));
         }
 
+        // A lapsed hold in the way would still hold its time.
+        self.expire_lapsed_holds(&req.parent).await?;
         let mut tx = self.db.write(&req.parent).await?;
         if let Some(previous) =
             docstore::replay::<BookSeriesResponse>(tx.conn(), method, &req.request_id, &hash)
@@ -165,7 +169,6 @@ impl SchedulingApi {
         {
             return Ok(previous);
         }
-        expire_lapsed_holds(tx.conn(), &req.parent).await?;
         let series = format!("{}/appointments/{}", req.parent, uuid::Uuid::now_v7());
         let mut booked = Vec::new();
         for (i, mut a) in occurrences.into_iter().enumerate() {
@@ -187,7 +190,7 @@ impl SchedulingApi {
         };
         docstore::remember(tx.conn(), method, &req.request_id, &hash, &response).await?;
         tx.commit().await?;
-        self.doorbell.ring();
+        self.staged.ring();
         Ok(response)
     }
 

@@ -269,7 +269,7 @@ impl SchedulingApi {
             },
         )
         .await?;
-        self.doorbell.ring();
+        self.staged.ring();
         Ok(CompleteAppointmentResponse {
             appointment: Some(appointment),
             encounter,
@@ -322,7 +322,7 @@ impl SchedulingApi {
         }
         Ok(follow(
             self.db.clone(),
-            self.doorbell.clone(),
+            self.published.clone(),
             self.shutdown.clone(),
             after,
             |_| true,
@@ -485,7 +485,7 @@ impl SchedulingApi {
         };
         Ok(follow(
             self.db.clone(),
-            self.doorbell.clone(),
+            self.published.clone(),
             self.shutdown.clone(),
             after,
             move |event| match &event.kind {
