@@ -3,12 +3,20 @@
 //! when, from where, why (purpose of use) and with what outcome, denials included.
 //!
 //! # Durability
-//! - A write appends its record with [`append`] in the transaction of the change, so both commit or
-//!   neither does.
+//! - A write stages its record with [`stage`] in the transaction of the change, so both commit or
+//!   neither does: one INSERT into `audit_staged`, with no lock and no read of the chain's head, so
+//!   that the PHI writes of a slice never wait for each other on the chain.
+//! - A single sealer at a time ([`seal`]) orders the committed staged records into the chain: oldest
+//!   first, hashed and indexed exactly as [`append`] appends, and deleted from `audit_staged` in the
+//!   same transaction, so each is sealed exactly once. The [`AuditWriter`] task seals before every
+//!   batch it writes (in the batch's transaction), every [`SEAL_INTERVAL`] when idle (a one-query
+//!   check when nothing is staged), and once more when it stops.
 //! - A read hands its record to an [`AuditWriter`] and answers only once [`AuditWriter::record`] has
 //!   returned, i.e. once the record's transaction committed; if it cannot be written the read fails.
 //!   The writer commits whatever is queued in one transaction (group commit), so that one commit
 //!   (and its fsync) serves many reads.
+//! - Every reader of the trail ([`records`], [`accesses_to_patient`], [`verify`]) seals first, so
+//!   it sees the record of every write committed before it was called.
 //!
 //! # Tamper evidence
 //! Records form one hash chain per database slice: `seq` is the gapless position (1, 2, 3, ...), and
@@ -42,24 +50,41 @@
 //! at the database level (triggers raise on UPDATE, DELETE and TRUNCATE; SQLite has the same
 //! triggers); an owner or superuser can disable them, which is what the chain is for.
 //!
+//! A staged record is not in the chain yet: `audit_staged` refuses UPDATE but must allow DELETE (the
+//! sealer's), so whoever can write the database can remove or edit (delete and re-insert) a record
+//! there without a trace until it is sealed. That window is the time from the write's commit to the
+//! next seal: at most about [`SEAL_INTERVAL`] while a service's audit writer runs, and any read of
+//! the trail closes it first.
+//!
 //! # Serialization
 //! The chain has one head, so appenders take turns: on PostgreSQL [`append`] takes a
-//! transaction-scoped advisory lock on a constant key (held until the caller's transaction ends: call
-//! it last, just before commit); on SQLite the caller must be inside `Db::write`, whose writer lock
-//! admits one writer per file. Either way the primary key on `seq` turns any misuse into an error,
-//! never into a fork of the chain.
+//! transaction-scoped advisory lock on a constant key (held until the caller's transaction ends); on
+//! SQLite the caller must be inside `Db::write` or `Db::write_dedicated`, whose writer lock admits one
+//! writer per file. Either way the primary key on `seq` turns any misuse into an error, never into a
+//! fork of the chain. The appenders are the sealer and the writer's batches, both on the slice's
+//! dedicated connection, so PHI writes no longer queue for the lock.
+//!
+//! Several replicas may seal at once: a sealer takes the chain's lock before it reads the staged
+//! records (PostgreSQL, READ COMMITTED: each statement sees what committed before it began, so the
+//! records another sealer moved are gone), and on SQLite the file's single writer orders them. The
+//! chain's order is the order of sealing: within a seal, the staged records' insertion order; a
+//! record whose transaction committed late (PostgreSQL numbers a staged row at its INSERT, not at
+//! its commit) is sealed by a later round, after records staged after it. Its `time` keeps when
+//! the call happened.
 //!
 //! # Logging
 //! Nothing here logs record contents (not even resource names): only counts and seq numbers.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use pm_runtime::db::{Db, Migrations};
 use pm_runtime::error::{ApiError, ApiResult};
 use pm_runtime::time::now_micros;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
@@ -68,8 +93,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tonic::Code;
 
-/// The audit trail's tables (`audit_events`, `audit_patients`, `audit_checkpoints`), version 1000 and
-/// up; open every slice that serves PHI with these beside the service's own migrations.
+/// The audit trail's tables (`audit_events`, `audit_patients`, `audit_checkpoints`, and
+/// `audit_staged` where the records of writes wait to be sealed), version 1000 and up; open every
+/// slice that serves PHI with these beside the service's own migrations.
 pub const AUDIT_MIGRATIONS: Migrations = Migrations {
     sqlite: || sqlx::migrate!("./migrations/sqlite"),
     postgres: || sqlx::migrate!("./migrations/postgres"),
@@ -88,6 +114,12 @@ const CHECKPOINT_TAG: &str = "pm.audit.checkpoint.v1";
 const VERIFY_PAGE: i64 = 500;
 /// Checkpoints per page when walking the chain.
 const CHECKPOINT_PAGE: i64 = 256;
+/// Staged records moved into the chain per sealing transaction.
+const SEAL_BATCH: i64 = 500;
+/// How often an [`AuditWriter`] seals staged records when no read gives it a batch to seal them with.
+pub const SEAL_INTERVAL: Duration = Duration::from_millis(200);
+/// The longest an [`AuditWriter`] waits between attempts while sealing keeps failing.
+const SEAL_BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Largest page of [`accesses_to_patient`]; a page size of 0 means the default.
 const MAX_PAGE: usize = 1000;
 const DEFAULT_PAGE: usize = 100;
@@ -491,29 +523,52 @@ fn to_json<T: Serialize + ?Sized>(value: &T) -> ApiResult<String> {
     serde_json::to_string(value).map_err(|e| ApiError::internal("encoding an audit record", &e))
 }
 
-/// Appends `events` to the chain in the caller's transaction (the one holding the change they
-/// describe), so that they commit with it or not at all.
+/// Appends `events` to the chain in the caller's transaction, so that they commit with it or not at
+/// all. The sealer and the [`AuditWriter`]'s batches use it; a PHI write stages its record with
+/// [`stage`] instead, which takes no lock.
 ///
 /// Must run inside a transaction: on PostgreSQL one at READ COMMITTED (the default), where this
 /// takes the chain's advisory lock until the transaction ends (call it last, right before commit);
-/// on SQLite one begun with `Db::write`, whose writer lock serializes appenders.
+/// on SQLite one begun with `Db::write` or `Db::write_dedicated`, whose writer lock serializes
+/// appenders.
 pub async fn append(conn: &mut AnyConnection, events: &[AuditEvent]) -> ApiResult<()> {
     if events.is_empty() {
         return Ok(());
     }
-    if !conn.is_in_transaction() {
-        return Err(ApiError::internal(
-            "appending audit records",
-            &"append must run inside a transaction",
-        ));
+    require_transaction(conn, "appending audit records")?;
+    lock_chain(conn).await?;
+    append_locked(conn, events).await
+}
+
+fn require_transaction(conn: &mut AnyConnection, context: &str) -> ApiResult<()> {
+    if conn.is_in_transaction() {
+        Ok(())
+    } else {
+        Err(ApiError::internal(
+            context,
+            &"audit records must be written inside a transaction",
+        ))
     }
-    let postgres = is_postgres(conn);
-    if postgres {
+}
+
+/// PostgreSQL: takes the chain's advisory lock until the transaction ends (on SQLite the caller's
+/// writer lock does this).
+async fn lock_chain(conn: &mut AnyConnection) -> ApiResult<()> {
+    if is_postgres(conn) {
         sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS locked")
             .bind(CHAIN_LOCK_KEY)
             .execute(&mut *conn)
             .await?;
     }
+    Ok(())
+}
+
+/// [`append`] once the chain is the caller's (see [`lock_chain`]).
+async fn append_locked(conn: &mut AnyConnection, events: &[AuditEvent]) -> ApiResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let postgres = is_postgres(conn);
     let (head_seq, head_hash) = read_head(conn)
         .await?
         .unwrap_or_else(|| (0, GENESIS_HASH.to_string()));
@@ -582,6 +637,173 @@ pub async fn append(conn: &mut AnyConnection, events: &[AuditEvent]) -> ApiResul
 }
 
 // ---------------------------------------------------------------------------------------------
+// Staging and sealing
+
+/// A staged record: the [`AuditEvent`] as the JSON object `audit_staged.body` holds.
+#[derive(Serialize, Deserialize)]
+struct StagedRecord<'a> {
+    id: Cow<'a, str>,
+    time: i64,
+    service: Cow<'a, str>,
+    method: Cow<'a, str>,
+    principal: Cow<'a, str>,
+    on_behalf_of: Option<Cow<'a, str>>,
+    calling_service: Option<Cow<'a, str>>,
+    resources: Cow<'a, [String]>,
+    patients: Cow<'a, [String]>,
+    source: Option<Cow<'a, str>>,
+    purpose: Option<Cow<'a, str>>,
+    outcome: Cow<'a, str>,
+    status_code: i32,
+}
+
+impl<'a> StagedRecord<'a> {
+    fn of(event: &'a AuditEvent) -> StagedRecord<'a> {
+        let (outcome, status_code) = event.outcome.columns();
+        StagedRecord {
+            id: Cow::Borrowed(&event.id),
+            time: event.time,
+            service: Cow::Borrowed(&event.service),
+            method: Cow::Borrowed(&event.method),
+            principal: Cow::Borrowed(&event.principal),
+            on_behalf_of: event.on_behalf_of.as_deref().map(Cow::Borrowed),
+            calling_service: event.calling_service.as_deref().map(Cow::Borrowed),
+            resources: Cow::Borrowed(&event.resources),
+            patients: Cow::Borrowed(&event.patients),
+            source: event.source.as_deref().map(Cow::Borrowed),
+            purpose: event.purpose.as_deref().map(Cow::Borrowed),
+            outcome: Cow::Borrowed(outcome),
+            status_code,
+        }
+    }
+
+    fn into_event(self) -> Option<AuditEvent> {
+        Some(AuditEvent {
+            outcome: Outcome::from_columns(&self.outcome, self.status_code)?,
+            id: self.id.into_owned(),
+            time: self.time,
+            service: self.service.into_owned(),
+            method: self.method.into_owned(),
+            principal: self.principal.into_owned(),
+            on_behalf_of: self.on_behalf_of.map(Cow::into_owned),
+            calling_service: self.calling_service.map(Cow::into_owned),
+            resources: self.resources.into_owned(),
+            patients: self.patients.into_owned(),
+            source: self.source.map(Cow::into_owned),
+            purpose: self.purpose.map(Cow::into_owned),
+        })
+    }
+}
+
+/// PostgreSQL: one row per element of the JSON array, numbered in the array's order.
+const STAGE_POSTGRES: &str = "INSERT INTO audit_staged (body) \
+     SELECT r.body::text FROM json_array_elements($1::json) WITH ORDINALITY AS r(body, n) ORDER BY r.n";
+/// SQLite: json_each walks the array in order (`key` is the index).
+const STAGE_SQLITE: &str =
+    "INSERT INTO audit_staged (body) SELECT value FROM json_each($1) ORDER BY key";
+
+/// Stages `events` in the caller's transaction (the one holding the change they describe), so that
+/// they commit with it or not at all; [`seal`] later moves them into the chain.
+///
+/// One INSERT: no lock and no read of the chain's head, so concurrent writes do not wait for each
+/// other. Must run inside a transaction.
+pub async fn stage(conn: &mut AnyConnection, events: &[AuditEvent]) -> ApiResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    require_transaction(conn, "staging audit records")?;
+    let records: Vec<StagedRecord<'_>> = events.iter().map(StagedRecord::of).collect();
+    let insert = if is_postgres(conn) {
+        STAGE_POSTGRES
+    } else {
+        STAGE_SQLITE
+    };
+    sqlx::query(insert)
+        .bind(to_json(&records)?)
+        .execute(&mut *conn)
+        .await?;
+    tracing::debug!(count = events.len(), "audit records staged");
+    Ok(())
+}
+
+/// The newest staged record's id, if any record is staged (a transaction of its own: on SQLite a
+/// read that later wrote could not upgrade if another process wrote in between).
+async fn newest_staged(db: &Db) -> ApiResult<Option<i64>> {
+    let mut tx = db.write_dedicated().await?;
+    let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM audit_staged")
+        .fetch_one(tx.conn())
+        .await?;
+    tx.commit().await?;
+    Ok(newest)
+}
+
+/// Moves the oldest staged records (at most [`SEAL_BATCH`], none newer than `up_to`) into the chain
+/// in the caller's transaction (on SQLite one holding the writer lock; call it first, so that the
+/// transaction's first statement writes). Returns how many it moved.
+async fn seal_batch(conn: &mut AnyConnection, up_to: i64) -> ApiResult<usize> {
+    // Lock first: the DELETE then sees every staged row another sealer already moved as gone.
+    lock_chain(conn).await?;
+    let rows = sqlx::query(
+        "DELETE FROM audit_staged WHERE id IN \
+         (SELECT id FROM audit_staged WHERE id <= $1 ORDER BY id LIMIT $2) RETURNING id, body",
+    )
+    .bind(up_to)
+    .bind(SEAL_BATCH)
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut staged = rows
+        .iter()
+        .map(|row| -> ApiResult<(i64, String)> { Ok((row.try_get("id")?, row.try_get("body")?)) })
+        .collect::<ApiResult<Vec<_>>>()?;
+    staged.sort_unstable_by_key(|(id, _)| *id);
+    let events = staged
+        .iter()
+        .map(|(id, body)| {
+            // The parse error is not passed on: it could quote the record's content.
+            serde_json::from_str::<StagedRecord<'_>>(body)
+                .ok()
+                .and_then(StagedRecord::into_event)
+                .ok_or_else(|| {
+                    ApiError::internal(
+                        "sealing audit records",
+                        &format_args!("staged record {id} is malformed"),
+                    )
+                })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    append_locked(conn, &events).await?;
+    Ok(events.len())
+}
+
+/// Seals: moves every record staged (and committed) before the call into the chain, oldest first,
+/// a bounded batch per transaction on the slice's dedicated connection, each batch appended as
+/// [`append`] appends and deleted from `audit_staged` in the same transaction. Returns how many it
+/// sealed. Safe to run from several replicas at once (see the module documentation); records
+/// staged while it runs may be left for the next seal.
+pub async fn seal(db: &Db) -> ApiResult<usize> {
+    let Some(up_to) = newest_staged(db).await? else {
+        return Ok(0);
+    };
+    let mut sealed = 0;
+    loop {
+        let mut tx = db.write_dedicated().await?;
+        let moved = seal_batch(tx.conn(), up_to).await?;
+        tx.commit().await?;
+        sealed += moved;
+        if moved < SEAL_BATCH as usize {
+            break;
+        }
+    }
+    if sealed > 0 {
+        tracing::debug!(count = sealed, "staged audit records sealed");
+    }
+    Ok(sealed)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Group commit
 
 struct Pending {
@@ -593,8 +815,12 @@ struct Pending {
 /// transaction, and each caller of [`AuditWriter::record`] is answered once that transaction
 /// committed (or failed: then every caller of the batch gets the error, and its read must fail).
 ///
-/// Share it behind an `Arc`. Dropping it lets the task write what is queued and stop; [`close`]
-/// does the same and waits for it.
+/// It is also the slice's sealer: each batch first seals staged records in its transaction, and
+/// the task seals on its own every [`SEAL_INTERVAL`] (see [`seal`]), so that the records of writes
+/// reach the chain promptly even when no read is recorded.
+///
+/// Share it behind an `Arc`. Dropping it lets the task write what is queued, seal what is staged
+/// and stop; [`close`] does the same and waits for it.
 ///
 /// [`close`]: AuditWriter::close
 pub struct AuditWriter {
@@ -634,7 +860,8 @@ impl AuditWriter {
         answer.await.map_err(|_| writer_closed())?
     }
 
-    /// Stops taking records, writes those queued and waits for the task to end.
+    /// Stops taking records, writes those queued, seals what is staged and waits for the task to
+    /// end.
     pub async fn close(mut self) {
         self.queue = None;
         if let Some(task) = self.task.take()
@@ -650,7 +877,20 @@ const LINGER_YIELDS: usize = 4;
 
 async fn run_writer(db: Db, mut receiver: mpsc::Receiver<Pending>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
-    while receiver.recv_many(&mut batch, max_batch).await > 0 {
+    let mut sealing = SealTimer::new();
+    loop {
+        let received = tokio::select! {
+            biased;
+            received = receiver.recv_many(&mut batch, max_batch) => received,
+            () = tokio::time::sleep_until(sealing.next) => {
+                let sealed = writer_seal(&db).await;
+                sealing.after(sealed);
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
         // Group commit: give the callers that are about to record (their reads already running)
         // a moment to join this batch instead of paying a commit of their own.
         for _ in 0..LINGER_YIELDS {
@@ -667,7 +907,8 @@ async fn run_writer(db: Db, mut receiver: mpsc::Receiver<Pending>, max_batch: us
         }
         let (events, waiters): (Vec<AuditEvent>, Vec<_>) =
             batch.drain(..).map(|p| (p.event, p.done)).unzip();
-        let result = write_batch(&db, &events).await;
+        // While sealing fails, only the timer retries it (backing off); batches write their reads.
+        let result = write_batch(&db, &events, sealing.healthy()).await;
         if let Err(err) = &result {
             tracing::warn!(
                 count = events.len(),
@@ -677,18 +918,100 @@ async fn run_writer(db: Db, mut receiver: mpsc::Receiver<Pending>, max_batch: us
         }
         for waiter in waiters {
             // A caller that went away no longer needs its answer.
-            let _ = waiter.send(result.clone());
+            let _ = waiter.send(result.clone().map(|_| ()));
+        }
+        match result {
+            // The batch sealed a full round: more may be waiting, seal them now (its reads have
+            // their answers already).
+            Ok(Some(sealed)) if sealed >= SEAL_BATCH as usize => {
+                let sealed = writer_seal(&db).await;
+                sealing.after(sealed);
+            }
+            Ok(Some(_)) => sealing.after(Some(0)),
+            Ok(None) if sealing.healthy() => sealing.after(None),
+            Ok(None) | Err(_) => {}
         }
     }
+    // Stopping: seal what the slice's writes staged meanwhile.
+    writer_seal(&db).await;
     tracing::debug!("audit writer stopped");
 }
 
-async fn write_batch(db: &Db, events: &[AuditEvent]) -> ApiResult<()> {
+/// [`seal`] for the writer: a failure is logged (no read waits on it) and the staged records stay
+/// for the next seal.
+async fn writer_seal(db: &Db) -> Option<usize> {
+    match seal(db).await {
+        Ok(sealed) => Some(sealed),
+        Err(err) => {
+            tracing::warn!(
+                reason = err.reason,
+                "staged audit records could not be sealed; retrying later"
+            );
+            None
+        }
+    }
+}
+
+/// When the writer seals on its own: [`SEAL_INTERVAL`] after its last seal, backing off (doubling
+/// up to [`SEAL_BACKOFF_MAX`]) while sealing fails, so that a database outage or a record that
+/// cannot be sealed is not retried and logged five times a second.
+struct SealTimer {
+    next: tokio::time::Instant,
+    delay: Duration,
+}
+
+impl SealTimer {
+    fn new() -> SealTimer {
+        SealTimer {
+            next: tokio::time::Instant::now() + SEAL_INTERVAL,
+            delay: SEAL_INTERVAL,
+        }
+    }
+
+    /// Whether the last seal succeeded.
+    fn healthy(&self) -> bool {
+        self.delay == SEAL_INTERVAL
+    }
+
+    /// Schedules the next seal after one that sealed this many (`None`: it failed).
+    fn after(&mut self, sealed: Option<usize>) {
+        self.delay = match sealed {
+            Some(_) => SEAL_INTERVAL,
+            None => (self.delay * 2).min(SEAL_BACKOFF_MAX),
+        };
+        self.next = tokio::time::Instant::now() + self.delay;
+    }
+}
+
+/// Writes a batch of reads' records in one transaction, first sealing staged records in it when
+/// `seal` (one commit serves both, and writes committed before the reads precede them in the
+/// chain). Returns how many it sealed, `None` when it did not seal: not asked to, or sealing failed
+/// (logged) and the reads were written alone, since a staged record that cannot be sealed must not
+/// make every read of the slice fail.
+async fn write_batch(db: &Db, events: &[AuditEvent], seal: bool) -> ApiResult<Option<usize>> {
     // The dedicated connection: a batch never waits for a pooled connection behind the reads it
-    // records. On SQLite it holds the writer lock; on PostgreSQL `append` takes the chain's lock.
+    // records. On SQLite it holds the writer lock; on PostgreSQL the chain's lock is taken first.
     let mut tx = db.write_dedicated().await?;
-    append(tx.conn(), events).await?;
-    tx.commit().await
+    let mut sealed = None;
+    if seal {
+        match seal_batch(tx.conn(), i64::MAX).await {
+            Ok(n) => sealed = Some(n),
+            Err(err) => {
+                drop(tx); // rolled back: nothing was sealed
+                tracing::warn!(
+                    reason = err.reason,
+                    "staged audit records could not be sealed; writing the reads' records alone"
+                );
+                tx = db.write_dedicated().await?;
+            }
+        }
+    }
+    if sealed.is_none() {
+        lock_chain(tx.conn()).await?;
+    }
+    append_locked(tx.conn(), events).await?;
+    tx.commit().await?;
+    Ok(sealed)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -753,12 +1076,13 @@ fn decode_stored(row: &AnyRow) -> ApiResult<StoredAuditEvent> {
 }
 
 /// The records after `after_seq` in chain order, at most `limit` (0 means 100; at most 1000): pages
-/// through the whole trail, e.g. to export it.
+/// through the whole trail, e.g. to export it. Seals first (see [`seal`]).
 pub async fn records(db: &Db, after_seq: i64, limit: usize) -> ApiResult<Vec<StoredAuditEvent>> {
     let limit = match limit {
         0 => DEFAULT_PAGE,
         n => n.min(MAX_PAGE),
     };
+    seal(db).await?;
     let mut conn = db.read().await?;
     let rows = sqlx::query(&format!(
         "SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
@@ -772,7 +1096,8 @@ pub async fn records(db: &Db, after_seq: i64, limit: usize) -> ApiResult<Vec<Sto
 
 /// Who accessed `patient` (a resource name) in `[from_micros, to_micros)`: one page of records in
 /// time order (then seq), and the cursor of the next page (pass it as `after_seq`), if any.
-/// `page_size` 0 means 100; at most 1000.
+/// `page_size` 0 means 100; at most 1000. Seals first (see [`seal`]), so that a write committed
+/// before the call is in the answer.
 pub async fn accesses_to_patient(
     db: &Db,
     patient: &str,
@@ -792,6 +1117,7 @@ pub async fn accesses_to_patient(
         n => n.min(MAX_PAGE),
     };
     let limit = i64::try_from(page_size + 1).unwrap_or(i64::MAX);
+    seal(db).await?;
     let mut conn = db.read().await?;
     let rows = match after_seq {
         None => {
@@ -1062,7 +1388,12 @@ async fn walk(
 /// Walks the whole chain in seq order, a page at a time, checking every record's link and hash,
 /// its patient index rows, and every checkpoint's place and signature (with `keys`, by key id).
 /// Returns the counts, or the first problem and the record it concerns.
+///
+/// Seals first (see [`seal`]): it writes to the slice, moving the records staged by committed
+/// writes into the chain, so that they are verified too (a record still staged is not chained, and
+/// could not be). It needs the rights to write the audit tables.
 pub async fn verify(db: &Db, keys: &HashMap<String, VerifyingKey>) -> ApiResult<VerifyReport> {
+    seal(db).await?;
     let mut conn = db.read().await?;
     // Checkpoints signed after the walk began may point past the records it saw: leave them out.
     let max_checkpoint: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM audit_checkpoints")

@@ -1,6 +1,6 @@
-//! PHI auditing as every service's handlers do it: the record of one call, written in a write's own
-//! transaction (both commit or neither does), or group-committed for a read before its answer leaves
-//! (a read that cannot be audited fails).
+//! PHI auditing as every service's handlers do it: the record of one call, staged in a write's own
+//! transaction (both commit or neither does; the audit writer then seals it into the chain), or
+//! group-committed for a read before its answer leaves (a read that cannot be audited fails).
 
 use std::sync::Arc;
 
@@ -76,7 +76,9 @@ impl PhiAudit {
         }
     }
 
-    /// Records a successful PHI write in the write's own transaction.
+    /// Records a successful PHI write in the write's own transaction: stages its record (no lock on
+    /// the chain), which commits with the write or not at all and is sealed into the chain by the
+    /// audit writer shortly after (see [`audit::seal`]).
     pub async fn record_write(
         &self,
         conn: &mut AnyConnection,
@@ -93,11 +95,11 @@ impl PhiAudit {
             vec![resource.to_string()],
             patients,
         );
-        audit::append(conn, &[event]).await
+        audit::stage(conn, &[event]).await
     }
 
     /// Audits a PHI call once it has an outcome. Reads are recorded (group-committed) before their
-    /// answer leaves: a read that cannot be audited fails. Successful writes were recorded in their
+    /// answer leaves: a read that cannot be audited fails. Successful writes were staged in their
     /// own transaction (see [`PhiAudit::record_write`]); failed and refused calls are recorded here,
     /// naming `error_patients`.
     #[allow(clippy::too_many_arguments)]

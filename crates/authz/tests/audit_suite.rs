@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use pm_authz::audit::{
     AUDIT_MIGRATIONS, AuditEvent, AuditWriter, CheckpointFault, GENESIS_HASH, Outcome,
-    VerifyReport, accesses_to_patient, append, checkpoint, checkpoint_message, record_hash,
-    records, to_fhir_audit_event, verify,
+    SEAL_INTERVAL, VerifyReport, accesses_to_patient, append, checkpoint, checkpoint_message,
+    record_hash, records, seal, stage, to_fhir_audit_event, verify,
 };
 use pm_runtime::Db;
 use pm_runtime::config::Backend;
@@ -138,6 +138,36 @@ impl Harness {
         Ok(row.try_get("v")?)
     }
 
+    /// Another replica's handle on the same slice (its own pool, dedicated connection and, on
+    /// SQLite, its own writer lock: only the file's locking orders the two).
+    async fn replica(&self) -> anyhow::Result<Db> {
+        Ok(match (&self._dir, self.backend) {
+            (Some(dir), Backend::Sqlite) => {
+                Db::open_sqlite(&dir.path().join("audit.db"), 4, &[&AUDIT_MIGRATIONS]).await?
+            }
+            _ => Db::open_postgres(&postgres_url(), &self.schema, 4, &[&AUDIT_MIGRATIONS]).await?,
+        })
+    }
+
+    /// Stages `events` in one write transaction, committed (as a PHI write does).
+    async fn stage(&self, events: &[AuditEvent]) -> anyhow::Result<()> {
+        let mut tx = self.db.write("organizations/acme").await.api()?;
+        stage(tx.conn(), events).await.api()?;
+        tx.commit().await.api()
+    }
+
+    /// The ids of the chain's records in seq order, read directly (no seal).
+    async fn chain_ids(&self) -> anyhow::Result<Vec<String>> {
+        let mut conn = self.db.read().await.api()?;
+        let rows = sqlx::query("SELECT id FROM audit_events ORDER BY seq")
+            .fetch_all(&mut *conn)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| row.try_get("id"))
+            .collect::<Result<_, _>>()?)
+    }
+
     /// Appends `events` in one write transaction, committed.
     async fn append(&self, events: &[AuditEvent]) -> anyhow::Result<()> {
         let mut tx = self.db.write("organizations/acme").await.api()?;
@@ -191,6 +221,13 @@ on_both_backends!(
     concurrent_writes_and_reads_keep_one_chain,
     tables_are_append_only,
     patient_accesses_paginate_and_filter_by_time,
+    staged_records_reach_the_chain_when_sealed,
+    rolled_back_stage_leaves_no_record,
+    concurrent_stagers_and_two_sealers_seal_each_record_once,
+    writer_seals_on_its_timer_in_its_batches_and_at_close,
+    a_committed_phi_write_is_in_the_next_patient_query,
+    a_malformed_staged_record_stops_sealing_not_reads,
+    staged_records_are_not_updated,
 );
 
 const PATIENTS: [&str; 3] = [
@@ -723,6 +760,355 @@ async fn patient_accesses_paginate_and_filter_by_time(h: &Harness) -> anyhow::Re
         Code::InvalidArgument,
         "seq 2 is not B's"
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Staging and sealing
+
+async fn staged_records_reach_the_chain_when_sealed(h: &Harness) -> anyhow::Result<()> {
+    h.append_n(2).await?;
+    let staged: Vec<AuditEvent> = (10..15).map(event).collect();
+    h.stage(&staged[..2]).await?;
+    h.stage(&staged[2..]).await?;
+    assert_eq!(h.count("audit_events").await?, 2, "staged is not chained");
+    assert_eq!(h.count("audit_patients").await?, 2);
+    assert_eq!(h.count("audit_staged").await?, 5);
+
+    assert_eq!(seal(&h.db).await.api()?, 5);
+    assert_eq!(h.count("audit_staged").await?, 0);
+    assert_eq!(h.count("audit_patients").await?, 7);
+    let chain = records(&h.db, 0, 0).await.api()?;
+    assert_eq!(chain.len(), 7);
+    let sealed: Vec<&AuditEvent> = chain[2..].iter().map(|r| &r.event).collect();
+    assert_eq!(
+        sealed,
+        staged.iter().collect::<Vec<_>>(),
+        "sealed in staging order, every field kept"
+    );
+    assert_eq!(chain[2].prev_hash, chain[1].hash);
+    assert_eq!(
+        chain[6].hash,
+        record_hash(&chain[6].prev_hash, 7, &staged[4])
+    );
+    assert_eq!(seal(&h.db).await.api()?, 0, "nothing left");
+    assert_eq!(records_of(&verify(&h.db, &keys()).await.api()?), Some(7));
+
+    // More than one sealing transaction's worth, in one write.
+    let many: Vec<AuditEvent> = (100..1300).map(event).collect();
+    h.stage(&many).await?;
+    assert_eq!(seal(&h.db).await.api()?, 1200);
+    let ids = h.chain_ids().await?;
+    assert_eq!(ids.len(), 1207);
+    assert!(
+        ids[7..].iter().zip(&many).all(|(id, e)| *id == e.id),
+        "oldest first across batches"
+    );
+
+    // A reader seals first: `records`, `accesses_to_patient` and `verify` each see a staged record.
+    let staged = event(2000);
+    h.stage(std::slice::from_ref(&staged)).await?;
+    let tail = records(&h.db, 1207, 0).await.api()?;
+    assert_eq!(tail.len(), 1);
+    assert_eq!((tail[0].seq, &tail[0].event), (1208, &staged));
+    let staged = event(2001);
+    h.stage(std::slice::from_ref(&staged)).await?;
+    let (page, _) = accesses_to_patient(
+        &h.db,
+        &staged.patients[0],
+        staged.time,
+        staged.time + 1,
+        0,
+        None,
+    )
+    .await
+    .api()?;
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].event, staged);
+    h.stage(&[event(2002)]).await?;
+    assert_eq!(records_of(&verify(&h.db, &keys()).await.api()?), Some(1210));
+    assert_eq!(h.count("audit_staged").await?, 0);
+    Ok(())
+}
+
+async fn rolled_back_stage_leaves_no_record(h: &Harness) -> anyhow::Result<()> {
+    {
+        let mut tx = h.db.write("organizations/acme").await.api()?;
+        stage(tx.conn(), &[event(1), event(2)]).await.api()?;
+        // The change failed: the transaction is dropped, rolled back with its staged records.
+    }
+    assert_eq!(h.count("audit_staged").await?, 0);
+    assert_eq!(seal(&h.db).await.api()?, 0);
+
+    let mut conn = h.db.read().await.api()?;
+    let refused = stage(&mut conn, &[event(3)]).await;
+    assert!(refused.is_err(), "staging outside a transaction is refused");
+    drop(conn);
+
+    let kept = event(4);
+    h.stage(std::slice::from_ref(&kept)).await?;
+    {
+        let mut tx = h.db.write("organizations/acme").await.api()?;
+        stage(tx.conn(), &[event(5)]).await.api()?;
+    }
+    assert_eq!(
+        verify(&h.db, &keys()).await.api()?,
+        VerifyReport::Ok {
+            records: 1,
+            checkpoints: 0,
+            head_seq: 1,
+            head_hash: h.column_at("hash", 1).await?
+        }
+    );
+    assert_eq!(h.chain_ids().await?, vec![kept.id]);
+    assert_eq!(h.count("audit_events").await?, 1);
+    assert_eq!(h.count("audit_patients").await?, 1);
+    assert_eq!(h.count("audit_staged").await?, 0);
+    Ok(())
+}
+
+async fn concurrent_stagers_and_two_sealers_seal_each_record_once(
+    h: &Harness,
+) -> anyhow::Result<()> {
+    const WRITERS: usize = 32;
+    const WRITES: usize = 5;
+    let replica = h.replica().await?;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sealer = |db: Db| {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut sealed = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                sealed += seal(&db).await?;
+                tokio::task::yield_now().await;
+            }
+            ApiResult::Ok(sealed)
+        })
+    };
+    let sealers = [sealer(h.db.clone()), sealer(replica.clone())];
+    // Meanwhile the replica's audit writer records reads: its batches append, and seal too.
+    let reader = {
+        let done = done.clone();
+        let writer = std::sync::Arc::new(AuditWriter::spawn(replica.clone(), 8));
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0.. {
+                if done.load(std::sync::atomic::Ordering::SeqCst) && i >= 20 {
+                    break;
+                }
+                let reads: Vec<AuditEvent> = (0..3).map(|k| event(10_000 + i * 3 + k)).collect();
+                let recorded =
+                    futures::future::join_all(reads.iter().map(|r| writer.record(r.clone()))).await;
+                recorded.into_iter().collect::<ApiResult<Vec<()>>>()?;
+                ids.extend(reads.into_iter().map(|r| r.id));
+            }
+            if let Ok(writer) = std::sync::Arc::try_unwrap(writer) {
+                writer.close().await;
+            }
+            ApiResult::Ok(ids)
+        })
+    };
+    // And on PostgreSQL an appender that never seals (nothing makes it wait for a sealer but the
+    // chain's lock). On SQLite, whose one writer is one process's, a second process's transaction
+    // that reads the head before it writes could not upgrade once the sealers committed: the sealer
+    // and the writer's batches begin with a write for that reason.
+    let appender = (h.backend == Backend::Postgres).then(|| {
+        let done = done.clone();
+        let db = h.db.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0.. {
+                if done.load(std::sync::atomic::Ordering::SeqCst) && i >= 20 {
+                    break;
+                }
+                let read = event(20_000 + i);
+                let mut tx = db.write("organizations/reads").await?;
+                append(tx.conn(), std::slice::from_ref(&read)).await?;
+                tx.commit().await?;
+                ids.push(read.id);
+            }
+            ApiResult::Ok(ids)
+        })
+    });
+    let writers = (0..WRITERS).map(|w| {
+        let db = h.db.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..WRITES {
+                let n = w * WRITES + i;
+                // Writes of different organizations: on PostgreSQL they do not wait for each other.
+                let events: Vec<AuditEvent> = (0..1 + n % 2).map(|k| event(n * 2 + k)).collect();
+                let mut tx = db.write(&format!("organizations/o{w}")).await?;
+                stage(tx.conn(), &events).await?;
+                tx.commit().await?;
+                ids.extend(events.into_iter().map(|e| e.id));
+            }
+            ApiResult::Ok(ids)
+        })
+    });
+    let mut staged = Vec::new();
+    for writer in futures::future::join_all(writers).await {
+        staged.extend(writer?.api()?);
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut sealed = 0;
+    for sealer in sealers {
+        sealed += sealer.await?.api()?;
+    }
+    let mut read = reader.await?.api()?;
+    if let Some(appender) = appender {
+        read.extend(appender.await?.api()?);
+    }
+    // What the sealers had not reached when the writers ended.
+    sealed += seal(&replica).await.api()?;
+    replica.close().await;
+
+    assert!(
+        sealed <= staged.len(),
+        "the writer's batches sealed the rest"
+    );
+    assert_eq!(h.count("audit_staged").await?, 0);
+    // Every record once (and audit_events.id is unique besides).
+    let total = staged.len() + read.len();
+    let mut chain = h.chain_ids().await?;
+    assert_eq!(chain.len(), total);
+    chain.sort();
+    let mut expected = [staged, read].concat();
+    expected.sort();
+    assert_eq!(chain, expected);
+    // Gapless seq 1..=n, every link and hash and index row: verify walks them.
+    assert_eq!(
+        records_of(&verify(&h.db, &keys()).await.api()?),
+        Some(total as u64)
+    );
+    Ok(())
+}
+
+async fn writer_seals_on_its_timer_in_its_batches_and_at_close(h: &Harness) -> anyhow::Result<()> {
+    let writer = AuditWriter::spawn(h.db.clone(), 16);
+    // No read is recorded: the timer seals.
+    h.stage(&[event(0), event(1), event(2)]).await?;
+    let started = Instant::now();
+    while h.count("audit_events").await? < 3 {
+        assert!(
+            started.elapsed() < SEAL_INTERVAL * 25,
+            "the writer's timer did not seal"
+        );
+        tokio::time::sleep(SEAL_INTERVAL / 4).await;
+    }
+    assert_eq!(h.count("audit_staged").await?, 0);
+
+    // A batch of reads seals what is staged first, in its transaction: the write precedes the read.
+    let write = event(3);
+    let read = event(4);
+    h.stage(std::slice::from_ref(&write)).await?;
+    writer.record(read.clone()).await.api()?;
+    let ids = h.chain_ids().await?;
+    assert_eq!(ids[3..], [write.id.clone(), read.id.clone()]);
+
+    // Closing seals what is staged.
+    h.stage(&[event(5), event(6)]).await?;
+    writer.close().await;
+    assert_eq!(h.count("audit_staged").await?, 0);
+    assert_eq!(records_of(&verify(&h.db, &keys()).await.api()?), Some(7));
+    Ok(())
+}
+
+async fn a_committed_phi_write_is_in_the_next_patient_query(h: &Harness) -> anyhow::Result<()> {
+    use pm_authz::layer::Caller;
+    use pm_authz::phi::PhiAudit;
+
+    const PATIENT: &str = "organizations/acme/patients/p9";
+    let writer = std::sync::Arc::new(AuditWriter::spawn(h.db.clone(), 16));
+    let phi = PhiAudit::new("org", writer.clone());
+    let caller = Caller::organization_admin("organizations/acme");
+    let before = pm_runtime::time::now_micros();
+    {
+        let mut tx = h.db.write("organizations/acme").await.api()?;
+        phi.record_write(
+            tx.conn(),
+            &caller,
+            "/pm.org.v1.OrgService/UpdatePatient",
+            PATIENT,
+            vec![PATIENT.to_string()],
+        )
+        .await
+        .api()?;
+        tx.commit().await.api()?;
+    }
+    // Right away, before the writer's timer could have sealed it.
+    let (page, next) = accesses_to_patient(&h.db, PATIENT, before, i64::MAX, 0, None)
+        .await
+        .api()?;
+    assert_eq!(next, None);
+    assert_eq!(page.len(), 1, "{page:?}");
+    let record = &page[0].event;
+    assert_eq!(record.method, "/pm.org.v1.OrgService/UpdatePatient");
+    assert_eq!(record.principal, "principals/test-admin");
+    assert_eq!(record.patients, vec![PATIENT.to_string()]);
+    assert_eq!(record.outcome, Outcome::Success);
+
+    // A write rolled back leaves nothing for the query.
+    {
+        let mut tx = h.db.write("organizations/acme").await.api()?;
+        phi.record_write(
+            tx.conn(),
+            &caller,
+            "/pm.org.v1.OrgService/DeletePatient",
+            PATIENT,
+            vec![PATIENT.to_string()],
+        )
+        .await
+        .api()?;
+    }
+    let (page, _) = accesses_to_patient(&h.db, PATIENT, before, i64::MAX, 0, None)
+        .await
+        .api()?;
+    assert_eq!(page.len(), 1);
+    drop(phi);
+    if let Ok(writer) = std::sync::Arc::try_unwrap(writer) {
+        writer.close().await;
+    }
+    assert_eq!(records_of(&verify(&h.db, &keys()).await.api()?), Some(1));
+    Ok(())
+}
+
+async fn a_malformed_staged_record_stops_sealing_not_reads(h: &Harness) -> anyhow::Result<()> {
+    h.stage(&[event(0)]).await?;
+    // Not a record: whoever wrote it, it cannot be chained, and nothing is sealed past it.
+    h.sql(&["INSERT INTO audit_staged (body) VALUES ('{\"id\": 1}')"])
+        .await?;
+    h.stage(&[event(1)]).await?;
+    let refused = seal(&h.db).await.unwrap_err();
+    assert_eq!(refused.code, Code::Internal);
+    assert_eq!(h.count("audit_staged").await?, 3, "nothing sealed");
+    assert_eq!(h.count("audit_events").await?, 0);
+    assert!(verify(&h.db, &keys()).await.is_err(), "nor verified");
+
+    // Reads are still recorded (alone).
+    let writer = AuditWriter::spawn(h.db.clone(), 16);
+    writer.record(event(2)).await.api()?;
+    writer.record(event(3)).await.api()?;
+    assert_eq!(h.count("audit_events").await?, 2);
+
+    // Once the bad row is gone, everything staged is sealed after the reads.
+    h.sql(&["DELETE FROM audit_staged WHERE body NOT LIKE '%\"time\"%'"])
+        .await?;
+    writer.close().await;
+    assert_eq!(h.count("audit_staged").await?, 0);
+    assert_eq!(records_of(&verify(&h.db, &keys()).await.api()?), Some(4));
+    Ok(())
+}
+
+async fn staged_records_are_not_updated(h: &Harness) -> anyhow::Result<()> {
+    h.stage(&[event(0)]).await?;
+    assert!(
+        h.sql(&["UPDATE audit_staged SET body = '{}'"])
+            .await
+            .is_err(),
+        "UPDATE of a staged record must fail"
+    );
+    assert_eq!(records_of(&verify(&h.db, &keys()).await.api()?), Some(1));
     Ok(())
 }
 

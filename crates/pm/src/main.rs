@@ -65,7 +65,8 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Walk the hash chain (and signed checkpoints) and name the first edited, deleted or reordered
-    /// record. Exits 1 when the trail was tampered with.
+    /// record. Exits 1 when the trail was tampered with. Seals the records that committed writes
+    /// staged into the chain first, so it writes to the slice.
     Verify {
         /// The service whose slice to verify.
         #[arg(long, value_enum, default_value = "org")]
