@@ -392,7 +392,7 @@ pub async fn remember(
     if request_id.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    let inserted = sqlx::query(
         "INSERT INTO idempotency_keys (method, request_id, request_hash, response, create_time) \
          VALUES ($1, $2, $3, $4, $5)",
     )
@@ -402,8 +402,18 @@ pub async fn remember(
     .bind(response.encode_to_vec())
     .bind(now_micros())
     .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .await;
+    match inserted {
+        Ok(_) => Ok(()),
+        // A twin with this request_id committed first (only possible without the organization's
+        // lock): this transaction must roll back; the twin's answer is the call's answer.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(ApiError::precondition(
+            "REQUEST_ID_IN_FLIGHT",
+            "another call with this request_id was being answered; retry to get its answer",
+        )
+        .with_meta("requestId", request_id)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What a Create call asks for, beyond the resource itself.
@@ -454,7 +464,14 @@ where
     A: AsyncFnOnce(&mut AnyConnection, &T) -> ApiResult<()>,
 {
     let name = new_name(kind, &call)?;
-    let tx = db.write(names::organization_of(&name)).await?;
+    let mut tx = db.write(names::organization_of(&name)).await?;
+    // Under the organization's lock, an earlier call with this request_id has committed or has
+    // not started: its answer, if any, is final.
+    if let Some(previous) =
+        replay(tx.conn(), call.method, call.request_id, &call.request_hash).await?
+    {
+        return Ok(previous);
+    }
     create_in(tx, kind, call, name, resource, check, after).await
 }
 
@@ -475,6 +492,11 @@ pub fn new_name<T: Resource>(kind: &Kind<T>, call: &CreateCall<'_>) -> ApiResult
 /// [`create_then`] in a write transaction the caller began (one without the organization's lock,
 /// [`Db::write_constrained`], where the database's constraints guard the write); `name` is the new
 /// resource's full name.
+///
+/// It does not look for an earlier answer to the request_id first: without a lock, a look could
+/// not see a twin still in flight anyway. The request_id's unique key refuses the second of two
+/// (FAILED_PRECONDITION `REQUEST_ID_IN_FLIGHT`, its transaction rolled back): the caller then looks
+/// for the first one's answer with [`replay`], as it does after any refusal.
 pub async fn create_in<T, F, A>(
     mut tx: WriteTx,
     kind: &Kind<T>,
@@ -489,11 +511,6 @@ where
     F: AsyncFnOnce(&mut AnyConnection, &mut T) -> ApiResult<()>,
     A: AsyncFnOnce(&mut AnyConnection, &T) -> ApiResult<()>,
 {
-    if let Some(previous) =
-        replay(tx.conn(), call.method, call.request_id, &call.request_hash).await?
-    {
-        return Ok(previous);
-    }
     if kind.local_parent && !call.parent.is_empty() && !exists_live(tx.conn(), call.parent).await? {
         return Err(ApiError::not_found(call.parent).with_violation("parent", "does not exist"));
     }

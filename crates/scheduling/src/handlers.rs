@@ -1,7 +1,6 @@
 //! The gRPC surface of the Scheduling service: decode, authorize against the resource's unit, run
 //! the domain (slot search, lifecycle rules), write through the store, audit PHI.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
@@ -17,7 +16,7 @@ use sqlx::AnyConnection;
 use tonic::{Code, Request};
 
 use crate::access;
-use crate::availability::{self, Interval};
+
 use crate::domain::{self, instant, timestamp, wire_interval};
 use crate::eligibility::{self, Reason, Subject};
 use crate::occupancy::{self, Holder, HolderKind};
@@ -46,6 +45,9 @@ macro_rules! method {
 // After the macros, so that these see `method!`.
 mod changes;
 mod feeds;
+mod search;
+
+use search::Search;
 
 /// The Scheduling service.
 #[derive(Clone)]
@@ -53,6 +55,8 @@ pub struct SchedulingApi {
     db: Db,
     org: Arc<OrgView>,
     phi: PhiAudit,
+    /// Each unit's availability rules, decoded, for slot search.
+    rules: Arc<store::UnitRulesCache>,
     /// Rung after a commit that staged outbox events: wakes the sequencer.
     staged: Doorbell,
     /// Rung by the sequencer when it numbered events: wakes the streams.
@@ -65,29 +69,6 @@ use pm_runtime::grpc::{Reply, required};
 
 fn reply<T>(result: ApiResult<T>) -> Reply<T> {
     pm_runtime::grpc::reply(result, DOMAIN)
-}
-
-/// A slot search as the service runs it (FindSlots, and the re-check of every booking).
-struct Search<'a> {
-    unit: &'a str,
-    patient: &'a str,
-    visit: &'a VisitType,
-    window: Interval,
-    providers: &'a [String],
-    locations: &'a [String],
-    rooms: &'a [String],
-    step: TimeDelta,
-    /// An appointment whose own time does not count as busy (the one being rescheduled).
-    ignore: Option<&'a str>,
-    /// Stop once this many slots are found (0: no limit); the earliest are found first.
-    limit: usize,
-}
-
-/// Slots found, each with its location, and the exclusions.
-#[derive(Default)]
-struct Found {
-    slots: Vec<(String, eligibility::Slot)>,
-    excluded: Vec<eligibility::Exclusion>,
 }
 
 impl SchedulingApi {
@@ -109,6 +90,7 @@ impl SchedulingApi {
             db,
             org,
             phi,
+            rules: Arc::default(),
             staged,
             published,
             shutdown,
@@ -133,251 +115,6 @@ impl SchedulingApi {
                 )
                 .with_violation(field, "does not exist")
             })
-    }
-
-    /// Runs slot search against Org's current facts and this slice's bookings.
-    async fn search(&self, s: Search<'_>) -> ApiResult<Found> {
-        let (unit, patient) =
-            tokio::try_join!(self.org.unit(s.unit), self.org.patient(s.patient, s.unit))?;
-        let visit = domain::visit_type(s.visit);
-        // The patient-level rules first: when one fails there is nothing to look up per provider.
-        let verdict = eligibility::find_slots(&eligibility::SlotQuery {
-            unit: unit.policy.clone(),
-            visit_type: visit.clone(),
-            window: s.window,
-            step: s.step,
-            patient: patient.clone(),
-            patient_busy: Vec::new(),
-            providers: Vec::new(),
-            rooms: Vec::new(),
-        });
-        if !verdict.excluded.is_empty() {
-            return Ok(Found {
-                slots: Vec::new(),
-                excluded: verdict.excluded,
-            });
-        }
-        let padded = Interval::new(
-            s.window.start() - visit.buffer_before,
-            s.window.end() + visit.buffer_after,
-        )
-        .map_err(|e| ApiError::internal("padding the window", &e))?;
-        let (from, until) = (
-            padded.start().timestamp_micros(),
-            padded.end().timestamp_micros(),
-        );
-
-        let mut conn = self.db.read().await?;
-        let mut by_location: BTreeMap<String, BTreeMap<String, Vec<AvailabilityRule>>> =
-            BTreeMap::new();
-        // Named providers (a booking's re-check): only their rules, not every rule of the unit.
-        let rules = if s.providers.is_empty() {
-            store::rules_of_unit(&mut conn, s.unit).await?
-        } else {
-            store::rules_of_providers(&mut conn, s.providers, s.unit).await?
-        };
-        for rule in rules {
-            let provider = names::parent_of(&rule.name).to_string();
-            if (s.providers.is_empty() || s.providers.contains(&provider))
-                && (s.locations.is_empty() || s.locations.contains(&rule.location))
-            {
-                by_location
-                    .entry(rule.location.clone())
-                    .or_default()
-                    .entry(provider)
-                    .or_default()
-                    .push(rule);
-            }
-        }
-        let patient_busy = busy_of(
-            &mut conn,
-            HolderKind::Patient,
-            s.patient,
-            from,
-            until,
-            s.ignore,
-        )
-        .await?;
-        // Per provider, in one go: booked time and exceptions (a query each), credentials (Org,
-        // concurrently).
-        let providers: Vec<String> = by_location
-            .values()
-            .flat_map(|p| p.keys().cloned())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let provider_busy =
-            occupancy::busy(&mut conn, HolderKind::Provider, &providers, from, until).await?;
-        let exceptions = store::exceptions_of_all(&mut conn, &providers).await?;
-        let credentials: HashMap<String, Vec<eligibility::CredentialInfo>> = providers
-            .iter()
-            .cloned()
-            .zip(
-                futures::future::try_join_all(providers.iter().map(|p| self.org.credentials(p)))
-                    .await?,
-            )
-            .collect();
-
-        // Everything per location and provider is read once; the rules then run over the window a
-        // day at a time, earliest first, until enough slots are found.
-        let mut locations = Vec::new();
-        let mut seen_providers: Vec<String> = Vec::new();
-        for (location, providers) in by_location {
-            let rooms = if visit.needs_room {
-                self.rooms(&mut conn, &location, s.rooms, (from, until), s.ignore)
-                    .await?
-            } else {
-                Vec::new()
-            };
-            let mut candidates = Vec::new();
-            for (provider, rules) in providers {
-                let weekly = rules
-                    .iter()
-                    .map(domain::weekly_rule)
-                    .collect::<ApiResult<Vec<_>>>()?;
-                let exceptions = exceptions
-                    .get(&provider)
-                    .into_iter()
-                    .flatten()
-                    .map(domain::exception)
-                    .collect::<ApiResult<Vec<_>>>()?;
-                candidates.push(eligibility::ProviderCandidate {
-                    credentials: credentials.get(&provider).cloned().unwrap_or_default(),
-                    availability: availability::expand(
-                        &weekly,
-                        &exceptions,
-                        padded.start(),
-                        padded.end(),
-                    ),
-                    busy: intervals(provider_busy.get(&provider), s.ignore),
-                    provider: provider.clone(),
-                });
-                seen_providers.push(provider);
-            }
-            locations.push((location, candidates, rooms));
-        }
-
-        let mut found = Found::default();
-        let mut chunk_end = s.window.start();
-        while chunk_end < s.window.end() && (s.limit == 0 || found.slots.len() < s.limit) {
-            let chunk_start = chunk_end;
-            chunk_end = (chunk_start + TimeDelta::days(1)).min(s.window.end());
-            let first = chunk_start == s.window.start();
-            for (location, candidates, rooms) in &locations {
-                // Each (merged) block of availability belongs to the day it starts in, so the slot
-                // grid is the same as over the whole window.
-                let providers = candidates
-                    .iter()
-                    .map(|c| eligibility::ProviderCandidate {
-                        availability: c
-                            .availability
-                            .iter()
-                            .filter(|i| {
-                                (first || i.start() >= chunk_start) && i.start() < chunk_end
-                            })
-                            .copied()
-                            .collect(),
-                        ..c.clone()
-                    })
-                    .collect();
-                let result = eligibility::find_slots(&eligibility::SlotQuery {
-                    unit: unit.policy.clone(),
-                    visit_type: visit.clone(),
-                    window: s.window,
-                    step: s.step,
-                    patient: patient.clone(),
-                    patient_busy: patient_busy.clone(),
-                    providers,
-                    rooms: rooms.clone(),
-                });
-                found.slots.extend(
-                    result
-                        .slots
-                        .into_iter()
-                        .map(|slot| (location.clone(), slot)),
-                );
-                found.excluded.extend(result.excluded);
-            }
-        }
-        found.excluded = explain(found.excluded, &found.slots);
-        // A provider asked for by name never disappears silently.
-        for provider in s.providers {
-            if !seen_providers.contains(provider) {
-                found.excluded.push(eligibility::Exclusion {
-                    subject: Subject::Provider(provider.clone()),
-                    reason: Reason::OutsideAvailability,
-                });
-            }
-        }
-        found.slots.sort_by(|a, b| {
-            (a.1.interval.start(), &a.1.provider).cmp(&(b.1.interval.start(), &b.1.provider))
-        });
-        Ok(found)
-    }
-
-    /// The rooms of `location` (only `wanted` ones when given) with their booked time.
-    async fn rooms(
-        &self,
-        conn: &mut AnyConnection,
-        location: &str,
-        wanted: &[String],
-        (from, until): (i64, i64),
-        ignore: Option<&str>,
-    ) -> ApiResult<Vec<eligibility::RoomCandidate>> {
-        let mut rooms = Vec::new();
-        for room in store::rooms_of(conn, location).await? {
-            if wanted.is_empty() || wanted.contains(&room.name) {
-                rooms.push(eligibility::RoomCandidate {
-                    busy: busy_of(conn, HolderKind::Room, &room.name, from, until, ignore).await?,
-                    room: room.name,
-                });
-            }
-        }
-        Ok(rooms)
-    }
-
-    /// Re-checks every rule for the appointment about to be booked and returns the slot.
-    async fn recheck(
-        &self,
-        a: &Appointment,
-        visit: &VisitType,
-        ignore: Option<&str>,
-    ) -> ApiResult<eligibility::Slot> {
-        let start = a
-            .interval
-            .as_ref()
-            .and_then(|i| i.start_time.as_ref())
-            .and_then(instant)
-            .ok_or_else(|| ApiError::invalid("appointment.interval.start_time", "required"))?;
-        let duration = domain::visit_type(visit).duration;
-        let window = Interval::new(start, start + duration)
-            .map_err(|e| ApiError::internal("the visit's interval", &e))?;
-        let rooms: Vec<String> = (!a.room.is_empty())
-            .then(|| a.room.clone())
-            .into_iter()
-            .collect();
-        let found = self
-            .search(Search {
-                unit: &a.unit,
-                patient: &a.patient,
-                visit,
-                window,
-                providers: std::slice::from_ref(&a.provider),
-                locations: std::slice::from_ref(&a.location),
-                rooms: &rooms,
-                step: TimeDelta::minutes(1),
-                ignore,
-                limit: 0,
-            })
-            .await?;
-        if let Some((_, slot)) = found
-            .slots
-            .into_iter()
-            .find(|(_, slot)| slot.interval.start() == start)
-        {
-            return Ok(slot);
-        }
-        Err(refusal(found.excluded.first().map(|e| e.reason)))
     }
 }
 
@@ -447,64 +184,6 @@ fn refusal(reason: Option<Reason>) -> ApiError {
         ),
     };
     ApiError::new(Code::FailedPrecondition, code, message)
-}
-
-async fn busy_of(
-    conn: &mut AnyConnection,
-    kind: HolderKind,
-    holder: &str,
-    from: i64,
-    until: i64,
-    ignore: Option<&str>,
-) -> ApiResult<Vec<Interval>> {
-    let spans = occupancy::busy(conn, kind, &[holder.to_string()], from, until).await?;
-    Ok(intervals(spans.get(holder), ignore))
-}
-
-/// The exclusions of a search done a day at a time: one per (provider, reason), the earliest; and a
-/// provider-wide one (no candidate that day) only for a provider that got nothing anywhere.
-fn explain(
-    excluded: Vec<eligibility::Exclusion>,
-    slots: &[(String, eligibility::Slot)],
-) -> Vec<eligibility::Exclusion> {
-    let provider_of = |e: &eligibility::Exclusion| match &e.subject {
-        Subject::Provider(p) | Subject::Candidate { provider: p, .. } => Some(p.clone()),
-        Subject::Patient => None,
-    };
-    let active: std::collections::BTreeSet<String> = slots
-        .iter()
-        .map(|(_, slot)| slot.provider.clone())
-        .chain(
-            excluded
-                .iter()
-                .filter(|e| matches!(e.subject, Subject::Candidate { .. }))
-                .filter_map(provider_of),
-        )
-        .collect();
-    let mut seen = std::collections::BTreeSet::new();
-    excluded
-        .into_iter()
-        .filter(|e| {
-            let provider = provider_of(e);
-            let provider_wide = matches!(e.subject, Subject::Provider(_));
-            !(provider_wide && provider.as_ref().is_some_and(|p| active.contains(p)))
-                && seen.insert((provider, provider_wide, e.reason))
-        })
-        .collect()
-}
-
-/// Occupied spans as intervals, leaving out those of the appointment `ignore`.
-fn intervals(spans: Option<&Vec<(String, i64, i64)>>, ignore: Option<&str>) -> Vec<Interval> {
-    spans
-        .into_iter()
-        .flatten()
-        .filter(|(appointment, _, _)| Some(appointment.as_str()) != ignore)
-        .filter_map(|(_, start, end)| {
-            let start = chrono::DateTime::from_timestamp_micros(*start)?;
-            let end = chrono::DateTime::from_timestamp_micros(*end)?;
-            Interval::new(start, end).ok()
-        })
-        .collect()
 }
 
 fn event(state: AppointmentState, reason: &str) -> AppointmentEvent {
@@ -624,12 +303,9 @@ impl SchedulingApi {
                 Some(ttl)
             }
         };
-        // The request_id's earlier answer comes before any re-check: a retry after success must not
-        // be refused because its own booking now occupies the slot. A concurrent twin may commit
-        // while this call re-checks, so a refusal looks for its answer once more.
-        if let Some(previous) = self.replayed(&req).await? {
-            return Ok(previous);
-        }
+        // A retry of a booking that succeeded is refused (its own booking holds the slot, or the
+        // request_id's key is taken) and then answered with the first booking: every refusal looks
+        // for an earlier answer to its request_id, so the common path spends no lookup on it.
         let slot = match self.recheck(&a, &visit, None).await {
             Ok(slot) => slot,
             Err(err) => return self.replayed(&req).await?.ok_or(err),
@@ -1322,6 +998,7 @@ impl SchedulingService for SchedulingApi {
                     ignore: None,
                     // One more than asked, to tell whether there were more.
                     limit: max + 1,
+                    read_busy: true,
                 })
                 .await?;
             let truncated = found.slots.len() > max;

@@ -1,6 +1,9 @@
 //! The Scheduling slice: how each resource is indexed in the generic store, and the lookups slot
 //! search and booking need. Double booking is guarded by [`crate::occupancy`].
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use pm_api::scheduling::{
     Appointment, AppointmentState, AvailabilityException, AvailabilityRule, Encounter,
     ExceptionKind, Room, VisitModality, VisitType, WaitlistEntry, WaitlistState, Weekday,
@@ -8,7 +11,9 @@ use pm_api::scheduling::{
 use pm_runtime::ApiResult;
 use pm_runtime::docstore::{self, Kind, enum_name};
 use pm_runtime::names::NamePattern;
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, Row};
+
+use crate::availability::WeeklyRule;
 
 /// Visit types, under a unit.
 pub const VISIT_TYPE: Kind<VisitType> = Kind {
@@ -148,6 +153,95 @@ pub async fn rules_of_unit(
             .map(|s| s.resource)
             .collect(),
     )
+}
+
+/// An availability rule as slot search uses it, decoded once: whose and where it is, and its weekly
+/// pattern.
+#[derive(Debug, Clone)]
+pub struct SearchRule {
+    /// The provider it belongs to.
+    pub provider: String,
+    /// Where the provider works by it.
+    pub location: String,
+    /// When.
+    pub weekly: WeeklyRule,
+}
+
+impl SearchRule {
+    /// Decodes a stored rule.
+    pub fn of(rule: &AvailabilityRule) -> ApiResult<SearchRule> {
+        Ok(SearchRule {
+            provider: pm_runtime::names::parent_of(&rule.name).to_string(),
+            location: rule.location.clone(),
+            weekly: crate::domain::weekly_rule(rule)?,
+        })
+    }
+}
+
+/// Which state of a unit's rules a read saw: how many rule rows the unit has (deleted ones
+/// included) and the sum of their revisions. Creating a rule adds a row and deleting one bumps its
+/// revision, so any change to the unit's rules, by any replica, moves it.
+type RulesVersion = (i64, i64);
+
+/// Each unit's rules as last read, decoded, with the version they were read at. A search asks for
+/// the version (one aggregate over the unit's index rows) and decodes the rules again only when it
+/// moved: decoding a large unit's rules is most of a search's database time.
+#[derive(Default)]
+pub struct UnitRulesCache {
+    units: std::sync::Mutex<HashMap<String, CachedRules>>,
+}
+
+/// A unit's rules and the version they were read at.
+type CachedRules = (RulesVersion, Arc<Vec<SearchRule>>);
+
+/// Units whose rules are kept (a bound on memory; past it the cache starts over).
+const CACHED_UNITS: usize = 1_000;
+
+impl UnitRulesCache {
+    /// The live rules of `unit`, current as of this call.
+    pub async fn rules_of_unit(
+        &self,
+        conn: &mut AnyConnection,
+        unit: &str,
+    ) -> ApiResult<Arc<Vec<SearchRule>>> {
+        let version = rules_version(conn, unit).await?;
+        let cached = self.units.lock().ok().and_then(|units| {
+            units
+                .get(unit)
+                .filter(|(seen, _)| *seen == version)
+                .map(|(_, rules)| Arc::clone(rules))
+        });
+        if let Some(rules) = cached {
+            return Ok(rules);
+        }
+        // Read after the version: a change in between makes the next search read again.
+        let rules = Arc::new(
+            rules_of_unit(conn, unit)
+                .await?
+                .iter()
+                .map(SearchRule::of)
+                .collect::<ApiResult<Vec<_>>>()?,
+        );
+        if let Ok(mut units) = self.units.lock() {
+            if units.len() >= CACHED_UNITS {
+                units.clear();
+            }
+            units.insert(unit.to_string(), (version, Arc::clone(&rules)));
+        }
+        Ok(rules)
+    }
+}
+
+async fn rules_version(conn: &mut AnyConnection, unit: &str) -> ApiResult<RulesVersion> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS rules, CAST(COALESCE(SUM(r.revision), 0) AS BIGINT) AS revisions \
+         FROM resource_attrs a JOIN resources r ON r.name = a.name \
+         WHERE a.attr = 'rule_unit' AND a.value = $1",
+    )
+    .bind(unit)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((row.try_get("rules")?, row.try_get("revisions")?))
 }
 
 /// The live availability rules of `providers` for `unit`.
