@@ -81,6 +81,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use pm_runtime::batch::Insert;
 use pm_runtime::db::{Db, Migrations};
 use pm_runtime::error::{ApiError, ApiResult};
 use pm_runtime::time::now_micros;
@@ -724,6 +725,16 @@ pub async fn stage(conn: &mut AnyConnection, events: &[AuditEvent]) -> ApiResult
         .await?;
     tracing::debug!(count = events.len(), "audit records staged");
     Ok(())
+}
+
+/// The statement that stages one record, for a write that sends its statements together
+/// ([`pm_runtime::batch`]): the same row [`stage`] writes, with no lock either.
+pub fn staging_insert(event: &AuditEvent) -> ApiResult<Insert> {
+    Ok(Insert::new(
+        "audit_staged",
+        "INSERT INTO audit_staged (body) VALUES ($1)",
+        vec![to_json(&StagedRecord::of(event))?.into()],
+    ))
 }
 
 /// The newest staged record's id, if any record is staged (a transaction of its own: on SQLite a

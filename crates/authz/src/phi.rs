@@ -98,6 +98,26 @@ impl PhiAudit {
         audit::stage(conn, &[event]).await
     }
 
+    /// The statement that records a successful PHI write, for a write that sends its statements
+    /// together ([`pm_runtime::batch`]): what [`PhiAudit::record_write`] writes.
+    pub fn write_record(
+        &self,
+        caller: &Caller,
+        method: &str,
+        resource: &str,
+        patients: Vec<String>,
+    ) -> ApiResult<pm_runtime::batch::Insert> {
+        let event = audit_event(
+            self.service,
+            caller,
+            method,
+            Outcome::Success,
+            vec![resource.to_string()],
+            patients,
+        );
+        audit::staging_insert(&event)
+    }
+
     /// Audits a PHI call once it has an outcome. Reads are recorded (group-committed) before their
     /// answer leaves: a read that cannot be audited fails. Successful writes were staged in their
     /// own transaction (see [`PhiAudit::record_write`]); failed and refused calls are recorded here,

@@ -16,7 +16,8 @@ use prost_types::FieldMask;
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row, any::AnyRow};
 
-use crate::db::{Db, Migrations, WriteTx};
+use crate::batch::{Insert, Value};
+use crate::db::{Db, Migrations};
 use crate::error::{ApiError, ApiResult};
 use crate::names::{self, NamePattern};
 use crate::time::{Micros, now_micros, to_timestamp};
@@ -214,79 +215,93 @@ pub async fn all_live_in<T: Resource>(
     rows.iter().map(decode_row).collect()
 }
 
-/// Writes a resource's attribute rows (`fresh`: it has none yet, so there is nothing to delete),
-/// all in one statement.
+/// Writes a resource's attribute rows again (after a new version).
 async fn write_attrs<T: Resource>(
     conn: &mut AnyConnection,
     kind: &Kind<T>,
     resource: &T,
-    fresh: bool,
 ) -> ApiResult<()> {
-    if !fresh {
-        sqlx::query("DELETE FROM resource_attrs WHERE name = $1")
-            .bind(resource.name())
-            .execute(&mut *conn)
-            .await?;
+    sqlx::query("DELETE FROM resource_attrs WHERE name = $1")
+        .bind(resource.name())
+        .execute(&mut *conn)
+        .await?;
+    if let Some(insert) = attrs_insert(kind, resource) {
+        insert.execute(conn).await?;
     }
+    Ok(())
+}
+
+/// A resource's attribute rows, in one statement (`None`: it has none).
+fn attrs_insert<T: Resource>(kind: &Kind<T>, resource: &T) -> Option<Insert> {
     let mut attrs = (kind.attrs)(resource);
     attrs.sort();
     attrs.dedup();
     if attrs.is_empty() {
-        return Ok(());
+        return None;
     }
     // Placeholders only in the SQL text: `($1, $2, $3), ($1, $4, $5), ...`.
     let rows = (0..attrs.len())
         .map(|i| format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3))
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = format!("INSERT INTO resource_attrs (name, attr, value) VALUES {rows}");
-    let mut query = sqlx::query(&sql).bind(resource.name());
+    let mut values = vec![Value::from(resource.name())];
     for (attr, value) in attrs {
-        query = query.bind(attr).bind(value);
+        values.push(attr.into());
+        values.push(value.into());
     }
-    query.execute(&mut *conn).await?;
-    Ok(())
+    Some(Insert::new(
+        "resource_attrs",
+        format!("INSERT INTO resource_attrs (name, attr, value) VALUES {rows}"),
+        values,
+    ))
 }
 
 /// Inserts a new resource (its name set); ALREADY_EXISTS if the name is taken, even by a deleted one.
 pub async fn insert<T: Resource>(
     conn: &mut AnyConnection,
     kind: &Kind<T>,
-    mut resource: T,
+    resource: T,
 ) -> ApiResult<T> {
+    let (stored, inserts) = insert_statements(kind, resource);
+    for insert in &inserts {
+        insert.execute(conn).await?;
+    }
+    Ok(stored)
+}
+
+/// The statements that insert a new resource (its name set), and the resource as stored (etag and
+/// times set): for a write that sends them with others ([`crate::batch`]). The name's primary key
+/// (deleted resources keep their rows) refuses a taken name with ALREADY_EXISTS: no lookup first.
+pub fn insert_statements<T: Resource>(kind: &Kind<T>, mut resource: T) -> (T, Vec<Insert>) {
     let now = now_micros();
     resource.stamp(String::new(), None, None, None);
-    // The name's primary key (deleted resources keep their rows) says whether it is taken: no
-    // lookup first. On PostgreSQL the violation aborts the transaction, which the error ends anyway.
-    let inserted = sqlx::query(
+    let name = resource.name().to_string();
+    let row = Insert::new(
+        "resources",
         "INSERT INTO resources (name, collection, revision, create_time, update_time, delete_time, body) \
          VALUES ($1, $2, 1, $3, $3, NULL, $4)",
+        vec![
+            name.as_str().into(),
+            collection_of(kind.pattern, &name).into(),
+            now.into(),
+            resource.encode_to_vec().into(),
+        ],
     )
-    .bind(resource.name())
-    .bind(collection_of(kind.pattern, resource.name()))
-    .bind(now)
-    .bind(resource.encode_to_vec())
-    .execute(&mut *conn)
-    .await;
-    match inserted {
-        Ok(_) => {}
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            return Err(ApiError::already_exists(
-                "RESOURCE_ALREADY_EXISTS",
-                format!("{} already exists", resource.name()),
-            )
-            .with_meta("resource", resource.name()));
-        }
-        Err(e) => return Err(e.into()),
-    }
-    write_attrs(conn, kind, &resource, true).await?;
+    .refusing(move |e| {
+        e.is_unique_violation().then(|| {
+            ApiError::already_exists("RESOURCE_ALREADY_EXISTS", format!("{name} already exists"))
+                .with_meta("resource", &name)
+        })
+    });
+    let mut inserts = vec![row];
+    inserts.extend(attrs_insert(kind, &resource));
     resource.stamp(
         etag_of(1),
         Some(to_timestamp(now)),
         Some(to_timestamp(now)),
         None,
     );
-    Ok(resource)
+    (resource, inserts)
 }
 
 /// Writes a new version of a stored resource (bumping its revision). `revision` is the one it was
@@ -315,7 +330,7 @@ pub async fn replace<T: Resource>(
     if result.rows_affected() != 1 {
         return Err(ApiError::stale_etag(resource.name()));
     }
-    write_attrs(conn, kind, &resource, false).await?;
+    write_attrs(conn, kind, &resource).await?;
     resource.stamp(
         etag_of(revision + 1),
         create_time,
@@ -389,31 +404,49 @@ pub async fn remember(
     hash: &str,
     response: &impl Message,
 ) -> ApiResult<()> {
+    match remember_statement(method, request_id, hash, response) {
+        Some(insert) => insert.execute(conn).await,
+        None => Ok(()),
+    }
+}
+
+/// The statement [`remember`] runs (`None` without a request_id). Its unique key refuses a second
+/// call with the request_id (only possible without the organization's lock: a twin committed
+/// first) with FAILED_PRECONDITION `REQUEST_ID_IN_FLIGHT`: the caller then answers with the twin's
+/// response, found by [`replay`].
+pub fn remember_statement(
+    method: &str,
+    request_id: &str,
+    hash: &str,
+    response: &impl Message,
+) -> Option<Insert> {
     if request_id.is_empty() {
-        return Ok(());
+        return None;
     }
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (method, request_id, request_hash, response, create_time) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(method)
-    .bind(request_id)
-    .bind(hash)
-    .bind(response.encode_to_vec())
-    .bind(now_micros())
-    .execute(&mut *conn)
-    .await;
-    match inserted {
-        Ok(_) => Ok(()),
-        // A twin with this request_id committed first (only possible without the organization's
-        // lock): this transaction must roll back; the twin's answer is the call's answer.
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(ApiError::precondition(
-            "REQUEST_ID_IN_FLIGHT",
-            "another call with this request_id was being answered; retry to get its answer",
+    let id = request_id.to_string();
+    Some(
+        Insert::new(
+            "idempotency_keys",
+            "INSERT INTO idempotency_keys (method, request_id, request_hash, response, create_time) \
+             VALUES ($1, $2, $3, $4, $5)",
+            vec![
+                method.into(),
+                request_id.into(),
+                hash.into(),
+                response.encode_to_vec().into(),
+                now_micros().into(),
+            ],
         )
-        .with_meta("requestId", request_id)),
-        Err(e) => Err(e.into()),
-    }
+        .refusing(move |e| {
+            e.is_unique_violation().then(|| {
+                ApiError::precondition(
+                    "REQUEST_ID_IN_FLIGHT",
+                    "another call with this request_id was being answered; retry to get its answer",
+                )
+                .with_meta("requestId", &id)
+            })
+        }),
+    )
 }
 
 /// What a Create call asks for, beyond the resource itself.
@@ -454,7 +487,7 @@ pub async fn create_then<T, F, A>(
     db: &Db,
     kind: &Kind<T>,
     call: CreateCall<'_>,
-    resource: T,
+    mut resource: T,
     check: F,
     after: A,
 ) -> ApiResult<T>
@@ -465,52 +498,11 @@ where
 {
     let name = new_name(kind, &call)?;
     let mut tx = db.write(names::organization_of(&name)).await?;
-    // Under the organization's lock, an earlier call with this request_id has committed or has
-    // not started: its answer, if any, is final.
     if let Some(previous) =
         replay(tx.conn(), call.method, call.request_id, &call.request_hash).await?
     {
         return Ok(previous);
     }
-    create_in(tx, kind, call, name, resource, check, after).await
-}
-
-/// The full name a Create call gives its resource, once its request_id, parent and id are valid.
-pub fn new_name<T: Resource>(kind: &Kind<T>, call: &CreateCall<'_>) -> ApiResult<String> {
-    check_request_id(call.request_id)?;
-    if let Some(parent_pattern) = kind.pattern.parent() {
-        parent_pattern.parse("parent", call.parent)?;
-    }
-    let id = names::choose_id(call.id_field, call.id)?;
-    Ok(if call.parent.is_empty() {
-        format!("{}/{id}", kind.pattern.collection_id())
-    } else {
-        format!("{}/{}/{id}", call.parent, kind.pattern.collection_id())
-    })
-}
-
-/// [`create_then`] in a write transaction the caller began (one without the organization's lock,
-/// [`Db::write_constrained`], where the database's constraints guard the write); `name` is the new
-/// resource's full name.
-///
-/// It does not look for an earlier answer to the request_id first: without a lock, a look could
-/// not see a twin still in flight anyway. The request_id's unique key refuses the second of two
-/// (FAILED_PRECONDITION `REQUEST_ID_IN_FLIGHT`, its transaction rolled back): the caller then looks
-/// for the first one's answer with [`replay`], as it does after any refusal.
-pub async fn create_in<T, F, A>(
-    mut tx: WriteTx,
-    kind: &Kind<T>,
-    call: CreateCall<'_>,
-    name: String,
-    mut resource: T,
-    check: F,
-    after: A,
-) -> ApiResult<T>
-where
-    T: Resource,
-    F: AsyncFnOnce(&mut AnyConnection, &mut T) -> ApiResult<()>,
-    A: AsyncFnOnce(&mut AnyConnection, &T) -> ApiResult<()>,
-{
     if kind.local_parent && !call.parent.is_empty() && !exists_live(tx.conn(), call.parent).await? {
         return Err(ApiError::not_found(call.parent).with_violation("parent", "does not exist"));
     }
@@ -528,6 +520,20 @@ where
     .await?;
     tx.commit().await?;
     Ok(created)
+}
+
+/// The full name a Create call gives its resource, once its request_id, parent and id are valid.
+pub fn new_name<T: Resource>(kind: &Kind<T>, call: &CreateCall<'_>) -> ApiResult<String> {
+    check_request_id(call.request_id)?;
+    if let Some(parent_pattern) = kind.pattern.parent() {
+        parent_pattern.parse("parent", call.parent)?;
+    }
+    let id = names::choose_id(call.id_field, call.id)?;
+    Ok(if call.parent.is_empty() {
+        format!("{}/{id}", kind.pattern.collection_id())
+    } else {
+        format!("{}/{}/{id}", call.parent, kind.pattern.collection_id())
+    })
 }
 
 /// Gets a resource by name (soft-deleted ones included); NOT_FOUND when there is none.

@@ -3,6 +3,7 @@
 //! to `tonic::Status`, and the generic resource store with its AIP helpers (names, paging, filters,
 //! field masks, idempotency).
 
+pub mod batch;
 pub mod client;
 pub mod config;
 pub mod db;

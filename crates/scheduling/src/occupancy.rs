@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 
+use pm_runtime::batch::{Insert, Value};
 use pm_runtime::db::Migrations;
 use pm_runtime::{ApiError, ApiResult};
 use sqlx::{AnyConnection, Row};
@@ -93,63 +94,92 @@ pub async fn reserve(
     conn: &mut AnyConnection,
     appointment: &str,
     holders: &[Holder],
-    (start_micros, end_micros): (i64, i64),
+    span: (i64, i64),
     expire_micros: Option<i64>,
 ) -> ApiResult<()> {
+    let insert = reserve_statement(appointment, holders, span, expire_micros)?;
+    if conn.backend_name() != "PostgreSQL" {
+        check_free(conn, holders, span).await?;
+    }
+    insert.execute(conn).await
+}
+
+/// The one statement [`reserve`] inserts with, for a write that sends its statements together
+/// ([`pm_runtime::batch`]; on SQLite its guard must be [`check_free`]). On PostgreSQL an overlap
+/// fails it with SLOT_UNAVAILABLE, from the exclusion constraint named after the holder's kind.
+pub fn reserve_statement(
+    appointment: &str,
+    holders: &[Holder],
+    (start_micros, end_micros): (i64, i64),
+    expire_micros: Option<i64>,
+) -> ApiResult<Insert> {
     if start_micros >= end_micros {
         return Err(ApiError::invalid(
             "end_time",
             "must be after the start time (buffers included)",
         ));
     }
+    let holders = distinct(holders);
     if holders.is_empty() {
         return Err(ApiError::internal(
             "occupancy",
             &"an appointment needs at least one holder",
         ));
     }
-    // Dropping repeats up front keeps a careless caller from a primary-key error (INTERNAL).
-    let holders: Vec<&Holder> = holders
-        .iter()
-        .enumerate()
-        .filter(|(i, h)| !holders[..*i].contains(h))
-        .map(|(_, h)| h)
-        .collect();
-
-    if conn.backend_name() != "PostgreSQL"
-        && let Some(kind) = first_conflict(conn, &holders, start_micros, end_micros).await?
-    {
-        return Err(slot_unavailable(&kind));
-    }
-
-    // One statement for every holder: `($1, $2, $3, $4, $5, $6), ($1, $2, $3, $4, $7, $8), ...`.
+    // One row per holder: `($1, $2, $3, $4, $5, $6), ($1, $2, $3, $4, $7, $8), ...`.
     let rows = (0..holders.len())
         .map(|i| format!("($1, $2, $3, $4, ${}, ${})", 2 * i + 5, 2 * i + 6))
         .collect::<Vec<_>>()
         .join(", ");
+    let mut values: Vec<Value> = vec![
+        appointment.into(),
+        start_micros.into(),
+        end_micros.into(),
+        expire_micros.into(),
+    ];
+    for holder in &holders {
+        values.push(holder.kind.as_str().into());
+        values.push(holder.name.as_str().into());
+    }
     let sql = format!(
         "INSERT INTO occupancy (appointment, start_us, end_us, expire_us, kind, holder) VALUES {rows}"
     );
-    let mut insert = sqlx::query(&sql)
-        .bind(appointment)
-        .bind(start_micros)
-        .bind(end_micros)
-        .bind(expire_micros);
-    for holder in &holders {
-        insert = insert.bind(holder.kind.as_str()).bind(holder.name.as_str());
-    }
-    match insert.execute(&mut *conn).await {
-        Ok(_) => Ok(()),
-        // PostgreSQL only: the constraint's name gives the kind of holder.
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(EXCLUSION_VIOLATION) => {
+    Ok(Insert::new("occupancy", sql, values).refusing(|e| {
+        // The constraint's name gives the kind of holder (PostgreSQL only).
+        (e.code().as_deref() == Some(EXCLUSION_VIOLATION)).then(|| {
             let kind = e
                 .constraint()
                 .and_then(HolderKind::of_constraint)
                 .map_or("unknown", HolderKind::as_str);
-            Err(slot_unavailable(kind))
-        }
-        Err(e) => Err(e.into()),
+            slot_unavailable(kind)
+        })
+    }))
+}
+
+/// SLOT_UNAVAILABLE when any of `holders` already has an occupancy overlapping the span (a lapsed
+/// hold included). What SQLite checks in place of PostgreSQL's exclusion constraints, safe under its
+/// writer lock.
+pub async fn check_free(
+    conn: &mut AnyConnection,
+    holders: &[Holder],
+    (start_micros, end_micros): (i64, i64),
+) -> ApiResult<()> {
+    let holders = distinct(holders);
+    match first_conflict(conn, &holders, start_micros, end_micros).await? {
+        Some(kind) => Err(slot_unavailable(&kind)),
+        None => Ok(()),
     }
+}
+
+/// A holder listed twice is reserved once: dropping repeats keeps a careless caller from a
+/// primary-key error (INTERNAL).
+fn distinct(holders: &[Holder]) -> Vec<&Holder> {
+    holders
+        .iter()
+        .enumerate()
+        .filter(|(i, h)| !holders[..*i].contains(h))
+        .map(|(_, h)| h)
+        .collect()
 }
 
 /// The kind of the first holder with an occupancy overlapping the span, in one query.

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use pm_api::scheduling::SchedulingEvent;
 use pm_api::scheduling::scheduling_event::Kind as EventKind;
+use pm_runtime::batch::Insert;
 use pm_runtime::time::{now_micros, to_timestamp};
 use pm_runtime::{ApiError, ApiResult, Db};
 use prost::Message;
@@ -32,6 +33,12 @@ pub const SEQUENCER_POLL: Duration = Duration::from_millis(250);
 
 /// Stages one event in the caller's write transaction: one insert, no lock.
 pub async fn append(conn: &mut AnyConnection, kind: EventKind) -> ApiResult<()> {
+    staging_insert(kind).execute(conn).await
+}
+
+/// The statement [`append`] runs, for a write that sends its statements together
+/// ([`pm_runtime::batch`]).
+pub fn staging_insert(kind: EventKind) -> Insert {
     let time = now_micros();
     let id = uuid::Uuid::now_v7().to_string();
     let event = SchedulingEvent {
@@ -40,13 +47,11 @@ pub async fn append(conn: &mut AnyConnection, kind: EventKind) -> ApiResult<()> 
         time: Some(to_timestamp(time)),
         kind: Some(kind),
     };
-    sqlx::query("INSERT INTO outbox_staged (id, time, body) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(time)
-        .bind(event.encode_to_vec())
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    Insert::new(
+        "outbox_staged",
+        "INSERT INTO outbox_staged (id, time, body) VALUES ($1, $2, $3)",
+        vec![id.into(), time.into(), event.encode_to_vec().into()],
+    )
 }
 
 /// Moves every committed staged event into the outbox with the next sequences, in staging order;
