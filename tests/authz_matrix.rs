@@ -786,6 +786,10 @@ async fn probe(
             U,
             one(org.get_patient(GetPatientRequest { name: patient }).await),
         ),
+        "GetPatientEligibility" => {
+            let request = GetPatientEligibilityRequest { patient };
+            (U, one(org.get_patient_eligibility(request).await))
+        }
         "ListPatients" => {
             let request = ListPatientsRequest {
                 parent: organization,

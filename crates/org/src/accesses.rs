@@ -108,9 +108,7 @@ pub async fn list(
                 .clone()
                 .list_patient_accesses(trail(after))
                 .await
-                .map_err(|s| {
-                    ApiError::unavailable(&format!("the {service} audit trail"), &s.message())
-                })?
+                .map_err(|s| ApiError::peer_unavailable(service, &s.message()))?
                 .into_inner(),
         };
         pages.push(Page {

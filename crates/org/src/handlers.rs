@@ -964,6 +964,74 @@ impl OrgService for OrgApi {
         )
     }
 
+    async fn get_patient_eligibility(
+        &self,
+        request: Request<GetPatientEligibilityRequest>,
+    ) -> Reply<PatientEligibility> {
+        let resource = request.get_ref().patient.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let patient = &request.get_ref().patient;
+            PATIENT.pattern.parse("patient", patient)?;
+            let method = method!("GetPatientEligibility");
+            self.check(&caller, method, About::Patient(patient)).await?;
+            // The patient, its enrollments and its coverage: one query.
+            let enrollments_of = format!("{patient}/{}", ENROLLMENT.pattern.collection_id());
+            let coverages_of = format!("{patient}/{}", COVERAGE.pattern.collection_id());
+            let mut conn = self.db.read().await?;
+            let rows = docstore::read_live(
+                &mut conn,
+                std::slice::from_ref(patient),
+                &[enrollments_of.clone(), coverages_of.clone()],
+            )
+            .await?;
+            if rows.named::<Patient>(patient)?.is_none() {
+                return Err(ApiError::not_found(patient));
+            }
+            // The enrollments ListEnrollments would show this caller; coverage is not unit-scoped.
+            let permission = pm_api::rule_for(method)
+                .map(|r| r.permission)
+                .unwrap_or_default();
+            let units = access::visible_units(
+                &mut conn,
+                &caller,
+                permission,
+                names::organization_of(patient),
+            )
+            .await?;
+            let enrollments = rows
+                .in_collection::<Enrollment>(&enrollments_of)?
+                .into_iter()
+                .map(|e| e.resource)
+                .filter(|e| units.as_ref().is_none_or(|units| units.contains(&e.unit)))
+                .collect();
+            let coverages = rows
+                .in_collection::<Coverage>(&coverages_of)?
+                .into_iter()
+                .map(|c| c.resource)
+                .collect();
+            Ok(PatientEligibility {
+                patient: patient.clone(),
+                enrollments,
+                coverages,
+            })
+        }
+        .await;
+        let patient = patient_of(&resource);
+        reply(
+            self.audited(
+                who,
+                method!("GetPatientEligibility"),
+                false,
+                &resource,
+                result,
+                |_| vec![patient.clone()],
+            )
+            .await,
+        )
+    }
+
     async fn list_patients(
         &self,
         request: Request<ListPatientsRequest>,
@@ -1421,7 +1489,7 @@ impl OrgService for OrgApi {
                 let subject = authz
                     .caller_for(&req.principal)
                     .await
-                    .map_err(|s| ApiError::unavailable("rbac", &s.message().to_string()))?
+                    .map_err(|s| ApiError::peer_unavailable("rbac", &s.message().to_string()))?
                     .ok_or_else(|| ApiError::not_found(&req.principal))?;
                 let mut conn = self.db.read().await?;
                 let target = access::of(&mut conn, &req.resource).await?;

@@ -64,6 +64,11 @@ const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres"
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The in-process mesh's warnings (a refused call's cause) go to stderr; RUST_LOG overrides.
+    let _telemetry = pm_runtime::telemetry::init(&pm_runtime::config::TelemetryConfig {
+        log_filter: "warn".into(),
+        ..Default::default()
+    })?;
     let settings = Settings::from_env()?;
     let root = std::env::temp_dir().join(format!("pm-bench-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;

@@ -274,6 +274,29 @@ impl Db {
         })
     }
 
+    /// Refreshes the query planner's statistics of this slice's tables (after a bulk load, before
+    /// autovacuum would get to it). PostgreSQL: `ANALYZE` of each table of the slice's schema only.
+    pub async fn analyze(&self) -> ApiResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        match self.backend {
+            Backend::Sqlite => {
+                conn.execute("ANALYZE").await?;
+            }
+            Backend::Postgres => {
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = current_schema()",
+                )
+                .fetch_all(&mut *conn)
+                .await?;
+                if !tables.is_empty() {
+                    conn.execute(format!("ANALYZE {}", tables.join(", ")).as_str())
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the database answers within a second.
     pub async fn ping(&self) -> bool {
         let probe = async {

@@ -195,24 +195,86 @@ pub async fn all_live_in<T: Resource>(
     conn: &mut AnyConnection,
     collections: &[String],
 ) -> ApiResult<Vec<Stored<T>>> {
-    if collections.is_empty() {
-        return Ok(Vec::new());
+    read_live(conn, &[], collections).await?.all()
+}
+
+/// Live resources of different kinds read in one query ([`read_live`]), each decoded as its kind.
+pub struct LiveRows {
+    /// Each row with its name and collection.
+    rows: Vec<(String, String, AnyRow)>,
+}
+
+impl LiveRows {
+    /// The resource named `name`, if it was read (and is live).
+    pub fn named<T: Resource>(&self, name: &str) -> ApiResult<Option<Stored<T>>> {
+        self.rows
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, row)| decode_row(row))
+            .transpose()
     }
+
+    /// The resources read of `collection`, by name.
+    pub fn in_collection<T: Resource>(&self, collection: &str) -> ApiResult<Vec<Stored<T>>> {
+        self.rows
+            .iter()
+            .filter(|(_, c, _)| c == collection)
+            .map(|(_, _, row)| decode_row(row))
+            .collect()
+    }
+
+    /// Every resource read, as one kind.
+    pub fn all<T: Resource>(&self) -> ApiResult<Vec<Stored<T>>> {
+        self.rows
+            .iter()
+            .map(|(_, _, row)| decode_row(row))
+            .collect()
+    }
+}
+
+/// The live resources named in `names` and those of `collections`, in one query (by name): for a
+/// read that needs a few kinds at once (a patient and its enrollments and coverage).
+pub async fn read_live(
+    conn: &mut AnyConnection,
+    names: &[String],
+    collections: &[String],
+) -> ApiResult<LiveRows> {
     // Placeholders only in the SQL text: the Any driver has no array binds.
-    let placeholders = (1..=collections.len())
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = |from: usize, count: usize| {
+        (from..from + count)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut wanted = Vec::new();
+    if !names.is_empty() {
+        wanted.push(format!("name IN ({})", list(1, names.len())));
+    }
+    if !collections.is_empty() {
+        wanted.push(format!(
+            "collection IN ({})",
+            list(names.len() + 1, collections.len())
+        ));
+    }
+    if wanted.is_empty() {
+        return Ok(LiveRows { rows: Vec::new() });
+    }
     let sql = format!(
-        "SELECT {COLUMNS} FROM resources WHERE collection IN ({placeholders}) \
-         AND delete_time IS NULL ORDER BY name"
+        "SELECT collection, {COLUMNS} FROM resources WHERE ({}) AND delete_time IS NULL \
+         ORDER BY name",
+        wanted.join(" OR ")
     );
     let mut query = sqlx::query(&sql);
-    for collection in collections {
-        query = query.bind(collection.as_str());
+    for value in names.iter().chain(collections) {
+        query = query.bind(value.as_str());
     }
-    let rows = query.fetch_all(&mut *conn).await?;
-    rows.iter().map(decode_row).collect()
+    let rows = query
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|row| Ok((row.try_get("name")?, row.try_get("collection")?, row)))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(LiveRows { rows })
 }
 
 /// Writes a resource's attribute rows again (after a new version).

@@ -113,6 +113,18 @@ impl ApiError {
         )
     }
 
+    /// UNAVAILABLE: another service of the mesh (`peer`: `org`, `rbac`, ...) did not answer; retry
+    /// later. The cause is logged, not returned (it may quote the peer's own message).
+    pub fn peer_unavailable(peer: &str, cause: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(%cause, peer, "peer service unavailable");
+        Self::new(
+            Code::Unavailable,
+            "PEER_UNAVAILABLE",
+            format!("the {peer} service is unavailable, retry later"),
+        )
+        .with_meta("peer", peer)
+    }
+
     /// Adds a metadata entry.
     pub fn with_meta(mut self, key: &'static str, value: impl Into<String>) -> Self {
         self.metadata.push((key, value.into()));

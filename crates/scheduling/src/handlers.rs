@@ -16,6 +16,7 @@ use sqlx::AnyConnection;
 use tonic::{Code, Request};
 
 use crate::access;
+use crate::cache::TtlCache;
 
 use crate::domain::{self, instant, timestamp, wire_interval};
 use crate::eligibility::{self, Reason, Subject};
@@ -57,6 +58,9 @@ pub struct SchedulingApi {
     phi: PhiAudit,
     /// Each unit's availability rules, decoded, for slot search.
     rules: Arc<store::UnitRulesCache>,
+    /// Visit types as last read (for [`crate::cache::CACHE_TTL`], as Org's unit policies that
+    /// allow them are: a deleted one may still be booked for that long).
+    visit_types: Arc<TtlCache<VisitType>>,
     /// Rung after a commit that staged outbox events: wakes the sequencer.
     staged: Doorbell,
     /// Rung by the sequencer when it numbered events: wakes the streams.
@@ -91,6 +95,7 @@ impl SchedulingApi {
             org,
             phi,
             rules: Arc::default(),
+            visit_types: Arc::default(),
             staged,
             published,
             shutdown,
@@ -103,8 +108,11 @@ impl SchedulingApi {
         if names::parent_of(name) != unit {
             return Err(ApiError::invalid(field, "must be a visit type of the unit"));
         }
+        if let Some(visit) = self.visit_types.get(name) {
+            return Ok(visit);
+        }
         let mut conn = self.db.read().await?;
-        docstore::get_live::<VisitType>(&mut conn, name)
+        let visit = docstore::get_live::<VisitType>(&mut conn, name)
             .await?
             .map(|s| s.resource)
             .ok_or_else(|| {
@@ -114,7 +122,9 @@ impl SchedulingApi {
                     format!("{name} does not exist"),
                 )
                 .with_violation(field, "does not exist")
-            })
+            })?;
+        self.visit_types.put(name, visit.clone());
+        Ok(visit)
     }
 }
 
@@ -687,13 +697,16 @@ impl SchedulingService for SchedulingApi {
     ) -> Reply<VisitType> {
         reply(
             async {
-                soft_delete!(
+                let deleted = soft_delete!(
                     self,
                     request,
                     VISIT_TYPE,
                     "DeleteVisitType",
                     unit_of_visit_type
-                )
+                )?;
+                // This replica stops booking it at once; others within the cache's lifetime.
+                self.visit_types.remove(&deleted.name);
+                Ok(deleted)
             }
             .await,
         )

@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod availability;
+pub mod cache;
 pub mod domain;
 pub mod eligibility;
 pub mod handlers;

@@ -4,25 +4,27 @@
 //! coverage (PHI) are read fresh on every call.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use futures::FutureExt as _;
+use futures::future::{BoxFuture, Shared};
 use pm_api::org::org_service_client::OrgServiceClient;
 use pm_api::org::{
     CredentialState, EnrollmentState, GetEffectivePolicyRequest, GetLocationRequest,
-    ListCoveragesRequest, ListCredentialsRequest, ListEnrollmentsRequest, ListServiceUnitsRequest,
+    GetPatientEligibilityRequest, ListCredentialsRequest, ListServiceUnitsRequest,
 };
 use pm_runtime::{ApiError, ApiResult};
+use tokio::sync::Semaphore;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::cache::TtlCache;
 use crate::eligibility::{
     CoverageInfo, CredentialInfo, EnrollmentInfo, PatientContext, UnitPolicy,
 };
 
-/// How long Org's answers about units, locations and credentials are reused.
-pub const CACHE_TTL: Duration = Duration::from_secs(5);
+pub use crate::cache::CACHE_TTL;
 
 /// A unit's effective policy and where it sits.
 #[derive(Debug, Clone)]
@@ -33,44 +35,23 @@ pub struct UnitInfo {
     pub lineage: Vec<String>,
 }
 
-/// A small map whose entries expire.
-struct TtlCache<V> {
-    entries: Mutex<HashMap<String, (Instant, V)>>,
-}
-
-impl<V: Clone> TtlCache<V> {
-    fn new() -> Self {
-        Self {
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn get(&self, key: &str) -> Option<V> {
-        let entries = self.entries.lock().ok()?;
-        entries
-            .get(key)
-            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
-            .map(|(_, v)| v.clone())
-    }
-
-    fn put(&self, key: &str, value: V) {
-        if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() > 10_000 {
-                entries.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
-            }
-            entries.insert(key.to_string(), (Instant::now(), value));
-        }
-    }
-}
-
 /// Org as Scheduling sees it.
 pub struct OrgView {
     client: OrgServiceClient<Channel>,
     units: TtlCache<UnitInfo>,
     zones: TtlCache<String>,
     credentials: TtlCache<Vec<CredentialInfo>>,
+    /// The credential calls to Org in flight, shared by the searches waiting for them.
+    credential_fetches: Mutex<HashMap<String, SharedFetch>>,
+    credential_permits: Arc<Semaphore>,
     trees: TtlCache<Vec<(String, String)>>,
 }
+
+/// One call to Org for a provider's credentials, awaited by every search that needs them.
+type SharedFetch = Shared<BoxFuture<'static, ApiResult<Vec<CredentialInfo>>>>;
+
+/// Credential calls to Org in flight at most.
+pub const CREDENTIAL_FETCHES: usize = 32;
 
 /// Org's refusal or failure, as this service reports it. NOT_FOUND and INVALID_ARGUMENT about a
 /// name the caller gave are passed on; anything else means Org is unavailable.
@@ -78,7 +59,7 @@ fn from_org(status: tonic::Status, what: &str) -> ApiError {
     match status.code() {
         Code::NotFound | Code::PermissionDenied => ApiError::not_found(what),
         Code::InvalidArgument => ApiError::invalid(what, "Org refused it as malformed"),
-        _ => ApiError::unavailable("org", &status.message()),
+        _ => ApiError::peer_unavailable("org", &status.message()),
     }
 }
 
@@ -94,6 +75,8 @@ impl OrgView {
             units: TtlCache::new(),
             zones: TtlCache::new(),
             credentials: TtlCache::new(),
+            credential_fetches: Mutex::new(HashMap::new()),
+            credential_permits: Arc::new(Semaphore::new(CREDENTIAL_FETCHES)),
             trees: TtlCache::new(),
         }
     }
@@ -183,73 +166,60 @@ impl OrgView {
         Ok(tree)
     }
 
-    /// All of a provider's credentials.
+    /// All of a provider's credentials. Concurrent searches that miss the cache for the same
+    /// provider share one call to Org, and at most [`CREDENTIAL_FETCHES`] such calls are in flight:
+    /// when the entries of a large unit expire together, a burst of searches must not turn into a
+    /// burst of thousands of Org calls.
     pub async fn credentials(&self, provider: &str) -> ApiResult<Vec<CredentialInfo>> {
         if let Some(credentials) = self.credentials.get(provider) {
             return Ok(credentials);
         }
-        let credentials = all_pages(|page_token| {
-            let mut client = self.client.clone();
-            async move {
-                let page = client
-                    .list_credentials(ListCredentialsRequest {
-                        parent: provider.into(),
-                        page_size: 1000,
-                        page_token,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|s| from_org(s, provider))?
-                    .into_inner();
-                let credentials = page.credentials.into_iter().filter_map(|c| {
-                    let period = c.effective_period.unwrap_or_default();
-                    Some(CredentialInfo {
-                        unit: c.unit,
-                        active: c.state == CredentialState::Active as i32,
-                        from: micros_to_time(period.start_time.as_ref())?,
-                        until: micros_to_time(period.end_time.as_ref()),
-                    })
-                });
-                Ok((credentials.collect(), page.next_page_token))
-            }
-        })
-        .await?;
-        self.credentials.put(provider, credentials.clone());
-        Ok(credentials)
+        let fetch = {
+            let mut in_flight = self
+                .credential_fetches
+                .lock()
+                .map_err(|_| ApiError::internal("the credentials cache", &"poisoned"))?;
+            in_flight
+                .entry(provider.to_string())
+                .or_insert_with(|| {
+                    let client = self.client.clone();
+                    let permits = Arc::clone(&self.credential_permits);
+                    let provider = provider.to_string();
+                    async move {
+                        let _permit = permits
+                            .acquire_owned()
+                            .await
+                            .map_err(|_| ApiError::internal("the credentials cache", &"closed"))?;
+                        fetch_credentials(client, &provider).await
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        let result = fetch.await;
+        if let Ok(credentials) = &result {
+            self.credentials.put(provider, credentials.clone());
+        }
+        if let Ok(mut in_flight) = self.credential_fetches.lock() {
+            in_flight.remove(provider);
+        }
+        result
     }
 
-    /// The patient's enrollment in `unit` (or, failing that, any active one) and coverage. Never
-    /// cached: it is PHI and booking must see its current state.
+    /// The patient's enrollment in `unit` (or, failing that, any active one) and coverage, in one
+    /// call. Never cached: it is PHI and booking must see its current state.
     pub async fn patient(&self, patient: &str, unit: &str) -> ApiResult<PatientContext> {
-        // Two independent reads: side by side.
-        let (enrollments, coverages) = tokio::try_join!(
-            async {
-                let page = self
-                    .client
-                    .clone()
-                    .list_enrollments(ListEnrollmentsRequest {
-                        parent: patient.into(),
-                        page_size: 1000,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|s| from_org(s, patient))?;
-                Ok::<_, ApiError>(page.into_inner().enrollments)
-            },
-            async {
-                let page = self
-                    .client
-                    .clone()
-                    .list_coverages(ListCoveragesRequest {
-                        parent: patient.into(),
-                        page_size: 1000,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|s| from_org(s, patient))?;
-                Ok(page.into_inner().coverages)
-            }
-        )?;
+        let eligibility = self
+            .client
+            .clone()
+            .get_patient_eligibility(GetPatientEligibilityRequest {
+                patient: patient.into(),
+            })
+            .await
+            .map_err(|s| from_org(s, patient))?
+            .into_inner();
+        let (enrollments, coverages) = (eligibility.enrollments, eligibility.coverages);
         let active: Vec<_> = enrollments
             .into_iter()
             .filter(|e| e.state == EnrollmentState::Active as i32)
@@ -280,6 +250,39 @@ impl OrgView {
             coverages,
         })
     }
+}
+
+/// Every credential of `provider`, asked of Org.
+async fn fetch_credentials(
+    client: OrgServiceClient<Channel>,
+    provider: &str,
+) -> ApiResult<Vec<CredentialInfo>> {
+    all_pages(|page_token| {
+        let mut client = client.clone();
+        async move {
+            let page = client
+                .list_credentials(ListCredentialsRequest {
+                    parent: provider.into(),
+                    page_size: 1000,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| from_org(s, provider))?
+                .into_inner();
+            let credentials = page.credentials.into_iter().filter_map(|c| {
+                let period = c.effective_period.unwrap_or_default();
+                Some(CredentialInfo {
+                    unit: c.unit,
+                    active: c.state == CredentialState::Active as i32,
+                    from: micros_to_time(period.start_time.as_ref())?,
+                    until: micros_to_time(period.end_time.as_ref()),
+                })
+            });
+            Ok((credentials.collect(), page.next_page_token))
+        }
+    })
+    .await
 }
 
 /// Every item of a paginated List: `fetch` gets a page token ("" first) and answers a page of items

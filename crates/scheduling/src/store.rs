@@ -244,24 +244,45 @@ async fn rules_version(conn: &mut AnyConnection, unit: &str) -> ApiResult<RulesV
     Ok((row.try_get("rules")?, row.try_get("revisions")?))
 }
 
-/// The live availability rules of `providers` for `unit`.
-pub async fn rules_of_providers(
+/// The live availability rules of `providers` for `unit`, and each provider's live exceptions, in
+/// one query (a booking's re-check).
+pub async fn availability_of_providers(
     conn: &mut AnyConnection,
     providers: &[String],
     unit: &str,
-) -> ApiResult<Vec<AvailabilityRule>> {
+) -> ApiResult<(
+    Vec<AvailabilityRule>,
+    HashMap<String, Vec<AvailabilityException>>,
+)> {
     let collections: Vec<String> = providers
         .iter()
-        .map(|p| collection(&AVAILABILITY_RULE, p))
+        .flat_map(|p| {
+            [
+                collection(&AVAILABILITY_RULE, p),
+                collection(&AVAILABILITY_EXCEPTION, p),
+            ]
+        })
         .collect();
-    Ok(
-        docstore::all_live_in::<AvailabilityRule>(conn, &collections)
-            .await?
+    let rows = docstore::read_live(conn, &[], &collections).await?;
+    let mut rules = Vec::new();
+    let mut exceptions = HashMap::new();
+    for provider in providers {
+        rules.extend(
+            rows.in_collection::<AvailabilityRule>(&collection(&AVAILABILITY_RULE, provider))?
+                .into_iter()
+                .map(|s| s.resource)
+                .filter(|r| r.unit == unit),
+        );
+        let own: Vec<AvailabilityException> = rows
+            .in_collection(&collection(&AVAILABILITY_EXCEPTION, provider))?
             .into_iter()
             .map(|s| s.resource)
-            .filter(|r| r.unit == unit)
-            .collect(),
-    )
+            .collect();
+        if !own.is_empty() {
+            exceptions.insert(provider.clone(), own);
+        }
+    }
+    Ok((rules, exceptions))
 }
 
 /// A provider's live exceptions.

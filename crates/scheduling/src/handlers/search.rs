@@ -235,35 +235,31 @@ impl SchedulingApi {
     /// The rows of this slice a search needs, over the padded window `(from, until)`.
     async fn slice_rows(&self, s: &Search<'_>, (from, until): (i64, i64)) -> ApiResult<SliceRows> {
         let mut conn = self.db.read().await?;
-        // A unit's rules come from the versioned cache; named providers (a booking's re-check)
-        // read only theirs.
-        let rules: Arc<Vec<SearchRule>> = if s.providers.is_empty() {
-            self.rules.rules_of_unit(&mut conn, s.unit).await?
+        // A unit's rules come from the versioned cache, then its providers' exceptions; named
+        // providers (a booking's re-check) read only theirs, rules and exceptions in one query.
+        let (rules, stored_exceptions) = if s.providers.is_empty() {
+            let rules = self.rules.rules_of_unit(&mut conn, s.unit).await?;
+            let providers = distinct(rules.iter().filter(|r| wanted(s, r)));
+            let exceptions = store::exceptions_of_all(&mut conn, &providers).await?;
+            (rules, exceptions)
         } else {
-            let rules = store::rules_of_providers(&mut conn, s.providers, s.unit).await?;
-            Arc::new(rules.iter().map(SearchRule::of).collect::<ApiResult<_>>()?)
+            let (rules, exceptions) =
+                store::availability_of_providers(&mut conn, s.providers, s.unit).await?;
+            let rules = rules.iter().map(SearchRule::of).collect::<ApiResult<_>>()?;
+            (Arc::new(rules), exceptions)
         };
         let mut by_location: BTreeMap<String, BTreeMap<String, Vec<WeeklyRule>>> = BTreeMap::new();
-        for rule in rules.iter() {
-            if (s.providers.is_empty() || s.providers.contains(&rule.provider))
-                && (s.locations.is_empty() || s.locations.contains(&rule.location))
-            {
-                by_location
-                    .entry(rule.location.clone())
-                    .or_default()
-                    .entry(rule.provider.clone())
-                    .or_default()
-                    .push(rule.weekly.clone());
-            }
+        for rule in rules.iter().filter(|r| wanted(s, r)) {
+            by_location
+                .entry(rule.location.clone())
+                .or_default()
+                .entry(rule.provider.clone())
+                .or_default()
+                .push(rule.weekly.clone());
         }
-        let providers: Vec<String> = by_location
-            .values()
-            .flat_map(|p| p.keys().cloned())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let providers = distinct(rules.iter().filter(|r| wanted(s, r)));
         let mut exceptions = HashMap::new();
-        for (provider, stored) in store::exceptions_of_all(&mut conn, &providers).await? {
+        for (provider, stored) in stored_exceptions {
             let decoded = stored
                 .iter()
                 .map(domain::exception)
@@ -402,6 +398,21 @@ fn explain(
             !(provider_wide && provider.as_ref().is_some_and(|p| active.contains(p)))
                 && seen.insert((provider, provider_wide, e.reason))
         })
+        .collect()
+}
+
+/// Whether the search asks for the rule's provider and location (no filter: every one).
+fn wanted(s: &Search<'_>, rule: &SearchRule) -> bool {
+    (s.providers.is_empty() || s.providers.contains(&rule.provider))
+        && (s.locations.is_empty() || s.locations.contains(&rule.location))
+}
+
+/// The providers of `rules`, each once, in order.
+fn distinct<'r>(rules: impl Iterator<Item = &'r SearchRule>) -> Vec<String> {
+    rules
+        .map(|r| r.provider.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
         .collect()
 }
 
