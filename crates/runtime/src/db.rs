@@ -8,6 +8,10 @@
 //!   replicas; statements after it (READ COMMITTED) see everything committed before.
 //! - SQLite: one writer at a time per file (an async mutex; SQLite allows one writer anyway) in WAL
 //!   mode, so readers never wait for it.
+//!
+//! A write whose every invariant the database's own constraints enforce (a booking: exclusion
+//! constraints, unique keys) may skip the organization's lock ([`Db::write_constrained`],
+//! [`crate::batch`]), so that such writes run side by side on PostgreSQL.
 
 use std::path::Path;
 use std::sync::{Arc, Once};
