@@ -557,6 +557,59 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         .into_inner();
     assert_eq!(expired.state, AppointmentState::Expired as i32);
 
+    // Confirming re-checks the rules: a hold whose patient lost its coverage meanwhile is refused,
+    // and stays a hold.
+    let mut hold = book_request(booking(WAITING, OKAFOR, FOLLOW_UP, at(tuesday, 11, 0)), "");
+    hold.hold_ttl = minutes(5);
+    let held = s.book_appointment(hold).await?.into_inner();
+    org.delete_coverage(DeleteCoverageRequest {
+        name: format!("{WAITING}/coverages/primary"),
+        etag: String::new(),
+    })
+    .await?;
+    let err = s
+        .confirm_appointment(ConfirmAppointmentRequest {
+            name: held.name.clone(),
+            etag: held.etag.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&err), "PAYER_NOT_ACCEPTED");
+    let untouched = s
+        .get_appointment(GetAppointmentRequest {
+            name: held.name.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        (untouched.state, &untouched.etag),
+        (AppointmentState::Held as i32, &held.etag),
+        "the refused confirmation wrote nothing"
+    );
+    org.create_coverage(CreateCoverageRequest {
+        parent: WAITING.into(),
+        coverage: Some(Coverage {
+            payer: "payers/aetna".into(),
+            member_id: "M-1".into(),
+            plan: "PPO".into(),
+            priority: 1,
+            effective_period: since_2024(),
+            ..Default::default()
+        }),
+        coverage_id: "restored".into(),
+        request_id: String::new(),
+    })
+    .await?;
+    let confirmed = s
+        .confirm_appointment(ConfirmAppointmentRequest {
+            name: held.name.clone(),
+            etag: held.etag.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(confirmed.state, AppointmentState::Booked as i32);
+
     // A hold confirmed in time is booked; then the visit's lifecycle.
     let mut hold = book_request(booking(COVERED, OKAFOR, FOLLOW_UP, at(tuesday, 9, 0)), "");
     hold.hold_ttl = minutes(5);
@@ -734,7 +787,7 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert_eq!(appointments(&mut s).await?.len(), 6);
+    assert_eq!(appointments(&mut s).await?.len(), 7);
 
     // "Who accessed this patient": Org merges its own trail with Scheduling's, oldest first, over
     // pages that carry a cursor per trail.
@@ -842,7 +895,7 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         })
         .count();
     assert_eq!(
-        bookings, 6,
+        bookings, 7,
         "one record per successful booking (replays answered from the first)"
     );
     assert!(

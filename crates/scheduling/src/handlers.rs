@@ -1119,8 +1119,13 @@ impl SchedulingService for SchedulingApi {
                     "the hold lapsed: search and book again",
                 ));
             }
-            // The hold already occupies the slot; confirming keeps it (the rules were checked when
-            // the hold was taken, at most 30 minutes ago).
+            // The hold already occupies the slot, and confirming keeps it; but Org's facts may have
+            // changed since it was taken (a credential suspended, coverage ended, the patient
+            // discharged): every rule is checked again, as for a booking.
+            let visit = self
+                .visit_type_of(&current.unit, &current.visit_type, "name")
+                .await?;
+            self.recheck(&current, &visit, Some(&current.name)).await?;
             self.verb(
                 &caller,
                 method!("ConfirmAppointment"),
