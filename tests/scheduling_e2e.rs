@@ -80,7 +80,7 @@ async fn seed_org(org: &mut Org) -> anyhow::Result<()> {
     for (id, unit) in [
         (
             "north-clinic",
-            unit("North clinic", &["aetna"], &["follow-up"], &[]),
+            unit("North clinic", &["aetna"], &["follow-up", "procedure"], &[]),
         ),
         (
             "ccm-program",
@@ -1263,6 +1263,116 @@ async fn outbox_crash_on_sqlite() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_crash_on_postgres() -> anyhow::Result<()> {
     outbox_survives_a_crash(Backend::Postgres).await
+}
+
+/// A visit type that needs a room: slot search and booking pick a free room at the location, two
+/// visits at the same time need two rooms, and a refusal for want of a room writes nothing.
+async fn rooms(backend: Backend) -> anyhow::Result<()> {
+    let mesh = TestMesh::start(backend).await?;
+    mesh.seed_access().await?;
+    let mut org = mesh.org_as(pm::demo::ADMIN).await?;
+    seed_org(&mut org).await?;
+    let mut s = mesh.scheduling_as(pm::demo::ADMIN).await?;
+    seed_scheduling(&mut s).await?;
+    let monday = next_monday();
+    // Lee works in the clinic too, so two providers can see patients at once.
+    org.create_credential(CreateCredentialRequest {
+        parent: LEE.into(),
+        credential: Some(Credential {
+            unit: CLINIC.into(),
+            state: CredentialState::Active as i32,
+            effective_period: since_2024(),
+            ..Default::default()
+        }),
+        credential_id: "clinic".into(),
+        request_id: String::new(),
+    })
+    .await?;
+    let procedure = format!("{CLINIC}/visitTypes/procedure");
+    s.create_visit_type(CreateVisitTypeRequest {
+        parent: CLINIC.into(),
+        visit_type: Some(VisitType {
+            code: "procedure".into(),
+            display_name: "Procedure".into(),
+            duration: minutes(30),
+            needs_room: true,
+            ..Default::default()
+        }),
+        visit_type_id: "procedure".into(),
+        request_id: String::new(),
+    })
+    .await?;
+    let room = |id: &str| CreateRoomRequest {
+        parent: MAIN.into(),
+        room: Some(Room {
+            display_name: format!("Exam {id}"),
+            ..Default::default()
+        }),
+        room_id: id.into(),
+        request_id: String::new(),
+    };
+    let exam_1 = s.create_room(room("exam-1")).await?.into_inner().name;
+
+    // Search offers the room with every slot; the booking takes it without being told.
+    let found = find(&mut s, COVERED, &procedure, monday).await;
+    assert!(!found.slots.is_empty());
+    assert!(found.slots.iter().all(|slot| slot.room == exam_1));
+    let first = s
+        .book_appointment(book_request(
+            booking(COVERED, OKAFOR, &procedure, at(monday, 9, 0)),
+            "",
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(first.room, exam_1);
+
+    // The same time with the other provider: the only room is taken, nothing is written.
+    let before = appointments(&mut s).await?.len();
+    let err = s
+        .book_appointment(book_request(
+            booking(WAITING, LEE, &procedure, at(monday, 9, 0)),
+            "",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&err), "SLOT_UNAVAILABLE");
+    assert_eq!(appointments(&mut s).await?.len(), before);
+    // Naming the taken room is refused too.
+    let mut named = booking(WAITING, LEE, &procedure, at(monday, 9, 0));
+    named.room = exam_1.clone();
+    let err = s
+        .book_appointment(book_request(named, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "SLOT_UNAVAILABLE");
+    assert_eq!(appointments(&mut s).await?.len(), before);
+
+    // A second room makes the second visit possible, in that room.
+    let exam_2 = s.create_room(room("exam-2")).await?.into_inner().name;
+    let second = s
+        .book_appointment(book_request(
+            booking(WAITING, LEE, &procedure, at(monday, 9, 0)),
+            "",
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(second.room, exam_2);
+    // Both rooms are busy at 09:00 now: no slot there for a third patient.
+    let found = find(&mut s, UNCOVERED, &procedure, monday).await;
+    let nine = at(monday, 9, 0).timestamp();
+    assert!(!starts(&found).contains(&nine));
+    mesh.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_on_sqlite() -> anyhow::Result<()> {
+    rooms(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_on_postgres() -> anyhow::Result<()> {
+    rooms(Backend::Postgres).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
