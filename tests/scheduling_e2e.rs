@@ -983,6 +983,46 @@ async fn outbox_survives_a_crash(backend: Backend) -> anyhow::Result<()> {
 
     let mut s = mesh.scheduling_as(pm::demo::ADMIN).await?;
     let second = complete_visit(&mut s, at(monday, 10, 0)).await?;
+
+    // A cancellation, then the process dies at once: the freed time is still offered to the
+    // waitlist after the restart (from the outbox), exactly once.
+    s.create_waitlist_entry(CreateWaitlistEntryRequest {
+        parent: ORG.into(),
+        waitlist_entry: Some(WaitlistEntry {
+            patient: WAITING.into(),
+            unit: CLINIC.into(),
+            visit_type: FOLLOW_UP.into(),
+            window: window(monday),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await?;
+    let freed = s
+        .book_appointment(book_request(
+            booking(COVERED, OKAFOR, FOLLOW_UP, at(monday, 11, 0)),
+            "",
+        ))
+        .await?
+        .into_inner();
+    s.cancel_appointment(CancelAppointmentRequest {
+        name: freed.name.clone(),
+        reason: "patient travelling".into(),
+        etag: String::new(),
+    })
+    .await?;
+    let mesh = mesh.kill_and_restart().await?;
+    let mut s = mesh.scheduling_as(pm::demo::ADMIN).await?;
+    let entries = offered(&mut s).await?;
+    assert_eq!(entries[0].state, WaitlistState::Offered as i32);
+    let holds: Vec<Appointment> = appointments(&mut s)
+        .await?
+        .into_iter()
+        .filter(|a| a.patient == WAITING && start_of(a) == at(monday, 11, 0).timestamp())
+        .collect();
+    assert_eq!(holds.len(), 1, "one offer: {holds:?}");
+    assert_eq!(holds[0].name, entries[0].offered_appointment);
+    let mut billing = mesh.scheduling_as_service("billing").await?;
     let resumed = drain(&mut billing, cursor).await?;
     assert_eq!(completed(&resumed, &first), 0, "nothing twice");
     assert_eq!(completed(&resumed, &second), 1);
@@ -997,6 +1037,28 @@ async fn outbox_survives_a_crash(backend: Backend) -> anyhow::Result<()> {
         "event ids are unique"
     );
     mesh.stop().await
+}
+
+/// The waitlist once an offer was made (the worker follows the outbox), or as it is after 10 s.
+async fn offered(s: &mut Scheduling) -> anyhow::Result<Vec<WaitlistEntry>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let entries = s
+            .list_waitlist_entries(ListWaitlistEntriesRequest {
+                parent: ORG.into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .waitlist_entries;
+        let done = entries
+            .iter()
+            .any(|e| e.state == WaitlistState::Offered as i32);
+        if done || tokio::time::Instant::now() > deadline {
+            return Ok(entries);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn start_of(a: &Appointment) -> i64 {
@@ -1177,14 +1239,8 @@ async fn changes(backend: Backend) -> anyhow::Result<()> {
         etag: String::new(),
     })
     .await?;
-    let entries = s
-        .list_waitlist_entries(ListWaitlistEntriesRequest {
-            parent: ORG.into(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .waitlist_entries;
+    // The waitlist worker makes the offer from the outbox, moments after the cancellation.
+    let entries = offered(&mut s).await?;
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].state, WaitlistState::Offered as i32);
     let offer = s

@@ -73,6 +73,16 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The service `service` acting on its own (a background task, such as Scheduling's waitlist
+    /// worker), on nobody's behalf: its writes are audited under the service's identity.
+    pub fn itself(service: &str) -> Self {
+        Self {
+            peer: Some(pm_runtime::tls::service_identity(service)),
+            service: Some(service.to_string()),
+            ..Default::default()
+        }
+    }
+
     /// A caller with every organization-wide right in `organization` (tests and tools acting as an
     /// administrator without the network).
     pub fn organization_admin(organization: &str) -> Self {

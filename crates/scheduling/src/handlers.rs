@@ -90,7 +90,7 @@ impl SchedulingApi {
             published.clone(),
             shutdown.clone(),
         );
-        Self {
+        let api = Self {
             db,
             org,
             phi,
@@ -99,7 +99,9 @@ impl SchedulingApi {
             staged,
             published,
             shutdown,
-        }
+        };
+        api.spawn_waitlist_worker();
+        api
     }
 
     /// A visit type of `unit`, live.
@@ -1275,8 +1277,7 @@ impl SchedulingService for SchedulingApi {
                     },
                 )
                 .await?;
-            // The freed time goes to the waitlist, if someone waits for it.
-            self.offer_freed_slot(&caller, &changed).await;
+            // The waitlist worker offers the freed time from the outbox.
             Ok(changed)
         }
         .await;
@@ -1354,8 +1355,7 @@ impl SchedulingService for SchedulingApi {
                     Ok(Occupancy::Release)
                 })
                 .await?;
-            // The freed time goes to the waitlist, if someone waits for it.
-            self.offer_freed_slot(&caller, &changed).await;
+            // The waitlist worker offers the freed time from the outbox.
             Ok(changed)
         }
         .await;

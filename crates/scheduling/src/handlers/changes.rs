@@ -2,10 +2,14 @@
 //! nothing, and the waitlist that is offered freed slots.
 
 use chrono::{DateTime, Days, TimeDelta, TimeZone, Utc};
+use pm_api::scheduling::scheduling_event::Kind as EventKind;
 use pm_api::scheduling::*;
 use pm_authz::layer::Caller;
 use pm_runtime::docstore::{self, ListScope, VerbCall};
 use pm_runtime::{ApiError, ApiResult, names};
+use tonic::Code;
+
+use crate::outbox;
 
 use super::{SchedulingApi, check_start, event, fill, state_of, wrong_state};
 use crate::access;
@@ -15,6 +19,22 @@ use crate::store::{self, APPOINTMENT, WAITLIST_ENTRY};
 
 /// How long a slot freed for the waitlist stays held for the patient offered it.
 const OFFER_TTL: TimeDelta = TimeDelta::minutes(30);
+/// How often the waitlist worker looks at the outbox when nothing woke it.
+const WAITLIST_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+/// The write-lock scope of the waitlist worker's cursor (no organization is named like this).
+const WAITLIST_SCOPE: &str = "pm.scheduling.waitlist-worker";
+
+/// The request_id of the hold offering `freed`'s time to `entry`: the same for every attempt, so
+/// that a repeated attempt is answered with the first hold.
+fn offer_request_id(freed: &str, entry: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{freed}\n{entry}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
 
 impl SchedulingApi {
     pub(super) async fn reschedule(
@@ -311,19 +331,67 @@ impl SchedulingApi {
         .await
     }
 
-    /// Offers the time `freed` gave up to the first waiting entry it suits (oldest first) for
-    /// which every booking rule holds, as a hold. Best effort: the cancellation stands whatever
-    /// happens here.
-    pub(super) async fn offer_freed_slot(&self, caller: &Caller, freed: &Appointment) {
-        if let Err(err) = self.try_offer(caller, freed).await {
-            tracing::warn!(
-                reason = err.reason,
-                "a freed slot could not be offered to the waitlist"
-            );
+    /// Starts the waitlist worker: it follows the outbox from its stored cursor and offers the
+    /// time each cancellation or no-show freed ([`SchedulingApi::offer`]), waking when the sequencer
+    /// numbers events and every [`WAITLIST_POLL`], until shutdown. Offers are idempotent, so a
+    /// crash before the cursor moves only repeats work already done.
+    pub(super) fn spawn_waitlist_worker(&self) {
+        let api = self.clone();
+        let mut bell = self.published.subscribe();
+        tokio::spawn(async move {
+            loop {
+                if let Err(err) = api.offer_freed_time().await {
+                    tracing::warn!(reason = err.reason, "the waitlist worker failed; retrying");
+                }
+                tokio::select! {
+                    _ = bell.changed() => {}
+                    _ = tokio::time::sleep(WAITLIST_POLL) => {}
+                    _ = api.shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    /// Offers the time freed by the cancellations and no-shows after the cursor, moving the cursor
+    /// past each event once it is dealt with.
+    async fn offer_freed_time(&self) -> ApiResult<()> {
+        let itself = Caller::itself(crate::NAME);
+        loop {
+            let (after, events) = {
+                let mut conn = self.db.read().await?;
+                let after: i64 = sqlx::query_scalar("SELECT after_seq FROM waitlist_cursor")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                (after, outbox::read_after(&mut conn, after, 100).await?)
+            };
+            let Some(last) = events.last().map(|e| e.sequence) else {
+                return Ok(());
+            };
+            for event in &events {
+                if let Some(EventKind::AppointmentChanged(a)) = &event.kind
+                    && matches!(
+                        state_of(a),
+                        AppointmentState::Cancelled | AppointmentState::NoShow
+                    )
+                {
+                    self.offer(&itself, a).await?;
+                }
+            }
+            let mut tx = self.db.write(WAITLIST_SCOPE).await?;
+            sqlx::query("UPDATE waitlist_cursor SET after_seq = $1 WHERE after_seq = $2")
+                .bind(last)
+                .bind(after)
+                .execute(tx.conn())
+                .await?;
+            tx.commit().await?;
         }
     }
 
-    async fn try_offer(&self, caller: &Caller, freed: &Appointment) -> ApiResult<()> {
+    /// Offers the time `freed` gave up to the first waiting entry it suits (oldest first) for
+    /// which every booking rule holds, as a hold. Doing it again for the same cancellation finds
+    /// the same hold (its request_id is derived from the cancellation and the entry) or the slot
+    /// taken, so a repeat offers nothing twice.
+    async fn offer(&self, caller: &Caller, freed: &Appointment) -> ApiResult<()> {
         let Some(start) = freed
             .interval
             .as_ref()
@@ -372,13 +440,19 @@ impl SchedulingApi {
                     ..Default::default()
                 }),
                 hold_ttl: Some(domain::duration(OFFER_TTL)),
-                request_id: String::new(),
+                request_id: offer_request_id(&freed.name, &entry.name),
                 appointment_id: String::new(),
             };
-            // Not eligible (another pathway step, coverage lapsed...): the next entry may be.
-            let Ok(held) = self.book(caller, hold).await else {
-                continue;
+            // Not eligible (another pathway step, coverage lapsed...) or the time is taken (an
+            // earlier offer of it): the next entry may be. Org unreachable: try again later.
+            let held = match self.book(caller, hold).await {
+                Ok(held) => held,
+                Err(err) if err.code == Code::Unavailable => return Err(err),
+                Err(_) => continue,
             };
+            if held.state != AppointmentState::Held as i32 {
+                continue;
+            }
             let call = VerbCall {
                 method: method!("CancelAppointment"),
                 name: &entry.name,
