@@ -78,6 +78,8 @@
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -837,6 +839,9 @@ struct Pending {
 pub struct AuditWriter {
     queue: Option<mpsc::Sender<Pending>>,
     task: Option<JoinHandle<()>>,
+    /// Set when this process staged a record since the last batch: only then does a batch of
+    /// reads also seal (an empty look would cost every batch a statement); the timer finds the rest.
+    staged: Arc<AtomicBool>,
 }
 
 fn writer_closed() -> ApiError {
@@ -852,11 +857,18 @@ impl AuditWriter {
     pub fn spawn(db: Db, max_batch: usize) -> AuditWriter {
         let max_batch = max_batch.max(1);
         let (queue, receiver) = mpsc::channel(max_batch.saturating_mul(4).max(64));
-        let task = tokio::spawn(run_writer(db, receiver, max_batch));
+        let staged = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(run_writer(db, receiver, max_batch, Arc::clone(&staged)));
         AuditWriter {
             queue: Some(queue),
             task: Some(task),
+            staged,
         }
+    }
+
+    /// Tells the writer that a write staged a record (see [`stage`]): its next batch seals too.
+    pub fn note_staged(&self) {
+        self.staged.store(true, Ordering::Relaxed);
     }
 
     /// Records `event` and returns once it is committed. Cancelling the call after the event was
@@ -886,7 +898,12 @@ impl AuditWriter {
 /// How many times the writer yields to let more records join a batch before committing it.
 const LINGER_YIELDS: usize = 4;
 
-async fn run_writer(db: Db, mut receiver: mpsc::Receiver<Pending>, max_batch: usize) {
+async fn run_writer(
+    db: Db,
+    mut receiver: mpsc::Receiver<Pending>,
+    max_batch: usize,
+    staged: Arc<AtomicBool>,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     let mut sealing = SealTimer::new();
     loop {
@@ -919,7 +936,8 @@ async fn run_writer(db: Db, mut receiver: mpsc::Receiver<Pending>, max_batch: us
         let (events, waiters): (Vec<AuditEvent>, Vec<_>) =
             batch.drain(..).map(|p| (p.event, p.done)).unzip();
         // While sealing fails, only the timer retries it (backing off); batches write their reads.
-        let result = write_batch(&db, &events, sealing.healthy()).await;
+        let seal = sealing.healthy() && staged.swap(false, Ordering::Relaxed);
+        let result = write_batch(&db, &events, seal).await;
         if let Err(err) = &result {
             tracing::warn!(
                 count = events.len(),

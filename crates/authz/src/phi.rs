@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pm_runtime::time::now_micros;
 use pm_runtime::{ApiError, ApiResult, names};
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, Connection as _};
 
 use crate::audit::{self, AuditEvent, AuditWriter, Outcome};
 use crate::layer::Caller;
@@ -87,15 +87,15 @@ impl PhiAudit {
         resource: &str,
         patients: Vec<String>,
     ) -> ApiResult<()> {
-        let event = audit_event(
-            self.service,
-            caller,
-            method,
-            Outcome::Success,
-            vec![resource.to_string()],
-            patients,
-        );
-        audit::stage(conn, &[event]).await
+        if !conn.is_in_transaction() {
+            return Err(ApiError::internal(
+                "recording a write",
+                &"audit records of writes must be staged inside the write's transaction",
+            ));
+        }
+        self.write_record(caller, method, resource, patients)?
+            .execute(conn)
+            .await
     }
 
     /// The statement that records a successful PHI write, for a write that sends its statements
@@ -115,6 +115,10 @@ impl PhiAudit {
             vec![resource.to_string()],
             patients,
         );
+        // The writer's next batch seals it too.
+        if let Some(writer) = &self.writer {
+            writer.note_staged();
+        }
         audit::staging_insert(&event)
     }
 

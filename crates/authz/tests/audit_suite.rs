@@ -909,9 +909,9 @@ async fn concurrent_stagers_and_two_sealers_seal_each_record_once(
         })
     };
     // And on PostgreSQL an appender that never seals (nothing makes it wait for a sealer but the
-    // chain's lock). On SQLite, whose one writer is one process's, a second process's transaction
-    // that reads the head before it writes could not upgrade once the sealers committed: the sealer
-    // and the writer's batches begin with a write for that reason.
+    // chain's lock). On SQLite, whose writer lock is one process's, the second handle's writes
+    // begin IMMEDIATE (`Db`): a transaction that read the head before writing could not upgrade
+    // once the other handle committed.
     let appender = (h.backend == Backend::Postgres).then(|| {
         let done = done.clone();
         let db = h.db.clone();
@@ -998,10 +998,12 @@ async fn writer_seals_on_its_timer_in_its_batches_and_at_close(h: &Harness) -> a
     }
     assert_eq!(h.count("audit_staged").await?, 0);
 
-    // A batch of reads seals what is staged first, in its transaction: the write precedes the read.
+    // A batch of reads seals what this process staged first (told so, as PhiAudit does), in its
+    // transaction: the write precedes the read.
     let write = event(3);
     let read = event(4);
     h.stage(std::slice::from_ref(&write)).await?;
+    writer.note_staged();
     writer.record(read.clone()).await.api()?;
     let ids = h.chain_ids().await?;
     assert_eq!(ids[3..], [write.id.clone(), read.id.clone()]);

@@ -235,7 +235,7 @@ impl Db {
             Backend::Sqlite => Some(Arc::clone(&self.sqlite_writer).lock_owned().await),
             Backend::Postgres => None,
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin(&self.pool).await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS locked")
                 .bind(lock_key(scope))
@@ -259,7 +259,7 @@ impl Db {
             Backend::Postgres => None,
         };
         Ok(WriteTx {
-            tx: self.pool.begin().await?,
+            tx: self.begin(&self.pool).await?,
             _sqlite_writer: guard,
         })
     }
@@ -273,7 +273,7 @@ impl Db {
             Backend::Postgres => None,
         };
         Ok(WriteTx {
-            tx: self.dedicated.begin().await?,
+            tx: self.begin(&self.dedicated).await?,
             _sqlite_writer: guard,
         })
     }
@@ -299,6 +299,17 @@ impl Db {
             }
         }
         Ok(())
+    }
+
+    /// Begins a write transaction on `pool`. SQLite: `BEGIN IMMEDIATE`, which takes the file's
+    /// write lock at once (waiting up to the busy timeout): a deferred transaction that read first
+    /// could not upgrade to a writer once another process (a tool, a second handle) committed, and
+    /// would fail instead of waiting.
+    async fn begin(&self, pool: &AnyPool) -> ApiResult<Transaction<'static, Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => pool.begin().await?,
+        })
     }
 
     /// Whether the database answers within a second.

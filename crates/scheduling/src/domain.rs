@@ -24,6 +24,16 @@ pub fn instant(ts: &Timestamp) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(ts.seconds, nanos)
 }
 
+/// When an appointment (as requested) starts: INVALID_ARGUMENT on
+/// `appointment.interval.start_time` when it does not say.
+pub fn start_of(a: &pm_api::scheduling::Appointment) -> ApiResult<DateTime<Utc>> {
+    a.interval
+        .as_ref()
+        .and_then(|i| i.start_time.as_ref())
+        .and_then(instant)
+        .ok_or_else(|| ApiError::invalid("appointment.interval.start_time", "required"))
+}
+
 /// A UTC instant on the wire.
 pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
     Timestamp {

@@ -422,12 +422,7 @@ impl SchedulingApi {
             }
         }
         access::authorize(&self.org, caller, method, parent, Some(&a.unit)).await?;
-        let start = a
-            .interval
-            .as_ref()
-            .and_then(|i| i.start_time.as_ref())
-            .and_then(instant)
-            .ok_or_else(|| ApiError::invalid("appointment.interval.start_time", "required"))?;
+        let start = domain::start_of(a)?;
         check_start(start, "appointment.interval.start_time")?;
         self.visit_type_of(&a.unit, &a.visit_type, "appointment.visit_type")
             .await

@@ -152,12 +152,7 @@ impl SchedulingApi {
             .await?
             .parse()
             .map_err(|_| ApiError::internal("the location's zone", &"not an IANA zone"))?;
-        let start = first
-            .interval
-            .as_ref()
-            .and_then(|i| i.start_time.as_ref())
-            .and_then(instant)
-            .ok_or_else(|| ApiError::invalid("appointment.interval.start_time", "required"))?;
+        let start = domain::start_of(&first)?;
         let local = start.with_timezone(&zone).naive_local();
         let mut occurrences = Vec::new();
         for i in 0..req.count {

@@ -13,7 +13,7 @@ use sqlx::AnyConnection;
 
 use super::{SchedulingApi, refusal};
 use crate::availability::{self, Exception, Interval, WeeklyRule};
-use crate::domain::{self, instant};
+use crate::domain;
 use crate::eligibility::{self, Reason, Subject};
 use crate::occupancy::{self, HolderKind};
 use crate::store::{self, SearchRule};
@@ -318,12 +318,7 @@ impl SchedulingApi {
         visit: &VisitType,
         ignore: Option<&str>,
     ) -> ApiResult<eligibility::Slot> {
-        let start = a
-            .interval
-            .as_ref()
-            .and_then(|i| i.start_time.as_ref())
-            .and_then(instant)
-            .ok_or_else(|| ApiError::invalid("appointment.interval.start_time", "required"))?;
+        let start = domain::start_of(a)?;
         let duration = domain::visit_type(visit).duration;
         let window = Interval::new(start, start + duration)
             .map_err(|e| ApiError::internal("the visit's interval", &e))?;
