@@ -317,9 +317,8 @@ async fn bench_patient_reads(
         }
     }
     let mut rates = Vec::new();
-    for mut rounds in results {
-        rounds.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
-        let median = rounds.swap_remove(rounds.len() / 2);
+    for rounds in results {
+        let median = median_round(rounds)?;
         print_row(target.label, &median, Some(ceiling));
         rates.push(median.rate());
     }
@@ -343,6 +342,14 @@ async fn bench_patient_reads(
 
 /// Rounds of the patient-read comparison.
 const PATIENT_ROUNDS: usize = 3;
+
+/// The round of median throughput (of rows measured in alternation, so that a drift of the
+/// machine's speed over a run does not land on one of them).
+fn median_round(mut rounds: Vec<RowResult>) -> anyhow::Result<RowResult> {
+    anyhow::ensure!(!rounds.is_empty(), "no round was measured");
+    rounds.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+    Ok(rounds.swap_remove(rounds.len() / 2))
+}
 
 /// An extra Org server on the mesh's slice, put together as `guard` says.
 async fn side_server(

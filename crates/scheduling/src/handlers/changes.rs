@@ -21,6 +21,8 @@ use crate::store::{self, APPOINTMENT, WAITLIST_ENTRY};
 const OFFER_TTL: TimeDelta = TimeDelta::minutes(30);
 /// How often the waitlist worker looks at the outbox when nothing woke it.
 const WAITLIST_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+/// The least time between two runs of the waitlist worker (the delay of an offer at most).
+const WAITLIST_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
 /// The write-lock scope of the waitlist worker's cursor (no organization is named like this).
 const WAITLIST_SCOPE: &str = "pm.scheduling.waitlist-worker";
 
@@ -338,6 +340,9 @@ impl SchedulingApi {
                 if let Err(err) = api.offer_freed_time().await {
                     tracing::warn!(reason = err.reason, "the waitlist worker failed; retrying");
                 }
+                // At most a few runs a second: under a stream of bookings every run would otherwise
+                // read the new events and move the cursor (a write) for nothing to offer.
+                tokio::time::sleep(WAITLIST_PAUSE).await;
                 tokio::select! {
                     _ = bell.changed() => {}
                     _ = tokio::time::sleep(WAITLIST_POLL) => {}
