@@ -246,24 +246,27 @@ pub async fn read_live(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let mut wanted = Vec::new();
+    // One SELECT per key, joined with UNION ALL: each uses its index (an OR of the two could
+    // make the planner scan the table).
+    let mut selects = Vec::new();
     if !names.is_empty() {
-        wanted.push(format!("name IN ({})", list(1, names.len())));
+        selects.push(format!(
+            "SELECT collection, {COLUMNS} FROM resources WHERE name IN ({}) \
+             AND delete_time IS NULL",
+            list(1, names.len())
+        ));
     }
     if !collections.is_empty() {
-        wanted.push(format!(
-            "collection IN ({})",
+        selects.push(format!(
+            "SELECT collection, {COLUMNS} FROM resources WHERE collection IN ({}) \
+             AND delete_time IS NULL",
             list(names.len() + 1, collections.len())
         ));
     }
-    if wanted.is_empty() {
+    if selects.is_empty() {
         return Ok(LiveRows { rows: Vec::new() });
     }
-    let sql = format!(
-        "SELECT collection, {COLUMNS} FROM resources WHERE ({}) AND delete_time IS NULL \
-         ORDER BY name",
-        wanted.join(" OR ")
-    );
+    let sql = format!("{} ORDER BY name", selects.join(" UNION ALL "));
     let mut query = sqlx::query(&sql);
     for value in names.iter().chain(collections) {
         query = query.bind(value.as_str());
