@@ -533,17 +533,7 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         .await
         .unwrap_err();
     assert_eq!(reason(&err), "HOLD_EXPIRED");
-    let untouched = s
-        .get_appointment(GetAppointmentRequest {
-            name: held.name.clone(),
-        })
-        .await?
-        .into_inner();
-    assert_eq!(
-        (untouched.state, &untouched.etag),
-        (AppointmentState::Held as i32, &held.etag),
-        "the refused confirmation wrote nothing"
-    );
+    assert_still_held(&mut s, &held).await?;
     s.book_appointment(book_request(
         booking(COVERED, OKAFOR, FOLLOW_UP, at(monday, 11, 0)),
         "",
@@ -576,17 +566,7 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert_eq!(reason(&err), "PAYER_NOT_ACCEPTED");
-    let untouched = s
-        .get_appointment(GetAppointmentRequest {
-            name: held.name.clone(),
-        })
-        .await?
-        .into_inner();
-    assert_eq!(
-        (untouched.state, &untouched.etag),
-        (AppointmentState::Held as i32, &held.etag),
-        "the refused confirmation wrote nothing"
-    );
+    assert_still_held(&mut s, &held).await?;
     org.create_coverage(CreateCoverageRequest {
         parent: WAITING.into(),
         coverage: Some(Coverage {
@@ -1059,6 +1039,22 @@ async fn offered(s: &mut Scheduling) -> anyhow::Result<Vec<WaitlistEntry>> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Asserts that a refused confirmation left the hold as it was (state and etag).
+async fn assert_still_held(s: &mut Scheduling, held: &Appointment) -> anyhow::Result<()> {
+    let now = s
+        .get_appointment(GetAppointmentRequest {
+            name: held.name.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        (now.state, &now.etag),
+        (AppointmentState::Held as i32, &held.etag),
+        "the refused confirmation wrote nothing"
+    );
+    Ok(())
 }
 
 fn start_of(a: &Appointment) -> i64 {
