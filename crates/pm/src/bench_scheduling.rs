@@ -173,21 +173,17 @@ pub(crate) async fn bench(
         own_lock.rate()
     };
     match &bare_insert {
-        Some(bare) => {
-            if bare.rate() > 0.0 {
-                println!(
-                    "{label:<11}   (median of {BOOK_ROUNDS} alternating rounds) booking keeps {:.1}% of a bare insert of its occupancy rows (target >= 40%); the guard alone as the slice runs it keeps {:.1}%, {:.1}% under the organization's lock",
-                    booked.rate() / bare.rate() * 100.0,
-                    own_lock.rate() / bare.rate() * 100.0,
-                    org_lock / bare.rate() * 100.0,
-                );
-            }
-        }
+        Some(bare) if bare.rate() > 0.0 => println!(
+            "{label:<11}   (median of {BOOK_ROUNDS} alternating rounds) booking keeps {:.1}% of a bare insert of its occupancy rows (target >= 40%); the guard alone as the slice runs it keeps {:.1}%, {:.1}% under the organization's lock",
+            booked.rate() / bare.rate() * 100.0,
+            own_lock.rate() / bare.rate() * 100.0,
+            org_lock / bare.rate() * 100.0,
+        ),
         None if own_lock.rate() > 0.0 => println!(
             "{label:<11}   booking keeps {:.1}% of the occupancy guard alone (the 40% target is against a bare insert on PostgreSQL)",
             booked.rate() / own_lock.rate() * 100.0,
         ),
-        None => {}
+        _ => {}
     }
 
     // Slot search, on statistics that include the bookings just made.
