@@ -534,6 +534,17 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         .unwrap_err();
     assert_eq!(reason(&err), "HOLD_EXPIRED");
     assert_still_held(&mut s, &held).await?;
+    // Nor does the calendar show it as holding the time, though nothing marked it expired yet.
+    let calendar = s
+        .list_calendar(ListCalendarRequest {
+            scope: OKAFOR.into(),
+            window: window(monday),
+            show_inactive: false,
+        })
+        .await?
+        .into_inner();
+    assert!(!calendar.entries.iter().any(|e| matches!(&e.entry,
+        Some(calendar_entry::Entry::Appointment(a)) if a.name == held.name)));
     s.book_appointment(book_request(
         booking(COVERED, OKAFOR, FOLLOW_UP, at(monday, 11, 0)),
         "",

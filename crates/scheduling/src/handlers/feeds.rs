@@ -116,14 +116,20 @@ fn subtree(tree: &[(String, String)], root: &str) -> BTreeSet<String> {
     }
 }
 
+/// Whether the appointment holds its time now. A hold whose lapse has passed does not, even before
+/// anything marked it expired (that happens when a booking finds it in the way).
 fn active(a: &Appointment) -> bool {
-    matches!(
-        state_of(a),
-        AppointmentState::Held
-            | AppointmentState::Booked
-            | AppointmentState::CheckedIn
-            | AppointmentState::Completed
-    )
+    match state_of(a) {
+        AppointmentState::Held => a
+            .hold_expire_time
+            .as_ref()
+            .and_then(crate::domain::instant)
+            .is_some_and(|t| t > chrono::Utc::now()),
+        AppointmentState::Booked | AppointmentState::CheckedIn | AppointmentState::Completed => {
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Serves the outbox after `after` to the returned stream, waking on `doorbell` or every [`POLL`],
