@@ -231,21 +231,15 @@ impl Db {
 
     /// Begins a write transaction holding the write lock of `scope` (an organization name).
     pub async fn write(&self, scope: &str) -> ApiResult<WriteTx> {
-        let guard = match self.backend {
-            Backend::Sqlite => Some(Arc::clone(&self.sqlite_writer).lock_owned().await),
-            Backend::Postgres => None,
-        };
-        let mut tx = self.begin(&self.pool).await?;
+        // SQLite's writer lock is already the scope's (and every other scope's) lock.
+        let mut tx = self.write_constrained().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS locked")
                 .bind(lock_key(scope))
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await?;
         }
-        Ok(WriteTx {
-            tx,
-            _sqlite_writer: guard,
-        })
+        Ok(tx)
     }
 
     /// Begins a write transaction that takes no lock on PostgreSQL, for a write whose every invariant

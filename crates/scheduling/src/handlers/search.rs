@@ -49,6 +49,8 @@ pub(super) struct Found {
 struct SliceRows {
     /// The rules that apply, by location, then provider.
     rules: BTreeMap<String, BTreeMap<String, Vec<WeeklyRule>>>,
+    /// Those rules' providers, each once.
+    providers: Vec<String>,
     /// The exceptions of those providers.
     exceptions: HashMap<String, Vec<Exception>>,
     /// Their booked time (empty when the search does not read it).
@@ -143,13 +145,7 @@ impl SchedulingApi {
             });
         }
 
-        let providers: Vec<String> = rows
-            .rules
-            .values()
-            .flat_map(|p| p.keys().cloned())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let providers = &rows.providers;
         let credentials: HashMap<String, Vec<eligibility::CredentialInfo>> = providers
             .iter()
             .cloned()
@@ -237,16 +233,13 @@ impl SchedulingApi {
         let mut conn = self.db.read().await?;
         // A unit's rules come from the versioned cache, then its providers' exceptions; named
         // providers (a booking's re-check) read only theirs, rules and exceptions in one query.
-        let (rules, stored_exceptions) = if s.providers.is_empty() {
-            let rules = self.rules.rules_of_unit(&mut conn, s.unit).await?;
-            let providers = distinct(rules.iter().filter(|r| wanted(s, r)));
-            let exceptions = store::exceptions_of_all(&mut conn, &providers).await?;
-            (rules, exceptions)
+        let (rules, read_exceptions) = if s.providers.is_empty() {
+            (self.rules.rules_of_unit(&mut conn, s.unit).await?, None)
         } else {
             let (rules, exceptions) =
                 store::availability_of_providers(&mut conn, s.providers, s.unit).await?;
             let rules = rules.iter().map(SearchRule::of).collect::<ApiResult<_>>()?;
-            (Arc::new(rules), exceptions)
+            (Arc::new(rules), Some(exceptions))
         };
         let mut by_location: BTreeMap<String, BTreeMap<String, Vec<WeeklyRule>>> = BTreeMap::new();
         for rule in rules.iter().filter(|r| wanted(s, r)) {
@@ -258,6 +251,10 @@ impl SchedulingApi {
                 .push(rule.weekly.clone());
         }
         let providers = distinct(rules.iter().filter(|r| wanted(s, r)));
+        let stored_exceptions = match read_exceptions {
+            Some(exceptions) => exceptions,
+            None => store::exceptions_of_all(&mut conn, &providers).await?,
+        };
         let mut exceptions = HashMap::new();
         for (provider, stored) in stored_exceptions {
             let decoded = stored
@@ -284,6 +281,7 @@ impl SchedulingApi {
         };
         Ok(SliceRows {
             rules: by_location,
+            providers,
             exceptions,
             provider_busy,
             patient_busy,
