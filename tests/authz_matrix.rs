@@ -790,6 +790,14 @@ async fn probe(
             let request = GetPatientEligibilityRequest { patient };
             (U, one(org.get_patient_eligibility(request).await))
         }
+        "BatchGetPatientEligibility" => {
+            // Decided per patient, as GetPatientEligibility is.
+            let request = BatchGetPatientEligibilityRequest {
+                parent: organization_of(&patient).to_string(),
+                patients: vec![patient],
+            };
+            (U, one(org.batch_get_patient_eligibility(request).await))
+        }
         "ListPatients" => {
             let request = ListPatientsRequest {
                 parent: organization,
@@ -976,7 +984,7 @@ fn org_methods() -> Vec<(&'static str, &'static pm_api::MethodRule)> {
 impl RoleFixture for Fixture {
     type Client = Org;
     const WIDTHS: [usize; 3] = [22, 28, 22];
-    const READS: &'static [&'static str] = &["Get", "List", "Check"];
+    const READS: &'static [&'static str] = &["Get", "BatchGet", "List", "Check"];
 
     fn who(&self) -> (&'static str, Role, &'static str) {
         (self.principal, self.role, self.scope)

@@ -876,3 +876,106 @@ async fn check_access_explains_who_may_and_why() -> anyhow::Result<()> {
     assert_eq!(denied.code(), Code::PermissionDenied);
     mesh.stop().await
 }
+
+/// BatchGetPatientEligibility as Scheduling calls it (its own certificate, no token): each patient
+/// answered in the order asked, as GetPatientEligibility answers it; bad batches refused whole; each
+/// call in the trail of every patient it named.
+#[tokio::test]
+async fn batched_eligibility_answers_each_patient_in_order_and_is_audited() -> anyhow::Result<()> {
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
+    let mut admin = mesh.org().await?;
+    pm::demo::seed(&mut admin).await?;
+    let channel = client::channel(&mesh.config, "scheduling", &mesh.url(Service::Org)).await?;
+    let mut scheduling = OrgServiceClient::new(channel);
+    let acme = "organizations/acme".to_string();
+    let (p1, p4) = (
+        format!("{acme}/patients/p-0001"),
+        format!("{acme}/patients/p-0004"),
+    );
+    let batch = |patients: Vec<String>| BatchGetPatientEligibilityRequest {
+        parent: acme.clone(),
+        patients,
+    };
+
+    let answers = scheduling
+        .batch_get_patient_eligibility(batch(vec![p4.clone(), p1.clone(), p4.clone()]))
+        .await?
+        .into_inner()
+        .eligibilities;
+    let alone = |patient: &String| {
+        let mut client = scheduling.clone();
+        let patient = patient.clone();
+        async move {
+            let request = GetPatientEligibilityRequest { patient };
+            anyhow::Ok(client.get_patient_eligibility(request).await?.into_inner())
+        }
+    };
+    let (one, four) = (alone(&p1).await?, alone(&p4).await?);
+    assert!(!one.enrollments.is_empty() && !one.coverages.is_empty());
+    assert_ne!(one, four);
+    assert_eq!(answers, vec![four.clone(), one, four]);
+
+    // Refused whole, each with the field at fault.
+    let refused = |patients: Vec<String>, parent: &str| {
+        let mut client = scheduling.clone();
+        let request = BatchGetPatientEligibilityRequest {
+            parent: parent.to_string(),
+            patients,
+        };
+        async move {
+            client
+                .batch_get_patient_eligibility(request)
+                .await
+                .unwrap_err()
+        }
+    };
+    let too_many: Vec<String> = (0..=pm_org::handlers::MAX_BATCH)
+        .map(|_| p1.clone())
+        .collect();
+    for (patients, parent, field) in [
+        (vec![], acme.as_str(), "patients"),
+        (too_many, acme.as_str(), "patients"),
+        (
+            vec![p1.clone(), "patients/p-0001".into()],
+            acme.as_str(),
+            "patients",
+        ),
+        (
+            vec!["organizations/globex/patients/p-0002".into()],
+            acme.as_str(),
+            "patients",
+        ),
+        (vec![p1.clone()], "acme", "parent"),
+    ] {
+        let status = refused(patients, parent).await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        let violations = status.get_error_details().bad_request().cloned();
+        assert_eq!(violations.unwrap().field_violations[0].field, field);
+    }
+    let missing = format!("{acme}/patients/p-9999");
+    let status = refused(vec![p1.clone(), missing.clone()], &acme).await;
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(status.message().contains(&missing), "{}", status.message());
+
+    // The trail of p-0001 shows the answered batch and the refused ones (each named it).
+    let accesses = admin
+        .list_patient_accesses(ListPatientAccessesRequest {
+            patient: p1.clone(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .records;
+    let batch_reads: Vec<&str> = accesses
+        .iter()
+        .filter(|r| r.method == "/pm.org.v1.OrgService/BatchGetPatientEligibility")
+        .map(|r| r.outcome.as_str())
+        .collect();
+    assert!(batch_reads.contains(&"success"), "{batch_reads:?}");
+    assert!(
+        batch_reads.iter().any(|o| *o != "success"),
+        "{batch_reads:?}"
+    );
+    mesh.stop().await
+}

@@ -815,7 +815,7 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
     );
     assert!(records.iter().any(|r| r.service == "org"
         && r.calling_service.contains("scheduling")
-        && r.method.ends_with("/GetPatientEligibility")));
+        && r.method.ends_with("/BatchGetPatientEligibility")));
     // A service's trail is for Org to read, not for people nor other services: every role is
     // refused, so is a service not declared for it, and a call without a token.
     use pm_api::audit::audit_service_client::AuditServiceClient;

@@ -21,6 +21,9 @@ use crate::{NAME, access, domain};
 /// The ErrorInfo domain of this service's errors.
 pub const DOMAIN: &str = "org.pm.dev";
 
+/// Patients one BatchGetPatientEligibility call may name at most.
+pub const MAX_BATCH: usize = 100;
+
 /// The Org service.
 #[derive(Clone)]
 pub struct OrgApi {
@@ -166,6 +169,67 @@ fn patient_of(name: &str) -> String {
     match segments.as_slice() {
         ["organizations", _, "patients", _, ..] => segments[..4].join("/"),
         _ => String::new(),
+    }
+}
+
+impl OrgApi {
+    /// The eligibility of `patients` (well-formed names, one organization), in their order, from
+    /// one query: each patient's enrollments the caller may list (a unit-scoped caller sees its
+    /// units' ones) and its coverage. NOT_FOUND (or PERMISSION_DENIED) for the first patient that is
+    /// missing (or out of the caller's reach).
+    async fn eligibility_of(
+        &self,
+        caller: &Caller,
+        method: &str,
+        patients: &[String],
+    ) -> ApiResult<Vec<PatientEligibility>> {
+        let Some(first) = patients.first() else {
+            return Ok(Vec::new());
+        };
+        for patient in patients {
+            self.check(caller, method, About::Patient(patient)).await?;
+        }
+        let collections_of = |patient: &str| {
+            [
+                format!("{patient}/{}", ENROLLMENT.pattern.collection_id()),
+                format!("{patient}/{}", COVERAGE.pattern.collection_id()),
+            ]
+        };
+        let mut distinct = patients.to_vec();
+        distinct.sort();
+        distinct.dedup();
+        let collections: Vec<String> = distinct.iter().flat_map(|p| collections_of(p)).collect();
+        let mut conn = self.db.read().await?;
+        let rows = docstore::read_live(&mut conn, &distinct, &collections).await?;
+        let permission = pm_api::rule_for(method)
+            .map(|r| r.permission)
+            .unwrap_or_default();
+        let organization = names::organization_of(first);
+        let units = access::visible_units(&mut conn, caller, permission, organization).await?;
+        let mut answers = Vec::with_capacity(patients.len());
+        for patient in patients {
+            if rows.named::<Patient>(patient)?.is_none() {
+                return Err(ApiError::not_found(patient));
+            }
+            let [enrollments_of, coverages_of] = collections_of(patient);
+            let enrollments = rows
+                .in_collection::<Enrollment>(&enrollments_of)?
+                .into_iter()
+                .map(|e| e.resource)
+                .filter(|e| units.as_ref().is_none_or(|units| units.contains(&e.unit)))
+                .collect();
+            let coverages = rows
+                .in_collection::<Coverage>(&coverages_of)?
+                .into_iter()
+                .map(|c| c.resource)
+                .collect();
+            answers.push(PatientEligibility {
+                patient: patient.clone(),
+                enrollments,
+                coverages,
+            });
+        }
+        Ok(answers)
     }
 }
 
@@ -975,47 +1039,11 @@ impl OrgService for OrgApi {
             let patient = &request.get_ref().patient;
             PATIENT.pattern.parse("patient", patient)?;
             let method = method!("GetPatientEligibility");
-            self.check(&caller, method, About::Patient(patient)).await?;
-            // The patient, its enrollments and its coverage: one query.
-            let enrollments_of = format!("{patient}/{}", ENROLLMENT.pattern.collection_id());
-            let coverages_of = format!("{patient}/{}", COVERAGE.pattern.collection_id());
-            let mut conn = self.db.read().await?;
-            let rows = docstore::read_live(
-                &mut conn,
-                std::slice::from_ref(patient),
-                &[enrollments_of.clone(), coverages_of.clone()],
-            )
-            .await?;
-            if rows.named::<Patient>(patient)?.is_none() {
-                return Err(ApiError::not_found(patient));
-            }
-            // The enrollments ListEnrollments would show this caller; coverage is not unit-scoped.
-            let permission = pm_api::rule_for(method)
-                .map(|r| r.permission)
-                .unwrap_or_default();
-            let units = access::visible_units(
-                &mut conn,
-                &caller,
-                permission,
-                names::organization_of(patient),
-            )
-            .await?;
-            let enrollments = rows
-                .in_collection::<Enrollment>(&enrollments_of)?
-                .into_iter()
-                .map(|e| e.resource)
-                .filter(|e| units.as_ref().is_none_or(|units| units.contains(&e.unit)))
-                .collect();
-            let coverages = rows
-                .in_collection::<Coverage>(&coverages_of)?
-                .into_iter()
-                .map(|c| c.resource)
-                .collect();
-            Ok(PatientEligibility {
-                patient: patient.clone(),
-                enrollments,
-                coverages,
-            })
+            let mut read = self
+                .eligibility_of(&caller, method, std::slice::from_ref(patient))
+                .await?;
+            read.pop()
+                .ok_or_else(|| ApiError::internal("the eligibility read", &"no answer"))
         }
         .await;
         let patient = patient_of(&resource);
@@ -1029,6 +1057,53 @@ impl OrgService for OrgApi {
                 |_| vec![patient.clone()],
             )
             .await,
+        )
+    }
+
+    async fn batch_get_patient_eligibility(
+        &self,
+        request: Request<BatchGetPatientEligibilityRequest>,
+    ) -> Reply<BatchGetPatientEligibilityResponse> {
+        let req = request.get_ref();
+        let resource = req.parent.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            ORGANIZATION.pattern.parse("parent", &req.parent)?;
+            if req.patients.is_empty() || req.patients.len() > MAX_BATCH {
+                return Err(ApiError::invalid(
+                    "patients",
+                    format!("from 1 to {MAX_BATCH} patients"),
+                ));
+            }
+            for patient in &req.patients {
+                PATIENT.pattern.parse("patients", patient)?;
+                if names::organization_of(patient) != req.parent {
+                    return Err(ApiError::invalid(
+                        "patients",
+                        "every patient must be in the parent organization",
+                    ));
+                }
+            }
+            let method = method!("BatchGetPatientEligibility");
+            let eligibilities = self.eligibility_of(&caller, method, &req.patients).await?;
+            Ok(BatchGetPatientEligibilityResponse { eligibilities })
+        }
+        .await;
+        // Every patient asked about is named in the record, whether the read succeeded or not.
+        let patients: Vec<String> = req.patients.iter().map(|p| patient_of(p)).collect();
+        reply(
+            self.phi
+                .audited(
+                    who,
+                    method!("BatchGetPatientEligibility"),
+                    false,
+                    &resource,
+                    result,
+                    |_| patients.clone(),
+                    patients.clone(),
+                )
+                .await,
         )
     }
 

@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod client;
+pub mod coalesce;
 pub mod config;
 pub mod db;
 pub mod docstore;

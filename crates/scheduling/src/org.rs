@@ -1,7 +1,8 @@
 //! What Scheduling asks of Org, over mTLS gRPC as the `scheduling` service (each Org RPC used here
 //! lists `scheduling` in its `service_callers`). The unit policies, location zones, unit tree and
 //! provider credentials change rarely and are cached for [`CACHE_TTL`]; a patient's enrollments and
-//! coverage (PHI) are read fresh on every call.
+//! coverage (PHI) are read fresh on every call, concurrent lookups sent together as one
+//! BatchGetPatientEligibility call ([`pm_runtime::coalesce`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,10 +12,12 @@ use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 use pm_api::org::org_service_client::OrgServiceClient;
 use pm_api::org::{
-    CredentialState, EnrollmentState, GetEffectivePolicyRequest, GetLocationRequest,
-    GetPatientEligibilityRequest, ListCredentialsRequest, ListServiceUnitsRequest,
+    BatchGetPatientEligibilityRequest, CredentialState, EnrollmentState, GetEffectivePolicyRequest,
+    GetLocationRequest, GetPatientEligibilityRequest, ListCredentialsRequest,
+    ListServiceUnitsRequest, PatientEligibility,
 };
-use pm_runtime::{ApiError, ApiResult};
+use pm_runtime::coalesce::{Coalescer, Missed, SendBatch};
+use pm_runtime::{ApiError, ApiResult, names};
 use tokio::sync::Semaphore;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -45,6 +48,8 @@ pub struct OrgView {
     credential_fetches: Mutex<HashMap<String, SharedFetch>>,
     credential_permits: Arc<Semaphore>,
     trees: TtlCache<Vec<(String, String)>>,
+    /// Patient-eligibility lookups, sent to Org in batches.
+    eligibility: Coalescer<String, PatientEligibility, tonic::Status>,
 }
 
 /// One call to Org for a provider's credentials, awaited by every search that needs them.
@@ -52,6 +57,13 @@ type SharedFetch = Shared<BoxFuture<'static, ApiResult<Vec<CredentialInfo>>>>;
 
 /// Credential calls to Org in flight at most.
 pub const CREDENTIAL_FETCHES: usize = 32;
+
+/// BatchGetPatientEligibility calls in flight at once: a lookup asked while they are all on their
+/// way waits and goes in the next batch.
+pub const ELIGIBILITY_LANES: usize = 2;
+
+/// Patients per BatchGetPatientEligibility call at most (Org's limit).
+pub const ELIGIBILITY_BATCH: usize = 100;
 
 /// Org's refusal or failure, as this service reports it. NOT_FOUND and INVALID_ARGUMENT about a
 /// name the caller gave are passed on; anything else means Org is unavailable.
@@ -71,13 +83,18 @@ impl OrgView {
     /// Org at the other end of `channel` (an mTLS channel with this service's certificate).
     pub fn new(channel: Channel) -> Self {
         Self {
-            client: OrgServiceClient::new(channel),
+            client: OrgServiceClient::new(channel.clone()),
             units: TtlCache::new(),
             zones: TtlCache::new(),
             credentials: TtlCache::new(),
             credential_fetches: Mutex::new(HashMap::new()),
             credential_permits: Arc::new(Semaphore::new(CREDENTIAL_FETCHES)),
             trees: TtlCache::new(),
+            eligibility: Coalescer::new(
+                eligibility_sender(OrgServiceClient::new(channel)),
+                ELIGIBILITY_LANES,
+                ELIGIBILITY_BATCH,
+            ),
         }
     }
 
@@ -210,15 +227,24 @@ impl OrgView {
     /// The patient's enrollment in `unit` (or, failing that, any active one) and coverage, in one
     /// call. Never cached: it is PHI and booking must see its current state.
     pub async fn patient(&self, patient: &str, unit: &str) -> ApiResult<PatientContext> {
-        let eligibility = self
-            .client
-            .clone()
-            .get_patient_eligibility(GetPatientEligibilityRequest {
-                patient: patient.into(),
-            })
-            .await
-            .map_err(|s| from_org(s, patient))?
-            .into_inner();
+        let eligibility = match self.eligibility.get(patient.to_string()).await {
+            Ok(eligibility) => eligibility,
+            Err(Missed::Alone(status)) => return Err(from_org(status, patient)),
+            Err(Missed::Shared(status)) if !about_one_patient(&status) => {
+                return Err(from_org(status, patient));
+            }
+            // Another patient of the batch failed it (or an older Org has no batch call): this
+            // one alone, to learn its own answer.
+            Err(Missed::Shared(_) | Missed::Lost) => self
+                .client
+                .clone()
+                .get_patient_eligibility(GetPatientEligibilityRequest {
+                    patient: patient.into(),
+                })
+                .await
+                .map_err(|s| from_org(s, patient))?
+                .into_inner(),
+        };
         let (enrollments, coverages) = (eligibility.enrollments, eligibility.coverages);
         let active: Vec<_> = enrollments
             .into_iter()
@@ -250,6 +276,63 @@ impl OrgView {
             coverages,
         })
     }
+}
+
+/// Whether a batch call's failure may be one patient's doing, so that the others would be
+/// answered alone.
+fn about_one_patient(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::NotFound | Code::PermissionDenied | Code::InvalidArgument | Code::Unimplemented
+    )
+}
+
+/// Sends a batch of patients' eligibility lookups: one BatchGetPatientEligibility call per
+/// organization (a call names one), the answers put back in the order asked.
+fn eligibility_sender(
+    client: OrgServiceClient<Channel>,
+) -> SendBatch<String, PatientEligibility, tonic::Status> {
+    Arc::new(move |patients: Vec<String>| {
+        let client = client.clone();
+        async move {
+            let mut by_organization: Vec<(String, Vec<String>)> = Vec::new();
+            for patient in &patients {
+                let organization = names::organization_of(patient);
+                match by_organization.iter_mut().find(|(o, _)| o == organization) {
+                    Some((_, mine)) => mine.push(patient.clone()),
+                    None => by_organization.push((organization.to_string(), vec![patient.clone()])),
+                }
+            }
+            let calls = by_organization.into_iter().map(|(parent, patients)| {
+                let mut client = client.clone();
+                async move {
+                    let reply = client
+                        .batch_get_patient_eligibility(BatchGetPatientEligibilityRequest {
+                            parent: parent.clone(),
+                            patients,
+                        })
+                        .await?;
+                    Ok::<_, tonic::Status>((parent, reply.into_inner().eligibilities.into_iter()))
+                }
+            });
+            let mut answers: HashMap<String, _> = futures::future::try_join_all(calls)
+                .await?
+                .into_iter()
+                .collect();
+            // Each answer names its patient: one out of place would be another patient's.
+            patients
+                .iter()
+                .map(|p| {
+                    answers
+                        .get_mut(names::organization_of(p))
+                        .and_then(Iterator::next)
+                        .filter(|answer| &answer.patient == p)
+                        .ok_or_else(|| tonic::Status::internal("Org answered a batch out of order"))
+                })
+                .collect()
+        }
+        .boxed()
+    })
 }
 
 /// Every credential of `provider`, asked of Org.
