@@ -94,6 +94,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 use tonic::Code;
 
 /// The audit trail's tables (`audit_events`, `audit_patients`, `audit_checkpoints`, and
@@ -855,10 +856,16 @@ fn writer_closed() -> ApiError {
 impl AuditWriter {
     /// Starts the writer task on the current Tokio runtime.
     pub fn spawn(db: Db, max_batch: usize) -> AuditWriter {
+        Self::spawn_tracked(db, max_batch, &TaskTracker::new())
+    }
+
+    /// [`AuditWriter::spawn`], its task on `tracker`: a server waits for it (its last seal, once
+    /// the last handle is dropped) before the database closes.
+    pub fn spawn_tracked(db: Db, max_batch: usize, tracker: &TaskTracker) -> AuditWriter {
         let max_batch = max_batch.max(1);
         let (queue, receiver) = mpsc::channel(max_batch.saturating_mul(4).max(64));
         let staged = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(run_writer(db, receiver, max_batch, Arc::clone(&staged)));
+        let task = tracker.spawn(run_writer(db, receiver, max_batch, Arc::clone(&staged)));
         AuditWriter {
             queue: Some(queue),
             task: Some(task),

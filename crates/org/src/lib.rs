@@ -33,7 +33,12 @@ pub const GRPC_SERVICE: &str = "pm.org.v1.OrgService";
 /// the handlers share one audit writer: refusals and served PHI calls land in the same trail. `peers`
 /// are the other services whose audit trails ListPatientAccesses merges.
 pub fn service(db: Db, authz: Authz, peers: Vec<accesses::Peer>) -> ServiceDef {
-    let audit = std::sync::Arc::new(pm_authz::audit::AuditWriter::spawn(db.clone(), 256));
+    let background = pm_runtime::server::TaskTracker::new();
+    let audit = std::sync::Arc::new(pm_authz::audit::AuditWriter::spawn_tracked(
+        db.clone(),
+        256,
+        &background,
+    ));
     let api = OrgServiceServer::new(
         handlers::OrgApi::with_audit(db.clone(), audit.clone())
             .explaining_with(authz.clone())
@@ -44,5 +49,6 @@ pub fn service(db: Db, authz: Authz, peers: Vec<accesses::Peer>) -> ServiceDef {
         grpc_services: vec![GRPC_SERVICE],
         routes: tonic::service::Routes::new(authz.with_audit(audit).layer(api)),
         db: Some(db),
+        background,
     }
 }

@@ -384,6 +384,7 @@ async fn side_server(
         grpc_services: vec![pm_org::GRPC_SERVICE],
         routes,
         db: Some(db.clone()),
+        background: Default::default(),
     };
     let listener = pm_runtime::server::bind("127.0.0.1:0".parse()?).await?;
     let url = format!("https://{}", listener.local_addr()?);

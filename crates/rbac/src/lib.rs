@@ -37,5 +37,6 @@ pub fn service(db: Db, authz: Authz) -> ServiceDef {
         grpc_services: vec![GRPC_SERVICE],
         routes: tonic::service::Routes::new(authz.layer(api)),
         db: Some(db),
+        background: Default::default(),
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+pub use tokio_util::task::TaskTracker;
 use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -27,7 +28,13 @@ pub struct ServiceDef {
     pub routes: Routes,
     /// Its database, probed for health.
     pub db: Option<Db>,
+    /// Its tasks that must end before its database closes (the audit writer's last seal): once
+    /// the server has drained, [`serve`] waits for them, at most [`BACKGROUND_GRACE`].
+    pub background: TaskTracker,
 }
+
+/// How long [`serve`] waits, after draining, for a service's background tasks to end.
+pub const BACKGROUND_GRACE: Duration = Duration::from_secs(5);
 
 /// Binds `addr` (port 0 picks a free port).
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -88,6 +95,19 @@ pub async fn serve(
         )
         .await;
     probe.abort();
+    // The routes are gone with the server: what the background tasks wait for (the last handle on
+    // the audit writer) is released, and they finish their last writes before the caller closes
+    // the database.
+    service.background.close();
+    if tokio::time::timeout(BACKGROUND_GRACE, service.background.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            service = service.name,
+            "background tasks still running after {BACKGROUND_GRACE:?}; closing anyway"
+        );
+    }
     result.map_err(|e| anyhow::anyhow!("{} server failed: {e}", service.name))
 }
 

@@ -10,6 +10,7 @@ use pm_authz::layer::{Caller, require_caller as caller};
 use pm_authz::phi::PhiAudit;
 use pm_runtime::docstore::{self, ListScope, VerbCall};
 use pm_runtime::names::{self, NamePattern};
+use pm_runtime::time::now_micros;
 use pm_runtime::{ApiError, ApiResult, Db, batch};
 use pm_runtime::{create_call, list_call};
 use sqlx::AnyConnection;
@@ -209,8 +210,10 @@ fn event(state: AppointmentState, reason: &str) -> AppointmentEvent {
 impl SchedulingApi {
     /// Marks the organization's lapsed holds EXPIRED and frees their time, in a write transaction
     /// of its own under the organization's lock; returns how many it expired. A booking refused by
-    /// an overlap calls it: a lapsed hold keeps its time until then.
+    /// an overlap calls it, and the waitlist worker's sweep ([`Self::sweep_lapsed_holds`]). Each
+    /// expiry is audited as the service's own write.
     async fn expire_lapsed_holds(&self, organization: &str) -> ApiResult<usize> {
+        let itself = Caller::itself(crate::NAME);
         let held = APPOINTMENT_STATE_HELD_NAME;
         let now = Utc::now();
         let appointments = store::collection(&APPOINTMENT, organization);
@@ -233,7 +236,7 @@ impl SchedulingApi {
                     .push(event(AppointmentState::Expired, "hold lapsed"));
                 occupancy::release(conn, &a.name).await?;
                 let a = docstore::replace(conn, &APPOINTMENT, stored.revision, a, None).await?;
-                outbox::append(conn, EventKind::AppointmentChanged(a)).await?;
+                self.publish(conn, &itself, EXPIRE_HOLD, &a).await?;
                 expired += 1;
             }
         }
@@ -243,9 +246,36 @@ impl SchedulingApi {
         }
         Ok(expired)
     }
+
+    /// Marks every lapsed hold of the slice EXPIRED (a batch of organizations at a time), so that
+    /// Get and List show a hold expired soon after it lapses, not only once a booking finds it in
+    /// the way. The waitlist worker runs it on every turn.
+    pub(super) async fn sweep_lapsed_holds(&self) -> ApiResult<usize> {
+        let lapsed = {
+            let mut conn = self.db.read().await?;
+            occupancy::lapsed(&mut conn, now_micros(), SWEEP_BATCH).await?
+        };
+        let organizations: std::collections::BTreeSet<&str> =
+            lapsed.iter().map(|a| names::organization_of(a)).collect();
+        let mut expired = 0;
+        for organization in organizations {
+            expired += self.expire_lapsed_holds(organization).await?;
+        }
+        Ok(expired)
+    }
 }
 
 const APPOINTMENT_STATE_HELD_NAME: &str = "APPOINTMENT_STATE_HELD";
+
+/// Lapsed holds one sweep looks at, at most (the next turn takes the rest).
+const SWEEP_BATCH: i64 = 500;
+
+/// The audit trail's name for the service's own change of a lapsed hold to EXPIRED (no RPC asked
+/// for it; the last segment's verb gives its FHIR action, update).
+const EXPIRE_HOLD: &str = "pm.scheduling.internal/UpdateLapsedHoldExpired";
+
+/// The audit trail's name for the service's own change of a waitlist entry to OFFERED.
+const OFFER_WAITLIST: &str = "pm.scheduling.internal/UpdateWaitlistEntryOffered";
 
 /// The time an appointment occupies (buffers included) and who holds it.
 fn occupancy_of(a: &Appointment, visit: &VisitType) -> ApiResult<(Vec<Holder>, i64, i64)> {

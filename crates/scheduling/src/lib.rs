@@ -56,7 +56,12 @@ pub fn service(
     org: tonic::transport::Channel,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> ServiceDef {
-    let audit = Arc::new(pm_authz::audit::AuditWriter::spawn(db.clone(), 256));
+    let background = pm_runtime::server::TaskTracker::new();
+    let audit = Arc::new(pm_authz::audit::AuditWriter::spawn_tracked(
+        db.clone(),
+        256,
+        &background,
+    ));
     let api = SchedulingServiceServer::new(handlers::SchedulingApi::new(
         db.clone(),
         Arc::new(org::OrgView::new(org)),
@@ -75,5 +80,6 @@ pub fn service(
         grpc_services: vec![GRPC_SERVICE, AUDIT_GRPC_SERVICE],
         routes: tonic::service::Routes::new(authz.layer(api)).add_service(authz.layer(trail)),
         db: Some(db),
+        background,
     }
 }

@@ -214,6 +214,24 @@ pub async fn release(conn: &mut AnyConnection, appointment: &str) -> ApiResult<(
     Ok(())
 }
 
+/// The holds whose lapse has passed by `now_micros` and still hold time (not yet marked expired),
+/// at most `limit`, earliest lapse first.
+pub async fn lapsed(
+    conn: &mut AnyConnection,
+    now_micros: i64,
+    limit: i64,
+) -> ApiResult<Vec<String>> {
+    let appointments = sqlx::query_scalar(
+        "SELECT appointment FROM occupancy WHERE expire_us IS NOT NULL AND expire_us <= $1 \
+         GROUP BY appointment ORDER BY MIN(expire_us) LIMIT $2",
+    )
+    .bind(now_micros)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(appointments)
+}
+
 /// Makes `appointment`'s occupancy lapse at `expire_micros` (a hold), or never (`None`: a booking,
 /// or a hold confirmed).
 pub async fn set_expiry(

@@ -11,7 +11,7 @@ use tonic::Code;
 
 use crate::outbox;
 
-use super::{SchedulingApi, check_start, event, fill, state_of, wrong_state};
+use super::{OFFER_WAITLIST, SchedulingApi, check_start, event, fill, state_of, wrong_state};
 use crate::access;
 use crate::domain::{self, instant, timestamp, wire_interval};
 use crate::occupancy;
@@ -331,7 +331,8 @@ impl SchedulingApi {
     /// Starts the waitlist worker: it follows the outbox from its stored cursor and offers the
     /// time each cancellation or no-show freed ([`SchedulingApi::offer`]), waking when the sequencer
     /// numbers events and every [`WAITLIST_POLL`], until shutdown. Offers are idempotent, so a
-    /// crash before the cursor moves only repeats work already done.
+    /// crash before the cursor moves only repeats work already done. Each turn also marks lapsed
+    /// holds expired ([`SchedulingApi::sweep_lapsed_holds`]), which may free time for an offer.
     pub(super) fn spawn_waitlist_worker(&self) {
         let api = self.clone();
         let mut bell = self.published.subscribe();
@@ -339,6 +340,13 @@ impl SchedulingApi {
             loop {
                 if let Err(err) = api.offer_freed_time().await {
                     tracing::warn!(reason = err.reason, "the waitlist worker failed; retrying");
+                }
+                match api.sweep_lapsed_holds().await {
+                    Ok(0) => {}
+                    Ok(expired) => tracing::info!(expired, "lapsed holds marked expired"),
+                    Err(err) => {
+                        tracing::warn!(reason = err.reason, "the hold sweep failed; retrying")
+                    }
                 }
                 // At most a few runs a second: under a stream of bookings every run would otherwise
                 // read the new events and move the cursor (a write) for nothing to offer.
@@ -352,7 +360,7 @@ impl SchedulingApi {
         });
     }
 
-    /// Offers the time freed by the cancellations and no-shows after the cursor, moving the cursor
+    /// Offers the time freed by the cancellations, no-shows and lapsed holds after the cursor, moving the cursor
     /// past each event once it is dealt with.
     async fn offer_freed_time(&self) -> ApiResult<()> {
         let itself = Caller::itself(crate::NAME);
@@ -371,7 +379,9 @@ impl SchedulingApi {
                 if let Some(EventKind::AppointmentChanged(a)) = &event.kind
                     && matches!(
                         state_of(a),
-                        AppointmentState::Cancelled | AppointmentState::NoShow
+                        AppointmentState::Cancelled
+                            | AppointmentState::NoShow
+                            | AppointmentState::Expired
                     )
                 {
                     self.offer(&itself, a).await?;
@@ -454,16 +464,19 @@ impl SchedulingApi {
                 continue;
             }
             let call = VerbCall {
-                method: method!("CancelAppointment"),
+                method: OFFER_WAITLIST,
                 name: &entry.name,
                 etag: "",
                 request_id: "",
                 request_hash: String::new(),
             };
-            docstore::transition(&self.db, &WAITLIST_ENTRY, call, async |_, e| {
+            docstore::transition(&self.db, &WAITLIST_ENTRY, call, async |conn, e| {
                 e.state = WaitlistState::Offered as i32;
                 e.offered_appointment = held.name.clone();
-                Ok(())
+                let patients = vec![e.patient.clone()];
+                self.phi
+                    .record_write(conn, caller, OFFER_WAITLIST, &e.name, patients)
+                    .await
             })
             .await?;
             tracing::info!("a freed slot was offered to the waitlist");
