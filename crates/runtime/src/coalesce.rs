@@ -94,12 +94,19 @@ where
     }
 }
 
-/// Counts a sender out when it ends, however it ends.
-struct Sending<K, V, E>(Arc<Mutex<Queue<K, V, E>>>);
+/// Counts a sender out if it ends early (its task panicked or was aborted); a sender that finds
+/// the queue empty counts itself out in the same critical section, so that a caller queueing just
+/// then either is taken by it or starts a sender of its own, never neither.
+struct Sending<K, V, E> {
+    queue: Arc<Mutex<Queue<K, V, E>>>,
+    counted: bool,
+}
 
 impl<K, V, E> Drop for Sending<K, V, E> {
     fn drop(&mut self) {
-        if let Ok(mut queue) = self.0.lock() {
+        if self.counted
+            && let Ok(mut queue) = self.queue.lock()
+        {
             queue.senders -= 1;
         }
     }
@@ -111,18 +118,23 @@ async fn send_batches<K, V, E: Clone>(
     send: SendBatch<K, V, E>,
     max_batch: usize,
 ) {
-    let _sending = Sending(Arc::clone(&queue));
+    let mut sending = Sending {
+        queue: Arc::clone(&queue),
+        counted: true,
+    };
     loop {
         let batch: Vec<Waiter<K, V, E>> = {
             let Ok(mut waiting) = queue.lock() else {
                 return;
             };
+            if waiting.waiting.is_empty() {
+                waiting.senders -= 1;
+                sending.counted = false;
+                return;
+            }
             let take = waiting.waiting.len().min(max_batch);
             waiting.waiting.drain(..take).collect()
         };
-        if batch.is_empty() {
-            return;
-        }
         let (keys, answers): (Vec<K>, Vec<_>) =
             batch.into_iter().map(|w| (w.key, w.answer)).unzip();
         let alone = keys.len() == 1;
@@ -298,5 +310,28 @@ mod tests {
         // Both ask before the sender's task first runs (one thread): one batch of two.
         let answers = futures::future::join_all([1, 2].map(|k| coalescer.get(k))).await;
         assert_eq!(answers, vec![Ok(1), Err(Missed::Lost)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn no_lookup_is_stranded_when_a_sender_ends_as_it_arrives() {
+        // Many short-lived senders, each ending as callers arrive: every caller must be taken by a
+        // running sender or start its own (a stranded one would hang past the timeout). The window
+        // this guards (a sender counted out after it let go of the queue) is a few instructions
+        // wide, too narrow for this test to hit reliably: `send_batches` closes it by construction.
+        let send: SendBatch<u32, u32, String> =
+            Arc::new(|keys: Vec<u32>| async move { Ok(keys) }.boxed());
+        let coalescer = Arc::new(Coalescer::new(send, 1, 100));
+        let callers = (0..8).map(|c| {
+            let coalescer = Arc::clone(&coalescer);
+            tokio::spawn(async move {
+                for k in 0..2_000 {
+                    let key = c * 10_000 + k;
+                    assert_eq!(coalescer.get(key).await, Ok(key));
+                }
+            })
+        });
+        let all = futures::future::join_all(callers);
+        let done = tokio::time::timeout(Duration::from_secs(30), all).await;
+        assert!(done.is_ok(), "a lookup was stranded");
     }
 }
