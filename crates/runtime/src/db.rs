@@ -27,6 +27,9 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use crate::config::{Backend, Config};
 use crate::error::ApiResult;
 
+/// A PostgreSQL connection idle for this long is pinged before it is handed out.
+pub const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// One set of migrations for each backend (each a function returning `sqlx::migrate!(...)`).
 ///
 /// A slice may hold several sets (a service's own, and shared ones such as the audit trail's): they
@@ -189,6 +192,18 @@ impl Db {
             AnyPoolOptions::new()
                 .max_connections(size)
                 .acquire_timeout(Duration::from_secs(5))
+                // Ping only a connection that sat idle (the server may have dropped it meanwhile):
+                // a ping on every acquire is a round trip to the server per statement or
+                // transaction, measured as a fifth of a booking's cost under load.
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                            conn.ping().await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .after_connect(move |conn, _| {
                     let set_path = Arc::clone(&set_path);
                     Box::pin(async move {
