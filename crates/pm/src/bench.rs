@@ -683,7 +683,7 @@ impl Tally {
 }
 
 /// A measured row.
-struct RowResult {
+pub(crate) struct RowResult {
     rpc: &'static str,
     tally: Tally,
     elapsed: Duration,
@@ -691,7 +691,7 @@ struct RowResult {
 
 impl RowResult {
     /// Successful calls per second.
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.tally.latencies.len() as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
     }
 

@@ -140,6 +140,14 @@ pub(crate) async fn bench(
         {
             bare_rounds.push(bare);
         }
+        // Each round on stderr: how far the rounds (and the machine) drift.
+        let rate = |rounds: &[RowResult]| rounds.last().map_or(0.0, RowResult::rate);
+        eprintln!(
+            "{label} booking round {}: {:.0}/s booked, {:.0}/s bare insert",
+            round + 1,
+            rate(&booked_rounds),
+            rate(&bare_rounds)
+        );
     }
     let booked = median_round(booked_rounds)?;
     print_row(label, &booked, Some(ceiling));

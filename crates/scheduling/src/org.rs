@@ -60,7 +60,7 @@ pub const CREDENTIAL_FETCHES: usize = 32;
 
 /// BatchGetPatientEligibility calls in flight at once: a lookup asked while they are all on their
 /// way waits and goes in the next batch.
-pub const ELIGIBILITY_LANES: usize = 2;
+pub const ELIGIBILITY_LANES: usize = 1;
 
 /// Patients per BatchGetPatientEligibility call at most (Org's limit).
 pub const ELIGIBILITY_BATCH: usize = 100;
