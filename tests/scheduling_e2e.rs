@@ -440,7 +440,12 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
     });
     let results = futures::future::join_all(storm).await;
     let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-    assert_eq!(won.len(), 1);
+    let refusals: std::collections::BTreeSet<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|e| format!("{:?} {}: {}", e.code(), reason(e), e.message()))
+        .collect();
+    assert_eq!(won.len(), 1, "refusals: {refusals:#?}");
     for err in results.iter().filter_map(|r| r.as_ref().err()) {
         assert_eq!(
             (err.code(), reason(err).as_str()),
@@ -554,20 +559,8 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         expired.history.last().map(|e| e.reason.as_str()),
         Some("hold lapsed")
     );
-    let accesses = org
-        .list_patient_accesses(ListPatientAccessesRequest {
-            patient: COVERED.into(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .records;
     assert!(
-        accesses.iter().any(
-            |r| r.method == "pm.scheduling.internal/UpdateLapsedHoldExpired"
-                && r.resources.contains(&held.name)
-        ),
+        in_trail(&mut org, COVERED, EXPIRE_HOLD, &held.name).await?,
         "the expiry is in the patient's trail"
     );
     s.book_appointment(book_request(
@@ -1070,6 +1063,31 @@ async fn offered(s: &mut Scheduling) -> anyhow::Result<Vec<WaitlistEntry>> {
     }
 }
 
+/// The trail's names for Scheduling's own writes.
+const EXPIRE_HOLD: &str = "pm.scheduling.internal/UpdateLapsedHoldExpired";
+const OFFER: &str = "pm.scheduling.internal/UpdateWaitlistEntryOffered";
+
+/// Whether `patient`'s merged trail holds a record of `method` about `resource`.
+async fn in_trail(
+    org: &mut Org,
+    patient: &str,
+    method: &str,
+    resource: &str,
+) -> anyhow::Result<bool> {
+    let records = org
+        .list_patient_accesses(ListPatientAccessesRequest {
+            patient: patient.into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .records;
+    Ok(records
+        .iter()
+        .any(|r| r.method == method && r.resources.iter().any(|n| n == resource)))
+}
+
 /// The appointment once the waitlist worker's sweep has marked it EXPIRED (it runs about once a
 /// second); fails after 10 s.
 async fn expired_soon(s: &mut Scheduling, name: &str) -> anyhow::Result<Appointment> {
@@ -1299,22 +1317,9 @@ async fn changes(backend: Backend) -> anyhow::Result<()> {
         )
     );
     // The offer is the service's own change of the patient's waitlist entry: in the trail.
-    let accesses = mesh
-        .org_as(pm::demo::ADMIN)
-        .await?
-        .list_patient_accesses(ListPatientAccessesRequest {
-            patient: WAITING.into(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .records;
+    let mut org = mesh.org_as(pm::demo::ADMIN).await?;
     assert!(
-        accesses.iter().any(
-            |r| r.method == "pm.scheduling.internal/UpdateWaitlistEntryOffered"
-                && r.resources.contains(&entries[0].name)
-        ),
+        in_trail(&mut org, WAITING, OFFER, &entries[0].name).await?,
         "the offer is in the patient's trail"
     );
     let confirmed = s

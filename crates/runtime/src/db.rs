@@ -340,8 +340,9 @@ impl Db {
     }
 }
 
-/// The advisory-lock key of a scope: the first 8 bytes of its SHA-256.
-fn lock_key(scope: &str) -> i64 {
+/// The PostgreSQL advisory-lock key of a scope (an organization's write lock, or any other name a
+/// statement locks with `pg_advisory_xact_lock`): the first 8 bytes of its SHA-256.
+pub fn lock_key(scope: &str) -> i64 {
     let digest = Sha256::digest(scope.as_bytes());
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&digest[..8]);

@@ -215,6 +215,17 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 ApiError::unavailable("database", &err)
             }
+            // PostgreSQL gave up this transaction for a concurrent one (serialization failure,
+            // deadlock): nothing was written, and the same call may succeed if retried.
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("40001" | "40P01")) =>
+            {
+                ApiError::new(
+                    Code::Aborted,
+                    "CONCURRENT_TRANSACTION",
+                    "the database aborted this call in favour of a concurrent one; retry it",
+                )
+            }
             _ => ApiError::internal("database", &err),
         }
     }

@@ -8,6 +8,7 @@ use pm_api::scheduling::scheduling_service_server::SchedulingService;
 use pm_api::scheduling::*;
 use pm_authz::layer::{Caller, require_caller as caller};
 use pm_authz::phi::PhiAudit;
+use pm_runtime::config::Backend;
 use pm_runtime::docstore::{self, ListScope, VerbCall};
 use pm_runtime::names::{self, NamePattern};
 use pm_runtime::time::now_micros;
@@ -398,6 +399,7 @@ impl SchedulingApi {
             &holders,
             (from, until),
             expire,
+            self.db.backend() == Backend::Postgres,
         )?);
         inserts.push(outbox::staging_insert(EventKind::AppointmentChanged(
             booked.clone(),
