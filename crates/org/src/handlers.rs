@@ -208,7 +208,7 @@ impl OrgApi {
         let units = access::visible_units(&mut conn, caller, permission, organization).await?;
         let mut answers = Vec::with_capacity(patients.len());
         for patient in patients {
-            if rows.named::<Patient>(patient)?.is_none() {
+            if !rows.has(patient) {
                 return Err(ApiError::not_found(patient));
             }
             let [enrollments_of, coverages_of] = collections_of(patient);

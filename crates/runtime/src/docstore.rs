@@ -205,6 +205,11 @@ pub struct LiveRows {
 }
 
 impl LiveRows {
+    /// Whether the resource named `name` was read (and is live), without decoding it.
+    pub fn has(&self, name: &str) -> bool {
+        self.rows.iter().any(|(n, _, _)| n == name)
+    }
+
     /// The resource named `name`, if it was read (and is live).
     pub fn named<T: Resource>(&self, name: &str) -> ApiResult<Option<Stored<T>>> {
         self.rows

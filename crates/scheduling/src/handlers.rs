@@ -215,21 +215,30 @@ impl SchedulingApi {
     /// expiry is audited as the service's own write.
     async fn expire_lapsed_holds(&self, organization: &str) -> ApiResult<usize> {
         let itself = Caller::itself(crate::NAME);
-        let held = APPOINTMENT_STATE_HELD_NAME;
         let now = Utc::now();
-        let appointments = store::collection(&APPOINTMENT, organization);
         let mut tx = self.db.write(organization).await?;
         let mut expired = 0;
         let conn = tx.conn();
-        for stored in
-            docstore::find_by_attr::<Appointment>(conn, &appointments, "state", held).await?
-        {
-            let lapsed = stored
-                .resource
-                .hold_expire_time
-                .as_ref()
-                .and_then(instant)
-                .is_some_and(|t| t <= now);
+        // A hold's occupancy rows carry its lapse, indexed: they name the candidates; the
+        // appointment itself decides.
+        let candidates = occupancy::lapsed(
+            conn,
+            Some(organization),
+            now.timestamp_micros(),
+            SWEEP_BATCH,
+        )
+        .await?;
+        for name in candidates {
+            let Some(stored) = docstore::get_live::<Appointment>(conn, &name).await? else {
+                continue;
+            };
+            let lapsed = state_of(&stored.resource) == AppointmentState::Held
+                && stored
+                    .resource
+                    .hold_expire_time
+                    .as_ref()
+                    .and_then(instant)
+                    .is_some_and(|t| t <= now);
             if lapsed {
                 let mut a = stored.resource;
                 a.state = AppointmentState::Expired as i32;
@@ -254,7 +263,7 @@ impl SchedulingApi {
     pub(super) async fn sweep_lapsed_holds(&self) -> ApiResult<usize> {
         let lapsed = {
             let mut conn = self.db.read().await?;
-            occupancy::lapsed(&mut conn, now_micros(), SWEEP_BATCH).await?
+            occupancy::lapsed(&mut conn, None, now_micros(), SWEEP_BATCH).await?
         };
         let organizations: std::collections::BTreeSet<&str> =
             lapsed.iter().map(|a| names::organization_of(a)).collect();
@@ -266,9 +275,8 @@ impl SchedulingApi {
     }
 }
 
-const APPOINTMENT_STATE_HELD_NAME: &str = "APPOINTMENT_STATE_HELD";
-
-/// Lapsed holds one sweep looks at, at most (the next turn takes the rest).
+/// Lapsed holds one sweep (or one organization's expiry) looks at, at most (the next turn takes
+/// the rest).
 const SWEEP_BATCH: i64 = 500;
 
 /// The audit trail's name for the service's own change of a lapsed hold to EXPIRED (no RPC asked

@@ -244,21 +244,27 @@ pub async fn release(conn: &mut AnyConnection, appointment: &str) -> ApiResult<(
 }
 
 /// The holds whose lapse has passed by `now_micros` and still hold time (not yet marked expired),
-/// at most `limit`, earliest lapse first.
+/// of `organization` only when given, at most `limit`, earliest lapse first.
 pub async fn lapsed(
     conn: &mut AnyConnection,
+    organization: Option<&str>,
     now_micros: i64,
     limit: i64,
 ) -> ApiResult<Vec<String>> {
-    let appointments = sqlx::query_scalar(
+    let of_organization = if organization.is_some() {
+        "AND substr(appointment, 1, length($3)) = $3"
+    } else {
+        ""
+    };
+    let sql = format!(
         "SELECT appointment FROM occupancy WHERE expire_us IS NOT NULL AND expire_us <= $1 \
-         GROUP BY appointment ORDER BY MIN(expire_us) LIMIT $2",
-    )
-    .bind(now_micros)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(appointments)
+         {of_organization} GROUP BY appointment ORDER BY MIN(expire_us) LIMIT $2"
+    );
+    let mut query = sqlx::query_scalar(&sql).bind(now_micros).bind(limit);
+    if let Some(organization) = organization {
+        query = query.bind(format!("{organization}/"));
+    }
+    Ok(query.fetch_all(&mut *conn).await?)
 }
 
 /// Makes `appointment`'s occupancy lapse at `expire_micros` (a hold), or never (`None`: a booking,

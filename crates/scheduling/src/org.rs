@@ -82,8 +82,9 @@ fn micros_to_time(ts: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> 
 impl OrgView {
     /// Org at the other end of `channel` (an mTLS channel with this service's certificate).
     pub fn new(channel: Channel) -> Self {
+        let client = OrgServiceClient::new(channel);
         Self {
-            client: OrgServiceClient::new(channel.clone()),
+            client: client.clone(),
             units: TtlCache::new(),
             zones: TtlCache::new(),
             credentials: TtlCache::new(),
@@ -91,7 +92,7 @@ impl OrgView {
             credential_permits: Arc::new(Semaphore::new(CREDENTIAL_FETCHES)),
             trees: TtlCache::new(),
             eligibility: Coalescer::new(
-                eligibility_sender(OrgServiceClient::new(channel)),
+                eligibility_sender(client),
                 ELIGIBILITY_LANES,
                 ELIGIBILITY_BATCH,
             ),

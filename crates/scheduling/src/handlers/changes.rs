@@ -26,16 +26,11 @@ const WAITLIST_PAUSE: std::time::Duration = std::time::Duration::from_millis(250
 /// The write-lock scope of the waitlist worker's cursor (no organization is named like this).
 const WAITLIST_SCOPE: &str = "pm.scheduling.waitlist-worker";
 
-/// The request_id of the hold offering `freed`'s time to `entry`: the same for every attempt, so
-/// that a repeated attempt is answered with the first hold.
+/// The request_id of the hold offering `freed`'s time to `entry`: a name-based UUID, the same for
+/// every attempt, so that a repeated attempt is answered with the first hold.
 fn offer_request_id(freed: &str, entry: &str) -> String {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(format!("{freed}\n{entry}").as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .to_string()
+    let name = format!("urn:pm:waitlist-offer:{freed}:{entry}");
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes()).to_string()
 }
 
 impl SchedulingApi {
@@ -329,10 +324,11 @@ impl SchedulingApi {
     }
 
     /// Starts the waitlist worker: it follows the outbox from its stored cursor and offers the
-    /// time each cancellation or no-show freed ([`SchedulingApi::offer`]), waking when the sequencer
-    /// numbers events and every [`WAITLIST_POLL`], until shutdown. Offers are idempotent, so a
-    /// crash before the cursor moves only repeats work already done. Each turn also marks lapsed
-    /// holds expired ([`SchedulingApi::sweep_lapsed_holds`]), which may free time for an offer.
+    /// time each cancellation, no-show or lapsed hold freed ([`SchedulingApi::offer`]), waking
+    /// when the sequencer numbers events and every [`WAITLIST_POLL`], until shutdown. Offers are
+    /// idempotent, so a crash before the cursor moves only repeats work already done. Each turn
+    /// also marks lapsed holds expired ([`SchedulingApi::sweep_lapsed_holds`]), which may free time
+    /// for an offer.
     pub(super) fn spawn_waitlist_worker(&self) {
         let api = self.clone();
         let mut bell = self.published.subscribe();
@@ -360,8 +356,8 @@ impl SchedulingApi {
         });
     }
 
-    /// Offers the time freed by the cancellations, no-shows and lapsed holds after the cursor, moving the cursor
-    /// past each event once it is dealt with.
+    /// Offers the time freed by the cancellations, no-shows and lapsed holds after the cursor,
+    /// moving the cursor past each event once it is dealt with.
     async fn offer_freed_time(&self) -> ApiResult<()> {
         let itself = Caller::itself(crate::NAME);
         loop {

@@ -117,7 +117,7 @@ fn subtree(tree: &[(String, String)], root: &str) -> BTreeSet<String> {
 }
 
 /// Whether the appointment holds its time now. A hold whose lapse has passed does not, even before
-/// anything marked it expired (that happens when a booking finds it in the way).
+/// it is marked expired (by the waitlist worker's sweep, or a booking that finds it in the way).
 fn active(a: &Appointment) -> bool {
     match state_of(a) {
         AppointmentState::Held => a
