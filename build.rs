@@ -91,17 +91,25 @@ fn write_authz_table(fds_bytes: &[u8], out: &Path) -> BuildResult {
                 missing.push(path);
                 continue;
             }
-            let callers: Vec<String> = rule
-                .get_field_by_name("service_callers")
-                .and_then(|v| {
-                    v.as_list().map(|l| {
-                        l.iter()
-                            .filter_map(|c| c.as_str().map(str::to_owned))
-                            .collect()
+            let list = |field: &str| -> Vec<String> {
+                rule.get_field_by_name(field)
+                    .and_then(|v| {
+                        v.as_list().map(|l| {
+                            l.iter()
+                                .filter_map(|c| c.as_str().map(str::to_owned))
+                                .collect()
+                        })
                     })
-                })
-                .unwrap_or_default();
-            rows.push((path, permission, text("resource_field"), phi, callers));
+                    .unwrap_or_default()
+            };
+            rows.push((
+                path,
+                permission,
+                text("resource_field"),
+                phi,
+                list("service_callers"),
+                list("reference_fields"),
+            ));
         }
     }
     if !missing.is_empty() {
@@ -115,10 +123,10 @@ fn write_authz_table(fds_bytes: &[u8], out: &Path) -> BuildResult {
     let mut code = String::from(
         "/// Every RPC of the mesh with its declared rule, sorted by method path.\npub static RULES: &[MethodRule] = &[\n",
     );
-    for (method, permission, field, phi, callers) in rows {
+    for (method, permission, field, phi, callers, references) in rows {
         writeln!(
             code,
-            "    MethodRule {{ method: {method:?}, permission: {permission:?}, resource_field: {field:?}, phi: {phi}, service_callers: &{callers:?} }},"
+            "    MethodRule {{ method: {method:?}, permission: {permission:?}, resource_field: {field:?}, phi: {phi}, service_callers: &{callers:?}, reference_fields: &{references:?} }},"
         )?;
     }
     code.push_str("];\n");

@@ -71,6 +71,9 @@ pub struct MethodRule {
     pub phi: bool,
     /// Services that may call it without an end user's token.
     pub service_callers: &'static [&'static str],
+    /// Other request fields (dotted paths) naming resources, each checked against the caller's
+    /// scope by the shared layer before the handler runs.
+    pub reference_fields: &'static [&'static str],
 }
 
 include!(concat!(env!("OUT_DIR"), "/authz_rules.rs"));
