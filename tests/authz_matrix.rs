@@ -798,6 +798,14 @@ async fn probe(
             };
             (U, one(org.batch_get_patient_eligibility(request).await))
         }
+        "ResolveScopes" => {
+            // For other services' authorization layers; people reach it through org.* only.
+            let request = ResolveScopesRequest {
+                names: vec![format!("{organization}/units/matrix")],
+                parent: organization,
+            };
+            (O, one(org.resolve_scopes(request).await))
+        }
         "ListPatients" => {
             let request = ListPatientsRequest {
                 parent: organization,
@@ -984,7 +992,7 @@ fn org_methods() -> Vec<(&'static str, &'static pm_api::MethodRule)> {
 impl RoleFixture for Fixture {
     type Client = Org;
     const WIDTHS: [usize; 3] = [22, 28, 22];
-    const READS: &'static [&'static str] = &["Get", "BatchGet", "List", "Check"];
+    const READS: &'static [&'static str] = &["Get", "BatchGet", "List", "Check", "Resolve"];
 
     fn who(&self) -> (&'static str, Role, &'static str) {
         (self.principal, self.role, self.scope)

@@ -692,13 +692,14 @@ async fn probe(
             (U, one(s.delete_availability_rule(request).await))
         }
 
-        // Availability exceptions: a provider's, for every unit (organization level).
+        // Availability exceptions: a provider's time off sits in the units the provider is
+        // credentialed in (a unit-scoped caller cannot see or change another unit's provider's).
         "ListAvailabilityExceptions" => {
             let request = ListAvailabilityExceptionsRequest {
                 parent: n.provider,
                 ..Default::default()
             };
-            (W, one(s.list_availability_exceptions(request).await))
+            (U, one(s.list_availability_exceptions(request).await))
         }
         "CreateAvailabilityException" => {
             let request = CreateAvailabilityExceptionRequest {
@@ -707,14 +708,14 @@ async fn probe(
                 availability_exception_id: "matrix-exception".into(),
                 request_id: String::new(),
             };
-            (W, one(s.create_availability_exception(request).await))
+            (U, one(s.create_availability_exception(request).await))
         }
         "DeleteAvailabilityException" => {
             let request = DeleteAvailabilityExceptionRequest {
                 name: n.exception,
                 etag: stale,
             };
-            (W, one(s.delete_availability_exception(request).await))
+            (U, one(s.delete_availability_exception(request).await))
         }
 
         // Rooms: a location's (organization level).

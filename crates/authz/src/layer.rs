@@ -182,6 +182,22 @@ impl Caller {
     }
 }
 
+/// The permission of the method the layer matched for this request (its rule, which the layer hands
+/// to the handler), so that handlers name no method strings.
+pub fn permission_of<T>(request: &tonic::Request<T>) -> pm_runtime::ApiResult<&'static str> {
+    request
+        .extensions()
+        .get::<&'static MethodRule>()
+        .map(|rule| rule.permission)
+        .ok_or_else(|| {
+            pm_runtime::ApiError::new(
+                Code::Internal,
+                "NO_RULE",
+                "the authorization layer is not installed",
+            )
+        })
+}
+
 /// Reads the caller the layer attached to a request.
 pub fn caller_of<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
     request.extensions().get::<Caller>().ok_or_else(|| {
@@ -286,6 +302,7 @@ struct KeyRefresh {
 pub struct Authz {
     shared: Arc<Shared>,
     audit: Option<Arc<crate::audit::AuditWriter>>,
+    scopes: Option<Arc<dyn crate::references::ScopeResolver>>,
 }
 
 impl Authz {
@@ -301,15 +318,26 @@ impl Authz {
                 keys_fetched: Mutex::new(KeyRefresh::default()),
             }),
             audit: None,
+            scopes: None,
         })
+    }
+
+    /// The same layer, placing the resources a request references with `scopes` (see
+    /// [`crate::references`]). Without one, a reference a caller's organization-wide role does not
+    /// cover is refused.
+    pub fn with_scopes(&self, scopes: Arc<dyn crate::references::ScopeResolver>) -> Self {
+        Self {
+            scopes: Some(scopes),
+            ..self.clone()
+        }
     }
 
     /// The same layer, recording in `audit` every refused call to a method that touches PHI (the
     /// handlers record the calls they serve).
     pub fn with_audit(&self, audit: Arc<crate::audit::AuditWriter>) -> Self {
         Self {
-            shared: Arc::clone(&self.shared),
             audit: Some(audit),
+            ..self.clone()
         }
     }
 
@@ -675,14 +703,13 @@ impl<S: NamedService> NamedService for Guarded<S> {
     const NAME: &'static str = S::NAME;
 }
 
-impl<S, B> Service<http::Request<B>> for Guarded<S>
+impl<S> Service<http::Request<tonic::body::Body>> for Guarded<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -692,29 +719,93 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         // The clone that was polled ready serves this call (tower's usual swap).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let authz = self.authz.clone();
         Box::pin(async move {
-            let peer = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
-            match authz
-                .authenticate(request.uri().path(), request.headers(), peer)
+            let path = request.uri().path().to_string();
+            let peer = request
+                .extensions()
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .cloned();
+            let admitted = match authz
+                .authenticate(&path, request.headers(), peer.as_ref())
                 .await
             {
-                Ok(caller) => {
-                    request.extensions_mut().insert(caller);
-                    inner.call(request).await
-                }
+                Ok(caller) => authz.admit(&path, caller, request).await,
+                Err(status) => Err(status),
+            };
+            match admitted {
+                Ok(request) => inner.call(request).await,
                 Err(status) => {
-                    authz
-                        .audit_refusal(request.uri().path(), peer, &status)
-                        .await;
+                    authz.audit_refusal(&path, peer.as_ref(), &status).await;
                     Ok(status.into_http())
                 }
             }
         })
+    }
+}
+
+impl Authz {
+    /// The shared edge after authentication: decodes the request against the method's input,
+    /// checks the mesh-wide bounds and every declared reference against the caller's scope, and
+    /// hands the handler the request with its caller and its rule.
+    async fn admit(
+        &self,
+        path: &str,
+        caller: Caller,
+        request: http::Request<tonic::body::Body>,
+    ) -> Result<http::Request<tonic::body::Body>, Status> {
+        let (mut parts, body) = request.into_parts();
+        let Some(rule) = pm_api::rule_for(path) else {
+            // Health and reflection: no rule, nothing of ours to check.
+            parts.extensions.insert(caller);
+            return Ok(http::Request::from_parts(parts, body));
+        };
+        let edge = |err: pm_runtime::ApiError| err.into_status("pm.dev");
+        let input = crate::edge::input_of(path).ok_or_else(|| {
+            Status::internal("the method's input message is missing from the contract")
+        })?;
+        let limited = http_body_util::Limited::new(body, crate::edge::MAX_REQUEST_BYTES);
+        let bytes = match http_body_util::BodyExt::collect(limited).await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => {
+                return Err(edge(pm_runtime::ApiError::new(
+                    Code::InvalidArgument,
+                    "REQUEST_TOO_LARGE",
+                    format!(
+                        "the request is larger than {} bytes or was cut off",
+                        crate::edge::MAX_REQUEST_BYTES
+                    ),
+                )));
+            }
+        };
+        let message = crate::edge::decode(&input, &bytes).map_err(edge)?;
+        crate::edge::validate(&message).map_err(edge)?;
+        crate::references::check(&caller, rule, &message, self.scopes.as_deref())
+            .await
+            .map_err(|e| e.into_status(domain_of(path)))?;
+        parts.extensions.insert(caller);
+        parts.extensions.insert(rule);
+        Ok(http::Request::from_parts(
+            parts,
+            tonic::body::Body::new(http_body_util::Full::new(bytes)),
+        ))
+    }
+}
+
+/// The ErrorInfo domain of a service's errors, from its method path (`/pm.org.v1.OrgService/...`
+/// gives `org.pm.dev`).
+fn domain_of(path: &str) -> &'static str {
+    match path.split('.').nth(1) {
+        Some("org") => "org.pm.dev",
+        Some("scheduling") => "scheduling.pm.dev",
+        Some("rbac") => "rbac.pm.dev",
+        Some("billing") => "billing.pm.dev",
+        Some("audit") => "audit.pm.dev",
+        _ => "authz.pm.dev",
     }
 }
 

@@ -5,7 +5,9 @@
 pub mod audit;
 pub mod audit_api;
 pub mod checkpoints;
+pub mod edge;
 pub mod layer;
 pub mod phi;
 pub mod policy;
+pub mod references;
 pub mod token;

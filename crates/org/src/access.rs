@@ -54,6 +54,11 @@ async fn provider_units(
     if !caller.is_provider_in(organization) || names::organization_of(provider) != organization {
         return Ok(Vec::new());
     }
+    credentialed_units(conn, provider).await
+}
+
+/// The units `provider` is credentialed in now (ACTIVE and in force); none when it does not exist.
+async fn credentialed_units(conn: &mut AnyConnection, provider: &str) -> ApiResult<Vec<String>> {
     let now = now_micros();
     let credentials =
         docstore::all_live::<Credential>(conn, &store::collection(&CREDENTIAL, provider)).await?;
@@ -121,6 +126,50 @@ pub async fn of(conn: &mut AnyConnection, name: &str) -> ApiResult<Target> {
             patient(conn, names::parent_of(name)).await
         }
         _ => Ok(Target::units(organization, Vec::new())),
+    }
+}
+
+/// Where a resource named by another field of a request sits, for the shared reference check
+/// (`pm_authz::references`): as [`of`] places it, except that a provider sits in the units it is
+/// credentialed in now, so that a unit-scoped caller cannot act on (or learn about) the schedule of a
+/// provider outside its units; the organization itself sits at the organization level only if it
+/// exists.
+pub async fn reference_target(conn: &mut AnyConnection, name: &str) -> ApiResult<Target> {
+    let organization = names::organization_of(name).to_string();
+    let segments: Vec<&str> = name.split('/').collect();
+    match segments.as_slice() {
+        ["organizations", _, "providers", _] => {
+            let mut lineages = Vec::new();
+            for unit in credentialed_units(conn, name).await? {
+                lineages.push(lineage(conn, &unit).await?);
+            }
+            Ok(Target::units(organization, lineages))
+        }
+        _ => of(conn, name).await,
+    }
+}
+
+/// The shared reference check's view of Org: each name placed from Org's own store.
+pub struct StoreScopes {
+    db: pm_runtime::Db,
+}
+
+impl StoreScopes {
+    /// Places names from `db`, Org's slice.
+    pub fn new(db: pm_runtime::Db) -> Self {
+        Self { db }
+    }
+}
+
+#[tonic::async_trait]
+impl pm_authz::references::ScopeResolver for StoreScopes {
+    async fn targets(&self, _organization: &str, names: &[String]) -> ApiResult<Vec<Target>> {
+        let mut conn = self.db.read().await?;
+        let mut targets = Vec::with_capacity(names.len());
+        for name in names {
+            targets.push(reference_target(&mut conn, name).await?);
+        }
+        Ok(targets)
     }
 }
 

@@ -1107,6 +1107,66 @@ impl OrgService for OrgApi {
         )
     }
 
+    async fn resolve_scopes(
+        &self,
+        request: Request<ResolveScopesRequest>,
+    ) -> Reply<ResolveScopesResponse> {
+        let req = request.get_ref();
+        let who = caller(&request);
+        let result = async {
+            ORGANIZATION.pattern.parse("parent", &req.parent)?;
+            if req.names.is_empty() || req.names.len() > MAX_BATCH {
+                return Err(ApiError::invalid(
+                    "names",
+                    format!("from 1 to {MAX_BATCH} names"),
+                ));
+            }
+            if req
+                .names
+                .iter()
+                .any(|n| names::organization_of(n) != req.parent)
+            {
+                return Err(ApiError::invalid(
+                    "names",
+                    "every name must be in the parent organization",
+                ));
+            }
+            let caller = caller(&request)?;
+            let mut conn = self.db.read().await?;
+            let organization = Target::organization(req.parent.as_str());
+            let permission = pm_authz::layer::permission_of(&request)?;
+            access::authorize(&mut conn, &caller, permission, &req.parent, &organization).await?;
+            let mut scopes = Vec::with_capacity(req.names.len());
+            for name in &req.names {
+                let target = access::reference_target(&mut conn, name).await?;
+                scopes.push(pm_authz::references::scope_of(name, &target));
+            }
+            Ok(ResolveScopesResponse { scopes })
+        }
+        .await;
+        // A patient's scope is its enrollments: the read is in each named patient's trail.
+        let mut patients: Vec<String> = req
+            .names
+            .iter()
+            .map(|n| patient_of(n))
+            .filter(|p| !p.is_empty())
+            .collect();
+        patients.dedup();
+        reply(
+            self.phi
+                .audited(
+                    who,
+                    method!("ResolveScopes"),
+                    false,
+                    &req.parent,
+                    result,
+                    |_| patients.clone(),
+                    patients.clone(),
+                )
+                .await,
+        )
+    }
+
     async fn list_patients(
         &self,
         request: Request<ListPatientsRequest>,

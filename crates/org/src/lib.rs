@@ -47,7 +47,12 @@ pub fn service(db: Db, authz: Authz, peers: Vec<accesses::Peer>) -> ServiceDef {
     ServiceDef {
         name: NAME,
         grpc_services: vec![GRPC_SERVICE],
-        routes: tonic::service::Routes::new(authz.with_audit(audit).layer(api)),
+        routes: tonic::service::Routes::new(
+            authz
+                .with_audit(audit)
+                .with_scopes(std::sync::Arc::new(access::StoreScopes::new(db.clone())))
+                .layer(api),
+        ),
         db: Some(db),
         background,
     }

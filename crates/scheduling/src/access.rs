@@ -105,3 +105,28 @@ pub async fn visible_units(
         &tree,
     ))
 }
+
+/// Scheduling's own names placed under the Org resource whose scope they inherit, for the shared
+/// reference check (`pm_authz::references::OrgScopes`).
+pub struct OwnPlacement {
+    db: pm_runtime::Db,
+}
+
+impl OwnPlacement {
+    /// Places names from `db`, Scheduling's slice.
+    pub fn new(db: pm_runtime::Db) -> Self {
+        Self { db }
+    }
+}
+
+#[tonic::async_trait]
+impl pm_authz::references::OwnNames for OwnPlacement {
+    async fn place(&self, names: &[String]) -> ApiResult<Vec<Option<String>>> {
+        let mut conn = self.db.read().await?;
+        let mut placed = Vec::with_capacity(names.len());
+        for name in names {
+            placed.push(crate::store::org_placement(&mut conn, name).await?);
+        }
+        Ok(placed)
+    }
+}

@@ -768,12 +768,17 @@ impl SchedulingService for SchedulingApi {
                     None,
                 )
                 .await?;
-                let page = docstore::list(
-                    &self.db,
-                    &AVAILABILITY_RULE,
-                    list_call!(req, &req.parent, req.show_deleted),
+                // A provider works in several units: only the rules of the caller's units.
+                let units = access::visible_units(
+                    &self.org,
+                    &caller,
+                    method!("ListAvailabilityRules"),
+                    names::organization_of(&req.parent),
                 )
                 .await?;
+                let mut call = list_call!(req, &req.parent, req.show_deleted);
+                call.scope = units.map(|units| ListScope::Attr("unit", units));
+                let page = docstore::list(&self.db, &AVAILABILITY_RULE, call).await?;
                 Ok(ListAvailabilityRulesResponse {
                     availability_rules: page.items,
                     next_page_token: page.next_page_token,

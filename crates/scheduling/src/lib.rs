@@ -64,7 +64,7 @@ pub fn service(
     ));
     let api = SchedulingServiceServer::new(handlers::SchedulingApi::new(
         db.clone(),
-        Arc::new(org::OrgView::new(org)),
+        Arc::new(org::OrgView::new(org.clone())),
         PhiAudit::new(NAME, audit.clone()),
         shutdown,
     ));
@@ -74,7 +74,11 @@ pub fn service(
         NAME,
         PhiAudit::new(NAME, audit.clone()),
     ));
-    let authz = authz.with_audit(audit);
+    let scopes = pm_authz::references::OrgScopes::new(
+        org.clone(),
+        Some(Arc::new(access::OwnPlacement::new(db.clone()))),
+    );
+    let authz = authz.with_audit(audit).with_scopes(Arc::new(scopes));
     ServiceDef {
         name: NAME,
         grpc_services: vec![GRPC_SERVICE, AUDIT_GRPC_SERVICE],

@@ -331,3 +331,40 @@ pub async fn rooms_of(conn: &mut AnyConnection, location: &str) -> ApiResult<Vec
             .collect(),
     )
 }
+
+/// The Org resource whose scope a Scheduling resource inherits (for the shared reference check):
+/// a visit type's or rule's unit, an appointment's, encounter's or waitlist entry's unit, a time
+/// off's provider, a room's location. `Some(name)` unchanged for a name that is not Scheduling's;
+/// `None` for a Scheduling name that does not exist (or is deleted).
+pub async fn org_placement(conn: &mut AnyConnection, name: &str) -> ApiResult<Option<String>> {
+    let parent = || Some(pm_runtime::names::parent_of(name).to_string());
+    Ok(if VISIT_TYPE.pattern.parse("", name).is_ok() {
+        docstore::get_live::<VisitType>(conn, name)
+            .await?
+            .and(parent())
+    } else if AVAILABILITY_RULE.pattern.parse("", name).is_ok() {
+        docstore::get_live::<AvailabilityRule>(conn, name)
+            .await?
+            .map(|r| r.resource.unit)
+    } else if AVAILABILITY_EXCEPTION.pattern.parse("", name).is_ok() {
+        docstore::get_live::<AvailabilityException>(conn, name)
+            .await?
+            .and(parent())
+    } else if ROOM.pattern.parse("", name).is_ok() {
+        docstore::get_live::<Room>(conn, name).await?.and(parent())
+    } else if APPOINTMENT.pattern.parse("", name).is_ok() {
+        docstore::get_live::<Appointment>(conn, name)
+            .await?
+            .map(|a| a.resource.unit)
+    } else if ENCOUNTER.pattern.parse("", name).is_ok() {
+        docstore::get_live::<Encounter>(conn, name)
+            .await?
+            .map(|e| e.resource.unit)
+    } else if WAITLIST_ENTRY.pattern.parse("", name).is_ok() {
+        docstore::get_live::<WaitlistEntry>(conn, name)
+            .await?
+            .map(|w| w.resource.unit)
+    } else {
+        Some(name.to_string())
+    })
+}
