@@ -1185,3 +1185,218 @@ async fn every_scheduling_rpc_refuses_anonymous_and_unbound_callers() -> anyhow:
     assert!(wrong.is_empty(), "{wrong:#?}");
     Ok(())
 }
+
+// Every declared reference, generated from the rules' `reference_fields`.
+
+/// What kind of resource a declared reference field names (the rule says which field, the test
+/// must know what to put there). A declaration this does not know fails the test: add its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefKind {
+    Unit,
+    Patient,
+    Provider,
+    Location,
+    Room,
+    VisitType,
+    Exception,
+}
+
+fn ref_kind(method: &str, field: &str) -> Option<RefKind> {
+    let name = method.rsplit('/').next().unwrap_or_default();
+    let last = field.rsplit('.').next().unwrap_or_default();
+    Some(match (name, last) {
+        (
+            "ListAvailabilityExceptions" | "CreateAvailabilityException" | "CreateAvailabilityRule",
+            "parent",
+        ) => RefKind::Provider,
+        ("CreateEnrollment", "parent") => RefKind::Patient,
+        ("DeleteAvailabilityException", "name") => RefKind::Exception,
+        // A calendar's scope can be any of several kinds; a patient is the one a unit-scoped
+        // caller could otherwise watch without seeing.
+        ("ListCalendar" | "WatchCalendar", "scope") => RefKind::Patient,
+        (_, "unit" | "parent_unit") => RefKind::Unit,
+        (_, "patient" | "patients") => RefKind::Patient,
+        (_, "provider" | "providers") => RefKind::Provider,
+        (_, "location" | "locations") => RefKind::Location,
+        (_, "room") => RefKind::Room,
+        (_, "visit_type") => RefKind::VisitType,
+        _ => return None,
+    })
+}
+
+impl RefKind {
+    /// Locations (and their rooms) belong to the whole organization: every role there reaches them.
+    fn organization_level(self) -> bool {
+        matches!(self, RefKind::Location | RefKind::Room)
+    }
+
+    fn of(self, place: &Place) -> String {
+        match self {
+            RefKind::Unit => place.unit(),
+            RefKind::Patient => place.patient(),
+            RefKind::Provider => place.provider(),
+            RefKind::Location => place.location(),
+            RefKind::Room => place.room(),
+            RefKind::VisitType => place.visit_type(),
+            RefKind::Exception => place.exception(),
+        }
+    }
+
+    /// A name of this kind in acme that does not exist.
+    fn missing(self, inside: &Place) -> String {
+        match self {
+            RefKind::Unit => format!("{ACME}/units/nowhere"),
+            RefKind::Patient => format!("{ACME}/patients/nobody"),
+            RefKind::Provider => format!("{ACME}/providers/nobody"),
+            RefKind::Location => format!("{ACME}/locations/nowhere"),
+            RefKind::Room => format!("{}/rooms/nowhere", inside.location()),
+            RefKind::VisitType => format!("{}/visitTypes/nowhere", inside.unit()),
+            RefKind::Exception => format!("{}/availabilityExceptions/nowhere", inside.provider()),
+        }
+    }
+}
+
+/// An answer with the probed name replaced, so that answers about different names compare: the
+/// code, the message and every decoded error detail (the raw detail bytes carry the name's length).
+fn normalized(answer: &Result<bytes::Bytes, tonic::Status>, name: &str) -> String {
+    match answer {
+        Ok(_) => "OK".into(),
+        Err(status) => format!(
+            "{:?} | {} | {}",
+            status.code(),
+            status.message().replace(name, "<name>"),
+            format!(
+                "{:?}",
+                tonic_types::StatusExt::get_error_details_vec(status)
+            )
+            .replace(name, "<name>")
+        ),
+    }
+}
+
+fn refused_on(answer: &Result<bytes::Bytes, tonic::Status>, name: &str) -> bool {
+    matches!(answer, Err(s) if s.code() == Code::PermissionDenied && s.message().contains(name))
+}
+
+/// For every RPC of the mesh, every field its rule declares as a reference, every demo role that
+/// holds the permission, and a name in the role's scope, in another unit, in another organization
+/// and one that does not exist: the name in scope passes the check; every name out of the role's
+/// scope is refused, and the refusals of the other unit, the other organization and the missing
+/// name are byte-identical (code, message and details, the name itself aside). Locations and rooms
+/// belong to the whole organization. Only the probed field is set, so the answer is the
+/// reference check's (a request that passes it fails validation later and writes nothing).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_declared_reference_is_refused_out_of_scope_exactly_like_a_missing_one()
+-> anyhow::Result<()> {
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
+    let monday = next_monday();
+    seed(&mesh, monday).await?;
+    let pool = support::raw::pool();
+    let references: Vec<&MethodRule> = pm_api::RULES
+        .iter()
+        .filter(|r| !r.reference_fields.is_empty())
+        .collect();
+    assert!(!references.is_empty());
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for fx in fixtures(monday) {
+        let org = mesh.authed(Service::Org, fx.principal).await?;
+        let scheduling = mesh.authed(Service::Scheduling, fx.principal).await?;
+        for rule in &references {
+            if !pm_authz::policy::role_grants(fx.role, rule.permission) {
+                continue;
+            }
+            let (input, streaming) = support::raw::method(&pool, rule.method)
+                .ok_or_else(|| anyhow::anyhow!("{} is not in the contract", rule.method))?;
+            let channel = if rule.method.starts_with("/pm.org.") {
+                org.clone()
+            } else {
+                scheduling.clone()
+            };
+            for field in rule.reference_fields {
+                let kind = ref_kind(rule.method, field).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{} declares {field}: tell ref_kind what it names",
+                        rule.method
+                    )
+                })?;
+                let ask =
+                    async |name: &str| -> anyhow::Result<Result<bytes::Bytes, tonic::Status>> {
+                        let mut message = prost_reflect::DynamicMessage::new(input.clone());
+                        support::raw::set_path(&mut message, field, name)?;
+                        // A Delete or a verb that passes the check must still change nothing.
+                        if input.get_field_by_name("etag").is_some() {
+                            support::raw::set_path(&mut message, "etag", STALE)?;
+                        }
+                        let body = bytes::Bytes::from(prost::Message::encode_to_vec(&message));
+                        Ok(support::raw::call(
+                            channel.clone(),
+                            rule.method,
+                            streaming,
+                            body,
+                            Duration::from_millis(300),
+                        )
+                        .await)
+                    };
+                let inside = kind.of(&fx.inside);
+                let other_unit = kind.of(if fx.role == Role::OrganizationAdministrator {
+                    &CCM
+                } else {
+                    &fx.outside
+                });
+                let other_org = kind.of(&PLANT);
+                let missing = kind.missing(&fx.inside);
+                let answers = [
+                    ("in scope", &inside, ask(&inside).await?),
+                    ("other unit", &other_unit, ask(&other_unit).await?),
+                    ("other organization", &other_org, ask(&other_org).await?),
+                    ("missing", &missing, ask(&missing).await?),
+                ];
+                checked += answers.len();
+                let unit_scoped = fx.role != Role::OrganizationAdministrator;
+                for (case, name, answer) in &answers {
+                    let should_refuse = match *case {
+                        "in scope" => false,
+                        "other organization" => true,
+                        // Every role of the organization can list its locations' rooms: whether
+                        // a missing one is refused here or later reveals nothing.
+                        "missing" if kind.organization_level() => refused_on(answer, name),
+                        _ => unit_scoped && !kind.organization_level(),
+                    };
+                    if refused_on(answer, name) != should_refuse {
+                        problems.push(format!(
+                            "{} {field} as {} ({case}: {name}): expected {}, got {}",
+                            rule.method,
+                            fx.principal,
+                            if should_refuse {
+                                "a refusal"
+                            } else {
+                                "no refusal on it"
+                            },
+                            normalized(answer, name)
+                        ));
+                    }
+                }
+                // Out of scope answers exactly like missing.
+                let refusals: Vec<(&str, String)> = answers
+                    .iter()
+                    .filter(|(_, name, answer)| refused_on(answer, name))
+                    .map(|(case, name, answer)| (*case, normalized(answer, name)))
+                    .collect();
+                if refusals.windows(2).any(|pair| pair[0].1 != pair[1].1) {
+                    problems.push(format!(
+                        "{} {field} as {}: refusals differ: {refusals:#?}",
+                        rule.method, fx.principal
+                    ));
+                }
+            }
+        }
+    }
+    println!(
+        "reference matrix: {checked} calls, {} problems",
+        problems.len()
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    mesh.stop().await?;
+    Ok(())
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod matrix;
+pub mod raw;
 pub mod time;
 
 use std::time::Duration;

@@ -254,3 +254,240 @@ mod tests {
         assert!(!is_resource_name(""));
     }
 }
+
+/// Every request field that can name a resource is either the rule's target or declared as a
+/// reference: a field added to a request message without a declaration fails here.
+#[cfg(test)]
+mod coverage {
+    use prost_reflect::{Kind, MessageDescriptor};
+
+    /// Field names that hold resource names wherever they appear.
+    const NAMING: &[&str] = &[
+        "name",
+        "parent",
+        "patient",
+        "patients",
+        "provider",
+        "providers",
+        "unit",
+        "units",
+        "parent_unit",
+        "location",
+        "locations",
+        "room",
+        "visit_type",
+        "scope",
+        "resource",
+        "principal",
+        "appointment",
+        "encounter",
+        "offered_appointment",
+        "series",
+        "billing_entity",
+        "fee_schedule",
+        "contract",
+        "payer",
+    ];
+
+    /// Fields that can name a resource but need no scope check, each with the reason.
+    const EXEMPT: &[(&str, &str, &str)] = &[
+        // Output-only names of a resource being created: the server assigns them.
+        (
+            "*",
+            "service_unit.name",
+            "output only on create; the target on update",
+        ),
+        (
+            "*",
+            "location.name",
+            "output only on create; the target on update",
+        ),
+        (
+            "*",
+            "provider.name",
+            "output only on create; the target on update",
+        ),
+        (
+            "*",
+            "credential.name",
+            "output only on create; the target on update",
+        ),
+        (
+            "*",
+            "patient.name",
+            "output only on create; the target on update",
+        ),
+        ("*", "enrollment.name", "output only"),
+        (
+            "*",
+            "enrollment.history.unit",
+            "output only: the enrollment's history",
+        ),
+        (
+            "*",
+            "coverage.name",
+            "output only on create; the target on update",
+        ),
+        (
+            "*",
+            "organization.name",
+            "output only on create; the target on update",
+        ),
+        ("*", "visit_type.name", "output only"),
+        ("*", "availability_rule.name", "output only"),
+        ("*", "availability_exception.name", "output only"),
+        ("*", "room.name", "output only"),
+        ("*", "appointment.name", "output only"),
+        ("*", "appointment.series", "output only: set by BookSeries"),
+        ("*", "waitlist_entry.name", "output only"),
+        ("*", "waitlist_entry.offered_appointment", "output only"),
+        ("*", "role_binding.name", "output only"),
+        ("*", "principal.name", "output only"),
+        // Billing names on Org's billing profiles and coverage: Billing will own and check them.
+        (
+            "*",
+            "service_unit.billing_profile.billing_entity",
+            "Billing's resource, checked there",
+        ),
+        (
+            "*",
+            "service_unit.billing_profile.fee_schedule",
+            "Billing's resource, checked there",
+        ),
+        (
+            "*",
+            "service_unit.billing_profile.payer_contracts.payer",
+            "Billing's resource",
+        ),
+        (
+            "*",
+            "service_unit.billing_profile.payer_contracts.contract",
+            "Billing's resource",
+        ),
+        (
+            "*",
+            "service_unit.billing_profile.accepted_payers.payer",
+            "Billing's resource",
+        ),
+        (
+            "*",
+            "service_unit.billing_profile.accepted_payers.contract",
+            "Billing's resource",
+        ),
+        (
+            "*",
+            "coverage.payer",
+            "a payer id, not yet a resource of the mesh",
+        ),
+        ("*", "appointment.payer", "output only"),
+        // RBAC's own names: principals and bindings are checked by RBAC's handlers.
+        (
+            "/pm.org.v1.OrgService/CheckAccess",
+            "principal",
+            "an RBAC principal; admins only",
+        ),
+        (
+            "/pm.rbac.v1.RbacService/*",
+            "principal",
+            "RBAC's own resource",
+        ),
+        (
+            "/pm.rbac.v1.RbacService/*",
+            "role_binding.principal",
+            "RBAC's own resource",
+        ),
+        (
+            "/pm.rbac.v1.RbacService/*",
+            "role_binding.units",
+            "checked by RBAC's grant rules",
+        ),
+        (
+            "/pm.rbac.v1.RbacService/*",
+            "principal.provider",
+            "checked by RBAC against Org",
+        ),
+        (
+            "/pm.rbac.v1.RbacService/BreakGlass",
+            "units",
+            "break-glass asks for units outside the caller's scope by design: time-boxed, audited",
+        ),
+    ];
+
+    fn exempt(method: &str, path: &str) -> bool {
+        EXEMPT.iter().any(|(m, p, _)| {
+            *p == path
+                && (*m == "*"
+                    || *m == method
+                    || m.strip_suffix('*')
+                        .is_some_and(|prefix| method.starts_with(prefix)))
+        })
+    }
+
+    fn naming_paths(
+        message: &MessageDescriptor,
+        prefix: &str,
+        depth: usize,
+        out: &mut Vec<String>,
+    ) {
+        if depth > 4 || message.full_name().starts_with("google.") {
+            return;
+        }
+        for field in message.fields() {
+            let path = if prefix.is_empty() {
+                field.name().to_string()
+            } else {
+                format!("{prefix}.{}", field.name())
+            };
+            match field.kind() {
+                Kind::String if NAMING.contains(&field.name()) => out.push(path),
+                Kind::Message(inner) => naming_paths(&inner, &path, depth + 1, out),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn every_request_field_that_names_a_resource_is_declared() {
+        let mut undeclared = Vec::new();
+        for rule in pm_api::RULES {
+            let Some(input) = crate::edge::input_of(rule.method) else {
+                undeclared.push(format!("{}: no input message", rule.method));
+                continue;
+            };
+            let mut paths = Vec::new();
+            naming_paths(&input, "", 0, &mut paths);
+            for path in paths {
+                let declared = path == rule.resource_field
+                    || rule.reference_fields.contains(&path.as_str())
+                    || exempt(rule.method, &path);
+                if !declared {
+                    undeclared.push(format!("{} {path}", rule.method));
+                }
+            }
+        }
+        assert!(
+            undeclared.is_empty(),
+            "request fields that can name a resource but are neither the rule's resource_field, \
+             nor in its reference_fields, nor exempt with a reason:\n{}",
+            undeclared.join("\n")
+        );
+    }
+
+    #[test]
+    fn every_declared_reference_is_a_string_field_of_the_request() {
+        for rule in pm_api::RULES {
+            let Some(input) = crate::edge::input_of(rule.method) else {
+                continue;
+            };
+            let mut paths = Vec::new();
+            naming_paths(&input, "", 0, &mut paths);
+            for reference in rule.reference_fields {
+                assert!(
+                    paths.iter().any(|p| p == reference),
+                    "{} declares {reference}, which is no resource-naming field of its request",
+                    rule.method
+                );
+            }
+        }
+    }
+}
