@@ -128,7 +128,7 @@ pub fn leaf_units(target: Option<&Target>) -> Vec<String> {
 pub fn is_resource_name(value: &str) -> bool {
     let segments: Vec<&str> = value.split('/').collect();
     segments.len() >= 2
-        && segments.len() % 2 == 0
+        && segments.len().is_multiple_of(2)
         && segments[0] == "organizations"
         && segments
             .chunks(2)
