@@ -266,6 +266,10 @@ type Access = Arc<(Option<String>, Arc<Vec<Grant>>)>;
 type Cached = (Instant, Option<Access>);
 
 struct Shared {
+    /// Calls in flight per caller ([`crate::inflight`]).
+    limiter: Arc<crate::inflight::Limiter>,
+    /// Signs the page tokens of this service's Lists ([`pm_runtime::paging`]).
+    page_key: pm_runtime::paging::PageKey,
     verifier: Verifier,
     source: Arc<dyn AccessSource>,
     dev_bootstrap: bool,
@@ -289,10 +293,27 @@ pub struct Authz {
 }
 
 impl Authz {
-    /// A layer over `source`. `dev_bootstrap` lets the dev tool certificate bootstrap access.
-    pub fn new(source: Arc<dyn AccessSource>, dev_bootstrap: bool) -> Result<Self, TokenError> {
+    /// A layer over `source` with the default bounds and a page-token key of this process (tests
+    /// and tools; a served mesh uses [`Authz::bounded`]). `dev_bootstrap` lets the dev tool
+    /// certificate bootstrap access.
+    pub fn new(source: Arc<dyn AccessSource>, dev_bootstrap: bool) -> anyhow::Result<Self> {
+        Self::bounded(source, dev_bootstrap, crate::admission::Bounds::defaults()?)
+    }
+
+    /// A layer over `source` enforcing `bounds` (from the configuration:
+    /// [`crate::admission::Bounds::from_config`]).
+    pub fn bounded(
+        source: Arc<dyn AccessSource>,
+        dev_bootstrap: bool,
+        bounds: crate::admission::Bounds,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             shared: Arc::new(Shared {
+                limiter: crate::inflight::Limiter::new(
+                    bounds.per_caller_concurrency,
+                    bounds.per_service_concurrency,
+                ),
+                page_key: bounds.page_key,
                 verifier: Verifier::new(ISSUER, AUDIENCE, Vec::new())?,
                 source,
                 dev_bootstrap,
@@ -311,6 +332,17 @@ impl Authz {
             shared: Arc::clone(&self.shared),
             audit: Some(audit),
         }
+    }
+
+    /// Admits an authenticated `caller` to `path`: RESOURCE_EXHAUSTED when it has its bound of calls
+    /// in flight. Run the handler's future through [`crate::admission::Admission::run`], which holds
+    /// the caller's place until the response is ready and binds page tokens to the method and caller.
+    pub fn admit(
+        &self,
+        path: &str,
+        caller: &Caller,
+    ) -> Result<crate::admission::Admission, Status> {
+        crate::admission::admit(&self.shared.limiter, &self.shared.page_key, path, caller)
     }
 
     /// Records a refused PHI call: who (as far as known), which method, from where, and why.
@@ -388,7 +420,9 @@ impl Authz {
             ..Caller::default()
         };
         let Some(token) = token else {
-            return self.without_token(rule, base);
+            let caller = self.without_token(rule, base)?;
+            crate::purpose::check(&caller, pm_runtime::time::now_micros())?;
+            return Ok(caller);
         };
         let claims = self.verify(token).await?;
         let Some(access) = self.lookup(&claims.sub).await? else {
@@ -408,6 +442,7 @@ impl Authz {
                 &format!("no role of the caller carries {}", rule.permission),
             ));
         }
+        crate::purpose::check(&caller, pm_runtime::time::now_micros())?;
         Ok(caller)
     }
 
@@ -704,8 +739,13 @@ where
                 .await
             {
                 Ok(caller) => {
+                    // Bounds the caller's calls in flight until the response is ready.
+                    let admission = match authz.admit(request.uri().path(), &caller) {
+                        Ok(admission) => admission,
+                        Err(status) => return Ok(status.into_http()),
+                    };
                     request.extensions_mut().insert(caller);
-                    inner.call(request).await
+                    admission.run(inner.call(request)).await
                 }
                 Err(status) => {
                     authz
