@@ -35,6 +35,19 @@ pub fn postgres_url() -> String {
 
 impl TestMesh {
     pub async fn start(backend: Backend) -> anyhow::Result<TestMesh> {
+        Self::start_with(backend, |config| {
+            // Several suites storm one principal with up to 64 calls at once to test contention
+            // (bookings, shutdown drains); the per-caller bound has tests of its own.
+            config.server.per_caller_concurrency = 256;
+        })
+        .await
+    }
+
+    /// A mesh whose configuration `adjust` changes from the tests' defaults.
+    pub async fn start_with(
+        backend: Backend,
+        adjust: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<TestMesh> {
         let dir = tempfile::tempdir()?;
         let mut config = Config::defaults_in(dir.path());
         config.listen.org_port = 0;
@@ -49,6 +62,7 @@ impl TestMesh {
             config.storage.postgres_url = pm_runtime::config::Secret::new(postgres_url());
             config.storage.postgres_schema_prefix = prefix;
         }
+        adjust(&mut config);
         let mesh = mesh::start(&config, &Service::ALL, CancellationToken::new()).await?;
         Ok(TestMesh {
             mesh,

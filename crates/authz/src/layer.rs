@@ -282,6 +282,10 @@ type Access = Arc<(Option<String>, Arc<Vec<Grant>>)>;
 type Cached = (Instant, Option<Access>);
 
 struct Shared {
+    /// Calls in flight per caller ([`crate::inflight`]).
+    limiter: Arc<crate::inflight::Limiter>,
+    /// Signs the page tokens of this service's Lists ([`pm_runtime::paging`]).
+    page_key: pm_runtime::paging::PageKey,
     verifier: Verifier,
     source: Arc<dyn AccessSource>,
     dev_bootstrap: bool,
@@ -306,10 +310,27 @@ pub struct Authz {
 }
 
 impl Authz {
-    /// A layer over `source`. `dev_bootstrap` lets the dev tool certificate bootstrap access.
-    pub fn new(source: Arc<dyn AccessSource>, dev_bootstrap: bool) -> Result<Self, TokenError> {
+    /// A layer over `source` with the default bounds and a page-token key of this process (tests
+    /// and tools; a served mesh uses [`Authz::bounded`]). `dev_bootstrap` lets the dev tool
+    /// certificate bootstrap access.
+    pub fn new(source: Arc<dyn AccessSource>, dev_bootstrap: bool) -> anyhow::Result<Self> {
+        Self::bounded(source, dev_bootstrap, crate::admission::Bounds::defaults()?)
+    }
+
+    /// A layer over `source` enforcing `bounds` (from the configuration:
+    /// [`crate::admission::Bounds::from_config`]).
+    pub fn bounded(
+        source: Arc<dyn AccessSource>,
+        dev_bootstrap: bool,
+        bounds: crate::admission::Bounds,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             shared: Arc::new(Shared {
+                limiter: crate::inflight::Limiter::new(
+                    bounds.per_caller_concurrency,
+                    bounds.per_service_concurrency,
+                ),
+                page_key: bounds.page_key,
                 verifier: Verifier::new(ISSUER, AUDIENCE, Vec::new())?,
                 source,
                 dev_bootstrap,
@@ -339,6 +360,17 @@ impl Authz {
             audit: Some(audit),
             ..self.clone()
         }
+    }
+
+    /// Admits an authenticated `caller` to `path`: RESOURCE_EXHAUSTED when it has its bound of calls
+    /// in flight. Run the handler's future through [`crate::admission::Admission::run`], which holds
+    /// the caller's place until the response is ready and binds page tokens to the method and caller.
+    pub fn admit(
+        &self,
+        path: &str,
+        caller: &Caller,
+    ) -> Result<crate::admission::Admission, Status> {
+        crate::admission::admit(&self.shared.limiter, &self.shared.page_key, path, caller)
     }
 
     /// Records a refused PHI call: who (as far as known), which method, from where, and why.
@@ -416,7 +448,9 @@ impl Authz {
             ..Caller::default()
         };
         let Some(token) = token else {
-            return self.without_token(rule, base);
+            let caller = self.without_token(rule, base)?;
+            crate::purpose::check(&caller, pm_runtime::time::now_micros())?;
+            return Ok(caller);
         };
         let claims = self.verify(token).await?;
         let Some(access) = self.lookup(&claims.sub).await? else {
@@ -436,6 +470,7 @@ impl Authz {
                 &format!("no role of the caller carries {}", rule.permission),
             ));
         }
+        crate::purpose::check(&caller, pm_runtime::time::now_micros())?;
         Ok(caller)
     }
 
@@ -734,11 +769,19 @@ where
                 .authenticate(&path, request.headers(), peer.as_ref())
                 .await
             {
-                Ok(caller) => authz.admit(&path, caller, request).await,
+                Ok(caller) => match authz.admit(&path, &caller) {
+                    // The admission bounds the caller's calls in flight until the response is
+                    // ready and binds page tokens to the method and the caller.
+                    Ok(admission) => authz
+                        .inspect(&path, caller, request)
+                        .await
+                        .map(|request| (admission, request)),
+                    Err(status) => Err(status),
+                },
                 Err(status) => Err(status),
             };
             match admitted {
-                Ok(request) => inner.call(request).await,
+                Ok((admission, request)) => admission.run(inner.call(request)).await,
                 Err(status) => {
                     authz.audit_refusal(&path, peer.as_ref(), &status).await;
                     Ok(status.into_http())
@@ -752,7 +795,7 @@ impl Authz {
     /// The shared edge after authentication: decodes the request against the method's input,
     /// checks the mesh-wide bounds and every declared reference against the caller's scope, and
     /// hands the handler the request with its caller and its rule.
-    async fn admit(
+    async fn inspect(
         &self,
         path: &str,
         caller: Caller,

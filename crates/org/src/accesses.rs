@@ -38,7 +38,7 @@ fn decode(entries: &[String], service: &str) -> ApiResult<Cursor> {
         seq => seq
             .parse()
             .map(Cursor::After)
-            .map_err(|_| ApiError::invalid("page_token", "is not a token of this query")),
+            .map_err(|_| paging::invalid_token()),
     }
 }
 
@@ -76,9 +76,7 @@ pub async fn list(
     // The first page pins the end of an open interval ("until now"), and the token keeps it: the
     // listing is a snapshot, not a chase of the records that reading it adds.
     let until = match entries.iter().find_map(|e| e.strip_prefix("until=")) {
-        Some(micros) => micros
-            .parse::<i64>()
-            .map_err(|_| ApiError::invalid("page_token", "is not a token of this query"))?,
+        Some(micros) => micros.parse::<i64>().map_err(|_| paging::invalid_token())?,
         None => req
             .end_time
             .as_ref()

@@ -215,6 +215,9 @@ fn mesh_config(backend: Backend, data_dir: PathBuf) -> Config {
     config.listen.scheduling_port = 0;
     config.tls.mode = TlsMode::Dev;
     config.storage.backend = backend;
+    // The benchmark's loops all call as one principal: measure throughput, not the per-caller bound.
+    config.server.per_caller_concurrency = 1 << 20;
+    config.server.per_service_concurrency = 1 << 20;
     config
 }
 
@@ -376,7 +379,10 @@ async fn side_server(
             let source = Arc::new(pm_authz::layer::RbacAccess::new(client::lazy_channel(
                 config, "org", &rbac_url,
             )?));
-            tonic::service::Routes::new(pm_authz::layer::Authz::new(source, false)?.layer(api))
+            let bounds = pm_authz::admission::Bounds::from_config(config)?;
+            tonic::service::Routes::new(
+                pm_authz::layer::Authz::bounded(source, false, bounds)?.layer(api),
+            )
         }
     };
     let def = pm_runtime::server::ServiceDef {

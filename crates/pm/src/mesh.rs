@@ -121,7 +121,8 @@ fn spawn_checkpoints(
 fn authz_layer(config: &Config, service: &str, rbac_url: &str) -> anyhow::Result<Authz> {
     let channel = client::lazy_channel(config, service, rbac_url)?;
     let source = Arc::new(RbacAccess::new(channel));
-    Ok(Authz::new(source, config.tls.mode == TlsMode::Dev)?)
+    let bounds = pm_authz::admission::Bounds::from_config(config)?;
+    Authz::bounded(source, config.tls.mode == TlsMode::Dev, bounds)
 }
 
 /// Opens each service's slice (migrating it), binds its port and starts serving.

@@ -126,6 +126,11 @@ pub struct StorageConfig {
     pub postgres_schema_prefix: String,
     /// Connections per service pool. Default 8.
     pub max_connections: u32,
+    /// PostgreSQL: the longest one statement may run (and a session may sit idle inside a
+    /// transaction) before the server cancels it; the call answers DEADLINE_EXCEEDED
+    /// (`STATEMENT_TIMEOUT`). Default 9 000 ms, a little below `server.request_timeout_ms`, so that a
+    /// call whose deadline passed does not leave its statement running. 0 disables it.
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -135,6 +140,7 @@ impl Default for StorageConfig {
             postgres_url: Secret::new("postgres://postgres@127.0.0.1:5432/postgres"),
             postgres_schema_prefix: "pm_".into(),
             max_connections: 8,
+            statement_timeout_ms: 9_000,
         }
     }
 }
@@ -185,6 +191,16 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// How often the database is probed for health. Default 2 000 ms.
     pub health_probe_interval_ms: u64,
+    /// Calls one principal may have in flight per service; more are answered RESOURCE_EXHAUSTED
+    /// (`TOO_MANY_CALLS_IN_FLIGHT`) at once, so that one caller cannot take a service's pool.
+    /// Default 16.
+    pub per_caller_concurrency: usize,
+    /// The same bound for a service calling on its own behalf (no token). Default 64.
+    pub per_service_concurrency: usize,
+    /// A file holding the key that signs page tokens (64 hex characters: 32 random bytes), the
+    /// same for every replica of the mesh. Required with `tls.mode = files`; in dev mode, when
+    /// unset, `<data_dir>/pki/page-token.key` is generated once and reused.
+    pub page_token_key_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -194,6 +210,9 @@ impl Default for ServerConfig {
             concurrency_limit: 512,
             shutdown_grace_ms: 20_000,
             health_probe_interval_ms: 2_000,
+            per_caller_concurrency: 16,
+            per_service_concurrency: 64,
+            page_token_key_file: None,
         }
     }
 }
@@ -361,6 +380,17 @@ mod tests {
             Ok(())
         });
         Ok(())
+    }
+
+    #[test]
+    fn the_statement_timeout_defaults_below_the_call_timeout() {
+        let config = Config::default();
+        assert!(config.storage.statement_timeout_ms > 0);
+        assert!(config.storage.statement_timeout_ms < config.server.request_timeout_ms);
+        assert_eq!(
+            std::time::Duration::from_millis(config.storage.statement_timeout_ms),
+            crate::db::DEFAULT_STATEMENT_TIMEOUT
+        );
     }
 
     #[test]

@@ -12,6 +12,15 @@
 //! A write whose every invariant the database's own constraints enforce (a booking: exclusion
 //! constraints, unique keys) may skip the organization's lock ([`Db::write_constrained`],
 //! [`crate::batch`]), so that such writes run side by side on PostgreSQL.
+//!
+//! Work per call is bounded on PostgreSQL: every pooled connection carries a `statement_timeout`
+//! (`storage.statement_timeout_ms`, a little below the call's own timeout) and the same
+//! `idle_in_transaction_session_timeout`. When tonic drops a handler whose deadline passed or whose
+//! client went away, sqlx does not cancel the statement in flight: the connection is only pinged
+//! (draining the statement) before it returns to the pool, so the statement timeout is what bounds
+//! that work. Migrations run on a connection of their own without the timeout (an index build may
+//! take longer). SQLite has no such timeout through sqlx; its work is bounded by the limits on
+//! filters and page sizes.
 
 use std::path::Path;
 use std::sync::{Arc, Once};
@@ -42,18 +51,26 @@ pub struct Migrations {
     pub postgres: fn() -> Migrator,
 }
 
-async fn run_migrations(
-    pool: &AnyPool,
+/// The statement timeout of a PostgreSQL slice opened without a configuration
+/// ([`Db::open_postgres`]): the default of `storage.statement_timeout_ms`.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_millis(9_000);
+
+async fn run_migrations<'a, A>(
+    target: A,
     sets: &[&Migrations],
     backend: Backend,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    A: sqlx::Acquire<'a, Database = Any>,
+{
+    let mut conn = target.acquire().await?;
     for set in sets {
         let mut migrator = match backend {
             Backend::Sqlite => (set.sqlite)(),
             Backend::Postgres => (set.postgres)(),
         };
         migrator.set_ignore_missing(true);
-        migrator.run(pool).await?;
+        migrator.run(&mut *conn).await?;
     }
     Ok(())
 }
@@ -105,10 +122,11 @@ impl Db {
             }
             Backend::Postgres => {
                 let schema = format!("{}{service}", config.storage.postgres_schema_prefix);
-                Self::open_postgres(
+                Self::open_postgres_bounded(
                     config.storage.postgres_url.expose(),
                     &schema,
                     config.storage.max_connections,
+                    Duration::from_millis(config.storage.statement_timeout_ms),
                     migrations,
                 )
                 .await
@@ -157,11 +175,33 @@ impl Db {
         })
     }
 
-    /// Opens a PostgreSQL schema (creating it) and migrates it.
+    /// Opens a PostgreSQL schema (creating it) and migrates it, with the default statement timeout
+    /// ([`DEFAULT_STATEMENT_TIMEOUT`]).
     pub async fn open_postgres(
         url: &str,
         schema: &str,
         max_connections: u32,
+        migrations: &[&Migrations],
+    ) -> anyhow::Result<Db> {
+        Self::open_postgres_bounded(
+            url,
+            schema,
+            max_connections,
+            DEFAULT_STATEMENT_TIMEOUT,
+            migrations,
+        )
+        .await
+    }
+
+    /// Opens a PostgreSQL schema (creating it) and migrates it. Every pooled connection cancels a
+    /// statement running longer than `statement_timeout` (SQLSTATE 57014, answered
+    /// DEADLINE_EXCEEDED) and ends a session idle that long inside a transaction; zero disables
+    /// both (PostgreSQL's own meaning of 0).
+    pub async fn open_postgres_bounded(
+        url: &str,
+        schema: &str,
+        max_connections: u32,
+        statement_timeout: Duration,
         migrations: &[&Migrations],
     ) -> anyhow::Result<Db> {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
@@ -184,11 +224,23 @@ impl Db {
                 return Err(err.into());
             }
         }
+        // Migrations on this connection, which has no statement timeout: building an index on a
+        // large table may rightly take longer than any call.
+        admin
+            .execute(format!("SET search_path TO {schema}").as_str())
+            .await?;
+        run_migrations(&mut admin, migrations, Backend::Postgres).await?;
         admin.close().await?;
 
-        let set_path: Arc<str> = format!("SET search_path TO {schema}").into();
+        // Integers only, so the statement is built from nothing a caller controls.
+        let timeout_ms = statement_timeout.as_millis().min(i32::MAX as u128);
+        let session: Arc<str> = format!(
+            "SET search_path TO {schema}; SET statement_timeout = {timeout_ms}; \
+             SET idle_in_transaction_session_timeout = {timeout_ms}"
+        )
+        .into();
         let pool_of = |size: u32| {
-            let set_path = Arc::clone(&set_path);
+            let session = Arc::clone(&session);
             AnyPoolOptions::new()
                 .max_connections(size)
                 .acquire_timeout(Duration::from_secs(5))
@@ -205,15 +257,14 @@ impl Db {
                     })
                 })
                 .after_connect(move |conn, _| {
-                    let set_path = Arc::clone(&set_path);
+                    let session = Arc::clone(&session);
                     Box::pin(async move {
-                        conn.execute(&*set_path).await?;
+                        conn.execute(&*session).await?;
                         Ok(())
                     })
                 })
         };
         let pool = pool_of(max_connections.max(1)).connect(url).await?;
-        run_migrations(&pool, migrations, Backend::Postgres).await?;
         let dedicated = pool_of(1).connect_lazy(url)?;
         Ok(Db {
             pool,
@@ -347,4 +398,92 @@ pub fn lock_key(scope: &str) -> i64 {
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&digest[..8]);
     i64::from_be_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::testing::postgres_url;
+
+    /// Whether a statement holding `marker` is running now on the server.
+    async fn running(url: &str, marker: &str) -> anyhow::Result<bool> {
+        let mut admin = AnyConnection::connect(url).await?;
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE state = 'active' AND pid <> pg_backend_pid() AND strpos(query, $1) > 0",
+        )
+        .bind(marker)
+        .fetch_one(&mut admin)
+        .await?;
+        admin.close().await?;
+        Ok(count > 0)
+    }
+
+    #[tokio::test]
+    async fn postgres_statements_are_cancelled_by_the_statement_timeout() -> anyhow::Result<()> {
+        let url = postgres_url();
+        let schema = format!("pmtest_{}", uuid::Uuid::new_v4().simple());
+        let db =
+            Db::open_postgres_bounded(&url, &schema, 2, Duration::from_millis(300), &[]).await?;
+        let outcome = async {
+            // A statement past the timeout is cancelled by the server, and answered as such.
+            let started = Instant::now();
+            let mut conn = db.read().await?;
+            let err = sqlx::query("SELECT pg_sleep(5)")
+                .execute(&mut *conn)
+                .await
+                .expect_err("the statement outlives the timeout");
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{:?}",
+                started.elapsed()
+            );
+            let api = crate::ApiError::from(err);
+            assert_eq!(
+                (api.code, api.reason),
+                (tonic::Code::DeadlineExceeded, "STATEMENT_TIMEOUT")
+            );
+            // The connection is still good for the next statement.
+            sqlx::query("SELECT 1").execute(&mut *conn).await?;
+            drop(conn);
+
+            // A call dropped mid-statement (its deadline passed, its client went away): the
+            // statement does not keep running on the server past the timeout.
+            let marker = format!("dropped_{}", uuid::Uuid::new_v4().simple());
+            let sql = format!("SELECT pg_sleep(5), '{marker}'");
+            let dropped = async {
+                let mut conn = db.read().await?;
+                sqlx::query(&sql).execute(&mut *conn).await?;
+                anyhow::Ok(())
+            };
+            assert!(
+                tokio::time::timeout(Duration::from_millis(100), dropped)
+                    .await
+                    .is_err()
+            );
+            let mut still_running = true;
+            for _ in 0..20 {
+                still_running = running(&url, &marker).await?;
+                if !still_running {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(!still_running, "the dropped statement outlived the timeout");
+
+            // A transaction left idle past the timeout is ended by the server.
+            let mut tx = db.write_constrained().await?;
+            sqlx::query("SELECT 1").execute(tx.conn()).await?;
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            let late = sqlx::query("SELECT 1").execute(tx.conn()).await;
+            assert!(late.is_err(), "the idle transaction was ended");
+            anyhow::Ok(())
+        }
+        .await;
+        db.close().await;
+        Db::drop_postgres_schema(&url, &schema).await?;
+        outcome
+    }
 }

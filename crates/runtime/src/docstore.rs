@@ -823,8 +823,7 @@ pub async fn list<T: Resource>(db: &Db, kind: &Kind<T>, call: ListCall<'_>) -> A
         ));
     }
     if let Some(key) = after {
-        let bad_token =
-            || ApiError::invalid("page_token", "is not a page token issued by this API");
+        let bad_token = paging::invalid_token;
         match (order, key.as_slice()) {
             (Order::Name, [name]) => {
                 let n = next(&mut params, Param::Text(name.clone()));

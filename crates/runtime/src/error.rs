@@ -8,6 +8,37 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+/// The most characters of a caller's input any message quotes (see [`quote`]).
+pub const QUOTE_CHARS: usize = 40;
+/// The longest status message (and metadata value, and violation description) sent, in bytes: a
+/// last guard so that no echo of input can grow a response's trailers.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// A caller's input as a message may quote it: at most [`QUOTE_CHARS`] characters, cut on a char
+/// boundary and marked with `…` when cut. Messages quote input so that a client sees what was wrong,
+/// but a 100 KB field name must not become a 100 KB `grpc-message` trailer (or log line).
+pub fn quote(input: &str) -> String {
+    match input.char_indices().nth(QUOTE_CHARS) {
+        None => input.to_string(),
+        Some((cut, _)) => format!("{}…", &input[..cut]),
+    }
+}
+
+/// `text` cut to at most `max` bytes on a char boundary, marked with `…` when cut.
+fn capped(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let ellipsis = '…'.len_utf8();
+    let mut cut = max.saturating_sub(ellipsis);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push('…');
+    text
+}
+
 /// Shorthand for results whose error is an [`ApiError`].
 pub type ApiResult<T> = Result<T, ApiError>;
 
@@ -142,17 +173,19 @@ impl ApiError {
     }
 
     /// Converts to a status whose ErrorInfo names `domain` (e.g. `org.pm.dev`).
+    /// Every text is capped at [`MAX_MESSAGE_BYTES`] (a last guard: messages should [`quote`] input).
     pub fn into_status(self, domain: &str) -> Status {
+        let cap = |text: String| capped(text, MAX_MESSAGE_BYTES);
         let metadata: HashMap<String, String> = self
             .metadata
             .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
+            .map(|(k, v)| (k.to_string(), cap(v)))
             .collect();
         let mut details = ErrorDetails::with_error_info(self.reason, domain, metadata);
         for (field, description) in self.violations {
-            details.add_bad_request_violation(field, description);
+            details.add_bad_request_violation(cap(field), cap(description));
         }
-        Status::with_error_details(self.code, self.message, details)
+        Status::with_error_details(self.code, cap(self.message), details)
     }
 }
 
@@ -226,6 +259,20 @@ impl From<sqlx::Error> for ApiError {
                     "the database aborted this call in favour of a concurrent one; retry it",
                 )
             }
+            // 57014 query_canceled: the statement ran past `storage.statement_timeout_ms` (or an
+            // operator cancelled it). The work was too large for one call, not an internal fault.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
+                tracing::warn!("a statement was cancelled by the statement timeout");
+                ApiError::new(
+                    Code::DeadlineExceeded,
+                    "STATEMENT_TIMEOUT",
+                    "the database cancelled a statement that ran too long; narrow the request or retry later",
+                )
+            }
+            // 25P03: the session sat idle inside a transaction past the timeout and was ended.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("25P03") => {
+                ApiError::unavailable("database", &err)
+            }
             _ => ApiError::internal("database", &err),
         }
     }
@@ -234,6 +281,36 @@ impl From<sqlx::Error> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quote_keeps_short_input_and_cuts_long_input_on_a_char_boundary() {
+        assert_eq!(quote("kind"), "kind");
+        let exactly = "a".repeat(QUOTE_CHARS);
+        assert_eq!(quote(&exactly), exactly);
+        let long = "é".repeat(100_000);
+        let quoted = quote(&long);
+        assert_eq!(quoted.chars().count(), QUOTE_CHARS + 1);
+        assert!(quoted.ends_with('…'));
+    }
+
+    #[test]
+    fn status_texts_are_capped_whatever_the_message_holds() {
+        let huge = "ü".repeat(50_000);
+        let status = ApiError::invalid("filter", huge.clone())
+            .with_meta("resource", huge)
+            .into_status("org.pm.dev");
+        assert!(
+            status.message().len() <= MAX_MESSAGE_BYTES,
+            "{}",
+            status.message().len()
+        );
+        assert!(status.message().ends_with('…'));
+        let details = status.get_error_details();
+        let info = details.error_info().expect("error info");
+        assert!(info.metadata["resource"].len() <= MAX_MESSAGE_BYTES);
+        let bad = details.bad_request().expect("bad request");
+        assert!(bad.field_violations[0].description.len() <= MAX_MESSAGE_BYTES);
+    }
 
     #[test]
     fn invalid_argument_carries_error_info_and_field_violations() {

@@ -70,7 +70,10 @@ pub fn apply<T: Resource>(
                 if is_protected(path) {
                     return Err(ApiError::invalid(
                         "update_mask",
-                        format!("`{path}` is output only or immutable and cannot be updated"),
+                        format!(
+                            "`{}` is output only or immutable and cannot be updated",
+                            crate::error::quote(path)
+                        ),
                     ));
                 }
             }
@@ -90,7 +93,11 @@ fn resolve(descriptor: &MessageDescriptor, path: &str) -> ApiResult<()> {
     let unknown = || {
         ApiError::invalid(
             "update_mask",
-            format!("`{path}` is not a field of {}", descriptor.name()),
+            format!(
+                "`{}` is not a field of {}",
+                crate::error::quote(path),
+                descriptor.name()
+            ),
         )
     };
     let mut current = descriptor.clone();

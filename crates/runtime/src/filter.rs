@@ -8,8 +8,17 @@
 //!
 //! for example `kind = UNIT_KIND_PROGRAM AND parent_unit = "organizations/acme/units/north"`. Each
 //! resource declares the fields it can be filtered on.
+//!
+//! A filter is bounded ([`MAX_FILTER_CHARS`], [`MAX_FILTER_TERMS`]): each term becomes a subquery, and
+//! an unbounded conjunction is unbounded work for the database (SQLite refuses a few hundred terms
+//! as "expression tree is too large", which surfaced as INTERNAL).
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, quote};
+
+/// The longest filter accepted, in characters.
+pub const MAX_FILTER_CHARS: usize = 1024;
+/// The most `field = value` terms a filter may join.
+pub const MAX_FILTER_TERMS: usize = 16;
 
 /// One `field = value` term.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +31,13 @@ pub struct Term {
 
 /// Parses `filter`, accepting only fields in `allowed`.
 pub fn parse(filter: &str, allowed: &[&str]) -> ApiResult<Vec<Term>> {
+    // Bytes first: counting the characters of a 100 KB filter is already more work than needed.
+    if filter.len() > MAX_FILTER_CHARS && filter.chars().nth(MAX_FILTER_CHARS).is_some() {
+        return Err(bad(&format!(
+            "must be at most {MAX_FILTER_CHARS} characters long"
+        ))
+        .with_meta("limit", MAX_FILTER_CHARS.to_string()));
+    }
     let mut lexer = Lexer {
         rest: filter.trim(),
     };
@@ -30,15 +46,19 @@ pub fn parse(filter: &str, allowed: &[&str]) -> ApiResult<Vec<Term>> {
         return Ok(terms);
     }
     loop {
+        if terms.len() == MAX_FILTER_TERMS {
+            return Err(too_many_terms());
+        }
         let field = lexer.word().ok_or_else(|| bad("expected a field name"))?;
         if !allowed.contains(&field.as_str()) {
             return Err(bad(&format!(
-                "cannot filter on `{field}`; filterable fields: {}",
+                "cannot filter on `{}`; filterable fields: {}",
+                quote(&field),
                 allowed.join(", ")
             )));
         }
         if !lexer.eat("=") {
-            return Err(bad(&format!("expected `=` after `{field}`")));
+            return Err(bad(&format!("expected `=` after `{}`", quote(&field))));
         }
         let value = lexer
             .value()
@@ -51,6 +71,11 @@ pub fn parse(filter: &str, allowed: &[&str]) -> ApiResult<Vec<Term>> {
             return Err(bad("terms must be joined with AND"));
         }
     }
+}
+
+fn too_many_terms() -> ApiError {
+    bad(&format!("must join at most {MAX_FILTER_TERMS} terms"))
+        .with_meta("limit", MAX_FILTER_TERMS.to_string())
 }
 
 fn bad(description: &str) -> ApiError {
@@ -178,5 +203,56 @@ mod tests {
             let err = parse(bad, FIELDS).expect_err(bad);
             assert_eq!(err.violations[0].0, "filter", "{bad}");
         }
+    }
+
+    #[test]
+    fn refuses_filters_over_the_length_limit() -> ApiResult<()> {
+        let at_limit = format!(r#"display_name = "{}""#, "x".repeat(MAX_FILTER_CHARS - 17));
+        assert_eq!(at_limit.chars().count(), MAX_FILTER_CHARS);
+        parse(&at_limit, FIELDS)?;
+        // Multi-byte characters count as one each.
+        let wide = format!(r#"display_name = "{}""#, "é".repeat(MAX_FILTER_CHARS - 17));
+        parse(&wide, FIELDS)?;
+        let over = format!(r#"display_name = "{}""#, "x".repeat(100_000));
+        let err = parse(&over, FIELDS).expect_err("too long");
+        assert_eq!(err.violations[0].0, "filter");
+        assert!(err.message.contains("1024 characters"), "{}", err.message);
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_filters_with_too_many_terms() -> ApiResult<()> {
+        let terms = |n: usize| vec!["kind = A"; n].join(" AND ");
+        assert_eq!(
+            parse(&terms(MAX_FILTER_TERMS), FIELDS)?.len(),
+            MAX_FILTER_TERMS
+        );
+        let err = parse(&terms(MAX_FILTER_TERMS + 1), FIELDS).expect_err("too many terms");
+        assert_eq!(err.violations[0].0, "filter");
+        assert!(err.message.contains("16 terms"), "{}", err.message);
+        // Short terms: many fit in the length limit.
+        let short = vec!["kind=A"; 90].join(" AND ");
+        assert!(short.len() <= MAX_FILTER_CHARS);
+        let err = parse(&short, FIELDS).expect_err("too many terms");
+        assert!(err.message.contains("16 terms"), "{}", err.message);
+        // A long list of terms meets the length limit first; either way, INVALID_ARGUMENT on filter.
+        let err = parse(&terms(999), FIELDS).expect_err("too many terms");
+        assert_eq!(err.violations[0].0, "filter");
+        // Too many terms is refused even when the rest is garbage: the count comes first.
+        let err = parse(&format!("{} AND kind", terms(MAX_FILTER_TERMS)), FIELDS)
+            .expect_err("too many terms");
+        assert!(err.message.contains("16 terms"), "{}", err.message);
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_field_names_are_quoted_short() {
+        let field = "f".repeat(100_000);
+        let err = parse(&format!("{field} = 1"), &["f"]).expect_err("unknown field");
+        assert!(err.message.len() < 200, "{}", err.message.len());
+        let field = "g".repeat(900);
+        let err = parse(&format!("{field} = 1"), FIELDS).expect_err("unknown field");
+        assert!(err.message.len() < 200, "{}", err.message.len());
+        assert!(err.message.contains('…'));
     }
 }

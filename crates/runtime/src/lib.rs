@@ -23,4 +23,4 @@ pub mod tls;
 
 pub use config::Config;
 pub use db::Db;
-pub use error::{ApiError, ApiResult, Violations};
+pub use error::{ApiError, ApiResult, Violations, quote};
