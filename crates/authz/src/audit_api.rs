@@ -4,7 +4,7 @@
 use pm_api::audit::audit_service_server::AuditService;
 use pm_api::audit::{AccessRecord, ListPatientAccessesRequest, ListPatientAccessesResponse};
 use pm_runtime::time::{now_micros, to_micros, to_timestamp};
-use pm_runtime::{ApiResult, Db, names};
+use pm_runtime::{ApiError, ApiResult, Db, names};
 use tonic::{Request, Response, Status};
 
 use crate::audit::{self, Outcome, StoredAuditEvent};
@@ -60,6 +60,18 @@ pub async fn patient_page(
     req: &ListPatientAccessesRequest,
 ) -> ApiResult<ListPatientAccessesResponse> {
     names::NamePattern(&["organizations", "patients"]).parse("patient", &req.patient)?;
+    // Out-of-range ends would saturate to a window that silently matches nothing: refuse them.
+    for (field, ts) in [("start_time", &req.start_time), ("end_time", &req.end_time)] {
+        if ts
+            .as_ref()
+            .is_some_and(|ts| !pm_runtime::time::is_valid(ts))
+        {
+            return Err(ApiError::invalid(
+                field,
+                "a normalized instant in years 1 to 9999",
+            ));
+        }
+    }
     let from = req.start_time.as_ref().map_or(0, to_micros);
     let to = req.end_time.as_ref().map_or_else(now_micros, to_micros);
     let page_size = usize::try_from(req.page_size).unwrap_or(0);

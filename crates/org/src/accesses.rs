@@ -56,6 +56,31 @@ struct Page {
     more: bool,
 }
 
+/// Refuses a window end outside the API's range (years 1 to 9999, normalized) and an end before
+/// the start, naming the field: saturated microseconds would otherwise read as "no records".
+pub fn check_window(
+    start: Option<&prost_types::Timestamp>,
+    end: Option<&prost_types::Timestamp>,
+) -> ApiResult<()> {
+    for (field, ts) in [("start_time", start), ("end_time", end)] {
+        if ts.is_some_and(|ts| !pm_runtime::time::is_valid(ts)) {
+            return Err(ApiError::invalid(
+                field,
+                "a normalized instant in years 1 to 9999",
+            ));
+        }
+    }
+    if let (Some(start), Some(end)) = (start, end)
+        && pm_runtime::time::to_micros(end) < pm_runtime::time::to_micros(start)
+    {
+        return Err(ApiError::invalid(
+            "end_time",
+            "must not be before start_time",
+        ));
+    }
+    Ok(())
+}
+
 /// Reads a page of every trail after its cursor, merges them by time, keeps `page_size`, and
 /// moves each trail's cursor past what was kept.
 pub async fn list(
@@ -64,6 +89,7 @@ pub async fn list(
     req: &ListPatientAccessesRequest,
 ) -> ApiResult<ListPatientAccessesResponse> {
     let page_size = paging::page_size(req.page_size)?;
+    check_window(req.start_time.as_ref(), req.end_time.as_ref())?;
     // The query is the request as sent: an open end ("until now") stays the same query across pages.
     let asked = |t: &Option<prost_types::Timestamp>| {
         t.as_ref()
@@ -190,5 +216,49 @@ fn to_org(r: wire::AccessRecord) -> AccessRecord {
         status_code: r.status_code,
         fhir_audit_event: r.fhir_audit_event,
         service: r.service,
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use prost_types::Timestamp;
+
+    use super::check_window;
+
+    fn ts(seconds: i64, nanos: i32) -> Timestamp {
+        Timestamp { seconds, nanos }
+    }
+
+    fn field(result: pm_runtime::ApiResult<()>) -> Option<String> {
+        result
+            .err()
+            .and_then(|e| e.violations.into_iter().next())
+            .map(|(f, _)| f)
+    }
+
+    #[test]
+    fn out_of_range_or_reversed_windows_name_the_field() {
+        let ok = ts(1_700_000_000, 0);
+        for bad in [
+            ts(i64::MAX, 0),
+            ts(i64::MIN, 0),
+            ts(0, -1),
+            ts(0, 1_000_000_000),
+        ] {
+            assert_eq!(
+                field(check_window(Some(&bad), None)).as_deref(),
+                Some("start_time")
+            );
+            assert_eq!(
+                field(check_window(Some(&ok), Some(&bad))).as_deref(),
+                Some("end_time")
+            );
+        }
+        assert_eq!(
+            field(check_window(Some(&ok), Some(&ts(1_600_000_000, 0)))).as_deref(),
+            Some("end_time")
+        );
+        assert!(check_window(None, None).is_ok());
+        assert!(check_window(Some(&ok), Some(&ok)).is_ok());
     }
 }

@@ -376,6 +376,35 @@ pub fn check_no_credential_overlap(period: &Period, others: &[(String, Period)])
     }
 }
 
+/// The earliest birth year accepted: nobody alive was born before it, so an earlier year is a typo
+/// or a probe (year 0 parses as a proleptic Gregorian date but is not a real birth date).
+pub const MIN_BIRTH_YEAR: i32 = 1850;
+
+/// Checks a birth date: a real calendar date from [`MIN_BIRTH_YEAR`] to `today`; the message names
+/// the rule broken, never the value (it is PHI).
+pub fn check_birth_date(
+    date: &pm_api::types::Date,
+    today: chrono::NaiveDate,
+) -> Result<(), String> {
+    let month = u32::try_from(date.month)
+        .ok()
+        .filter(|m| (1..=12).contains(m));
+    let day = u32::try_from(date.day)
+        .ok()
+        .filter(|d| (1..=31).contains(d));
+    let (Some(month), Some(day)) = (month, day) else {
+        return Err("month must be 1 to 12 and day 1 to 31".into());
+    };
+    if date.year < MIN_BIRTH_YEAR {
+        return Err(format!("year must be {MIN_BIRTH_YEAR} or later"));
+    }
+    match chrono::NaiveDate::from_ymd_opt(date.year, month, day) {
+        None => Err("is not a valid calendar date".into()),
+        Some(date) if date > today => Err("must not be in the future".into()),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Validates a patient (today is the UTC date, to refuse future birth dates).
 pub fn validate_patient(patient: &Patient, today: chrono::NaiveDate) -> ApiResult<()> {
     let mut v = Violations::new("patient");
@@ -383,15 +412,11 @@ pub fn validate_patient(patient: &Patient, today: chrono::NaiveDate) -> ApiResul
     check_text(&mut v, "family_name", &patient.family_name, true);
     match &patient.birth_date {
         None => v.add("birth_date", "is required"),
-        Some(date) => match chrono::NaiveDate::from_ymd_opt(
-            date.year,
-            u32::try_from(date.month).unwrap_or(0),
-            u32::try_from(date.day).unwrap_or(0),
-        ) {
-            None => v.add("birth_date", "is not a valid calendar date"),
-            Some(date) if date > today => v.add("birth_date", "must not be in the future"),
-            Some(_) => {}
-        },
+        Some(date) => {
+            if let Err(rule) = check_birth_date(date, today) {
+                v.add("birth_date", rule);
+            }
+        }
     }
     v.check(
         enum_is::<AdministrativeGender>(patient.gender),
@@ -863,6 +888,50 @@ mod tests {
             day: 28,
         });
         assert!(validate_patient(&patient, today).is_ok());
+    }
+
+    #[test]
+    fn impossible_birth_dates_name_the_field() {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 27).unwrap_or_default();
+        let date = |year, month, day| pm_api::types::Date { year, month, day };
+        for (year, month, day) in [
+            (0, 1, 1),
+            (1849, 12, 31),
+            (-1, 6, 1),
+            (i32::MIN, 1, 1),
+            (i32::MAX, 1, 1),
+            (2026, 11, 28),
+            (1990, 0, 1),
+            (1990, 13, 1),
+            (1990, -1, 1),
+            (1990, i32::MAX, 1),
+            (1990, 1, 0),
+            (1990, 1, 32),
+            (1990, 4, 31),
+            (1990, 2, 29),
+            (1990, 1, i32::MIN),
+        ] {
+            assert!(
+                check_birth_date(&date(year, month, day), today).is_err(),
+                "{year}-{month}-{day} accepted"
+            );
+            let patient = Patient {
+                given_name: "Ada".into(),
+                family_name: "Lovelace".into(),
+                birth_date: Some(date(year, month, day)),
+                ..Default::default()
+            };
+            let err = validate_patient(&patient, today).err();
+            let fields: Vec<&str> = err
+                .as_ref()
+                .map(|e| e.violations.iter().map(|(f, _)| f.as_str()).collect())
+                .unwrap_or_default();
+            assert_eq!(fields, ["patient.birth_date"], "{year}-{month}-{day}");
+            assert_eq!(err.map(|e| e.code), Some(tonic::Code::InvalidArgument));
+        }
+        for (year, month, day) in [(1850, 1, 1), (2000, 2, 29), (2026, 11, 27), (1990, 12, 31)] {
+            assert_eq!(check_birth_date(&date(year, month, day), today), Ok(()));
+        }
     }
 
     #[test]

@@ -152,6 +152,8 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config, services: &[Service]) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(&config.telemetry)?;
+    // A serving process logs where a panic happened, never its payload (it may quote PHI).
+    pm_runtime::catch_panic::install_quiet_hook();
     let shutdown = server::shutdown_on_signals();
     let mesh = mesh::start(&config, services, shutdown.clone()).await?;
     let storage = match config.storage.backend {

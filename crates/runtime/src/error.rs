@@ -10,8 +10,9 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 /// The most characters of a caller's input any message quotes (see [`quote`]).
 pub const QUOTE_CHARS: usize = 40;
-/// The longest status message (and metadata value, and violation description) sent, in bytes: a
-/// last guard so that no echo of input can grow a response's trailers.
+/// An upper bound on any status text sent, in bytes (the actual caps, [`MAX_MESSAGE`] and
+/// [`MAX_DETAIL`], are tighter): a last guard so that no echo of input can grow a response's
+/// trailers.
 pub const MAX_MESSAGE_BYTES: usize = 1024;
 
 /// A caller's input as a message may quote it: at most [`QUOTE_CHARS`] characters, cut on a char
@@ -22,21 +23,6 @@ pub fn quote(input: &str) -> String {
         None => input.to_string(),
         Some((cut, _)) => format!("{}…", &input[..cut]),
     }
-}
-
-/// `text` cut to at most `max` bytes on a char boundary, marked with `…` when cut.
-fn capped(mut text: String, max: usize) -> String {
-    if text.len() <= max {
-        return text;
-    }
-    let ellipsis = '…'.len_utf8();
-    let mut cut = max.saturating_sub(ellipsis);
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    text.truncate(cut);
-    text.push('…');
-    text
 }
 
 /// Shorthand for results whose error is an [`ApiError`].
@@ -173,20 +159,55 @@ impl ApiError {
     }
 
     /// Converts to a status whose ErrorInfo names `domain` (e.g. `org.pm.dev`).
-    /// Every text is capped at [`MAX_MESSAGE_BYTES`] (a last guard: messages should [`quote`] input).
+    ///
+    /// Messages and details quote what the caller sent (a resource name, a field path with an
+    /// index), and they travel as HTTP/2 trailers, which clients cap (16 KiB by default in h2):
+    /// unbounded, one 10 KB name quoted twice made the trailers too large, and the caller saw a
+    /// protocol error instead of its status. Every part is therefore cut to a bound
+    /// ([`MAX_MESSAGE`], [`MAX_DETAIL`], [`MAX_VIOLATIONS`]) that keeps the trailers under 8 KiB.
     pub fn into_status(self, domain: &str) -> Status {
-        let cap = |text: String| capped(text, MAX_MESSAGE_BYTES);
         let metadata: HashMap<String, String> = self
             .metadata
             .into_iter()
-            .map(|(k, v)| (k.to_string(), cap(v)))
+            .map(|(k, v)| (k.to_string(), bounded(v, MAX_DETAIL)))
             .collect();
         let mut details = ErrorDetails::with_error_info(self.reason, domain, metadata);
-        for (field, description) in self.violations {
-            details.add_bad_request_violation(cap(field), cap(description));
+        let count = self.violations.len();
+        for (field, description) in self.violations.into_iter().take(MAX_VIOLATIONS) {
+            details.add_bad_request_violation(
+                bounded(field, MAX_DETAIL),
+                bounded(description, MAX_DETAIL),
+            );
         }
-        Status::with_error_details(self.code, cap(self.message), details)
+        if count > MAX_VIOLATIONS {
+            details.add_bad_request_violation(
+                "",
+                format!("and {} more violations", count - MAX_VIOLATIONS),
+            );
+        }
+        Status::with_error_details(self.code, bounded(self.message, MAX_MESSAGE), details)
     }
+}
+
+/// Longest status message sent, in bytes (before percent-encoding, which may triple it).
+pub const MAX_MESSAGE: usize = 512;
+/// Longest ErrorInfo metadata value, violation field path or description sent, in bytes.
+pub const MAX_DETAIL: usize = 256;
+/// Most field violations sent; the rest are counted in one last violation.
+pub const MAX_VIOLATIONS: usize = 10;
+
+/// `text` cut to at most `max` bytes on a character boundary, marked with `…` when cut.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
 }
 
 impl std::fmt::Display for ApiError {
@@ -334,5 +355,48 @@ mod tests {
             info.metadata.get("resource").map(String::as_str),
             Some("organizations/acme")
         );
+    }
+
+    #[test]
+    fn what_an_error_quotes_is_bounded() {
+        let long = format!("organizations/{}", "é".repeat(10_000));
+        let mut err = ApiError::not_found(&long);
+        for i in 0..1_000 {
+            err = err.with_violation(format!("names[{i}]"), long.clone());
+        }
+        let status = err.into_status("org.pm.dev");
+        assert!(status.message().len() <= MAX_MESSAGE);
+        assert!(status.message().ends_with('…'));
+        let details = status.get_error_details();
+        let info = details.error_info().expect("error info");
+        let resource = info.metadata.get("resource").map_or(0, String::len);
+        assert!((1..=MAX_DETAIL).contains(&resource));
+        let bad = details.bad_request().expect("bad request");
+        assert_eq!(bad.field_violations.len(), MAX_VIOLATIONS + 1);
+        assert!(
+            bad.field_violations
+                .iter()
+                .all(|v| v.description.len() <= MAX_DETAIL)
+        );
+        assert_eq!(
+            bad.field_violations[MAX_VIOLATIONS].description,
+            "and 990 more violations"
+        );
+        // What goes on the wire as trailers stays well under h2's default 16 KiB limit.
+        let mut headers = tonic::metadata::MetadataMap::new().into_headers();
+        let mut wire = status.into_http::<()>();
+        headers.extend(wire.headers_mut().drain());
+        let size: usize = headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 32)
+            .sum();
+        assert!(size < 8 * 1024, "{size} bytes of trailers");
+    }
+
+    #[test]
+    fn short_text_is_kept_whole() {
+        assert_eq!(bounded("abc".into(), 3), "abc");
+        assert_eq!(bounded("abcd".into(), 4), "abcd");
+        assert_eq!(bounded("abcdef".into(), 5), "ab…");
     }
 }

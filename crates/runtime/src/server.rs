@@ -1,6 +1,7 @@
 //! Serving one service: mTLS, health (per service and overall, NOT_SERVING while the database is
 //! unreachable), reflection v1 and v1alpha, request timeouts, a concurrency limit, per-call tracing
-//! spans (method path only: no PHI), and graceful shutdown that drains in-flight calls.
+//! spans (method path only: no PHI), a panic in a handler answered as INTERNAL for that call only
+//! ([`crate::catch_panic`]), and graceful shutdown that drains in-flight calls.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -84,6 +85,9 @@ pub async fn serve(
     let result = builder
         .timeout(Duration::from_millis(config.server.request_timeout_ms))
         .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
+        // Outermost of our layers, so that a panic anywhere below (authorization, handler) answers
+        // INTERNAL for that call and releases its concurrency permit as it unwinds.
+        .layer(crate::catch_panic::CatchPanicLayer)
         .layer(GlobalConcurrencyLimitLayer::new(
             config.server.concurrency_limit.max(1),
         ))

@@ -17,9 +17,15 @@ use crate::eligibility;
 pub const MAX_WINDOW: TimeDelta = TimeDelta::days(31);
 /// Longest a slot may be held before it is confirmed.
 pub const MAX_HOLD: TimeDelta = TimeDelta::minutes(30);
+/// Longest step between slot starts a search may ask for.
+pub const MAX_STEP: TimeDelta = TimeDelta::days(1);
 
-/// A wire timestamp as a UTC instant.
+/// A wire timestamp as a UTC instant; `None` outside the API's range (years 1 to 9999) or when
+/// not normalized, so that the days and hours later added to an instant can never overflow.
 pub fn instant(ts: &Timestamp) -> Option<DateTime<Utc>> {
+    if !pm_runtime::time::is_valid(ts) {
+        return None;
+    }
     let nanos = u32::try_from(ts.nanos).ok()?;
     DateTime::from_timestamp(ts.seconds, nanos)
 }
@@ -53,16 +59,17 @@ pub fn wire_interval(i: Interval) -> WireInterval {
 /// A wire interval, both ends set and start before end.
 pub fn interval(value: Option<&WireInterval>, field: &str) -> ApiResult<Interval> {
     let value = value.ok_or_else(|| ApiError::invalid(field, "required"))?;
-    let start = value
-        .start_time
-        .as_ref()
-        .and_then(instant)
-        .ok_or_else(|| ApiError::invalid(format!("{field}.start_time"), "required"))?;
-    let end = value
-        .end_time
-        .as_ref()
-        .and_then(instant)
-        .ok_or_else(|| ApiError::invalid(format!("{field}.end_time"), "required"))?;
+    let end_of = |ts: Option<&Timestamp>, end: &str| {
+        let ts = ts.ok_or_else(|| ApiError::invalid(format!("{field}.{end}"), "required"))?;
+        instant(ts).ok_or_else(|| {
+            ApiError::invalid(
+                format!("{field}.{end}"),
+                "a normalized instant in years 1 to 9999",
+            )
+        })
+    };
+    let start = end_of(value.start_time.as_ref(), "start_time")?;
+    let end = end_of(value.end_time.as_ref(), "end_time")?;
     Interval::new(start, end)
         .map_err(|_| ApiError::invalid(format!("{field}.end_time"), "must be after start_time"))
 }
@@ -78,10 +85,41 @@ fn minutes(value: Option<&Duration>) -> Option<i64> {
     })
 }
 
+/// A stored visit type's duration. Validated at creation (whole minutes, at most 480), checked
+/// anyway so that no stored value can panic a search.
 fn delta(value: Option<&Duration>) -> TimeDelta {
     value
-        .map(|d| TimeDelta::seconds(d.seconds))
+        .and_then(|d| TimeDelta::try_seconds(d.seconds))
         .unwrap_or_default()
+}
+
+/// A hold's time to live: 1 second to [`MAX_HOLD`], INVALID_ARGUMENT on `hold_ttl` otherwise.
+/// Checked before it becomes a `TimeDelta`: any i64 of seconds arrives here, and
+/// `TimeDelta::seconds` panics past ±i64::MAX / 1000.
+pub fn hold_ttl(ttl: &Duration) -> ApiResult<TimeDelta> {
+    TimeDelta::try_seconds(ttl.seconds)
+        .filter(|ttl| *ttl > TimeDelta::zero() && *ttl <= MAX_HOLD)
+        .ok_or_else(|| ApiError::invalid("hold_ttl", "from 1 second to 30 minutes"))
+}
+
+/// A slot search's step between slot starts (zero when unset: the search's own default): whole
+/// minutes from 1 minute to [`MAX_STEP`], INVALID_ARGUMENT on `step` otherwise. A step longer
+/// than a day would find no more than one a day does.
+pub fn slot_step(step: Option<&Duration>) -> ApiResult<TimeDelta> {
+    let Some(step) = step else {
+        return Ok(TimeDelta::zero());
+    };
+    if (60..=MAX_STEP.num_seconds()).contains(&step.seconds)
+        && step.seconds % 60 == 0
+        && step.nanos == 0
+        && let Some(step) = TimeDelta::try_seconds(step.seconds)
+    {
+        return Ok(step);
+    }
+    Err(ApiError::invalid(
+        "step",
+        "whole minutes, from 1 minute to 24 hours",
+    ))
 }
 
 /// A duration on the wire.
@@ -253,4 +291,103 @@ pub fn padded(interval: Interval, visit: &eligibility::VisitType) -> ApiResult<I
         interval.end() + visit.buffer_after,
     )
     .map_err(|e| ApiError::internal("padding an appointment", &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(seconds: i64, nanos: i32) -> Duration {
+        Duration { seconds, nanos }
+    }
+
+    fn field_of(err: ApiError) -> Vec<String> {
+        err.violations.into_iter().map(|(f, _)| f).collect()
+    }
+
+    #[test]
+    fn hold_ttl_out_of_range_is_invalid_not_a_panic() {
+        for seconds in [
+            i64::MAX,
+            i64::MIN,
+            i64::MAX / 1000 + 1,
+            -1,
+            0,
+            1_801,
+            315_576_000_001,
+        ] {
+            let err = hold_ttl(&d(seconds, 0)).err();
+            assert_eq!(
+                err.map(field_of),
+                Some(vec!["hold_ttl".to_string()]),
+                "{seconds}"
+            );
+        }
+        assert_eq!(hold_ttl(&d(1, 0)).ok(), Some(TimeDelta::seconds(1)));
+        assert_eq!(hold_ttl(&d(1_800, 0)).ok(), Some(MAX_HOLD));
+    }
+
+    #[test]
+    fn slot_step_out_of_range_is_invalid_not_a_panic() {
+        for (seconds, nanos) in [
+            (i64::MAX, 0),
+            (i64::MIN, 0),
+            (i64::MAX - i64::MAX % 60, 0),
+            (86_460, 0),
+            (59, 0),
+            (0, 0),
+            (-60, 0),
+            (90, 0),
+            (60, 1),
+        ] {
+            let err = slot_step(Some(&d(seconds, nanos))).err();
+            assert_eq!(
+                err.map(field_of),
+                Some(vec!["step".to_string()]),
+                "{seconds}s {nanos}ns"
+            );
+        }
+        assert_eq!(slot_step(None).ok(), Some(TimeDelta::zero()));
+        assert_eq!(slot_step(Some(&d(60, 0))).ok(), Some(TimeDelta::minutes(1)));
+        assert_eq!(slot_step(Some(&d(86_400, 0))).ok(), Some(MAX_STEP));
+    }
+
+    #[test]
+    fn instants_outside_years_1_to_9999_are_refused() {
+        for (seconds, nanos) in [
+            (i64::MAX, 0),
+            (i64::MIN, 0),
+            (253_402_300_800, 0),
+            (-62_135_596_801, 0),
+            (0, -1),
+            (0, 1_000_000_000),
+        ] {
+            assert_eq!(instant(&Timestamp { seconds, nanos }), None, "{seconds}");
+        }
+        assert!(
+            instant(&Timestamp {
+                seconds: 253_402_300_799,
+                nanos: 999_999_999
+            })
+            .is_some()
+        );
+        let err = interval(
+            Some(&WireInterval {
+                start_time: Some(Timestamp {
+                    seconds: i64::MAX,
+                    nanos: 0,
+                }),
+                end_time: Some(Timestamp {
+                    seconds: 0,
+                    nanos: 0,
+                }),
+            }),
+            "window",
+        )
+        .err();
+        assert_eq!(
+            err.map(field_of),
+            Some(vec!["window.start_time".to_string()])
+        );
+    }
 }

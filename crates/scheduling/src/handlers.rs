@@ -346,13 +346,7 @@ impl SchedulingApi {
             .await?;
         let hold = match req.hold_ttl.as_ref() {
             None => None,
-            Some(ttl) => {
-                let ttl = TimeDelta::seconds(ttl.seconds);
-                if ttl <= TimeDelta::zero() || ttl > domain::MAX_HOLD {
-                    return Err(ApiError::invalid("hold_ttl", "from 1 second to 30 minutes"));
-                }
-                Some(ttl)
-            }
+            Some(ttl) => Some(domain::hold_ttl(ttl)?),
         };
         // A retry of a booking that succeeded is refused (its own booking holds the slot, or the
         // request_id's key is taken) and then answered with the first booking: every refusal looks
@@ -1031,13 +1025,7 @@ impl SchedulingService for SchedulingApi {
             if req.max_slots < 0 {
                 return Err(ApiError::invalid("max_slots", "must not be negative"));
             }
-            let step = match req.step.as_ref() {
-                None => TimeDelta::zero(),
-                Some(step) if step.seconds >= 60 && step.seconds % 60 == 0 && step.nanos == 0 => {
-                    TimeDelta::seconds(step.seconds)
-                }
-                Some(_) => return Err(ApiError::invalid("step", "whole minutes, at least 1")),
-            };
+            let step = domain::slot_step(req.step.as_ref())?;
             access::authorize(
                 &self.org,
                 &caller,
