@@ -38,8 +38,8 @@ use pm_api::org::{
     BillingProfile, Coverage, CreateCoverageRequest, CreateCredentialRequest,
     CreateEnrollmentRequest, CreateLocationRequest, CreateOrganizationRequest,
     CreatePatientRequest, CreateProviderRequest, CreateServiceUnitRequest, Credential,
-    CredentialState, Enrollment, Location, Organization, Patient, PayerContract, Provider,
-    ServiceUnit, UnitKind, WorkflowRules,
+    CredentialState, Enrollment, GetPatientRequest, ListEnrollmentsRequest, Location, Organization,
+    Patient, PayerContract, Provider, ServiceUnit, UnitKind, WorkflowRules,
 };
 use pm_api::scheduling::calendar_entry::Entry;
 use pm_api::scheduling::scheduling_event::Kind as EventKind;
@@ -662,11 +662,19 @@ async fn probe(
 
         // Availability rules: a provider's, each for a unit.
         "ListAvailabilityRules" => {
+            // A provider's rules are narrowed to the caller's units: another unit's provider
+            // lists as empty (which reveals nothing), never with that unit's rules.
             let request = ListAvailabilityRulesRequest {
                 parent: n.provider,
                 ..Default::default()
             };
-            (W, one(s.list_availability_rules(request).await))
+            let reply = s.list_availability_rules(request).await;
+            (
+                U,
+                many(reply, |r| {
+                    r.availability_rules.into_iter().map(|r| r.name).collect()
+                }),
+            )
         }
         "CreateAvailabilityRule" => {
             // The check is on the rule's unit; no weekday and no times are refused after it.
@@ -1040,6 +1048,7 @@ impl RoleFixture for Fixture {
         Some(match method {
             "ListAppointments" | "WatchCalendar" => appointments(),
             "ListEncounters" => self.visible.iter().map(Place::encounter).collect(),
+            "ListAvailabilityRules" => vec![self.inside.rule()],
             "ListWaitlistEntries" => self.visible.iter().map(Place::waitlist_entry).collect(),
             "ListCalendar" => appointments()
                 .into_iter()
@@ -1397,6 +1406,92 @@ async fn every_declared_reference_is_refused_out_of_scope_exactly_like_a_missing
         problems.len()
     );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+    mesh.stop().await?;
+    Ok(())
+}
+
+/// A Program Manager cannot take over a patient she cannot see: enrolling into her own unit a
+/// patient enrolled nowhere, or only in another unit, is refused exactly like enrolling a patient
+/// that does not exist; nothing is written and the patient stays out of her reach. An
+/// organization administrator can enroll the patient, and then the manager sees it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_program_manager_cannot_take_over_a_patient_she_cannot_see() -> anyhow::Result<()> {
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
+    seed(&mesh, next_monday()).await?;
+    let mut admin = mesh.org_as(pm::demo::ADMIN).await?;
+    admin
+        .create_patient(CreatePatientRequest {
+            parent: ACME.into(),
+            patient: Some(Patient {
+                given_name: "Nowhere".into(),
+                family_name: "Enrolled".into(),
+                birth_date: Some(Date {
+                    year: 1960,
+                    month: 5,
+                    day: 5,
+                }),
+                ..Default::default()
+            }),
+            patient_id: "unenrolled".into(),
+            request_id: String::new(),
+        })
+        .await?;
+    let unenrolled = format!("{ACME}/patients/unenrolled");
+    let enroll = |patient: &str| CreateEnrollmentRequest {
+        parent: patient.to_string(),
+        enrollment: Some(Enrollment {
+            unit: CCM.unit(),
+            ..Default::default()
+        }),
+        enrollment_id: "takeover".into(),
+        request_id: String::new(),
+    };
+    let mut casey = mesh.org_as("principals/casey-ccm").await?;
+    let mut answers = Vec::new();
+    for patient in [
+        unenrolled.clone(),
+        NORTH.patient(),
+        format!("{ACME}/patients/nobody"),
+    ] {
+        let status = casey
+            .create_enrollment(enroll(&patient))
+            .await
+            .expect_err("a patient out of reach cannot be enrolled");
+        assert_eq!(status.code(), Code::PermissionDenied, "{patient}");
+        answers.push(normalized(&Err(status), &patient));
+    }
+    assert!(
+        answers.windows(2).all(|pair| pair[0] == pair[1]),
+        "out of scope must answer like missing: {answers:#?}"
+    );
+    // Nothing was written, and the patient is still out of her reach.
+    for patient in [&unenrolled, &NORTH.patient()] {
+        let enrollments = admin
+            .list_enrollments(ListEnrollmentsRequest {
+                parent: patient.to_string(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .enrollments;
+        assert!(
+            enrollments.iter().all(|e| e.unit != CCM.unit()),
+            "{patient}"
+        );
+        let read = casey
+            .get_patient(GetPatientRequest {
+                name: patient.to_string(),
+            })
+            .await;
+        assert_eq!(read.err().map(|s| s.code()), Some(Code::PermissionDenied));
+    }
+    // The administrator can; then the patient is in the manager's unit and she reads it.
+    admin.create_enrollment(enroll(&unenrolled)).await?;
+    casey
+        .get_patient(GetPatientRequest {
+            name: unenrolled.clone(),
+        })
+        .await?;
     mesh.stop().await?;
     Ok(())
 }
