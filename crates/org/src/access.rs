@@ -73,6 +73,12 @@ async fn credentialed_units(conn: &mut AnyConnection, provider: &str) -> ApiResu
 
 /// Root-first lineage of a unit (empty when it does not exist).
 pub async fn lineage(conn: &mut AnyConnection, unit: &str) -> ApiResult<Vec<String>> {
+    // The name may come straight from a request (a unit-scoped caller's CreateServiceUnit with
+    // `parent_unit` naming a patient): only a unit's name may be read as a unit. Another kind's
+    // body decoded as a ServiceUnit fails (INTERNAL) or, worse, succeeds with garbage parents.
+    if domain::UNIT_NAME.parse("unit", unit).is_err() {
+        return Ok(Vec::new());
+    }
     let mut names = store::lineage_names(conn, unit).await?;
     names.reverse();
     Ok(names)

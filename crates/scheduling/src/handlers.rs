@@ -341,13 +341,15 @@ impl SchedulingApi {
     /// record commit together.
     async fn book(&self, caller: &Caller, req: BookAppointmentRequest) -> ApiResult<Appointment> {
         let a = required(req.appointment.clone(), "appointment")?;
-        let visit = self
-            .check_booking(caller, method!("BookAppointment"), &req.parent, &a)
-            .await?;
+        // A check of the request's own shape, so before the lookups of check_booking: it reveals
+        // nothing about any resource, and a bad hold_ttl is refused without the work.
         let hold = match req.hold_ttl.as_ref() {
             None => None,
             Some(ttl) => Some(domain::hold_ttl(ttl)?),
         };
+        let visit = self
+            .check_booking(caller, method!("BookAppointment"), &req.parent, &a)
+            .await?;
         // A retry of a booking that succeeded is refused (its own booking holds the slot, or the
         // request_id's key is taken) and then answered with the first booking: every refusal looks
         // for an earlier answer to its request_id, so the common path spends no lookup on it.
