@@ -210,7 +210,8 @@ impl Default for ServerConfig {
             concurrency_limit: 512,
             shutdown_grace_ms: 20_000,
             health_probe_interval_ms: 2_000,
-            per_caller_concurrency: 16,
+            // Half the default pool: one person's calls can never hold every connection.
+            per_caller_concurrency: 4,
             per_service_concurrency: 64,
             page_token_key_file: None,
         }
