@@ -17,16 +17,20 @@ seed: ## Load the demo operating model into a running mesh (`make run` in anothe
 test: test-rust test-python ## Every test: unit, store suite on SQLite and PostgreSQL, end-to-end, Python polyglot
 
 test-rust: ## Rust unit, store (both backends) and end-to-end tests (needs PostgreSQL at PM_TEST_POSTGRES_URL)
-	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --locked --workspace --all-targets
 
 test-python: ## The Python grpcio client against `pm run` over mTLS
 	$(CARGO) build -q -p pm --bin pm
 	PM_BIN=$(CURDIR)/target/debug/pm tests/python/run.sh
 
-lint: ## clippy -D warnings, rustfmt check, buf lint
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+lint: ## clippy -D warnings, rustfmt check, buf lint, buf breaking against the previous commit
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	$(CARGO) fmt --all -- --check
 	cd proto && buf lint
+	# Contracts evolve compatibly: no change may break a client of the previous commit's proto/.
+	if git rev-parse -q --verify HEAD~1 >/dev/null; then \
+	  buf breaking proto --against '.git#ref=HEAD~1,subdir=proto'; \
+	else echo "buf breaking: no previous commit to compare with"; fi
 
 bench: ## Throughput and latency: the ceiling, Org reads and writes, audited PHI reads, Scheduling bookings and slot search, on SQLite and PostgreSQL
 	$(CARGO) run -q --release -p pm --bin pm-bench
