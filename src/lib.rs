@@ -91,6 +91,9 @@ pub fn rule_for(method: &str) -> Option<&'static MethodRule> {
 pub trait Resource: prost::Message + Default + Clone + Send + Sync + 'static {
     /// Full protobuf name of the message, e.g. `pm.org.v1.ServiceUnit`.
     const MESSAGE_NAME: &'static str;
+    /// The collection id its names end in (`units` for `organizations/{o}/units/{u}`): a stored
+    /// record is read as this type only under such a name.
+    const COLLECTION: &'static str;
     /// The resource name.
     fn name(&self) -> &str;
     /// Sets the resource name.
@@ -112,9 +115,10 @@ pub trait Resource: prost::Message + Default + Clone + Send + Sync + 'static {
 }
 
 macro_rules! resource {
-    ($($ty:ty => $full:literal),* $(,)?) => {$(
+    ($($ty:ty => $full:literal in $collection:literal),* $(,)?) => {$(
         impl Resource for $ty {
             const MESSAGE_NAME: &'static str = $full;
+            const COLLECTION: &'static str = $collection;
             fn name(&self) -> &str { &self.name }
             fn set_name(&mut self, name: String) { self.name = name; }
             fn etag(&self) -> &str { &self.etag }
@@ -137,21 +141,21 @@ macro_rules! resource {
 }
 
 resource! {
-    org::Organization => "pm.org.v1.Organization",
-    org::ServiceUnit => "pm.org.v1.ServiceUnit",
-    org::Location => "pm.org.v1.Location",
-    org::Provider => "pm.org.v1.Provider",
-    org::Credential => "pm.org.v1.Credential",
-    org::Patient => "pm.org.v1.Patient",
-    org::Enrollment => "pm.org.v1.Enrollment",
-    org::Coverage => "pm.org.v1.Coverage",
-    rbac::Principal => "pm.rbac.v1.Principal",
-    rbac::RoleBinding => "pm.rbac.v1.RoleBinding",
-    scheduling::VisitType => "pm.scheduling.v1.VisitType",
-    scheduling::AvailabilityRule => "pm.scheduling.v1.AvailabilityRule",
-    scheduling::AvailabilityException => "pm.scheduling.v1.AvailabilityException",
-    scheduling::Room => "pm.scheduling.v1.Room",
-    scheduling::Appointment => "pm.scheduling.v1.Appointment",
-    scheduling::Encounter => "pm.scheduling.v1.Encounter",
-    scheduling::WaitlistEntry => "pm.scheduling.v1.WaitlistEntry",
+    org::Organization => "pm.org.v1.Organization" in "organizations",
+    org::ServiceUnit => "pm.org.v1.ServiceUnit" in "units",
+    org::Location => "pm.org.v1.Location" in "locations",
+    org::Provider => "pm.org.v1.Provider" in "providers",
+    org::Credential => "pm.org.v1.Credential" in "credentials",
+    org::Patient => "pm.org.v1.Patient" in "patients",
+    org::Enrollment => "pm.org.v1.Enrollment" in "enrollments",
+    org::Coverage => "pm.org.v1.Coverage" in "coverages",
+    rbac::Principal => "pm.rbac.v1.Principal" in "principals",
+    rbac::RoleBinding => "pm.rbac.v1.RoleBinding" in "roleBindings",
+    scheduling::VisitType => "pm.scheduling.v1.VisitType" in "visitTypes",
+    scheduling::AvailabilityRule => "pm.scheduling.v1.AvailabilityRule" in "availabilityRules",
+    scheduling::AvailabilityException => "pm.scheduling.v1.AvailabilityException" in "availabilityExceptions",
+    scheduling::Room => "pm.scheduling.v1.Room" in "rooms",
+    scheduling::Appointment => "pm.scheduling.v1.Appointment" in "appointments",
+    scheduling::Encounter => "pm.scheduling.v1.Encounter" in "encounters",
+    scheduling::WaitlistEntry => "pm.scheduling.v1.WaitlistEntry" in "waitlistEntries",
 }

@@ -106,11 +106,23 @@ fn decode_row<T: Resource>(row: &AnyRow) -> ApiResult<Stored<T>> {
 
 const COLUMNS: &str = "name, revision, create_time, update_time, delete_time, body";
 
-/// Reads a resource by name, deleted or not.
+/// Whether `name` names a resource of type `T` (its collection id is `T::COLLECTION`). A record is
+/// never decoded as another type: a request that names a patient where a unit is expected finds no
+/// unit, instead of a patient's bytes read as a unit.
+fn names_kind<T: Resource>(name: &str) -> bool {
+    let mut segments = name.rsplit('/');
+    segments.next();
+    segments.next() == Some(T::COLLECTION)
+}
+
+/// Reads a resource by name, deleted or not (`None` also for a name of another type).
 pub async fn get<T: Resource>(
     conn: &mut AnyConnection,
     name: &str,
 ) -> ApiResult<Option<Stored<T>>> {
+    if !names_kind::<T>(name) {
+        return Ok(None);
+    }
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM resources WHERE name = $1"))
         .bind(name)
         .fetch_optional(&mut *conn)
@@ -214,7 +226,7 @@ impl LiveRows {
     pub fn named<T: Resource>(&self, name: &str) -> ApiResult<Option<Stored<T>>> {
         self.rows
             .iter()
-            .find(|(n, _, _)| n == name)
+            .find(|(n, _, _)| n == name && names_kind::<T>(n))
             .map(|(_, _, row)| decode_row(row))
             .transpose()
     }
@@ -232,6 +244,7 @@ impl LiveRows {
     pub fn all<T: Resource>(&self) -> ApiResult<Vec<Stored<T>>> {
         self.rows
             .iter()
+            .filter(|(n, _, _)| names_kind::<T>(n))
             .map(|(_, _, row)| decode_row(row))
             .collect()
     }
