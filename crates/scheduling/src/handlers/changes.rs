@@ -11,10 +11,10 @@ use tonic::Code;
 
 use crate::outbox;
 
-use super::{OFFER_WAITLIST, SchedulingApi, check_start, event, fill, state_of, wrong_state};
+use super::{OFFER_WAITLIST, SchedulingApi, check_start, enter, fill, state_of};
 use crate::access;
 use crate::domain::{self, instant, timestamp, wire_interval};
-use crate::occupancy;
+use crate::lifecycle::{self, Action};
 use crate::store::{self, APPOINTMENT, WAITLIST_ENTRY};
 
 /// How long a slot freed for the waitlist stays held for the patient offered it.
@@ -48,12 +48,9 @@ impl SchedulingApi {
             .ok_or_else(|| ApiError::invalid("start_time", "required"))?;
         check_start(start, "start_time")?;
         let mut moved = docstore::get_by_name(&self.db, &APPOINTMENT, &req.name).await?;
-        if !matches!(
-            state_of(&moved),
-            AppointmentState::Held | AppointmentState::Booked
-        ) {
-            return Err(wrong_state(&moved, "reschedule"));
-        }
+        // Refused early, before the re-check asks Org; applied again in the transaction.
+        let state = domain::lifecycle_state(&moved);
+        lifecycle::apply(state, Action::Reschedule, Utc::now())?;
         if !req.provider.is_empty() {
             moved.provider = req.provider.clone();
         }
@@ -84,12 +81,8 @@ impl SchedulingApi {
             &APPOINTMENT,
             call,
             async |conn, a| {
-                if !matches!(
-                    state_of(a),
-                    AppointmentState::Held | AppointmentState::Booked
-                ) {
-                    return Err(wrong_state(a, "reschedule"));
-                }
+                let state = domain::lifecycle_state(a);
+                let transition = lifecycle::apply(state, Action::Reschedule, Utc::now())?;
                 let from = a
                     .interval
                     .as_ref()
@@ -102,9 +95,8 @@ impl SchedulingApi {
                 a.interval = Some(wire_interval(slot.interval));
                 a.room = slot.room.clone().unwrap_or_default();
                 a.payer = slot.payer.clone().unwrap_or_default();
-                a.history
-                    .push(event(state_of(a), &format!("rescheduled from {from}")));
-                occupancy::release(conn, &a.name).await?;
+                // Frees the old time (the new one would conflict with it), then takes the new.
+                enter(conn, a, transition, &format!("rescheduled from {from}")).await?;
                 self.occupy(conn, a, &visit).await
             },
             async |conn, changed| self.publish(conn, caller, method, changed).await,

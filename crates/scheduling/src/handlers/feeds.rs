@@ -14,11 +14,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
-use super::{DOMAIN, SchedulingApi, event, state_of, wrong_state};
+use super::{DOMAIN, SchedulingApi, enter, state_of};
 use crate::access;
 use crate::availability::{self, Interval};
 use crate::domain::{self, wire_interval};
-use crate::occupancy;
+use crate::lifecycle::{self, Action};
 use crate::outbox::{self, Doorbell};
 use crate::store::{self, APPOINTMENT, ENCOUNTER};
 use pm_api::scheduling::scheduling_event::Kind as EventKind;
@@ -231,16 +231,9 @@ impl SchedulingApi {
             &APPOINTMENT,
             call,
             async |conn, a| {
-                if !matches!(
-                    state_of(a),
-                    AppointmentState::Booked | AppointmentState::CheckedIn
-                ) {
-                    return Err(wrong_state(a, "complete"));
-                }
-                a.state = AppointmentState::Completed as i32;
-                a.history.push(event(AppointmentState::Completed, ""));
-                // The visit used its time: the occupancy stays, for good.
-                occupancy::set_expiry(conn, &a.name, None).await
+                let state = domain::lifecycle_state(a);
+                let transition = lifecycle::apply(state, Action::Complete, chrono::Utc::now())?;
+                enter(conn, a, transition, "").await
             },
             async |conn, a| {
                 let id = a.name.rsplit('/').next().unwrap_or_default();
