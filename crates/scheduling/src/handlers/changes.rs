@@ -355,9 +355,7 @@ impl SchedulingApi {
         loop {
             let (after, events) = {
                 let mut conn = self.db.read().await?;
-                let after: i64 = sqlx::query_scalar("SELECT after_seq FROM waitlist_cursor")
-                    .fetch_one(&mut *conn)
-                    .await?;
+                let after = store::waitlist_cursor(&mut conn).await?;
                 (after, outbox::read_after(&mut conn, after, 100).await?)
             };
             let Some(last) = events.last().map(|e| e.sequence) else {
@@ -376,11 +374,7 @@ impl SchedulingApi {
                 }
             }
             let mut tx = self.db.write(WAITLIST_SCOPE).await?;
-            sqlx::query("UPDATE waitlist_cursor SET after_seq = $1 WHERE after_seq = $2")
-                .bind(last)
-                .bind(after)
-                .execute(tx.conn())
-                .await?;
+            store::advance_waitlist_cursor(tx.conn(), after, last).await?;
             tx.commit().await?;
         }
     }
