@@ -117,9 +117,8 @@ impl SchedulingApi {
             return Ok(visit);
         }
         let mut conn = self.db.read().await?;
-        let visit = docstore::get_live::<VisitType>(&mut conn, name)
+        let visit = store::live_visit_type(&mut conn, name)
             .await?
-            .map(|s| s.resource)
             .ok_or_else(|| {
                 ApiError::new(
                     Code::FailedPrecondition,
@@ -230,7 +229,7 @@ impl SchedulingApi {
         )
         .await?;
         for name in candidates {
-            let Some(stored) = docstore::get_live::<Appointment>(conn, &name).await? else {
+            let Some(stored) = store::live_appointment(conn, &name).await? else {
                 continue;
             };
             let state = domain::lifecycle_state(&stored.resource);
@@ -240,7 +239,7 @@ impl SchedulingApi {
             };
             let mut a = stored.resource;
             enter(conn, &mut a, transition, "hold lapsed").await?;
-            let a = docstore::replace(conn, &APPOINTMENT, stored.revision, a, None).await?;
+            let a = store::replace_appointment(conn, stored.revision, a).await?;
             self.publish(conn, &itself, EXPIRE_HOLD, &a).await?;
             expired += 1;
         }
@@ -1138,7 +1137,7 @@ impl SchedulingService for SchedulingApi {
             let caller = who.clone()?;
             self.check_appointment(&caller, method!("ConfirmAppointment"), &req.name)
                 .await?;
-            let current = docstore::get_by_name(&self.db, &APPOINTMENT, &req.name).await?;
+            let current = store::appointment(&self.db, &req.name).await?;
             // Refused early, before the re-check asks Org; applied again in the transaction.
             let state = domain::lifecycle_state(&current);
             lifecycle::apply(state, Action::Confirm, Utc::now())?;
@@ -1181,7 +1180,7 @@ impl SchedulingService for SchedulingApi {
             let caller = who.clone()?;
             self.check_appointment(&caller, method!("GetAppointment"), &name)
                 .await?;
-            docstore::get_by_name(&self.db, &APPOINTMENT, &name).await
+            store::appointment(&self.db, &name).await
         }
         .await;
         reply(

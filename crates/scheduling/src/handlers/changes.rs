@@ -47,7 +47,7 @@ impl SchedulingApi {
             .and_then(instant)
             .ok_or_else(|| ApiError::invalid("start_time", "required"))?;
         check_start(start, "start_time")?;
-        let mut moved = docstore::get_by_name(&self.db, &APPOINTMENT, &req.name).await?;
+        let mut moved = store::appointment(&self.db, &req.name).await?;
         // Refused early, before the re-check asks Org; applied again in the transaction.
         let state = domain::lifecycle_state(&moved);
         lifecycle::apply(state, Action::Reschedule, Utc::now())?;
@@ -397,9 +397,8 @@ impl SchedulingApi {
         }
         let mut waiting = {
             let mut conn = self.db.read().await?;
-            let entries = store::collection(&WAITLIST_ENTRY, names::organization_of(&freed.name));
-            docstore::find_by_attr::<WaitlistEntry>(&mut conn, &entries, "unit", &freed.unit)
-                .await?
+            let organization = names::organization_of(&freed.name);
+            store::waitlist_of_unit(&mut conn, organization, &freed.unit).await?
         };
         waiting.retain(|e| e.resource.state == WaitlistState::Waiting as i32);
         waiting.sort_by_key(|e| {

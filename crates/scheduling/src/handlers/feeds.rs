@@ -20,7 +20,7 @@ use crate::availability::{self, Interval};
 use crate::domain::{self, wire_interval};
 use crate::lifecycle::{self, Action};
 use crate::outbox::{self, Doorbell};
-use crate::store::{self, APPOINTMENT, ENCOUNTER};
+use crate::store::{self, APPOINTMENT, AppointmentsOf, ENCOUNTER};
 use pm_api::scheduling::scheduling_event::Kind as EventKind;
 
 /// A stream of events as tonic serves it.
@@ -210,13 +210,10 @@ impl SchedulingApi {
                 ));
             }
         }
-        let current = docstore::get_by_name(&self.db, &APPOINTMENT, &req.name).await?;
+        let current = store::appointment(&self.db, &req.name).await?;
         let hints = {
             let mut conn = self.db.read().await?;
-            docstore::get::<VisitType>(&mut conn, &current.visit_type)
-                .await?
-                .map(|v| v.resource.billing_code_hints)
-                .unwrap_or_default()
+            store::billing_code_hints(&mut conn, &current.visit_type).await?
         };
         let call = VerbCall {
             method,
@@ -279,7 +276,7 @@ impl SchedulingApi {
         ENCOUNTER.pattern.parse("name", name)?;
         self.check_stored(caller, method!("GetEncounter"), name, |e: Encounter| e.unit)
             .await?;
-        docstore::get_by_name(&self.db, &ENCOUNTER, name).await
+        store::encounter(&self.db, name).await
     }
 
     pub(super) async fn encounters(
@@ -367,21 +364,13 @@ impl SchedulingApi {
         let mut conn = self.db.read().await?;
         let sequence = outbox::head(&mut conn).await?;
 
-        let collection = store::collection(&APPOINTMENT, &organization);
-        let appointments = match &matcher.scope {
-            Scope::Organization | Scope::Unit(_) => {
-                docstore::all_live::<Appointment>(&mut conn, &collection).await?
-            }
-            Scope::Provider(p) => {
-                docstore::find_by_attr(&mut conn, &collection, "provider", p).await?
-            }
-            Scope::Location(l) => {
-                docstore::find_by_attr(&mut conn, &collection, "location", l).await?
-            }
-            Scope::Patient(p) => {
-                docstore::find_by_attr(&mut conn, &collection, "patient", p).await?
-            }
+        let which = match &matcher.scope {
+            Scope::Organization | Scope::Unit(_) => AppointmentsOf::All,
+            Scope::Provider(p) => AppointmentsOf::Provider(p),
+            Scope::Location(l) => AppointmentsOf::Location(l),
+            Scope::Patient(p) => AppointmentsOf::Patient(p),
         };
+        let appointments = store::appointments_of(&mut conn, &organization, which).await?;
         let mut entries: Vec<(i64, CalendarEntry)> = Vec::new();
         for a in appointments.into_iter().map(|s| s.resource) {
             let Ok(interval) = domain::interval(a.interval.as_ref(), "interval") else {
