@@ -306,10 +306,6 @@ fn occupancy_of(a: &Appointment, visit: &VisitType) -> ApiResult<(Vec<Holder>, i
     ))
 }
 
-fn state_of(a: &Appointment) -> AppointmentState {
-    AppointmentState::try_from(a.state).unwrap_or(AppointmentState::Unspecified)
-}
-
 /// Moves `a` along `transition` inside its write transaction: its state, a history entry giving
 /// `reason`, and its time. For [`lifecycle::Occupancy::Move`] this frees the old time only: the
 /// caller takes the new one, which needs the visit type's buffers.

@@ -79,6 +79,25 @@ impl State {
     }
 }
 
+impl State {
+    /// Whether an appointment in this state occupies its time at `now`. A hold whose lapse has
+    /// passed (or is unknown) does not, even before it is marked expired (by the waitlist worker's
+    /// sweep, or a booking that finds it in the way).
+    pub fn holds_time(self, now: DateTime<Utc>) -> bool {
+        match self {
+            State::Held { lapses_at } => lapses_at.is_some_and(|t| t > now),
+            State::Booked | State::CheckedIn | State::Completed => true,
+            State::Unspecified | State::Cancelled | State::NoShow | State::Expired => false,
+        }
+    }
+
+    /// Whether reaching this state gave the appointment's time up (the states the transitions that
+    /// release it lead to): the waitlist may be offered that time.
+    pub fn gave_up_time(self) -> bool {
+        matches!(self, State::Cancelled | State::NoShow | State::Expired)
+    }
+}
+
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.api_name())
@@ -279,6 +298,32 @@ mod tests {
                 };
                 assert_eq!(got, expected(label, state, action), "{label} {action:?}");
             }
+        }
+    }
+
+    #[test]
+    fn the_states_that_gave_up_time_are_those_a_release_leads_to() {
+        let mut released: Vec<State> = Vec::new();
+        for (_, state) in states() {
+            for action in Action::ALL {
+                if let Ok(t) = apply(state, action, now())
+                    && t.occupancy == Occupancy::Release
+                    && !released.contains(&t.to)
+                {
+                    released.push(t.to);
+                }
+            }
+        }
+        for (label, state) in states() {
+            assert_eq!(state.gave_up_time(), released.contains(&state), "{label}");
+        }
+    }
+
+    #[test]
+    fn which_states_hold_time() {
+        for (label, state) in states() {
+            let holds = matches!(label, "held" | "booked" | "checked in" | "completed");
+            assert_eq!(state.holds_time(now()), holds, "{label}");
         }
     }
 

@@ -11,7 +11,7 @@ use tonic::Code;
 
 use crate::outbox;
 
-use super::{OFFER_WAITLIST, SchedulingApi, check_start, enter, fill, state_of};
+use super::{OFFER_WAITLIST, SchedulingApi, check_start, enter, fill};
 use crate::access;
 use crate::domain::{self, instant, timestamp, wire_interval};
 use crate::lifecycle::{self, Action};
@@ -363,12 +363,7 @@ impl SchedulingApi {
             };
             for event in &events {
                 if let Some(EventKind::AppointmentChanged(a)) = &event.kind
-                    && matches!(
-                        state_of(a),
-                        AppointmentState::Cancelled
-                            | AppointmentState::NoShow
-                            | AppointmentState::Expired
-                    )
+                    && domain::lifecycle_state(a).gave_up_time()
                 {
                     self.offer(&itself, a).await?;
                 }

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
-use super::{DOMAIN, SchedulingApi, enter, state_of};
+use super::{DOMAIN, SchedulingApi, enter};
 use crate::access;
 use crate::availability::{self, Interval};
 use crate::domain::{self, wire_interval};
@@ -116,20 +116,9 @@ fn subtree(tree: &[(String, String)], root: &str) -> BTreeSet<String> {
     }
 }
 
-/// Whether the appointment holds its time now. A hold whose lapse has passed does not, even before
-/// it is marked expired (by the waitlist worker's sweep, or a booking that finds it in the way).
+/// Whether the appointment holds its time now ([`lifecycle::State::holds_time`]).
 fn active(a: &Appointment) -> bool {
-    match state_of(a) {
-        AppointmentState::Held => a
-            .hold_expire_time
-            .as_ref()
-            .and_then(crate::domain::instant)
-            .is_some_and(|t| t > chrono::Utc::now()),
-        AppointmentState::Booked | AppointmentState::CheckedIn | AppointmentState::Completed => {
-            true
-        }
-        _ => false,
-    }
+    domain::lifecycle_state(a).holds_time(chrono::Utc::now())
 }
 
 /// Serves the outbox after `after` to the returned stream, waking on `doorbell` or every [`POLL`],
