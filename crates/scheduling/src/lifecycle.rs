@@ -2,22 +2,22 @@
 //! accepts, the state it moves to, and what becomes of the time it occupies.
 //!
 //! ```text
-//!            confirm            check in            complete
-//!   Held ─────────────▶ Booked ─────────▶ CheckedIn ─────────▶ Completed
-//!    │  │                 │  │               │  │
-//!    │  └─ expire ─▶ Expired  └── no-show ──▶ NoShow ◀── no-show
-//!    │                    │                  │
-//!    └────── cancel ──────┴───── cancel ─────┴──────▶ Cancelled
+//!              confirm   cancel      check in    no-show  complete    reschedule  expire
+//!   Held       Booked¹   Cancelled   -           -        -           Held        Expired²
+//!   Booked     -         Cancelled   CheckedIn   NoShow   Completed   Booked      -
+//!   CheckedIn  -         Cancelled   -           NoShow   Completed   -           -
+//!   (others)   -         -           -           -        -           -           -
+//!   time:      keep      release     keep        release  keep        move        release
 //! ```
 //!
-//! * A hold is confirmed only before it lapses ([`HOLD_EXPIRED`] otherwise, a hold without a
+//! * ¹ A hold is confirmed only before it lapses ([`HOLD_EXPIRED`] otherwise, a hold without a
 //!   readable lapse included: nobody can tell it is still valid); confirming keeps its time for
 //!   good.
-//! * A lapsed hold is expired only once its lapse is known and past; expiring frees its time.
+//! * ² A lapsed hold is expired only once its lapse is known and past; expiring frees its time.
 //! * Cancelling (a held, booked or checked-in appointment) and a no-show (booked or checked in)
 //!   free the time; checking in and completing keep it.
 //! * Rescheduling (a held or booked appointment) keeps the state and moves the time. A lapsed hold
-//!   not yet marked expired may still be cancelled or rescheduled, as before the sweep reaches it.
+//!   may still be cancelled or rescheduled until the sweep marks it expired.
 //!
 //! Every other (state, action) pair is refused with FAILED_PRECONDITION
 //! [`WRONG_APPOINTMENT_STATE`], whose message names the action and the state as the API spells it.
