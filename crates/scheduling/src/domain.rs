@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta, Utc};
 use pm_api::scheduling::{
-    AvailabilityException, AvailabilityRule, ExceptionKind, VisitType, Weekday,
+    Appointment, AppointmentState, AvailabilityException, AvailabilityRule, ExceptionKind,
+    VisitType, Weekday,
 };
 use pm_api::types::{Date, Interval as WireInterval};
 use pm_runtime::error::Violations;
@@ -12,6 +13,7 @@ use prost_types::{Duration, Timestamp};
 
 use crate::availability::{self, Interval, WeeklyRule};
 use crate::eligibility;
+use crate::lifecycle;
 
 /// Longest window a slot search may cover.
 pub const MAX_WINDOW: TimeDelta = TimeDelta::days(31);
@@ -293,9 +295,58 @@ pub fn padded(interval: Interval, visit: &eligibility::VisitType) -> ApiResult<I
     .map_err(|e| ApiError::internal("padding an appointment", &e))
 }
 
+/// Where a stored appointment is in its lifecycle. A state this version does not know is
+/// [`lifecycle::State::Unspecified`], which accepts no action; a hold's lapse is `None` when
+/// missing or out of range.
+pub fn lifecycle_state(a: &Appointment) -> lifecycle::State {
+    use lifecycle::State;
+    match AppointmentState::try_from(a.state).unwrap_or(AppointmentState::Unspecified) {
+        AppointmentState::Unspecified => State::Unspecified,
+        AppointmentState::Held => State::Held {
+            lapses_at: a.hold_expire_time.as_ref().and_then(instant),
+        },
+        AppointmentState::Booked => State::Booked,
+        AppointmentState::CheckedIn => State::CheckedIn,
+        AppointmentState::Completed => State::Completed,
+        AppointmentState::Cancelled => State::Cancelled,
+        AppointmentState::NoShow => State::NoShow,
+        AppointmentState::Expired => State::Expired,
+    }
+}
+
+/// A lifecycle state on the wire.
+pub fn wire_state(state: lifecycle::State) -> AppointmentState {
+    use lifecycle::State;
+    match state {
+        State::Unspecified => AppointmentState::Unspecified,
+        State::Held { .. } => AppointmentState::Held,
+        State::Booked => AppointmentState::Booked,
+        State::CheckedIn => AppointmentState::CheckedIn,
+        State::Completed => AppointmentState::Completed,
+        State::Cancelled => AppointmentState::Cancelled,
+        State::NoShow => AppointmentState::NoShow,
+        State::Expired => AppointmentState::Expired,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lifecycle_states_round_trip_and_keep_their_api_names() {
+        for value in 0..=8 {
+            let a = Appointment {
+                state: value,
+                ..Default::default()
+            };
+            let state = lifecycle_state(&a);
+            let wire = AppointmentState::try_from(value).unwrap_or(AppointmentState::Unspecified);
+            assert_eq!(wire_state(state), wire, "{value}");
+            // The refusals' messages name the state as the API spells it.
+            assert_eq!(state.api_name(), wire.as_str_name(), "{value}");
+        }
+    }
 
     fn d(seconds: i64, nanos: i32) -> Duration {
         Duration { seconds, nanos }

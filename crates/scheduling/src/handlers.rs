@@ -22,6 +22,7 @@ use crate::cache::TtlCache;
 
 use crate::domain::{self, instant, timestamp, wire_interval};
 use crate::eligibility::{self, Reason, Subject};
+use crate::lifecycle::{self, Action, Transition};
 use crate::occupancy::{self, Holder, HolderKind};
 use crate::org::OrgView;
 use crate::outbox::{self, Doorbell};
@@ -116,9 +117,8 @@ impl SchedulingApi {
             return Ok(visit);
         }
         let mut conn = self.db.read().await?;
-        let visit = docstore::get_live::<VisitType>(&mut conn, name)
+        let visit = store::live_visit_type(&mut conn, name)
             .await?
-            .map(|s| s.resource)
             .ok_or_else(|| {
                 ApiError::new(
                     Code::FailedPrecondition,
@@ -229,26 +229,19 @@ impl SchedulingApi {
         )
         .await?;
         for name in candidates {
-            let Some(stored) = docstore::get_live::<Appointment>(conn, &name).await? else {
+            let Some(stored) = store::live_appointment(conn, &name).await? else {
                 continue;
             };
-            let lapsed = state_of(&stored.resource) == AppointmentState::Held
-                && stored
-                    .resource
-                    .hold_expire_time
-                    .as_ref()
-                    .and_then(instant)
-                    .is_some_and(|t| t <= now);
-            if lapsed {
-                let mut a = stored.resource;
-                a.state = AppointmentState::Expired as i32;
-                a.history
-                    .push(event(AppointmentState::Expired, "hold lapsed"));
-                occupancy::release(conn, &a.name).await?;
-                let a = docstore::replace(conn, &APPOINTMENT, stored.revision, a, None).await?;
-                self.publish(conn, &itself, EXPIRE_HOLD, &a).await?;
-                expired += 1;
-            }
+            let state = domain::lifecycle_state(&stored.resource);
+            // Refused: not a hold, or not lapsed after all (confirmed, or its lapse unknown).
+            let Ok(transition) = lifecycle::apply(state, Action::Expire, now) else {
+                continue;
+            };
+            let mut a = stored.resource;
+            enter(conn, &mut a, transition, "hold lapsed").await?;
+            let a = store::replace_appointment(conn, stored.revision, a).await?;
+            self.publish(conn, &itself, EXPIRE_HOLD, &a).await?;
+            expired += 1;
         }
         tx.commit().await?;
         if expired > 0 {
@@ -313,27 +306,29 @@ fn occupancy_of(a: &Appointment, visit: &VisitType) -> ApiResult<(Vec<Holder>, i
     ))
 }
 
-/// What a lifecycle verb does with the appointment's time.
-enum Occupancy {
-    /// Keeps it, for good (a confirmed hold no longer lapses).
-    Keep,
-    /// Frees it.
-    Release,
-}
-
-fn state_of(a: &Appointment) -> AppointmentState {
-    AppointmentState::try_from(a.state).unwrap_or(AppointmentState::Unspecified)
-}
-
-fn wrong_state(a: &Appointment, action: &str) -> ApiError {
-    ApiError::new(
-        Code::FailedPrecondition,
-        "WRONG_APPOINTMENT_STATE",
-        format!(
-            "cannot {action} an appointment in state {}",
-            state_of(a).as_str_name()
-        ),
-    )
+/// Moves `a` along `transition` inside its write transaction: its state, a history entry giving
+/// `reason`, and its time. For [`lifecycle::Occupancy::Move`] this frees the old time only: the
+/// caller takes the new one, which needs the visit type's buffers.
+async fn enter(
+    conn: &mut AnyConnection,
+    a: &mut Appointment,
+    transition: Transition,
+    reason: &str,
+) -> ApiResult<()> {
+    let state = domain::wire_state(transition.to);
+    a.state = state as i32;
+    a.history.push(event(state, reason));
+    match transition.occupancy {
+        lifecycle::Occupancy::Keep => {
+            // Kept for good: the appointment no longer lapses, like its occupancy rows. (Only a
+            // confirmed hold had a lapse to drop.)
+            a.hold_expire_time = None;
+            occupancy::set_expiry(conn, &a.name, None).await
+        }
+        lifecycle::Occupancy::Release | lifecycle::Occupancy::Move => {
+            occupancy::release(conn, &a.name).await
+        }
+    }
 }
 
 impl SchedulingApi {
@@ -535,14 +530,16 @@ impl SchedulingApi {
             .await
     }
 
-    /// A lifecycle verb: checks, then changes state in one transaction with its audit record.
+    /// A lifecycle verb: checks, then applies `action` (noting `reason` in the history) in one
+    /// transaction with its audit record.
     async fn verb(
         &self,
         caller: &Caller,
         method: &'static str,
         name: &str,
         etag: &str,
-        change: impl FnOnce(&mut Appointment) -> ApiResult<Occupancy>,
+        action: Action,
+        reason: &str,
     ) -> ApiResult<Appointment> {
         self.check_appointment(caller, method, name).await?;
         let call = VerbCall {
@@ -556,9 +553,10 @@ impl SchedulingApi {
             &self.db,
             &APPOINTMENT,
             call,
-            async |conn, a| match change(a)? {
-                Occupancy::Keep => occupancy::set_expiry(conn, &a.name, None).await,
-                Occupancy::Release => occupancy::release(conn, &a.name).await,
+            async |conn, a| {
+                let state = domain::lifecycle_state(a);
+                let transition = lifecycle::apply(state, action, Utc::now())?;
+                enter(conn, a, transition, reason).await
             },
             async |conn, changed| self.publish(conn, caller, method, changed).await,
         )
@@ -1135,22 +1133,10 @@ impl SchedulingService for SchedulingApi {
             let caller = who.clone()?;
             self.check_appointment(&caller, method!("ConfirmAppointment"), &req.name)
                 .await?;
-            let current = docstore::get_by_name(&self.db, &APPOINTMENT, &req.name).await?;
-            if state_of(&current) != AppointmentState::Held {
-                return Err(wrong_state(&current, "confirm"));
-            }
-            let lapsed = current
-                .hold_expire_time
-                .as_ref()
-                .and_then(instant)
-                .is_none_or(|t| t <= Utc::now());
-            if lapsed {
-                return Err(ApiError::new(
-                    Code::FailedPrecondition,
-                    "HOLD_EXPIRED",
-                    "the hold lapsed: search and book again",
-                ));
-            }
+            let current = store::appointment(&self.db, &req.name).await?;
+            // Refused early, before the re-check asks Org; applied again in the transaction.
+            let state = domain::lifecycle_state(&current);
+            lifecycle::apply(state, Action::Confirm, Utc::now())?;
             // The hold already occupies the slot, and confirming keeps it; but Org's facts may have
             // changed since it was taken (a credential suspended, coverage ended, the patient
             // discharged): every rule is checked again, as for a booking.
@@ -1163,27 +1149,8 @@ impl SchedulingService for SchedulingApi {
                 method!("ConfirmAppointment"),
                 &req.name,
                 &req.etag,
-                |a| {
-                    if state_of(a) != AppointmentState::Held {
-                        return Err(wrong_state(a, "confirm"));
-                    }
-                    if a.hold_expire_time
-                        .as_ref()
-                        .and_then(instant)
-                        .is_none_or(|t| t <= Utc::now())
-                    {
-                        return Err(ApiError::new(
-                            Code::FailedPrecondition,
-                            "HOLD_EXPIRED",
-                            "the hold lapsed: search and book again",
-                        ));
-                    }
-                    a.state = AppointmentState::Booked as i32;
-                    a.hold_expire_time = None;
-                    a.history
-                        .push(event(AppointmentState::Booked, "hold confirmed"));
-                    Ok(Occupancy::Keep)
-                },
+                Action::Confirm,
+                "hold confirmed",
             )
             .await
         }
@@ -1209,7 +1176,7 @@ impl SchedulingService for SchedulingApi {
             let caller = who.clone()?;
             self.check_appointment(&caller, method!("GetAppointment"), &name)
                 .await?;
-            docstore::get_by_name(&self.db, &APPOINTMENT, &name).await
+            store::appointment(&self.db, &name).await
         }
         .await;
         reply(
@@ -1294,17 +1261,8 @@ impl SchedulingService for SchedulingApi {
                     method!("CancelAppointment"),
                     &req.name,
                     &req.etag,
-                    |a| match state_of(a) {
-                        AppointmentState::Held
-                        | AppointmentState::Booked
-                        | AppointmentState::CheckedIn => {
-                            a.state = AppointmentState::Cancelled as i32;
-                            a.history
-                                .push(event(AppointmentState::Cancelled, &req.reason));
-                            Ok(Occupancy::Release)
-                        }
-                        _ => Err(wrong_state(a, "cancel")),
-                    },
+                    Action::Cancel,
+                    &req.reason,
                 )
                 .await?;
             // The waitlist worker offers the freed time from the outbox.
@@ -1338,14 +1296,8 @@ impl SchedulingService for SchedulingApi {
                 method!("CheckInAppointment"),
                 &req.name,
                 &req.etag,
-                |a| {
-                    if state_of(a) != AppointmentState::Booked {
-                        return Err(wrong_state(a, "check in"));
-                    }
-                    a.state = AppointmentState::CheckedIn as i32;
-                    a.history.push(event(AppointmentState::CheckedIn, ""));
-                    Ok(Occupancy::Keep)
-                },
+                Action::CheckIn,
+                "",
             )
             .await
         }
@@ -1373,17 +1325,14 @@ impl SchedulingService for SchedulingApi {
                 return Err(ApiError::invalid("reason", "at most 500 characters"));
             }
             let changed = self
-                .verb(&caller, method!("MarkNoShow"), &req.name, &req.etag, |a| {
-                    if !matches!(
-                        state_of(a),
-                        AppointmentState::Booked | AppointmentState::CheckedIn
-                    ) {
-                        return Err(wrong_state(a, "mark as no-show"));
-                    }
-                    a.state = AppointmentState::NoShow as i32;
-                    a.history.push(event(AppointmentState::NoShow, &req.reason));
-                    Ok(Occupancy::Release)
-                })
+                .verb(
+                    &caller,
+                    method!("MarkNoShow"),
+                    &req.name,
+                    &req.etag,
+                    Action::MarkNoShow,
+                    &req.reason,
+                )
                 .await?;
             // The waitlist worker offers the freed time from the outbox.
             Ok(changed)

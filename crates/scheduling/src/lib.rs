@@ -3,10 +3,11 @@
 //!
 //! Three layers: `handlers` (gRPC in and out, authorization, audit), the pure domain
 //! (`availability`: weekly rules in IANA zones expanded across daylight-saving changes;
-//! `eligibility`: every rule a bookable slot satisfies, with explanations; `domain`: validation and
-//! conversions), and the store (`store`: the generic resource store's kinds; `occupancy`: the
-//! double-booking guard). What Org owns (unit policies, credentials, enrollments, coverage) is asked
-//! of Org over mTLS gRPC (`org`).
+//! `eligibility`: every rule a bookable slot satisfies, with explanations; `lifecycle`: the
+//! appointment's states and the actions each accepts; `domain`: validation and conversions), and
+//! the store (`store`: the generic resource store's kinds; `occupancy`: the double-booking guard).
+//! What Org owns (unit policies, credentials, enrollments, coverage) is asked of Org over mTLS gRPC
+//! (`org`).
 
 pub mod access;
 pub mod availability;
@@ -14,6 +15,7 @@ pub mod cache;
 pub mod domain;
 pub mod eligibility;
 pub mod handlers;
+pub mod lifecycle;
 pub mod occupancy;
 pub mod org;
 pub mod outbox;

@@ -8,9 +8,9 @@ use pm_api::scheduling::{
     Appointment, AppointmentState, AvailabilityException, AvailabilityRule, Encounter,
     ExceptionKind, Room, VisitModality, VisitType, WaitlistEntry, WaitlistState, Weekday,
 };
-use pm_runtime::ApiResult;
-use pm_runtime::docstore::{self, Kind, enum_name};
+use pm_runtime::docstore::{self, Kind, Stored, enum_name};
 use pm_runtime::names::NamePattern;
+use pm_runtime::{ApiResult, Db};
 use sqlx::{AnyConnection, Row};
 
 use crate::availability::WeeklyRule;
@@ -139,6 +139,95 @@ pub const WAITLIST_ENTRY: Kind<WaitlistEntry> = Kind {
 /// `{parent}/{collection id of kind}`.
 pub fn collection<T>(kind: &Kind<T>, parent: &str) -> String {
     format!("{parent}/{}", kind.pattern.collection_id())
+}
+
+/// The appointment `name`, deleted or not; NOT_FOUND (INVALID_ARGUMENT for a malformed name) when
+/// there is none.
+pub async fn appointment(db: &Db, name: &str) -> ApiResult<Appointment> {
+    docstore::get_by_name(db, &APPOINTMENT, name).await
+}
+
+/// The appointment `name` with its revision, unless missing or deleted, in the caller's
+/// transaction.
+pub async fn live_appointment(
+    conn: &mut AnyConnection,
+    name: &str,
+) -> ApiResult<Option<Stored<Appointment>>> {
+    docstore::get_live::<Appointment>(conn, name).await
+}
+
+/// Writes `a` over the stored appointment if that is still at `revision`, in the caller's
+/// transaction; the appointment as stored.
+pub async fn replace_appointment(
+    conn: &mut AnyConnection,
+    revision: i64,
+    a: Appointment,
+) -> ApiResult<Appointment> {
+    docstore::replace(conn, &APPOINTMENT, revision, a, None).await
+}
+
+/// Which of an organization's live appointments [`appointments_of`] reads: all, or those whose
+/// indexed attribute (`provider`, `location` or `patient`) has a value.
+#[derive(Debug, Clone, Copy)]
+pub enum AppointmentsOf<'a> {
+    /// Every one.
+    All,
+    /// Those of this provider.
+    Provider(&'a str),
+    /// Those at this location.
+    Location(&'a str),
+    /// Those of this patient.
+    Patient(&'a str),
+}
+
+/// The live appointments of `organization` that `which` selects.
+pub async fn appointments_of(
+    conn: &mut AnyConnection,
+    organization: &str,
+    which: AppointmentsOf<'_>,
+) -> ApiResult<Vec<Stored<Appointment>>> {
+    let appointments = collection(&APPOINTMENT, organization);
+    let (attr, value) = match which {
+        AppointmentsOf::All => {
+            return docstore::all_live::<Appointment>(conn, &appointments).await;
+        }
+        AppointmentsOf::Provider(p) => ("provider", p),
+        AppointmentsOf::Location(l) => ("location", l),
+        AppointmentsOf::Patient(p) => ("patient", p),
+    };
+    docstore::find_by_attr(conn, &appointments, attr, value).await
+}
+
+/// The encounter `name`, deleted or not; NOT_FOUND (INVALID_ARGUMENT for a malformed name) when
+/// there is none.
+pub async fn encounter(db: &Db, name: &str) -> ApiResult<Encounter> {
+    docstore::get_by_name(db, &ENCOUNTER, name).await
+}
+
+/// The visit type `name`, unless missing or deleted.
+pub async fn live_visit_type(conn: &mut AnyConnection, name: &str) -> ApiResult<Option<VisitType>> {
+    Ok(docstore::get_live::<VisitType>(conn, name)
+        .await?
+        .map(|s| s.resource))
+}
+
+/// The billing-code hints of the visit type `name`, deleted or not (an encounter completes a visit
+/// booked before its type was deleted); none when it does not exist.
+pub async fn billing_code_hints(conn: &mut AnyConnection, name: &str) -> ApiResult<Vec<String>> {
+    Ok(docstore::get::<VisitType>(conn, name)
+        .await?
+        .map(|v| v.resource.billing_code_hints)
+        .unwrap_or_default())
+}
+
+/// The waitlist entries of `organization` for `unit`, live ones in any state.
+pub async fn waitlist_of_unit(
+    conn: &mut AnyConnection,
+    organization: &str,
+    unit: &str,
+) -> ApiResult<Vec<Stored<WaitlistEntry>>> {
+    let entries = collection(&WAITLIST_ENTRY, organization);
+    docstore::find_by_attr::<WaitlistEntry>(conn, &entries, "unit", unit).await
 }
 
 /// Every live availability rule for `unit`, across providers.
@@ -330,6 +419,30 @@ pub async fn rooms_of(conn: &mut AnyConnection, location: &str) -> ApiResult<Vec
             .map(|s| s.resource)
             .collect(),
     )
+}
+
+/// The waitlist worker's place in the outbox: the sequence of the last event it dealt with (the
+/// `waitlist_cursor` table's one row).
+pub async fn waitlist_cursor(conn: &mut AnyConnection) -> ApiResult<i64> {
+    Ok(sqlx::query_scalar("SELECT after_seq FROM waitlist_cursor")
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
+/// Moves the waitlist worker's cursor from `from` to `to`, in the caller's write transaction. A
+/// compare-and-set: if another worker moved it since `from` was read, nothing changes, so the
+/// slower of two workers does not undo the other's move.
+pub async fn advance_waitlist_cursor(
+    conn: &mut AnyConnection,
+    from: i64,
+    to: i64,
+) -> ApiResult<()> {
+    sqlx::query("UPDATE waitlist_cursor SET after_seq = $1 WHERE after_seq = $2")
+        .bind(to)
+        .bind(from)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// The Org resource whose scope a Scheduling resource inherits (for the shared reference check):

@@ -11,10 +11,10 @@ use tonic::Code;
 
 use crate::outbox;
 
-use super::{OFFER_WAITLIST, SchedulingApi, check_start, event, fill, state_of, wrong_state};
+use super::{OFFER_WAITLIST, SchedulingApi, check_start, enter, fill};
 use crate::access;
 use crate::domain::{self, instant, timestamp, wire_interval};
-use crate::occupancy;
+use crate::lifecycle::{self, Action};
 use crate::store::{self, APPOINTMENT, WAITLIST_ENTRY};
 
 /// How long a slot freed for the waitlist stays held for the patient offered it.
@@ -47,13 +47,10 @@ impl SchedulingApi {
             .and_then(instant)
             .ok_or_else(|| ApiError::invalid("start_time", "required"))?;
         check_start(start, "start_time")?;
-        let mut moved = docstore::get_by_name(&self.db, &APPOINTMENT, &req.name).await?;
-        if !matches!(
-            state_of(&moved),
-            AppointmentState::Held | AppointmentState::Booked
-        ) {
-            return Err(wrong_state(&moved, "reschedule"));
-        }
+        let mut moved = store::appointment(&self.db, &req.name).await?;
+        // Refused early, before the re-check asks Org; applied again in the transaction.
+        let state = domain::lifecycle_state(&moved);
+        lifecycle::apply(state, Action::Reschedule, Utc::now())?;
         if !req.provider.is_empty() {
             moved.provider = req.provider.clone();
         }
@@ -84,12 +81,8 @@ impl SchedulingApi {
             &APPOINTMENT,
             call,
             async |conn, a| {
-                if !matches!(
-                    state_of(a),
-                    AppointmentState::Held | AppointmentState::Booked
-                ) {
-                    return Err(wrong_state(a, "reschedule"));
-                }
+                let state = domain::lifecycle_state(a);
+                let transition = lifecycle::apply(state, Action::Reschedule, Utc::now())?;
                 let from = a
                     .interval
                     .as_ref()
@@ -102,9 +95,8 @@ impl SchedulingApi {
                 a.interval = Some(wire_interval(slot.interval));
                 a.room = slot.room.clone().unwrap_or_default();
                 a.payer = slot.payer.clone().unwrap_or_default();
-                a.history
-                    .push(event(state_of(a), &format!("rescheduled from {from}")));
-                occupancy::release(conn, &a.name).await?;
+                // Frees the old time (the new one would conflict with it), then takes the new.
+                enter(conn, a, transition, &format!("rescheduled from {from}")).await?;
                 self.occupy(conn, a, &visit).await
             },
             async |conn, changed| self.publish(conn, caller, method, changed).await,
@@ -363,9 +355,7 @@ impl SchedulingApi {
         loop {
             let (after, events) = {
                 let mut conn = self.db.read().await?;
-                let after: i64 = sqlx::query_scalar("SELECT after_seq FROM waitlist_cursor")
-                    .fetch_one(&mut *conn)
-                    .await?;
+                let after = store::waitlist_cursor(&mut conn).await?;
                 (after, outbox::read_after(&mut conn, after, 100).await?)
             };
             let Some(last) = events.last().map(|e| e.sequence) else {
@@ -373,22 +363,13 @@ impl SchedulingApi {
             };
             for event in &events {
                 if let Some(EventKind::AppointmentChanged(a)) = &event.kind
-                    && matches!(
-                        state_of(a),
-                        AppointmentState::Cancelled
-                            | AppointmentState::NoShow
-                            | AppointmentState::Expired
-                    )
+                    && domain::lifecycle_state(a).gave_up_time()
                 {
                     self.offer(&itself, a).await?;
                 }
             }
             let mut tx = self.db.write(WAITLIST_SCOPE).await?;
-            sqlx::query("UPDATE waitlist_cursor SET after_seq = $1 WHERE after_seq = $2")
-                .bind(last)
-                .bind(after)
-                .execute(tx.conn())
-                .await?;
+            store::advance_waitlist_cursor(tx.conn(), after, last).await?;
             tx.commit().await?;
         }
     }
@@ -411,9 +392,8 @@ impl SchedulingApi {
         }
         let mut waiting = {
             let mut conn = self.db.read().await?;
-            let entries = store::collection(&WAITLIST_ENTRY, names::organization_of(&freed.name));
-            docstore::find_by_attr::<WaitlistEntry>(&mut conn, &entries, "unit", &freed.unit)
-                .await?
+            let organization = names::organization_of(&freed.name);
+            store::waitlist_of_unit(&mut conn, organization, &freed.unit).await?
         };
         waiting.retain(|e| e.resource.state == WaitlistState::Waiting as i32);
         waiting.sort_by_key(|e| {

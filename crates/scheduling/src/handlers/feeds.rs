@@ -14,13 +14,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
-use super::{DOMAIN, SchedulingApi, event, state_of, wrong_state};
+use super::{DOMAIN, SchedulingApi, enter};
 use crate::access;
 use crate::availability::{self, Interval};
 use crate::domain::{self, wire_interval};
-use crate::occupancy;
+use crate::lifecycle::{self, Action};
 use crate::outbox::{self, Doorbell};
-use crate::store::{self, APPOINTMENT, ENCOUNTER};
+use crate::store::{self, APPOINTMENT, AppointmentsOf, ENCOUNTER};
 use pm_api::scheduling::scheduling_event::Kind as EventKind;
 
 /// A stream of events as tonic serves it.
@@ -116,20 +116,9 @@ fn subtree(tree: &[(String, String)], root: &str) -> BTreeSet<String> {
     }
 }
 
-/// Whether the appointment holds its time now. A hold whose lapse has passed does not, even before
-/// it is marked expired (by the waitlist worker's sweep, or a booking that finds it in the way).
+/// Whether the appointment holds its time now ([`lifecycle::State::holds_time`]).
 fn active(a: &Appointment) -> bool {
-    match state_of(a) {
-        AppointmentState::Held => a
-            .hold_expire_time
-            .as_ref()
-            .and_then(crate::domain::instant)
-            .is_some_and(|t| t > chrono::Utc::now()),
-        AppointmentState::Booked | AppointmentState::CheckedIn | AppointmentState::Completed => {
-            true
-        }
-        _ => false,
-    }
+    domain::lifecycle_state(a).holds_time(chrono::Utc::now())
 }
 
 /// Serves the outbox after `after` to the returned stream, waking on `doorbell` or every [`POLL`],
@@ -210,13 +199,10 @@ impl SchedulingApi {
                 ));
             }
         }
-        let current = docstore::get_by_name(&self.db, &APPOINTMENT, &req.name).await?;
+        let current = store::appointment(&self.db, &req.name).await?;
         let hints = {
             let mut conn = self.db.read().await?;
-            docstore::get::<VisitType>(&mut conn, &current.visit_type)
-                .await?
-                .map(|v| v.resource.billing_code_hints)
-                .unwrap_or_default()
+            store::billing_code_hints(&mut conn, &current.visit_type).await?
         };
         let call = VerbCall {
             method,
@@ -231,16 +217,9 @@ impl SchedulingApi {
             &APPOINTMENT,
             call,
             async |conn, a| {
-                if !matches!(
-                    state_of(a),
-                    AppointmentState::Booked | AppointmentState::CheckedIn
-                ) {
-                    return Err(wrong_state(a, "complete"));
-                }
-                a.state = AppointmentState::Completed as i32;
-                a.history.push(event(AppointmentState::Completed, ""));
-                // The visit used its time: the occupancy stays, for good.
-                occupancy::set_expiry(conn, &a.name, None).await
+                let state = domain::lifecycle_state(a);
+                let transition = lifecycle::apply(state, Action::Complete, chrono::Utc::now())?;
+                enter(conn, a, transition, "").await
             },
             async |conn, a| {
                 let id = a.name.rsplit('/').next().unwrap_or_default();
@@ -286,7 +265,7 @@ impl SchedulingApi {
         ENCOUNTER.pattern.parse("name", name)?;
         self.check_stored(caller, method!("GetEncounter"), name, |e: Encounter| e.unit)
             .await?;
-        docstore::get_by_name(&self.db, &ENCOUNTER, name).await
+        store::encounter(&self.db, name).await
     }
 
     pub(super) async fn encounters(
@@ -374,21 +353,13 @@ impl SchedulingApi {
         let mut conn = self.db.read().await?;
         let sequence = outbox::head(&mut conn).await?;
 
-        let collection = store::collection(&APPOINTMENT, &organization);
-        let appointments = match &matcher.scope {
-            Scope::Organization | Scope::Unit(_) => {
-                docstore::all_live::<Appointment>(&mut conn, &collection).await?
-            }
-            Scope::Provider(p) => {
-                docstore::find_by_attr(&mut conn, &collection, "provider", p).await?
-            }
-            Scope::Location(l) => {
-                docstore::find_by_attr(&mut conn, &collection, "location", l).await?
-            }
-            Scope::Patient(p) => {
-                docstore::find_by_attr(&mut conn, &collection, "patient", p).await?
-            }
+        let which = match &matcher.scope {
+            Scope::Organization | Scope::Unit(_) => AppointmentsOf::All,
+            Scope::Provider(p) => AppointmentsOf::Provider(p),
+            Scope::Location(l) => AppointmentsOf::Location(l),
+            Scope::Patient(p) => AppointmentsOf::Patient(p),
         };
+        let appointments = store::appointments_of(&mut conn, &organization, which).await?;
         let mut entries: Vec<(i64, CalendarEntry)> = Vec::new();
         for a in appointments.into_iter().map(|s| s.resource) {
             let Ok(interval) = domain::interval(a.interval.as_ref(), "interval") else {
