@@ -16,7 +16,7 @@ use tonic::Request;
 use crate::store::{
     self, COVERAGE, CREDENTIAL, ENROLLMENT, LOCATION, ORGANIZATION, PATIENT, PROVIDER, UNIT,
 };
-use crate::{NAME, access, domain};
+use crate::{NAME, access, domain, lifecycle};
 
 /// The ErrorInfo domain of this service's errors.
 pub const DOMAIN: &str = "org.pm.dev";
@@ -1412,14 +1412,11 @@ impl OrgService for OrgApi {
             let call = create_call!(req, method!("CreateEnrollment"), &req.parent, enrollment_id);
             docstore::create(&self.db, &ENROLLMENT, call, enrollment, async |conn, e| {
                 check_enrollment_target(conn, e, &e.unit, &e.pathway_step, "enrollment").await?;
-                e.state = EnrollmentState::Active as i32;
-                e.history = vec![EnrollmentEvent {
-                    kind: EnrollmentEventKind::Enrolled as i32,
-                    time: Some(to_timestamp(now_micros())),
-                    unit: e.unit.clone(),
-                    pathway_step: e.pathway_step.clone(),
-                    reason: String::new(),
-                }];
+                // Whatever state and history the client sent, a new enrollment starts its life here.
+                let state = lifecycle_state(e, lifecycle::Status::New);
+                let step = lifecycle::apply(&state, &lifecycle::Action::Enroll, now_micros())?;
+                e.history.clear();
+                enter(e, step);
                 self.record_write(conn, &caller, method!("CreateEnrollment"), &e.name)
                     .await
             })
@@ -1510,28 +1507,17 @@ impl OrgService for OrgApi {
                 request_hash: docstore::request_hash(&req),
             };
             docstore::transition(&self.db, &ENROLLMENT, call, async |conn, e| {
-                require_active(e)?;
-                let unit = if req.unit.is_empty() {
-                    e.unit.clone()
-                } else {
-                    req.unit.clone()
-                };
-                if unit == e.unit && req.pathway_step == e.pathway_step {
-                    return Err(ApiError::invalid(
-                        "unit",
-                        "a transfer must change the unit or the pathway step",
-                    ));
-                }
-                check_enrollment_target(conn, e, &unit, &req.pathway_step, "").await?;
-                e.unit = unit;
-                e.pathway_step = req.pathway_step.clone();
-                e.history.push(EnrollmentEvent {
-                    kind: EnrollmentEventKind::Transferred as i32,
-                    time: Some(to_timestamp(now_micros())),
-                    unit: e.unit.clone(),
-                    pathway_step: e.pathway_step.clone(),
+                let action = lifecycle::Action::Transfer {
+                    unit: req.unit.clone(),
+                    pathway_step: req.pathway_step.clone(),
                     reason: req.reason.clone(),
-                });
+                };
+                let step = lifecycle::apply(&stored_state(e), &action, now_micros())?;
+                // The lifecycle allows the move; the target itself is checked against the store
+                // before anything is written.
+                check_enrollment_target(conn, e, &step.state.unit, &step.state.pathway_step, "")
+                    .await?;
+                enter(e, step);
                 self.record_write(conn, &caller, method!("TransferEnrollment"), &e.name)
                     .await
             })
@@ -1665,18 +1651,13 @@ impl OrgService for OrgApi {
                 request_hash: docstore::request_hash(&req),
             };
             docstore::transition(&self.db, &ENROLLMENT, call, async |conn, e| {
-                if req.reason.trim().is_empty() {
-                    return Err(ApiError::invalid("reason", "must not be empty"));
-                }
-                require_active(e)?;
-                e.state = EnrollmentState::Discharged as i32;
-                e.history.push(EnrollmentEvent {
-                    kind: EnrollmentEventKind::Discharged as i32,
-                    time: Some(to_timestamp(now_micros())),
-                    unit: e.unit.clone(),
-                    pathway_step: e.pathway_step.clone(),
+                let action = lifecycle::Action::Discharge {
                     reason: req.reason.clone(),
-                });
+                };
+                enter(
+                    e,
+                    lifecycle::apply(&stored_state(e), &action, now_micros())?,
+                );
                 self.record_write(conn, &caller, method!("DischargeEnrollment"), &e.name)
                     .await
             })
@@ -1921,15 +1902,50 @@ async fn check_coverage(conn: &mut sqlx::AnyConnection, coverage: &Coverage) -> 
     domain::check_no_coverage_overlap(coverage, &period, &others)
 }
 
-fn require_active(enrollment: &Enrollment) -> ApiResult<()> {
-    if enrollment.state == EnrollmentState::Active as i32 {
-        Ok(())
-    } else {
-        Err(ApiError::precondition(
-            "ENROLLMENT_NOT_ACTIVE",
-            format!("{} is not active", enrollment.name),
-        ))
+/// The lifecycle's view of a stored enrollment.
+fn stored_state(enrollment: &Enrollment) -> lifecycle::State {
+    let status = match EnrollmentState::try_from(enrollment.state) {
+        Ok(EnrollmentState::Active) => lifecycle::Status::Active,
+        Ok(EnrollmentState::Discharged) => lifecycle::Status::Discharged,
+        // Unspecified or out of range: the lifecycle allows nothing from it.
+        _ => lifecycle::Status::Unknown,
+    };
+    lifecycle_state(enrollment, status)
+}
+
+/// The lifecycle's view of `enrollment`, taken to be in `status`.
+fn lifecycle_state(enrollment: &Enrollment, status: lifecycle::Status) -> lifecycle::State {
+    lifecycle::State {
+        name: enrollment.name.clone(),
+        status,
+        unit: enrollment.unit.clone(),
+        pathway_step: enrollment.pathway_step.clone(),
     }
+}
+
+/// Writes an allowed transition into the enrollment: its new state, unit and step, and the event
+/// appended to its history.
+fn enter(enrollment: &mut Enrollment, step: lifecycle::Transition) {
+    enrollment.state = match step.state.status {
+        lifecycle::Status::Active => EnrollmentState::Active,
+        lifecycle::Status::Discharged => EnrollmentState::Discharged,
+        // The lifecycle never moves an enrollment into these; keep the proto's "not a value".
+        lifecycle::Status::New | lifecycle::Status::Unknown => EnrollmentState::Unspecified,
+    } as i32;
+    enrollment.unit = step.state.unit;
+    enrollment.pathway_step = step.state.pathway_step;
+    let kind = match step.event.kind {
+        lifecycle::EventKind::Enrolled => EnrollmentEventKind::Enrolled,
+        lifecycle::EventKind::Transferred => EnrollmentEventKind::Transferred,
+        lifecycle::EventKind::Discharged => EnrollmentEventKind::Discharged,
+    };
+    enrollment.history.push(EnrollmentEvent {
+        kind: kind as i32,
+        time: Some(to_timestamp(step.event.time)),
+        unit: step.event.unit,
+        pathway_step: step.event.pathway_step,
+        reason: step.event.reason,
+    });
 }
 
 /// The unit must exist, the step must belong to its effective pathway, and the patient may not already
