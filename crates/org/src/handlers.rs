@@ -7,8 +7,8 @@ use pm_authz::audit::AuditWriter;
 use pm_authz::layer::Caller;
 use pm_authz::phi::PhiAudit;
 use pm_authz::policy::Target;
-use pm_runtime::docstore::{self, ListScope, VerbCall};
-use pm_runtime::time::{now_micros, to_micros, to_timestamp};
+use pm_runtime::docstore::{self, ListScope};
+use pm_runtime::time::{now_micros, to_micros};
 use pm_runtime::{ApiError, ApiResult, Db, names};
 use pm_runtime::{create_call, list_call};
 use tonic::Request;
@@ -1017,7 +1017,7 @@ impl OrgService for OrgApi {
             PATIENT.pattern.parse("name", name)?;
             self.check(&caller, method!("GetPatient"), About::Name(name))
                 .await?;
-            docstore::get_by_name(&self.db, &PATIENT, name).await
+            store::patients::get(&self.db, name).await
         }
         .await;
         reply(
@@ -1187,7 +1187,7 @@ impl OrgService for OrgApi {
             call.scope = self
                 .narrow(&caller, method!("ListPatients"), &req.parent, "patients")
                 .await?;
-            let page = docstore::list(&self.db, &PATIENT, call).await?;
+            let page = store::patients::list(&self.db, call).await?;
             Ok(ListPatientsResponse {
                 patients: page.items,
                 next_page_token: page.next_page_token,
@@ -1222,8 +1222,7 @@ impl OrgService for OrgApi {
             .await?;
             let patient = required(req.patient.clone(), "patient")?;
             let call = create_call!(req, method!("CreatePatient"), &req.parent, patient_id);
-            docstore::create(&self.db, &PATIENT, call, patient, async |conn, p| {
-                check_patient(conn, p).await?;
+            store::patients::create(&self.db, call, patient, async |conn, p| {
                 self.record_write(conn, &caller, method!("CreatePatient"), &p.name)
                     .await
             })
@@ -1262,13 +1261,11 @@ impl OrgService for OrgApi {
             PATIENT.pattern.parse("patient.name", &name)?;
             self.check(&caller, method!("UpdatePatient"), About::Name(&name))
                 .await?;
-            docstore::update(
+            store::patients::update(
                 &self.db,
-                &PATIENT,
                 req.patient,
                 req.update_mask.as_ref(),
-                async |conn, _, p| {
-                    check_patient(conn, p).await?;
+                async |conn, p| {
                     self.record_write(conn, &caller, method!("UpdatePatient"), &p.name)
                         .await
                 },
@@ -1298,7 +1295,7 @@ impl OrgService for OrgApi {
             PATIENT.pattern.parse("name", &req.name)?;
             self.check(&caller, method!("DeletePatient"), About::Name(&req.name))
                 .await?;
-            docstore::soft_delete(&self.db, &PATIENT, &req.name, &req.etag, async |conn, p| {
+            store::patients::delete(&self.db, &req.name, &req.etag, async |conn, p| {
                 self.record_write(conn, &caller, method!("DeletePatient"), &p.name)
                     .await
             })
@@ -1329,7 +1326,7 @@ impl OrgService for OrgApi {
             ENROLLMENT.pattern.parse("name", name)?;
             self.check(&caller, method!("GetEnrollment"), About::Name(name))
                 .await?;
-            docstore::get_by_name(&self.db, &ENROLLMENT, name).await
+            store::enrollments::get(&self.db, name).await
         }
         .await;
         reply(
@@ -1370,7 +1367,7 @@ impl OrgService for OrgApi {
                     "enrollments",
                 )
                 .await?;
-            let page = docstore::list(&self.db, &ENROLLMENT, call).await?;
+            let page = store::enrollments::list(&self.db, call).await?;
             Ok(ListEnrollmentsResponse {
                 enrollments: page.items,
                 next_page_token: page.next_page_token,
@@ -1410,13 +1407,7 @@ impl OrgService for OrgApi {
             )
             .await?;
             let call = create_call!(req, method!("CreateEnrollment"), &req.parent, enrollment_id);
-            docstore::create(&self.db, &ENROLLMENT, call, enrollment, async |conn, e| {
-                check_enrollment_target(conn, e, &e.unit, &e.pathway_step, "enrollment").await?;
-                // Whatever state and history the client sent, a new enrollment starts its life here.
-                let state = lifecycle_state(e, lifecycle::Status::New);
-                let step = lifecycle::apply(&state, &lifecycle::Action::Enroll, now_micros())?;
-                e.history.clear();
-                enter(e, step);
+            store::enrollments::create(&self.db, call, enrollment, async |conn, e| {
                 self.record_write(conn, &caller, method!("CreateEnrollment"), &e.name)
                     .await
             })
@@ -1448,16 +1439,10 @@ impl OrgService for OrgApi {
             ENROLLMENT.pattern.parse("name", &req.name)?;
             self.check(&caller, method!("DeleteEnrollment"), About::Name(&req.name))
                 .await?;
-            docstore::soft_delete(
-                &self.db,
-                &ENROLLMENT,
-                &req.name,
-                &req.etag,
-                async |conn, e| {
-                    self.record_write(conn, &caller, method!("DeleteEnrollment"), &e.name)
-                        .await
-                },
-            )
+            store::enrollments::delete(&self.db, &req.name, &req.etag, async |conn, e| {
+                self.record_write(conn, &caller, method!("DeleteEnrollment"), &e.name)
+                    .await
+            })
             .await
         }
         .await;
@@ -1499,25 +1484,19 @@ impl OrgService for OrgApi {
                 )
                 .await?;
             }
-            let call = VerbCall {
-                method: method!("TransferEnrollment"),
-                name: &req.name,
-                etag: &req.etag,
-                request_id: &req.request_id,
-                request_hash: docstore::request_hash(&req),
+            let action = lifecycle::Action::Transfer {
+                unit: req.unit.clone(),
+                pathway_step: req.pathway_step.clone(),
+                reason: req.reason.clone(),
             };
-            docstore::transition(&self.db, &ENROLLMENT, call, async |conn, e| {
-                let action = lifecycle::Action::Transfer {
-                    unit: req.unit.clone(),
-                    pathway_step: req.pathway_step.clone(),
-                    reason: req.reason.clone(),
-                };
-                let step = lifecycle::apply(&stored_state(e), &action, now_micros())?;
-                // The lifecycle allows the move; the target itself is checked against the store
-                // before anything is written.
-                check_enrollment_target(conn, e, &step.state.unit, &step.state.pathway_step, "")
-                    .await?;
-                enter(e, step);
+            let call = store::verb_call(
+                method!("TransferEnrollment"),
+                &req.name,
+                &req.etag,
+                &req.request_id,
+                &req,
+            );
+            store::enrollments::advance(&self.db, call, &action, async |conn, e| {
                 self.record_write(conn, &caller, method!("TransferEnrollment"), &e.name)
                     .await
             })
@@ -1553,14 +1532,9 @@ impl OrgService for OrgApi {
                 About::OrganizationWide(&req.patient),
             )
             .await?;
-            let mut conn = self.db.read().await?;
-            if docstore::get::<Patient>(&mut conn, &req.patient)
-                .await?
-                .is_none()
-            {
+            if !store::patients::ever_stored(&self.db, &req.patient).await? {
                 return Err(ApiError::not_found(&req.patient));
             }
-            drop(conn);
             crate::accesses::list(&self.db, &self.peers, &req).await
         }
         .await;
@@ -1643,21 +1617,17 @@ impl OrgService for OrgApi {
                 About::Name(&req.name),
             )
             .await?;
-            let call = VerbCall {
-                method: method!("DischargeEnrollment"),
-                name: &req.name,
-                etag: &req.etag,
-                request_id: &req.request_id,
-                request_hash: docstore::request_hash(&req),
+            let action = lifecycle::Action::Discharge {
+                reason: req.reason.clone(),
             };
-            docstore::transition(&self.db, &ENROLLMENT, call, async |conn, e| {
-                let action = lifecycle::Action::Discharge {
-                    reason: req.reason.clone(),
-                };
-                enter(
-                    e,
-                    lifecycle::apply(&stored_state(e), &action, now_micros())?,
-                );
+            let call = store::verb_call(
+                method!("DischargeEnrollment"),
+                &req.name,
+                &req.etag,
+                &req.request_id,
+                &req,
+            );
+            store::enrollments::advance(&self.db, call, &action, async |conn, e| {
                 self.record_write(conn, &caller, method!("DischargeEnrollment"), &e.name)
                     .await
             })
@@ -1688,7 +1658,7 @@ impl OrgService for OrgApi {
             COVERAGE.pattern.parse("name", name)?;
             self.check(&caller, method!("GetCoverage"), About::Name(name))
                 .await?;
-            docstore::get_by_name(&self.db, &COVERAGE, name).await
+            store::coverages::get(&self.db, name).await
         }
         .await;
         reply(
@@ -1715,7 +1685,7 @@ impl OrgService for OrgApi {
                 About::Patient(&req.parent),
             )
             .await?;
-            let page = docstore::list(&self.db, &COVERAGE, list_call!(req, &req.parent)).await?;
+            let page = store::coverages::list(&self.db, list_call!(req, &req.parent)).await?;
             Ok(ListCoveragesResponse {
                 coverages: page.items,
                 next_page_token: page.next_page_token,
@@ -1751,8 +1721,7 @@ impl OrgService for OrgApi {
             .await?;
             let coverage = required(req.coverage.clone(), "coverage")?;
             let call = create_call!(req, method!("CreateCoverage"), &req.parent, coverage_id);
-            docstore::create(&self.db, &COVERAGE, call, coverage, async |conn, c| {
-                check_coverage(conn, c).await?;
+            store::coverages::create(&self.db, call, coverage, async |conn, c| {
                 self.record_write(conn, &caller, method!("CreateCoverage"), &c.name)
                     .await
             })
@@ -1791,13 +1760,11 @@ impl OrgService for OrgApi {
             COVERAGE.pattern.parse("coverage.name", &name)?;
             self.check(&caller, method!("UpdateCoverage"), About::Name(&name))
                 .await?;
-            docstore::update(
+            store::coverages::update(
                 &self.db,
-                &COVERAGE,
                 req.coverage,
                 req.update_mask.as_ref(),
-                async |conn, _, c| {
-                    check_coverage(conn, c).await?;
+                async |conn, c| {
                     self.record_write(conn, &caller, method!("UpdateCoverage"), &c.name)
                         .await
                 },
@@ -1827,16 +1794,10 @@ impl OrgService for OrgApi {
             COVERAGE.pattern.parse("name", &req.name)?;
             self.check(&caller, method!("DeleteCoverage"), About::Name(&req.name))
                 .await?;
-            docstore::soft_delete(
-                &self.db,
-                &COVERAGE,
-                &req.name,
-                &req.etag,
-                async |conn, c| {
-                    self.record_write(conn, &caller, method!("DeleteCoverage"), &c.name)
-                        .await
-                },
-            )
+            store::coverages::delete(&self.db, &req.name, &req.etag, async |conn, c| {
+                self.record_write(conn, &caller, method!("DeleteCoverage"), &c.name)
+                    .await
+            })
             .await
         }
         .await;
@@ -1880,105 +1841,4 @@ async fn check_credential(
     let others =
         store::credential_periods(conn, provider, &credential.unit, &credential.name).await?;
     domain::check_no_credential_overlap(&period, &others)
-}
-
-async fn check_patient(conn: &mut sqlx::AnyConnection, patient: &Patient) -> ApiResult<()> {
-    domain::validate_patient(patient, chrono::Utc::now().date_naive())?;
-    if let Some(index) = store::identifier_taken(conn, patient).await? {
-        // The identifier itself is PHI: the error names its position, not its value.
-        return Err(ApiError::already_exists(
-            "PATIENT_IDENTIFIER_TAKEN",
-            format!("patient.identifiers[{index}] already identifies another patient of the organization"),
-        )
-        .with_violation(format!("patient.identifiers[{index}]"), "already identifies another patient"));
-    }
-    Ok(())
-}
-
-async fn check_coverage(conn: &mut sqlx::AnyConnection, coverage: &Coverage) -> ApiResult<()> {
-    let period = domain::validate_coverage(coverage)?;
-    let others =
-        store::coverage_periods(conn, names::parent_of(&coverage.name), &coverage.name).await?;
-    domain::check_no_coverage_overlap(coverage, &period, &others)
-}
-
-/// The lifecycle's view of a stored enrollment.
-fn stored_state(enrollment: &Enrollment) -> lifecycle::State {
-    let status = match EnrollmentState::try_from(enrollment.state) {
-        Ok(EnrollmentState::Active) => lifecycle::Status::Active,
-        Ok(EnrollmentState::Discharged) => lifecycle::Status::Discharged,
-        // Unspecified or out of range: the lifecycle allows nothing from it.
-        _ => lifecycle::Status::Unknown,
-    };
-    lifecycle_state(enrollment, status)
-}
-
-/// The lifecycle's view of `enrollment`, taken to be in `status`.
-fn lifecycle_state(enrollment: &Enrollment, status: lifecycle::Status) -> lifecycle::State {
-    lifecycle::State {
-        name: enrollment.name.clone(),
-        status,
-        unit: enrollment.unit.clone(),
-        pathway_step: enrollment.pathway_step.clone(),
-    }
-}
-
-/// Writes an allowed transition into the enrollment: its new state, unit and step, and the event
-/// appended to its history.
-fn enter(enrollment: &mut Enrollment, step: lifecycle::Transition) {
-    enrollment.state = match step.state.status {
-        lifecycle::Status::Active => EnrollmentState::Active,
-        lifecycle::Status::Discharged => EnrollmentState::Discharged,
-        // The lifecycle never moves an enrollment into these; keep the proto's "not a value".
-        lifecycle::Status::New | lifecycle::Status::Unknown => EnrollmentState::Unspecified,
-    } as i32;
-    enrollment.unit = step.state.unit;
-    enrollment.pathway_step = step.state.pathway_step;
-    let kind = match step.event.kind {
-        lifecycle::EventKind::Enrolled => EnrollmentEventKind::Enrolled,
-        lifecycle::EventKind::Transferred => EnrollmentEventKind::Transferred,
-        lifecycle::EventKind::Discharged => EnrollmentEventKind::Discharged,
-    };
-    enrollment.history.push(EnrollmentEvent {
-        kind: kind as i32,
-        time: Some(to_timestamp(step.event.time)),
-        unit: step.event.unit,
-        pathway_step: step.event.pathway_step,
-        reason: step.event.reason,
-    });
-}
-
-/// The unit must exist, the step must belong to its effective pathway, and the patient may not already
-/// be actively enrolled there.
-async fn check_enrollment_target(
-    conn: &mut sqlx::AnyConnection,
-    enrollment: &Enrollment,
-    unit: &str,
-    step: &str,
-    prefix: &str,
-) -> ApiResult<()> {
-    let field = |f: &str| {
-        if prefix.is_empty() {
-            f.to_string()
-        } else {
-            format!("{prefix}.{f}")
-        }
-    };
-    store::referenced_unit(conn, unit, &field("unit")).await?;
-    let policy = store::effective_policy(conn, unit).await?;
-    domain::check_pathway_step(
-        &field("pathway_step"),
-        step,
-        &policy.workflow_rules.unwrap_or_default(),
-    )?;
-    let patient = names::parent_of(&enrollment.name);
-    if let Some(other) = store::active_enrollment_in(conn, patient, unit, &enrollment.name).await? {
-        return Err(ApiError::precondition(
-            "ALREADY_ENROLLED",
-            format!("the patient is already enrolled in {unit} ({other})"),
-        )
-        .with_meta("enrollment", other)
-        .with_meta("unit", unit));
-    }
-    Ok(())
 }

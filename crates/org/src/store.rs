@@ -13,6 +13,10 @@ use tonic::Code;
 
 use crate::domain::{self, MAX_UNIT_DEPTH, PolicyLevel};
 
+pub mod coverages;
+pub mod enrollments;
+pub mod patients;
+
 /// Organizations.
 pub const ORGANIZATION: Kind<Organization> = Kind {
     pattern: NamePattern(&["organizations"]),
@@ -343,4 +347,22 @@ pub async fn active_enrollment_in(
         .map(|e| e.resource)
         .find(|e| e.state == EnrollmentState::Active as i32 && e.name != except)
         .map(|e| e.name))
+}
+
+/// What a state-changing custom method asks of the store, its request hashed so that a retried
+/// request_id is recognised.
+pub fn verb_call<'a>(
+    method: &'static str,
+    name: &'a str,
+    etag: &'a str,
+    request_id: &'a str,
+    request: &impl prost::Message,
+) -> docstore::VerbCall<'a> {
+    docstore::VerbCall {
+        method,
+        name,
+        etag,
+        request_id,
+        request_hash: docstore::request_hash(request),
+    }
 }
