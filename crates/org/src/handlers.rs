@@ -7,7 +7,7 @@ use pm_authz::audit::AuditWriter;
 use pm_authz::layer::Caller;
 use pm_authz::phi::PhiAudit;
 use pm_authz::policy::Target;
-use pm_runtime::docstore::{self, ListScope};
+use pm_runtime::docstore::ListScope;
 use pm_runtime::time::{now_micros, to_micros};
 use pm_runtime::{ApiError, ApiResult, Db, names};
 use pm_runtime::{create_call, list_call};
@@ -200,7 +200,7 @@ impl OrgApi {
         distinct.dedup();
         let collections: Vec<String> = distinct.iter().flat_map(|p| collections_of(p)).collect();
         let mut conn = self.db.read().await?;
-        let rows = docstore::read_live(&mut conn, &distinct, &collections).await?;
+        let rows = store::patients::with_collections(&mut conn, &distinct, &collections).await?;
         let permission = pm_api::rule_for(method)
             .map(|r| r.permission)
             .unwrap_or_default();
@@ -289,7 +289,7 @@ impl OrgService for OrgApi {
                 ORGANIZATION.pattern.parse("name", name)?;
                 self.check(&caller, method!("GetOrganization"), About::Name(name))
                     .await?;
-                docstore::get_by_name(&self.db, &ORGANIZATION, name).await
+                store::organizations::get(&self.db, name).await
             }
             .await,
         )
@@ -305,7 +305,7 @@ impl OrgService for OrgApi {
                 let req = request.into_inner();
                 let mut call = list_call!(req, "");
                 call.scope = access::visible_organizations(&caller).map(ListScope::Names);
-                let page = docstore::list(&self.db, &ORGANIZATION, call).await?;
+                let page = store::organizations::list(&self.db, call).await?;
                 Ok(ListOrganizationsResponse {
                     organizations: page.items,
                     next_page_token: page.next_page_token,
@@ -339,10 +339,7 @@ impl OrgService for OrgApi {
                 .await?;
                 let org = required(req.organization.clone(), "organization")?;
                 let call = create_call!(req, method!("CreateOrganization"), "", organization_id);
-                docstore::create(&self.db, &ORGANIZATION, call, org, async |_, org| {
-                    domain::validate_organization(org)
-                })
-                .await
+                store::organizations::create(&self.db, call, org).await
             }
             .await,
         )
@@ -368,14 +365,8 @@ impl OrgService for OrgApi {
                     About::OrganizationWide(&name),
                 )
                 .await?;
-                docstore::update(
-                    &self.db,
-                    &ORGANIZATION,
-                    req.organization,
-                    req.update_mask.as_ref(),
-                    async |_, _, org| domain::validate_organization(org),
-                )
-                .await
+                store::organizations::update(&self.db, req.organization, req.update_mask.as_ref())
+                    .await
             }
             .await,
         )
@@ -396,22 +387,7 @@ impl OrgService for OrgApi {
                     About::OrganizationWide(&req.name),
                 )
                 .await?;
-                docstore::soft_delete(
-                    &self.db,
-                    &ORGANIZATION,
-                    &req.name,
-                    &req.etag,
-                    async |conn, org| {
-                        if store::has_live_units(conn, &org.name).await? {
-                            return Err(ApiError::precondition(
-                                "ORGANIZATION_NOT_EMPTY",
-                                format!("{} still has service units: delete them first", org.name),
-                            ));
-                        }
-                        Ok(())
-                    },
-                )
-                .await
+                store::organizations::delete(&self.db, &req.name, &req.etag).await
             }
             .await,
         )
@@ -430,7 +406,7 @@ impl OrgService for OrgApi {
                 UNIT.pattern.parse("name", name)?;
                 self.check(&caller, method!("GetServiceUnit"), About::Name(name))
                     .await?;
-                docstore::get_by_name(&self.db, &UNIT, name).await
+                store::units::get(&self.db, name).await
             }
             .await,
         )
@@ -455,7 +431,7 @@ impl OrgService for OrgApi {
                 call.scope = self
                     .narrow(&caller, method!("ListServiceUnits"), &req.parent, "units")
                     .await?;
-                let page = docstore::list(&self.db, &UNIT, call).await?;
+                let page = store::units::list(&self.db, call).await?;
                 Ok(ListServiceUnitsResponse {
                     service_units: page.items,
                     next_page_token: page.next_page_token,
@@ -488,15 +464,7 @@ impl OrgService for OrgApi {
                     &req.parent,
                     service_unit_id
                 );
-                docstore::create(&self.db, &UNIT, call, unit, async |conn, unit| {
-                    domain::validate_unit(unit)?;
-                    if !unit.parent_unit.is_empty() {
-                        store::referenced_unit(conn, &unit.parent_unit, "service_unit.parent_unit")
-                            .await?;
-                    }
-                    Ok(())
-                })
-                .await
+                store::units::create(&self.db, call, unit).await
             }
             .await,
         )
@@ -539,27 +507,7 @@ impl OrgService for OrgApi {
                     )
                     .await?;
                 }
-                docstore::update(
-                    &self.db,
-                    &UNIT,
-                    Some(patch),
-                    req.update_mask.as_ref(),
-                    async |conn, stored, unit| {
-                        domain::validate_unit(unit)?;
-                        if !unit.parent_unit.is_empty() && unit.parent_unit != stored.parent_unit {
-                            store::referenced_unit(
-                                conn,
-                                &unit.parent_unit,
-                                "service_unit.parent_unit",
-                            )
-                            .await?;
-                            let lineage = store::lineage_names(conn, &unit.parent_unit).await?;
-                            domain::check_no_cycle(&unit.name, &lineage)?;
-                        }
-                        Ok(())
-                    },
-                )
-                .await
+                store::units::update(&self.db, patch, req.update_mask.as_ref()).await
             }
             .await,
         )
@@ -580,19 +528,7 @@ impl OrgService for OrgApi {
                     About::Name(&req.name),
                 )
                 .await?;
-                docstore::soft_delete(&self.db, &UNIT, &req.name, &req.etag, async |conn, unit| {
-                    if store::has_live_children(conn, &unit.name).await? {
-                        return Err(ApiError::precondition(
-                            "UNIT_HAS_CHILDREN",
-                            format!(
-                                "{} still has child units: move or delete them first",
-                                unit.name
-                            ),
-                        ));
-                    }
-                    Ok(())
-                })
-                .await
+                store::units::delete(&self.db, &req.name, &req.etag).await
             }
             .await,
         )
@@ -609,14 +545,7 @@ impl OrgService for OrgApi {
                 domain::UNIT_NAME.parse("unit", unit)?;
                 self.check(&caller, method!("GetEffectivePolicy"), About::Name(unit))
                     .await?;
-                let mut conn = self.db.read().await?;
-                if docstore::get_live::<ServiceUnit>(&mut conn, unit)
-                    .await?
-                    .is_none()
-                {
-                    return Err(ApiError::not_found(unit));
-                }
-                store::effective_policy(&mut conn, unit).await
+                store::units::policy_of(&self.db, unit).await
             }
             .await,
         )
@@ -632,7 +561,7 @@ impl OrgService for OrgApi {
                 LOCATION.pattern.parse("name", name)?;
                 self.check(&caller, method!("GetLocation"), About::Name(name))
                     .await?;
-                docstore::get_by_name(&self.db, &LOCATION, name).await
+                store::locations::get(&self.db, name).await
             }
             .await,
         )
@@ -653,8 +582,7 @@ impl OrgService for OrgApi {
                     About::Organization(&req.parent),
                 )
                 .await?;
-                let page =
-                    docstore::list(&self.db, &LOCATION, list_call!(req, &req.parent)).await?;
+                let page = store::locations::list(&self.db, list_call!(req, &req.parent)).await?;
                 Ok(ListLocationsResponse {
                     locations: page.items,
                     next_page_token: page.next_page_token,
@@ -678,10 +606,7 @@ impl OrgService for OrgApi {
                 .await?;
                 let location = required(req.location.clone(), "location")?;
                 let call = create_call!(req, method!("CreateLocation"), &req.parent, location_id);
-                docstore::create(&self.db, &LOCATION, call, location, async |_, l| {
-                    domain::validate_location(l)
-                })
-                .await
+                store::locations::create(&self.db, call, location).await
             }
             .await,
         )
@@ -700,14 +625,7 @@ impl OrgService for OrgApi {
                 LOCATION.pattern.parse("location.name", &name)?;
                 self.check(&caller, method!("UpdateLocation"), About::Name(&name))
                     .await?;
-                docstore::update(
-                    &self.db,
-                    &LOCATION,
-                    req.location,
-                    req.update_mask.as_ref(),
-                    async |_, _, l| domain::validate_location(l),
-                )
-                .await
+                store::locations::update(&self.db, req.location, req.update_mask.as_ref()).await
             }
             .await,
         )
@@ -721,10 +639,7 @@ impl OrgService for OrgApi {
                 LOCATION.pattern.parse("name", &req.name)?;
                 self.check(&caller, method!("DeleteLocation"), About::Name(&req.name))
                     .await?;
-                docstore::soft_delete(&self.db, &LOCATION, &req.name, &req.etag, async |_, _| {
-                    Ok(())
-                })
-                .await
+                store::locations::delete(&self.db, &req.name, &req.etag).await
             }
             .await,
         )
@@ -740,7 +655,7 @@ impl OrgService for OrgApi {
                 PROVIDER.pattern.parse("name", name)?;
                 self.check(&caller, method!("GetProvider"), About::Name(name))
                     .await?;
-                docstore::get_by_name(&self.db, &PROVIDER, name).await
+                store::providers::get(&self.db, name).await
             }
             .await,
         )
@@ -761,8 +676,7 @@ impl OrgService for OrgApi {
                     About::Organization(&req.parent),
                 )
                 .await?;
-                let page =
-                    docstore::list(&self.db, &PROVIDER, list_call!(req, &req.parent)).await?;
+                let page = store::providers::list(&self.db, list_call!(req, &req.parent)).await?;
                 Ok(ListProvidersResponse {
                     providers: page.items,
                     next_page_token: page.next_page_token,
@@ -786,10 +700,7 @@ impl OrgService for OrgApi {
                 .await?;
                 let provider = required(req.provider.clone(), "provider")?;
                 let call = create_call!(req, method!("CreateProvider"), &req.parent, provider_id);
-                docstore::create(&self.db, &PROVIDER, call, provider, async |conn, p| {
-                    check_provider(conn, p).await
-                })
-                .await
+                store::providers::create(&self.db, call, provider).await
             }
             .await,
         )
@@ -808,14 +719,7 @@ impl OrgService for OrgApi {
                 PROVIDER.pattern.parse("provider.name", &name)?;
                 self.check(&caller, method!("UpdateProvider"), About::Name(&name))
                     .await?;
-                docstore::update(
-                    &self.db,
-                    &PROVIDER,
-                    req.provider,
-                    req.update_mask.as_ref(),
-                    async |conn, _, p| check_provider(conn, p).await,
-                )
-                .await
+                store::providers::update(&self.db, req.provider, req.update_mask.as_ref()).await
             }
             .await,
         )
@@ -829,10 +733,7 @@ impl OrgService for OrgApi {
                 PROVIDER.pattern.parse("name", &req.name)?;
                 self.check(&caller, method!("DeleteProvider"), About::Name(&req.name))
                     .await?;
-                docstore::soft_delete(&self.db, &PROVIDER, &req.name, &req.etag, async |_, _| {
-                    Ok(())
-                })
-                .await
+                store::providers::delete(&self.db, &req.name, &req.etag).await
             }
             .await,
         )
@@ -848,7 +749,7 @@ impl OrgService for OrgApi {
                 CREDENTIAL.pattern.parse("name", name)?;
                 self.check(&caller, method!("GetCredential"), About::Name(name))
                     .await?;
-                docstore::get_by_name(&self.db, &CREDENTIAL, name).await
+                store::providers::get_credential(&self.db, name).await
             }
             .await,
         )
@@ -878,7 +779,7 @@ impl OrgService for OrgApi {
                         "credentials",
                     )
                     .await?;
-                let page = docstore::list(&self.db, &CREDENTIAL, call).await?;
+                let page = store::providers::list_credentials(&self.db, call).await?;
                 Ok(ListCredentialsResponse {
                     credentials: page.items,
                     next_page_token: page.next_page_token,
@@ -907,10 +808,7 @@ impl OrgService for OrgApi {
                 .await?;
                 let call =
                     create_call!(req, method!("CreateCredential"), &req.parent, credential_id);
-                docstore::create(&self.db, &CREDENTIAL, call, credential, async |conn, c| {
-                    check_credential(conn, c).await
-                })
-                .await
+                store::providers::create_credential(&self.db, call, credential).await
             }
             .await,
         )
@@ -932,12 +830,10 @@ impl OrgService for OrgApi {
                 CREDENTIAL.pattern.parse("credential.name", &name)?;
                 self.check(&caller, method!("UpdateCredential"), About::Name(&name))
                     .await?;
-                docstore::update(
+                store::providers::update_credential(
                     &self.db,
-                    &CREDENTIAL,
                     req.credential,
                     req.update_mask.as_ref(),
-                    async |conn, _, c| check_credential(conn, c).await,
                 )
                 .await
             }
@@ -956,10 +852,7 @@ impl OrgService for OrgApi {
                 CREDENTIAL.pattern.parse("name", &req.name)?;
                 self.check(&caller, method!("DeleteCredential"), About::Name(&req.name))
                     .await?;
-                docstore::soft_delete(&self.db, &CREDENTIAL, &req.name, &req.etag, async |_, _| {
-                    Ok(())
-                })
-                .await
+                store::providers::delete_credential(&self.db, &req.name, &req.etag).await
             }
             .await,
         )
@@ -982,13 +875,7 @@ impl OrgService for OrgApi {
                     Some(_) => return Err(ApiError::invalid("time", "is not a valid timestamp")),
                     None => now_micros(),
                 };
-                let mut conn = self.db.read().await?;
-                for name in [&req.provider, &req.unit] {
-                    if !docstore::exists_live(&mut conn, name).await? {
-                        return Err(ApiError::not_found(name));
-                    }
-                }
-                let in_force = store::credentials_for(&mut conn, &req.provider, &req.unit)
+                let in_force = store::providers::credentials_of(&self.db, &req.provider, &req.unit)
                     .await?
                     .into_iter()
                     .find(|c| {
@@ -1813,32 +1700,4 @@ impl OrgService for OrgApi {
             .await,
         )
     }
-}
-
-async fn check_provider(conn: &mut sqlx::AnyConnection, provider: &Provider) -> ApiResult<()> {
-    domain::validate_provider(provider)?;
-    let organization = names::organization_of(&provider.name);
-    if let Some(other) =
-        store::provider_with_npi(conn, organization, &provider.npi, &provider.name).await?
-    {
-        return Err(ApiError::already_exists(
-            "NPI_ALREADY_REGISTERED",
-            format!("provider {other} already has this NPI"),
-        )
-        .with_meta("provider", other)
-        .with_violation("provider.npi", "is already registered to another provider"));
-    }
-    Ok(())
-}
-
-async fn check_credential(
-    conn: &mut sqlx::AnyConnection,
-    credential: &Credential,
-) -> ApiResult<()> {
-    let period = domain::validate_credential(credential)?;
-    store::referenced_unit(conn, &credential.unit, "credential.unit").await?;
-    let provider = names::parent_of(&credential.name);
-    let others =
-        store::credential_periods(conn, provider, &credential.unit, &credential.name).await?;
-    domain::check_no_credential_overlap(&period, &others)
 }

@@ -15,7 +15,11 @@ use crate::domain::{self, MAX_UNIT_DEPTH, PolicyLevel};
 
 pub mod coverages;
 pub mod enrollments;
+pub mod locations;
+pub mod organizations;
 pub mod patients;
+pub mod providers;
+pub mod units;
 
 /// Organizations.
 pub const ORGANIZATION: Kind<Organization> = Kind {

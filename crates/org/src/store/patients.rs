@@ -27,6 +27,16 @@ pub async fn ever_stored(db: &Db, name: &str) -> ApiResult<bool> {
     Ok(docstore::get::<Patient>(&mut conn, name).await?.is_some())
 }
 
+/// The live patients among `patients` and the live resources of `collections` (their enrollments
+/// and coverages), in one query: eligibility reads many patients at once.
+pub async fn with_collections(
+    conn: &mut AnyConnection,
+    patients: &[String],
+    collections: &[String],
+) -> ApiResult<docstore::LiveRows> {
+    docstore::read_live(conn, patients, collections).await
+}
+
 /// Creates a patient; `record` runs in the same transaction once the rules pass (the PHI audit
 /// of the write: both commit or neither does).
 pub async fn create<R>(
