@@ -1,5 +1,6 @@
-//! The gRPC surface of the Org service: decode the request, run the resource's rules inside the
-//! generic standard methods, encode the answer. Rules live in `domain` (pure) and lookups in `store`.
+//! The gRPC surface of the Org service: decode the request, authorize, call the store or the pure
+//! rules, encode the answer. Rules live in `domain` and `lifecycle` (pure); every read and write of
+//! the service's resources, with the rules that must run inside the write, sits in `store`.
 
 use pm_api::org::org_service_server::OrgService;
 use pm_api::org::*;

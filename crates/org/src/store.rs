@@ -1,5 +1,6 @@
 //! The Org service's slice: how each resource is indexed in the generic store, and the lookups its
-//! rules need (all inside the caller's transaction or connection).
+//! rules need (all inside the caller's transaction or connection). The submodules hold each
+//! resource's reads and writes, the only docstore calls of the service besides the access checks.
 
 use pm_api::org::{
     Coverage, Credential, CredentialState, Enrollment, EnrollmentState, Location, Organization,
