@@ -1,5 +1,6 @@
-//! The gRPC surface of the Org service: decode the request, run the resource's rules inside the
-//! generic standard methods, encode the answer. Rules live in `domain` (pure) and lookups in `store`.
+//! The gRPC surface of the Org service: decode the request, authorize, call the store or the pure
+//! rules, encode the answer. Rules live in `domain` and `lifecycle` (pure); every read and write of
+//! the service's resources, with the rules that must run inside the write, sits in `store`.
 
 use pm_api::org::org_service_server::OrgService;
 use pm_api::org::*;
@@ -7,8 +8,8 @@ use pm_authz::audit::AuditWriter;
 use pm_authz::layer::Caller;
 use pm_authz::phi::PhiAudit;
 use pm_authz::policy::Target;
-use pm_runtime::docstore::{self, ListScope, VerbCall};
-use pm_runtime::time::{now_micros, to_micros, to_timestamp};
+use pm_runtime::docstore::ListScope;
+use pm_runtime::time::{now_micros, to_micros};
 use pm_runtime::{ApiError, ApiResult, Db, names};
 use pm_runtime::{create_call, list_call};
 use tonic::Request;
@@ -16,7 +17,7 @@ use tonic::Request;
 use crate::store::{
     self, COVERAGE, CREDENTIAL, ENROLLMENT, LOCATION, ORGANIZATION, PATIENT, PROVIDER, UNIT,
 };
-use crate::{NAME, access, domain};
+use crate::{NAME, access, domain, lifecycle};
 
 /// The ErrorInfo domain of this service's errors.
 pub const DOMAIN: &str = "org.pm.dev";
@@ -200,7 +201,7 @@ impl OrgApi {
         distinct.dedup();
         let collections: Vec<String> = distinct.iter().flat_map(|p| collections_of(p)).collect();
         let mut conn = self.db.read().await?;
-        let rows = docstore::read_live(&mut conn, &distinct, &collections).await?;
+        let rows = store::patients::with_collections(&mut conn, &distinct, &collections).await?;
         let permission = pm_api::rule_for(method)
             .map(|r| r.permission)
             .unwrap_or_default();
@@ -289,7 +290,7 @@ impl OrgService for OrgApi {
                 ORGANIZATION.pattern.parse("name", name)?;
                 self.check(&caller, method!("GetOrganization"), About::Name(name))
                     .await?;
-                docstore::get_by_name(&self.db, &ORGANIZATION, name).await
+                store::organizations::get(&self.db, name).await
             }
             .await,
         )
@@ -305,7 +306,7 @@ impl OrgService for OrgApi {
                 let req = request.into_inner();
                 let mut call = list_call!(req, "");
                 call.scope = access::visible_organizations(&caller).map(ListScope::Names);
-                let page = docstore::list(&self.db, &ORGANIZATION, call).await?;
+                let page = store::organizations::list(&self.db, call).await?;
                 Ok(ListOrganizationsResponse {
                     organizations: page.items,
                     next_page_token: page.next_page_token,
@@ -339,10 +340,7 @@ impl OrgService for OrgApi {
                 .await?;
                 let org = required(req.organization.clone(), "organization")?;
                 let call = create_call!(req, method!("CreateOrganization"), "", organization_id);
-                docstore::create(&self.db, &ORGANIZATION, call, org, async |_, org| {
-                    domain::validate_organization(org)
-                })
-                .await
+                store::organizations::create(&self.db, call, org).await
             }
             .await,
         )
@@ -368,14 +366,8 @@ impl OrgService for OrgApi {
                     About::OrganizationWide(&name),
                 )
                 .await?;
-                docstore::update(
-                    &self.db,
-                    &ORGANIZATION,
-                    req.organization,
-                    req.update_mask.as_ref(),
-                    async |_, _, org| domain::validate_organization(org),
-                )
-                .await
+                store::organizations::update(&self.db, req.organization, req.update_mask.as_ref())
+                    .await
             }
             .await,
         )
@@ -396,22 +388,7 @@ impl OrgService for OrgApi {
                     About::OrganizationWide(&req.name),
                 )
                 .await?;
-                docstore::soft_delete(
-                    &self.db,
-                    &ORGANIZATION,
-                    &req.name,
-                    &req.etag,
-                    async |conn, org| {
-                        if store::has_live_units(conn, &org.name).await? {
-                            return Err(ApiError::precondition(
-                                "ORGANIZATION_NOT_EMPTY",
-                                format!("{} still has service units: delete them first", org.name),
-                            ));
-                        }
-                        Ok(())
-                    },
-                )
-                .await
+                store::organizations::delete(&self.db, &req.name, &req.etag).await
             }
             .await,
         )
@@ -430,7 +407,7 @@ impl OrgService for OrgApi {
                 UNIT.pattern.parse("name", name)?;
                 self.check(&caller, method!("GetServiceUnit"), About::Name(name))
                     .await?;
-                docstore::get_by_name(&self.db, &UNIT, name).await
+                store::units::get(&self.db, name).await
             }
             .await,
         )
@@ -455,7 +432,7 @@ impl OrgService for OrgApi {
                 call.scope = self
                     .narrow(&caller, method!("ListServiceUnits"), &req.parent, "units")
                     .await?;
-                let page = docstore::list(&self.db, &UNIT, call).await?;
+                let page = store::units::list(&self.db, call).await?;
                 Ok(ListServiceUnitsResponse {
                     service_units: page.items,
                     next_page_token: page.next_page_token,
@@ -488,15 +465,7 @@ impl OrgService for OrgApi {
                     &req.parent,
                     service_unit_id
                 );
-                docstore::create(&self.db, &UNIT, call, unit, async |conn, unit| {
-                    domain::validate_unit(unit)?;
-                    if !unit.parent_unit.is_empty() {
-                        store::referenced_unit(conn, &unit.parent_unit, "service_unit.parent_unit")
-                            .await?;
-                    }
-                    Ok(())
-                })
-                .await
+                store::units::create(&self.db, call, unit).await
             }
             .await,
         )
@@ -539,27 +508,7 @@ impl OrgService for OrgApi {
                     )
                     .await?;
                 }
-                docstore::update(
-                    &self.db,
-                    &UNIT,
-                    Some(patch),
-                    req.update_mask.as_ref(),
-                    async |conn, stored, unit| {
-                        domain::validate_unit(unit)?;
-                        if !unit.parent_unit.is_empty() && unit.parent_unit != stored.parent_unit {
-                            store::referenced_unit(
-                                conn,
-                                &unit.parent_unit,
-                                "service_unit.parent_unit",
-                            )
-                            .await?;
-                            let lineage = store::lineage_names(conn, &unit.parent_unit).await?;
-                            domain::check_no_cycle(&unit.name, &lineage)?;
-                        }
-                        Ok(())
-                    },
-                )
-                .await
+                store::units::update(&self.db, patch, req.update_mask.as_ref()).await
             }
             .await,
         )
@@ -580,19 +529,7 @@ impl OrgService for OrgApi {
                     About::Name(&req.name),
                 )
                 .await?;
-                docstore::soft_delete(&self.db, &UNIT, &req.name, &req.etag, async |conn, unit| {
-                    if store::has_live_children(conn, &unit.name).await? {
-                        return Err(ApiError::precondition(
-                            "UNIT_HAS_CHILDREN",
-                            format!(
-                                "{} still has child units: move or delete them first",
-                                unit.name
-                            ),
-                        ));
-                    }
-                    Ok(())
-                })
-                .await
+                store::units::delete(&self.db, &req.name, &req.etag).await
             }
             .await,
         )
@@ -609,14 +546,7 @@ impl OrgService for OrgApi {
                 domain::UNIT_NAME.parse("unit", unit)?;
                 self.check(&caller, method!("GetEffectivePolicy"), About::Name(unit))
                     .await?;
-                let mut conn = self.db.read().await?;
-                if docstore::get_live::<ServiceUnit>(&mut conn, unit)
-                    .await?
-                    .is_none()
-                {
-                    return Err(ApiError::not_found(unit));
-                }
-                store::effective_policy(&mut conn, unit).await
+                store::units::policy_of(&self.db, unit).await
             }
             .await,
         )
@@ -632,7 +562,7 @@ impl OrgService for OrgApi {
                 LOCATION.pattern.parse("name", name)?;
                 self.check(&caller, method!("GetLocation"), About::Name(name))
                     .await?;
-                docstore::get_by_name(&self.db, &LOCATION, name).await
+                store::locations::get(&self.db, name).await
             }
             .await,
         )
@@ -653,8 +583,7 @@ impl OrgService for OrgApi {
                     About::Organization(&req.parent),
                 )
                 .await?;
-                let page =
-                    docstore::list(&self.db, &LOCATION, list_call!(req, &req.parent)).await?;
+                let page = store::locations::list(&self.db, list_call!(req, &req.parent)).await?;
                 Ok(ListLocationsResponse {
                     locations: page.items,
                     next_page_token: page.next_page_token,
@@ -678,10 +607,7 @@ impl OrgService for OrgApi {
                 .await?;
                 let location = required(req.location.clone(), "location")?;
                 let call = create_call!(req, method!("CreateLocation"), &req.parent, location_id);
-                docstore::create(&self.db, &LOCATION, call, location, async |_, l| {
-                    domain::validate_location(l)
-                })
-                .await
+                store::locations::create(&self.db, call, location).await
             }
             .await,
         )
@@ -700,14 +626,7 @@ impl OrgService for OrgApi {
                 LOCATION.pattern.parse("location.name", &name)?;
                 self.check(&caller, method!("UpdateLocation"), About::Name(&name))
                     .await?;
-                docstore::update(
-                    &self.db,
-                    &LOCATION,
-                    req.location,
-                    req.update_mask.as_ref(),
-                    async |_, _, l| domain::validate_location(l),
-                )
-                .await
+                store::locations::update(&self.db, req.location, req.update_mask.as_ref()).await
             }
             .await,
         )
@@ -721,10 +640,7 @@ impl OrgService for OrgApi {
                 LOCATION.pattern.parse("name", &req.name)?;
                 self.check(&caller, method!("DeleteLocation"), About::Name(&req.name))
                     .await?;
-                docstore::soft_delete(&self.db, &LOCATION, &req.name, &req.etag, async |_, _| {
-                    Ok(())
-                })
-                .await
+                store::locations::delete(&self.db, &req.name, &req.etag).await
             }
             .await,
         )
@@ -740,7 +656,7 @@ impl OrgService for OrgApi {
                 PROVIDER.pattern.parse("name", name)?;
                 self.check(&caller, method!("GetProvider"), About::Name(name))
                     .await?;
-                docstore::get_by_name(&self.db, &PROVIDER, name).await
+                store::providers::get(&self.db, name).await
             }
             .await,
         )
@@ -761,8 +677,7 @@ impl OrgService for OrgApi {
                     About::Organization(&req.parent),
                 )
                 .await?;
-                let page =
-                    docstore::list(&self.db, &PROVIDER, list_call!(req, &req.parent)).await?;
+                let page = store::providers::list(&self.db, list_call!(req, &req.parent)).await?;
                 Ok(ListProvidersResponse {
                     providers: page.items,
                     next_page_token: page.next_page_token,
@@ -786,10 +701,7 @@ impl OrgService for OrgApi {
                 .await?;
                 let provider = required(req.provider.clone(), "provider")?;
                 let call = create_call!(req, method!("CreateProvider"), &req.parent, provider_id);
-                docstore::create(&self.db, &PROVIDER, call, provider, async |conn, p| {
-                    check_provider(conn, p).await
-                })
-                .await
+                store::providers::create(&self.db, call, provider).await
             }
             .await,
         )
@@ -808,14 +720,7 @@ impl OrgService for OrgApi {
                 PROVIDER.pattern.parse("provider.name", &name)?;
                 self.check(&caller, method!("UpdateProvider"), About::Name(&name))
                     .await?;
-                docstore::update(
-                    &self.db,
-                    &PROVIDER,
-                    req.provider,
-                    req.update_mask.as_ref(),
-                    async |conn, _, p| check_provider(conn, p).await,
-                )
-                .await
+                store::providers::update(&self.db, req.provider, req.update_mask.as_ref()).await
             }
             .await,
         )
@@ -829,10 +734,7 @@ impl OrgService for OrgApi {
                 PROVIDER.pattern.parse("name", &req.name)?;
                 self.check(&caller, method!("DeleteProvider"), About::Name(&req.name))
                     .await?;
-                docstore::soft_delete(&self.db, &PROVIDER, &req.name, &req.etag, async |_, _| {
-                    Ok(())
-                })
-                .await
+                store::providers::delete(&self.db, &req.name, &req.etag).await
             }
             .await,
         )
@@ -848,7 +750,7 @@ impl OrgService for OrgApi {
                 CREDENTIAL.pattern.parse("name", name)?;
                 self.check(&caller, method!("GetCredential"), About::Name(name))
                     .await?;
-                docstore::get_by_name(&self.db, &CREDENTIAL, name).await
+                store::providers::get_credential(&self.db, name).await
             }
             .await,
         )
@@ -878,7 +780,7 @@ impl OrgService for OrgApi {
                         "credentials",
                     )
                     .await?;
-                let page = docstore::list(&self.db, &CREDENTIAL, call).await?;
+                let page = store::providers::list_credentials(&self.db, call).await?;
                 Ok(ListCredentialsResponse {
                     credentials: page.items,
                     next_page_token: page.next_page_token,
@@ -907,10 +809,7 @@ impl OrgService for OrgApi {
                 .await?;
                 let call =
                     create_call!(req, method!("CreateCredential"), &req.parent, credential_id);
-                docstore::create(&self.db, &CREDENTIAL, call, credential, async |conn, c| {
-                    check_credential(conn, c).await
-                })
-                .await
+                store::providers::create_credential(&self.db, call, credential).await
             }
             .await,
         )
@@ -932,12 +831,10 @@ impl OrgService for OrgApi {
                 CREDENTIAL.pattern.parse("credential.name", &name)?;
                 self.check(&caller, method!("UpdateCredential"), About::Name(&name))
                     .await?;
-                docstore::update(
+                store::providers::update_credential(
                     &self.db,
-                    &CREDENTIAL,
                     req.credential,
                     req.update_mask.as_ref(),
-                    async |conn, _, c| check_credential(conn, c).await,
                 )
                 .await
             }
@@ -956,10 +853,7 @@ impl OrgService for OrgApi {
                 CREDENTIAL.pattern.parse("name", &req.name)?;
                 self.check(&caller, method!("DeleteCredential"), About::Name(&req.name))
                     .await?;
-                docstore::soft_delete(&self.db, &CREDENTIAL, &req.name, &req.etag, async |_, _| {
-                    Ok(())
-                })
-                .await
+                store::providers::delete_credential(&self.db, &req.name, &req.etag).await
             }
             .await,
         )
@@ -982,13 +876,7 @@ impl OrgService for OrgApi {
                     Some(_) => return Err(ApiError::invalid("time", "is not a valid timestamp")),
                     None => now_micros(),
                 };
-                let mut conn = self.db.read().await?;
-                for name in [&req.provider, &req.unit] {
-                    if !docstore::exists_live(&mut conn, name).await? {
-                        return Err(ApiError::not_found(name));
-                    }
-                }
-                let in_force = store::credentials_for(&mut conn, &req.provider, &req.unit)
+                let in_force = store::providers::credentials_of(&self.db, &req.provider, &req.unit)
                     .await?
                     .into_iter()
                     .find(|c| {
@@ -1017,7 +905,7 @@ impl OrgService for OrgApi {
             PATIENT.pattern.parse("name", name)?;
             self.check(&caller, method!("GetPatient"), About::Name(name))
                 .await?;
-            docstore::get_by_name(&self.db, &PATIENT, name).await
+            store::patients::get(&self.db, name).await
         }
         .await;
         reply(
@@ -1187,7 +1075,7 @@ impl OrgService for OrgApi {
             call.scope = self
                 .narrow(&caller, method!("ListPatients"), &req.parent, "patients")
                 .await?;
-            let page = docstore::list(&self.db, &PATIENT, call).await?;
+            let page = store::patients::list(&self.db, call).await?;
             Ok(ListPatientsResponse {
                 patients: page.items,
                 next_page_token: page.next_page_token,
@@ -1222,8 +1110,7 @@ impl OrgService for OrgApi {
             .await?;
             let patient = required(req.patient.clone(), "patient")?;
             let call = create_call!(req, method!("CreatePatient"), &req.parent, patient_id);
-            docstore::create(&self.db, &PATIENT, call, patient, async |conn, p| {
-                check_patient(conn, p).await?;
+            store::patients::create(&self.db, call, patient, async |conn, p| {
                 self.record_write(conn, &caller, method!("CreatePatient"), &p.name)
                     .await
             })
@@ -1262,13 +1149,11 @@ impl OrgService for OrgApi {
             PATIENT.pattern.parse("patient.name", &name)?;
             self.check(&caller, method!("UpdatePatient"), About::Name(&name))
                 .await?;
-            docstore::update(
+            store::patients::update(
                 &self.db,
-                &PATIENT,
                 req.patient,
                 req.update_mask.as_ref(),
-                async |conn, _, p| {
-                    check_patient(conn, p).await?;
+                async |conn, p| {
                     self.record_write(conn, &caller, method!("UpdatePatient"), &p.name)
                         .await
                 },
@@ -1298,7 +1183,7 @@ impl OrgService for OrgApi {
             PATIENT.pattern.parse("name", &req.name)?;
             self.check(&caller, method!("DeletePatient"), About::Name(&req.name))
                 .await?;
-            docstore::soft_delete(&self.db, &PATIENT, &req.name, &req.etag, async |conn, p| {
+            store::patients::delete(&self.db, &req.name, &req.etag, async |conn, p| {
                 self.record_write(conn, &caller, method!("DeletePatient"), &p.name)
                     .await
             })
@@ -1329,7 +1214,7 @@ impl OrgService for OrgApi {
             ENROLLMENT.pattern.parse("name", name)?;
             self.check(&caller, method!("GetEnrollment"), About::Name(name))
                 .await?;
-            docstore::get_by_name(&self.db, &ENROLLMENT, name).await
+            store::enrollments::get(&self.db, name).await
         }
         .await;
         reply(
@@ -1370,7 +1255,7 @@ impl OrgService for OrgApi {
                     "enrollments",
                 )
                 .await?;
-            let page = docstore::list(&self.db, &ENROLLMENT, call).await?;
+            let page = store::enrollments::list(&self.db, call).await?;
             Ok(ListEnrollmentsResponse {
                 enrollments: page.items,
                 next_page_token: page.next_page_token,
@@ -1410,16 +1295,7 @@ impl OrgService for OrgApi {
             )
             .await?;
             let call = create_call!(req, method!("CreateEnrollment"), &req.parent, enrollment_id);
-            docstore::create(&self.db, &ENROLLMENT, call, enrollment, async |conn, e| {
-                check_enrollment_target(conn, e, &e.unit, &e.pathway_step, "enrollment").await?;
-                e.state = EnrollmentState::Active as i32;
-                e.history = vec![EnrollmentEvent {
-                    kind: EnrollmentEventKind::Enrolled as i32,
-                    time: Some(to_timestamp(now_micros())),
-                    unit: e.unit.clone(),
-                    pathway_step: e.pathway_step.clone(),
-                    reason: String::new(),
-                }];
+            store::enrollments::create(&self.db, call, enrollment, async |conn, e| {
                 self.record_write(conn, &caller, method!("CreateEnrollment"), &e.name)
                     .await
             })
@@ -1451,16 +1327,10 @@ impl OrgService for OrgApi {
             ENROLLMENT.pattern.parse("name", &req.name)?;
             self.check(&caller, method!("DeleteEnrollment"), About::Name(&req.name))
                 .await?;
-            docstore::soft_delete(
-                &self.db,
-                &ENROLLMENT,
-                &req.name,
-                &req.etag,
-                async |conn, e| {
-                    self.record_write(conn, &caller, method!("DeleteEnrollment"), &e.name)
-                        .await
-                },
-            )
+            store::enrollments::delete(&self.db, &req.name, &req.etag, async |conn, e| {
+                self.record_write(conn, &caller, method!("DeleteEnrollment"), &e.name)
+                    .await
+            })
             .await
         }
         .await;
@@ -1502,36 +1372,19 @@ impl OrgService for OrgApi {
                 )
                 .await?;
             }
-            let call = VerbCall {
-                method: method!("TransferEnrollment"),
-                name: &req.name,
-                etag: &req.etag,
-                request_id: &req.request_id,
-                request_hash: docstore::request_hash(&req),
+            let action = lifecycle::Action::Transfer {
+                unit: req.unit.clone(),
+                pathway_step: req.pathway_step.clone(),
+                reason: req.reason.clone(),
             };
-            docstore::transition(&self.db, &ENROLLMENT, call, async |conn, e| {
-                require_active(e)?;
-                let unit = if req.unit.is_empty() {
-                    e.unit.clone()
-                } else {
-                    req.unit.clone()
-                };
-                if unit == e.unit && req.pathway_step == e.pathway_step {
-                    return Err(ApiError::invalid(
-                        "unit",
-                        "a transfer must change the unit or the pathway step",
-                    ));
-                }
-                check_enrollment_target(conn, e, &unit, &req.pathway_step, "").await?;
-                e.unit = unit;
-                e.pathway_step = req.pathway_step.clone();
-                e.history.push(EnrollmentEvent {
-                    kind: EnrollmentEventKind::Transferred as i32,
-                    time: Some(to_timestamp(now_micros())),
-                    unit: e.unit.clone(),
-                    pathway_step: e.pathway_step.clone(),
-                    reason: req.reason.clone(),
-                });
+            let call = store::verb_call(
+                method!("TransferEnrollment"),
+                &req.name,
+                &req.etag,
+                &req.request_id,
+                &req,
+            );
+            store::enrollments::advance(&self.db, call, &action, async |conn, e| {
                 self.record_write(conn, &caller, method!("TransferEnrollment"), &e.name)
                     .await
             })
@@ -1567,14 +1420,9 @@ impl OrgService for OrgApi {
                 About::OrganizationWide(&req.patient),
             )
             .await?;
-            let mut conn = self.db.read().await?;
-            if docstore::get::<Patient>(&mut conn, &req.patient)
-                .await?
-                .is_none()
-            {
+            if !store::patients::ever_stored(&self.db, &req.patient).await? {
                 return Err(ApiError::not_found(&req.patient));
             }
-            drop(conn);
             crate::accesses::list(&self.db, &self.peers, &req).await
         }
         .await;
@@ -1657,26 +1505,17 @@ impl OrgService for OrgApi {
                 About::Name(&req.name),
             )
             .await?;
-            let call = VerbCall {
-                method: method!("DischargeEnrollment"),
-                name: &req.name,
-                etag: &req.etag,
-                request_id: &req.request_id,
-                request_hash: docstore::request_hash(&req),
+            let action = lifecycle::Action::Discharge {
+                reason: req.reason.clone(),
             };
-            docstore::transition(&self.db, &ENROLLMENT, call, async |conn, e| {
-                if req.reason.trim().is_empty() {
-                    return Err(ApiError::invalid("reason", "must not be empty"));
-                }
-                require_active(e)?;
-                e.state = EnrollmentState::Discharged as i32;
-                e.history.push(EnrollmentEvent {
-                    kind: EnrollmentEventKind::Discharged as i32,
-                    time: Some(to_timestamp(now_micros())),
-                    unit: e.unit.clone(),
-                    pathway_step: e.pathway_step.clone(),
-                    reason: req.reason.clone(),
-                });
+            let call = store::verb_call(
+                method!("DischargeEnrollment"),
+                &req.name,
+                &req.etag,
+                &req.request_id,
+                &req,
+            );
+            store::enrollments::advance(&self.db, call, &action, async |conn, e| {
                 self.record_write(conn, &caller, method!("DischargeEnrollment"), &e.name)
                     .await
             })
@@ -1707,7 +1546,7 @@ impl OrgService for OrgApi {
             COVERAGE.pattern.parse("name", name)?;
             self.check(&caller, method!("GetCoverage"), About::Name(name))
                 .await?;
-            docstore::get_by_name(&self.db, &COVERAGE, name).await
+            store::coverages::get(&self.db, name).await
         }
         .await;
         reply(
@@ -1734,7 +1573,7 @@ impl OrgService for OrgApi {
                 About::Patient(&req.parent),
             )
             .await?;
-            let page = docstore::list(&self.db, &COVERAGE, list_call!(req, &req.parent)).await?;
+            let page = store::coverages::list(&self.db, list_call!(req, &req.parent)).await?;
             Ok(ListCoveragesResponse {
                 coverages: page.items,
                 next_page_token: page.next_page_token,
@@ -1770,8 +1609,7 @@ impl OrgService for OrgApi {
             .await?;
             let coverage = required(req.coverage.clone(), "coverage")?;
             let call = create_call!(req, method!("CreateCoverage"), &req.parent, coverage_id);
-            docstore::create(&self.db, &COVERAGE, call, coverage, async |conn, c| {
-                check_coverage(conn, c).await?;
+            store::coverages::create(&self.db, call, coverage, async |conn, c| {
                 self.record_write(conn, &caller, method!("CreateCoverage"), &c.name)
                     .await
             })
@@ -1810,13 +1648,11 @@ impl OrgService for OrgApi {
             COVERAGE.pattern.parse("coverage.name", &name)?;
             self.check(&caller, method!("UpdateCoverage"), About::Name(&name))
                 .await?;
-            docstore::update(
+            store::coverages::update(
                 &self.db,
-                &COVERAGE,
                 req.coverage,
                 req.update_mask.as_ref(),
-                async |conn, _, c| {
-                    check_coverage(conn, c).await?;
+                async |conn, c| {
                     self.record_write(conn, &caller, method!("UpdateCoverage"), &c.name)
                         .await
                 },
@@ -1846,16 +1682,10 @@ impl OrgService for OrgApi {
             COVERAGE.pattern.parse("name", &req.name)?;
             self.check(&caller, method!("DeleteCoverage"), About::Name(&req.name))
                 .await?;
-            docstore::soft_delete(
-                &self.db,
-                &COVERAGE,
-                &req.name,
-                &req.etag,
-                async |conn, c| {
-                    self.record_write(conn, &caller, method!("DeleteCoverage"), &c.name)
-                        .await
-                },
-            )
+            store::coverages::delete(&self.db, &req.name, &req.etag, async |conn, c| {
+                self.record_write(conn, &caller, method!("DeleteCoverage"), &c.name)
+                    .await
+            })
             .await
         }
         .await;
@@ -1871,98 +1701,4 @@ impl OrgService for OrgApi {
             .await,
         )
     }
-}
-
-async fn check_provider(conn: &mut sqlx::AnyConnection, provider: &Provider) -> ApiResult<()> {
-    domain::validate_provider(provider)?;
-    let organization = names::organization_of(&provider.name);
-    if let Some(other) =
-        store::provider_with_npi(conn, organization, &provider.npi, &provider.name).await?
-    {
-        return Err(ApiError::already_exists(
-            "NPI_ALREADY_REGISTERED",
-            format!("provider {other} already has this NPI"),
-        )
-        .with_meta("provider", other)
-        .with_violation("provider.npi", "is already registered to another provider"));
-    }
-    Ok(())
-}
-
-async fn check_credential(
-    conn: &mut sqlx::AnyConnection,
-    credential: &Credential,
-) -> ApiResult<()> {
-    let period = domain::validate_credential(credential)?;
-    store::referenced_unit(conn, &credential.unit, "credential.unit").await?;
-    let provider = names::parent_of(&credential.name);
-    let others =
-        store::credential_periods(conn, provider, &credential.unit, &credential.name).await?;
-    domain::check_no_credential_overlap(&period, &others)
-}
-
-async fn check_patient(conn: &mut sqlx::AnyConnection, patient: &Patient) -> ApiResult<()> {
-    domain::validate_patient(patient, chrono::Utc::now().date_naive())?;
-    if let Some(index) = store::identifier_taken(conn, patient).await? {
-        // The identifier itself is PHI: the error names its position, not its value.
-        return Err(ApiError::already_exists(
-            "PATIENT_IDENTIFIER_TAKEN",
-            format!("patient.identifiers[{index}] already identifies another patient of the organization"),
-        )
-        .with_violation(format!("patient.identifiers[{index}]"), "already identifies another patient"));
-    }
-    Ok(())
-}
-
-async fn check_coverage(conn: &mut sqlx::AnyConnection, coverage: &Coverage) -> ApiResult<()> {
-    let period = domain::validate_coverage(coverage)?;
-    let others =
-        store::coverage_periods(conn, names::parent_of(&coverage.name), &coverage.name).await?;
-    domain::check_no_coverage_overlap(coverage, &period, &others)
-}
-
-fn require_active(enrollment: &Enrollment) -> ApiResult<()> {
-    if enrollment.state == EnrollmentState::Active as i32 {
-        Ok(())
-    } else {
-        Err(ApiError::precondition(
-            "ENROLLMENT_NOT_ACTIVE",
-            format!("{} is not active", enrollment.name),
-        ))
-    }
-}
-
-/// The unit must exist, the step must belong to its effective pathway, and the patient may not already
-/// be actively enrolled there.
-async fn check_enrollment_target(
-    conn: &mut sqlx::AnyConnection,
-    enrollment: &Enrollment,
-    unit: &str,
-    step: &str,
-    prefix: &str,
-) -> ApiResult<()> {
-    let field = |f: &str| {
-        if prefix.is_empty() {
-            f.to_string()
-        } else {
-            format!("{prefix}.{f}")
-        }
-    };
-    store::referenced_unit(conn, unit, &field("unit")).await?;
-    let policy = store::effective_policy(conn, unit).await?;
-    domain::check_pathway_step(
-        &field("pathway_step"),
-        step,
-        &policy.workflow_rules.unwrap_or_default(),
-    )?;
-    let patient = names::parent_of(&enrollment.name);
-    if let Some(other) = store::active_enrollment_in(conn, patient, unit, &enrollment.name).await? {
-        return Err(ApiError::precondition(
-            "ALREADY_ENROLLED",
-            format!("the patient is already enrolled in {unit} ({other})"),
-        )
-        .with_meta("enrollment", other)
-        .with_meta("unit", unit));
-    }
-    Ok(())
 }

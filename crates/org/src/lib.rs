@@ -1,13 +1,14 @@
 //! The Org service: organizations, the service-unit tree with inherited billing profiles and workflow
 //! rules, locations, providers and their credentials, patients with enrollments and coverage.
 //!
-//! Three layers: `handlers` (gRPC in and out), `domain` (pure rules), `store` (indexing and lookups in
-//! the service's own database slice).
+//! Three layers: `handlers` (gRPC in and out), `domain` and `lifecycle` (pure rules), `store`
+//! (indexing and lookups in the service's own database slice).
 
 pub mod access;
 pub mod accesses;
 pub mod domain;
 pub mod handlers;
+pub mod lifecycle;
 pub mod store;
 
 use pm_api::org::org_service_server::OrgServiceServer;

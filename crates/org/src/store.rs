@@ -1,5 +1,6 @@
 //! The Org service's slice: how each resource is indexed in the generic store, and the lookups its
-//! rules need (all inside the caller's transaction or connection).
+//! rules need (all inside the caller's transaction or connection). The submodules hold each
+//! resource's reads and writes, the only docstore calls of the service besides the access checks.
 
 use pm_api::org::{
     Coverage, Credential, CredentialState, Enrollment, EnrollmentState, Location, Organization,
@@ -12,6 +13,14 @@ use sqlx::AnyConnection;
 use tonic::Code;
 
 use crate::domain::{self, MAX_UNIT_DEPTH, PolicyLevel};
+
+pub mod coverages;
+pub mod enrollments;
+pub mod locations;
+pub mod organizations;
+pub mod patients;
+pub mod providers;
+pub mod units;
 
 /// Organizations.
 pub const ORGANIZATION: Kind<Organization> = Kind {
@@ -343,4 +352,22 @@ pub async fn active_enrollment_in(
         .map(|e| e.resource)
         .find(|e| e.state == EnrollmentState::Active as i32 && e.name != except)
         .map(|e| e.name))
+}
+
+/// What a state-changing custom method asks of the store, its request hashed so that a retried
+/// request_id is recognised.
+pub fn verb_call<'a>(
+    method: &'static str,
+    name: &'a str,
+    etag: &'a str,
+    request_id: &'a str,
+    request: &impl prost::Message,
+) -> docstore::VerbCall<'a> {
+    docstore::VerbCall {
+        method,
+        name,
+        etag,
+        request_id,
+        request_hash: docstore::request_hash(request),
+    }
 }
