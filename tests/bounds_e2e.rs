@@ -357,15 +357,7 @@ async fn purpose_btg_is_believed_only_with_a_live_break_glass_grant() -> anyhow:
             Err(status) => return Err(status.into()),
         }
     }
-    let records = admin
-        .list_patient_accesses(ListPatientAccessesRequest {
-            patient: patient.into(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .records;
+    let records = support::trail(&mut admin, patient).await?;
     let purposes: Vec<&str> = records
         .iter()
         .filter(|r| {

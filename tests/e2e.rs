@@ -702,15 +702,7 @@ async fn break_glass_access_is_audited_as_such() -> anyhow::Result<()> {
             name: patient.clone(),
         })
         .await?;
-    let records = admin
-        .list_patient_accesses(ListPatientAccessesRequest {
-            patient,
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .records;
+    let records = support::trail(&mut admin, &patient).await?;
     let read = records
         .iter()
         .find(|r| {
@@ -958,15 +950,7 @@ async fn batched_eligibility_answers_each_patient_in_order_and_is_audited() -> a
     assert!(status.message().contains(&missing), "{}", status.message());
 
     // The trail of p-0001 shows the answered batch and the refused ones (each named it).
-    let accesses = admin
-        .list_patient_accesses(ListPatientAccessesRequest {
-            patient: p1.clone(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .records;
+    let accesses = support::trail(&mut admin, &p1).await?;
     let batch_reads: Vec<&str> = accesses
         .iter()
         .filter(|r| r.method == "/pm.org.v1.OrgService/BatchGetPatientEligibility")

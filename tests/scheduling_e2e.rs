@@ -1074,15 +1074,7 @@ async fn in_trail(
     method: &str,
     resource: &str,
 ) -> anyhow::Result<bool> {
-    let records = org
-        .list_patient_accesses(ListPatientAccessesRequest {
-            patient: patient.into(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .records;
+    let records = support::trail(org, patient).await?;
     Ok(records
         .iter()
         .any(|r| r.method == method && r.resources.iter().any(|n| n == resource)))

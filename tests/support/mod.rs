@@ -211,3 +211,20 @@ impl TestMesh {
         Ok(())
     }
 }
+
+/// The first 1,000 records of `patient`'s merged audit trail (Org's `ListPatientAccesses`), oldest
+/// first.
+pub async fn trail(
+    org: &mut OrgServiceClient<client::AuthedChannel>,
+    patient: &str,
+) -> anyhow::Result<Vec<pm_api::org::AccessRecord>> {
+    Ok(org
+        .list_patient_accesses(pm_api::org::ListPatientAccessesRequest {
+            patient: patient.into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .records)
+}
