@@ -200,6 +200,62 @@ async fn a_callers_calls_in_flight_are_bounded() -> anyhow::Result<()> {
     mesh.stop().await
 }
 
+/// A stream holds no call in flight once open, but a task and a feed for as long as it lasts: one
+/// caller may have `server.per_caller_streams` open per service. The next is refused at once; closing
+/// one frees its place; the caller's unary calls are served meanwhile.
+#[tokio::test]
+async fn a_callers_open_streams_are_bounded() -> anyhow::Result<()> {
+    use pm_api::scheduling::WatchCalendarRequest;
+    let mesh = TestMesh::start_with(Backend::Sqlite, |config| {
+        config.server.per_caller_streams = 2;
+        config.server.per_caller_concurrency = 2;
+    })
+    .await?;
+    let mut admin = mesh.org().await?;
+    pm::demo::seed(&mut admin).await?;
+    let mut casey = mesh.scheduling_as("principals/casey-ccm").await?;
+    let watch = || WatchCalendarRequest {
+        scope: ORG.into(),
+        after_sequence: 0,
+    };
+    let first = casey.watch_calendar(watch()).await?;
+    let second = casey.watch_calendar(watch()).await?;
+    let refused = casey
+        .watch_calendar(watch())
+        .await
+        .expect_err("a third stream is over the bound");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(reason(&refused), "TOO_MANY_OPEN_STREAMS");
+    // Open streams are not calls in flight: with two open, unary calls still go through.
+    let mut casey_org = mesh.org_as("principals/casey-ccm").await?;
+    for _ in 0..3 {
+        casey_org
+            .get_organization(GetOrganizationRequest { name: ORG.into() })
+            .await?;
+    }
+    // Closing a stream gives its place back (the server sees the reset shortly after).
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..50 {
+        match casey.watch_calendar(watch()).await {
+            Ok(stream) => {
+                reopened = Some(stream);
+                break;
+            }
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => return Err(status.into()),
+        }
+    }
+    assert!(
+        reopened.is_some(),
+        "a closed stream's place was never given back"
+    );
+    drop(second);
+    mesh.stop().await
+}
+
 #[tokio::test]
 async fn page_tokens_are_good_only_for_their_rpc_caller_and_query() -> anyhow::Result<()> {
     let mesh = TestMesh::start(Backend::Sqlite).await?;

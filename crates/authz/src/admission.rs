@@ -20,6 +20,8 @@ pub struct Bounds {
     pub per_caller_concurrency: usize,
     /// Calls in flight per service calling on its own behalf (`server.per_service_concurrency`).
     pub per_service_concurrency: usize,
+    /// Open streams per principal (`server.per_caller_streams`).
+    pub per_caller_streams: usize,
     /// The key signing page tokens, shared by every replica.
     pub page_key: PageKey,
 }
@@ -31,6 +33,7 @@ impl Bounds {
         Ok(Self {
             per_caller_concurrency: config.server.per_caller_concurrency,
             per_service_concurrency: config.server.per_service_concurrency,
+            per_caller_streams: config.server.per_caller_streams,
             page_key: PageKey::load(config)?,
         })
     }
@@ -41,6 +44,7 @@ impl Bounds {
         Ok(Self {
             per_caller_concurrency: server.per_caller_concurrency,
             per_service_concurrency: server.per_service_concurrency,
+            per_caller_streams: server.per_caller_streams,
             page_key: PageKey::random()?,
         })
     }

@@ -49,6 +49,17 @@ pub fn input_of(method_path: &str) -> Option<MessageDescriptor> {
         .map(|m| m.input())
 }
 
+/// Whether a method answers with a stream (WatchCalendar, StreamEvents), by its gRPC path.
+pub fn answers_with_stream(method_path: &str) -> bool {
+    let Some((service, method)) = method_path.trim_start_matches('/').split_once('/') else {
+        return false;
+    };
+    pool()
+        .and_then(|pool| pool.get_service_by_name(service))
+        .and_then(|service| service.methods().find(|m| m.name() == method))
+        .is_some_and(|m| m.is_server_streaming())
+}
+
 /// Decodes one unary request body (a gRPC frame) as `input`: INVALID_ARGUMENT for a body that is
 /// not one well-formed, uncompressed frame of that message.
 pub fn decode(input: &MessageDescriptor, body: &[u8]) -> ApiResult<DynamicMessage> {
@@ -373,6 +384,16 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(refused(&fine, FIND), None);
+    }
+
+    #[test]
+    fn streaming_methods_are_known_by_path() {
+        assert!(answers_with_stream(
+            "/pm.scheduling.v1.SchedulingService/WatchCalendar"
+        ));
+        assert!(!answers_with_stream(FIND));
+        assert!(!answers_with_stream("/grpc.health.v1.Health/Check"));
+        assert!(!answers_with_stream("nonsense"));
     }
 
     #[test]

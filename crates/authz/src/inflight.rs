@@ -22,6 +22,8 @@ pub const MAX_CALLERS: usize = 65_536;
 pub struct Limiter {
     per_principal: usize,
     per_service: usize,
+    /// What is counted, for the refusal: calls in flight, or open streams.
+    counts_streams: bool,
     in_flight: Mutex<HashMap<String, usize>>,
 }
 
@@ -50,6 +52,18 @@ impl Limiter {
         Arc::new(Self {
             per_principal: per_principal.max(1),
             per_service: per_service.max(1),
+            counts_streams: false,
+            in_flight: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A limiter of open streams (a permit held for as long as the stream's body lives), refusing
+    /// with `TOO_MANY_OPEN_STREAMS`.
+    pub fn for_streams(per_principal: usize, per_service: usize) -> Arc<Self> {
+        Arc::new(Self {
+            per_principal: per_principal.max(1),
+            per_service: per_service.max(1),
+            counts_streams: true,
             in_flight: Mutex::new(HashMap::new()),
         })
     }
@@ -65,12 +79,19 @@ impl Limiter {
             .in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let refuse = || {
+            if self.counts_streams {
+                too_many_streams(bound)
+            } else {
+                too_many(bound)
+            }
+        };
         if in_flight.len() >= MAX_CALLERS && !in_flight.contains_key(key) {
-            return Err(too_many(bound));
+            return Err(refuse());
         }
         let count = in_flight.entry(key.to_string()).or_insert(0);
         if *count >= bound {
-            return Err(too_many(bound));
+            return Err(refuse());
         }
         *count += 1;
         Ok(Permit {
@@ -112,6 +133,16 @@ impl Drop for Permit {
             }
         }
     }
+}
+
+fn too_many_streams(bound: usize) -> Status {
+    pm_runtime::ApiError::new(
+        Code::ResourceExhausted,
+        "TOO_MANY_OPEN_STREAMS",
+        format!("this caller already has {bound} streams open at this service: close one first"),
+    )
+    .with_meta("limit", bound.to_string())
+    .into_status("authz.pm.dev")
 }
 
 fn too_many(bound: usize) -> Status {

@@ -284,6 +284,8 @@ type Cached = (Instant, Option<Access>);
 struct Shared {
     /// Calls in flight per caller ([`crate::inflight`]).
     limiter: Arc<crate::inflight::Limiter>,
+    /// Open streams per caller: a stream's permit lives as long as its response body.
+    streams: Arc<crate::inflight::Limiter>,
     /// Signs the page tokens of this service's Lists ([`pm_runtime::paging`]).
     page_key: pm_runtime::paging::PageKey,
     verifier: Verifier,
@@ -330,6 +332,10 @@ impl Authz {
                     bounds.per_caller_concurrency,
                     bounds.per_service_concurrency,
                 ),
+                streams: crate::inflight::Limiter::for_streams(
+                    bounds.per_caller_streams,
+                    bounds.per_service_concurrency,
+                ),
                 page_key: bounds.page_key,
                 verifier: Verifier::new(ISSUER, AUDIENCE, Vec::new())?,
                 source,
@@ -371,6 +377,23 @@ impl Authz {
         caller: &Caller,
     ) -> Result<crate::admission::Admission, Status> {
         crate::admission::admit(&self.shared.limiter, &self.shared.page_key, path, caller)
+    }
+
+    /// A place among the caller's open streams for a server-streaming method (`None` for a unary
+    /// one, or a call with no established caller): RESOURCE_EXHAUSTED `TOO_MANY_OPEN_STREAMS` when
+    /// the caller has its bound open.
+    fn open_stream(
+        &self,
+        path: &str,
+        caller: &Caller,
+    ) -> Result<Option<crate::inflight::Permit>, Status> {
+        if !crate::edge::answers_with_stream(path) {
+            return Ok(None);
+        }
+        match crate::admission::caller_key(caller) {
+            Some((key, kind)) => self.shared.streams.acquire(key, kind).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Records a refused PHI call: who (as far as known), which method, from where, and why.
@@ -771,17 +794,37 @@ where
             {
                 Ok(caller) => match authz.admit(&path, &caller) {
                     // The admission bounds the caller's calls in flight until the response is
-                    // ready and binds page tokens to the method and the caller.
-                    Ok(admission) => authz
-                        .inspect(&path, caller, request)
-                        .await
-                        .map(|request| (admission, request)),
+                    // ready and binds page tokens to the method and the caller; a stream's permit
+                    // bounds its open streams for as long as it lasts.
+                    Ok(admission) => match authz.open_stream(&path, &caller) {
+                        Ok(stream) => authz
+                            .inspect(&path, caller, request)
+                            .await
+                            .map(|request| (admission, stream, request)),
+                        Err(status) => Err(status),
+                    },
                     Err(status) => Err(status),
                 },
                 Err(status) => Err(status),
             };
             match admitted {
-                Ok((admission, request)) => admission.run(inner.call(request)).await,
+                Ok((admission, stream, request)) => {
+                    let response = admission.run(inner.call(request)).await;
+                    Ok(match (response?, stream) {
+                        (response, None) => response,
+                        // The permit goes with the body: dropped when the stream ends or the
+                        // client goes away.
+                        (response, Some(permit)) => response.map(|body| {
+                            tonic::body::Body::new(http_body_util::BodyExt::map_frame(
+                                body,
+                                move |frame| {
+                                    let _open = &permit;
+                                    frame
+                                },
+                            ))
+                        }),
+                    })
+                }
                 Err(status) => {
                     authz.audit_refusal(&path, peer.as_ref(), &status).await;
                     Ok(status.into_http())

@@ -193,8 +193,13 @@ pub struct ServerConfig {
     pub health_probe_interval_ms: u64,
     /// Calls one principal may have in flight per service; more are answered RESOURCE_EXHAUSTED
     /// (`TOO_MANY_CALLS_IN_FLIGHT`) at once, so that one caller cannot take a service's pool.
-    /// Default 16.
+    /// Default 4 (half the default pool).
     pub per_caller_concurrency: usize,
+    /// Streams (WatchCalendar, StreamEvents) one principal may have open per service at once; a
+    /// stream holds no connection but a task and a feed for as long as it is open, so it is bounded
+    /// apart from calls in flight. More are answered RESOURCE_EXHAUSTED (`TOO_MANY_OPEN_STREAMS`).
+    /// Default 8.
+    pub per_caller_streams: usize,
     /// The same bound for a service calling on its own behalf (no token). Default 64.
     pub per_service_concurrency: usize,
     /// A file holding the key that signs page tokens (64 hex characters: 32 random bytes), the
@@ -212,6 +217,7 @@ impl Default for ServerConfig {
             health_probe_interval_ms: 2_000,
             // Half the default pool: one person's calls can never hold every connection.
             per_caller_concurrency: 4,
+            per_caller_streams: 8,
             per_service_concurrency: 64,
             page_token_key_file: None,
         }
