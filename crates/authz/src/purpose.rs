@@ -14,6 +14,17 @@ pub const BREAK_GLASS: &str = "BTG";
 /// Refuses a `BTG` purpose from a caller without a live break-glass grant (one whose expiry is still
 /// ahead of `now_micros`); any other purpose passes as the caller's claim.
 pub fn check(caller: &Caller, now_micros: i64) -> Result<(), Status> {
+    check_in(caller, None, now_micros)
+}
+
+/// As [`check`], and once the request's target is known: the live break-glass grant must be in the
+/// `organization` the call is about (a grant in one organization does not make an access to another
+/// an emergency one).
+pub fn check_in(
+    caller: &Caller,
+    organization: Option<&str>,
+    now_micros: i64,
+) -> Result<(), Status> {
     // Case-insensitively: `btg` must not slip into the trail as a claim an auditor would misread.
     let claims_break_glass = caller
         .purpose
@@ -25,6 +36,7 @@ pub fn check(caller: &Caller, now_micros: i64) -> Result<(), Status> {
     let live = caller
         .grants
         .iter()
+        .filter(|g| organization.is_none_or(|o| g.organization == o))
         .any(|g| g.break_glass && g.expire_micros.is_some_and(|e| e > now_micros));
     if live {
         return Ok(());
@@ -94,6 +106,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn btg_needs_its_grant_in_the_organization_accessed() {
+        let now = 1_000_000;
+        let acme = caller("BTG", vec![grant(true, Some(now + 60_000_000))]);
+        assert!(check_in(&acme, Some("organizations/acme"), now).is_ok());
+        assert!(check_in(&acme, None, now).is_ok());
+        let elsewhere = check_in(&acme, Some("organizations/other"), now);
+        assert_eq!(
+            elsewhere.err().map(|s| s.code()),
+            Some(Code::PermissionDenied)
+        );
     }
 
     #[test]
