@@ -15,6 +15,7 @@
 //! - a `bytes` field of at most [`MAX_STRING_BYTES`] bytes.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use pm_runtime::{ApiError, ApiResult};
@@ -39,25 +40,34 @@ fn pool() -> Option<&'static DescriptorPool> {
         .as_ref()
 }
 
+/// Every method of the contract by its gRPC path: its input message and whether it answers with a
+/// stream. Built once, so the layer's per-call lookups are one hash probe.
+fn methods() -> &'static HashMap<String, (MessageDescriptor, bool)> {
+    static METHODS: OnceLock<HashMap<String, (MessageDescriptor, bool)>> = OnceLock::new();
+    METHODS.get_or_init(|| {
+        let mut methods = HashMap::new();
+        for service in pool().into_iter().flat_map(|pool| pool.services()) {
+            for method in service.methods() {
+                methods.insert(
+                    format!("/{}/{}", service.full_name(), method.name()),
+                    (method.input(), method.is_server_streaming()),
+                );
+            }
+        }
+        methods
+    })
+}
+
 /// The input message of a method, by its gRPC path (`/pm.org.v1.OrgService/GetPatient`).
 pub fn input_of(method_path: &str) -> Option<MessageDescriptor> {
-    let (service, method) = method_path.trim_start_matches('/').split_once('/')?;
-    let service = pool()?.get_service_by_name(service)?;
-    service
-        .methods()
-        .find(|m| m.name() == method)
-        .map(|m| m.input())
+    methods().get(method_path).map(|(input, _)| input.clone())
 }
 
 /// Whether a method answers with a stream (WatchCalendar, StreamEvents), by its gRPC path.
 pub fn answers_with_stream(method_path: &str) -> bool {
-    let Some((service, method)) = method_path.trim_start_matches('/').split_once('/') else {
-        return false;
-    };
-    pool()
-        .and_then(|pool| pool.get_service_by_name(service))
-        .and_then(|service| service.methods().find(|m| m.name() == method))
-        .is_some_and(|m| m.is_server_streaming())
+    methods()
+        .get(method_path)
+        .is_some_and(|(_, streaming)| *streaming)
 }
 
 /// Decodes one unary request body (a gRPC frame) as `input`: INVALID_ARGUMENT for a body that is
