@@ -617,6 +617,14 @@ async fn probe(
             };
             (U, one(org.delete_service_unit(request).await))
         }
+        "UndeleteServiceUnit" => {
+            // A stale etag: ABORTED after the check, nothing changes.
+            let request = UndeleteServiceUnitRequest {
+                name: unit,
+                etag: stale,
+            };
+            (U, one(org.undelete_service_unit(request).await))
+        }
         "GetEffectivePolicy" => (
             U,
             one(org
@@ -670,6 +678,13 @@ async fn probe(
             };
             (W, one(org.delete_location(request).await))
         }
+        "UndeleteLocation" => {
+            let request = UndeleteLocationRequest {
+                name: location,
+                etag: stale,
+            };
+            (W, one(org.undelete_location(request).await))
+        }
 
         // Providers
         "GetProvider" => (
@@ -716,6 +731,13 @@ async fn probe(
                 etag: stale,
             };
             (W, one(org.delete_provider(request).await))
+        }
+        "UndeleteProvider" => {
+            let request = UndeleteProviderRequest {
+                name: provider,
+                etag: stale,
+            };
+            (W, one(org.undelete_provider(request).await))
         }
 
         // Credentials
@@ -817,6 +839,15 @@ async fn probe(
                 many(reply, |r| r.patients.into_iter().map(|p| p.name).collect()),
             )
         }
+        "SearchPatients" => {
+            // Checked as ListPatients (the organization, then narrowed to the caller's units).
+            let request = SearchPatientsRequest {
+                parent: organization,
+                family_name: "a".into(),
+                ..Default::default()
+            };
+            (O, one(org.search_patients(request).await))
+        }
         "CreatePatient" => {
             let request = CreatePatientRequest {
                 parent: organization,
@@ -844,6 +875,13 @@ async fn probe(
                 etag: stale,
             };
             (U, one(org.delete_patient(request).await))
+        }
+        "UndeletePatient" => {
+            let request = UndeletePatientRequest {
+                name: patient,
+                etag: stale,
+            };
+            (U, one(org.undelete_patient(request).await))
         }
 
         // Enrollments

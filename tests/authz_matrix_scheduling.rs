@@ -659,6 +659,26 @@ async fn probe(
             };
             (U, one(s.delete_visit_type(request).await))
         }
+        "UpdateVisitType" => {
+            // A stale etag: ABORTED after the check, nothing changes.
+            let request = UpdateVisitTypeRequest {
+                visit_type: Some(VisitType {
+                    name: n.visit_type,
+                    display_name: "Matrix".into(),
+                    etag: stale,
+                    ..Default::default()
+                }),
+                update_mask: None,
+            };
+            (U, one(s.update_visit_type(request).await))
+        }
+        "UndeleteVisitType" => {
+            let request = UndeleteVisitTypeRequest {
+                name: n.visit_type,
+                etag: stale,
+            };
+            (U, one(s.undelete_visit_type(request).await))
+        }
 
         // Availability rules: a provider's, each for a unit.
         "ListAvailabilityRules" => {
@@ -698,6 +718,29 @@ async fn probe(
                 etag: stale,
             };
             (U, one(s.delete_availability_rule(request).await))
+        }
+        "UpdateAvailabilityRule" | "UndeleteAvailabilityRule" => {
+            // Checked against the stored rule's unit, as DeleteAvailabilityRule; a stale etag
+            // changes nothing.
+            let reply = if method == "UpdateAvailabilityRule" {
+                let request = UpdateAvailabilityRuleRequest {
+                    availability_rule: Some(AvailabilityRule {
+                        name: n.rule,
+                        end_time: "11:00".into(),
+                        etag: stale,
+                        ..Default::default()
+                    }),
+                    update_mask: None,
+                };
+                one(s.update_availability_rule(request).await)
+            } else {
+                let request = UndeleteAvailabilityRuleRequest {
+                    name: n.rule,
+                    etag: stale,
+                };
+                one(s.undelete_availability_rule(request).await)
+            };
+            (U, reply)
         }
 
         // Availability exceptions: a provider's time off sits in the units the provider is

@@ -1,7 +1,7 @@
 //! No PHI in logs or traces: canary patient data goes through every Org PHI path (create, read, list,
-//! filter, a refused duplicate, a denied read) on a mesh whose every log line and span (DEBUG, all
-//! crates) is captured; none of the canary values may appear. Its own test binary, so the global
-//! subscriber sees only this mesh.
+//! filter, search by name, a refused duplicate, a refused search, a denied read) on a mesh whose
+//! every log line and span (DEBUG, all crates) is captured; none of the canary values may appear.
+//! Its own test binary, so the global subscriber sees only this mesh.
 
 #![allow(clippy::unwrap_used)]
 
@@ -149,6 +149,28 @@ async fn canary_phi_never_reaches_logs_or_spans() -> anyhow::Result<()> {
             ..Default::default()
         })
         .await?;
+    // The front desk's search by name (the names typed are the canary's).
+    let found = admin
+        .search_patients(SearchPatientsRequest {
+            parent: "organizations/acme".into(),
+            family_name: "Wvutester".into(),
+            given_name: "Zqxcanary".into(),
+            birth_date: canary.birth_date,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(found.patients.len(), 1);
+    let refused_search = admin
+        .search_patients(SearchPatientsRequest {
+            parent: "organizations/acme".into(),
+            family_name: format!("Wvutester{}", "x".repeat(100)),
+            given_name: "Zqxcanary".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused_search.code(), tonic::Code::InvalidArgument);
     let mut manager = as_principal(token("principals/casey-ccm").await?).await?;
     let denied = manager
         .get_patient(GetPatientRequest {
@@ -157,7 +179,19 @@ async fn canary_phi_never_reaches_logs_or_spans() -> anyhow::Result<()> {
         .await
         .unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
-    for field in [&duplicate, &denied] {
+    let denied_search = manager
+        .search_patients(SearchPatientsRequest {
+            parent: "organizations/acme".into(),
+            family_name: "Wvutester".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(
+        denied_search.patients.is_empty(),
+        "out of the manager's units"
+    );
+    for field in [&duplicate, &denied, &refused_search] {
         for canary in CANARIES {
             assert!(
                 !field.message().contains(canary),

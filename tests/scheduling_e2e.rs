@@ -80,7 +80,12 @@ async fn seed_org(org: &mut Org) -> anyhow::Result<()> {
     for (id, unit) in [
         (
             "north-clinic",
-            unit("North clinic", &["aetna"], &["follow-up", "procedure"], &[]),
+            unit(
+                "North clinic",
+                &["aetna"],
+                &["follow-up", "procedure", "annual-wellness"],
+                &[],
+            ),
         ),
         (
             "ccm-program",
@@ -193,8 +198,11 @@ async fn seed_org(org: &mut Org) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Scheduling's side: visit types and weekday mornings at Main street for both providers.
-async fn seed_scheduling(s: &mut Scheduling) -> anyhow::Result<()> {
+/// Scheduling's side: visit types and weekday mornings at Main street for both providers. The
+/// clinic then withdraws `annual-wellness` from its allowed visit types (a visit type is refused
+/// when written unless its unit allows it): the wellness visit type stays, and slot search and
+/// booking exclude it.
+async fn seed_scheduling(s: &mut Scheduling, org: &mut Org) -> anyhow::Result<()> {
     for (id, code) in [("follow-up", "follow-up"), ("wellness", "annual-wellness")] {
         s.create_visit_type(CreateVisitTypeRequest {
             parent: CLINIC.into(),
@@ -211,6 +219,20 @@ async fn seed_scheduling(s: &mut Scheduling) -> anyhow::Result<()> {
         })
         .await?;
     }
+    org.update_service_unit(UpdateServiceUnitRequest {
+        service_unit: Some(ServiceUnit {
+            name: CLINIC.into(),
+            workflow_rules: Some(WorkflowRules {
+                allowed_visit_types: vec!["follow-up".into(), "procedure".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["workflow_rules.allowed_visit_types".into()],
+        }),
+    })
+    .await?;
     for provider in [OKAFOR, LEE] {
         for weekday in [Weekday::Monday, Weekday::Tuesday] {
             s.create_availability_rule(CreateAvailabilityRuleRequest {
@@ -322,7 +344,7 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
     let mut org = mesh.org_as(pm::demo::ADMIN).await?;
     seed_org(&mut org).await?;
     let mut s = mesh.scheduling_as(pm::demo::ADMIN).await?;
-    seed_scheduling(&mut s).await?;
+    seed_scheduling(&mut s, &mut org).await?;
     let monday = next_monday();
     let tuesday = monday.succ_opt().unwrap();
 
@@ -968,7 +990,7 @@ async fn outbox_survives_a_crash(backend: Backend) -> anyhow::Result<()> {
     mesh.seed_access().await?;
     seed_org(&mut mesh.org_as(pm::demo::ADMIN).await?).await?;
     let mut s = mesh.scheduling_as(pm::demo::ADMIN).await?;
-    seed_scheduling(&mut s).await?;
+    seed_scheduling(&mut s, &mut mesh.org_as(pm::demo::ADMIN).await?).await?;
     let monday = next_monday();
     // Committed, and nobody has read it yet when the process dies.
     let first = complete_visit(&mut s, at(monday, 9, 0)).await?;
@@ -1128,7 +1150,7 @@ async fn changes(backend: Backend) -> anyhow::Result<()> {
     mesh.seed_access().await?;
     seed_org(&mut mesh.org_as(pm::demo::ADMIN).await?).await?;
     let mut s = mesh.scheduling_as(pm::demo::ADMIN).await?;
-    seed_scheduling(&mut s).await?;
+    seed_scheduling(&mut s, &mut mesh.org_as(pm::demo::ADMIN).await?).await?;
     let monday = next_monday();
     let tuesday = monday.succ_opt().unwrap();
 
@@ -1386,7 +1408,7 @@ async fn rooms(backend: Backend) -> anyhow::Result<()> {
     let mut org = mesh.org_as(pm::demo::ADMIN).await?;
     seed_org(&mut org).await?;
     let mut s = mesh.scheduling_as(pm::demo::ADMIN).await?;
-    seed_scheduling(&mut s).await?;
+    seed_scheduling(&mut s, &mut org).await?;
     let monday = next_monday();
     // Lee works in the clinic too, so two providers can see patients at once.
     org.create_credential(CreateCredentialRequest {
@@ -1506,7 +1528,7 @@ async fn a_graceful_stop_seals_every_staged_audit_record() -> anyhow::Result<()>
     mesh.seed_access().await?;
     seed_org(&mut mesh.org_as(pm::demo::ADMIN).await?).await?;
     let mut s = mesh.scheduling_as(pm::demo::ADMIN).await?;
-    seed_scheduling(&mut s).await?;
+    seed_scheduling(&mut s, &mut mesh.org_as(pm::demo::ADMIN).await?).await?;
     let booked = s
         .book_appointment(book_request(
             booking(COVERED, OKAFOR, FOLLOW_UP, at(next_monday(), 9, 0)),

@@ -405,6 +405,19 @@ pub fn check_birth_date(
     }
 }
 
+/// The birth date a patient search asks for, as the store indexes it (`YYYY-MM-DD`); INVALID_ARGUMENT
+/// on `birth_date` naming the rule broken (never the value) when it is not a possible birth date.
+pub fn search_birth_date(date: &pm_api::types::Date) -> ApiResult<String> {
+    check_birth_date(date, chrono::Utc::now().date_naive())
+        .map_err(|rule| ApiError::invalid("birth_date", rule))?;
+    Ok(birth_date_key(date))
+}
+
+/// A birth date as the store indexes it: `YYYY-MM-DD`.
+pub fn birth_date_key(date: &pm_api::types::Date) -> String {
+    format!("{:04}-{:02}-{:02}", date.year, date.month, date.day)
+}
+
 /// Validates a patient (today is the UTC date, to refuse future birth dates).
 pub fn validate_patient(patient: &Patient, today: chrono::NaiveDate) -> ApiResult<()> {
     let mut v = Violations::new("patient");

@@ -17,7 +17,7 @@ use tonic::Request;
 use crate::store::{
     self, COVERAGE, CREDENTIAL, ENROLLMENT, LOCATION, ORGANIZATION, PATIENT, PROVIDER, UNIT,
 };
-use crate::{NAME, access, domain, lifecycle};
+use crate::{NAME, access, domain, lifecycle, search};
 
 /// The ErrorInfo domain of this service's errors.
 pub const DOMAIN: &str = "org.pm.dev";
@@ -535,6 +535,27 @@ impl OrgService for OrgApi {
         )
     }
 
+    async fn undelete_service_unit(
+        &self,
+        request: Request<UndeleteServiceUnitRequest>,
+    ) -> Reply<ServiceUnit> {
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                UNIT.pattern.parse("name", &req.name)?;
+                self.check(
+                    &caller,
+                    method!("UndeleteServiceUnit"),
+                    About::Name(&req.name),
+                )
+                .await?;
+                store::units::undelete(&self.db, &req.name, &req.etag).await
+            }
+            .await,
+        )
+    }
+
     async fn get_effective_policy(
         &self,
         request: Request<GetEffectivePolicyRequest>,
@@ -646,6 +667,23 @@ impl OrgService for OrgApi {
         )
     }
 
+    async fn undelete_location(
+        &self,
+        request: Request<UndeleteLocationRequest>,
+    ) -> Reply<Location> {
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                LOCATION.pattern.parse("name", &req.name)?;
+                self.check(&caller, method!("UndeleteLocation"), About::Name(&req.name))
+                    .await?;
+                store::locations::undelete(&self.db, &req.name, &req.etag).await
+            }
+            .await,
+        )
+    }
+
     // Providers
 
     async fn get_provider(&self, request: Request<GetProviderRequest>) -> Reply<Provider> {
@@ -735,6 +773,23 @@ impl OrgService for OrgApi {
                 self.check(&caller, method!("DeleteProvider"), About::Name(&req.name))
                     .await?;
                 store::providers::delete(&self.db, &req.name, &req.etag).await
+            }
+            .await,
+        )
+    }
+
+    async fn undelete_provider(
+        &self,
+        request: Request<UndeleteProviderRequest>,
+    ) -> Reply<Provider> {
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                PROVIDER.pattern.parse("name", &req.name)?;
+                self.check(&caller, method!("UndeleteProvider"), About::Name(&req.name))
+                    .await?;
+                store::providers::undelete(&self.db, &req.name, &req.etag).await
             }
             .await,
         )
@@ -1095,6 +1150,74 @@ impl OrgService for OrgApi {
         )
     }
 
+    async fn search_patients(
+        &self,
+        request: Request<SearchPatientsRequest>,
+    ) -> Reply<SearchPatientsResponse> {
+        let resource = request.get_ref().parent.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let req = request.into_inner();
+            ORGANIZATION.pattern.parse("parent", &req.parent)?;
+            self.check(
+                &caller,
+                method!("SearchPatients"),
+                About::Organization(&req.parent),
+            )
+            .await?;
+            let query = store::patients::NameQuery {
+                family: search::query_key(&req.family_name, "family_name")?,
+                given: search::query_key(&req.given_name, "given_name")?,
+                birth_date: req
+                    .birth_date
+                    .as_ref()
+                    .map(domain::search_birth_date)
+                    .transpose()?,
+            };
+            if query.family.is_none() && query.given.is_none() {
+                return Err(ApiError::invalid_fields(vec![
+                    (
+                        "family_name".into(),
+                        "family_name or given_name is required".into(),
+                    ),
+                    (
+                        "given_name".into(),
+                        "family_name or given_name is required".into(),
+                    ),
+                ]));
+            }
+            let call = pm_runtime::docstore::ListCall {
+                parent: &req.parent,
+                page_size: req.page_size,
+                page_token: &req.page_token,
+                filter: "",
+                order_by: "",
+                show_deleted: false,
+                scope: self
+                    .narrow(&caller, method!("SearchPatients"), &req.parent, "patients")
+                    .await?,
+            };
+            let page = store::patients::search(&self.db, call, query).await?;
+            Ok(SearchPatientsResponse {
+                patients: page.items,
+                next_page_token: page.next_page_token,
+            })
+        }
+        .await;
+        reply(
+            self.audited(
+                who,
+                method!("SearchPatients"),
+                false,
+                &resource,
+                result,
+                |r| r.patients.iter().map(|p| p.name.clone()).collect(),
+            )
+            .await,
+        )
+    }
+
     async fn create_patient(&self, request: Request<CreatePatientRequest>) -> Reply<Patient> {
         let resource = request.get_ref().parent.clone();
         let who = caller(&request);
@@ -1194,6 +1317,35 @@ impl OrgService for OrgApi {
             self.audited(
                 who,
                 method!("DeletePatient"),
+                true,
+                &resource,
+                result,
+                |r| vec![patient_of(&r.name)],
+            )
+            .await,
+        )
+    }
+
+    async fn undelete_patient(&self, request: Request<UndeletePatientRequest>) -> Reply<Patient> {
+        let resource = request.get_ref().name.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let req = request.into_inner();
+            PATIENT.pattern.parse("name", &req.name)?;
+            self.check(&caller, method!("UndeletePatient"), About::Name(&req.name))
+                .await?;
+            store::patients::undelete(&self.db, &req.name, &req.etag, async |conn, p| {
+                self.record_write(conn, &caller, method!("UndeletePatient"), &p.name)
+                    .await
+            })
+            .await
+        }
+        .await;
+        reply(
+            self.audited(
+                who,
+                method!("UndeletePatient"),
                 true,
                 &resource,
                 result,

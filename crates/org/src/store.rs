@@ -94,6 +94,11 @@ pub const CREDENTIAL: Kind<Credential> = Kind {
     },
 };
 
+/// The attribute holding a patient's family-name search keys.
+pub const FAMILY_KEY: &str = "family_key";
+/// The attribute holding a patient's given-name search keys.
+pub const GIVEN_KEY: &str = "given_key";
+
 /// Patients.
 pub const PATIENT: Kind<Patient> = Kind {
     pattern: NamePattern(&["organizations", "patients"]),
@@ -108,11 +113,19 @@ pub const PATIENT: Kind<Patient> = Kind {
             .map(|id| ("identifier", domain::identifier_key(&id.system, &id.value)))
             .collect();
         attrs.push(("family_name", p.family_name.clone()));
+        // SearchPatients' index: the folded prefixes of each name (see `crate::search`).
+        attrs.extend(
+            crate::search::name_keys(&p.family_name)
+                .into_iter()
+                .map(|k| (FAMILY_KEY, k)),
+        );
+        attrs.extend(
+            crate::search::name_keys(&p.given_name)
+                .into_iter()
+                .map(|k| (GIVEN_KEY, k)),
+        );
         if let Some(date) = &p.birth_date {
-            attrs.push((
-                "birth_date",
-                format!("{:04}-{:02}-{:02}", date.year, date.month, date.day),
-            ));
+            attrs.push(("birth_date", domain::birth_date_key(date)));
         }
         attrs
     },

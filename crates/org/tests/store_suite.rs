@@ -39,6 +39,11 @@ pm_runtime::on_both_backends!(
     enrollment_rules,
     phi_calls_leave_a_verifiable_audit_trail,
     a_refused_write_is_audited_as_failed_and_writes_nothing,
+    undelete_restores_a_soft_deleted_resource,
+    reusing_a_deleted_id_says_to_undelete_it,
+    undelete_keeps_the_rules_of_a_write,
+    patients_are_found_by_name_prefix_without_case_or_accents,
+    patient_search_pages_and_refuses_bad_input_without_phi,
 );
 
 async fn organization_lifecycle(h: &Harness) -> anyhow::Result<()> {
@@ -1504,5 +1509,487 @@ async fn a_refused_write_is_audited_as_failed_and_writes_nothing(
         .await?
         .into_inner();
     assert_eq!(listed.patients.len(), 1);
+    Ok(())
+}
+
+async fn named_patient(
+    h: &Harness,
+    id: &str,
+    given: &str,
+    family: &str,
+    born: (i32, i32, i32),
+) -> anyhow::Result<Patient> {
+    Ok(h.api
+        .create_patient(req(CreatePatientRequest {
+            parent: "organizations/acme".into(),
+            patient: Some(Patient {
+                given_name: given.into(),
+                family_name: family.into(),
+                birth_date: Some(pm_api::types::Date {
+                    year: born.0,
+                    month: born.1,
+                    day: born.2,
+                }),
+                ..Default::default()
+            }),
+            patient_id: id.into(),
+            request_id: String::new(),
+        }))
+        .await?
+        .into_inner())
+}
+
+async fn search(
+    h: &Harness,
+    family: &str,
+    given: &str,
+    born: Option<(i32, i32, i32)>,
+) -> Result<Vec<String>, tonic::Status> {
+    let found = h
+        .api
+        .search_patients(req(SearchPatientsRequest {
+            parent: "organizations/acme".into(),
+            family_name: family.into(),
+            given_name: given.into(),
+            birth_date: born.map(|(year, month, day)| pm_api::types::Date { year, month, day }),
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+    Ok(found
+        .patients
+        .into_iter()
+        .map(|p| p.name.rsplit('/').next().unwrap_or_default().to_string())
+        .collect())
+}
+
+/// A soft-deleted unit, location, provider and patient come back with UndeleteX: live again, listed
+/// without `show_deleted`, a new etag; a stale etag is ABORTED and a live resource is refused.
+async fn undelete_restores_a_soft_deleted_resource(h: &Harness) -> anyhow::Result<()> {
+    h.org("acme").await?;
+    let unit = h.unit("organizations/acme", "north", "").await?;
+    let deleted = h
+        .api
+        .delete_service_unit(req(DeleteServiceUnitRequest {
+            name: unit.name.clone(),
+            etag: unit.etag.clone(),
+        }))
+        .await?
+        .into_inner();
+    assert!(deleted.delete_time.is_some());
+
+    let stale = h
+        .api
+        .undelete_service_unit(req(UndeleteServiceUnitRequest {
+            name: unit.name.clone(),
+            etag: unit.etag.clone(),
+        }))
+        .await;
+    expect_error(stale, Code::Aborted, "ETAG_MISMATCH");
+    let still = h.units("organizations/acme").await?;
+    assert!(
+        still[0].delete_time.is_some(),
+        "a stale undelete writes nothing"
+    );
+
+    let restored = h
+        .api
+        .undelete_service_unit(req(UndeleteServiceUnitRequest {
+            name: unit.name.clone(),
+            etag: deleted.etag.clone(),
+        }))
+        .await?
+        .into_inner();
+    assert!(restored.delete_time.is_none());
+    assert_ne!(restored.etag, deleted.etag);
+    assert_eq!(restored.display_name, unit.display_name);
+    assert_eq!(restored.create_time, unit.create_time);
+    let live = h
+        .api
+        .list_service_units(req(ListServiceUnitsRequest {
+            parent: "organizations/acme".into(),
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+    assert_eq!(live.service_units.len(), 1);
+
+    let again = h
+        .api
+        .undelete_service_unit(req(UndeleteServiceUnitRequest {
+            name: unit.name.clone(),
+            etag: String::new(),
+        }))
+        .await;
+    expect_error(again, Code::FailedPrecondition, "RESOURCE_NOT_DELETED");
+    let missing = h
+        .api
+        .undelete_service_unit(req(UndeleteServiceUnitRequest {
+            name: "organizations/acme/units/nowhere".into(),
+            etag: String::new(),
+        }))
+        .await;
+    expect_error(missing, Code::NotFound, "RESOURCE_NOT_FOUND");
+
+    // A location, a provider and a patient the same way.
+    let location = h
+        .api
+        .create_location(req(CreateLocationRequest {
+            parent: "organizations/acme".into(),
+            location: Some(Location {
+                display_name: "Main".into(),
+                time_zone: "America/New_York".into(),
+                ..Default::default()
+            }),
+            location_id: "main".into(),
+            request_id: String::new(),
+        }))
+        .await?
+        .into_inner();
+    h.api
+        .delete_location(req(DeleteLocationRequest {
+            name: location.name.clone(),
+            etag: String::new(),
+        }))
+        .await?;
+    let location = h
+        .api
+        .undelete_location(req(UndeleteLocationRequest {
+            name: location.name.clone(),
+            etag: String::new(),
+        }))
+        .await?
+        .into_inner();
+    assert!(location.delete_time.is_none());
+
+    let provider = h
+        .provider("organizations/acme", "lee", "1987654328")
+        .await?;
+    h.api
+        .delete_provider(req(DeleteProviderRequest {
+            name: provider.name.clone(),
+            etag: String::new(),
+        }))
+        .await?;
+    let provider = h
+        .api
+        .undelete_provider(req(UndeleteProviderRequest {
+            name: provider.name.clone(),
+            etag: String::new(),
+        }))
+        .await?
+        .into_inner();
+    assert!(provider.delete_time.is_none());
+
+    let patient = h.patient("organizations/acme", "p1", "MRN-1").await?;
+    h.api
+        .delete_patient(req(DeletePatientRequest {
+            name: patient.name.clone(),
+            etag: String::new(),
+        }))
+        .await?;
+    assert!(search(h, "testpat", "", None).await?.is_empty());
+    let patient = h
+        .api
+        .undelete_patient(req(UndeletePatientRequest {
+            name: patient.name.clone(),
+            etag: String::new(),
+        }))
+        .await?
+        .into_inner();
+    assert!(patient.delete_time.is_none());
+    assert_eq!(search(h, "testpat", "", None).await?, vec!["p1"]);
+    Ok(())
+}
+
+/// Creating with the id of a soft-deleted resource is ALREADY_EXISTS with reason RESOURCE_DELETED
+/// and a message that says to undelete it (a live one keeps RESOURCE_ALREADY_EXISTS); nothing is
+/// written.
+async fn reusing_a_deleted_id_says_to_undelete_it(h: &Harness) -> anyhow::Result<()> {
+    h.org("acme").await?;
+    h.unit("organizations/acme", "north", "").await?;
+    let live = h.unit("organizations/acme", "north", "").await;
+    let status = expect_error(live, Code::AlreadyExists, "RESOURCE_ALREADY_EXISTS");
+    assert!(!status.message().contains("undelete"));
+
+    h.api
+        .delete_service_unit(req(DeleteServiceUnitRequest {
+            name: "organizations/acme/units/north".into(),
+            etag: String::new(),
+        }))
+        .await?;
+    let reused = h.unit("organizations/acme", "north", "").await;
+    let status = expect_error(reused, Code::AlreadyExists, "RESOURCE_DELETED");
+    assert!(
+        status.message().contains("was deleted; undelete it"),
+        "{}",
+        status.message()
+    );
+    let units = h.units("organizations/acme").await?;
+    assert_eq!(units.len(), 1);
+    assert!(units[0].delete_time.is_some(), "still the deleted unit");
+
+    // A patient's: the message names the resource only, no PHI.
+    h.patient("organizations/acme", "p1", "MRN-1").await?;
+    h.api
+        .delete_patient(req(DeletePatientRequest {
+            name: "organizations/acme/patients/p1".into(),
+            etag: String::new(),
+        }))
+        .await?;
+    let reused = h.patient("organizations/acme", "p1", "MRN-2").await;
+    let status = expect_error(reused, Code::AlreadyExists, "RESOURCE_DELETED");
+    for phi in ["Canary", "Testpatient", "MRN-", "1970"] {
+        assert!(!status.message().contains(phi), "{}", status.message());
+    }
+    Ok(())
+}
+
+/// Undelete runs the rules of a write: a unit under a deleted parent unit, a provider whose NPI and
+/// a patient whose identifier another live one took meanwhile are refused, and stay deleted.
+async fn undelete_keeps_the_rules_of_a_write(h: &Harness) -> anyhow::Result<()> {
+    h.org("acme").await?;
+    h.unit("organizations/acme", "top", "").await?;
+    h.unit(
+        "organizations/acme",
+        "child",
+        "organizations/acme/units/top",
+    )
+    .await?;
+    for id in ["child", "top"] {
+        h.api
+            .delete_service_unit(req(DeleteServiceUnitRequest {
+                name: format!("organizations/acme/units/{id}"),
+                etag: String::new(),
+            }))
+            .await?;
+    }
+    let undelete_unit = |id: &str| {
+        h.api.undelete_service_unit(req(UndeleteServiceUnitRequest {
+            name: format!("organizations/acme/units/{id}"),
+            etag: String::new(),
+        }))
+    };
+    expect_error(
+        undelete_unit("child").await,
+        Code::FailedPrecondition,
+        "PARENT_UNIT_DELETED",
+    );
+    assert!(
+        h.units("organizations/acme")
+            .await?
+            .iter()
+            .all(|u| u.delete_time.is_some())
+    );
+    undelete_unit("top").await?;
+    undelete_unit("child").await?;
+
+    h.provider("organizations/acme", "lee", "1987654328")
+        .await?;
+    h.api
+        .delete_provider(req(DeleteProviderRequest {
+            name: "organizations/acme/providers/lee".into(),
+            etag: String::new(),
+        }))
+        .await?;
+    h.provider("organizations/acme", "lee-again", "1987654328")
+        .await?;
+    let taken = h
+        .api
+        .undelete_provider(req(UndeleteProviderRequest {
+            name: "organizations/acme/providers/lee".into(),
+            etag: String::new(),
+        }))
+        .await;
+    expect_error(taken, Code::AlreadyExists, "NPI_ALREADY_REGISTERED");
+
+    h.patient("organizations/acme", "p1", "MRN-1").await?;
+    h.api
+        .delete_patient(req(DeletePatientRequest {
+            name: "organizations/acme/patients/p1".into(),
+            etag: String::new(),
+        }))
+        .await?;
+    h.patient("organizations/acme", "p2", "MRN-1").await?;
+    let taken = h
+        .api
+        .undelete_patient(req(UndeletePatientRequest {
+            name: "organizations/acme/patients/p1".into(),
+            etag: String::new(),
+        }))
+        .await;
+    let status = expect_error(taken, Code::AlreadyExists, "PATIENT_IDENTIFIER_TAKEN");
+    assert!(!status.message().contains("MRN-1"));
+    let p1 = h
+        .api
+        .get_patient(req(GetPatientRequest {
+            name: "organizations/acme/patients/p1".into(),
+        }))
+        .await?
+        .into_inner();
+    assert!(
+        p1.delete_time.is_some(),
+        "a refused undelete writes nothing"
+    );
+    Ok(())
+}
+
+/// "mul", "MÜL" and "Mul" find Müller (and Muller), not Mueller; a prefix of any word of a name
+/// matches; the given name and the birth date narrow; a rename moves the patient's keys.
+async fn patients_are_found_by_name_prefix_without_case_or_accents(
+    h: &Harness,
+) -> anyhow::Result<()> {
+    h.org("acme").await?;
+    named_patient(h, "anna", "Anna", "Müller", (1980, 5, 1)).await?;
+    named_patient(h, "bernd", "Bernd", "Muller", (1975, 2, 3)).await?;
+    named_patient(h, "carl", "Carl", "Mueller", (1980, 5, 1)).await?;
+    named_patient(h, "dora", "Dolores María", "García López", (1990, 12, 24)).await?;
+    named_patient(h, "ewa", "Ewa", "Nowak", (1980, 5, 1)).await?;
+
+    for typed in ["mul", "MÜL", "Mül", "muller", "Müller"] {
+        assert_eq!(
+            search(h, typed, "", None).await?,
+            vec!["anna", "bernd"],
+            "{typed}"
+        );
+    }
+    assert_eq!(
+        search(h, "mu", "", None).await?,
+        vec!["anna", "bernd", "carl"]
+    );
+    assert!(search(h, "mullerx", "", None).await?.is_empty());
+    assert!(
+        search(h, "ller", "", None).await?.is_empty(),
+        "a prefix, not a substring"
+    );
+    assert_eq!(search(h, "lop", "", None).await?, vec!["dora"]);
+    assert_eq!(search(h, "garcia l", "", None).await?, vec!["dora"]);
+    assert_eq!(search(h, "", "maria", None).await?, vec!["dora"]);
+    assert_eq!(search(h, "mu", "an", None).await?, vec!["anna"]);
+    assert_eq!(
+        search(h, "mu", "", Some((1980, 5, 1))).await?,
+        vec!["anna", "carl"]
+    );
+    assert_eq!(search(h, "", "e", Some((1980, 5, 1))).await?, vec!["ewa"]);
+    assert!(search(h, "mu", "", Some((1981, 5, 1))).await?.is_empty());
+
+    // A rename: the old name no longer finds the patient, the new one does.
+    let mut patch = named_patient(h, "fritz", "Fritz", "Schäfer", (1960, 1, 1)).await?;
+    assert_eq!(search(h, "schaf", "", None).await?, vec!["fritz"]);
+    patch.family_name = "Weiß".into();
+    h.api
+        .update_patient(req(UpdatePatientRequest {
+            patient: Some(patch),
+            update_mask: Some(FieldMask {
+                paths: vec!["family_name".into()],
+            }),
+        }))
+        .await?;
+    assert!(search(h, "schaf", "", None).await?.is_empty());
+    assert_eq!(search(h, "weiss", "", None).await?, vec!["fritz"]);
+    Ok(())
+}
+
+/// Pages walk every match once in name order, a page token is bound to its query, and bad input is
+/// INVALID_ARGUMENT naming the field without repeating what was typed.
+async fn patient_search_pages_and_refuses_bad_input_without_phi(h: &Harness) -> anyhow::Result<()> {
+    h.org("acme").await?;
+    for i in 0..5 {
+        named_patient(h, &format!("p{i}"), "Ana", "Öztürk", (1980, 1, 1 + i)).await?;
+    }
+    named_patient(h, "other", "Ana", "Smith", (1980, 1, 1)).await?;
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = h
+            .api
+            .search_patients(req(SearchPatientsRequest {
+                parent: "organizations/acme".into(),
+                family_name: "ozt".into(),
+                page_size: 2,
+                page_token: token.clone(),
+                ..Default::default()
+            }))
+            .await?
+            .into_inner();
+        assert!(page.patients.len() <= 2);
+        seen.extend(page.patients.into_iter().map(|p| p.name));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let expected: Vec<String> = (0..5)
+        .map(|i| format!("organizations/acme/patients/p{i}"))
+        .collect();
+    assert_eq!(seen, expected);
+
+    let first = h
+        .api
+        .search_patients(req(SearchPatientsRequest {
+            parent: "organizations/acme".into(),
+            family_name: "ozt".into(),
+            page_size: 2,
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+    let moved = h
+        .api
+        .search_patients(req(SearchPatientsRequest {
+            parent: "organizations/acme".into(),
+            family_name: "smi".into(),
+            page_size: 2,
+            page_token: first.next_page_token,
+            ..Default::default()
+        }))
+        .await;
+    assert_eq!(moved.unwrap_err().code(), Code::InvalidArgument);
+
+    let bad = |family: &str, given: &str, born: Option<pm_api::types::Date>| {
+        h.api.search_patients(req(SearchPatientsRequest {
+            parent: "organizations/acme".into(),
+            family_name: family.into(),
+            given_name: given.into(),
+            birth_date: born,
+            ..Default::default()
+        }))
+    };
+    let none = expect_error(
+        bad("", "", None).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&none), vec!["family_name", "given_name"]);
+    let punctuation = expect_error(
+        bad("--'", "", None).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&punctuation), vec!["family_name"]);
+    let long = format!("Zqxcanary{}", "a".repeat(80));
+    let status = expect_error(
+        bad("", &long, None).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&status), vec!["given_name"]);
+    assert!(!format!("{status:?}").contains("Zqxcanary"));
+    let status = expect_error(
+        bad(
+            "ozt",
+            "",
+            Some(pm_api::types::Date {
+                year: 1980,
+                month: 2,
+                day: 30,
+            }),
+        )
+        .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&status), vec!["birth_date"]);
+    assert!(!status.message().contains("1980"));
     Ok(())
 }

@@ -589,9 +589,17 @@ where
     if kind.local_parent && !call.parent.is_empty() && !exists_live(tx.conn(), call.parent).await? {
         return Err(ApiError::not_found(call.parent).with_violation("parent", "does not exist"));
     }
-    resource.set_name(name);
+    resource.set_name(name.clone());
     check(tx.conn(), &mut resource).await?;
-    let created = insert(tx.conn(), kind, resource).await?;
+    let created = match insert(tx.conn(), kind, resource).await {
+        Ok(created) => created,
+        Err(taken) if taken.reason == "RESOURCE_ALREADY_EXISTS" => {
+            // The failed insert ended the transaction (PostgreSQL): say why on a fresh read.
+            drop(tx);
+            return Err(explain_taken::<T>(db, &name, taken).await);
+        }
+        Err(e) => return Err(e),
+    };
     after(tx.conn(), &created).await?;
     remember(
         tx.conn(),
@@ -603,6 +611,28 @@ where
     .await?;
     tx.commit().await?;
     Ok(created)
+}
+
+/// The refusal of a Create whose name is taken: when a soft-deleted resource holds it, ALREADY_EXISTS
+/// with reason `RESOURCE_DELETED` telling the caller to undelete it (or choose another id) instead of
+/// a bare "already exists" for a resource no Get or List shows.
+async fn explain_taken<T: Resource>(db: &Db, name: &str, taken: ApiError) -> ApiError {
+    let deleted = match db.read().await {
+        Ok(mut conn) => get::<T>(&mut conn, name)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.is_deleted()),
+        Err(_) => false,
+    };
+    if !deleted {
+        return taken;
+    }
+    ApiError::already_exists(
+        "RESOURCE_DELETED",
+        format!("{name} was deleted; undelete it or choose another id"),
+    )
+    .with_meta("resource", name)
 }
 
 /// The full name a Create call gives its resource, once its request_id, parent and id are valid.
@@ -695,6 +725,48 @@ where
     Ok(deleted)
 }
 
+/// Undeletes a soft-deleted resource (AIP-164): its body and attributes are kept as they were, its
+/// revision moves on. FAILED_PRECONDITION when it is not deleted (`RESOURCE_NOT_DELETED`) or when
+/// its parent in this slice is deleted (`PARENT_DELETED`: undelete that first); `check` sees it inside
+/// the write transaction and may refuse (for example when a live resource took one of its keys).
+pub async fn undelete<T, F>(
+    db: &Db,
+    kind: &Kind<T>,
+    name: &str,
+    etag: &str,
+    check: F,
+) -> ApiResult<T>
+where
+    T: Resource,
+    F: AsyncFnOnce(&mut AnyConnection, &T) -> ApiResult<()>,
+{
+    kind.pattern.parse("name", name)?;
+    let mut tx = db.write(names::organization_of(name)).await?;
+    let stored = get::<T>(tx.conn(), name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(name))?;
+    check_etag(&stored, etag)?;
+    if !stored.is_deleted() {
+        return Err(ApiError::precondition(
+            "RESOURCE_NOT_DELETED",
+            format!("{name} is not deleted"),
+        )
+        .with_meta("resource", name));
+    }
+    let parent = names::parent_of(name);
+    if kind.local_parent && !parent.is_empty() && !exists_live(tx.conn(), parent).await? {
+        return Err(ApiError::precondition(
+            "PARENT_DELETED",
+            format!("{parent} is deleted: undelete it first"),
+        )
+        .with_meta("resource", parent));
+    }
+    check(tx.conn(), &stored.resource).await?;
+    let restored = replace(tx.conn(), kind, stored.revision, stored.resource, None).await?;
+    tx.commit().await?;
+    Ok(restored)
+}
+
 /// The query of a List call.
 pub struct ListCall<'a> {
     /// The parent ("" for top-level collections).
@@ -755,18 +827,41 @@ fn parse_order(order_by: &str) -> ApiResult<Order> {
 
 /// Lists a collection, a page at a time, with the filter evaluated in SQL.
 pub async fn list<T: Resource>(db: &Db, kind: &Kind<T>, call: ListCall<'_>) -> ApiResult<Page<T>> {
+    list_matching(db, kind, call, Vec::new()).await
+}
+
+/// [`list`], with `matching` attribute terms (`attr = value` on the indexed attributes, whether the
+/// kind lets a `filter` name them or not) added to the filter's: for a search method whose typed
+/// fields the store turns into index keys (a patient's name prefixes). The terms are part of the
+/// query a page token is bound to.
+pub async fn list_matching<T: Resource>(
+    db: &Db,
+    kind: &Kind<T>,
+    call: ListCall<'_>,
+    matching: Vec<filter::Term>,
+) -> ApiResult<Page<T>> {
     if let Some(parent_pattern) = kind.pattern.parent() {
         parent_pattern.parse("parent", call.parent)?;
     }
     let page_size = paging::page_size(call.page_size)?;
-    let terms = filter::parse(call.filter, kind.filterable)?;
+    let mut terms = filter::parse(call.filter, kind.filterable)?;
     let order = parse_order(call.order_by)?;
-    let fingerprint = paging::query_fingerprint(&[
-        call.parent,
-        call.filter,
-        call.order_by,
-        if call.show_deleted { "deleted" } else { "live" },
-    ]);
+    let mut query = vec![
+        call.parent.to_string(),
+        call.filter.to_string(),
+        call.order_by.to_string(),
+        if call.show_deleted { "deleted" } else { "live" }.to_string(),
+    ];
+    for term in &matching {
+        query.push(format!("{}={}", term.field, term.value));
+    }
+    let query: Vec<&str> = query.iter().map(String::as_str).collect();
+    let fingerprint = paging::query_fingerprint(&query);
+    // The first matching term drives the query: its index rows `(attr, value, name)` are walked in
+    // name order, so a search reads its matches, not the whole collection.
+    let mut matching = matching.into_iter();
+    let driving = matching.next();
+    terms.extend(matching);
     let after = paging::decode_token(call.page_token, &fingerprint)?;
     let collection = if call.parent.is_empty() {
         kind.pattern.collection_id().to_string()
@@ -774,14 +869,31 @@ pub async fn list<T: Resource>(db: &Db, kind: &Kind<T>, call: ListCall<'_>) -> A
         format!("{}/{}", call.parent, kind.pattern.collection_id())
     };
 
-    let mut sql = format!("SELECT {COLUMNS} FROM resources r WHERE collection = $1");
     let mut params: Vec<Param> = vec![Param::Text(collection)];
     let next = |params: &mut Vec<Param>, p: Param| {
         params.push(p);
         format!("${}", params.len())
     };
+    // The column the name order and the page key use: the driving index's when there is one.
+    let name_col = if driving.is_some() {
+        "m.name"
+    } else {
+        "r.name"
+    };
+    let mut sql = match driving {
+        Some(term) => {
+            let a = next(&mut params, Param::Text(term.field));
+            let v = next(&mut params, Param::Text(term.value));
+            format!(
+                "SELECT r.name, r.revision, r.create_time, r.update_time, r.delete_time, r.body \
+                 FROM resource_attrs m JOIN resources r ON r.name = m.name \
+                 WHERE m.attr = {a} AND m.value = {v} AND r.collection = $1"
+            )
+        }
+        None => format!("SELECT {COLUMNS} FROM resources r WHERE r.collection = $1"),
+    };
     if !call.show_deleted {
-        sql.push_str(" AND delete_time IS NULL");
+        sql.push_str(" AND r.delete_time IS NULL");
     }
     if let Some(scope) = &call.scope {
         let list = |params: &mut Vec<Param>, values: &[String]| {
@@ -840,7 +952,7 @@ pub async fn list<T: Resource>(db: &Db, kind: &Kind<T>, call: ListCall<'_>) -> A
         match (order, key.as_slice()) {
             (Order::Name, [name]) => {
                 let n = next(&mut params, Param::Text(name.clone()));
-                sql.push_str(&format!(" AND name > {n}"));
+                sql.push_str(&format!(" AND {name_col} > {n}"));
             }
             (Order::CreateTime | Order::CreateTimeDesc, [time, name]) => {
                 let time: i64 = time.parse().map_err(|_| bad_token())?;
@@ -848,16 +960,16 @@ pub async fn list<T: Resource>(db: &Db, kind: &Kind<T>, call: ListCall<'_>) -> A
                 let n = next(&mut params, Param::Text(name.clone()));
                 let cmp = if order == Order::CreateTime { ">" } else { "<" };
                 sql.push_str(&format!(
-                    " AND (create_time {cmp} {t} OR (create_time = {t} AND name {cmp} {n}))"
+                    " AND (r.create_time {cmp} {t} OR (r.create_time = {t} AND r.name {cmp} {n}))"
                 ));
             }
             _ => return Err(bad_token()),
         }
     }
-    sql.push_str(match order {
-        Order::Name => " ORDER BY name",
-        Order::CreateTime => " ORDER BY create_time, name",
-        Order::CreateTimeDesc => " ORDER BY create_time DESC, name DESC",
+    sql.push_str(&match order {
+        Order::Name => format!(" ORDER BY {name_col}"),
+        Order::CreateTime => " ORDER BY r.create_time, r.name".to_string(),
+        Order::CreateTimeDesc => " ORDER BY r.create_time DESC, r.name DESC".to_string(),
     });
     let limit = next(&mut params, Param::Int(page_size as i64 + 1));
     sql.push_str(&format!(" LIMIT {limit}"));

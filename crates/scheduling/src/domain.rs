@@ -209,6 +209,40 @@ fn weekday(value: i32) -> Option<chrono::Weekday> {
     })
 }
 
+/// Whether the unit's effective workflow rules allow a visit type, checked when it is written so
+/// that a visit type that could never be booked is refused at once (and not found out later as a
+/// FindSlots exclusion): its code must be one of `allowed_visit_types` and its pathway step, if any,
+/// one of `care_pathway_steps`. FAILED_PRECONDITION naming the field: the request is well formed,
+/// the unit's rules do not have it.
+pub fn check_visit_type_allowed(v: &VisitType, unit: &eligibility::UnitPolicy) -> ApiResult<()> {
+    if !unit.allowed_visit_types.contains(&v.code) {
+        return Err(ApiError::precondition(
+            "VISIT_TYPE_NOT_ALLOWED",
+            format!(
+                "visit_type.code: {} is not among the allowed visit types of {} (its workflow rules, inherited ones included)",
+                v.code, unit.unit
+            ),
+        )
+        .with_violation("visit_type.code", "is not an allowed visit type of the unit")
+        .with_meta("unit", &unit.unit));
+    }
+    if !v.pathway_step.is_empty() && !unit.care_pathway_steps.contains(&v.pathway_step) {
+        return Err(ApiError::precondition(
+            "PATHWAY_STEP_UNKNOWN",
+            format!(
+                "visit_type.pathway_step: {} is not a step of the care pathway of {}",
+                v.pathway_step, unit.unit
+            ),
+        )
+        .with_violation(
+            "visit_type.pathway_step",
+            "is not a step of the unit's care pathway",
+        )
+        .with_meta("unit", &unit.unit));
+    }
+    Ok(())
+}
+
 /// Checks an availability rule as created (the zone is checked once Org gave it).
 pub fn validate_rule(r: &AvailabilityRule) -> ApiResult<()> {
     let mut errors = Violations::new("availability_rule");

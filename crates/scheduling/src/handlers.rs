@@ -696,25 +696,13 @@ impl SchedulingService for SchedulingApi {
                 .await?;
                 let visit = required(req.visit_type.clone(), "visit_type")?;
                 domain::validate_visit_type(&visit)?;
-                // The unit is Org's: it must exist there.
-                self.org.unit(&req.parent).await?;
+                // The unit is Org's: it must exist there, and its rules in force allow the visit.
+                let unit = self.org.unit_now(&req.parent).await?;
+                domain::check_visit_type_allowed(&visit, &unit.policy)?;
                 let call =
                     create_call!(req, method!("CreateVisitType"), &req.parent, visit_type_id);
                 docstore::create(&self.db, &VISIT_TYPE, call, visit, async |conn, v| {
-                    let same_code = docstore::all_live::<VisitType>(
-                        conn,
-                        &store::collection(&VISIT_TYPE, &req.parent),
-                    )
-                    .await?
-                    .into_iter()
-                    .any(|other| other.resource.code == v.code);
-                    if same_code {
-                        return Err(ApiError::already_exists(
-                            "VISIT_TYPE_CODE_TAKEN",
-                            format!("the unit already has a visit type with code {}", v.code),
-                        ));
-                    }
-                    Ok(())
+                    store::check_visit_type_code_free(conn, &req.parent, v).await
                 })
                 .await
             }
@@ -738,6 +726,86 @@ impl SchedulingService for SchedulingApi {
                 // This replica stops booking it at once; others within the cache's lifetime.
                 self.visit_types.remove(&deleted.name);
                 Ok(deleted)
+            }
+            .await,
+        )
+    }
+
+    async fn update_visit_type(
+        &self,
+        request: Request<UpdateVisitTypeRequest>,
+    ) -> Reply<VisitType> {
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                let name = req
+                    .visit_type
+                    .as_ref()
+                    .map(|v| v.name.clone())
+                    .unwrap_or_default();
+                VISIT_TYPE.pattern.parse("visit_type.name", &name)?;
+                let unit = names::parent_of(&name).to_string();
+                access::authorize(
+                    &self.org,
+                    &caller,
+                    method!("UpdateVisitType"),
+                    &name,
+                    Some(&unit),
+                )
+                .await?;
+                let policy = self.org.unit_now(&unit).await?.policy;
+                let updated = docstore::update(
+                    &self.db,
+                    &VISIT_TYPE,
+                    req.visit_type,
+                    req.update_mask.as_ref(),
+                    async |_, _, merged| {
+                        domain::validate_visit_type(merged)?;
+                        domain::check_visit_type_allowed(merged, &policy)
+                    },
+                )
+                .await?;
+                // This replica books the new version at once; others within the cache's lifetime.
+                self.visit_types.remove(&updated.name);
+                Ok(updated)
+            }
+            .await,
+        )
+    }
+
+    async fn undelete_visit_type(
+        &self,
+        request: Request<UndeleteVisitTypeRequest>,
+    ) -> Reply<VisitType> {
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                VISIT_TYPE.pattern.parse("name", &req.name)?;
+                let unit = names::parent_of(&req.name).to_string();
+                access::authorize(
+                    &self.org,
+                    &caller,
+                    method!("UndeleteVisitType"),
+                    &req.name,
+                    Some(&unit),
+                )
+                .await?;
+                let policy = self.org.unit_now(&unit).await?.policy;
+                let restored = docstore::undelete(
+                    &self.db,
+                    &VISIT_TYPE,
+                    &req.name,
+                    &req.etag,
+                    async |conn, v| {
+                        domain::check_visit_type_allowed(v, &policy)?;
+                        store::check_visit_type_code_free(conn, &unit, v).await
+                    },
+                )
+                .await?;
+                self.visit_types.remove(&restored.name);
+                Ok(restored)
             }
             .await,
         )
@@ -803,7 +871,8 @@ impl SchedulingService for SchedulingApi {
                 )
                 .await?;
                 domain::validate_rule(&rule)?;
-                self.org.unit(&rule.unit).await?;
+                // The unit as Org has it now (a write is checked against the state in force).
+                self.org.unit_now(&rule.unit).await?;
                 rule.time_zone = self.org.zone(&rule.location).await?;
                 domain::weekly_rule(&rule).map_err(|_| {
                     ApiError::invalid(
@@ -848,6 +917,72 @@ impl SchedulingService for SchedulingApi {
                 )
                 .await?;
                 docstore::soft_delete(
+                    &self.db,
+                    &AVAILABILITY_RULE,
+                    &req.name,
+                    &req.etag,
+                    async |_, _| Ok(()),
+                )
+                .await
+            }
+            .await,
+        )
+    }
+
+    async fn update_availability_rule(
+        &self,
+        request: Request<UpdateAvailabilityRuleRequest>,
+    ) -> Reply<AvailabilityRule> {
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                let name = req
+                    .availability_rule
+                    .as_ref()
+                    .map(|r| r.name.clone())
+                    .unwrap_or_default();
+                AVAILABILITY_RULE
+                    .pattern
+                    .parse("availability_rule.name", &name)?;
+                // Checked against the unit the rule is for (which an update cannot change).
+                self.check_stored(
+                    &caller,
+                    method!("UpdateAvailabilityRule"),
+                    &name,
+                    |r: AvailabilityRule| r.unit,
+                )
+                .await?;
+                docstore::update(
+                    &self.db,
+                    &AVAILABILITY_RULE,
+                    req.availability_rule,
+                    req.update_mask.as_ref(),
+                    async |_, _, merged| domain::validate_rule(merged),
+                )
+                .await
+            }
+            .await,
+        )
+    }
+
+    async fn undelete_availability_rule(
+        &self,
+        request: Request<UndeleteAvailabilityRuleRequest>,
+    ) -> Reply<AvailabilityRule> {
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                AVAILABILITY_RULE.pattern.parse("name", &req.name)?;
+                self.check_stored(
+                    &caller,
+                    method!("UndeleteAvailabilityRule"),
+                    &req.name,
+                    |r: AvailabilityRule| r.unit,
+                )
+                .await?;
+                docstore::undelete(
                     &self.db,
                     &AVAILABILITY_RULE,
                     &req.name,

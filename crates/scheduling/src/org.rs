@@ -104,6 +104,13 @@ impl OrgView {
         if let Some(info) = self.units.get(unit) {
             return Ok(info);
         }
+        self.unit_now(unit).await
+    }
+
+    /// The unit's effective policy and lineage as Org has them now, not as cached (for a write
+    /// that is checked against them: a visit type must be allowed by the rules in force); the
+    /// cache keeps the fresh answer.
+    pub async fn unit_now(&self, unit: &str) -> ApiResult<UnitInfo> {
         let policy = self
             .client
             .clone()

@@ -136,6 +136,31 @@ pub const WAITLIST_ENTRY: Kind<WaitlistEntry> = Kind {
     },
 };
 
+/// ALREADY_EXISTS when another live visit type of `unit` has the code of `visit` (codes are what
+/// workflow rules name: one per unit).
+pub async fn check_visit_type_code_free(
+    conn: &mut AnyConnection,
+    unit: &str,
+    visit: &VisitType,
+) -> ApiResult<()> {
+    let taken = docstore::find_by_attr::<VisitType>(
+        conn,
+        &collection(&VISIT_TYPE, unit),
+        "code",
+        &visit.code,
+    )
+    .await?
+    .into_iter()
+    .any(|other| other.resource.name != visit.name);
+    if taken {
+        return Err(pm_runtime::ApiError::already_exists(
+            "VISIT_TYPE_CODE_TAKEN",
+            format!("the unit already has a visit type with code {}", visit.code),
+        ));
+    }
+    Ok(())
+}
+
 /// `{parent}/{collection id of kind}`.
 pub fn collection<T>(kind: &Kind<T>, parent: &str) -> String {
     format!("{parent}/{}", kind.pattern.collection_id())

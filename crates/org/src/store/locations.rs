@@ -38,6 +38,11 @@ pub async fn update(
     .await
 }
 
+/// Undeletes a location.
+pub async fn undelete(db: &Db, name: &str, etag: &str) -> ApiResult<Location> {
+    docstore::undelete(db, &LOCATION, name, etag, async |_, _| Ok(())).await
+}
+
 /// Soft-deletes a location.
 pub async fn delete(db: &Db, name: &str, etag: &str) -> ApiResult<Location> {
     docstore::soft_delete(db, &LOCATION, name, etag, async |_, _| Ok(())).await

@@ -3,11 +3,12 @@
 
 use pm_api::org::Patient;
 use pm_runtime::docstore::{self, CreateCall, ListCall, Page};
+use pm_runtime::filter::Term;
 use pm_runtime::{ApiError, ApiResult, Db};
 use prost_types::FieldMask;
 use sqlx::AnyConnection;
 
-use super::{PATIENT, identifier_taken};
+use super::{FAMILY_KEY, GIVEN_KEY, PATIENT, identifier_taken};
 use crate::domain;
 
 /// A live patient.
@@ -18,6 +19,47 @@ pub async fn get(db: &Db, name: &str) -> ApiResult<Patient> {
 /// One page of an organization's patients.
 pub async fn list(db: &Db, call: ListCall<'_>) -> ApiResult<Page<Patient>> {
     docstore::list(db, &PATIENT, call).await
+}
+
+/// What a patient search asks for: the folded keys of the typed names and the birth date
+/// (`YYYY-MM-DD`), each `None` when not asked.
+pub struct NameQuery {
+    /// The family-name key ([`crate::search::query_key`]).
+    pub family: Option<String>,
+    /// The given-name key.
+    pub given: Option<String>,
+    /// The birth date.
+    pub birth_date: Option<String>,
+}
+
+/// One page of the live patients matching `query` (at least one name key), by name: the name keys'
+/// index drives the read, the call's scope and page token apply as for [`list`].
+pub async fn search(db: &Db, call: ListCall<'_>, query: NameQuery) -> ApiResult<Page<Patient>> {
+    let term = |field: &str, value: String| Term {
+        field: field.to_string(),
+        value,
+    };
+    let terms: Vec<Term> = [
+        query.family.map(|k| term(FAMILY_KEY, k)),
+        query.given.map(|k| term(GIVEN_KEY, k)),
+        query.birth_date.map(|d| term("birth_date", d)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    docstore::list_matching(db, &PATIENT, call, terms).await
+}
+
+/// Undeletes a patient: its identifiers must still be its own; `record` as for [`create`].
+pub async fn undelete<R>(db: &Db, name: &str, etag: &str, record: R) -> ApiResult<Patient>
+where
+    R: AsyncFnOnce(&mut AnyConnection, &Patient) -> ApiResult<()>,
+{
+    docstore::undelete(db, &PATIENT, name, etag, async |conn, p| {
+        check(conn, p).await?;
+        record(conn, p).await
+    })
+    .await
 }
 
 /// Whether a patient of this name was ever stored, deleted or not: the accesses to a deleted

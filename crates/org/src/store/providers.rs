@@ -42,6 +42,14 @@ pub async fn update(
     .await
 }
 
+/// Undeletes a provider: no other live provider of the organization may have taken its NPI.
+pub async fn undelete(db: &Db, name: &str, etag: &str) -> ApiResult<Provider> {
+    docstore::undelete(db, &PROVIDER, name, etag, async |conn, p| {
+        check_provider(conn, p).await
+    })
+    .await
+}
+
 /// Soft-deletes a provider.
 pub async fn delete(db: &Db, name: &str, etag: &str) -> ApiResult<Provider> {
     docstore::soft_delete(db, &PROVIDER, name, etag, async |_, _| Ok(())).await

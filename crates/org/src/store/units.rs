@@ -62,6 +62,24 @@ pub async fn update(
     .await
 }
 
+/// Undeletes a unit: its parent unit, if any, must be live (undelete from the top down).
+pub async fn undelete(db: &Db, name: &str, etag: &str) -> ApiResult<ServiceUnit> {
+    docstore::undelete(db, &UNIT, name, etag, async |conn, unit| {
+        if !unit.parent_unit.is_empty() && !docstore::exists_live(conn, &unit.parent_unit).await? {
+            return Err(ApiError::precondition(
+                "PARENT_UNIT_DELETED",
+                format!(
+                    "its parent unit {} is deleted: undelete it first",
+                    unit.parent_unit
+                ),
+            )
+            .with_meta("resource", &unit.parent_unit));
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// Soft-deletes a unit that has no live child unit left.
 pub async fn delete(db: &Db, name: &str, etag: &str) -> ApiResult<ServiceUnit> {
     docstore::soft_delete(db, &UNIT, name, etag, async |conn, unit| {
