@@ -223,6 +223,8 @@ async fn visit_types(backend: Backend) -> anyhow::Result<()> {
     assert_ne!(updated.etag, follow_up.etag);
 
     // A bad mask, a stale etag, a bad value: refused, nothing written.
+    let mut fresh = patch.clone();
+    fresh.etag = updated.etag.clone();
     for (paths, code) in [
         (&["code"][..], Code::InvalidArgument),
         (&["no_such_field"][..], Code::InvalidArgument),
@@ -230,7 +232,7 @@ async fn visit_types(backend: Backend) -> anyhow::Result<()> {
     ] {
         let err = s
             .update_visit_type(UpdateVisitTypeRequest {
-                visit_type: Some(patch.clone()),
+                visit_type: Some(fresh.clone()),
                 update_mask: mask(paths),
             })
             .await
