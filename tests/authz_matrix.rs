@@ -1030,7 +1030,8 @@ fn org_methods() -> Vec<(&'static str, &'static pm_api::MethodRule)> {
 impl RoleFixture for Fixture {
     type Client = Org;
     const WIDTHS: [usize; 3] = [22, 28, 22];
-    const READS: &'static [&'static str] = &["Get", "BatchGet", "List", "Check", "Resolve"];
+    const READS: &'static [&'static str] =
+        &["Get", "BatchGet", "List", "Search", "Check", "Resolve"];
 
     fn who(&self) -> (&'static str, Role, &'static str) {
         (self.principal, self.role, self.scope)

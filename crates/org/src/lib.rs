@@ -41,6 +41,15 @@ pub fn service(db: Db, authz: Authz, peers: Vec<accesses::Peer>) -> ServiceDef {
         256,
         &background,
     ));
+    // Patients stored before SearchPatients existed get their name keys, once, in the background.
+    let indexing = db.clone();
+    background.spawn(async move {
+        match store::patients::index_names(&indexing).await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "indexed patients' names for SearchPatients"),
+            Err(e) => tracing::warn!(error = %e.message, "indexing patients' names failed"),
+        }
+    });
     let api = OrgServiceServer::new(
         handlers::OrgApi::with_audit(db.clone(), audit.clone())
             .explaining_with(authz.clone())

@@ -44,6 +44,7 @@ pm_runtime::on_both_backends!(
     undelete_keeps_the_rules_of_a_write,
     patients_are_found_by_name_prefix_without_case_or_accents,
     patient_search_pages_and_refuses_bad_input_without_phi,
+    patients_stored_before_search_existed_are_indexed,
 );
 
 async fn organization_lifecycle(h: &Harness) -> anyhow::Result<()> {
@@ -1991,5 +1992,26 @@ async fn patient_search_pages_and_refuses_bad_input_without_phi(h: &Harness) -> 
     );
     assert_eq!(violated_fields(&status), vec!["birth_date"]);
     assert!(!status.message().contains("1980"));
+    Ok(())
+}
+
+/// A patient stored before SearchPatients existed (no name keys) is found once the backfill ran;
+/// a second run has nothing to do.
+async fn patients_stored_before_search_existed_are_indexed(h: &Harness) -> anyhow::Result<()> {
+    h.org("acme").await?;
+    named_patient(h, "anna", "Anna", "Müller", (1980, 5, 1)).await?;
+    named_patient(h, "bernd", "Bernd", "Nowak", (1975, 2, 3)).await?;
+    {
+        let mut tx = h.db().write("organizations/acme").await?;
+        sqlx::query("DELETE FROM resource_attrs WHERE attr IN ('family_key', 'given_key')")
+            .execute(tx.conn())
+            .await?;
+        tx.commit().await?;
+    }
+    assert!(search(h, "mul", "", None).await?.is_empty());
+    assert_eq!(pm_org::store::patients::index_names(h.db()).await?, 2);
+    assert_eq!(search(h, "mul", "", None).await?, vec!["anna"]);
+    assert_eq!(search(h, "", "bern", None).await?, vec!["bernd"]);
+    assert_eq!(pm_org::store::patients::index_names(h.db()).await?, 0);
     Ok(())
 }

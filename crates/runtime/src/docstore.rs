@@ -767,6 +767,38 @@ where
     Ok(restored)
 }
 
+/// Writes again the attribute rows of every stored resource of `kind` (deleted ones too) that has
+/// none named `attr`: for an attribute a kind gained after some of its resources were stored (each
+/// is indexed when written otherwise). One write per resource, under its organization's lock;
+/// returns how many were indexed.
+pub async fn backfill_attr<T: Resource>(db: &Db, kind: &Kind<T>, attr: &str) -> ApiResult<usize> {
+    let collection_id = kind.pattern.collection_id();
+    let stale: Vec<String> = {
+        let mut conn = db.read().await?;
+        sqlx::query(
+            "SELECT r.name FROM resources r WHERE (r.collection = $1 OR r.collection LIKE $2) \
+             AND NOT EXISTS (SELECT 1 FROM resource_attrs a WHERE a.name = r.name AND a.attr = $3) \
+             ORDER BY r.name",
+        )
+        .bind(collection_id)
+        .bind(format!("%/{collection_id}"))
+        .bind(attr)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| row.try_get::<String, _>("name"))
+        .collect::<Result<_, _>>()?
+    };
+    for name in &stale {
+        let mut tx = db.write(names::organization_of(name)).await?;
+        if let Some(stored) = get::<T>(tx.conn(), name).await? {
+            write_attrs(tx.conn(), kind, &stored.resource).await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(stale.len())
+}
+
 /// The query of a List call.
 pub struct ListCall<'a> {
     /// The parent ("" for top-level collections).

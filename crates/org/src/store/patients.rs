@@ -50,6 +50,12 @@ pub async fn search(db: &Db, call: ListCall<'_>, query: NameQuery) -> ApiResult<
     docstore::list_matching(db, &PATIENT, call, terms).await
 }
 
+/// Indexes for SearchPatients the patients stored before it existed (those without name keys);
+/// returns how many.
+pub async fn index_names(db: &Db) -> ApiResult<usize> {
+    docstore::backfill_attr(db, &PATIENT, FAMILY_KEY).await
+}
+
 /// Undeletes a patient: its identifiers must still be its own; `record` as for [`create`].
 pub async fn undelete<R>(db: &Db, name: &str, etag: &str, record: R) -> ApiResult<Patient>
 where
