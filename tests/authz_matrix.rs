@@ -793,6 +793,13 @@ async fn probe(
             };
             (U, one(org.delete_credential(request).await))
         }
+        "UndeleteCredential" => {
+            let request = UndeleteCredentialRequest {
+                name: credential,
+                etag: stale,
+            };
+            (U, one(org.undelete_credential(request).await))
+        }
         "CheckCredential" => {
             // The check is on the unit asked about.
             let request = CheckCredentialRequest {
@@ -929,6 +936,13 @@ async fn probe(
             };
             (U, one(org.delete_enrollment(request).await))
         }
+        "UndeleteEnrollment" => {
+            let request = UndeleteEnrollmentRequest {
+                name: enrollment,
+                etag: stale,
+            };
+            (U, one(org.undelete_enrollment(request).await))
+        }
         "TransferEnrollment" => {
             // No target unit: only the enrollment itself is checked.
             let request = TransferEnrollmentRequest {
@@ -1014,6 +1028,13 @@ async fn probe(
                 etag: stale,
             };
             (U, one(org.delete_coverage(request).await))
+        }
+        "UndeleteCoverage" => {
+            let request = UndeleteCoverageRequest {
+                name: coverage,
+                etag: stale,
+            };
+            (U, one(org.undelete_coverage(request).await))
         }
         other => anyhow::bail!(
             "{ORG_SERVICE}{other} has no entry in the authorization matrix (tests/authz_matrix.rs): \

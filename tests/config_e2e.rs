@@ -322,6 +322,31 @@ async fn visit_types(backend: Backend) -> anyhow::Result<()> {
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert_eq!(reason(&err), "RESOURCE_NOT_DELETED");
 
+    // A program manager undeletes in her own unit (the scope of a deleted visit type is its unit).
+    let mut casey = mesh.scheduling_as(CASEY).await?;
+    casey
+        .delete_visit_type(DeleteVisitTypeRequest {
+            name: monthly.name.clone(),
+            etag: String::new(),
+        })
+        .await?;
+    let back = casey
+        .undelete_visit_type(UndeleteVisitTypeRequest {
+            name: monthly.name.clone(),
+            etag: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert!(back.delete_time.is_none());
+    let err = casey
+        .undelete_visit_type(UndeleteVisitTypeRequest {
+            name: follow_up.name.clone(),
+            etag: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "the clinic is not hers");
+
     // A live visit type took the code meanwhile: the undelete is refused and writes nothing.
     s.delete_visit_type(DeleteVisitTypeRequest {
         name: follow_up.name.clone(),
@@ -554,6 +579,43 @@ async fn patient_search(backend: Backend) -> anyhow::Result<()> {
     let no_match = search(&mut casey, "zzz", "").await;
     assert!(other_unit.patients.is_empty());
     assert_eq!(other_unit, no_match, "out of scope answers like no match");
+
+    // A soft-deleted patient is not found; undeleted (by the manager of its unit), it is again.
+    casey
+        .delete_patient(DeletePatientRequest {
+            name: format!("{ORG}/patients/bernd"),
+            etag: String::new(),
+        })
+        .await?;
+    assert!(search(&mut casey, "mul", "").await.patients.is_empty());
+    let err = org
+        .create_patient(CreatePatientRequest {
+            parent: ORG.into(),
+            patient: Some(Patient {
+                given_name: "Bernd".into(),
+                family_name: "Muller".into(),
+                birth_date: Some(Date {
+                    year: 1961,
+                    month: 3,
+                    day: 14,
+                }),
+                ..Default::default()
+            }),
+            patient_id: "bernd".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert_eq!(reason(&err), "RESOURCE_DELETED");
+    assert!(!err.message().contains("Muller") && !err.message().contains("Bernd"));
+    casey
+        .undelete_patient(UndeletePatientRequest {
+            name: format!("{ORG}/patients/bernd"),
+            etag: String::new(),
+        })
+        .await?;
+    assert_eq!(ids(&search(&mut casey, "mul", "").await), vec!["bernd"]);
 
     // Audited as a PHI read, for each patient returned.
     let trail = support::trail(&mut org, &format!("{ORG}/patients/anna")).await?;

@@ -914,6 +914,27 @@ impl OrgService for OrgApi {
         )
     }
 
+    async fn undelete_credential(
+        &self,
+        request: Request<UndeleteCredentialRequest>,
+    ) -> Reply<Credential> {
+        reply(
+            async {
+                let caller = caller(&request)?;
+                let req = request.into_inner();
+                CREDENTIAL.pattern.parse("name", &req.name)?;
+                self.check(
+                    &caller,
+                    method!("UndeleteCredential"),
+                    About::Name(&req.name),
+                )
+                .await?;
+                store::providers::undelete_credential(&self.db, &req.name, &req.etag).await
+            }
+            .await,
+        )
+    }
+
     async fn check_credential(
         &self,
         request: Request<CheckCredentialRequest>,
@@ -1499,6 +1520,42 @@ impl OrgService for OrgApi {
         )
     }
 
+    async fn undelete_enrollment(
+        &self,
+        request: Request<UndeleteEnrollmentRequest>,
+    ) -> Reply<Enrollment> {
+        let resource = request.get_ref().name.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let req = request.into_inner();
+            ENROLLMENT.pattern.parse("name", &req.name)?;
+            self.check(
+                &caller,
+                method!("UndeleteEnrollment"),
+                About::Name(&req.name),
+            )
+            .await?;
+            store::enrollments::undelete(&self.db, &req.name, &req.etag, async |conn, r| {
+                self.record_write(conn, &caller, method!("UndeleteEnrollment"), &r.name)
+                    .await
+            })
+            .await
+        }
+        .await;
+        reply(
+            self.audited(
+                who,
+                method!("UndeleteEnrollment"),
+                true,
+                &resource,
+                result,
+                |r| vec![patient_of(&r.name)],
+            )
+            .await,
+        )
+    }
+
     async fn transfer_enrollment(
         &self,
         request: Request<TransferEnrollmentRequest>,
@@ -1845,6 +1902,38 @@ impl OrgService for OrgApi {
             self.audited(
                 who,
                 method!("DeleteCoverage"),
+                true,
+                &resource,
+                result,
+                |r| vec![patient_of(&r.name)],
+            )
+            .await,
+        )
+    }
+
+    async fn undelete_coverage(
+        &self,
+        request: Request<UndeleteCoverageRequest>,
+    ) -> Reply<Coverage> {
+        let resource = request.get_ref().name.clone();
+        let who = caller(&request);
+        let result = async {
+            let caller = caller(&request)?;
+            let req = request.into_inner();
+            COVERAGE.pattern.parse("name", &req.name)?;
+            self.check(&caller, method!("UndeleteCoverage"), About::Name(&req.name))
+                .await?;
+            store::coverages::undelete(&self.db, &req.name, &req.etag, async |conn, r| {
+                self.record_write(conn, &caller, method!("UndeleteCoverage"), &r.name)
+                    .await
+            })
+            .await
+        }
+        .await;
+        reply(
+            self.audited(
+                who,
+                method!("UndeleteCoverage"),
                 true,
                 &resource,
                 result,

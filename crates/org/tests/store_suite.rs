@@ -45,6 +45,7 @@ pm_runtime::on_both_backends!(
     patients_are_found_by_name_prefix_without_case_or_accents,
     patient_search_pages_and_refuses_bad_input_without_phi,
     patients_stored_before_search_existed_are_indexed,
+    undeleted_credentials_enrollments_and_coverages_keep_their_rules,
 );
 
 async fn organization_lifecycle(h: &Harness) -> anyhow::Result<()> {
@@ -2013,5 +2014,138 @@ async fn patients_stored_before_search_existed_are_indexed(h: &Harness) -> anyho
     assert_eq!(search(h, "mul", "", None).await?, vec!["anna"]);
     assert_eq!(search(h, "", "bern", None).await?, vec!["bernd"]);
     assert_eq!(pm_org::store::patients::index_names(h.db()).await?, 0);
+    Ok(())
+}
+
+/// A credential, an enrollment and a coverage come back with Undelete unless a live one took their
+/// place meanwhile (an overlapping credential or coverage, a new active enrollment in the unit):
+/// then the rule of a new one refuses it and it stays deleted.
+async fn undeleted_credentials_enrollments_and_coverages_keep_their_rules(
+    h: &Harness,
+) -> anyhow::Result<()> {
+    let (_, program) = program_units(h).await?;
+    let provider = h
+        .provider("organizations/acme", "okafor", "1234567893")
+        .await?;
+    let c1 = create_credential(
+        h,
+        &provider.name,
+        "c1",
+        &program.name,
+        CredentialState::Active,
+        interval(1_000, None),
+    )
+    .await?;
+    let delete_credential = |name: &str| {
+        h.api.delete_credential(req(DeleteCredentialRequest {
+            name: name.into(),
+            etag: String::new(),
+        }))
+    };
+    let undelete_credential = |name: &str| {
+        h.api.undelete_credential(req(UndeleteCredentialRequest {
+            name: name.into(),
+            etag: String::new(),
+        }))
+    };
+    delete_credential(&c1.name).await?;
+    let back = undelete_credential(&c1.name).await?.into_inner();
+    assert!(back.delete_time.is_none());
+    delete_credential(&c1.name).await?;
+    create_credential(
+        h,
+        &provider.name,
+        "c2",
+        &program.name,
+        CredentialState::Active,
+        interval(1_500, None),
+    )
+    .await?;
+    expect_error(
+        undelete_credential(&c1.name).await,
+        Code::FailedPrecondition,
+        "CREDENTIAL_PERIOD_OVERLAP",
+    );
+
+    let patient = h.patient("organizations/acme", "p1", "MRN-1").await?;
+    let e1 = enroll(h, &patient.name, "e1", &program.name, "intake").await?;
+    let delete_enrollment = |name: &str| {
+        h.api.delete_enrollment(req(DeleteEnrollmentRequest {
+            name: name.into(),
+            etag: String::new(),
+        }))
+    };
+    let undelete_enrollment = |name: &str| {
+        h.api.undelete_enrollment(req(UndeleteEnrollmentRequest {
+            name: name.into(),
+            etag: String::new(),
+        }))
+    };
+    delete_enrollment(&e1.name).await?;
+    assert!(
+        undelete_enrollment(&e1.name)
+            .await?
+            .into_inner()
+            .delete_time
+            .is_none()
+    );
+    delete_enrollment(&e1.name).await?;
+    enroll(h, &patient.name, "e2", &program.name, "intake").await?;
+    expect_error(
+        undelete_enrollment(&e1.name).await,
+        Code::FailedPrecondition,
+        "ALREADY_ENROLLED",
+    );
+
+    let coverage = |id: &str| CreateCoverageRequest {
+        parent: patient.name.clone(),
+        coverage: Some(Coverage {
+            payer: "payers/medicare".into(),
+            member_id: "1EG4-TE5-MK72".into(),
+            plan: "Part B".into(),
+            priority: 1,
+            effective_period: interval(0, None),
+            ..Default::default()
+        }),
+        coverage_id: id.into(),
+        request_id: String::new(),
+    };
+    let primary = h
+        .api
+        .create_coverage(req(coverage("primary")))
+        .await?
+        .into_inner();
+    let delete_coverage = |name: &str| {
+        h.api.delete_coverage(req(DeleteCoverageRequest {
+            name: name.into(),
+            etag: String::new(),
+        }))
+    };
+    let undelete_coverage = |name: &str| {
+        h.api.undelete_coverage(req(UndeleteCoverageRequest {
+            name: name.into(),
+            etag: String::new(),
+        }))
+    };
+    delete_coverage(&primary.name).await?;
+    undelete_coverage(&primary.name).await?;
+    delete_coverage(&primary.name).await?;
+    h.api.create_coverage(req(coverage("replacement"))).await?;
+    expect_error(
+        undelete_coverage(&primary.name).await,
+        Code::FailedPrecondition,
+        "COVERAGE_PRIORITY_OVERLAP",
+    );
+    let stored = h
+        .api
+        .get_coverage(req(GetCoverageRequest {
+            name: primary.name.clone(),
+        }))
+        .await?
+        .into_inner();
+    assert!(
+        stored.delete_time.is_some(),
+        "a refused undelete writes nothing"
+    );
     Ok(())
 }

@@ -55,6 +55,19 @@ where
     .await
 }
 
+/// Undeletes a coverage: it may not overlap the patient's live coverages; `record` as for
+/// [`create`].
+pub async fn undelete<R>(db: &Db, name: &str, etag: &str, record: R) -> ApiResult<Coverage>
+where
+    R: AsyncFnOnce(&mut AnyConnection, &Coverage) -> ApiResult<()>,
+{
+    docstore::undelete(db, &COVERAGE, name, etag, async |conn, c| {
+        check(conn, c).await?;
+        record(conn, c).await
+    })
+    .await
+}
+
 /// Soft-deletes a coverage; `record` as for [`create`].
 pub async fn delete<R>(db: &Db, name: &str, etag: &str, record: R) -> ApiResult<Coverage>
 where

@@ -68,6 +68,21 @@ where
     .await
 }
 
+/// Undeletes an enrollment: an active one's unit and step are checked again (the patient may have
+/// been enrolled there anew meanwhile); `record` as for [`create`].
+pub async fn undelete<R>(db: &Db, name: &str, etag: &str, record: R) -> ApiResult<Enrollment>
+where
+    R: AsyncFnOnce(&mut AnyConnection, &Enrollment) -> ApiResult<()>,
+{
+    docstore::undelete(db, &ENROLLMENT, name, etag, async |conn, e| {
+        if e.state == EnrollmentState::Active as i32 {
+            check_target(conn, e, &e.unit, &e.pathway_step, "").await?;
+        }
+        record(conn, e).await
+    })
+    .await
+}
+
 /// Soft-deletes an enrollment; `record` as for [`create`].
 pub async fn delete<R>(db: &Db, name: &str, etag: &str, record: R) -> ApiResult<Enrollment>
 where

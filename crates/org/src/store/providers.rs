@@ -89,6 +89,14 @@ pub async fn update_credential(
     .await
 }
 
+/// Undeletes a credential: it may not overlap a live credential of the provider for its unit.
+pub async fn undelete_credential(db: &Db, name: &str, etag: &str) -> ApiResult<Credential> {
+    docstore::undelete(db, &CREDENTIAL, name, etag, async |conn, c| {
+        check_credential(conn, c).await
+    })
+    .await
+}
+
 /// Soft-deletes a credential.
 pub async fn delete_credential(db: &Db, name: &str, etag: &str) -> ApiResult<Credential> {
     docstore::soft_delete(db, &CREDENTIAL, name, etag, async |_, _| Ok(())).await
