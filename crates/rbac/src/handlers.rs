@@ -6,6 +6,7 @@ use pm_authz::layer::Caller;
 use pm_authz::policy::Role;
 use pm_authz::token::{self, Claims};
 use pm_runtime::docstore::{self, CreateCall, ListCall};
+use pm_runtime::idempotency;
 use pm_runtime::time::{Micros, now_micros, to_timestamp};
 use pm_runtime::{ApiError, ApiResult, Db, paging};
 use tonic::Request;
@@ -266,7 +267,7 @@ impl RbacService for RbacApi {
                 id: &req.principal_id,
                 id_field: "principal_id",
                 request_id: &req.request_id,
-                request_hash: docstore::request_hash(&req),
+                request_hash: idempotency::request_hash(&req),
             };
             docstore::create(&self.db, &PRINCIPAL, call, principal, async |_, p| {
                 domain::validate_principal(p)
@@ -356,7 +357,7 @@ impl RbacService for RbacApi {
                     id: &req.role_binding_id,
                     id_field: "role_binding_id",
                     request_id: &req.request_id,
-                    request_hash: docstore::request_hash(&req),
+                    request_hash: idempotency::request_hash(&req),
                 };
                 docstore::create(&self.db, &ROLE_BINDING, call, binding, async |conn, b| {
                     may_grant(&caller, b)?;
@@ -442,7 +443,7 @@ impl RbacService for RbacApi {
                 id: "",
                 id_field: "role_binding_id",
                 request_id: &req.request_id,
-                request_hash: docstore::request_hash(&req),
+                request_hash: idempotency::request_hash(&req),
             };
             let created =
                 docstore::create(&self.db, &ROLE_BINDING, call, binding, async |conn, b| {

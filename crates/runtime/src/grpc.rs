@@ -48,7 +48,7 @@ macro_rules! create_call {
             id: &$req.$id,
             id_field: stringify!($id),
             request_id: &$req.request_id,
-            request_hash: $crate::docstore::request_hash(&$req),
+            request_hash: $crate::idempotency::request_hash(&$req),
         }
     };
 }
