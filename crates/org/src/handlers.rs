@@ -1134,67 +1134,55 @@ impl OrgService for OrgApi {
         &self,
         request: Request<SearchPatientsRequest>,
     ) -> Reply<SearchPatientsResponse> {
-        let resource = request.get_ref().parent.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let req = request.into_inner();
-            ORGANIZATION.pattern.parse("parent", &req.parent)?;
-            self.check(
-                &caller,
-                method!("SearchPatients"),
-                About::Organization(&req.parent),
-            )
-            .await?;
-            let query = store::patients::NameQuery {
-                family: search::query_key(&req.family_name, "family_name")?,
-                given: search::query_key(&req.given_name, "given_name")?,
-                birth_date: req
-                    .birth_date
-                    .as_ref()
-                    .map(domain::search_birth_date)
-                    .transpose()?,
-            };
-            if query.family.is_none() && query.given.is_none() {
-                return Err(ApiError::invalid_fields(vec![
-                    (
-                        "family_name".into(),
-                        "family_name or given_name is required".into(),
-                    ),
-                    (
-                        "given_name".into(),
-                        "family_name or given_name is required".into(),
-                    ),
-                ]));
-            }
-            let call = pm_runtime::docstore::ListCall {
-                parent: &req.parent,
-                page_size: req.page_size,
-                page_token: &req.page_token,
-                filter: "",
-                order_by: "",
-                show_deleted: false,
-                scope: self
-                    .narrow(&caller, method!("SearchPatients"), &req.parent, "patients")
-                    .await?,
-            };
-            let page = store::patients::search(&self.db, call, query).await?;
-            Ok(SearchPatientsResponse {
-                patients: page.items,
-                next_page_token: page.next_page_token,
+        let audit = |r: &SearchPatientsRequest| {
+            let resource = r.parent.clone();
+            let patient = patient_of(&resource);
+            Audited::read(resource, |r: &SearchPatientsResponse| {
+                r.patients.iter().map(|p| p.name.clone()).collect()
             })
-        }
-        .await;
+            .naming(vec![patient])
+        };
         reply(
-            self.audited(
-                who,
-                method!("SearchPatients"),
-                false,
-                &resource,
-                result,
-                |r| r.patients.iter().map(|p| p.name.clone()).collect(),
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+                    ORGANIZATION.pattern.parse("parent", &req.parent)?;
+                    self.check(&caller, rpc.method, About::Organization(&req.parent))
+                        .await?;
+                    let query = store::patients::NameQuery {
+                        family: search::query_key(&req.family_name, "family_name")?,
+                        given: search::query_key(&req.given_name, "given_name")?,
+                        birth_date: req
+                            .birth_date
+                            .as_ref()
+                            .map(domain::search_birth_date)
+                            .transpose()?,
+                    };
+                    if query.family.is_none() && query.given.is_none() {
+                        let required = "family_name or given_name is required";
+                        return Err(ApiError::invalid_fields(vec![
+                            ("family_name".into(), required.into()),
+                            ("given_name".into(), required.into()),
+                        ]));
+                    }
+                    let call = pm_runtime::docstore::ListCall {
+                        parent: &req.parent,
+                        page_size: req.page_size,
+                        page_token: &req.page_token,
+                        filter: "",
+                        order_by: "",
+                        show_deleted: false,
+                        scope: self
+                            .narrow(&caller, rpc.method, &req.parent, "patients")
+                            .await?,
+                    };
+                    let page = store::patients::search(&self.db, call, query).await?;
+                    Ok(SearchPatientsResponse {
+                        patients: page.items,
+                        next_page_token: page.next_page_token,
+                    })
+                })
+                .await,
         )
     }
 
@@ -1281,31 +1269,24 @@ impl OrgService for OrgApi {
     }
 
     async fn undelete_patient(&self, request: Request<UndeletePatientRequest>) -> Reply<Patient> {
-        let resource = request.get_ref().name.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let req = request.into_inner();
-            PATIENT.pattern.parse("name", &req.name)?;
-            self.check(&caller, method!("UndeletePatient"), About::Name(&req.name))
-                .await?;
-            store::patients::undelete(&self.db, &req.name, &req.etag, async |conn, p| {
-                self.record_write(conn, &caller, method!("UndeletePatient"), &p.name)
-                    .await
-            })
-            .await
-        }
-        .await;
+        let audit = |r: &UndeletePatientRequest| {
+            let resource = r.name.clone();
+            let patient = patient_of(&resource);
+            Audited::write(resource).naming(vec![patient])
+        };
         reply(
-            self.audited(
-                who,
-                method!("UndeletePatient"),
-                true,
-                &resource,
-                result,
-                |r| vec![patient_of(&r.name)],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+                    PATIENT.pattern.parse("name", &req.name)?;
+                    self.check(&caller, rpc.method, About::Name(&req.name))
+                        .await?;
+                    store::patients::undelete(&self.db, &req.name, &req.etag, async |conn, r| {
+                        self.record_write(conn, &caller, rpc.method, &r.name).await
+                    })
+                    .await
+                })
+                .await,
         )
     }
 
@@ -1425,35 +1406,24 @@ impl OrgService for OrgApi {
         &self,
         request: Request<UndeleteEnrollmentRequest>,
     ) -> Reply<Enrollment> {
-        let resource = request.get_ref().name.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let req = request.into_inner();
-            ENROLLMENT.pattern.parse("name", &req.name)?;
-            self.check(
-                &caller,
-                method!("UndeleteEnrollment"),
-                About::Name(&req.name),
-            )
-            .await?;
-            store::enrollments::undelete(&self.db, &req.name, &req.etag, async |conn, r| {
-                self.record_write(conn, &caller, method!("UndeleteEnrollment"), &r.name)
-                    .await
-            })
-            .await
-        }
-        .await;
+        let audit = |r: &UndeleteEnrollmentRequest| {
+            let resource = r.name.clone();
+            let patient = patient_of(&resource);
+            Audited::write(resource).naming(vec![patient])
+        };
         reply(
-            self.audited(
-                who,
-                method!("UndeleteEnrollment"),
-                true,
-                &resource,
-                result,
-                |r| vec![patient_of(&r.name)],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+                    ENROLLMENT.pattern.parse("name", &req.name)?;
+                    self.check(&caller, rpc.method, About::Name(&req.name))
+                        .await?;
+                    store::enrollments::undelete(&self.db, &req.name, &req.etag, async |conn, r| {
+                        self.record_write(conn, &caller, rpc.method, &r.name).await
+                    })
+                    .await
+                })
+                .await,
         )
     }
 
@@ -1744,31 +1714,24 @@ impl OrgService for OrgApi {
         &self,
         request: Request<UndeleteCoverageRequest>,
     ) -> Reply<Coverage> {
-        let resource = request.get_ref().name.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let req = request.into_inner();
-            COVERAGE.pattern.parse("name", &req.name)?;
-            self.check(&caller, method!("UndeleteCoverage"), About::Name(&req.name))
-                .await?;
-            store::coverages::undelete(&self.db, &req.name, &req.etag, async |conn, r| {
-                self.record_write(conn, &caller, method!("UndeleteCoverage"), &r.name)
-                    .await
-            })
-            .await
-        }
-        .await;
+        let audit = |r: &UndeleteCoverageRequest| {
+            let resource = r.name.clone();
+            let patient = patient_of(&resource);
+            Audited::write(resource).naming(vec![patient])
+        };
         reply(
-            self.audited(
-                who,
-                method!("UndeleteCoverage"),
-                true,
-                &resource,
-                result,
-                |r| vec![patient_of(&r.name)],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+                    COVERAGE.pattern.parse("name", &req.name)?;
+                    self.check(&caller, rpc.method, About::Name(&req.name))
+                        .await?;
+                    store::coverages::undelete(&self.db, &req.name, &req.etag, async |conn, r| {
+                        self.record_write(conn, &caller, rpc.method, &r.name).await
+                    })
+                    .await
+                })
+                .await,
         )
     }
 }
