@@ -5,6 +5,7 @@
 pub mod domain;
 pub mod handlers;
 pub mod keys;
+pub mod reasons;
 pub mod store;
 
 use pm_api::rbac::rbac_service_server::RbacServiceServer;
