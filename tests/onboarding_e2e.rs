@@ -411,6 +411,108 @@ async fn onboarding(backend: Backend) -> anyhow::Result<()> {
     mesh.stop().await
 }
 
+/// With `tls.mode = files` the tool certificate bootstraps nothing (no principal, no binding, no
+/// token without a token); `pm admin bootstrap`'s operator, then the administrator it grants, are the
+/// way in.
+async fn onboarding_in_files_mode(backend: Backend) -> anyhow::Result<()> {
+    let mesh = TestMesh::start_with(backend, |config| {
+        // The operator's own PKI: here the dev CA's files, named in the configuration.
+        let dir = config.data_dir.join("operator-pki");
+        tls::ensure_dev_pki(&dir).unwrap();
+        config.tls.mode = pm_runtime::config::TlsMode::Files;
+        config.tls.ca_cert = Some(dir.join("ca.crt"));
+        config.tls.cert_dir = Some(dir);
+        let key = config.data_dir.join("page-token.key");
+        std::fs::write(&key, "ab".repeat(32)).unwrap();
+        config.server.page_token_key_file = Some(key);
+    })
+    .await?;
+    let mut tool = mesh.rbac()?;
+    let refused = tool
+        .create_principal(principal("dana", "Dana Whitfield"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert_eq!(reason(&refused), "TOKEN_MISSING");
+
+    let db = Db::open(&mesh.config, pm_rbac::NAME, pm_rbac::MIGRATIONS).await?;
+    let made =
+        bootstrap::platform_operator(&db, "ops", "Platform operations", "os-user:test", HOUR)
+            .await?;
+    let ops = &made.token.token;
+    OrgServiceClient::new(
+        mesh.channel_with_token(Service::Org, tls::CLIENT, ops)
+            .await?,
+    )
+    .create_organization(CreateOrganizationRequest {
+        organization_id: "riverside".into(),
+        organization: Some(Organization {
+            display_name: "Riverside Family Practice".into(),
+            time_zone: "America/Denver".into(),
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    })
+    .await?;
+    let mut ops_rbac = RbacServiceClient::new(
+        mesh.channel_with_token(Service::Rbac, tls::CLIENT, ops)
+            .await?,
+    );
+    ops_rbac
+        .create_principal(principal("dana", "Dana Whitfield"))
+        .await?;
+    ops_rbac
+        .create_role_binding(grant(
+            "organizations/riverside",
+            "dana",
+            "principals/dana",
+            Role::OrganizationAdministrator,
+        ))
+        .await?;
+    // Nobody mints Dana's first token over the wire here (the tool certificate may not): the
+    // deployment's operator does, with RBAC's slice.
+    let refused = tool
+        .issue_token(pm_api::rbac::IssueTokenRequest {
+            principal: "principals/dana".into(),
+            ttl: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let dana = bootstrap::token(&db, "principals/dana", "os-user:test", HOUR).await?;
+    let unit = OrgServiceClient::new(
+        mesh.channel_with_token(Service::Org, tls::CLIENT, &dana.token)
+            .await?,
+    )
+    .create_service_unit(CreateServiceUnitRequest {
+        parent: "organizations/riverside".into(),
+        service_unit_id: "main-clinic".into(),
+        service_unit: Some(ServiceUnit {
+            display_name: "Riverside Main Clinic".into(),
+            kind: UnitKind::Clinic as i32,
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    })
+    .await?
+    .into_inner();
+    assert_eq!(unit.name, "organizations/riverside/units/main-clinic");
+    assert_eq!(records_of(&db, BOOTSTRAP_METHOD).await?.len(), 1);
+    assert_eq!(records_of(&db, TOKEN_METHOD).await?.len(), 1);
+    db.close().await;
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn onboarding_in_files_mode_on_sqlite() -> anyhow::Result<()> {
+    onboarding_in_files_mode(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn onboarding_in_files_mode_on_postgres() -> anyhow::Result<()> {
+    onboarding_in_files_mode(Backend::Postgres).await
+}
+
 #[tokio::test]
 async fn onboarding_on_sqlite() -> anyhow::Result<()> {
     onboarding(Backend::Sqlite).await
