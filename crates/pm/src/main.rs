@@ -49,7 +49,7 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Administration with RBAC's own slice and configuration (no running mesh needed).
+    /// Administration with RBAC's own slice and configuration: bootstrap, tokens.
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
@@ -69,12 +69,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AdminCommand {
-    /// Create the first platform operator, once: a principal bound to ROLE_PLATFORM_OPERATOR, which
-    /// creates organizations and grants each new one its first administrator (and sees nothing inside
-    /// any). Writes RBAC's slice directly with this configuration (dev and `tls.mode = files` alike),
-    /// with an audit record in RBAC's trail. Prints a token for it on stdout:
-    /// `export OPS_TOKEN=$(pm admin bootstrap --principal ops)`. Refused, writing nothing, when a
-    /// platform operator exists.
+    /// Create the first platform operator (once per deployment) and print a token for it.
+    ///
+    /// A principal bound to ROLE_PLATFORM_OPERATOR creates organizations and grants each new one its
+    /// first administrator, and sees nothing inside any. This writes RBAC's slice directly with this
+    /// configuration (dev and `tls.mode = files` alike) together with an audit record in RBAC's
+    /// trail, then prints the token on stdout (`OPS_TOKEN=$(pm admin bootstrap --principal ops)`).
+    /// Refused with exit code 1, writing nothing, when a platform operator exists.
     Bootstrap {
         /// The new principal's id: `principals/<id>`.
         #[arg(long)]
@@ -86,8 +87,11 @@ enum AdminCommand {
         #[arg(long, default_value_t = 60)]
         ttl_minutes: i64,
     },
-    /// Print a token for an existing principal, minted with RBAC's slice (for `tls.mode = files`,
-    /// where no tool certificate mints tokens), with an audit record in RBAC's trail.
+    /// Print a token for an existing principal, minted with RBAC's slice (audited).
+    ///
+    /// For `tls.mode = files`, where no tool certificate mints tokens: how an administrator the
+    /// platform operator granted gets its first token (then IssueToken with its own token refreshes
+    /// it). Recorded in RBAC's audit trail.
     Token {
         /// The principal, e.g. `principals/dana`.
         principal: String,
