@@ -503,6 +503,53 @@ async fn onboarding_in_files_mode(backend: Backend) -> anyhow::Result<()> {
     mesh.stop().await
 }
 
+/// Eight bootstraps at once (other principals each): exactly one platform operator is made, the others
+/// are refused and write nothing.
+async fn concurrent_bootstraps(backend: Backend) -> anyhow::Result<()> {
+    let mesh = TestMesh::start(backend).await?;
+    let db = Db::open(&mesh.config, pm_rbac::NAME, pm_rbac::MIGRATIONS).await?;
+    let attempts = (0..8).map(|i| {
+        let db = db.clone();
+        tokio::spawn(async move {
+            bootstrap::platform_operator(&db, &format!("ops-{i}"), "Ops", "os-user:test", HOUR)
+                .await
+        })
+    });
+    let results = futures::future::join_all(attempts).await;
+    let mut made = Vec::new();
+    for result in results {
+        match result? {
+            Ok(bootstrapped) => made.push(bootstrapped.principal.name),
+            Err(err) => assert_eq!(err.reason, "ALREADY_BOOTSTRAPPED", "{}", err.message),
+        }
+    }
+    assert_eq!(made.len(), 1, "{made:?}");
+    let recorded = records_of(&db, BOOTSTRAP_METHOD).await?;
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].resources[0], made[0]);
+    let mut conn = db.read().await?;
+    for i in 0..8 {
+        let name = format!("principals/ops-{i}");
+        let exists = pm_runtime::docstore::get::<Principal>(&mut conn, &name)
+            .await?
+            .is_some();
+        assert_eq!(exists, name == made[0], "{name}");
+    }
+    drop(conn);
+    db.close().await;
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn concurrent_bootstraps_on_sqlite() -> anyhow::Result<()> {
+    concurrent_bootstraps(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn concurrent_bootstraps_on_postgres() -> anyhow::Result<()> {
+    concurrent_bootstraps(Backend::Postgres).await
+}
+
 #[tokio::test]
 async fn onboarding_in_files_mode_on_sqlite() -> anyhow::Result<()> {
     onboarding_in_files_mode(Backend::Sqlite).await
