@@ -76,6 +76,18 @@ pub struct MethodRule {
     pub reference_fields: &'static [&'static str],
 }
 
+/// A request message that exactly one RPC takes: its method, and so its rule, known from its type
+/// (for code that serves it without the authorization layer in front, such as store suites).
+pub trait RpcRequest {
+    /// Full gRPC path of the RPC that takes it.
+    const METHOD: &'static str;
+
+    /// The RPC's rule.
+    fn rule() -> Option<&'static MethodRule> {
+        rule_for(Self::METHOD)
+    }
+}
+
 include!(concat!(env!("OUT_DIR"), "/authz_rules.rs"));
 
 /// The rule of one method, by its full gRPC path.

@@ -724,6 +724,7 @@ pub fn role_of(role: i32) -> Option<Role> {
         Pb::ProgramManager => Some(Role::ProgramManager),
         Pb::Provider => Some(Role::Provider),
         Pb::BillingStaff => Some(Role::BillingStaff),
+        Pb::PlatformOperator => Some(Role::PlatformOperator),
         Pb::Unspecified => None,
     }
 }

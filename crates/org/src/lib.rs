@@ -9,6 +9,7 @@ pub mod accesses;
 pub mod domain;
 pub mod handlers;
 pub mod lifecycle;
+pub mod reasons;
 pub mod search;
 pub mod store;
 

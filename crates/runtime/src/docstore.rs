@@ -585,7 +585,8 @@ where
     T: Resource,
     F: AsyncFnOnce(&mut AnyConnection, &T, &mut T) -> ApiResult<()>,
 {
-    let patch = patch.ok_or_else(|| ApiError::invalid(kind.field, "is required"))?;
+    let patch = patch
+        .ok_or_else(|| ApiError::invalid(kind.field, "is required").because("FIELD_REQUIRED"))?;
     let name = patch.name().to_string();
     kind.pattern.parse(&format!("{}.name", kind.field), &name)?;
     let mut tx = db.write(names::organization_of(&name)).await?;
@@ -753,7 +754,8 @@ fn parse_order(order_by: &str) -> ApiResult<Order> {
         _ => Err(ApiError::invalid(
             "order_by",
             "must be `name`, `create_time` or `create_time desc`",
-        )),
+        )
+        .because("ORDER_BY_INVALID")),
     }
 }
 

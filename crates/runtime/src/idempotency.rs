@@ -22,7 +22,7 @@ pub fn check_request_id(request_id: &str) -> ApiResult<()> {
     if request_id.is_empty() || uuid::Uuid::try_parse(request_id).is_ok() {
         Ok(())
     } else {
-        Err(ApiError::invalid("request_id", "must be a UUID"))
+        Err(ApiError::invalid("request_id", "must be a UUID").because("REQUEST_ID_INVALID"))
     }
 }
 

@@ -19,6 +19,7 @@ pub mod idempotency;
 pub mod names;
 pub mod outbox;
 pub mod paging;
+pub mod reasons;
 pub mod server;
 pub mod telemetry;
 pub mod testing;

@@ -19,6 +19,7 @@ pub mod lifecycle;
 pub mod occupancy;
 pub mod org;
 pub mod outbox;
+pub mod reasons;
 pub mod store;
 
 use std::sync::Arc;
