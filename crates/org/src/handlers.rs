@@ -960,7 +960,7 @@ impl OrgService for OrgApi {
                     let caller = rpc.caller;
                     let name = &req.name;
                     PATIENT.pattern.parse("name", name)?;
-                    self.check(&caller, rpc.method, About::Name(name)).await?;
+                    self.check(caller, rpc.method, About::Name(name)).await?;
                     store::patients::get(&self.db, name).await
                 })
                 .await,
@@ -988,7 +988,7 @@ impl OrgService for OrgApi {
                     PATIENT.pattern.parse("patient", patient)?;
                     let method = rpc.method;
                     let mut read = self
-                        .eligibility_of(&caller, method, std::slice::from_ref(patient))
+                        .eligibility_of(caller, method, std::slice::from_ref(patient))
                         .await?;
                     read.pop()
                         .ok_or_else(|| ApiError::internal("the eligibility read", &"no answer"))
@@ -1114,11 +1114,11 @@ impl OrgService for OrgApi {
                     let caller = rpc.caller;
 
                     ORGANIZATION.pattern.parse("parent", &req.parent)?;
-                    self.check(&caller, rpc.method, About::Organization(&req.parent))
+                    self.check(caller, rpc.method, About::Organization(&req.parent))
                         .await?;
                     let mut call = list_call!(req, &req.parent);
                     call.scope = self
-                        .narrow(&caller, rpc.method, &req.parent, "patients")
+                        .narrow(caller, rpc.method, &req.parent, "patients")
                         .await?;
                     let page = store::patients::list(&self.db, call).await?;
                     Ok(ListPatientsResponse {
@@ -1147,7 +1147,7 @@ impl OrgService for OrgApi {
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
                     ORGANIZATION.pattern.parse("parent", &req.parent)?;
-                    self.check(&caller, rpc.method, About::Organization(&req.parent))
+                    self.check(caller, rpc.method, About::Organization(&req.parent))
                         .await?;
                     let query = store::patients::NameQuery {
                         family: search::query_key(&req.family_name, "family_name")?,
@@ -1173,7 +1173,7 @@ impl OrgService for OrgApi {
                         order_by: "",
                         show_deleted: false,
                         scope: self
-                            .narrow(&caller, rpc.method, &req.parent, "patients")
+                            .narrow(caller, rpc.method, &req.parent, "patients")
                             .await?,
                     };
                     let page = store::patients::search(&self.db, call, query).await?;
@@ -1198,12 +1198,12 @@ impl OrgService for OrgApi {
                     let caller = rpc.caller;
 
                     ORGANIZATION.pattern.parse("parent", &req.parent)?;
-                    self.check(&caller, rpc.method, About::Organization(&req.parent))
+                    self.check(caller, rpc.method, About::Organization(&req.parent))
                         .await?;
                     let patient = required(req.patient.clone(), "patient")?;
                     let call = create_call!(req, rpc.method, &req.parent, patient_id);
                     store::patients::create(&self.db, call, patient, async |conn, p| {
-                        self.record_write(conn, &caller, rpc.method, &p.name).await
+                        self.record_write(conn, caller, rpc.method, &p.name).await
                     })
                     .await
                 })
@@ -1232,12 +1232,12 @@ impl OrgService for OrgApi {
                         .map(|p| p.name.clone())
                         .unwrap_or_default();
                     PATIENT.pattern.parse("patient.name", &name)?;
-                    self.check(&caller, rpc.method, About::Name(&name)).await?;
+                    self.check(caller, rpc.method, About::Name(&name)).await?;
                     store::patients::update(
                         &self.db,
                         req.patient,
                         req.update_mask.as_ref(),
-                        async |conn, p| self.record_write(conn, &caller, rpc.method, &p.name).await,
+                        async |conn, p| self.record_write(conn, caller, rpc.method, &p.name).await,
                     )
                     .await
                 })
@@ -1257,10 +1257,10 @@ impl OrgService for OrgApi {
                     let caller = rpc.caller;
 
                     PATIENT.pattern.parse("name", &req.name)?;
-                    self.check(&caller, rpc.method, About::Name(&req.name))
+                    self.check(caller, rpc.method, About::Name(&req.name))
                         .await?;
                     store::patients::delete(&self.db, &req.name, &req.etag, async |conn, p| {
-                        self.record_write(conn, &caller, rpc.method, &p.name).await
+                        self.record_write(conn, caller, rpc.method, &p.name).await
                     })
                     .await
                 })
@@ -1279,10 +1279,10 @@ impl OrgService for OrgApi {
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
                     PATIENT.pattern.parse("name", &req.name)?;
-                    self.check(&caller, rpc.method, About::Name(&req.name))
+                    self.check(caller, rpc.method, About::Name(&req.name))
                         .await?;
                     store::patients::undelete(&self.db, &req.name, &req.etag, async |conn, r| {
-                        self.record_write(conn, &caller, rpc.method, &r.name).await
+                        self.record_write(conn, caller, rpc.method, &r.name).await
                     })
                     .await
                 })
@@ -1305,7 +1305,7 @@ impl OrgService for OrgApi {
                     let caller = rpc.caller;
                     let name = &req.name;
                     ENROLLMENT.pattern.parse("name", name)?;
-                    self.check(&caller, rpc.method, About::Name(name)).await?;
+                    self.check(caller, rpc.method, About::Name(name)).await?;
                     store::enrollments::get(&self.db, name).await
                 })
                 .await,
@@ -1331,11 +1331,11 @@ impl OrgService for OrgApi {
                     let caller = rpc.caller;
 
                     PATIENT.pattern.parse("parent", &req.parent)?;
-                    self.check(&caller, rpc.method, About::Patient(&req.parent))
+                    self.check(caller, rpc.method, About::Patient(&req.parent))
                         .await?;
                     let mut call = list_call!(req, &req.parent);
                     call.scope = self
-                        .narrow(&caller, rpc.method, &req.parent, "enrollments")
+                        .narrow(caller, rpc.method, &req.parent, "enrollments")
                         .await?;
                     let page = store::enrollments::list(&self.db, call).await?;
                     Ok(ListEnrollmentsResponse {
@@ -1364,11 +1364,11 @@ impl OrgService for OrgApi {
                     PATIENT.pattern.parse("parent", &req.parent)?;
                     let enrollment = required(req.enrollment.clone(), "enrollment")?;
                     domain::check_same_org_unit("enrollment.unit", &enrollment.unit, &req.parent)?;
-                    self.check(&caller, rpc.method, About::Unit(&enrollment.unit))
+                    self.check(caller, rpc.method, About::Unit(&enrollment.unit))
                         .await?;
                     let call = create_call!(req, rpc.method, &req.parent, enrollment_id);
                     store::enrollments::create(&self.db, call, enrollment, async |conn, e| {
-                        self.record_write(conn, &caller, rpc.method, &e.name).await
+                        self.record_write(conn, caller, rpc.method, &e.name).await
                     })
                     .await
                 })
@@ -1391,10 +1391,10 @@ impl OrgService for OrgApi {
                     let caller = rpc.caller;
 
                     ENROLLMENT.pattern.parse("name", &req.name)?;
-                    self.check(&caller, rpc.method, About::Name(&req.name))
+                    self.check(caller, rpc.method, About::Name(&req.name))
                         .await?;
                     store::enrollments::delete(&self.db, &req.name, &req.etag, async |conn, e| {
-                        self.record_write(conn, &caller, rpc.method, &e.name).await
+                        self.record_write(conn, caller, rpc.method, &e.name).await
                     })
                     .await
                 })
@@ -1416,10 +1416,10 @@ impl OrgService for OrgApi {
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
                     ENROLLMENT.pattern.parse("name", &req.name)?;
-                    self.check(&caller, rpc.method, About::Name(&req.name))
+                    self.check(caller, rpc.method, About::Name(&req.name))
                         .await?;
                     store::enrollments::undelete(&self.db, &req.name, &req.etag, async |conn, r| {
-                        self.record_write(conn, &caller, rpc.method, &r.name).await
+                        self.record_write(conn, caller, rpc.method, &r.name).await
                     })
                     .await
                 })
@@ -1442,11 +1442,11 @@ impl OrgService for OrgApi {
                     let caller = rpc.caller;
 
                     ENROLLMENT.pattern.parse("name", &req.name)?;
-                    self.check(&caller, rpc.method, About::Name(&req.name))
+                    self.check(caller, rpc.method, About::Name(&req.name))
                         .await?;
                     if !req.unit.is_empty() {
                         domain::check_same_org_unit("unit", &req.unit, &req.name)?;
-                        self.check(&caller, rpc.method, About::Unit(&req.unit))
+                        self.check(caller, rpc.method, About::Unit(&req.unit))
                             .await?;
                     }
                     let action = lifecycle::Action::Transfer {
@@ -1457,7 +1457,7 @@ impl OrgService for OrgApi {
                     let call =
                         store::verb_call(rpc.method, &req.name, &req.etag, &req.request_id, &req);
                     store::enrollments::advance(&self.db, call, &action, async |conn, e| {
-                        self.record_write(conn, &caller, rpc.method, &e.name).await
+                        self.record_write(conn, caller, rpc.method, &e.name).await
                     })
                     .await
                 })
@@ -1484,7 +1484,7 @@ impl OrgService for OrgApi {
                     let caller = rpc.caller;
 
                     PATIENT.pattern.parse("patient", &req.patient)?;
-                    self.check(&caller, rpc.method, About::OrganizationWide(&req.patient))
+                    self.check(caller, rpc.method, About::OrganizationWide(&req.patient))
                         .await?;
                     if !store::patients::ever_stored(&self.db, &req.patient).await? {
                         return Err(ApiError::not_found(&req.patient));
@@ -1559,7 +1559,7 @@ impl OrgService for OrgApi {
                     let caller = rpc.caller;
 
                     ENROLLMENT.pattern.parse("name", &req.name)?;
-                    self.check(&caller, rpc.method, About::Name(&req.name))
+                    self.check(caller, rpc.method, About::Name(&req.name))
                         .await?;
                     let action = lifecycle::Action::Discharge {
                         reason: req.reason.clone(),
@@ -1567,7 +1567,7 @@ impl OrgService for OrgApi {
                     let call =
                         store::verb_call(rpc.method, &req.name, &req.etag, &req.request_id, &req);
                     store::enrollments::advance(&self.db, call, &action, async |conn, e| {
-                        self.record_write(conn, &caller, rpc.method, &e.name).await
+                        self.record_write(conn, caller, rpc.method, &e.name).await
                     })
                     .await
                 })
@@ -1589,7 +1589,7 @@ impl OrgService for OrgApi {
                     let caller = rpc.caller;
                     let name = &req.name;
                     COVERAGE.pattern.parse("name", name)?;
-                    self.check(&caller, rpc.method, About::Name(name)).await?;
+                    self.check(caller, rpc.method, About::Name(name)).await?;
                     store::coverages::get(&self.db, name).await
                 })
                 .await,
@@ -1615,7 +1615,7 @@ impl OrgService for OrgApi {
                     let caller = rpc.caller;
 
                     PATIENT.pattern.parse("parent", &req.parent)?;
-                    self.check(&caller, rpc.method, About::Patient(&req.parent))
+                    self.check(caller, rpc.method, About::Patient(&req.parent))
                         .await?;
                     let page =
                         store::coverages::list(&self.db, list_call!(req, &req.parent)).await?;
@@ -1640,12 +1640,12 @@ impl OrgService for OrgApi {
                     let caller = rpc.caller;
 
                     PATIENT.pattern.parse("parent", &req.parent)?;
-                    self.check(&caller, rpc.method, About::Patient(&req.parent))
+                    self.check(caller, rpc.method, About::Patient(&req.parent))
                         .await?;
                     let coverage = required(req.coverage.clone(), "coverage")?;
                     let call = create_call!(req, rpc.method, &req.parent, coverage_id);
                     store::coverages::create(&self.db, call, coverage, async |conn, c| {
-                        self.record_write(conn, &caller, rpc.method, &c.name).await
+                        self.record_write(conn, caller, rpc.method, &c.name).await
                     })
                     .await
                 })
@@ -1674,12 +1674,12 @@ impl OrgService for OrgApi {
                         .map(|c| c.name.clone())
                         .unwrap_or_default();
                     COVERAGE.pattern.parse("coverage.name", &name)?;
-                    self.check(&caller, rpc.method, About::Name(&name)).await?;
+                    self.check(caller, rpc.method, About::Name(&name)).await?;
                     store::coverages::update(
                         &self.db,
                         req.coverage,
                         req.update_mask.as_ref(),
-                        async |conn, c| self.record_write(conn, &caller, rpc.method, &c.name).await,
+                        async |conn, c| self.record_write(conn, caller, rpc.method, &c.name).await,
                     )
                     .await
                 })
@@ -1699,10 +1699,10 @@ impl OrgService for OrgApi {
                     let caller = rpc.caller;
 
                     COVERAGE.pattern.parse("name", &req.name)?;
-                    self.check(&caller, rpc.method, About::Name(&req.name))
+                    self.check(caller, rpc.method, About::Name(&req.name))
                         .await?;
                     store::coverages::delete(&self.db, &req.name, &req.etag, async |conn, c| {
-                        self.record_write(conn, &caller, rpc.method, &c.name).await
+                        self.record_write(conn, caller, rpc.method, &c.name).await
                     })
                     .await
                 })
@@ -1724,10 +1724,10 @@ impl OrgService for OrgApi {
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
                     COVERAGE.pattern.parse("name", &req.name)?;
-                    self.check(&caller, rpc.method, About::Name(&req.name))
+                    self.check(caller, rpc.method, About::Name(&req.name))
                         .await?;
                     store::coverages::undelete(&self.db, &req.name, &req.etag, async |conn, r| {
-                        self.record_write(conn, &caller, rpc.method, &r.name).await
+                        self.record_write(conn, caller, rpc.method, &r.name).await
                     })
                     .await
                 })
