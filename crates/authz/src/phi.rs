@@ -52,12 +52,15 @@ pub fn audit_event(
     }
 }
 
+/// Finds the patients an answer concerns.
+type PatientsOf<T> = Box<dyn Fn(&T) -> Vec<String> + Send + Sync>;
+
 /// What the audit record of a PHI call names: the resource it is about, whether it writes, and the
 /// patients it concerns.
 pub struct Audited<T> {
     resource: String,
     write: bool,
-    patients: Box<dyn Fn(&T) -> Vec<String> + Send + Sync>,
+    patients: PatientsOf<T>,
     asked: Vec<String>,
 }
 

@@ -899,7 +899,7 @@ impl OrgService for OrgApi {
                     let caller = rpc.caller;
                     let name = &req.name;
                     PATIENT.pattern.parse("name", name)?;
-                    self.check(&caller, rpc.method, About::Name(name)).await?;
+                    self.check(caller, rpc.method, About::Name(name)).await?;
                     store::patients::get(&self.db, name).await
                 })
                 .await,
@@ -927,7 +927,7 @@ impl OrgService for OrgApi {
                     PATIENT.pattern.parse("patient", patient)?;
                     let method = rpc.method;
                     let mut read = self
-                        .eligibility_of(&caller, method, std::slice::from_ref(patient))
+                        .eligibility_of(caller, method, std::slice::from_ref(patient))
                         .await?;
                     read.pop()
                         .ok_or_else(|| ApiError::internal("the eligibility read", &"no answer"))
@@ -1081,12 +1081,12 @@ impl OrgService for OrgApi {
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
                     ORGANIZATION.pattern.parse("parent", &req.parent)?;
-                    self.check(&caller, rpc.method, About::Organization(&req.parent))
+                    self.check(caller, rpc.method, About::Organization(&req.parent))
                         .await?;
                     let patient = required(req.patient.clone(), "patient")?;
                     let call = create_call!(req, rpc.method, &req.parent, patient_id);
                     store::patients::create(&self.db, call, patient, async |conn, p| {
-                        self.record_write(conn, &caller, rpc.method, &p.name).await
+                        self.record_write(conn, caller, rpc.method, &p.name).await
                     })
                     .await
                 })
@@ -1114,12 +1114,12 @@ impl OrgService for OrgApi {
                         .map(|p| p.name.clone())
                         .unwrap_or_default();
                     PATIENT.pattern.parse("patient.name", &name)?;
-                    self.check(&caller, rpc.method, About::Name(&name)).await?;
+                    self.check(caller, rpc.method, About::Name(&name)).await?;
                     store::patients::update(
                         &self.db,
                         req.patient,
                         req.update_mask.as_ref(),
-                        async |conn, p| self.record_write(conn, &caller, rpc.method, &p.name).await,
+                        async |conn, p| self.record_write(conn, caller, rpc.method, &p.name).await,
                     )
                     .await
                 })
@@ -1138,10 +1138,10 @@ impl OrgService for OrgApi {
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
                     PATIENT.pattern.parse("name", &req.name)?;
-                    self.check(&caller, rpc.method, About::Name(&req.name))
+                    self.check(caller, rpc.method, About::Name(&req.name))
                         .await?;
                     store::patients::delete(&self.db, &req.name, &req.etag, async |conn, p| {
-                        self.record_write(conn, &caller, rpc.method, &p.name).await
+                        self.record_write(conn, caller, rpc.method, &p.name).await
                     })
                     .await
                 })
@@ -1164,7 +1164,7 @@ impl OrgService for OrgApi {
                     let caller = rpc.caller;
                     let name = &req.name;
                     ENROLLMENT.pattern.parse("name", name)?;
-                    self.check(&caller, rpc.method, About::Name(name)).await?;
+                    self.check(caller, rpc.method, About::Name(name)).await?;
                     store::enrollments::get(&self.db, name).await
                 })
                 .await,
@@ -1223,11 +1223,11 @@ impl OrgService for OrgApi {
                     PATIENT.pattern.parse("parent", &req.parent)?;
                     let enrollment = required(req.enrollment.clone(), "enrollment")?;
                     domain::check_same_org_unit("enrollment.unit", &enrollment.unit, &req.parent)?;
-                    self.check(&caller, rpc.method, About::Unit(&enrollment.unit))
+                    self.check(caller, rpc.method, About::Unit(&enrollment.unit))
                         .await?;
                     let call = create_call!(req, rpc.method, &req.parent, enrollment_id);
                     store::enrollments::create(&self.db, call, enrollment, async |conn, e| {
-                        self.record_write(conn, &caller, rpc.method, &e.name).await
+                        self.record_write(conn, caller, rpc.method, &e.name).await
                     })
                     .await
                 })
@@ -1249,10 +1249,10 @@ impl OrgService for OrgApi {
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
                     ENROLLMENT.pattern.parse("name", &req.name)?;
-                    self.check(&caller, rpc.method, About::Name(&req.name))
+                    self.check(caller, rpc.method, About::Name(&req.name))
                         .await?;
                     store::enrollments::delete(&self.db, &req.name, &req.etag, async |conn, e| {
-                        self.record_write(conn, &caller, rpc.method, &e.name).await
+                        self.record_write(conn, caller, rpc.method, &e.name).await
                     })
                     .await
                 })
@@ -1274,11 +1274,11 @@ impl OrgService for OrgApi {
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
                     ENROLLMENT.pattern.parse("name", &req.name)?;
-                    self.check(&caller, rpc.method, About::Name(&req.name))
+                    self.check(caller, rpc.method, About::Name(&req.name))
                         .await?;
                     if !req.unit.is_empty() {
                         domain::check_same_org_unit("unit", &req.unit, &req.name)?;
-                        self.check(&caller, rpc.method, About::Unit(&req.unit))
+                        self.check(caller, rpc.method, About::Unit(&req.unit))
                             .await?;
                     }
                     let action = lifecycle::Action::Transfer {
@@ -1289,7 +1289,7 @@ impl OrgService for OrgApi {
                     let call =
                         store::verb_call(rpc.method, &req.name, &req.etag, &req.request_id, &req);
                     store::enrollments::advance(&self.db, call, &action, async |conn, e| {
-                        self.record_write(conn, &caller, rpc.method, &e.name).await
+                        self.record_write(conn, caller, rpc.method, &e.name).await
                     })
                     .await
                 })
@@ -1315,7 +1315,7 @@ impl OrgService for OrgApi {
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
                     PATIENT.pattern.parse("patient", &req.patient)?;
-                    self.check(&caller, rpc.method, About::OrganizationWide(&req.patient))
+                    self.check(caller, rpc.method, About::OrganizationWide(&req.patient))
                         .await?;
                     if !store::patients::ever_stored(&self.db, &req.patient).await? {
                         return Err(ApiError::not_found(&req.patient));
@@ -1389,7 +1389,7 @@ impl OrgService for OrgApi {
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
                     ENROLLMENT.pattern.parse("name", &req.name)?;
-                    self.check(&caller, rpc.method, About::Name(&req.name))
+                    self.check(caller, rpc.method, About::Name(&req.name))
                         .await?;
                     let action = lifecycle::Action::Discharge {
                         reason: req.reason.clone(),
@@ -1397,7 +1397,7 @@ impl OrgService for OrgApi {
                     let call =
                         store::verb_call(rpc.method, &req.name, &req.etag, &req.request_id, &req);
                     store::enrollments::advance(&self.db, call, &action, async |conn, e| {
-                        self.record_write(conn, &caller, rpc.method, &e.name).await
+                        self.record_write(conn, caller, rpc.method, &e.name).await
                     })
                     .await
                 })
@@ -1419,7 +1419,7 @@ impl OrgService for OrgApi {
                     let caller = rpc.caller;
                     let name = &req.name;
                     COVERAGE.pattern.parse("name", name)?;
-                    self.check(&caller, rpc.method, About::Name(name)).await?;
+                    self.check(caller, rpc.method, About::Name(name)).await?;
                     store::coverages::get(&self.db, name).await
                 })
                 .await,
@@ -1444,7 +1444,7 @@ impl OrgService for OrgApi {
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
                     PATIENT.pattern.parse("parent", &req.parent)?;
-                    self.check(&caller, rpc.method, About::Patient(&req.parent))
+                    self.check(caller, rpc.method, About::Patient(&req.parent))
                         .await?;
                     let page =
                         store::coverages::list(&self.db, list_call!(req, &req.parent)).await?;
@@ -1468,12 +1468,12 @@ impl OrgService for OrgApi {
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
                     PATIENT.pattern.parse("parent", &req.parent)?;
-                    self.check(&caller, rpc.method, About::Patient(&req.parent))
+                    self.check(caller, rpc.method, About::Patient(&req.parent))
                         .await?;
                     let coverage = required(req.coverage.clone(), "coverage")?;
                     let call = create_call!(req, rpc.method, &req.parent, coverage_id);
                     store::coverages::create(&self.db, call, coverage, async |conn, c| {
-                        self.record_write(conn, &caller, rpc.method, &c.name).await
+                        self.record_write(conn, caller, rpc.method, &c.name).await
                     })
                     .await
                 })
@@ -1501,12 +1501,12 @@ impl OrgService for OrgApi {
                         .map(|c| c.name.clone())
                         .unwrap_or_default();
                     COVERAGE.pattern.parse("coverage.name", &name)?;
-                    self.check(&caller, rpc.method, About::Name(&name)).await?;
+                    self.check(caller, rpc.method, About::Name(&name)).await?;
                     store::coverages::update(
                         &self.db,
                         req.coverage,
                         req.update_mask.as_ref(),
-                        async |conn, c| self.record_write(conn, &caller, rpc.method, &c.name).await,
+                        async |conn, c| self.record_write(conn, caller, rpc.method, &c.name).await,
                     )
                     .await
                 })
@@ -1525,10 +1525,10 @@ impl OrgService for OrgApi {
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
                     COVERAGE.pattern.parse("name", &req.name)?;
-                    self.check(&caller, rpc.method, About::Name(&req.name))
+                    self.check(caller, rpc.method, About::Name(&req.name))
                         .await?;
                     store::coverages::delete(&self.db, &req.name, &req.etag, async |conn, c| {
-                        self.record_write(conn, &caller, rpc.method, &c.name).await
+                        self.record_write(conn, caller, rpc.method, &c.name).await
                     })
                     .await
                 })

@@ -1015,7 +1015,7 @@ impl SchedulingService for SchedulingApi {
                         return Err(ApiError::invalid("max_slots", "must not be negative"));
                     }
                     let step = domain::slot_step(req.step.as_ref())?;
-                    access::authorize(&self.org, &caller, rpc.method, &req.unit, Some(&req.unit))
+                    access::authorize(&self.org, caller, rpc.method, &req.unit, Some(&req.unit))
                         .await?;
                     let visit = self
                         .visit_type_of(&req.unit, &req.visit_type, "visit_type")
@@ -1090,7 +1090,7 @@ impl SchedulingService for SchedulingApi {
             self.phi
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
-                    self.check_appointment(&caller, rpc.method, &req.name)
+                    self.check_appointment(caller, rpc.method, &req.name)
                         .await?;
                     let current = store::appointment(&self.db, &req.name).await?;
                     // Refused early, before the re-check asks Org; applied again in the transaction.
@@ -1104,7 +1104,7 @@ impl SchedulingService for SchedulingApi {
                         .await?;
                     self.recheck(&current, &visit, Some(&current.name)).await?;
                     self.verb(
-                        &caller,
+                        caller,
                         rpc.method,
                         &req.name,
                         &req.etag,
@@ -1125,7 +1125,7 @@ impl SchedulingService for SchedulingApi {
             self.phi
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
-                    self.check_appointment(&caller, rpc.method, &req.name)
+                    self.check_appointment(caller, rpc.method, &req.name)
                         .await?;
                     store::appointment(&self.db, &req.name).await
                 })
@@ -1176,7 +1176,7 @@ impl SchedulingService for SchedulingApi {
                     }
                     let changed = self
                         .verb(
-                            &caller,
+                            caller,
                             rpc.method,
                             &req.name,
                             &req.etag,
@@ -1201,7 +1201,7 @@ impl SchedulingService for SchedulingApi {
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
                     self.verb(
-                        &caller,
+                        caller,
                         rpc.method,
                         &req.name,
                         &req.etag,
@@ -1225,7 +1225,7 @@ impl SchedulingService for SchedulingApi {
                     }
                     let changed = self
                         .verb(
-                            &caller,
+                            caller,
                             rpc.method,
                             &req.name,
                             &req.etag,
