@@ -8,7 +8,8 @@ use pm_authz::audit::AuditWriter;
 use pm_authz::layer::Caller;
 use pm_authz::phi::{Audited, PhiAudit};
 use pm_authz::policy::Target;
-use pm_runtime::docstore::ListScope;
+use pm_runtime::docstore::{ListCall, ListScope, Page};
+use pm_runtime::names::NamePattern;
 use pm_runtime::time::{now_micros, to_micros};
 use pm_runtime::{ApiError, ApiResult, Db, names};
 use pm_runtime::{create_call, list_call};
@@ -142,6 +143,27 @@ impl OrgApi {
     }
 
     /// The scope a List under `parent` is narrowed to for this caller.
+    /// A List under `parent`: the caller may list there (`about`), and the page holds only what sits
+    /// in the units it may see (`collection_id` says how the store narrows to them).
+    #[allow(clippy::too_many_arguments)]
+    async fn list_narrowed<T>(
+        &self,
+        caller: &Caller,
+        method: &str,
+        parent_pattern: &NamePattern,
+        about: About<'_>,
+        collection_id: &str,
+        mut call: ListCall<'_>,
+        list: impl AsyncFnOnce(&Db, ListCall<'_>) -> ApiResult<Page<T>>,
+    ) -> ApiResult<Page<T>> {
+        parent_pattern.parse("parent", call.parent)?;
+        self.check(caller, method, about).await?;
+        call.scope = self
+            .narrow(caller, method, call.parent, collection_id)
+            .await?;
+        list(&self.db, call).await
+    }
+
     async fn narrow(
         &self,
         caller: &Caller,
@@ -397,18 +419,17 @@ impl OrgService for OrgApi {
             async {
                 let caller = caller(&request)?;
                 let req = request.into_inner();
-                ORGANIZATION.pattern.parse("parent", &req.parent)?;
-                self.check(
-                    &caller,
-                    method!("ListServiceUnits"),
-                    About::Organization(&req.parent),
-                )
-                .await?;
-                let mut call = list_call!(req, &req.parent);
-                call.scope = self
-                    .narrow(&caller, method!("ListServiceUnits"), &req.parent, "units")
+                let page = self
+                    .list_narrowed(
+                        &caller,
+                        method!("ListServiceUnits"),
+                        &ORGANIZATION.pattern,
+                        About::Organization(&req.parent),
+                        "units",
+                        list_call!(req, &req.parent),
+                        store::units::list,
+                    )
                     .await?;
-                let page = store::units::list(&self.db, call).await?;
                 Ok(ListServiceUnitsResponse {
                     service_units: page.items,
                     next_page_token: page.next_page_token,
@@ -795,23 +816,17 @@ impl OrgService for OrgApi {
             async {
                 let caller = caller(&request)?;
                 let req = request.into_inner();
-                PROVIDER.pattern.parse("parent", &req.parent)?;
-                self.check(
-                    &caller,
-                    method!("ListCredentials"),
-                    About::Organization(&req.parent),
-                )
-                .await?;
-                let mut call = list_call!(req, &req.parent);
-                call.scope = self
-                    .narrow(
+                let page = self
+                    .list_narrowed(
                         &caller,
                         method!("ListCredentials"),
-                        &req.parent,
+                        &PROVIDER.pattern,
+                        About::Organization(&req.parent),
                         "credentials",
+                        list_call!(req, &req.parent),
+                        store::providers::list_credentials,
                     )
                     .await?;
-                let page = store::providers::list_credentials(&self.db, call).await?;
                 Ok(ListCredentialsResponse {
                     credentials: page.items,
                     next_page_token: page.next_page_token,
@@ -1111,16 +1126,17 @@ impl OrgService for OrgApi {
         reply(
             self.phi
                 .serve(request, audit, async |rpc, req| {
-                    let caller = rpc.caller;
-
-                    ORGANIZATION.pattern.parse("parent", &req.parent)?;
-                    self.check(caller, rpc.method, About::Organization(&req.parent))
+                    let page = self
+                        .list_narrowed(
+                            rpc.caller,
+                            rpc.method,
+                            &ORGANIZATION.pattern,
+                            About::Organization(&req.parent),
+                            "patients",
+                            list_call!(req, &req.parent),
+                            store::patients::list,
+                        )
                         .await?;
-                    let mut call = list_call!(req, &req.parent);
-                    call.scope = self
-                        .narrow(caller, rpc.method, &req.parent, "patients")
-                        .await?;
-                    let page = store::patients::list(&self.db, call).await?;
                     Ok(ListPatientsResponse {
                         patients: page.items,
                         next_page_token: page.next_page_token,
@@ -1145,10 +1161,6 @@ impl OrgService for OrgApi {
         reply(
             self.phi
                 .serve(request, audit, async |rpc, req| {
-                    let caller = rpc.caller;
-                    ORGANIZATION.pattern.parse("parent", &req.parent)?;
-                    self.check(caller, rpc.method, About::Organization(&req.parent))
-                        .await?;
                     let query = store::patients::NameQuery {
                         family: search::query_key(&req.family_name, "family_name")?,
                         given: search::query_key(&req.given_name, "given_name")?,
@@ -1165,18 +1177,27 @@ impl OrgService for OrgApi {
                             ("given_name".into(), required.into()),
                         ]));
                     }
-                    let call = pm_runtime::docstore::ListCall {
+                    let call = ListCall {
                         parent: &req.parent,
                         page_size: req.page_size,
                         page_token: &req.page_token,
                         filter: "",
                         order_by: "",
                         show_deleted: false,
-                        scope: self
-                            .narrow(caller, rpc.method, &req.parent, "patients")
-                            .await?,
+                        scope: None,
                     };
-                    let page = store::patients::search(&self.db, call, query).await?;
+                    // Scoped as ListPatients: only patients enrolled in the caller's units.
+                    let page = self
+                        .list_narrowed(
+                            rpc.caller,
+                            rpc.method,
+                            &ORGANIZATION.pattern,
+                            About::Organization(&req.parent),
+                            "patients",
+                            call,
+                            async |db, call| store::patients::search(db, call, query).await,
+                        )
+                        .await?;
                     Ok(SearchPatientsResponse {
                         patients: page.items,
                         next_page_token: page.next_page_token,
@@ -1196,7 +1217,6 @@ impl OrgService for OrgApi {
             self.phi
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
-
                     ORGANIZATION.pattern.parse("parent", &req.parent)?;
                     self.check(caller, rpc.method, About::Organization(&req.parent))
                         .await?;
@@ -1225,7 +1245,6 @@ impl OrgService for OrgApi {
             self.phi
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
-
                     let name = req
                         .patient
                         .as_ref()
@@ -1255,7 +1274,6 @@ impl OrgService for OrgApi {
             self.phi
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
-
                     PATIENT.pattern.parse("name", &req.name)?;
                     self.check(caller, rpc.method, About::Name(&req.name))
                         .await?;
@@ -1328,16 +1346,17 @@ impl OrgService for OrgApi {
         reply(
             self.phi
                 .serve(request, audit, async |rpc, req| {
-                    let caller = rpc.caller;
-
-                    PATIENT.pattern.parse("parent", &req.parent)?;
-                    self.check(caller, rpc.method, About::Patient(&req.parent))
+                    let page = self
+                        .list_narrowed(
+                            rpc.caller,
+                            rpc.method,
+                            &PATIENT.pattern,
+                            About::Patient(&req.parent),
+                            "enrollments",
+                            list_call!(req, &req.parent),
+                            store::enrollments::list,
+                        )
                         .await?;
-                    let mut call = list_call!(req, &req.parent);
-                    call.scope = self
-                        .narrow(caller, rpc.method, &req.parent, "enrollments")
-                        .await?;
-                    let page = store::enrollments::list(&self.db, call).await?;
                     Ok(ListEnrollmentsResponse {
                         enrollments: page.items,
                         next_page_token: page.next_page_token,
@@ -1360,7 +1379,6 @@ impl OrgService for OrgApi {
             self.phi
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
-
                     PATIENT.pattern.parse("parent", &req.parent)?;
                     let enrollment = required(req.enrollment.clone(), "enrollment")?;
                     domain::check_same_org_unit("enrollment.unit", &enrollment.unit, &req.parent)?;
@@ -1389,7 +1407,6 @@ impl OrgService for OrgApi {
             self.phi
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
-
                     ENROLLMENT.pattern.parse("name", &req.name)?;
                     self.check(caller, rpc.method, About::Name(&req.name))
                         .await?;
@@ -1440,7 +1457,6 @@ impl OrgService for OrgApi {
             self.phi
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
-
                     ENROLLMENT.pattern.parse("name", &req.name)?;
                     self.check(caller, rpc.method, About::Name(&req.name))
                         .await?;
@@ -1482,7 +1498,6 @@ impl OrgService for OrgApi {
             self.phi
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
-
                     PATIENT.pattern.parse("patient", &req.patient)?;
                     self.check(caller, rpc.method, About::OrganizationWide(&req.patient))
                         .await?;
@@ -1557,7 +1572,6 @@ impl OrgService for OrgApi {
             self.phi
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
-
                     ENROLLMENT.pattern.parse("name", &req.name)?;
                     self.check(caller, rpc.method, About::Name(&req.name))
                         .await?;
@@ -1613,7 +1627,6 @@ impl OrgService for OrgApi {
             self.phi
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
-
                     PATIENT.pattern.parse("parent", &req.parent)?;
                     self.check(caller, rpc.method, About::Patient(&req.parent))
                         .await?;
@@ -1638,7 +1651,6 @@ impl OrgService for OrgApi {
             self.phi
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
-
                     PATIENT.pattern.parse("parent", &req.parent)?;
                     self.check(caller, rpc.method, About::Patient(&req.parent))
                         .await?;
@@ -1667,7 +1679,6 @@ impl OrgService for OrgApi {
             self.phi
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
-
                     let name = req
                         .coverage
                         .as_ref()
@@ -1697,7 +1708,6 @@ impl OrgService for OrgApi {
             self.phi
                 .serve(request, audit, async |rpc, req| {
                     let caller = rpc.caller;
-
                     COVERAGE.pattern.parse("name", &req.name)?;
                     self.check(caller, rpc.method, About::Name(&req.name))
                         .await?;

@@ -6,6 +6,8 @@ use pm_runtime::reasons::Reason;
 /// RBAC's reasons.
 pub const CATALOG: &[Reason] = pm_runtime::reasons![
     "GRANT_OUT_OF_SCOPE" PermissionDenied "the caller may not grant this role over these units (a binding grants at most what its author holds)",
+    "ALREADY_BOOTSTRAPPED" FailedPrecondition "pm admin bootstrap: a platform operator exists already; nothing was written",
+    "PRINCIPAL_NOT_FOUND" NotFound "pm admin token: the principal does not exist",
     "UNKNOWN_REFERENCE" InvalidArgument "a field names a principal, provider or unit that does not exist",
 ];
 

@@ -180,8 +180,8 @@ mod tests {
     fn request_ids_are_empty_or_uuids() {
         assert!(check_request_id("").is_ok());
         assert!(check_request_id("6f1c2b0e-1d7a-4c55-9a43-0f5d3c1e2b7a").is_ok());
-        let code = check_request_id("retry-1").err().map(|e| e.code);
-        assert_eq!(code, Some(tonic::Code::InvalidArgument));
+        let err = check_request_id("retry-1").expect_err("not a UUID");
+        assert_eq!(err.code, tonic::Code::InvalidArgument);
     }
 
     #[test]
