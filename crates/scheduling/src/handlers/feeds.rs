@@ -257,12 +257,13 @@ impl SchedulingApi {
         }
         let matcher = self.matcher(caller, method, &req.scope).await?;
         let organization = names::organization_of(&req.scope).to_string();
+        // The appointments older than the spans table have theirs (once, at startup).
+        self.spans.ensure(&self.db).await?;
         let mut conn = self.db.read().await?;
         let sequence = outbox::head(&mut conn).await?;
 
         // Only the window's appointments are read (by an index on their end): not the scope's
         // history, which grows every day the clinic runs.
-        self.spans.ensure(&self.db).await?;
         let units: Vec<String> = matcher.subtree.iter().flatten().cloned().collect();
         let which = match &matcher.scope {
             Scope::Organization => SpanScope::Organization(&organization),
