@@ -127,7 +127,9 @@ impl Settings {
             .iter()
             .find(|p| !["scheduling", "calendar", "postgres"].contains(&p.as_str()))
         {
-            anyhow::bail!("PM_BENCH_ONLY: unknown part {unknown:?} (scheduling, calendar, postgres)");
+            anyhow::bail!(
+                "PM_BENCH_ONLY: unknown part {unknown:?} (scheduling, calendar, postgres)"
+            );
         }
         Ok(Self {
             duration: Duration::from_secs_f64(seconds),

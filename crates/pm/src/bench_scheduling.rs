@@ -34,13 +34,12 @@ use pm_api::org::{
     CreateServiceUnitRequest, Credential, CredentialState, Enrollment, Location, Patient,
     PayerContract, Provider, ServiceUnit, UnitKind, WorkflowRules,
 };
-use pm_api::scheduling::scheduling_service_client::SchedulingServiceClient;
 use pm_api::scheduling::calendar_entry::Entry;
+use pm_api::scheduling::scheduling_service_client::SchedulingServiceClient;
 use pm_api::scheduling::{
-    Appointment, AppointmentState, AvailabilityException, AvailabilityRule,
-    BookAppointmentRequest, CreateAvailabilityExceptionRequest, CreateAvailabilityRuleRequest,
-    CreateVisitTypeRequest, ExceptionKind, FindSlotsRequest, ListCalendarRequest, VisitType,
-    Weekday,
+    Appointment, AppointmentState, AvailabilityException, AvailabilityRule, BookAppointmentRequest,
+    CreateAvailabilityExceptionRequest, CreateAvailabilityRuleRequest, CreateVisitTypeRequest,
+    ExceptionKind, FindSlotsRequest, ListCalendarRequest, VisitType, Weekday,
 };
 use pm_runtime::config::Backend;
 use pm_runtime::{ApiResult, Db};
@@ -362,7 +361,11 @@ async fn bench_history(
         rows.push((measured, found));
     }
     db.close().await;
-    if let [(small_calendar, small_search), (large_calendar, large_search)] = rows.as_slice() {
+    if let [
+        (small_calendar, small_search),
+        (large_calendar, large_search),
+    ] = rows.as_slice()
+    {
         let ratio = |large: &RowResult, small: &RowResult| {
             large.millis_at(0.5) / small.millis_at(0.5).max(f64::EPSILON)
         };

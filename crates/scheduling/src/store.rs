@@ -172,7 +172,10 @@ pub async fn replace_appointment(
 }
 
 /// Inserts a new appointment (its name set) with its span, in the caller's transaction.
-pub async fn insert_appointment(conn: &mut AnyConnection, a: Appointment) -> ApiResult<Appointment> {
+pub async fn insert_appointment(
+    conn: &mut AnyConnection,
+    a: Appointment,
+) -> ApiResult<Appointment> {
     let a = docstore::insert(conn, &APPOINTMENT, a).await?;
     write_span(conn, &a).await?;
     Ok(a)
