@@ -358,12 +358,18 @@ async fn bench_history(
         print_row(label, &measured, Some(ceiling));
         let found = measure(one, channels, &search).await?;
         print_row(label, &found, Some(ceiling));
-        rows.push((measured, found));
+        // The calendar's appointment read alone through the store: the window's, and (as before
+        // the spans table) every appointment of the organization.
+        let window = measure(one, channels, &calendar_reads(db.clone(), week, false)).await?;
+        print_row(label, &window, Some(ceiling));
+        let everything = measure(one, channels, &calendar_reads(db.clone(), week, true)).await?;
+        print_row(label, &everything, Some(ceiling));
+        rows.push((measured, found, window, everything));
     }
     db.close().await;
     if let [
-        (small_calendar, small_search),
-        (large_calendar, large_search),
+        (small_calendar, small_search, small_window, small_all),
+        (large_calendar, large_search, large_window, large_all),
     ] = rows.as_slice()
     {
         let ratio = |large: &RowResult, small: &RowResult| {
@@ -377,6 +383,15 @@ async fn bench_history(
             ratio(large_search, small_search),
             large_search.millis_at(0.5),
             small_search.millis_at(0.5),
+        );
+        println!(
+            "{label:<11}   the calendar's appointment read through the store, 100k vs 1k: the window's {:.2}x ({:.2} vs {:.2} ms); every appointment of the organization (before the spans table) {:.2}x ({:.2} vs {:.2} ms)",
+            ratio(large_window, small_window),
+            large_window.millis_at(0.5),
+            small_window.millis_at(0.5),
+            ratio(large_all, small_all),
+            large_all.millis_at(0.5),
+            small_all.millis_at(0.5),
         );
     }
     Ok(())
@@ -477,6 +492,41 @@ fn list_calendar(unit: &str, week: Interval) -> Workload {
                 .list_calendar(request)
                 .await
                 .map(drop)
+        }
+    })
+}
+
+/// The appointments a week's calendar reads, through the store on one connection: the window's
+/// (`store::appointments_in_window`), or every live one of the organization (`all`: the read the
+/// calendar made before the spans table).
+fn calendar_reads(db: Db, week: Interval, all: bool) -> Workload {
+    let rpc = if all {
+        "store: all org appts"
+    } else {
+        "store: window's appts"
+    };
+    let unit = [unit_name(BOOK_UNIT)];
+    Workload::new(rpc, move |_, _| {
+        let (db, unit) = (db.clone(), unit.clone());
+        async move {
+            let result: ApiResult<()> = async {
+                let mut conn = db.read().await?;
+                if all {
+                    let collection = format!("{}/appointments", org_name());
+                    pm_runtime::docstore::all_live::<Appointment>(&mut conn, &collection).await?;
+                } else {
+                    store::appointments_in_window(
+                        &mut conn,
+                        store::SpanScope::Units(&unit),
+                        week.start().timestamp_micros(),
+                        week.end().timestamp_micros(),
+                    )
+                    .await?;
+                }
+                Ok(())
+            }
+            .await;
+            result.map_err(|e| e.into_status(DOMAIN))
         }
     })
 }
