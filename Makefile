@@ -20,12 +20,16 @@ test-rust: ## Rust unit, store (both backends) and end-to-end tests (needs Postg
 	$(CARGO) test --locked --workspace --all-targets
 
 test-python: ## The Python grpcio client against `pm run` over mTLS
-	$(CARGO) build -q -p pm --bin pm
+	$(CARGO) build -q --locked -p pm --bin pm
 	PM_BIN=$(CURDIR)/target/debug/pm tests/python/run.sh
 
-lint: ## clippy -D warnings, rustfmt check, buf lint, buf breaking against the previous commit
+lint: ## clippy -D warnings, rustfmt check, cargo deny (licences, bans, sources), buf lint, buf breaking against the previous commit
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	$(CARGO) fmt --all -- --check
+	# deny.toml: the licence allow-list, one crypto provider (ring) and TLS stack, crates.io only.
+	# Advisories are not checked here: their database is a git clone from GitHub, and CI reaches
+	# only package registries. Run `cargo deny check advisories` where GitHub is reachable.
+	$(CARGO) deny --locked check --hide-inclusion-graph licenses bans sources
 	cd proto && buf lint
 	# Contracts evolve compatibly: no change may break a client of the previous commit's proto/.
 	if git rev-parse -q --verify HEAD~1 >/dev/null; then \

@@ -338,19 +338,225 @@ fn starts(found: &FindSlotsResponse) -> Vec<i64> {
         .collect()
 }
 
-async fn flow(backend: Backend) -> anyhow::Result<()> {
-    let mesh = TestMesh::start(backend).await?;
-    mesh.seed_access().await?;
-    let mut org = mesh.org_as(pm::demo::ADMIN).await?;
-    seed_org(&mut org).await?;
-    let mut s = mesh.scheduling_as(pm::demo::ADMIN).await?;
-    seed_scheduling(&mut s, &mut org).await?;
-    let monday = next_monday();
-    let tuesday = monday.succ_opt().unwrap();
+/// The scheduling story, told once per backend on one mesh: each chapter below is a step that
+/// builds on the state the steps before it left (the storm's booking is the one cancelled, the
+/// calendar shows what the bookings made, the audit slice counts every booking of the story), and
+/// each has its own test (`<step>::on_sqlite`, `<step>::on_postgres`) that reports that step's
+/// outcome. The first test of a backend to run plays the whole story (the others wait for it);
+/// a step after a failed one is reported as not run, naming the failed step.
+struct Story {
+    mesh: Option<TestMesh>,
+    org: Org,
+    s: Scheduling,
+    monday: NaiveDate,
+    tuesday: NaiveDate,
+    /// The booking storm's one winner (cancelled in `cancelling_frees_the_slot`).
+    first: Option<Appointment>,
+    /// Tuesday 09:00 as confirmed from a hold (the roles look at it), and as checked in.
+    booked: Option<Appointment>,
+    checked_in: Option<Appointment>,
+    /// Okafor's Monday as `the_calendar_shows_live_visits_and_open_time` read it.
+    calendar: Option<ListCalendarResponse>,
+}
 
-    // Slot search: Okafor's mornings on the 30-minute grid, where a 30-minute visit plus its
-    // 10-minute buffer fits before noon; Lee is explained away (credentialed in CCM only).
-    let found = find(&mut s, COVERED, FOLLOW_UP, monday).await;
+impl Story {
+    /// The fixture: a mesh on `backend` with access seeded, Org's and Scheduling's facts.
+    async fn seeded(backend: Backend) -> anyhow::Result<Story> {
+        let mesh = TestMesh::start(backend).await?;
+        mesh.seed_access().await?;
+        let mut org = mesh.org_as(pm::demo::ADMIN).await?;
+        seed_org(&mut org).await?;
+        let mut s = mesh.scheduling_as(pm::demo::ADMIN).await?;
+        seed_scheduling(&mut s, &mut org).await?;
+        let monday = next_monday();
+        let tuesday = monday.succ_opt().unwrap();
+        Ok(Story {
+            mesh: Some(mesh),
+            org,
+            s,
+            monday,
+            tuesday,
+            first: None,
+            booked: None,
+            checked_in: None,
+            calendar: None,
+        })
+    }
+
+    fn mesh(&self) -> &TestMesh {
+        self.mesh
+            .as_ref()
+            .expect("the mesh runs until the last step")
+    }
+}
+
+/// A step of the story.
+type Step = for<'a> fn(&'a mut Story) -> futures::future::LocalBoxFuture<'a, anyhow::Result<()>>;
+
+/// Each step's name and outcome, in the story's order.
+type Outcomes = Vec<(&'static str, Result<(), String>)>;
+
+/// Runs `steps` in order on a fresh seeded mesh (its own runtime, as `#[tokio::test]` would make),
+/// and returns each step's outcome: `Err` with the panic or error, or with the step that failed
+/// before it.
+fn play(backend: Backend, steps: &[(&'static str, Step)]) -> Outcomes {
+    use futures::FutureExt;
+    record_panic_locations();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        let mut outcomes = Vec::new();
+        let mut story = match std::panic::AssertUnwindSafe(Story::seeded(backend))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(story)) => Some(story),
+            Ok(Err(err)) => {
+                let why = format!("the fixture (mesh and seed) failed: {err:?}");
+                outcomes.extend(steps.iter().map(|(name, _)| (*name, Err(why.clone()))));
+                None
+            }
+            Err(panic) => {
+                let why = format!(
+                    "the fixture (mesh and seed) panicked: {}",
+                    panicked(&*panic)
+                );
+                outcomes.extend(steps.iter().map(|(name, _)| (*name, Err(why.clone()))));
+                None
+            }
+        };
+        if let Some(story) = story.as_mut() {
+            let mut failed: Option<&str> = None;
+            for (name, step) in steps {
+                let outcome = match failed {
+                    Some(before) => Err(format!("not run: the earlier step `{before}` failed")),
+                    None => match std::panic::AssertUnwindSafe(step(story))
+                        .catch_unwind()
+                        .await
+                    {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(err)) => Err(format!("{err:?}")),
+                        Err(panic) => Err(panicked(&*panic)),
+                    },
+                };
+                if outcome.is_err() && failed.is_none() {
+                    failed = Some(*name);
+                }
+                outcomes.push((*name, outcome));
+            }
+        }
+        outcomes
+    })
+}
+
+thread_local! {
+    /// Where the last panic on this thread happened, with its message (set by the hook below).
+    static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Keeps each panic's location and message for the step that caught it (a caught panic's payload
+/// has the message only), then lets the default hook print it as usual.
+fn record_panic_locations() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _ = LAST_PANIC.try_with(|last| *last.borrow_mut() = Some(info.to_string()));
+            default(info);
+        }));
+    });
+}
+
+/// The panic just caught on this thread: location and message.
+fn panicked(payload: &(dyn std::any::Any + Send)) -> String {
+    LAST_PANIC
+        .with(|last| last.borrow_mut().take())
+        .unwrap_or_else(|| {
+            payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic".into())
+        })
+}
+
+/// The story's steps in order, and a test per step and backend reporting its outcome.
+macro_rules! story {
+    ($($step:ident),* $(,)?) => {
+        const STEPS: &[(&str, Step)] = &[$((stringify!($step), |story| Box::pin($step(story)))),*];
+
+        /// The outcome of every step on `backend`, the story played once per test binary.
+        fn outcomes(backend: Backend) -> &'static [(&'static str, Result<(), String>)] {
+            static SQLITE: std::sync::OnceLock<Outcomes> = std::sync::OnceLock::new();
+            static POSTGRES: std::sync::OnceLock<Outcomes> = std::sync::OnceLock::new();
+            match backend {
+                Backend::Sqlite => SQLITE.get_or_init(|| play(backend, STEPS)),
+                Backend::Postgres => POSTGRES.get_or_init(|| play(backend, STEPS)),
+            }
+        }
+
+        fn check(backend: Backend, step: &str) {
+            let outcome = outcomes(backend)
+                .iter()
+                .find(|(name, _)| *name == step)
+                .map(|(_, outcome)| outcome.clone())
+                .unwrap_or_else(|| Err(format!("no step {step}")));
+            if let Err(why) = outcome {
+                panic!("{step} on {backend:?}: {why}");
+            }
+        }
+
+        $(
+            mod $step {
+                use super::*;
+
+                #[test]
+                fn on_sqlite() {
+                    check(Backend::Sqlite, stringify!($step));
+                }
+
+                #[test]
+                fn on_postgres() {
+                    check(Backend::Postgres, stringify!($step));
+                }
+            }
+        )*
+    };
+}
+
+story!(
+    slot_search_offers_the_free_grid_and_explains_the_rest,
+    patient_rules_leave_no_slots_and_say_why,
+    a_window_ending_before_it_starts_is_invalid,
+    refused_bookings_name_their_rule_and_write_nothing,
+    a_booking_storm_books_exactly_one,
+    an_overlapping_booking_is_refused,
+    a_replay_storm_books_once,
+    slot_search_skips_what_is_booked,
+    cancelling_frees_the_slot_and_keeps_the_history,
+    a_lapsed_hold_neither_confirms_nor_blocks,
+    confirming_a_hold_rechecks_the_rules,
+    a_confirmed_hold_is_checked_in_once,
+    completing_a_visit_makes_one_encounter_for_billing,
+    the_calendar_shows_live_visits_and_open_time,
+    watch_calendar_follows_a_unit_live,
+    roles_see_and_do_only_their_part,
+    patient_accesses_merge_both_trails_oldest_first,
+    only_org_reads_a_services_trail,
+    the_audit_slice_records_each_booking_once,
+    the_mesh_stops,
+);
+
+/// Slot search: Okafor's mornings on the 30-minute grid, where a 30-minute visit plus its
+/// 10-minute buffer fits before noon; Lee is explained away (credentialed in CCM only).
+async fn slot_search_offers_the_free_grid_and_explains_the_rest(
+    st: &mut Story,
+) -> anyhow::Result<()> {
+    let (s, monday) = (&mut st.s, st.monday);
+    let found = find(s, COVERED, FOLLOW_UP, monday).await;
     let expected: Vec<i64> = [(9, 0), (9, 30), (10, 0), (10, 30), (11, 0)]
         .iter()
         .map(|(h, m)| at(monday, *h, *m).timestamp())
@@ -365,14 +571,18 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
     assert!(found.exclusions.iter().any(|e| e.provider == LEE
         && e.reason == "PROVIDER_NOT_CREDENTIALED"
         && e.subject == ExclusionSubject::Provider as i32));
+    Ok(())
+}
 
-    // Patient-level rules: no slots at all, and why.
+/// Patient-level rules: no slots at all, and why.
+async fn patient_rules_leave_no_slots_and_say_why(st: &mut Story) -> anyhow::Result<()> {
+    let (s, monday) = (&mut st.s, st.monday);
     for (patient, visit, why) in [
         (UNCOVERED, FOLLOW_UP, "PAYER_NOT_ACCEPTED"),
         (UNENROLLED, FOLLOW_UP, "PATIENT_NOT_ENROLLED"),
         (COVERED, WELLNESS, "VISIT_TYPE_NOT_ALLOWED"),
     ] {
-        let found = find(&mut s, patient, visit, monday).await;
+        let found = find(s, patient, visit, monday).await;
         assert!(found.slots.is_empty(), "{why}");
         assert!(
             found
@@ -383,8 +593,12 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
             found.exclusions
         );
     }
+    Ok(())
+}
 
-    // A window that ends before it starts.
+/// A window that ends before it starts.
+async fn a_window_ending_before_it_starts_is_invalid(st: &mut Story) -> anyhow::Result<()> {
+    let (s, monday) = (&mut st.s, st.monday);
     let err = s
         .find_slots(FindSlotsRequest {
             unit: CLINIC.into(),
@@ -399,8 +613,12 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+    Ok(())
+}
 
-    // Every refused booking names its rule and writes nothing.
+/// Every refused booking names its rule and writes nothing.
+async fn refused_bookings_name_their_rule_and_write_nothing(st: &mut Story) -> anyhow::Result<()> {
+    let (s, monday) = (&mut st.s, st.monday);
     let yesterday = Utc::now() - chrono::Duration::days(1);
     let past = yesterday - chrono::Duration::seconds(yesterday.timestamp() % 60);
     for (appointment, code, why) in [
@@ -446,10 +664,14 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
             err.message()
         );
     }
-    assert!(appointments(&mut s).await?.is_empty());
+    assert!(appointments(s).await?.is_empty());
+    Ok(())
+}
 
-    // Booking storm: 64 clients, one provider, one slot, distinct request ids: exactly one wins.
-    let nine = at(monday, 9, 0);
+/// Booking storm: 64 clients, one provider, one slot, distinct request ids: exactly one wins.
+async fn a_booking_storm_books_exactly_one(st: &mut Story) -> anyhow::Result<()> {
+    let nine = at(st.monday, 9, 0);
+    let s = &mut st.s;
     let storm = (0..64).map(|_| {
         let mut s = s.clone();
         async move {
@@ -477,19 +699,27 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
     let first = won[0].get_ref().clone();
     assert_eq!(first.state, AppointmentState::Booked as i32);
     assert_eq!(first.payer, "payers/aetna");
-    assert_eq!(appointments(&mut s).await?.len(), 1);
+    assert_eq!(appointments(s).await?.len(), 1);
+    st.first = Some(first);
+    Ok(())
+}
 
-    // Overlapping the booking (09:30 falls in 09:00-09:40 with the buffer): refused.
-    let err = s
-        .book_appointment(book_request(
-            booking(COVERED, OKAFOR, FOLLOW_UP, at(monday, 9, 30)),
+/// Overlapping the booking (09:30 falls in 09:00-09:40 with the buffer): refused.
+async fn an_overlapping_booking_is_refused(st: &mut Story) -> anyhow::Result<()> {
+    let err =
+        st.s.book_appointment(book_request(
+            booking(COVERED, OKAFOR, FOLLOW_UP, at(st.monday, 9, 30)),
             "",
         ))
         .await
         .unwrap_err();
     assert_eq!(reason(&err), "SLOT_UNAVAILABLE");
+    Ok(())
+}
 
-    // Replay storm: one request id sent 20 times at once gives one appointment.
+/// Replay storm: one request id sent 20 times at once gives one appointment.
+async fn a_replay_storm_books_once(st: &mut Story) -> anyhow::Result<()> {
+    let (s, monday) = (&mut st.s, st.monday);
     let request_id = uuid::Uuid::new_v4().to_string();
     let replays = (0..20).map(|_| {
         let mut s = s.clone();
@@ -508,10 +738,14 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         .map(|r| r.unwrap().into_inner().name)
         .collect();
     assert_eq!(names.len(), 1);
-    assert_eq!(appointments(&mut s).await?.len(), 2);
+    assert_eq!(appointments(s).await?.len(), 2);
+    Ok(())
+}
 
-    // The calendar as search sees it now: 09:00, 09:30, 10:00 and 10:30 are taken or overlap.
-    let found = find(&mut s, COVERED, FOLLOW_UP, monday).await;
+/// The calendar as search sees it now: 09:00, 09:30, 10:00 and 10:30 are taken or overlap.
+async fn slot_search_skips_what_is_booked(st: &mut Story) -> anyhow::Result<()> {
+    let (s, monday) = (&mut st.s, st.monday);
+    let found = find(s, COVERED, FOLLOW_UP, monday).await;
     assert_eq!(starts(&found), vec![at(monday, 11, 0).timestamp()]);
     assert!(
         found
@@ -519,8 +753,14 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
             .iter()
             .any(|e| e.reason == "PROVIDER_BOOKED")
     );
+    Ok(())
+}
 
-    // Cancelling frees the slot; the history keeps what happened.
+/// Cancelling frees the slot; the history keeps what happened.
+async fn cancelling_frees_the_slot_and_keeps_the_history(st: &mut Story) -> anyhow::Result<()> {
+    let nine = at(st.monday, 9, 0);
+    let first = st.first.clone().expect("the storm's booking");
+    let s = &mut st.s;
     let cancelled = s
         .cancel_appointment(CancelAppointmentRequest {
             name: first.name.clone(),
@@ -542,8 +782,12 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
     assert_eq!(reason(&err), "WRONG_APPOINTMENT_STATE");
     s.book_appointment(book_request(booking(COVERED, OKAFOR, FOLLOW_UP, nine), ""))
         .await?;
+    Ok(())
+}
 
-    // A hold that lapses cannot be confirmed, and does not block the slot.
+/// A hold that lapses cannot be confirmed, and does not block the slot.
+async fn a_lapsed_hold_neither_confirms_nor_blocks(st: &mut Story) -> anyhow::Result<()> {
+    let (s, org, monday) = (&mut st.s, &mut st.org, st.monday);
     let mut hold = book_request(booking(COVERED, OKAFOR, FOLLOW_UP, at(monday, 11, 0)), "");
     hold.hold_ttl = Some(prost_types::Duration {
         seconds: 1,
@@ -576,13 +820,13 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
     assert!(!calendar.entries.iter().any(|e| matches!(&e.entry,
         Some(calendar_entry::Entry::Appointment(a)) if a.name == held.name)));
     // The sweep marks it expired with nothing booked in its way, and audits that as its own write.
-    let expired = expired_soon(&mut s, &held.name).await?;
+    let expired = expired_soon(s, &held.name).await?;
     assert_eq!(
         expired.history.last().map(|e| e.reason.as_str()),
         Some("hold lapsed")
     );
     assert!(
-        in_trail(&mut org, COVERED, EXPIRE_HOLD, &held.name).await?,
+        in_trail(org, COVERED, EXPIRE_HOLD, &held.name).await?,
         "the expiry is in the patient's trail"
     );
     s.book_appointment(book_request(
@@ -590,9 +834,13 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         "",
     ))
     .await?;
+    Ok(())
+}
 
-    // Confirming re-checks the rules: a hold whose patient lost its coverage meanwhile is refused,
-    // and stays a hold.
+/// Confirming re-checks the rules: a hold whose patient lost its coverage meanwhile is refused,
+/// and stays a hold.
+async fn confirming_a_hold_rechecks_the_rules(st: &mut Story) -> anyhow::Result<()> {
+    let (s, org, tuesday) = (&mut st.s, &mut st.org, st.tuesday);
     let mut hold = book_request(booking(WAITING, OKAFOR, FOLLOW_UP, at(tuesday, 11, 0)), "");
     hold.hold_ttl = minutes(5);
     let held = s.book_appointment(hold).await?.into_inner();
@@ -610,7 +858,7 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert_eq!(reason(&err), "PAYER_NOT_ACCEPTED");
-    assert_still_held(&mut s, &held).await?;
+    assert_still_held(s, &held).await?;
     org.create_coverage(CreateCoverageRequest {
         parent: WAITING.into(),
         coverage: Some(Coverage {
@@ -633,8 +881,13 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         .await?
         .into_inner();
     assert_eq!(confirmed.state, AppointmentState::Booked as i32);
+    Ok(())
+}
 
-    // A hold confirmed in time is booked; then the visit's lifecycle.
+/// A hold confirmed in time is booked; then the visit's lifecycle: checked in once (a second
+/// check-in with the old etag is stale).
+async fn a_confirmed_hold_is_checked_in_once(st: &mut Story) -> anyhow::Result<()> {
+    let (s, tuesday) = (&mut st.s, st.tuesday);
     let mut hold = book_request(booking(COVERED, OKAFOR, FOLLOW_UP, at(tuesday, 9, 0)), "");
     hold.hold_ttl = minutes(5);
     let held = s.book_appointment(hold).await?.into_inner();
@@ -662,8 +915,16 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Aborted, "a stale etag");
+    st.booked = Some(booked);
+    st.checked_in = Some(checked_in);
+    Ok(())
+}
 
-    // Completing the visit creates its encounter, and Billing's feed carries it once.
+/// Completing the visit creates its encounter, and Billing's feed carries it once.
+async fn completing_a_visit_makes_one_encounter_for_billing(st: &mut Story) -> anyhow::Result<()> {
+    let booked = st.booked.clone().expect("the confirmed visit");
+    let checked_in = st.checked_in.clone().expect("the checked-in visit");
+    let (s, mesh) = (&mut st.s, st.mesh.as_ref().expect("the mesh runs"));
     let done = s
         .complete_appointment(CompleteAppointmentRequest {
             name: booked.name.clone(),
@@ -712,8 +973,12 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         Code::PermissionDenied,
         "people follow WatchCalendar instead"
     );
+    Ok(())
+}
 
-    // The unified calendar: Okafor's Monday holds the three live visits and the open morning.
+/// The unified calendar: Okafor's Monday holds the three live visits and the open morning.
+async fn the_calendar_shows_live_visits_and_open_time(st: &mut Story) -> anyhow::Result<()> {
+    let (s, monday) = (&mut st.s, st.monday);
     let calendar = s
         .list_calendar(ListCalendarRequest {
             scope: OKAFOR.into(),
@@ -722,19 +987,29 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
-    let live: Vec<&Appointment> = calendar
+    assert_eq!(live(&calendar).len(), 3);
+    assert!(calendar.entries.iter().any(|e| matches!(&e.entry,
+        Some(calendar_entry::Entry::Availability(b)) if b.provider == OKAFOR && b.location == MAIN)));
+    st.calendar = Some(calendar);
+    Ok(())
+}
+
+/// The appointments of a calendar.
+fn live(calendar: &ListCalendarResponse) -> Vec<&Appointment> {
+    calendar
         .entries
         .iter()
         .filter_map(|e| match &e.entry {
             Some(calendar_entry::Entry::Appointment(a)) => Some(a),
             _ => None,
         })
-        .collect();
-    assert_eq!(live.len(), 3);
-    assert!(calendar.entries.iter().any(|e| matches!(&e.entry,
-        Some(calendar_entry::Entry::Availability(b)) if b.provider == OKAFOR && b.location == MAIN)));
+        .collect()
+}
 
-    // WatchCalendar follows a unit's changes live.
+/// WatchCalendar follows a unit's changes live.
+async fn watch_calendar_follows_a_unit_live(st: &mut Story) -> anyhow::Result<()> {
+    let calendar = st.calendar.clone().expect("the calendar read before");
+    let s = &mut st.s;
     let mut watch = s
         .watch_calendar(WatchCalendarRequest {
             scope: CLINIC.into(),
@@ -742,7 +1017,7 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
-    let change = live[0].clone();
+    let change = live(&calendar)[0].clone();
     s.cancel_appointment(CancelAppointmentRequest {
         name: change.name.clone(),
         reason: "clinic closed".into(),
@@ -761,10 +1036,16 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         }
         other => panic!("unexpected event {other:?}"),
     }
+    Ok(())
+}
 
-    // Roles: the billing staff of the clinic may search and book there; the provider may read
-    // appointments of the unit it is credentialed in but not book; the CCM program manager sees
-    // nothing of the clinic, and cannot tell a clinic appointment from a missing one.
+/// Roles: the billing staff of the clinic may search and book there; the provider may read
+/// appointments of the unit it is credentialed in but not book; the CCM program manager sees
+/// nothing of the clinic, and cannot tell a clinic appointment from a missing one.
+async fn roles_see_and_do_only_their_part(st: &mut Story) -> anyhow::Result<()> {
+    let booked = st.booked.clone().expect("the confirmed visit");
+    let (monday, tuesday) = (st.monday, st.tuesday);
+    let mesh = st.mesh.as_ref().expect("the mesh runs until the last step");
     let mut billing = mesh.scheduling_as("principals/jordan-billing").await?;
     assert!(
         !find(&mut billing, COVERED, FOLLOW_UP, tuesday)
@@ -811,10 +1092,14 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert_eq!(appointments(&mut s).await?.len(), 7);
+    assert_eq!(appointments(&mut st.s).await?.len(), 7);
+    Ok(())
+}
 
-    // "Who accessed this patient": Org merges its own trail with Scheduling's, oldest first, over
-    // pages that carry a cursor per trail.
+/// "Who accessed this patient": Org merges its own trail with Scheduling's, oldest first, over
+/// pages that carry a cursor per trail.
+async fn patient_accesses_merge_both_trails_oldest_first(st: &mut Story) -> anyhow::Result<()> {
+    let org = &mut st.org;
     let mut records = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -849,9 +1134,14 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
     assert!(records.iter().any(|r| r.service == "org"
         && r.calling_service.contains("scheduling")
         && r.method.ends_with("/BatchGetPatientEligibility")));
-    // A service's trail is for Org to read, not for people nor other services: every role is
-    // refused, so is a service not declared for it, and a call without a token.
+    Ok(())
+}
+
+/// A service's trail is for Org to read, not for people nor other services: every role is
+/// refused, so is a service not declared for it, and a call without a token.
+async fn only_org_reads_a_services_trail(st: &mut Story) -> anyhow::Result<()> {
     use pm_api::audit::audit_service_client::AuditServiceClient;
+    let mesh = st.mesh();
     let trail_request = || pm_api::audit::ListPatientAccessesRequest {
         patient: COVERED.into(),
         ..Default::default()
@@ -906,8 +1196,12 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
         Code::Unauthenticated,
         "a person's tool without a token"
     );
+    Ok(())
+}
 
-    // The audit trail of the Scheduling slice holds the bookings, naming the patient.
+/// The audit trail of the Scheduling slice holds the bookings, naming the patient.
+async fn the_audit_slice_records_each_booking_once(st: &mut Story) -> anyhow::Result<()> {
+    let mesh = st.mesh();
     let db =
         pm_runtime::Db::open(&mesh.config, pm_scheduling::NAME, pm_scheduling::MIGRATIONS).await?;
     let records = pm_authz::audit::records(&db, 0, 10_000).await.unwrap();
@@ -929,7 +1223,16 @@ async fn flow(backend: Backend) -> anyhow::Result<()> {
                 && r.event.patients == vec![COVERED.to_string()])
     );
     db.close().await;
-    mesh.stop().await
+    Ok(())
+}
+
+/// The mesh stops cleanly at the end of the story.
+async fn the_mesh_stops(st: &mut Story) -> anyhow::Result<()> {
+    st.mesh
+        .take()
+        .expect("the mesh runs until the last step")
+        .stop()
+        .await
 }
 
 /// Every event after `after` until the stream has been quiet for a moment.
@@ -1508,16 +1811,6 @@ async fn rooms_on_sqlite() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_on_postgres() -> anyhow::Result<()> {
     rooms(Backend::Postgres).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scheduling_on_sqlite() -> anyhow::Result<()> {
-    flow(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scheduling_on_postgres() -> anyhow::Result<()> {
-    flow(Backend::Postgres).await
 }
 
 /// A graceful stop seals the audit records the last writes staged before the slice's database

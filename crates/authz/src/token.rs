@@ -30,6 +30,8 @@ use rand_core::{OsRng, RngCore as _};
 use serde::{Deserialize, Serialize};
 use tonic::metadata::MetadataMap;
 
+mod eddsa_only;
+
 /// The only signature algorithm issued and accepted (RFC 8037: Ed25519 signatures in JOSE).
 const ALG: &str = "EdDSA";
 /// The default tolerance for clock skew between the issuer and a verifier.
@@ -174,6 +176,7 @@ pub fn issue(key: &SigningKey, claims: &Claims) -> Result<String, TokenError> {
     let mut header = Header::new(Algorithm::EdDSA);
     header.typ = Some("JWT".into());
     header.kid = Some(key.kid.clone());
+    eddsa_only::install();
     jsonwebtoken::encode(&header, claims, &key.encoding)
         .map_err(|e| TokenError::Internal(format!("cannot sign token: {e}")))
 }
@@ -292,6 +295,7 @@ impl Verifier {
             .get(kid)
             .ok_or_else(|| TokenError::UnknownKey(printable(kid)))?;
 
+        eddsa_only::install();
         let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(|e| map_jwt_error(e.kind()))?
             .claims;
@@ -734,6 +738,29 @@ mod tests {
         }
     }
 
+    /// An HMAC-signed JWT of `claims()`, made as jsonwebtoken's HMAC signer would (our provider
+    /// signs EdDSA only).
+    fn sign_hmac(header: &Header, secret: &[u8]) -> String {
+        use hmac::{Hmac, Mac};
+        let message = format!(
+            "{}.{}",
+            b64_json(&serde_json::to_value(header).unwrap()),
+            b64_json(&serde_json::to_value(claims()).unwrap())
+        );
+        fn mac<D: Mac + hmac::digest::KeyInit>(secret: &[u8], message: &str) -> Vec<u8> {
+            let mut mac = <D as hmac::digest::KeyInit>::new_from_slice(secret).unwrap();
+            mac.update(message.as_bytes());
+            mac.finalize().into_bytes().to_vec()
+        }
+        let signature = match header.alg {
+            Algorithm::HS256 => mac::<Hmac<sha2::Sha256>>(secret, &message),
+            Algorithm::HS384 => mac::<Hmac<sha2::Sha384>>(secret, &message),
+            Algorithm::HS512 => mac::<Hmac<sha2::Sha512>>(secret, &message),
+            other => panic!("not an HMAC algorithm: {other:?}"),
+        };
+        format!("{message}.{}", b64(&signature))
+    }
+
     #[test]
     fn hs256_with_public_key_as_secret() {
         let key = SigningKey::generate("k1").unwrap();
@@ -747,9 +774,7 @@ mod tests {
             for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
                 let mut header = Header::new(alg);
                 header.kid = Some("k1".into());
-                let token =
-                    jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(&secret))
-                        .unwrap();
+                let token = sign_hmac(&header, &secret);
                 let name = format!("{alg:?}");
                 assert_eq!(
                     v.verify(&token, NOW),

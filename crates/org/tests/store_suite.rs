@@ -12,7 +12,7 @@ use pm_api::org::*;
 use prost_types::FieldMask;
 use tonic::Code;
 
-pm_runtime::on_both_backends!(
+pm_testing::on_both_backends!(
     crate::common::Harness;
     organization_lifecycle,
     bad_organization_input_writes_nothing,

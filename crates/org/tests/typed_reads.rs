@@ -8,7 +8,7 @@ use common::Harness;
 use pm_api::org::{Patient, ServiceUnit};
 use pm_runtime::docstore;
 
-pm_runtime::on_both_backends!(
+pm_testing::on_both_backends!(
     crate::common::Harness;
     a_record_is_never_decoded_as_another_type,
 );

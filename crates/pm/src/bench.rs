@@ -12,8 +12,10 @@
 //! Environment:
 //! - `PM_BENCH_SECONDS`: seconds per row (default 5).
 //! - `PM_BENCH_CONCURRENCY`: calls in flight (default 32).
-//! - `PM_BENCH_ONLY`: `scheduling` runs only the ceiling and the Scheduling rows, `postgres` skips
-//!   SQLite's rows, `scheduling,postgres` both (for working on one part; `make bench` runs all).
+//! - `PM_BENCH_ONLY`: `scheduling` runs only the ceiling and the Scheduling rows, `calendar` only
+//!   the ceiling and the history rows (a week's calendar and slot search with a small and a large
+//!   past), `postgres` skips SQLite's rows; they combine (`scheduling,postgres`; for working on one
+//!   part; `make bench` runs all).
 //! - `PM_BENCH_POSTGRES_URL`: default `postgres://postgres@127.0.0.1:5432/postgres`. The run uses a
 //!   fresh schema per service, `pmbench_<random>_<service>`, and drops them at the end; an
 //!   unreachable server skips the PostgreSQL rows. The bare baselines run `pgbench` on the
@@ -103,6 +105,8 @@ struct Settings {
     only_scheduling: bool,
     /// Only PostgreSQL's rows (`PM_BENCH_ONLY` names `postgres`).
     only_postgres: bool,
+    /// Only the history rows of Scheduling (`PM_BENCH_ONLY` names `calendar`).
+    only_calendar: bool,
 }
 
 impl Settings {
@@ -119,8 +123,13 @@ impl Settings {
             .map(|p| p.trim().to_string())
             .filter(|p| !p.is_empty())
             .collect();
-        if let Some(unknown) = only.iter().find(|p| *p != "scheduling" && *p != "postgres") {
-            anyhow::bail!("PM_BENCH_ONLY: unknown part {unknown:?} (scheduling, postgres)");
+        if let Some(unknown) = only
+            .iter()
+            .find(|p| !["scheduling", "calendar", "postgres"].contains(&p.as_str()))
+        {
+            anyhow::bail!(
+                "PM_BENCH_ONLY: unknown part {unknown:?} (scheduling, calendar, postgres)"
+            );
         }
         Ok(Self {
             duration: Duration::from_secs_f64(seconds),
@@ -128,6 +137,7 @@ impl Settings {
             postgres_url: env_or("PM_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL.to_string())?,
             only_scheduling: only.iter().any(|p| p == "scheduling"),
             only_postgres: only.iter().any(|p| p == "postgres"),
+            only_calendar: only.iter().any(|p| p == "calendar"),
         })
     }
 }
@@ -265,7 +275,7 @@ async fn bench_mesh(
     if skip {
         return Ok(ceiling);
     }
-    if !settings.only_scheduling {
+    if !settings.only_scheduling && !settings.only_calendar {
         for workload in [get_unit(units), list_units(), create_unit()] {
             let result = measure(settings, &channels, &workload).await?;
             print_row(target.label, &result, Some(ceiling));

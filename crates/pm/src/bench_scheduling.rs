@@ -11,6 +11,12 @@
 //!   400 existing bookings) and a 4-week window; against the rows it needs (the unit's rules, every
 //!   provider's exceptions, the window's occupancy) read through the slice's store on one connection
 //!   and, on PostgreSQL, as three plain SQL queries (`pgbench`, one connection).
+//! - History: `ListCalendar` of the booking unit for one week (its 50 providers' availability and
+//!   [`CALENDAR_WEEK`] appointments), and `FindSlots` in that unit over the same week, first with
+//!   1k and then with 100k completed appointments in the unit's past (seeded through the store, with
+//!   their occupancy rows, as finished visits keep them); each call measured over gRPC, one in
+//!   flight. A week's cost should not grow with the days the clinic has run: target, the 100k case
+//!   within 1.5x of the 1k case. `PM_BENCH_ONLY=calendar` runs these rows alone.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,11 +34,12 @@ use pm_api::org::{
     CreateServiceUnitRequest, Credential, CredentialState, Enrollment, Location, Patient,
     PayerContract, Provider, ServiceUnit, UnitKind, WorkflowRules,
 };
+use pm_api::scheduling::calendar_entry::Entry;
 use pm_api::scheduling::scheduling_service_client::SchedulingServiceClient;
 use pm_api::scheduling::{
-    Appointment, AvailabilityException, AvailabilityRule, BookAppointmentRequest,
+    Appointment, AppointmentState, AvailabilityException, AvailabilityRule, BookAppointmentRequest,
     CreateAvailabilityExceptionRequest, CreateAvailabilityRuleRequest, CreateVisitTypeRequest,
-    ExceptionKind, FindSlotsRequest, VisitType, Weekday,
+    ExceptionKind, FindSlotsRequest, ListCalendarRequest, VisitType, Weekday,
 };
 use pm_runtime::config::Backend;
 use pm_runtime::{ApiResult, Db};
@@ -68,6 +75,12 @@ const BUFFER_MINUTES: i64 = 10;
 const SEED_PARALLELISM: usize = 16;
 /// Where the rows' spans start when they need no availability (2030-03-17, far from any booking).
 const FAR_FUTURE_MICROS: i64 = 1_900_000_000_000_000;
+/// Past appointments of the history rows: the small history, then the large one.
+const CALENDAR_HISTORY: [usize; 2] = [1_000, 100_000];
+/// Appointments in the week the history rows read.
+const CALENDAR_WEEK: usize = 200;
+/// Appointments per seeding write of the history rows.
+const CALENDAR_SEED_BATCH: usize = 200;
 /// The ErrorInfo domain of the bench's own refusals.
 const DOMAIN: &str = "bench.pm.dev";
 
@@ -121,6 +134,12 @@ pub(crate) async fn bench(
         postgres_url: settings.postgres_url.clone(),
         ..*settings
     };
+
+    // History: a week's calendar and slot search with a small and a large past.
+    bench_history(&one, target, &channels, &world.book, ceiling).await?;
+    if settings.only_calendar {
+        return Ok(());
+    }
 
     // Booking, alternating with the bare insert over a few rounds (each reports its median round).
     let mut booked_rounds = Vec::new();
@@ -250,6 +269,285 @@ pub(crate) async fn bench(
         );
     }
     Ok(())
+}
+
+/// The history rows (see the module docs): a week of the booking unit read with 1k, then 100k
+/// appointments in its past.
+async fn bench_history(
+    one: &Settings,
+    target: &Target,
+    channels: &[Channel],
+    plan: &BookPlan,
+    ceiling: f64,
+) -> anyhow::Result<()> {
+    let label = target.label;
+    let postgres = target.config.storage.backend == Backend::Postgres;
+    let db = Db::open(
+        &target.config,
+        pm_scheduling::NAME,
+        pm_scheduling::MIGRATIONS,
+    )
+    .await
+    .context("opening the Scheduling slice")?;
+    // The week: from the UTC midnight two days ahead, as the booking rows' slots.
+    let week_start = (Utc::now() + TimeDelta::days(2))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .context("midnight")?
+        .and_utc();
+    let week = Interval::new(week_start, week_start + TimeDelta::days(7))?;
+    // The past ends a day before now, on a whole minute.
+    let past_end = (Utc::now() - TimeDelta::days(1))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .context("midnight")?
+        .and_utc();
+    let spacing = TimeDelta::minutes(VISIT_MINUTES + BUFFER_MINUTES);
+    // The week's own appointments, every day at its own hour (they are not in any open slot's way:
+    // no occupancy rows, and the booking rows walk later weeks first only after these rows).
+    let week_appointments: Vec<Appointment> = (0..CALENDAR_WEEK)
+        .map(|k| {
+            let start = week_start
+                + TimeDelta::days(i64::try_from(k % 7).unwrap_or(0))
+                + TimeDelta::minutes(i64::try_from(k / 7).unwrap_or(0) * 2);
+            history_appointment(plan, &format!("week-{k:04}"), k, start, false)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    seed_history(&db, postgres, week_appointments, false).await?;
+    let calendar = list_calendar(&plan.unit, week);
+    let search = Workload {
+        rpc: "FindSlots 50p x 1w",
+        ..find_slots_in(plan, week)
+    };
+    let mut seeded = 0;
+    let mut rows = Vec::new();
+    for history in CALENDAR_HISTORY {
+        let past: Vec<Appointment> = (seeded..history)
+            .map(|i| {
+                let start = past_end - spacing * i32::try_from(i + 1).unwrap_or(i32::MAX);
+                history_appointment(plan, &format!("past-{i:06}"), i, start, true)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        seed_history(&db, postgres, past, true).await?;
+        seeded = history;
+        analyze(target).await?;
+        // Check what the rows read before measuring it.
+        let entries = SchedulingServiceClient::new(channels[0].clone())
+            .list_calendar(calendar_request(&plan.unit, week))
+            .await
+            .context("the first ListCalendar")?
+            .into_inner()
+            .entries;
+        let appointments = entries
+            .iter()
+            .filter(|e| matches!(e.entry, Some(Entry::Appointment(_))))
+            .count();
+        anyhow::ensure!(
+            appointments == CALENDAR_WEEK,
+            "the week's calendar shows {appointments} appointments, not {CALENDAR_WEEK}"
+        );
+        let calendar = Workload {
+            rpc: if history < 10_000 {
+                "ListCalendar 1w, 1k past"
+            } else {
+                "ListCalendar 1w, 100k pst"
+            },
+            ..calendar.clone()
+        };
+        let measured = measure(one, channels, &calendar).await?;
+        print_row(label, &measured, Some(ceiling));
+        let found = measure(one, channels, &search).await?;
+        print_row(label, &found, Some(ceiling));
+        // The calendar's appointment read alone through the store: the window's, and (as before
+        // the spans table) every appointment of the organization.
+        let window = measure(one, channels, &calendar_reads(db.clone(), week, false)).await?;
+        print_row(label, &window, Some(ceiling));
+        let everything = measure(one, channels, &calendar_reads(db.clone(), week, true)).await?;
+        print_row(label, &everything, Some(ceiling));
+        rows.push((measured, found, window, everything));
+    }
+    db.close().await;
+    if let [
+        (small_calendar, small_search, small_window, small_all),
+        (large_calendar, large_search, large_window, large_all),
+    ] = rows.as_slice()
+    {
+        let ratio = |large: &RowResult, small: &RowResult| {
+            large.millis_at(0.5) / small.millis_at(0.5).max(f64::EPSILON)
+        };
+        println!(
+            "{label:<11}   a week with 100k past appointments vs 1k (p50, 1 in flight; target <= 1.5x): ListCalendar {:.2}x ({:.2} vs {:.2} ms), FindSlots {:.2}x ({:.2} vs {:.2} ms)",
+            ratio(large_calendar, small_calendar),
+            large_calendar.millis_at(0.5),
+            small_calendar.millis_at(0.5),
+            ratio(large_search, small_search),
+            large_search.millis_at(0.5),
+            small_search.millis_at(0.5),
+        );
+        println!(
+            "{label:<11}   the calendar's appointment read through the store, 100k vs 1k: the window's {:.2}x ({:.2} vs {:.2} ms); every appointment of the organization (before the spans table) {:.2}x ({:.2} vs {:.2} ms)",
+            ratio(large_window, small_window),
+            large_window.millis_at(0.5),
+            small_window.millis_at(0.5),
+            ratio(large_all, small_all),
+            large_all.millis_at(0.5),
+            small_all.millis_at(0.5),
+        );
+    }
+    Ok(())
+}
+
+/// Appointment `id` of the booking unit, the `i`-th pair's, over one visit from `start`: completed
+/// (a past one) or booked.
+fn history_appointment(
+    plan: &BookPlan,
+    id: &str,
+    i: usize,
+    start: DateTime<Utc>,
+    past: bool,
+) -> anyhow::Result<Appointment> {
+    let (provider, patient) = plan
+        .pairs
+        .get(i % plan.pairs.len().max(1))
+        .cloned()
+        .context("the booking unit has no provider/patient pairs")?;
+    let state = if past {
+        AppointmentState::Completed
+    } else {
+        AppointmentState::Booked
+    };
+    let interval = Interval::new(start, start + TimeDelta::minutes(VISIT_MINUTES))?;
+    Ok(Appointment {
+        name: format!("{}/appointments/{id}", org_name()),
+        unit: plan.unit.clone(),
+        patient,
+        provider,
+        location: location_name(),
+        visit_type: plan.visit_type.clone(),
+        interval: Some(domain::wire_interval(interval)),
+        state: state as i32,
+        ..Default::default()
+    })
+}
+
+/// Writes `appointments` through the store, [`CALENDAR_SEED_BATCH`] at a time, with their
+/// occupancy rows when `occupy` (the past ones: spaced so that no holder overlaps itself).
+async fn seed_history(
+    db: &Db,
+    postgres: bool,
+    appointments: Vec<Appointment>,
+    occupy: bool,
+) -> anyhow::Result<()> {
+    for chunk in appointments.chunks(CALENDAR_SEED_BATCH) {
+        let mut inserts = Vec::new();
+        for a in chunk {
+            let interval = domain::interval(a.interval.as_ref(), "interval")?;
+            let (stored, statements) = store::appointment_insert_statements(a.clone());
+            inserts.extend(statements);
+            if occupy {
+                let holders = [
+                    Holder {
+                        kind: HolderKind::Provider,
+                        name: stored.provider.clone(),
+                    },
+                    Holder {
+                        kind: HolderKind::Patient,
+                        name: stored.patient.clone(),
+                    },
+                ];
+                let span = (
+                    interval.start().timestamp_micros(),
+                    (interval.end() + TimeDelta::minutes(BUFFER_MINUTES)).timestamp_micros(),
+                );
+                inserts.push(occupancy::reserve_statement(
+                    &stored.name,
+                    &holders,
+                    span,
+                    None,
+                    postgres,
+                )?);
+            }
+        }
+        pm_runtime::batch::commit_inserts(db, inserts, async |_| Ok(()))
+            .await
+            .context("seeding past appointments")?;
+    }
+    Ok(())
+}
+
+fn calendar_request(unit: &str, week: Interval) -> ListCalendarRequest {
+    ListCalendarRequest {
+        scope: unit.into(),
+        window: Some(domain::wire_interval(week)),
+        show_inactive: false,
+    }
+}
+
+fn list_calendar(unit: &str, week: Interval) -> Workload {
+    let request = calendar_request(unit, week);
+    Workload::new("ListCalendar", move |channel, _| {
+        let request = request.clone();
+        async move {
+            SchedulingServiceClient::new(channel)
+                .list_calendar(request)
+                .await
+                .map(drop)
+        }
+    })
+}
+
+/// The appointments a week's calendar reads, through the store on one connection: the window's
+/// (`store::appointments_in_window`), or every live one of the organization (`all`: the read the
+/// calendar made before the spans table).
+fn calendar_reads(db: Db, week: Interval, all: bool) -> Workload {
+    let rpc = if all {
+        "store: all org appts"
+    } else {
+        "store: window's appts"
+    };
+    let unit = [unit_name(BOOK_UNIT)];
+    Workload::new(rpc, move |_, _| {
+        let (db, unit) = (db.clone(), unit.clone());
+        async move {
+            let result: ApiResult<()> = async {
+                let mut conn = db.read().await?;
+                if all {
+                    let collection = format!("{}/appointments", org_name());
+                    pm_runtime::docstore::all_live::<Appointment>(&mut conn, &collection).await?;
+                } else {
+                    store::appointments_in_window(
+                        &mut conn,
+                        store::SpanScope::Units(&unit),
+                        week.start().timestamp_micros(),
+                        week.end().timestamp_micros(),
+                    )
+                    .await?;
+                }
+                Ok(())
+            }
+            .await;
+            result.map_err(|e| e.into_status(DOMAIN))
+        }
+    })
+}
+
+fn find_slots_in(plan: &BookPlan, window: Interval) -> Workload {
+    let request = FindSlotsRequest {
+        unit: plan.unit.clone(),
+        patient: plan.pairs.first().map(|p| p.1.clone()).unwrap_or_default(),
+        visit_type: plan.visit_type.clone(),
+        window: Some(domain::wire_interval(window)),
+        ..Default::default()
+    };
+    Workload::new("FindSlots", move |channel, _| {
+        let request = request.clone();
+        async move {
+            SchedulingServiceClient::new(channel)
+                .find_slots(request)
+                .await
+                .map(drop)
+        }
+    })
 }
 
 /// Refreshes PostgreSQL's planner statistics of the Org and Scheduling slices. The rows were

@@ -9,7 +9,7 @@ use pm_authz::policy::{Target, decide};
 use pm_authz::token::{PublicKey, Verifier};
 use pm_rbac::handlers::{AUDIENCE, ISSUER, RbacApi};
 use pm_runtime::config::Backend;
-use pm_runtime::testing::TestSlice;
+use pm_testing::TestSlice;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
@@ -143,7 +143,7 @@ fn fields_of(status: &Status) -> Vec<String> {
 
 const CLINIC: &str = "organizations/acme/units/clinic";
 
-pm_runtime::on_both_backends!(
+pm_testing::on_both_backends!(
     crate::Harness;
     principals_are_validated,
     bindings_follow_their_role_and_write_nothing_when_refused,

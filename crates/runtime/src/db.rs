@@ -405,7 +405,12 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::testing::postgres_url;
+
+    /// The PostgreSQL server tests use (`pm-testing` has the same; it depends on this crate).
+    fn postgres_url() -> String {
+        std::env::var("PM_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
 
     /// Whether a statement holding `marker` is running now on the server.
     async fn running(url: &str, marker: &str) -> anyhow::Result<bool> {

@@ -85,7 +85,9 @@ fn collection_of(kind_pattern: NamePattern, name: &str) -> String {
     }
 }
 
-fn decode_row<T: Resource>(row: &AnyRow) -> ApiResult<Stored<T>> {
+/// A resource from a row of `name, revision, create_time, update_time, delete_time, body` (for a
+/// slice's own queries that join `resources` to its typed tables).
+pub fn decode_row<T: Resource>(row: &AnyRow) -> ApiResult<Stored<T>> {
     let body: Vec<u8> = row.try_get("body")?;
     let revision: i64 = row.try_get("revision")?;
     let create: Micros = row.try_get("create_time")?;

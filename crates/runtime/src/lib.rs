@@ -22,7 +22,6 @@ pub mod paging;
 pub mod reasons;
 pub mod server;
 pub mod telemetry;
-pub mod testing;
 pub mod time;
 pub mod tls;
 

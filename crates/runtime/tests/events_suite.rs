@@ -10,8 +10,8 @@ use pm_runtime::config::Backend;
 use pm_runtime::follower::{self, Follow, FollowerConfig, Source};
 use pm_runtime::idempotency::Idempotent;
 use pm_runtime::outbox::{self, EventStream, Outbox};
-use pm_runtime::testing::TestSlice;
 use pm_runtime::{ApiError, ApiResult, Db};
+use pm_testing::TestSlice;
 use sqlx::AnyConnection;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -341,7 +341,7 @@ async fn a_running_follower_applies_every_event_once(h: &Harness) -> anyhow::Res
     Ok(())
 }
 
-pm_runtime::on_both_backends!(crate::Harness;
+pm_testing::on_both_backends!(crate::Harness;
     idempotent_writes_to_a_typed_table_happen_once,
     the_outbox_streams_in_order_and_resumes_after_a_sequence,
     a_failed_batch_writes_nothing_and_moves_no_cursor,

@@ -71,6 +71,8 @@ pub struct SchedulingApi {
     events: Outbox,
     /// Ends the streams and the background work when the server shuts down.
     shutdown: tokio_util::sync::CancellationToken,
+    /// The back-fill of the spans of appointments older than their table, started at startup.
+    spans: Arc<store::SpansReady>,
 }
 
 use pm_runtime::grpc::{Reply, required};
@@ -96,8 +98,18 @@ impl SchedulingApi {
             visit_types: Arc::default(),
             events,
             shutdown,
+            spans: Arc::default(),
         };
         api.spawn_waitlist_worker();
+        let ready = api.clone();
+        tokio::spawn(async move {
+            if let Err(err) = ready.spans.ensure(&ready.db).await {
+                tracing::warn!(
+                    reason = err.reason,
+                    "the back-fill of appointment spans failed; the next calendar read retries it"
+                );
+            }
+        });
         api
     }
 
@@ -386,7 +398,7 @@ impl SchedulingApi {
         let (holders, from, until) = occupancy_of(&a, visit)?;
         let expire = a.hold_expire_time.as_ref().and_then(instant);
         let expire = expire.map(|t| t.timestamp_micros());
-        let (booked, mut inserts) = docstore::insert_statements(&APPOINTMENT, a);
+        let (booked, mut inserts) = store::appointment_insert_statements(a);
         inserts.push(occupancy::reserve_statement(
             &booked.name,
             &holders,
@@ -559,9 +571,8 @@ impl SchedulingApi {
             request_id: "",
             request_hash: String::new(),
         };
-        let changed = docstore::transition_then(
+        let changed = store::transition_appointment(
             &self.db,
-            &APPOINTMENT,
             call,
             async |conn, a| {
                 let state = domain::lifecycle_state(a);

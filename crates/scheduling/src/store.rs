@@ -8,7 +8,8 @@ use pm_api::scheduling::{
     Appointment, AppointmentState, AvailabilityException, AvailabilityRule, Encounter,
     ExceptionKind, Room, VisitModality, VisitType, WaitlistEntry, WaitlistState, Weekday,
 };
-use pm_runtime::docstore::{self, Kind, Stored, enum_name};
+use pm_runtime::batch::Insert;
+use pm_runtime::docstore::{self, Kind, Stored, VerbCall, enum_name};
 use pm_runtime::names::NamePattern;
 use pm_runtime::{ApiResult, Db};
 use sqlx::{AnyConnection, Row};
@@ -73,7 +74,9 @@ pub const ROOM: Kind<Room> = Kind {
     attrs: |r| vec![("display_name", r.display_name.clone())],
 };
 
-/// Appointments, under the organization. State changes only through the appointment verbs.
+/// Appointments, under the organization. State changes only through the appointment verbs. Written
+/// only through this module's appointment functions, which keep each one's span
+/// (`appointment_spans`) in step with it.
 pub const APPOINTMENT: Kind<Appointment> = Kind {
     pattern: NamePattern(&["organizations", "appointments"]),
     field: "appointment",
@@ -181,22 +184,140 @@ pub async fn live_appointment(
     docstore::get_live::<Appointment>(conn, name).await
 }
 
-/// Writes `a` over the stored appointment if that is still at `revision`, in the caller's
-/// transaction; the appointment as stored.
+/// Writes `a` over the stored appointment if that is still at `revision`, with its span, in the
+/// caller's transaction; the appointment as stored.
 pub async fn replace_appointment(
     conn: &mut AnyConnection,
     revision: i64,
     a: Appointment,
 ) -> ApiResult<Appointment> {
-    docstore::replace(conn, &APPOINTMENT, revision, a, None).await
+    let a = docstore::replace(conn, &APPOINTMENT, revision, a, None).await?;
+    write_span(conn, &a).await?;
+    Ok(a)
 }
 
-/// Which of an organization's live appointments [`appointments_of`] reads: all, or those whose
-/// indexed attribute (`provider`, `location` or `patient`) has a value.
+/// Inserts a new appointment (its name set) with its span, in the caller's transaction.
+pub async fn insert_appointment(
+    conn: &mut AnyConnection,
+    a: Appointment,
+) -> ApiResult<Appointment> {
+    let a = docstore::insert(conn, &APPOINTMENT, a).await?;
+    write_span(conn, &a).await?;
+    Ok(a)
+}
+
+/// The statements that insert a new appointment (its name set) and its span, and the appointment as
+/// stored: for a write that sends them with others ([`pm_runtime::batch`]).
+pub fn appointment_insert_statements(a: Appointment) -> (Appointment, Vec<Insert>) {
+    let (stored, mut inserts) = docstore::insert_statements(&APPOINTMENT, a);
+    inserts.extend(span_of(&stored).map(|span| span.insert(SPAN_INSERT)));
+    (stored, inserts)
+}
+
+/// A state change of one live appointment ([`docstore::transition_then`]): `change` mutates it,
+/// the new version and its span are stored, then `after` sees it, all in one transaction.
+pub async fn transition_appointment<F, A>(
+    db: &Db,
+    call: VerbCall<'_>,
+    change: F,
+    after: A,
+) -> ApiResult<Appointment>
+where
+    F: AsyncFnOnce(&mut AnyConnection, &mut Appointment) -> ApiResult<()>,
+    A: AsyncFnOnce(&mut AnyConnection, &Appointment) -> ApiResult<()>,
+{
+    docstore::transition_then(db, &APPOINTMENT, call, change, async move |conn, a| {
+        write_span(conn, a).await?;
+        after(conn, a).await
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Appointment spans: each appointment's time, indexed, so that a calendar reads its window only.
+
+/// An appointment's row of `appointment_spans`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Span {
+    appointment: String,
+    organization: String,
+    unit: String,
+    provider: String,
+    location: String,
+    patient: String,
+    start_us: i64,
+    end_us: i64,
+}
+
+/// Inserts a new span (a new appointment).
+const SPAN_INSERT: &str = "INSERT INTO appointment_spans \
+     (appointment, organization, unit, provider, location, patient, start_us, end_us) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// Inserts or moves a span (any write of an appointment).
+const SPAN_UPSERT: &str = "INSERT INTO appointment_spans \
+     (appointment, organization, unit, provider, location, patient, start_us, end_us) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (appointment) DO UPDATE SET organization = excluded.organization, \
+     unit = excluded.unit, provider = excluded.provider, location = excluded.location, \
+     patient = excluded.patient, start_us = excluded.start_us, end_us = excluded.end_us";
+
+impl Span {
+    fn insert(self, sql: &str) -> Insert {
+        Insert::new(
+            "appointment_spans",
+            sql,
+            vec![
+                self.appointment.into(),
+                self.organization.into(),
+                self.unit.into(),
+                self.provider.into(),
+                self.location.into(),
+                self.patient.into(),
+                self.start_us.into(),
+                self.end_us.into(),
+            ],
+        )
+    }
+}
+
+/// The span of `a`; `None` when its interval is not a valid one (no calendar shows it).
+fn span_of(a: &Appointment) -> Option<Span> {
+    let interval = crate::domain::interval(a.interval.as_ref(), "interval").ok()?;
+    Some(Span {
+        appointment: a.name.clone(),
+        organization: pm_runtime::names::organization_of(&a.name).to_string(),
+        unit: a.unit.clone(),
+        provider: a.provider.clone(),
+        location: a.location.clone(),
+        patient: a.patient.clone(),
+        start_us: interval.start().timestamp_micros(),
+        end_us: interval.end().timestamp_micros(),
+    })
+}
+
+/// Writes (or moves) the span of `a`, in the caller's transaction; removes it if `a` has no valid
+/// interval.
+async fn write_span(conn: &mut AnyConnection, a: &Appointment) -> ApiResult<()> {
+    match span_of(a) {
+        Some(span) => span.insert(SPAN_UPSERT).execute(conn).await,
+        None => {
+            sqlx::query("DELETE FROM appointment_spans WHERE appointment = $1")
+                .bind(a.name.as_str())
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+/// Whose appointments [`appointments_in_window`] reads.
 #[derive(Debug, Clone, Copy)]
-pub enum AppointmentsOf<'a> {
-    /// Every one.
-    All,
+pub enum SpanScope<'a> {
+    /// Every one of the organization.
+    Organization(&'a str),
+    /// Those of these units.
+    Units(&'a [String]),
     /// Those of this provider.
     Provider(&'a str),
     /// Those at this location.
@@ -205,22 +326,145 @@ pub enum AppointmentsOf<'a> {
     Patient(&'a str),
 }
 
-/// The live appointments of `organization` that `which` selects.
-pub async fn appointments_of(
+/// The live appointments of `scope` whose interval overlaps `[from_us, until_us)` (touching ones
+/// excluded), by name, in any state. One range scan of the scope's span index from `from_us` on:
+/// the scope's past is not read.
+pub async fn appointments_in_window(
     conn: &mut AnyConnection,
-    organization: &str,
-    which: AppointmentsOf<'_>,
+    scope: SpanScope<'_>,
+    from_us: i64,
+    until_us: i64,
 ) -> ApiResult<Vec<Stored<Appointment>>> {
-    let appointments = collection(&APPOINTMENT, organization);
-    let (attr, value) = match which {
-        AppointmentsOf::All => {
-            return docstore::all_live::<Appointment>(conn, &appointments).await;
-        }
-        AppointmentsOf::Provider(p) => ("provider", p),
-        AppointmentsOf::Location(l) => ("location", l),
-        AppointmentsOf::Patient(p) => ("patient", p),
+    let (column, values): (&str, Vec<&str>) = match scope {
+        SpanScope::Organization(o) => ("organization", vec![o]),
+        SpanScope::Units(units) => ("unit", units.iter().map(String::as_str).collect()),
+        SpanScope::Provider(p) => ("provider", vec![p]),
+        SpanScope::Location(l) => ("location", vec![l]),
+        SpanScope::Patient(p) => ("patient", vec![p]),
     };
-    docstore::find_by_attr(conn, &appointments, attr, value).await
+    if values.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Placeholders only in the SQL text: the Any driver has no array binds.
+    let list = (3..3 + values.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT r.name, r.revision, r.create_time, r.update_time, r.delete_time, r.body \
+         FROM appointment_spans s JOIN resources r ON r.name = s.appointment \
+         WHERE s.{column} IN ({list}) AND s.end_us > $1 AND s.start_us < $2 \
+         AND r.delete_time IS NULL ORDER BY r.name"
+    );
+    let mut query = sqlx::query(&sql).bind(from_us).bind(until_us);
+    for value in values {
+        query = query.bind(value);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    rows.iter().map(docstore::decode_row).collect()
+}
+
+/// Rows per statement of the back-fill (8 values each).
+const BACKFILL_CHUNK: usize = 100;
+
+/// Writes the spans of the appointments stored before `appointment_spans` existed, once per slice
+/// (a marker row records it, in the same transaction); `Some(rows written)` when this call did it,
+/// `None` when it was done already. Appointments that have a span keep it: running it again writes
+/// nothing.
+pub async fn backfill_spans(db: &Db) -> ApiResult<Option<u64>> {
+    async fn done(conn: &mut AnyConnection) -> ApiResult<bool> {
+        let done: i64 =
+            sqlx::query_scalar("SELECT done FROM appointment_spans_backfill WHERE id = 1")
+                .fetch_one(conn)
+                .await?;
+        Ok(done != 0)
+    }
+    if done(&mut *db.read().await?).await? {
+        return Ok(None);
+    }
+    let mut tx = db.write("appointment_spans_backfill").await?;
+    // Another replica may have done it while this one waited for the lock.
+    if done(tx.conn()).await? {
+        return Ok(None);
+    }
+    let rows = sqlx::query(
+        "SELECT name, revision, create_time, update_time, delete_time, body FROM resources \
+         WHERE collection LIKE 'organizations/%/appointments'",
+    )
+    .fetch_all(tx.conn())
+    .await?;
+    let mut spans = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let stored = docstore::decode_row::<Appointment>(row)?;
+        spans.extend(span_of(&stored.resource));
+    }
+    drop(rows);
+    let mut written = 0;
+    for chunk in spans.chunks(BACKFILL_CHUNK) {
+        let placeholders = (0..chunk.len())
+            .map(|i| {
+                let n = i * 8;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5,
+                    n + 6,
+                    n + 7,
+                    n + 8
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO appointment_spans \
+             (appointment, organization, unit, provider, location, patient, start_us, end_us) \
+             VALUES {placeholders} ON CONFLICT (appointment) DO NOTHING"
+        );
+        let mut query = sqlx::query(&sql);
+        for span in chunk {
+            query = query
+                .bind(span.appointment.as_str())
+                .bind(span.organization.as_str())
+                .bind(span.unit.as_str())
+                .bind(span.provider.as_str())
+                .bind(span.location.as_str())
+                .bind(span.patient.as_str())
+                .bind(span.start_us)
+                .bind(span.end_us);
+        }
+        written += query.execute(tx.conn()).await?.rows_affected();
+    }
+    sqlx::query("UPDATE appointment_spans_backfill SET done = 1 WHERE id = 1")
+        .execute(tx.conn())
+        .await?;
+    tx.commit().await?;
+    tracing::info!(
+        appointments = spans.len(),
+        written,
+        "appointment spans back-filled"
+    );
+    Ok(Some(written))
+}
+
+/// The back-fill of [`backfill_spans`] as a service runs it: started at startup, awaited by every
+/// read of spans, so that none reads before the appointments older than the table have theirs.
+#[derive(Default)]
+pub struct SpansReady {
+    done: tokio::sync::OnceCell<()>,
+}
+
+impl SpansReady {
+    /// Returns once the back-fill is done (running it if no one has yet; a failure is returned and
+    /// the next call tries again).
+    pub async fn ensure(&self, db: &Db) -> ApiResult<()> {
+        self.done
+            .get_or_try_init(|| async { backfill_spans(db).await.map(|_| ()) })
+            .await
+            .map(|_| ())
+    }
 }
 
 /// The encounter `name`, deleted or not; NOT_FOUND (INVALID_ARGUMENT for a malformed name) when

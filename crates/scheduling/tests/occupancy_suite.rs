@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use pm_runtime::config::Backend;
-use pm_runtime::testing::TestSlice;
 use pm_runtime::{ApiError, ApiResult};
 use pm_scheduling::occupancy::{self, Holder, HolderKind};
+use pm_testing::TestSlice;
 use sqlx::{AnyConnection, Row};
 use tonic::Code;
 
@@ -152,7 +152,7 @@ fn assert_slot_unavailable(result: ApiResult<()>, kind: &str) {
     );
 }
 
-pm_runtime::on_both_backends!(
+pm_testing::on_both_backends!(
     crate::Harness;
     reserved_spans_are_busy_and_touching_spans_do_not_conflict,
     an_overlap_for_the_same_provider_is_refused_and_writes_nothing,

@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use pm_api::scheduling::scheduling_event::Kind as EventKind;
 use pm_api::scheduling::{Appointment, SchedulingEvent};
 use pm_runtime::config::Backend;
-use pm_runtime::testing::TestSlice;
 use pm_runtime::{ApiResult, Db};
 use pm_scheduling::{occupancy, outbox};
+use pm_testing::TestSlice;
 
 pub struct Harness {
     slice: TestSlice,
@@ -58,7 +58,7 @@ async fn everything(db: &Db) -> ApiResult<Vec<SchedulingEvent>> {
     outbox::read_after(&mut conn, 0, 100_000).await
 }
 
-pm_runtime::on_both_backends!(
+pm_testing::on_both_backends!(
     crate::Harness;
     staged_events_are_numbered_once_committed_and_only_once,
     concurrent_writers_and_sequencers_number_every_event_once_without_gaps,

@@ -6,7 +6,7 @@
 use pm_api::org::org_service_server::OrgService;
 use pm_api::org::*;
 use pm_runtime::config::Backend;
-use pm_runtime::testing::TestSlice;
+use pm_testing::TestSlice;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 

@@ -17,7 +17,7 @@ use super::{OFFER_WAITLIST, SchedulingApi, check_start, enter, fill};
 use crate::access;
 use crate::domain::{self, instant, timestamp, wire_interval};
 use crate::lifecycle::{self, Action};
-use crate::store::{self, APPOINTMENT, WAITLIST_ENTRY};
+use crate::store::{self, WAITLIST_ENTRY};
 
 /// How long a slot freed for the waitlist stays held for the patient offered it.
 const OFFER_TTL: TimeDelta = TimeDelta::minutes(30);
@@ -79,9 +79,8 @@ impl SchedulingApi {
         // A lapsed hold in the way would still hold its time.
         self.expire_lapsed_holds(names::organization_of(&req.name))
             .await?;
-        let changed = docstore::transition_then(
+        let changed = store::transition_appointment(
             &self.db,
-            &APPOINTMENT,
             call,
             async |conn, a| {
                 let state = domain::lifecycle_state(a);
@@ -188,7 +187,7 @@ impl SchedulingApi {
             self.occupy(tx.conn(), &a, &visit)
                 .await
                 .map_err(|e| e.with_meta("occurrence", i.to_string()))?;
-            let stored = docstore::insert(tx.conn(), &APPOINTMENT, a).await?;
+            let stored = store::insert_appointment(tx.conn(), a).await?;
             self.publish(tx.conn(), caller, method, &stored).await?;
             booked.push(stored);
         }

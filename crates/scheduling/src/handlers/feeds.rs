@@ -16,7 +16,7 @@ use crate::availability::{self, Interval};
 use crate::domain::{self, wire_interval};
 use crate::lifecycle::{self, Action};
 use crate::outbox;
-use crate::store::{self, APPOINTMENT, AppointmentsOf, ENCOUNTER};
+use crate::store::{self, ENCOUNTER, SpanScope};
 use pm_api::scheduling::scheduling_event::Kind as EventKind;
 
 /// A stream of events as tonic serves it.
@@ -151,9 +151,8 @@ impl SchedulingApi {
             request_hash: String::new(),
         };
         let mut encounter = None;
-        let appointment = docstore::transition_then(
+        let appointment = store::transition_appointment(
             &self.db,
-            &APPOINTMENT,
             call,
             async |conn, a| {
                 let state = domain::lifecycle_state(a);
@@ -258,16 +257,28 @@ impl SchedulingApi {
         }
         let matcher = self.matcher(caller, method, &req.scope).await?;
         let organization = names::organization_of(&req.scope).to_string();
+        // The appointments older than the spans table have theirs (once, at startup).
+        self.spans.ensure(&self.db).await?;
         let mut conn = self.db.read().await?;
         let sequence = outbox::head(&mut conn).await?;
 
+        // Only the window's appointments are read (by an index on their end): not the scope's
+        // history, which grows every day the clinic runs.
+        let units: Vec<String> = matcher.subtree.iter().flatten().cloned().collect();
         let which = match &matcher.scope {
-            Scope::Organization | Scope::Unit(_) => AppointmentsOf::All,
-            Scope::Provider(p) => AppointmentsOf::Provider(p),
-            Scope::Location(l) => AppointmentsOf::Location(l),
-            Scope::Patient(p) => AppointmentsOf::Patient(p),
+            Scope::Organization => SpanScope::Organization(&organization),
+            Scope::Unit(_) => SpanScope::Units(&units),
+            Scope::Provider(p) => SpanScope::Provider(p),
+            Scope::Location(l) => SpanScope::Location(l),
+            Scope::Patient(p) => SpanScope::Patient(p),
         };
-        let appointments = store::appointments_of(&mut conn, &organization, which).await?;
+        let appointments = store::appointments_in_window(
+            &mut conn,
+            which,
+            window.start().timestamp_micros(),
+            window.end().timestamp_micros(),
+        )
+        .await?;
         let mut entries: Vec<(i64, CalendarEntry)> = Vec::new();
         for a in appointments.into_iter().map(|s| s.resource) {
             let Ok(interval) = domain::interval(a.interval.as_ref(), "interval") else {

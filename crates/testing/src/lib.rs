@@ -1,9 +1,15 @@
 //! Test support shared by every service's store suites: a fresh database slice per test on either
 //! backend, and a macro that runs a test function against both.
+//!
+//! Its own crate rather than a module of `pm-runtime` behind a feature: with a `testing` feature,
+//! `cargo test` (which unifies the features its dev-dependencies ask for) would build `pm-runtime`
+//! with it and `cargo build -p pm` without it, so `cargo run -p pm` after `make test` would
+//! recompile the runtime and every crate above it. A crate only dev-dependencies name changes
+//! nothing in the graph the binary is built from, and never links into it.
 
-use crate::Db;
-use crate::config::Backend;
-use crate::db::Migrations;
+use pm_runtime::Db;
+pub use pm_runtime::config::Backend;
+use pm_runtime::db::Migrations;
 
 /// The PostgreSQL server tests use: `PM_TEST_POSTGRES_URL`, default the local server.
 pub fn postgres_url() -> String {
@@ -68,7 +74,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test]
                 async fn $test() -> anyhow::Result<()> {
-                    let harness = <$harness>::new($crate::config::Backend::Sqlite).await?;
+                    let harness = <$harness>::new($crate::Backend::Sqlite).await?;
                     super::$test(&harness).await?;
                     harness.finish().await
                 }
@@ -78,7 +84,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test]
                 async fn $test() -> anyhow::Result<()> {
-                    let harness = <$harness>::new($crate::config::Backend::Postgres).await?;
+                    let harness = <$harness>::new($crate::Backend::Postgres).await?;
                     super::$test(&harness).await?;
                     harness.finish().await
                 }
