@@ -66,9 +66,11 @@ fn write_authz_table(fds_bytes: &[u8], out: &Path) -> BuildResult {
         .ok_or("pm.authz.v1.rule extension not found in proto/")?;
     let mut rows = Vec::new();
     let mut missing = Vec::new();
+    let mut inputs: Vec<(String, String)> = Vec::new();
     for service in pool.services() {
         for method in service.methods() {
             let path = format!("/{}/{}", service.full_name(), method.name());
+            inputs.push((method.input().full_name().to_string(), path.clone()));
             let options = method.options();
             if !options.has_extension(&ext) {
                 missing.push(path);
@@ -130,6 +132,27 @@ fn write_authz_table(fds_bytes: &[u8], out: &Path) -> BuildResult {
         )?;
     }
     code.push_str("];\n");
+    code.push_str(&request_impls(inputs));
     std::fs::write(out, code)?;
     Ok(())
+}
+
+/// `impl RpcRequest` for every request message of ours that exactly one RPC takes.
+fn request_impls(mut inputs: Vec<(String, String)>) -> String {
+    inputs.sort();
+    let mut code = String::new();
+    for (i, (message, path)) in inputs.iter().enumerate() {
+        let shared = inputs
+            .iter()
+            .enumerate()
+            .any(|(j, (other, _))| j != i && other == message);
+        if shared || !message.starts_with("pm.") {
+            continue;
+        }
+        let rust_path = format!("crate::{}", message.replace('.', "::"));
+        code.push_str(&format!(
+            "impl RpcRequest for {rust_path} {{ const METHOD: &'static str = {path:?}; }}\n"
+        ));
+    }
+    code
 }

@@ -76,6 +76,18 @@ pub struct MethodRule {
     pub reference_fields: &'static [&'static str],
 }
 
+/// A request message that exactly one RPC takes: its method, and so its rule, known from its type
+/// (for code that serves it without the authorization layer in front, such as store suites).
+pub trait RpcRequest {
+    /// Full gRPC path of the RPC that takes it.
+    const METHOD: &'static str;
+
+    /// The RPC's rule.
+    fn rule() -> Option<&'static MethodRule> {
+        rule_for(Self::METHOD)
+    }
+}
+
 include!(concat!(env!("OUT_DIR"), "/authz_rules.rs"));
 
 /// The rule of one method, by its full gRPC path.
@@ -158,4 +170,36 @@ resource! {
     scheduling::Appointment => "pm.scheduling.v1.Appointment" in "appointments",
     scheduling::Encounter => "pm.scheduling.v1.Encounter" in "encounters",
     scheduling::WaitlistEntry => "pm.scheduling.v1.WaitlistEntry" in "waitlistEntries",
+}
+
+/// What every event message of the API has (`SchedulingEvent` today; Billing's and the gateway's
+/// next): an envelope the transactional outbox fills around what happened, its position in the
+/// stream, a UUID and the commit time. The shared outbox and followers work through this.
+pub trait Event: prost::Message + Default + Clone + Send + Sync + 'static {
+    /// Position in the outbox: strictly increasing, never reused (0 before it is numbered).
+    fn sequence(&self) -> i64;
+    /// Sets the position (the outbox does, when it reads the event back).
+    fn set_sequence(&mut self, sequence: i64);
+    /// The event's UUID, for consumers that deduplicate.
+    fn event_id(&self) -> &str;
+    /// Sets the UUID and the time (the outbox does, when the event is staged).
+    fn stamp(&mut self, event_id: String, time: prost_types::Timestamp);
+}
+
+macro_rules! event {
+    ($($ty:ty),* $(,)?) => {$(
+        impl Event for $ty {
+            fn sequence(&self) -> i64 { self.sequence }
+            fn set_sequence(&mut self, sequence: i64) { self.sequence = sequence; }
+            fn event_id(&self) -> &str { &self.event_id }
+            fn stamp(&mut self, event_id: String, time: prost_types::Timestamp) {
+                self.event_id = event_id;
+                self.time = Some(time);
+            }
+        }
+    )*};
+}
+
+event! {
+    scheduling::SchedulingEvent,
 }

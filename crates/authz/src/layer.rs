@@ -182,13 +182,13 @@ impl Caller {
     }
 }
 
-/// The permission of the method the layer matched for this request (its rule, which the layer hands
-/// to the handler), so that handlers name no method strings.
-pub fn permission_of<T>(request: &tonic::Request<T>) -> pm_runtime::ApiResult<&'static str> {
+/// The rule of the method the layer matched for this request (the layer hands it to the handler),
+/// so that handlers name no method strings.
+pub fn rule_of<T>(request: &tonic::Request<T>) -> pm_runtime::ApiResult<&'static MethodRule> {
     request
         .extensions()
         .get::<&'static MethodRule>()
-        .map(|rule| rule.permission)
+        .copied()
         .ok_or_else(|| {
             pm_runtime::ApiError::new(
                 Code::Internal,
@@ -196,6 +196,11 @@ pub fn permission_of<T>(request: &tonic::Request<T>) -> pm_runtime::ApiResult<&'
                 "the authorization layer is not installed",
             )
         })
+}
+
+/// The permission of the method the layer matched for this request ([`rule_of`]).
+pub fn permission_of<T>(request: &tonic::Request<T>) -> pm_runtime::ApiResult<&'static str> {
+    rule_of(request).map(|rule| rule.permission)
 }
 
 /// Reads the caller the layer attached to a request.
@@ -724,6 +729,7 @@ pub fn role_of(role: i32) -> Option<Role> {
         Pb::ProgramManager => Some(Role::ProgramManager),
         Pb::Provider => Some(Role::Provider),
         Pb::BillingStaff => Some(Role::BillingStaff),
+        Pb::PlatformOperator => Some(Role::PlatformOperator),
         Pb::Unspecified => None,
     }
 }

@@ -12,5 +12,6 @@ pub mod layer;
 pub mod phi;
 pub mod policy;
 pub mod purpose;
+pub mod reasons;
 pub mod references;
 pub mod token;

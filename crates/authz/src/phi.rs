@@ -9,7 +9,7 @@ use pm_runtime::{ApiError, ApiResult, names};
 use sqlx::{AnyConnection, Connection as _};
 
 use crate::audit::{self, AuditEvent, AuditWriter, Outcome};
-use crate::layer::Caller;
+use crate::layer::{self, Caller};
 
 /// The audit record of one call by `caller` to `service`.
 pub fn audit_event(
@@ -50,6 +50,58 @@ pub fn audit_event(
         purpose,
         ..AuditEvent::new(service, method, who, outcome)
     }
+}
+
+/// What the audit record of a PHI call names: the resource it is about, whether it writes, and the
+/// patients it concerns.
+pub struct Audited<T> {
+    resource: String,
+    write: bool,
+    patients: Box<dyn Fn(&T) -> Vec<String> + Send + Sync>,
+    asked: Vec<String>,
+}
+
+impl<T> Audited<T> {
+    /// A read of `resource`: its record names the patients `patients` finds in the answer.
+    pub fn read(
+        resource: impl Into<String>,
+        patients: impl Fn(&T) -> Vec<String> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            resource: resource.into(),
+            write: false,
+            patients: Box::new(patients),
+            asked: Vec::new(),
+        }
+    }
+
+    /// A write of `resource`: when it succeeds, the handler has recorded it in the write's own
+    /// transaction ([`PhiAudit::record_write`]); a failure is recorded by [`PhiAudit::serve`].
+    pub fn write(resource: impl Into<String>) -> Self {
+        Self {
+            resource: resource.into(),
+            write: true,
+            patients: Box::new(|_| Vec::new()),
+            asked: Vec::new(),
+        }
+    }
+
+    /// Patients the record of a failed or refused call names (those the call asked about).
+    pub fn naming(mut self, asked: Vec<String>) -> Self {
+        self.asked = asked;
+        self
+    }
+}
+
+/// A PHI call as its handler sees it: the caller the layer authenticated and the method it matched.
+#[derive(Clone, Copy)]
+pub struct PhiCall<'a> {
+    /// Who calls.
+    pub caller: &'a Caller,
+    /// The full gRPC method path (the audit record's method).
+    pub method: &'static str,
+    /// The permission the method's rule requires.
+    pub permission: &'static str,
 }
 
 /// How a service audits its PHI calls.
@@ -120,6 +172,44 @@ impl PhiAudit {
             writer.note_staged();
         }
         audit::staging_insert(&event)
+    }
+
+    /// Serves one PHI call: `handle` runs as the caller the authorization layer attached, with the
+    /// method it matched; then the outcome is audited as [`PhiAudit::audited`] does, naming what
+    /// `audited` says of the request.
+    pub async fn serve<Req: pm_api::RpcRequest, T>(
+        &self,
+        request: tonic::Request<Req>,
+        audited: impl FnOnce(&Req) -> Audited<T>,
+        handle: impl AsyncFnOnce(PhiCall<'_>, Req) -> ApiResult<T>,
+    ) -> ApiResult<T> {
+        // The layer's rule; without the layer (a store suite calling the handler), the request's.
+        let rule = layer::rule_of(&request).or_else(|err| Req::rule().ok_or(err));
+        let caller = layer::require_caller(&request);
+        let audit = audited(request.get_ref());
+        let request = request.into_inner();
+        let (rule, result) = match (rule, &caller) {
+            (Ok(rule), Ok(who)) => {
+                let call = PhiCall {
+                    caller: who,
+                    method: rule.method,
+                    permission: rule.permission,
+                };
+                (rule, handle(call, request).await)
+            }
+            (Err(err), _) => return Err(err),
+            (_, Err(err)) => return Err(err.clone()),
+        };
+        self.audited(
+            caller,
+            rule.method,
+            audit.write,
+            &audit.resource,
+            result,
+            audit.patients,
+            audit.asked,
+        )
+        .await
     }
 
     /// Audits a PHI call once it has an outcome. Reads are recorded (group-committed) before their

@@ -8,6 +8,10 @@
 //! - Provider: clinical access in the units where its provider record is credentialed at the time of
 //!   the request (the caller passes those units in; Org knows them).
 //! - Billing Staff: billing and scheduling for the units (workflows) it is assigned.
+//! - Platform Operator: the platform, not an organization (bound under [`PLATFORM`]): creates
+//!   organizations ([`PLATFORM_WIDE_PERMISSIONS`], allowed whatever organization is named) and grants
+//!   a new organization its first administrator (RBAC's rule). It carries no permission on any
+//!   organization's resources, so a request for one is refused before the resource is even looked at.
 //!
 //! Deny by default: no binding, no permission. Units are compared as whole resource names, never as
 //! string prefixes (`organizations/ac` must not cover `organizations/acme`).
@@ -25,7 +29,18 @@ pub enum Role {
     Provider,
     /// Billing and scheduling for assigned units.
     BillingStaff,
+    /// Creates organizations and grants each new one its first administrator; nothing inside one.
+    PlatformOperator,
 }
+
+/// The scope of platform-level bindings: `organizations/-`, never a real organization's name (`-` is
+/// no valid id), so no organization's decision ever matches it.
+pub const PLATFORM: &str = "organizations/-";
+
+/// The permissions a Platform Operator binding allows whatever organization the request names (the
+/// organization does not exist yet when it is created). Everything else it carries acts on the
+/// platform itself (its own principal and token; RBAC checks the grant of a first administrator).
+pub const PLATFORM_WIDE_PERMISSIONS: &[&str] = &["org.organizations.create"];
 
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -34,6 +49,7 @@ impl fmt::Display for Role {
             Role::ProgramManager => "Program Manager",
             Role::Provider => "Provider",
             Role::BillingStaff => "Billing Staff",
+            Role::PlatformOperator => "Platform Operator",
         })
     }
 }
@@ -116,6 +132,19 @@ pub const ROLE_PERMISSIONS: &[(Role, &[&str])] = &[
             "billing.*",
             "rbac.permissions.list",
             "rbac.tokens.issue",
+        ],
+    ),
+    (
+        Role::PlatformOperator,
+        &[
+            // Creating an organization (by the name its first administrator will be bound in).
+            "org.organizations.create",
+            // The first administrator's principal and binding (RBAC allows only that grant), and
+            // the operator's own token.
+            "rbac.principals.create",
+            "rbac.bindings.create",
+            "rbac.tokens.issue",
+            "rbac.permissions.list",
         ],
     ),
 ];
@@ -215,7 +244,10 @@ pub struct Decision {
 pub fn decide(grants: &[Grant], permission: &str, target: &Target, now_micros: i64) -> Decision {
     let mut why_not = Vec::new();
     for grant in grants {
-        if grant.organization != target.organization {
+        let platform_wide = grant.role == Role::PlatformOperator
+            && grant.organization == PLATFORM
+            && PLATFORM_WIDE_PERMISSIONS.contains(&permission);
+        if grant.organization != target.organization && !platform_wide {
             continue;
         }
         if grant.expire_micros.is_some_and(|end| end <= now_micros) {
@@ -231,6 +263,7 @@ pub fn decide(grants: &[Grant], permission: &str, target: &Target, now_micros: i
         }
         let covered = match (&grant.role, &target.scope) {
             (Role::OrganizationAdministrator, _) => true,
+            (Role::PlatformOperator, _) => platform_wide,
             (_, _) if grant.units.is_empty() => false,
             (_, Scope::Organization) => true,
             (_, Scope::Units(lineages)) => lineages
@@ -285,6 +318,7 @@ pub fn visible_units(
     }) {
         match grant.role {
             Role::OrganizationAdministrator => return None,
+            Role::PlatformOperator => {}
             Role::Provider => roots.extend(provider_units.iter().cloned()),
             _ => roots.extend(grant.units.iter().cloned()),
         }
@@ -490,6 +524,67 @@ mod tests {
                 "{permission}"
             );
         }
+    }
+
+    fn platform_operator() -> Grant {
+        Grant {
+            binding: format!("{PLATFORM}/roleBindings/ops"),
+            role: Role::PlatformOperator,
+            organization: PLATFORM.into(),
+            units: Vec::new(),
+            expire_micros: None,
+            break_glass: false,
+        }
+    }
+
+    #[test]
+    fn a_platform_operator_creates_organizations_and_reaches_nothing_inside_one() {
+        let operator = [platform_operator()];
+        let new_org = Target::organization("organizations/riverside");
+        let allowed = decide(&operator, "org.organizations.create", &new_org, 0);
+        assert!(allowed.allowed, "{}", allowed.reason);
+        assert_eq!(
+            allowed.binding.as_deref(),
+            Some("organizations/-/roleBindings/ops")
+        );
+        for permission in [
+            "org.organizations.get",
+            "org.organizations.update",
+            "org.patients.get",
+            "org.patients.list",
+            "org.units.create",
+            "scheduling.appointments.create",
+            "rbac.bindings.list",
+            "audit.accesses.list",
+        ] {
+            for target in [
+                Target::organization("organizations/acme"),
+                unit_target(&[CLINIC]),
+                Target::units("organizations/acme", vec![]),
+            ] {
+                let refused = decide(&operator, permission, &target, 0);
+                assert!(!refused.allowed, "{permission} on {target:?}");
+            }
+        }
+        // It lists no units of any organization either.
+        assert_eq!(
+            visible_units(
+                &operator,
+                "org.patients.list",
+                "organizations/acme",
+                0,
+                &[],
+                &[]
+            ),
+            Some(Vec::new())
+        );
+        // Only a platform binding is platform-wide: the role bound in an organization (which RBAC
+        // never writes) would not create other organizations.
+        let misplaced = Grant {
+            organization: "organizations/acme".into(),
+            ..platform_operator()
+        };
+        assert!(!decide(&[misplaced], "org.organizations.create", &new_org, 0).allowed);
     }
 
     #[test]

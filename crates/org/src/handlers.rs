@@ -6,7 +6,7 @@ use pm_api::org::org_service_server::OrgService;
 use pm_api::org::*;
 use pm_authz::audit::AuditWriter;
 use pm_authz::layer::Caller;
-use pm_authz::phi::PhiAudit;
+use pm_authz::phi::{Audited, PhiAudit};
 use pm_authz::policy::Target;
 use pm_runtime::docstore::ListScope;
 use pm_runtime::time::{now_micros, to_micros};
@@ -245,30 +245,6 @@ impl OrgApi {
     ) -> ApiResult<()> {
         self.phi
             .record_write(conn, caller, method, name, vec![patient_of(name)])
-            .await
-    }
-
-    /// Audits a PHI call once it has an outcome (see [`PhiAudit::audited`]); a failed or refused call
-    /// names the patient its resource belongs to.
-    async fn audited<T>(
-        &self,
-        caller: ApiResult<Caller>,
-        method: &str,
-        write: bool,
-        resource: &str,
-        result: ApiResult<T>,
-        patients: impl Fn(&T) -> Vec<String>,
-    ) -> ApiResult<T> {
-        self.phi
-            .audited(
-                caller,
-                method,
-                write,
-                resource,
-                result,
-                patients,
-                vec![patient_of(resource)],
-            )
             .await
     }
 }
@@ -897,22 +873,21 @@ impl OrgService for OrgApi {
     // Patients
 
     async fn get_patient(&self, request: Request<GetPatientRequest>) -> Reply<Patient> {
-        let resource = request.get_ref().name.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let name = &request.get_ref().name;
-            PATIENT.pattern.parse("name", name)?;
-            self.check(&caller, method!("GetPatient"), About::Name(name))
-                .await?;
-            store::patients::get(&self.db, name).await
-        }
-        .await;
+        let audit = |r: &GetPatientRequest| {
+            let resource = r.name.clone();
+            let patient = patient_of(&resource);
+            Audited::read(resource, |r: &Patient| vec![patient_of(&r.name)]).naming(vec![patient])
+        };
         reply(
-            self.audited(who, method!("GetPatient"), false, &resource, result, |r| {
-                vec![patient_of(&r.name)]
-            })
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+                    let name = &req.name;
+                    PATIENT.pattern.parse("name", name)?;
+                    self.check(&caller, rpc.method, About::Name(name)).await?;
+                    store::patients::get(&self.db, name).await
+                })
+                .await,
         )
     }
 
@@ -920,31 +895,29 @@ impl OrgService for OrgApi {
         &self,
         request: Request<GetPatientEligibilityRequest>,
     ) -> Reply<PatientEligibility> {
-        let resource = request.get_ref().patient.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let patient = &request.get_ref().patient;
-            PATIENT.pattern.parse("patient", patient)?;
-            let method = method!("GetPatientEligibility");
-            let mut read = self
-                .eligibility_of(&caller, method, std::slice::from_ref(patient))
-                .await?;
-            read.pop()
-                .ok_or_else(|| ApiError::internal("the eligibility read", &"no answer"))
-        }
-        .await;
-        let patient = patient_of(&resource);
+        let audit = |r: &GetPatientEligibilityRequest| {
+            let resource = r.patient.clone();
+            let patient = patient_of(&resource);
+            let asked = vec![patient.clone()];
+            Audited::read(resource, move |_: &PatientEligibility| {
+                vec![patient.clone()]
+            })
+            .naming(asked)
+        };
         reply(
-            self.audited(
-                who,
-                method!("GetPatientEligibility"),
-                false,
-                &resource,
-                result,
-                |_| vec![patient.clone()],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+                    let patient = &req.patient;
+                    PATIENT.pattern.parse("patient", patient)?;
+                    let method = rpc.method;
+                    let mut read = self
+                        .eligibility_of(&caller, method, std::slice::from_ref(patient))
+                        .await?;
+                    read.pop()
+                        .ok_or_else(|| ApiError::internal("the eligibility read", &"no answer"))
+                })
+                .await,
         )
     }
 
@@ -952,45 +925,39 @@ impl OrgService for OrgApi {
         &self,
         request: Request<BatchGetPatientEligibilityRequest>,
     ) -> Reply<BatchGetPatientEligibilityResponse> {
-        let req = request.get_ref();
-        let resource = req.parent.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            ORGANIZATION.pattern.parse("parent", &req.parent)?;
-            if req.patients.is_empty() || req.patients.len() > MAX_BATCH {
-                return Err(ApiError::invalid(
-                    "patients",
-                    format!("from 1 to {MAX_BATCH} patients"),
-                ));
-            }
-            for patient in &req.patients {
-                PATIENT.pattern.parse("patients", patient)?;
-                if names::organization_of(patient) != req.parent {
-                    return Err(ApiError::invalid(
-                        "patients",
-                        "every patient must be in the parent organization",
-                    ));
-                }
-            }
-            let method = method!("BatchGetPatientEligibility");
-            let eligibilities = self.eligibility_of(&caller, method, &req.patients).await?;
-            Ok(BatchGetPatientEligibilityResponse { eligibilities })
-        }
-        .await;
         // Every patient asked about is named in the record, whether the read succeeded or not.
-        let patients: Vec<String> = req.patients.iter().map(|p| patient_of(p)).collect();
+        let audit = |r: &BatchGetPatientEligibilityRequest| {
+            let patients: Vec<String> = r.patients.iter().map(|p| patient_of(p)).collect();
+            let asked = patients.clone();
+            Audited::read(&r.parent, move |_: &BatchGetPatientEligibilityResponse| {
+                patients.clone()
+            })
+            .naming(asked)
+        };
         reply(
             self.phi
-                .audited(
-                    who,
-                    method!("BatchGetPatientEligibility"),
-                    false,
-                    &resource,
-                    result,
-                    |_| patients.clone(),
-                    patients.clone(),
-                )
+                .serve(request, audit, async |rpc, req| {
+                    ORGANIZATION.pattern.parse("parent", &req.parent)?;
+                    if req.patients.is_empty() || req.patients.len() > MAX_BATCH {
+                        return Err(ApiError::invalid(
+                            "patients",
+                            format!("from 1 to {MAX_BATCH} patients"),
+                        ));
+                    }
+                    for patient in &req.patients {
+                        PATIENT.pattern.parse("patients", patient)?;
+                        if names::organization_of(patient) != req.parent {
+                            return Err(ApiError::invalid(
+                                "patients",
+                                "every patient must be in the parent organization",
+                            ));
+                        }
+                    }
+                    let eligibilities = self
+                        .eligibility_of(rpc.caller, rpc.method, &req.patients)
+                        .await?;
+                    Ok(BatchGetPatientEligibilityResponse { eligibilities })
+                })
                 .await,
         )
     }
@@ -999,58 +966,56 @@ impl OrgService for OrgApi {
         &self,
         request: Request<ResolveScopesRequest>,
     ) -> Reply<ResolveScopesResponse> {
-        let req = request.get_ref();
-        let who = caller(&request);
-        let result = async {
-            ORGANIZATION.pattern.parse("parent", &req.parent)?;
-            if req.names.is_empty() || req.names.len() > MAX_BATCH {
-                return Err(ApiError::invalid(
-                    "names",
-                    format!("from 1 to {MAX_BATCH} names"),
-                ));
-            }
-            if req
+        // A patient's scope is its enrollments: the read is in each named patient's trail.
+        let audit = |r: &ResolveScopesRequest| {
+            let mut patients: Vec<String> = r
                 .names
                 .iter()
-                .any(|n| names::organization_of(n) != req.parent)
-            {
-                return Err(ApiError::invalid(
-                    "names",
-                    "every name must be in the parent organization",
-                ));
-            }
-            let caller = caller(&request)?;
-            let mut conn = self.db.read().await?;
-            let organization = Target::organization(req.parent.as_str());
-            let permission = pm_authz::layer::permission_of(&request)?;
-            access::authorize(&mut conn, &caller, permission, &req.parent, &organization).await?;
-            let mut scopes = Vec::with_capacity(req.names.len());
-            for name in &req.names {
-                let target = access::reference_target(&mut conn, name).await?;
-                scopes.push(pm_authz::references::scope_of(name, &target));
-            }
-            Ok(ResolveScopesResponse { scopes })
-        }
-        .await;
-        // A patient's scope is its enrollments: the read is in each named patient's trail.
-        let mut patients: Vec<String> = req
-            .names
-            .iter()
-            .map(|n| patient_of(n))
-            .filter(|p| !p.is_empty())
-            .collect();
-        patients.dedup();
+                .map(|n| patient_of(n))
+                .filter(|p| !p.is_empty())
+                .collect();
+            patients.dedup();
+            let asked = patients.clone();
+            Audited::read(&r.parent, move |_: &ResolveScopesResponse| patients.clone())
+                .naming(asked)
+        };
         reply(
             self.phi
-                .audited(
-                    who,
-                    method!("ResolveScopes"),
-                    false,
-                    &req.parent,
-                    result,
-                    |_| patients.clone(),
-                    patients.clone(),
-                )
+                .serve(request, audit, async |rpc, req| {
+                    ORGANIZATION.pattern.parse("parent", &req.parent)?;
+                    if req.names.is_empty() || req.names.len() > MAX_BATCH {
+                        return Err(ApiError::invalid(
+                            "names",
+                            format!("from 1 to {MAX_BATCH} names"),
+                        ));
+                    }
+                    if req
+                        .names
+                        .iter()
+                        .any(|n| names::organization_of(n) != req.parent)
+                    {
+                        return Err(ApiError::invalid(
+                            "names",
+                            "every name must be in the parent organization",
+                        ));
+                    }
+                    let mut conn = self.db.read().await?;
+                    let organization = Target::organization(req.parent.as_str());
+                    access::authorize(
+                        &mut conn,
+                        rpc.caller,
+                        rpc.permission,
+                        &req.parent,
+                        &organization,
+                    )
+                    .await?;
+                    let mut scopes = Vec::with_capacity(req.names.len());
+                    for name in &req.names {
+                        let target = access::reference_target(&mut conn, name).await?;
+                        scopes.push(pm_authz::references::scope_of(name, &target));
+                    }
+                    Ok(ResolveScopesResponse { scopes })
+                })
                 .await,
         )
     }
@@ -1059,174 +1024,137 @@ impl OrgService for OrgApi {
         &self,
         request: Request<ListPatientsRequest>,
     ) -> Reply<ListPatientsResponse> {
-        let resource = request.get_ref().parent.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let req = request.into_inner();
-            ORGANIZATION.pattern.parse("parent", &req.parent)?;
-            self.check(
-                &caller,
-                method!("ListPatients"),
-                About::Organization(&req.parent),
-            )
-            .await?;
-            let mut call = list_call!(req, &req.parent);
-            call.scope = self
-                .narrow(&caller, method!("ListPatients"), &req.parent, "patients")
-                .await?;
-            let page = store::patients::list(&self.db, call).await?;
-            Ok(ListPatientsResponse {
-                patients: page.items,
-                next_page_token: page.next_page_token,
+        let audit = |r: &ListPatientsRequest| {
+            let resource = r.parent.clone();
+            let patient = patient_of(&resource);
+            Audited::read(resource, |r: &ListPatientsResponse| {
+                r.patients.iter().map(|p| p.name.clone()).collect()
             })
-        }
-        .await;
+            .naming(vec![patient])
+        };
         reply(
-            self.audited(
-                who,
-                method!("ListPatients"),
-                false,
-                &resource,
-                result,
-                |r| r.patients.iter().map(|p| p.name.clone()).collect(),
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+
+                    ORGANIZATION.pattern.parse("parent", &req.parent)?;
+                    self.check(&caller, rpc.method, About::Organization(&req.parent))
+                        .await?;
+                    let mut call = list_call!(req, &req.parent);
+                    call.scope = self
+                        .narrow(&caller, rpc.method, &req.parent, "patients")
+                        .await?;
+                    let page = store::patients::list(&self.db, call).await?;
+                    Ok(ListPatientsResponse {
+                        patients: page.items,
+                        next_page_token: page.next_page_token,
+                    })
+                })
+                .await,
         )
     }
 
     async fn create_patient(&self, request: Request<CreatePatientRequest>) -> Reply<Patient> {
-        let resource = request.get_ref().parent.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let req = request.into_inner();
-            ORGANIZATION.pattern.parse("parent", &req.parent)?;
-            self.check(
-                &caller,
-                method!("CreatePatient"),
-                About::Organization(&req.parent),
-            )
-            .await?;
-            let patient = required(req.patient.clone(), "patient")?;
-            let call = create_call!(req, method!("CreatePatient"), &req.parent, patient_id);
-            store::patients::create(&self.db, call, patient, async |conn, p| {
-                self.record_write(conn, &caller, method!("CreatePatient"), &p.name)
-                    .await
-            })
-            .await
-        }
-        .await;
+        let audit = |r: &CreatePatientRequest| {
+            let resource = r.parent.clone();
+            let patient = patient_of(&resource);
+            Audited::write(resource).naming(vec![patient])
+        };
         reply(
-            self.audited(
-                who,
-                method!("CreatePatient"),
-                true,
-                &resource,
-                result,
-                |r| vec![patient_of(&r.name)],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+
+                    ORGANIZATION.pattern.parse("parent", &req.parent)?;
+                    self.check(&caller, rpc.method, About::Organization(&req.parent))
+                        .await?;
+                    let patient = required(req.patient.clone(), "patient")?;
+                    let call = create_call!(req, rpc.method, &req.parent, patient_id);
+                    store::patients::create(&self.db, call, patient, async |conn, p| {
+                        self.record_write(conn, &caller, rpc.method, &p.name).await
+                    })
+                    .await
+                })
+                .await,
         )
     }
 
     async fn update_patient(&self, request: Request<UpdatePatientRequest>) -> Reply<Patient> {
-        let resource = request
-            .get_ref()
-            .patient
-            .as_ref()
-            .map(|p| p.name.clone())
-            .unwrap_or_default();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let req = request.into_inner();
-            let name = req
+        let audit = |r: &UpdatePatientRequest| {
+            let resource = r
                 .patient
                 .as_ref()
                 .map(|p| p.name.clone())
                 .unwrap_or_default();
-            PATIENT.pattern.parse("patient.name", &name)?;
-            self.check(&caller, method!("UpdatePatient"), About::Name(&name))
-                .await?;
-            store::patients::update(
-                &self.db,
-                req.patient,
-                req.update_mask.as_ref(),
-                async |conn, p| {
-                    self.record_write(conn, &caller, method!("UpdatePatient"), &p.name)
-                        .await
-                },
-            )
-            .await
-        }
-        .await;
+            let patient = patient_of(&resource);
+            Audited::write(resource).naming(vec![patient])
+        };
         reply(
-            self.audited(
-                who,
-                method!("UpdatePatient"),
-                true,
-                &resource,
-                result,
-                |r| vec![patient_of(&r.name)],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+
+                    let name = req
+                        .patient
+                        .as_ref()
+                        .map(|p| p.name.clone())
+                        .unwrap_or_default();
+                    PATIENT.pattern.parse("patient.name", &name)?;
+                    self.check(&caller, rpc.method, About::Name(&name)).await?;
+                    store::patients::update(
+                        &self.db,
+                        req.patient,
+                        req.update_mask.as_ref(),
+                        async |conn, p| self.record_write(conn, &caller, rpc.method, &p.name).await,
+                    )
+                    .await
+                })
+                .await,
         )
     }
 
     async fn delete_patient(&self, request: Request<DeletePatientRequest>) -> Reply<Patient> {
-        let resource = request.get_ref().name.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let req = request.into_inner();
-            PATIENT.pattern.parse("name", &req.name)?;
-            self.check(&caller, method!("DeletePatient"), About::Name(&req.name))
-                .await?;
-            store::patients::delete(&self.db, &req.name, &req.etag, async |conn, p| {
-                self.record_write(conn, &caller, method!("DeletePatient"), &p.name)
-                    .await
-            })
-            .await
-        }
-        .await;
+        let audit = |r: &DeletePatientRequest| {
+            let resource = r.name.clone();
+            let patient = patient_of(&resource);
+            Audited::write(resource).naming(vec![patient])
+        };
         reply(
-            self.audited(
-                who,
-                method!("DeletePatient"),
-                true,
-                &resource,
-                result,
-                |r| vec![patient_of(&r.name)],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+
+                    PATIENT.pattern.parse("name", &req.name)?;
+                    self.check(&caller, rpc.method, About::Name(&req.name))
+                        .await?;
+                    store::patients::delete(&self.db, &req.name, &req.etag, async |conn, p| {
+                        self.record_write(conn, &caller, rpc.method, &p.name).await
+                    })
+                    .await
+                })
+                .await,
         )
     }
 
     // Enrollments
 
     async fn get_enrollment(&self, request: Request<GetEnrollmentRequest>) -> Reply<Enrollment> {
-        let resource = request.get_ref().name.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let name = &request.get_ref().name;
-            ENROLLMENT.pattern.parse("name", name)?;
-            self.check(&caller, method!("GetEnrollment"), About::Name(name))
-                .await?;
-            store::enrollments::get(&self.db, name).await
-        }
-        .await;
+        let audit = |r: &GetEnrollmentRequest| {
+            let resource = r.name.clone();
+            let patient = patient_of(&resource);
+            Audited::read(resource, |r: &Enrollment| vec![patient_of(&r.name)])
+                .naming(vec![patient])
+        };
         reply(
-            self.audited(
-                who,
-                method!("GetEnrollment"),
-                false,
-                &resource,
-                result,
-                |r| vec![patient_of(&r.name)],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+                    let name = &req.name;
+                    ENROLLMENT.pattern.parse("name", name)?;
+                    self.check(&caller, rpc.method, About::Name(name)).await?;
+                    store::enrollments::get(&self.db, name).await
+                })
+                .await,
         )
     }
 
@@ -1234,45 +1162,34 @@ impl OrgService for OrgApi {
         &self,
         request: Request<ListEnrollmentsRequest>,
     ) -> Reply<ListEnrollmentsResponse> {
-        let resource = request.get_ref().parent.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let req = request.into_inner();
-            PATIENT.pattern.parse("parent", &req.parent)?;
-            self.check(
-                &caller,
-                method!("ListEnrollments"),
-                About::Patient(&req.parent),
-            )
-            .await?;
-            let mut call = list_call!(req, &req.parent);
-            call.scope = self
-                .narrow(
-                    &caller,
-                    method!("ListEnrollments"),
-                    &req.parent,
-                    "enrollments",
-                )
-                .await?;
-            let page = store::enrollments::list(&self.db, call).await?;
-            Ok(ListEnrollmentsResponse {
-                enrollments: page.items,
-                next_page_token: page.next_page_token,
+        let audit = |r: &ListEnrollmentsRequest| {
+            let resource = r.parent.clone();
+            let patient = patient_of(&resource);
+            let asked = vec![patient.clone()];
+            Audited::read(resource, move |_: &ListEnrollmentsResponse| {
+                vec![patient.clone()]
             })
-        }
-        .await;
-        let patient = patient_of(&resource);
+            .naming(asked)
+        };
         reply(
-            self.audited(
-                who,
-                method!("ListEnrollments"),
-                false,
-                &resource,
-                result,
-                |_| vec![patient.clone()],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+
+                    PATIENT.pattern.parse("parent", &req.parent)?;
+                    self.check(&caller, rpc.method, About::Patient(&req.parent))
+                        .await?;
+                    let mut call = list_call!(req, &req.parent);
+                    call.scope = self
+                        .narrow(&caller, rpc.method, &req.parent, "enrollments")
+                        .await?;
+                    let page = store::enrollments::list(&self.db, call).await?;
+                    Ok(ListEnrollmentsResponse {
+                        enrollments: page.items,
+                        next_page_token: page.next_page_token,
+                    })
+                })
+                .await,
         )
     }
 
@@ -1280,38 +1197,28 @@ impl OrgService for OrgApi {
         &self,
         request: Request<CreateEnrollmentRequest>,
     ) -> Reply<Enrollment> {
-        let resource = request.get_ref().parent.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let req = request.into_inner();
-            PATIENT.pattern.parse("parent", &req.parent)?;
-            let enrollment = required(req.enrollment.clone(), "enrollment")?;
-            domain::check_same_org_unit("enrollment.unit", &enrollment.unit, &req.parent)?;
-            self.check(
-                &caller,
-                method!("CreateEnrollment"),
-                About::Unit(&enrollment.unit),
-            )
-            .await?;
-            let call = create_call!(req, method!("CreateEnrollment"), &req.parent, enrollment_id);
-            store::enrollments::create(&self.db, call, enrollment, async |conn, e| {
-                self.record_write(conn, &caller, method!("CreateEnrollment"), &e.name)
-                    .await
-            })
-            .await
-        }
-        .await;
+        let audit = |r: &CreateEnrollmentRequest| {
+            let resource = r.parent.clone();
+            let patient = patient_of(&resource);
+            Audited::write(resource).naming(vec![patient])
+        };
         reply(
-            self.audited(
-                who,
-                method!("CreateEnrollment"),
-                true,
-                &resource,
-                result,
-                |r| vec![patient_of(&r.name)],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+
+                    PATIENT.pattern.parse("parent", &req.parent)?;
+                    let enrollment = required(req.enrollment.clone(), "enrollment")?;
+                    domain::check_same_org_unit("enrollment.unit", &enrollment.unit, &req.parent)?;
+                    self.check(&caller, rpc.method, About::Unit(&enrollment.unit))
+                        .await?;
+                    let call = create_call!(req, rpc.method, &req.parent, enrollment_id);
+                    store::enrollments::create(&self.db, call, enrollment, async |conn, e| {
+                        self.record_write(conn, &caller, rpc.method, &e.name).await
+                    })
+                    .await
+                })
+                .await,
         )
     }
 
@@ -1319,31 +1226,25 @@ impl OrgService for OrgApi {
         &self,
         request: Request<DeleteEnrollmentRequest>,
     ) -> Reply<Enrollment> {
-        let resource = request.get_ref().name.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let req = request.into_inner();
-            ENROLLMENT.pattern.parse("name", &req.name)?;
-            self.check(&caller, method!("DeleteEnrollment"), About::Name(&req.name))
-                .await?;
-            store::enrollments::delete(&self.db, &req.name, &req.etag, async |conn, e| {
-                self.record_write(conn, &caller, method!("DeleteEnrollment"), &e.name)
-                    .await
-            })
-            .await
-        }
-        .await;
+        let audit = |r: &DeleteEnrollmentRequest| {
+            let resource = r.name.clone();
+            let patient = patient_of(&resource);
+            Audited::write(resource).naming(vec![patient])
+        };
         reply(
-            self.audited(
-                who,
-                method!("DeleteEnrollment"),
-                true,
-                &resource,
-                result,
-                |r| vec![patient_of(&r.name)],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+
+                    ENROLLMENT.pattern.parse("name", &req.name)?;
+                    self.check(&caller, rpc.method, About::Name(&req.name))
+                        .await?;
+                    store::enrollments::delete(&self.db, &req.name, &req.etag, async |conn, e| {
+                        self.record_write(conn, &caller, rpc.method, &e.name).await
+                    })
+                    .await
+                })
+                .await,
         )
     }
 
@@ -1351,56 +1252,37 @@ impl OrgService for OrgApi {
         &self,
         request: Request<TransferEnrollmentRequest>,
     ) -> Reply<Enrollment> {
-        let resource = request.get_ref().name.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let req = request.into_inner();
-            ENROLLMENT.pattern.parse("name", &req.name)?;
-            self.check(
-                &caller,
-                method!("TransferEnrollment"),
-                About::Name(&req.name),
-            )
-            .await?;
-            if !req.unit.is_empty() {
-                domain::check_same_org_unit("unit", &req.unit, &req.name)?;
-                self.check(
-                    &caller,
-                    method!("TransferEnrollment"),
-                    About::Unit(&req.unit),
-                )
-                .await?;
-            }
-            let action = lifecycle::Action::Transfer {
-                unit: req.unit.clone(),
-                pathway_step: req.pathway_step.clone(),
-                reason: req.reason.clone(),
-            };
-            let call = store::verb_call(
-                method!("TransferEnrollment"),
-                &req.name,
-                &req.etag,
-                &req.request_id,
-                &req,
-            );
-            store::enrollments::advance(&self.db, call, &action, async |conn, e| {
-                self.record_write(conn, &caller, method!("TransferEnrollment"), &e.name)
-                    .await
-            })
-            .await
-        }
-        .await;
+        let audit = |r: &TransferEnrollmentRequest| {
+            let resource = r.name.clone();
+            let patient = patient_of(&resource);
+            Audited::write(resource).naming(vec![patient])
+        };
         reply(
-            self.audited(
-                who,
-                method!("TransferEnrollment"),
-                true,
-                &resource,
-                result,
-                |r| vec![patient_of(&r.name)],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+
+                    ENROLLMENT.pattern.parse("name", &req.name)?;
+                    self.check(&caller, rpc.method, About::Name(&req.name))
+                        .await?;
+                    if !req.unit.is_empty() {
+                        domain::check_same_org_unit("unit", &req.unit, &req.name)?;
+                        self.check(&caller, rpc.method, About::Unit(&req.unit))
+                            .await?;
+                    }
+                    let action = lifecycle::Action::Transfer {
+                        unit: req.unit.clone(),
+                        pathway_step: req.pathway_step.clone(),
+                        reason: req.reason.clone(),
+                    };
+                    let call =
+                        store::verb_call(rpc.method, &req.name, &req.etag, &req.request_id, &req);
+                    store::enrollments::advance(&self.db, call, &action, async |conn, e| {
+                        self.record_write(conn, &caller, rpc.method, &e.name).await
+                    })
+                    .await
+                })
+                .await,
         )
     }
 
@@ -1408,35 +1290,29 @@ impl OrgService for OrgApi {
         &self,
         request: Request<ListPatientAccessesRequest>,
     ) -> Reply<ListPatientAccessesResponse> {
-        let resource = request.get_ref().patient.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let req = request.into_inner();
-            PATIENT.pattern.parse("patient", &req.patient)?;
-            self.check(
-                &caller,
-                method!("ListPatientAccesses"),
-                About::OrganizationWide(&req.patient),
-            )
-            .await?;
-            if !store::patients::ever_stored(&self.db, &req.patient).await? {
-                return Err(ApiError::not_found(&req.patient));
-            }
-            crate::accesses::list(&self.db, &self.peers, &req).await
-        }
-        .await;
-        let patient = resource.clone();
+        let audit = |r: &ListPatientAccessesRequest| {
+            let resource = r.patient.clone();
+            let patient = patient_of(&resource);
+            let asked = vec![patient.clone()];
+            Audited::read(resource, move |_: &ListPatientAccessesResponse| {
+                vec![patient.clone()]
+            })
+            .naming(asked)
+        };
         reply(
-            self.audited(
-                who,
-                method!("ListPatientAccesses"),
-                false,
-                &resource,
-                result,
-                |_| vec![patient.clone()],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+
+                    PATIENT.pattern.parse("patient", &req.patient)?;
+                    self.check(&caller, rpc.method, About::OrganizationWide(&req.patient))
+                        .await?;
+                    if !store::patients::ever_stored(&self.db, &req.patient).await? {
+                        return Err(ApiError::not_found(&req.patient));
+                    }
+                    crate::accesses::list(&self.db, &self.peers, &req).await
+                })
+                .await,
         )
     }
 
@@ -1493,67 +1369,51 @@ impl OrgService for OrgApi {
         &self,
         request: Request<DischargeEnrollmentRequest>,
     ) -> Reply<Enrollment> {
-        let resource = request.get_ref().name.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let req = request.into_inner();
-            ENROLLMENT.pattern.parse("name", &req.name)?;
-            self.check(
-                &caller,
-                method!("DischargeEnrollment"),
-                About::Name(&req.name),
-            )
-            .await?;
-            let action = lifecycle::Action::Discharge {
-                reason: req.reason.clone(),
-            };
-            let call = store::verb_call(
-                method!("DischargeEnrollment"),
-                &req.name,
-                &req.etag,
-                &req.request_id,
-                &req,
-            );
-            store::enrollments::advance(&self.db, call, &action, async |conn, e| {
-                self.record_write(conn, &caller, method!("DischargeEnrollment"), &e.name)
-                    .await
-            })
-            .await
-        }
-        .await;
+        let audit = |r: &DischargeEnrollmentRequest| {
+            let resource = r.name.clone();
+            let patient = patient_of(&resource);
+            Audited::write(resource).naming(vec![patient])
+        };
         reply(
-            self.audited(
-                who,
-                method!("DischargeEnrollment"),
-                true,
-                &resource,
-                result,
-                |r| vec![patient_of(&r.name)],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+
+                    ENROLLMENT.pattern.parse("name", &req.name)?;
+                    self.check(&caller, rpc.method, About::Name(&req.name))
+                        .await?;
+                    let action = lifecycle::Action::Discharge {
+                        reason: req.reason.clone(),
+                    };
+                    let call =
+                        store::verb_call(rpc.method, &req.name, &req.etag, &req.request_id, &req);
+                    store::enrollments::advance(&self.db, call, &action, async |conn, e| {
+                        self.record_write(conn, &caller, rpc.method, &e.name).await
+                    })
+                    .await
+                })
+                .await,
         )
     }
 
     // Coverages
 
     async fn get_coverage(&self, request: Request<GetCoverageRequest>) -> Reply<Coverage> {
-        let resource = request.get_ref().name.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let name = &request.get_ref().name;
-            COVERAGE.pattern.parse("name", name)?;
-            self.check(&caller, method!("GetCoverage"), About::Name(name))
-                .await?;
-            store::coverages::get(&self.db, name).await
-        }
-        .await;
+        let audit = |r: &GetCoverageRequest| {
+            let resource = r.name.clone();
+            let patient = patient_of(&resource);
+            Audited::read(resource, |r: &Coverage| vec![patient_of(&r.name)]).naming(vec![patient])
+        };
         reply(
-            self.audited(who, method!("GetCoverage"), false, &resource, result, |r| {
-                vec![patient_of(&r.name)]
-            })
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+                    let name = &req.name;
+                    COVERAGE.pattern.parse("name", name)?;
+                    self.check(&caller, rpc.method, About::Name(name)).await?;
+                    store::coverages::get(&self.db, name).await
+                })
+                .await,
         )
     }
 
@@ -1561,144 +1421,113 @@ impl OrgService for OrgApi {
         &self,
         request: Request<ListCoveragesRequest>,
     ) -> Reply<ListCoveragesResponse> {
-        let resource = request.get_ref().parent.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let req = request.into_inner();
-            PATIENT.pattern.parse("parent", &req.parent)?;
-            self.check(
-                &caller,
-                method!("ListCoverages"),
-                About::Patient(&req.parent),
-            )
-            .await?;
-            let page = store::coverages::list(&self.db, list_call!(req, &req.parent)).await?;
-            Ok(ListCoveragesResponse {
-                coverages: page.items,
-                next_page_token: page.next_page_token,
+        let audit = |r: &ListCoveragesRequest| {
+            let resource = r.parent.clone();
+            let patient = patient_of(&resource);
+            let asked = vec![patient.clone()];
+            Audited::read(resource, move |_: &ListCoveragesResponse| {
+                vec![patient.clone()]
             })
-        }
-        .await;
-        let patient = patient_of(&resource);
+            .naming(asked)
+        };
         reply(
-            self.audited(
-                who,
-                method!("ListCoverages"),
-                false,
-                &resource,
-                result,
-                |_| vec![patient.clone()],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+
+                    PATIENT.pattern.parse("parent", &req.parent)?;
+                    self.check(&caller, rpc.method, About::Patient(&req.parent))
+                        .await?;
+                    let page =
+                        store::coverages::list(&self.db, list_call!(req, &req.parent)).await?;
+                    Ok(ListCoveragesResponse {
+                        coverages: page.items,
+                        next_page_token: page.next_page_token,
+                    })
+                })
+                .await,
         )
     }
 
     async fn create_coverage(&self, request: Request<CreateCoverageRequest>) -> Reply<Coverage> {
-        let resource = request.get_ref().parent.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let req = request.into_inner();
-            PATIENT.pattern.parse("parent", &req.parent)?;
-            self.check(
-                &caller,
-                method!("CreateCoverage"),
-                About::Patient(&req.parent),
-            )
-            .await?;
-            let coverage = required(req.coverage.clone(), "coverage")?;
-            let call = create_call!(req, method!("CreateCoverage"), &req.parent, coverage_id);
-            store::coverages::create(&self.db, call, coverage, async |conn, c| {
-                self.record_write(conn, &caller, method!("CreateCoverage"), &c.name)
-                    .await
-            })
-            .await
-        }
-        .await;
+        let audit = |r: &CreateCoverageRequest| {
+            let resource = r.parent.clone();
+            let patient = patient_of(&resource);
+            Audited::write(resource).naming(vec![patient])
+        };
         reply(
-            self.audited(
-                who,
-                method!("CreateCoverage"),
-                true,
-                &resource,
-                result,
-                |r| vec![patient_of(&r.name)],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+
+                    PATIENT.pattern.parse("parent", &req.parent)?;
+                    self.check(&caller, rpc.method, About::Patient(&req.parent))
+                        .await?;
+                    let coverage = required(req.coverage.clone(), "coverage")?;
+                    let call = create_call!(req, rpc.method, &req.parent, coverage_id);
+                    store::coverages::create(&self.db, call, coverage, async |conn, c| {
+                        self.record_write(conn, &caller, rpc.method, &c.name).await
+                    })
+                    .await
+                })
+                .await,
         )
     }
 
     async fn update_coverage(&self, request: Request<UpdateCoverageRequest>) -> Reply<Coverage> {
-        let resource = request
-            .get_ref()
-            .coverage
-            .as_ref()
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let req = request.into_inner();
-            let name = req
+        let audit = |r: &UpdateCoverageRequest| {
+            let resource = r
                 .coverage
                 .as_ref()
                 .map(|c| c.name.clone())
                 .unwrap_or_default();
-            COVERAGE.pattern.parse("coverage.name", &name)?;
-            self.check(&caller, method!("UpdateCoverage"), About::Name(&name))
-                .await?;
-            store::coverages::update(
-                &self.db,
-                req.coverage,
-                req.update_mask.as_ref(),
-                async |conn, c| {
-                    self.record_write(conn, &caller, method!("UpdateCoverage"), &c.name)
-                        .await
-                },
-            )
-            .await
-        }
-        .await;
+            let patient = patient_of(&resource);
+            Audited::write(resource).naming(vec![patient])
+        };
         reply(
-            self.audited(
-                who,
-                method!("UpdateCoverage"),
-                true,
-                &resource,
-                result,
-                |r| vec![patient_of(&r.name)],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+
+                    let name = req
+                        .coverage
+                        .as_ref()
+                        .map(|c| c.name.clone())
+                        .unwrap_or_default();
+                    COVERAGE.pattern.parse("coverage.name", &name)?;
+                    self.check(&caller, rpc.method, About::Name(&name)).await?;
+                    store::coverages::update(
+                        &self.db,
+                        req.coverage,
+                        req.update_mask.as_ref(),
+                        async |conn, c| self.record_write(conn, &caller, rpc.method, &c.name).await,
+                    )
+                    .await
+                })
+                .await,
         )
     }
 
     async fn delete_coverage(&self, request: Request<DeleteCoverageRequest>) -> Reply<Coverage> {
-        let resource = request.get_ref().name.clone();
-        let who = caller(&request);
-        let result = async {
-            let caller = caller(&request)?;
-            let req = request.into_inner();
-            COVERAGE.pattern.parse("name", &req.name)?;
-            self.check(&caller, method!("DeleteCoverage"), About::Name(&req.name))
-                .await?;
-            store::coverages::delete(&self.db, &req.name, &req.etag, async |conn, c| {
-                self.record_write(conn, &caller, method!("DeleteCoverage"), &c.name)
-                    .await
-            })
-            .await
-        }
-        .await;
+        let audit = |r: &DeleteCoverageRequest| {
+            let resource = r.name.clone();
+            let patient = patient_of(&resource);
+            Audited::write(resource).naming(vec![patient])
+        };
         reply(
-            self.audited(
-                who,
-                method!("DeleteCoverage"),
-                true,
-                &resource,
-                result,
-                |r| vec![patient_of(&r.name)],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+
+                    COVERAGE.pattern.parse("name", &req.name)?;
+                    self.check(&caller, rpc.method, About::Name(&req.name))
+                        .await?;
+                    store::coverages::delete(&self.db, &req.name, &req.etag, async |conn, c| {
+                        self.record_write(conn, &caller, rpc.method, &c.name).await
+                    })
+                    .await
+                })
+                .await,
         )
     }
 }

@@ -9,6 +9,7 @@ pub mod accesses;
 pub mod domain;
 pub mod handlers;
 pub mod lifecycle;
+pub mod reasons;
 pub mod store;
 
 use pm_api::org::org_service_server::OrgServiceServer;

@@ -7,6 +7,7 @@ use pm_api::org::{
     Patient, Provider, ServiceUnit, UnitKind,
 };
 use pm_runtime::docstore::{self, Kind, Stored, enum_name};
+use pm_runtime::idempotency;
 use pm_runtime::names::{self, NamePattern};
 use pm_runtime::{ApiError, ApiResult};
 use sqlx::AnyConnection;
@@ -368,6 +369,6 @@ pub fn verb_call<'a>(
         name,
         etag,
         request_id,
-        request_hash: docstore::request_hash(request),
+        request_hash: idempotency::request_hash(request),
     }
 }

@@ -136,7 +136,7 @@ async fn bad_organization_input_writes_nothing(h: &Harness) -> anyhow::Result<()
         .api
         .create_organization(req(CreateOrganizationRequest::default()))
         .await;
-    expect_error(missing, Code::InvalidArgument, "INVALID_ARGUMENT");
+    expect_error(missing, Code::InvalidArgument, "FIELD_REQUIRED");
     let bad_id = h
         .api
         .create_organization(req(CreateOrganizationRequest {
@@ -153,7 +153,7 @@ async fn bad_organization_input_writes_nothing(h: &Harness) -> anyhow::Result<()
         violated_fields(&expect_error(
             bad_id,
             Code::InvalidArgument,
-            "INVALID_ARGUMENT"
+            "RESOURCE_ID_INVALID"
         )),
         vec!["organization_id"]
     );
@@ -451,7 +451,7 @@ async fn update_mask_rejects_output_only_fields(h: &Harness) -> anyhow::Result<(
                 }),
             }))
             .await;
-        let status = expect_error(result, Code::InvalidArgument, "INVALID_ARGUMENT");
+        let status = expect_error(result, Code::InvalidArgument, "UPDATE_MASK_INVALID");
         assert_eq!(violated_fields(&status), vec!["update_mask"]);
     }
     let missing = h
@@ -542,7 +542,7 @@ async fn page_token_is_bound_to_its_query(h: &Harness) -> anyhow::Result<()> {
             ..Default::default()
         }))
         .await;
-    let status = expect_error(reused, Code::InvalidArgument, "INVALID_ARGUMENT");
+    let status = expect_error(reused, Code::InvalidArgument, "PAGE_TOKEN_INVALID");
     assert_eq!(violated_fields(&status), vec!["page_token"]);
     let garbage = h
         .api
@@ -552,7 +552,7 @@ async fn page_token_is_bound_to_its_query(h: &Harness) -> anyhow::Result<()> {
             ..Default::default()
         }))
         .await;
-    expect_error(garbage, Code::InvalidArgument, "INVALID_ARGUMENT");
+    expect_error(garbage, Code::InvalidArgument, "PAGE_TOKEN_INVALID");
     Ok(())
 }
 
@@ -588,7 +588,7 @@ async fn page_size_is_coerced_or_rejected(h: &Harness) -> anyhow::Result<()> {
         violated_fields(&expect_error(
             negative,
             Code::InvalidArgument,
-            "INVALID_ARGUMENT"
+            "PAGE_SIZE_INVALID"
         )),
         vec!["page_size"]
     );
@@ -635,11 +635,7 @@ async fn filters_select_in_sql(h: &Harness) -> anyhow::Result<()> {
     assert_eq!(both, vec!["organizations/acme/units/child"]);
     let bad = h.api.list_service_units(req(filter("npi = 1"))).await;
     assert_eq!(
-        violated_fields(&expect_error(
-            bad,
-            Code::InvalidArgument,
-            "INVALID_ARGUMENT"
-        )),
+        violated_fields(&expect_error(bad, Code::InvalidArgument, "FILTER_INVALID")),
         vec!["filter"]
     );
     Ok(())
@@ -657,7 +653,7 @@ async fn malformed_names_are_invalid(h: &Harness) -> anyhow::Result<()> {
             .api
             .get_service_unit(req(GetServiceUnitRequest { name: name.into() }))
             .await;
-        let status = expect_error(result, Code::InvalidArgument, "INVALID_ARGUMENT");
+        let status = expect_error(result, Code::InvalidArgument, "RESOURCE_NAME_INVALID");
         assert_eq!(violated_fields(&status), vec!["name"], "{name}");
     }
     let list = h
@@ -671,7 +667,7 @@ async fn malformed_names_are_invalid(h: &Harness) -> anyhow::Result<()> {
         violated_fields(&expect_error(
             list,
             Code::InvalidArgument,
-            "INVALID_ARGUMENT"
+            "RESOURCE_NAME_INVALID"
         )),
         vec!["parent"]
     );
@@ -730,7 +726,7 @@ async fn request_id_replays_the_first_result(h: &Harness) -> anyhow::Result<()> 
     let status = expect_error(
         h.api.create_service_unit(req(not_uuid)).await,
         Code::InvalidArgument,
-        "INVALID_ARGUMENT",
+        "REQUEST_ID_INVALID",
     );
     assert_eq!(violated_fields(&status), vec!["request_id"]);
     assert_eq!(h.units("organizations/acme").await?.len(), 1);
@@ -927,7 +923,7 @@ async fn credential_periods_may_not_overlap(h: &Harness) -> anyhow::Result<()> {
             }),
         }))
         .await;
-    expect_error(result, Code::InvalidArgument, "INVALID_ARGUMENT");
+    expect_error(result, Code::InvalidArgument, "UPDATE_MASK_INVALID");
     Ok(())
 }
 

@@ -44,10 +44,15 @@ enum Command {
     },
     /// Create the dev CA and certificates (if missing) and print where they are.
     Certs,
-    /// The audit trail of a service's slice.
+    /// The audit trail of a service's slice (RBAC's records `pm admin` writes).
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Administration with RBAC's own slice and configuration: bootstrap, tokens.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
     },
     /// Print a bearer token for a principal (dev): `export TOKEN=$(pm login principals/admin)`.
     Login {
@@ -59,6 +64,40 @@ enum Command {
         /// URL of the RBAC service. Default: the configured rbac port on localhost.
         #[arg(long)]
         rbac: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create the first platform operator (once per deployment) and print a token for it.
+    ///
+    /// A principal bound to ROLE_PLATFORM_OPERATOR creates organizations and grants each new one its
+    /// first administrator, and sees nothing inside any. This writes RBAC's slice directly with this
+    /// configuration (dev and `tls.mode = files` alike) together with an audit record in RBAC's
+    /// trail, then prints the token on stdout (`OPS_TOKEN=$(pm admin bootstrap --principal ops)`).
+    /// Refused with exit code 1, writing nothing, when a platform operator exists.
+    Bootstrap {
+        /// The new principal's id: `principals/<id>`.
+        #[arg(long)]
+        principal: String,
+        /// Its display name.
+        #[arg(long, default_value = "Platform operator")]
+        display_name: String,
+        /// The token's lifetime in minutes (at most 60).
+        #[arg(long, default_value_t = 60)]
+        ttl_minutes: i64,
+    },
+    /// Print a token for an existing principal, minted with RBAC's slice (audited).
+    ///
+    /// For `tls.mode = files`, where no tool certificate mints tokens: how an administrator the
+    /// platform operator granted gets its first token (then IssueToken with its own token refreshes
+    /// it). Recorded in RBAC's audit trail.
+    Token {
+        /// The principal, e.g. `principals/dana`.
+        principal: String,
+        /// Lifetime in minutes (at most 60).
+        #[arg(long, default_value_t = 15)]
+        ttl_minutes: i64,
     },
 }
 
@@ -135,6 +174,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             ttl_minutes,
             rbac,
         } => login(config, principal, ttl_minutes, rbac).await,
+        Command::Admin { command } => admin(config, command).await,
         Command::Certs => {
             let dir = tls::dev_pki_dir(&config);
             tls::ensure_dev_pki(&dir)?;
@@ -309,10 +349,70 @@ async fn login(
     Ok(())
 }
 
+/// Who ran a `pm admin` command, for its audit record: the operating-system user.
+fn local_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("os-user:{user}")
+}
+
+async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
+    let db = pm_runtime::Db::open(&config, pm_rbac::NAME, pm_rbac::MIGRATIONS).await?;
+    let result = match command {
+        AdminCommand::Bootstrap {
+            principal,
+            display_name,
+            ttl_minutes,
+        } => pm_rbac::bootstrap::platform_operator(
+            &db,
+            &principal,
+            &display_name,
+            &local_actor(),
+            ttl_minutes.saturating_mul(60_000_000),
+        )
+        .await
+        .map(|made| {
+            eprintln!(
+                "pm: created {} ({}), a platform operator through {}; recorded in rbac's audit trail",
+                made.principal.name, made.principal.display_name, made.binding.name
+            );
+            eprintln!(
+                "pm: it may create organizations and grant each new one its first administrator; it \
+                 sees nothing inside any organization. Token below (until {}); refresh it with \
+                 IssueToken before then, or `pm admin token {}`",
+                made.token
+                    .expire_time
+                    .map(|t| pm_runtime::time::to_micros(&t))
+                    .and_then(chrono::DateTime::from_timestamp_micros)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default(),
+                made.principal.name
+            );
+            made.token.token
+        }),
+        AdminCommand::Token {
+            principal,
+            ttl_minutes,
+        } => pm_rbac::bootstrap::token(
+            &db,
+            &principal,
+            &local_actor(),
+            ttl_minutes.saturating_mul(60_000_000),
+        )
+        .await
+        .map(|issued| issued.token),
+    };
+    db.close().await;
+    let token = result.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    println!("{token}");
+    Ok(())
+}
+
 async fn audit_verify(config: Config, service: Service) -> anyhow::Result<()> {
     let migrations = match service {
         Service::Org => pm_org::MIGRATIONS,
-        Service::Rbac => anyhow::bail!("the rbac slice keeps no audit trail yet"),
+        Service::Rbac => pm_rbac::MIGRATIONS,
         Service::Scheduling => pm_scheduling::MIGRATIONS,
     };
     let db = pm_runtime::Db::open(&config, service.name(), migrations).await?;

@@ -93,6 +93,10 @@ pub fn validate_binding(
                 "must name at least one unit",
             );
         }
+        Some(Role::PlatformOperator) => v.add(
+            "role",
+            "ROLE_PLATFORM_OPERATOR is bound only by `pm admin bootstrap`, never through the API",
+        ),
     }
     for (i, unit) in binding.units.iter().enumerate() {
         let ok =
@@ -111,6 +115,43 @@ pub fn validate_binding(
         );
     }
     v.finish()
+}
+
+/// What a platform operator may grant (see [`pm_authz::policy::Role::PlatformOperator`]): the first
+/// Organization Administrator of an organization, i.e. one in which no role binding was ever made
+/// (`organization_has_bindings`: live or revoked), to a principal that is no platform operator itself
+/// (`principal_is_operator`), so that the platform never holds a role inside an organization.
+pub fn first_administrator(
+    binding: &RoleBinding,
+    organization_has_bindings: bool,
+    principal_is_operator: bool,
+) -> ApiResult<()> {
+    let organization = names::organization_of(&binding.name);
+    if role_of(binding.role) != Some(Role::OrganizationAdministrator) {
+        return Err(grant_refused(
+            "a platform operator grants only ROLE_ORGANIZATION_ADMINISTRATOR (the first one of a new organization)",
+        ));
+    }
+    if organization_has_bindings {
+        return Err(grant_refused(&format!(
+            "{organization} has role bindings already: its own administrators grant roles there"
+        )));
+    }
+    if principal_is_operator {
+        return Err(grant_refused(
+            "a platform operator cannot be bound in an organization: make another principal its administrator",
+        ));
+    }
+    Ok(())
+}
+
+/// A grant the caller may not make.
+pub fn grant_refused(message: &str) -> pm_runtime::ApiError {
+    pm_runtime::ApiError::new(
+        tonic::Code::PermissionDenied,
+        "GRANT_OUT_OF_SCOPE",
+        message.to_string(),
+    )
 }
 
 #[cfg(test)]
@@ -208,5 +249,38 @@ mod tests {
             ..person
         };
         assert!(validate_binding(&binding(PbRole::Provider, &[]), &clinician, 0).is_ok());
+        let operator = validate_binding(&binding(PbRole::PlatformOperator, &[]), &clinician, 0)
+            .expect_err("no API call binds a platform operator");
+        assert!(
+            operator.message.contains("pm admin bootstrap"),
+            "{}",
+            operator.message
+        );
+    }
+
+    #[test]
+    fn a_platform_operator_grants_only_the_first_administrator() {
+        let admin = binding(PbRole::OrganizationAdministrator, &[]);
+        assert!(first_administrator(&admin, false, false).is_ok());
+        let again = first_administrator(&admin, true, false).expect_err("bindings exist");
+        assert_eq!(again.code, tonic::Code::PermissionDenied);
+        assert!(
+            again
+                .message
+                .contains("organizations/acme has role bindings already")
+        );
+        let itself = first_administrator(&admin, false, true).expect_err("an operator");
+        assert!(
+            itself.message.contains("cannot be bound"),
+            "{}",
+            itself.message
+        );
+        let manager = binding(PbRole::ProgramManager, &["organizations/acme/units/a"]);
+        let other = first_administrator(&manager, false, false).expect_err("not an admin");
+        assert!(
+            other
+                .message
+                .contains("only ROLE_ORGANIZATION_ADMINISTRATOR")
+        );
     }
 }

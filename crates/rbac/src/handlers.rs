@@ -6,11 +6,12 @@ use pm_authz::layer::Caller;
 use pm_authz::policy::Role;
 use pm_authz::token::{self, Claims};
 use pm_runtime::docstore::{self, CreateCall, ListCall};
+use pm_runtime::idempotency;
 use pm_runtime::time::{Micros, now_micros, to_timestamp};
 use pm_runtime::{ApiError, ApiResult, Db, paging};
 use tonic::Request;
 
-use crate::store::{PRINCIPAL, PRINCIPAL_NAME, ROLE_BINDING};
+use crate::store::{self, PRINCIPAL, PRINCIPAL_NAME, ROLE_BINDING};
 
 /// `organizations/{organization}`.
 const ORG_NAME: pm_runtime::names::NamePattern = pm_runtime::names::NamePattern(&["organizations"]);
@@ -138,11 +139,39 @@ fn may_grant(caller: &Caller, binding: &RoleBinding) -> ApiResult<()> {
     {
         return Ok(());
     }
-    Err(ApiError::new(
-        tonic::Code::PermissionDenied,
-        "GRANT_OUT_OF_SCOPE",
+    Err(domain::grant_refused(
         "only organization administrators grant organization-wide roles; program managers grant within their own units",
     ))
+}
+
+/// Whether the caller holds a live Platform Operator binding.
+fn is_platform_operator(caller: &Caller) -> bool {
+    let now = now_micros();
+    caller.grants.iter().any(|g| {
+        g.role == Role::PlatformOperator
+            && g.organization == pm_authz::policy::PLATFORM
+            && g.expire_micros.is_none_or(|end| end > now)
+    })
+}
+
+/// [`may_grant`], or, for a platform operator, the grant of a new organization's first administrator
+/// ([`domain::first_administrator`]), checked inside the write (under the organization's lock).
+async fn may_grant_in(
+    conn: &mut sqlx::AnyConnection,
+    caller: &Caller,
+    binding: &RoleBinding,
+) -> ApiResult<()> {
+    match may_grant(caller, binding) {
+        Err(_) if is_platform_operator(caller) => {
+            let organization = pm_runtime::names::organization_of(&binding.name);
+            let has_bindings = store::any_binding_ever(conn, organization).await?;
+            let operator = !store::platform_bindings_of(conn, &binding.principal)
+                .await?
+                .is_empty();
+            domain::first_administrator(binding, has_bindings, operator)
+        }
+        other => other,
+    }
 }
 
 /// Reading or revoking an organization's bindings needs a role there.
@@ -266,7 +295,7 @@ impl RbacService for RbacApi {
                 id: &req.principal_id,
                 id_field: "principal_id",
                 request_id: &req.request_id,
-                request_hash: docstore::request_hash(&req),
+                request_hash: idempotency::request_hash(&req),
             };
             docstore::create(&self.db, &PRINCIPAL, call, principal, async |_, p| {
                 domain::validate_principal(p)
@@ -356,10 +385,10 @@ impl RbacService for RbacApi {
                     id: &req.role_binding_id,
                     id_field: "role_binding_id",
                     request_id: &req.request_id,
-                    request_hash: docstore::request_hash(&req),
+                    request_hash: idempotency::request_hash(&req),
                 };
                 docstore::create(&self.db, &ROLE_BINDING, call, binding, async |conn, b| {
-                    may_grant(&caller, b)?;
+                    may_grant_in(conn, &caller, b).await?;
                     let principal =
                         live_principal(conn, &b.principal, "role_binding.principal").await?;
                     domain::validate_binding(b, &principal, now_micros())
@@ -442,7 +471,7 @@ impl RbacService for RbacApi {
                 id: "",
                 id_field: "role_binding_id",
                 request_id: &req.request_id,
-                request_hash: docstore::request_hash(&req),
+                request_hash: idempotency::request_hash(&req),
             };
             let created =
                 docstore::create(&self.db, &ROLE_BINDING, call, binding, async |conn, b| {
@@ -478,25 +507,7 @@ impl RbacService for RbacApi {
                 let mut conn = self.db.read().await?;
                 live_principal(&mut conn, &req.principal, "principal").await?;
             }
-            let key = keys::current(&self.db).await?;
-            let now = now_micros() / 1_000_000;
-            let expire = now + ttl / 1_000_000;
-            let claims = Claims {
-                sub: req.principal.clone(),
-                iss: ISSUER.into(),
-                aud: AUDIENCE.into(),
-                exp: expire,
-                nbf: now,
-                iat: now,
-                jti: uuid::Uuid::new_v4().to_string(),
-                act: None,
-            };
-            let token = token::issue(&key, &claims)
-                .map_err(|e| ApiError::internal("signing a token", &e))?;
-            Ok(IssueTokenResponse {
-                token,
-                expire_time: Some(to_timestamp(expire * 1_000_000)),
-            })
+            mint_token(&self.db, &req.principal, ttl).await
         };
         reply(result.await)
     }
@@ -541,6 +552,30 @@ impl RbacService for RbacApi {
     ) -> Reply<SigningKey> {
         reply(keys::rotate(&self.db).await.map(to_wire))
     }
+}
+
+/// Signs a token for `principal` (whose existence the caller checked) lasting `ttl`, with RBAC's
+/// current key: the handler's and `pm admin`'s one way to mint.
+pub async fn mint_token(db: &Db, principal: &str, ttl: Micros) -> ApiResult<IssueTokenResponse> {
+    let key = keys::current(db).await?;
+    let now = now_micros() / 1_000_000;
+    let expire = now + ttl / 1_000_000;
+    let claims = Claims {
+        sub: principal.to_string(),
+        iss: ISSUER.into(),
+        aud: AUDIENCE.into(),
+        exp: expire,
+        nbf: now,
+        iat: now,
+        jti: uuid::Uuid::new_v4().to_string(),
+        act: None,
+    };
+    let token =
+        token::issue(&key, &claims).map_err(|e| ApiError::internal("signing a token", &e))?;
+    Ok(IssueTokenResponse {
+        token,
+        expire_time: Some(to_timestamp(expire * 1_000_000)),
+    })
 }
 
 fn to_wire(published: keys::Published) -> SigningKey {

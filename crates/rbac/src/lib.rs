@@ -2,9 +2,11 @@
 //! and the permission catalog derived from the `(pm.authz.v1.rule)` every RPC declares. The decision
 //! itself (`pm_authz::policy`) is shared with every service, which enforces it at its API layer.
 
+pub mod bootstrap;
 pub mod domain;
 pub mod handlers;
 pub mod keys;
+pub mod reasons;
 pub mod store;
 
 use pm_api::rbac::rbac_service_server::RbacServiceServer;
@@ -26,8 +28,12 @@ const OWN_MIGRATIONS: Migrations = Migrations {
     postgres: || sqlx::migrate!("./migrations/postgres"),
 };
 
-/// The migration sets of the RBAC slice.
-pub const MIGRATIONS: &[&Migrations] = &[&pm_runtime::docstore::MIGRATIONS, &OWN_MIGRATIONS];
+/// The migration sets of the RBAC slice (its audit trail records `pm admin` writes).
+pub const MIGRATIONS: &[&Migrations] = &[
+    &pm_runtime::docstore::MIGRATIONS,
+    &pm_authz::audit::AUDIT_MIGRATIONS,
+    &OWN_MIGRATIONS,
+];
 
 /// The service behind the authorization layer, ready for `pm_runtime::server::serve`.
 pub fn service(db: Db, authz: Authz) -> ServiceDef {

@@ -8,17 +8,17 @@
 //!
 //! Schema ([`MIGRATIONS`], run in each service's own slice):
 //! `resources(name PK, collection, revision, create_time, update_time, delete_time, body)`,
-//! `resource_attrs(name, attr, value)`, `idempotency_keys(method, request_id, request_hash, response)`.
+//! `resource_attrs(name, attr, value)`, and `idempotency_keys(method, request_id, request_hash, response)`,
+//! which [`crate::idempotency`] reads and writes (for typed tables as well as for this store).
 
 use pm_api::Resource;
-use prost::Message;
 use prost_types::FieldMask;
-use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row, any::AnyRow};
 
 use crate::batch::{Insert, Value};
 use crate::db::{Db, Migrations};
 use crate::error::{ApiError, ApiResult};
+use crate::idempotency::{check_request_id, remember, replay};
 use crate::names::{self, NamePattern};
 use crate::time::{Micros, now_micros, to_timestamp};
 use crate::{fieldmask, filter, paging};
@@ -432,106 +432,6 @@ pub fn check_etag<T: Resource>(stored: &Stored<T>, supplied: &str) -> ApiResult<
     }
 }
 
-/// Validates a `request_id`: empty (no idempotency) or a UUID.
-pub fn check_request_id(request_id: &str) -> ApiResult<()> {
-    if request_id.is_empty() || uuid::Uuid::try_parse(request_id).is_ok() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid("request_id", "must be a UUID"))
-    }
-}
-
-/// A digest of a request, to tell a retry from a different call reusing a request_id.
-pub fn request_hash(request: &impl Message) -> String {
-    hex::encode(Sha256::digest(request.encode_to_vec()))
-}
-
-/// The response recorded for `(method, request_id)`, if this call was made before. A request_id reused
-/// with a different request is FAILED_PRECONDITION.
-pub async fn replay<R: Message + Default>(
-    conn: &mut AnyConnection,
-    method: &str,
-    request_id: &str,
-    hash: &str,
-) -> ApiResult<Option<R>> {
-    if request_id.is_empty() {
-        return Ok(None);
-    }
-    let row = sqlx::query(
-        "SELECT request_hash, response FROM idempotency_keys WHERE method = $1 AND request_id = $2",
-    )
-    .bind(method)
-    .bind(request_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let stored_hash: String = row.try_get("request_hash")?;
-    if stored_hash != hash {
-        return Err(ApiError::precondition(
-            "REQUEST_ID_REUSED",
-            "request_id was already used for a different request",
-        )
-        .with_meta("requestId", request_id));
-    }
-    let response: Vec<u8> = row.try_get("response")?;
-    R::decode(response.as_slice())
-        .map(Some)
-        .map_err(|e| ApiError::internal("decoding a recorded response", &e))
-}
-
-/// Records the response of `(method, request_id)` in the same transaction as the write.
-pub async fn remember(
-    conn: &mut AnyConnection,
-    method: &str,
-    request_id: &str,
-    hash: &str,
-    response: &impl Message,
-) -> ApiResult<()> {
-    match remember_statement(method, request_id, hash, response) {
-        Some(insert) => insert.execute(conn).await,
-        None => Ok(()),
-    }
-}
-
-/// The statement [`remember`] runs (`None` without a request_id). Its unique key refuses a second
-/// call with the request_id (only possible without the organization's lock: a twin committed
-/// first) with FAILED_PRECONDITION `REQUEST_ID_IN_FLIGHT`: the caller then answers with the twin's
-/// response, found by [`replay`].
-pub fn remember_statement(
-    method: &str,
-    request_id: &str,
-    hash: &str,
-    response: &impl Message,
-) -> Option<Insert> {
-    if request_id.is_empty() {
-        return None;
-    }
-    let id = request_id.to_string();
-    Some(
-        Insert::new(
-            "idempotency_keys",
-            "INSERT INTO idempotency_keys (method, request_id, request_hash, response, create_time) \
-             VALUES ($1, $2, $3, $4, $5)",
-            vec![
-                method.into(),
-                request_id.into(),
-                hash.into(),
-                response.encode_to_vec().into(),
-                now_micros().into(),
-            ],
-        )
-        .refusing(move |e| {
-            e.is_unique_violation().then(|| {
-                ApiError::precondition(
-                    "REQUEST_ID_IN_FLIGHT",
-                    "another call with this request_id was being answered; retry to get its answer",
-                )
-                .with_meta("requestId", &id)
-            })
-        }),
-    )
-}
-
 /// What a Create call asks for, beyond the resource itself.
 pub struct CreateCall<'a> {
     /// Full gRPC method path (the idempotency key's namespace).
@@ -655,7 +555,8 @@ where
     T: Resource,
     F: AsyncFnOnce(&mut AnyConnection, &T, &mut T) -> ApiResult<()>,
 {
-    let patch = patch.ok_or_else(|| ApiError::invalid(kind.field, "is required"))?;
+    let patch = patch
+        .ok_or_else(|| ApiError::invalid(kind.field, "is required").because("FIELD_REQUIRED"))?;
     let name = patch.name().to_string();
     kind.pattern.parse(&format!("{}.name", kind.field), &name)?;
     let mut tx = db.write(names::organization_of(&name)).await?;
@@ -749,7 +650,8 @@ fn parse_order(order_by: &str) -> ApiResult<Order> {
         _ => Err(ApiError::invalid(
             "order_by",
             "must be `name`, `create_time` or `create_time desc`",
-        )),
+        )
+        .because("ORDER_BY_INVALID")),
     }
 }
 

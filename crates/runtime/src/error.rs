@@ -142,6 +142,14 @@ impl ApiError {
         .with_meta("peer", peer)
     }
 
+    /// The same error with a more specific `reason` (AIP-193: the reason names the proximate cause,
+    /// also for INVALID_ARGUMENT). Every reason a service sends is in its catalog
+    /// ([`crate::reasons`]).
+    pub fn because(mut self, reason: &'static str) -> Self {
+        self.reason = reason;
+        self
+    }
+
     /// Adds a metadata entry.
     pub fn with_meta(mut self, key: &'static str, value: impl Into<String>) -> Self {
         self.metadata.push((key, value.into()));

@@ -74,7 +74,8 @@ pub fn apply<T: Resource>(
                             "`{}` is output only or immutable and cannot be updated",
                             crate::error::quote(path)
                         ),
-                    ));
+                    )
+                    .because("UPDATE_MASK_INVALID"));
                 }
             }
             named.to_vec()
@@ -99,6 +100,7 @@ fn resolve(descriptor: &MessageDescriptor, path: &str) -> ApiResult<()> {
                 descriptor.name()
             ),
         )
+        .because("UPDATE_MASK_INVALID")
     };
     let mut current = descriptor.clone();
     let mut segments = path.split('.').peekable();

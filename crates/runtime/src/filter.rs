@@ -79,7 +79,7 @@ fn too_many_terms() -> ApiError {
 }
 
 fn bad(description: &str) -> ApiError {
-    ApiError::invalid("filter", description.to_string())
+    ApiError::invalid("filter", description.to_string()).because("FILTER_INVALID")
 }
 
 struct Lexer<'a> {

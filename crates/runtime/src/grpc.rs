@@ -15,7 +15,7 @@ pub fn reply<T>(result: ApiResult<T>, domain: &str) -> Reply<T> {
 
 /// A message field that must be set.
 pub fn required<T>(value: Option<T>, field: &str) -> ApiResult<T> {
-    value.ok_or_else(|| ApiError::invalid(field, "is required"))
+    value.ok_or_else(|| ApiError::invalid(field, "is required").because("FIELD_REQUIRED"))
 }
 
 /// A `docstore::ListCall` from an AIP List request (`page_size`, `page_token`, `filter`,
@@ -48,7 +48,7 @@ macro_rules! create_call {
             id: &$req.$id,
             id_field: stringify!($id),
             request_id: &$req.request_id,
-            request_hash: $crate::docstore::request_hash(&$req),
+            request_hash: $crate::idempotency::request_hash(&$req),
         }
     };
 }

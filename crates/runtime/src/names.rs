@@ -22,7 +22,8 @@ impl NamePattern {
             return Err(ApiError::invalid(
                 field,
                 format!("must be a resource name like {}", self.template()),
-            ));
+            )
+            .because("RESOURCE_NAME_INVALID"));
         }
         Ok(segments.chunks(2).map(|pair| pair[1].to_string()).collect())
     }
@@ -83,7 +84,8 @@ pub fn choose_id(field: &str, requested: &str) -> ApiResult<String> {
         return Err(ApiError::invalid(
             field,
             "must be 1 to 63 lowercase letters, digits and dashes, starting with a letter",
-        ));
+        )
+        .because("RESOURCE_ID_INVALID"));
     }
     Ok(requested.to_string())
 }

@@ -33,7 +33,9 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 /// negative is INVALID_ARGUMENT.
 pub fn page_size(requested: i32) -> ApiResult<usize> {
     match usize::try_from(requested) {
-        Err(_) => Err(ApiError::invalid("page_size", "must not be negative")),
+        Err(_) => {
+            Err(ApiError::invalid("page_size", "must not be negative").because("PAGE_SIZE_INVALID"))
+        }
         Ok(0) => Ok(DEFAULT_PAGE_SIZE),
         Ok(n) => Ok(n.min(MAX_PAGE_SIZE)),
     }
@@ -220,6 +222,7 @@ pub fn invalid_token() -> ApiError {
         "is not a page token of this call: pass next_page_token back unchanged, to the same method \
          as the same caller, with the same parent, filter, order_by and show_deleted",
     )
+    .because("PAGE_TOKEN_INVALID")
 }
 
 /// Encodes the token that resumes after the item whose sort key is `after`, in the current call's

@@ -7,9 +7,10 @@ use chrono::{TimeDelta, Utc};
 use pm_api::scheduling::scheduling_service_server::SchedulingService;
 use pm_api::scheduling::*;
 use pm_authz::layer::{Caller, require_caller as caller};
-use pm_authz::phi::PhiAudit;
+use pm_authz::phi::{Audited, PhiAudit, PhiCall};
 use pm_runtime::config::Backend;
 use pm_runtime::docstore::{self, ListScope, VerbCall};
+use pm_runtime::idempotency;
 use pm_runtime::names::{self, NamePattern};
 use pm_runtime::time::now_micros;
 use pm_runtime::{ApiError, ApiResult, Db, batch};
@@ -25,9 +26,10 @@ use crate::eligibility::{self, Reason, Subject};
 use crate::lifecycle::{self, Action, Transition};
 use crate::occupancy::{self, Holder, HolderKind};
 use crate::org::OrgView;
-use crate::outbox::{self, Doorbell};
+use crate::outbox::{self, Outbox};
 use crate::store::{
-    self, APPOINTMENT, AVAILABILITY_EXCEPTION, AVAILABILITY_RULE, ROOM, VISIT_TYPE,
+    self, APPOINTMENT, AVAILABILITY_EXCEPTION, AVAILABILITY_RULE, ENCOUNTER, ROOM, VISIT_TYPE,
+    WAITLIST_ENTRY,
 };
 use pm_api::scheduling::scheduling_event::Kind as EventKind;
 
@@ -64,11 +66,10 @@ pub struct SchedulingApi {
     /// Visit types as last read (for [`crate::cache::CACHE_TTL`], as Org's unit policies that
     /// allow them are: a deleted one may still be booked for that long).
     visit_types: Arc<TtlCache<VisitType>>,
-    /// Rung after a commit that staged outbox events: wakes the sequencer.
-    staged: Doorbell,
-    /// Rung by the sequencer when it numbered events: wakes the streams.
-    published: Doorbell,
-    /// Ends the streams when the server shuts down (a graceful drain waits for them otherwise).
+    /// Its events: staged by writes, numbered by the outbox's sequencer, read by the streams and
+    /// the waitlist follower.
+    events: Outbox,
+    /// Ends the streams and the background work when the server shuts down.
     shutdown: tokio_util::sync::CancellationToken,
 }
 
@@ -86,21 +87,14 @@ impl SchedulingApi {
         phi: PhiAudit,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
-        let (staged, published) = (Doorbell::default(), Doorbell::default());
-        outbox::spawn_sequencer(
-            db.clone(),
-            staged.clone(),
-            published.clone(),
-            shutdown.clone(),
-        );
+        let events = Outbox::start(db.clone(), DOMAIN, shutdown.clone());
         let api = Self {
             db,
             org,
             phi,
             rules: Arc::default(),
             visit_types: Arc::default(),
-            staged,
-            published,
+            events,
             shutdown,
         };
         api.spawn_waitlist_worker();
@@ -245,7 +239,7 @@ impl SchedulingApi {
         }
         tx.commit().await?;
         if expired > 0 {
-            self.staged.ring();
+            self.events.committed();
         }
         Ok(expired)
     }
@@ -371,7 +365,7 @@ impl SchedulingApi {
             Ok(booked) => booked,
             Err(err) => return self.replayed(&req).await?.ok_or(err),
         };
-        self.staged.ring();
+        self.events.committed();
         Ok(booked)
     }
 
@@ -409,7 +403,7 @@ impl SchedulingApi {
             &booked.name,
             vec![booked.patient.clone()],
         )?);
-        inserts.extend(docstore::remember_statement(
+        inserts.extend(idempotency::remember_statement(
             method,
             call.request_id,
             &call.request_hash,
@@ -494,11 +488,11 @@ impl SchedulingApi {
             return Ok(None);
         }
         let mut conn = self.db.read().await?;
-        docstore::replay::<Appointment>(
+        idempotency::replay::<Appointment>(
             &mut conn,
             method!("BookAppointment"),
             &req.request_id,
-            &docstore::request_hash(req),
+            &idempotency::request_hash(req),
         )
         .await
     }
@@ -522,6 +516,22 @@ impl SchedulingApi {
         };
         let unit = unit.unwrap_or_else(|| format!("{}/units/-", names::organization_of(name)));
         access::authorize(&self.org, caller, method, name, Some(&unit)).await
+    }
+
+    /// A page of `kind` in the organization a List names, cut to the units the caller may see:
+    /// what every List of an organization's unit-placed records (appointments, encounters, waitlist
+    /// entries) answers.
+    async fn list_in_units<T: pm_api::Resource>(
+        &self,
+        rpc: PhiCall<'_>,
+        kind: &docstore::Kind<T>,
+        mut list: docstore::ListCall<'_>,
+    ) -> ApiResult<docstore::Page<T>> {
+        ORGANIZATION_NAME.parse("parent", list.parent)?;
+        access::authorize(&self.org, rpc.caller, rpc.method, list.parent, None).await?;
+        let units = access::visible_units(&self.org, rpc.caller, rpc.method, list.parent).await?;
+        list.scope = units.map(|units| ListScope::Attr("unit", units));
+        docstore::list(&self.db, kind, list).await
     }
 
     async fn check_appointment(&self, caller: &Caller, method: &str, name: &str) -> ApiResult<()> {
@@ -561,33 +571,8 @@ impl SchedulingApi {
             async |conn, changed| self.publish(conn, caller, method, changed).await,
         )
         .await?;
-        self.staged.ring();
+        self.events.committed();
         Ok(changed)
-    }
-
-    /// Audits a PHI call about an appointment (or a search for a patient).
-    #[allow(clippy::too_many_arguments)]
-    async fn audited<T>(
-        &self,
-        caller: ApiResult<Caller>,
-        method: &str,
-        write: bool,
-        resource: &str,
-        result: ApiResult<T>,
-        patients: impl Fn(&T) -> Vec<String>,
-        error_patients: Vec<String>,
-    ) -> ApiResult<T> {
-        self.phi
-            .audited(
-                caller,
-                method,
-                write,
-                resource,
-                result,
-                patients,
-                error_patients,
-            )
-            .await
     }
 }
 
@@ -1006,88 +991,74 @@ impl SchedulingService for SchedulingApi {
     // Slot search
 
     async fn find_slots(&self, request: Request<FindSlotsRequest>) -> Reply<FindSlotsResponse> {
-        let who = caller(&request);
-        let req = request.into_inner();
-        let result = async {
-            let caller = who.clone()?;
-            UNIT_NAME.parse("unit", &req.unit)?;
-            PATIENT_NAME.parse("patient", &req.patient)?;
-            for (i, p) in req.providers.iter().enumerate() {
-                PROVIDER_NAME.parse(&format!("providers[{i}]"), p)?;
-            }
-            for (i, l) in req.locations.iter().enumerate() {
-                LOCATION_NAME.parse(&format!("locations[{i}]"), l)?;
-            }
-            let window = domain::interval(req.window.as_ref(), "window")?;
-            if window.duration() > domain::MAX_WINDOW {
-                return Err(ApiError::invalid("window", "at most 31 days"));
-            }
-            if req.max_slots < 0 {
-                return Err(ApiError::invalid("max_slots", "must not be negative"));
-            }
-            let step = domain::slot_step(req.step.as_ref())?;
-            access::authorize(
-                &self.org,
-                &caller,
-                method!("FindSlots"),
-                &req.unit,
-                Some(&req.unit),
-            )
-            .await?;
-            let visit = self
-                .visit_type_of(&req.unit, &req.visit_type, "visit_type")
-                .await?;
-            let max = match req.max_slots {
-                0 => 100,
-                n => usize::try_from(n).unwrap_or(1000).min(1000),
-            };
-            let found = self
-                .search(Search {
-                    unit: &req.unit,
-                    patient: &req.patient,
-                    visit: &visit,
-                    window,
-                    providers: &req.providers,
-                    locations: &req.locations,
-                    rooms: &[],
-                    step,
-                    ignore: None,
-                    // One more than asked, to tell whether there were more.
-                    limit: max + 1,
-                    read_busy: true,
-                })
-                .await?;
-            let truncated = found.slots.len() > max;
-            Ok(FindSlotsResponse {
-                slots: found
-                    .slots
-                    .into_iter()
-                    .take(max)
-                    .map(|(location, slot)| Slot {
-                        provider: slot.provider,
-                        location,
-                        room: slot.room.unwrap_or_default(),
-                        interval: Some(wire_interval(slot.interval)),
-                        payer: slot.payer.unwrap_or_default(),
-                    })
-                    .collect(),
-                exclusions: found.excluded.into_iter().map(wire_exclusion).collect(),
-                truncated,
-            })
-        }
-        .await;
-        let patient = req.patient.clone();
+        let audit = |r: &FindSlotsRequest| {
+            let p = r.patient.clone();
+            Audited::read(&r.unit, move |_| vec![p.clone()]).naming(vec![r.patient.clone()])
+        };
         reply(
-            self.audited(
-                who,
-                method!("FindSlots"),
-                false,
-                &req.unit,
-                result,
-                |_| vec![patient.clone()],
-                vec![req.patient.clone()],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+                    UNIT_NAME.parse("unit", &req.unit)?;
+                    PATIENT_NAME.parse("patient", &req.patient)?;
+                    for (i, p) in req.providers.iter().enumerate() {
+                        PROVIDER_NAME.parse(&format!("providers[{i}]"), p)?;
+                    }
+                    for (i, l) in req.locations.iter().enumerate() {
+                        LOCATION_NAME.parse(&format!("locations[{i}]"), l)?;
+                    }
+                    let window = domain::interval(req.window.as_ref(), "window")?;
+                    if window.duration() > domain::MAX_WINDOW {
+                        return Err(ApiError::invalid("window", "at most 31 days"));
+                    }
+                    if req.max_slots < 0 {
+                        return Err(ApiError::invalid("max_slots", "must not be negative"));
+                    }
+                    let step = domain::slot_step(req.step.as_ref())?;
+                    access::authorize(&self.org, &caller, rpc.method, &req.unit, Some(&req.unit))
+                        .await?;
+                    let visit = self
+                        .visit_type_of(&req.unit, &req.visit_type, "visit_type")
+                        .await?;
+                    let max = match req.max_slots {
+                        0 => 100,
+                        n => usize::try_from(n).unwrap_or(1000).min(1000),
+                    };
+                    let found = self
+                        .search(Search {
+                            unit: &req.unit,
+                            patient: &req.patient,
+                            visit: &visit,
+                            window,
+                            providers: &req.providers,
+                            locations: &req.locations,
+                            rooms: &[],
+                            step,
+                            ignore: None,
+                            // One more than asked, to tell whether there were more.
+                            limit: max + 1,
+                            read_busy: true,
+                        })
+                        .await?;
+                    let truncated = found.slots.len() > max;
+                    Ok(FindSlotsResponse {
+                        slots: found
+                            .slots
+                            .into_iter()
+                            .take(max)
+                            .map(|(location, slot)| Slot {
+                                provider: slot.provider,
+                                location,
+                                room: slot.room.unwrap_or_default(),
+                                interval: Some(wire_interval(slot.interval)),
+                                payer: slot.payer.unwrap_or_default(),
+                            })
+                            .collect(),
+                        exclusions: found.excluded.into_iter().map(wire_exclusion).collect(),
+                        truncated,
+                    })
+                })
+                .await,
         )
     }
 
@@ -1097,29 +1068,16 @@ impl SchedulingService for SchedulingApi {
         &self,
         request: Request<BookAppointmentRequest>,
     ) -> Reply<Appointment> {
-        let who = caller(&request);
-        let req = request.into_inner();
-        let patient = req
-            .appointment
-            .as_ref()
-            .map(|a| a.patient.clone())
-            .unwrap_or_default();
-        let parent = req.parent.clone();
-        let result = match &who {
-            Ok(caller) => self.book(caller, req).await,
-            Err(err) => Err(err.clone()),
+        let audit = |r: &BookAppointmentRequest| {
+            Audited::write(&r.parent)
+                .naming(r.appointment.iter().map(|a| a.patient.clone()).collect())
         };
         reply(
-            self.audited(
-                who,
-                method!("BookAppointment"),
-                true,
-                &parent,
-                result,
-                |_| vec![],
-                vec![patient],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.book(rpc.caller, req).await
+                })
+                .await,
         )
     }
 
@@ -1127,69 +1085,51 @@ impl SchedulingService for SchedulingApi {
         &self,
         request: Request<ConfirmAppointmentRequest>,
     ) -> Reply<Appointment> {
-        let who = caller(&request);
-        let req = request.into_inner();
-        let result = async {
-            let caller = who.clone()?;
-            self.check_appointment(&caller, method!("ConfirmAppointment"), &req.name)
-                .await?;
-            let current = store::appointment(&self.db, &req.name).await?;
-            // Refused early, before the re-check asks Org; applied again in the transaction.
-            let state = domain::lifecycle_state(&current);
-            lifecycle::apply(state, Action::Confirm, Utc::now())?;
-            // The hold already occupies the slot, and confirming keeps it; but Org's facts may have
-            // changed since it was taken (a credential suspended, coverage ended, the patient
-            // discharged): every rule is checked again, as for a booking.
-            let visit = self
-                .visit_type_of(&current.unit, &current.visit_type, "name")
-                .await?;
-            self.recheck(&current, &visit, Some(&current.name)).await?;
-            self.verb(
-                &caller,
-                method!("ConfirmAppointment"),
-                &req.name,
-                &req.etag,
-                Action::Confirm,
-                "hold confirmed",
-            )
-            .await
-        }
-        .await;
+        let audit = |r: &ConfirmAppointmentRequest| Audited::write(&r.name);
         reply(
-            self.audited(
-                who,
-                method!("ConfirmAppointment"),
-                true,
-                &req.name,
-                result,
-                |_| vec![],
-                vec![],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+                    self.check_appointment(&caller, rpc.method, &req.name)
+                        .await?;
+                    let current = store::appointment(&self.db, &req.name).await?;
+                    // Refused early, before the re-check asks Org; applied again in the transaction.
+                    let state = domain::lifecycle_state(&current);
+                    lifecycle::apply(state, Action::Confirm, Utc::now())?;
+                    // The hold already occupies the slot, and confirming keeps it; but Org's facts may have
+                    // changed since it was taken (a credential suspended, coverage ended, the patient
+                    // discharged): every rule is checked again, as for a booking.
+                    let visit = self
+                        .visit_type_of(&current.unit, &current.visit_type, "name")
+                        .await?;
+                    self.recheck(&current, &visit, Some(&current.name)).await?;
+                    self.verb(
+                        &caller,
+                        rpc.method,
+                        &req.name,
+                        &req.etag,
+                        Action::Confirm,
+                        "hold confirmed",
+                    )
+                    .await
+                })
+                .await,
         )
     }
 
     async fn get_appointment(&self, request: Request<GetAppointmentRequest>) -> Reply<Appointment> {
-        let who = caller(&request);
-        let name = request.into_inner().name;
-        let result = async {
-            let caller = who.clone()?;
-            self.check_appointment(&caller, method!("GetAppointment"), &name)
-                .await?;
-            store::appointment(&self.db, &name).await
-        }
-        .await;
+        let audit = |r: &GetAppointmentRequest| {
+            Audited::read(&r.name, |a: &Appointment| vec![a.patient.clone()])
+        };
         reply(
-            self.audited(
-                who,
-                method!("GetAppointment"),
-                false,
-                &name,
-                result,
-                |a| vec![a.patient.clone()],
-                vec![],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+                    self.check_appointment(&caller, rpc.method, &req.name)
+                        .await?;
+                    store::appointment(&self.db, &req.name).await
+                })
+                .await,
         )
     }
 
@@ -1197,47 +1137,25 @@ impl SchedulingService for SchedulingApi {
         &self,
         request: Request<ListAppointmentsRequest>,
     ) -> Reply<ListAppointmentsResponse> {
-        let who = caller(&request);
-        let req = request.into_inner();
-        let result = async {
-            let caller = who.clone()?;
-            ORGANIZATION_NAME.parse("parent", &req.parent)?;
-            access::authorize(
-                &self.org,
-                &caller,
-                method!("ListAppointments"),
-                &req.parent,
-                None,
-            )
-            .await?;
-            let units =
-                access::visible_units(&self.org, &caller, method!("ListAppointments"), &req.parent)
-                    .await?;
-            let mut call = list_call!(req, &req.parent, false);
-            call.scope = units.map(|units| ListScope::Attr("unit", units));
-            let page = docstore::list(&self.db, &APPOINTMENT, call).await?;
-            Ok(ListAppointmentsResponse {
-                appointments: page.items,
-                next_page_token: page.next_page_token,
+        let audit = |r: &ListAppointmentsRequest| {
+            Audited::read(&r.parent, |page: &ListAppointmentsResponse| {
+                page.appointments
+                    .iter()
+                    .map(|a| a.patient.clone())
+                    .collect()
             })
-        }
-        .await;
+        };
         reply(
-            self.audited(
-                who,
-                method!("ListAppointments"),
-                false,
-                &req.parent,
-                result,
-                |page| {
-                    page.appointments
-                        .iter()
-                        .map(|a| a.patient.clone())
-                        .collect()
-                },
-                vec![],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.list_in_units(rpc, &APPOINTMENT, list_call!(req, &req.parent, false))
+                        .await
+                        .map(|page| ListAppointmentsResponse {
+                            appointments: page.items,
+                            next_page_token: page.next_page_token,
+                        })
+                })
+                .await,
         )
     }
 
@@ -1245,41 +1163,31 @@ impl SchedulingService for SchedulingApi {
         &self,
         request: Request<CancelAppointmentRequest>,
     ) -> Reply<Appointment> {
-        let who = caller(&request);
-        let req = request.into_inner();
-        let result = async {
-            let caller = who.clone()?;
-            if req.reason.trim().is_empty() || req.reason.len() > 500 {
-                return Err(ApiError::invalid(
-                    "reason",
-                    "required, at most 500 characters",
-                ));
-            }
-            let changed = self
-                .verb(
-                    &caller,
-                    method!("CancelAppointment"),
-                    &req.name,
-                    &req.etag,
-                    Action::Cancel,
-                    &req.reason,
-                )
-                .await?;
-            // The waitlist worker offers the freed time from the outbox.
-            Ok(changed)
-        }
-        .await;
+        let audit = |r: &CancelAppointmentRequest| Audited::write(&r.name);
         reply(
-            self.audited(
-                who,
-                method!("CancelAppointment"),
-                true,
-                &req.name,
-                result,
-                |_| vec![],
-                vec![],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+                    if req.reason.trim().is_empty() || req.reason.len() > 500 {
+                        return Err(ApiError::invalid(
+                            "reason",
+                            "required, at most 500 characters",
+                        ));
+                    }
+                    let changed = self
+                        .verb(
+                            &caller,
+                            rpc.method,
+                            &req.name,
+                            &req.etag,
+                            Action::Cancel,
+                            &req.reason,
+                        )
+                        .await?;
+                    // The waitlist worker offers the freed time from the outbox.
+                    Ok(changed)
+                })
+                .await,
         )
     }
 
@@ -1287,68 +1195,48 @@ impl SchedulingService for SchedulingApi {
         &self,
         request: Request<CheckInAppointmentRequest>,
     ) -> Reply<Appointment> {
-        let who = caller(&request);
-        let req = request.into_inner();
-        let result = async {
-            let caller = who.clone()?;
-            self.verb(
-                &caller,
-                method!("CheckInAppointment"),
-                &req.name,
-                &req.etag,
-                Action::CheckIn,
-                "",
-            )
-            .await
-        }
-        .await;
+        let audit = |r: &CheckInAppointmentRequest| Audited::write(&r.name);
         reply(
-            self.audited(
-                who,
-                method!("CheckInAppointment"),
-                true,
-                &req.name,
-                result,
-                |_| vec![],
-                vec![],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+                    self.verb(
+                        &caller,
+                        rpc.method,
+                        &req.name,
+                        &req.etag,
+                        Action::CheckIn,
+                        "",
+                    )
+                    .await
+                })
+                .await,
         )
     }
 
     async fn mark_no_show(&self, request: Request<MarkNoShowRequest>) -> Reply<Appointment> {
-        let who = caller(&request);
-        let req = request.into_inner();
-        let result = async {
-            let caller = who.clone()?;
-            if req.reason.len() > 500 {
-                return Err(ApiError::invalid("reason", "at most 500 characters"));
-            }
-            let changed = self
-                .verb(
-                    &caller,
-                    method!("MarkNoShow"),
-                    &req.name,
-                    &req.etag,
-                    Action::MarkNoShow,
-                    &req.reason,
-                )
-                .await?;
-            // The waitlist worker offers the freed time from the outbox.
-            Ok(changed)
-        }
-        .await;
+        let audit = |r: &MarkNoShowRequest| Audited::write(&r.name);
         reply(
-            self.audited(
-                who,
-                method!("MarkNoShow"),
-                true,
-                &req.name,
-                result,
-                |_| vec![],
-                vec![],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+                    if req.reason.len() > 500 {
+                        return Err(ApiError::invalid("reason", "at most 500 characters"));
+                    }
+                    let changed = self
+                        .verb(
+                            &caller,
+                            rpc.method,
+                            &req.name,
+                            &req.etag,
+                            Action::MarkNoShow,
+                            &req.reason,
+                        )
+                        .await?;
+                    // The waitlist worker offers the freed time from the outbox.
+                    Ok(changed)
+                })
+                .await,
         )
     }
 
@@ -1358,45 +1246,26 @@ impl SchedulingService for SchedulingApi {
         &self,
         request: Request<CompleteAppointmentRequest>,
     ) -> Reply<CompleteAppointmentResponse> {
-        let who = caller(&request);
-        let req = request.into_inner();
-        let name = req.name.clone();
-        let result = match &who {
-            Ok(caller) => self.complete(caller, req).await,
-            Err(err) => Err(err.clone()),
-        };
+        let audit = |r: &CompleteAppointmentRequest| Audited::write(&r.name);
         reply(
-            self.audited(
-                who,
-                method!("CompleteAppointment"),
-                true,
-                &name,
-                result,
-                |_| vec![],
-                vec![],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.complete(rpc.caller, req).await
+                })
+                .await,
         )
     }
 
     async fn get_encounter(&self, request: Request<GetEncounterRequest>) -> Reply<Encounter> {
-        let who = caller(&request);
-        let name = request.into_inner().name;
-        let result = match &who {
-            Ok(caller) => self.encounter(caller, &name).await,
-            Err(err) => Err(err.clone()),
+        let audit = |r: &GetEncounterRequest| {
+            Audited::read(&r.name, |e: &Encounter| vec![e.patient.clone()])
         };
         reply(
-            self.audited(
-                who,
-                method!("GetEncounter"),
-                false,
-                &name,
-                result,
-                |e| vec![e.patient.clone()],
-                vec![],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.encounter(rpc.caller, &req.name).await
+                })
+                .await,
         )
     }
 
@@ -1404,23 +1273,22 @@ impl SchedulingService for SchedulingApi {
         &self,
         request: Request<ListEncountersRequest>,
     ) -> Reply<ListEncountersResponse> {
-        let who = caller(&request);
-        let req = request.into_inner();
-        let result = match &who {
-            Ok(caller) => self.encounters(caller, &req).await,
-            Err(err) => Err(err.clone()),
+        let audit = |r: &ListEncountersRequest| {
+            Audited::read(&r.parent, |page: &ListEncountersResponse| {
+                page.encounters.iter().map(|e| e.patient.clone()).collect()
+            })
         };
         reply(
-            self.audited(
-                who,
-                method!("ListEncounters"),
-                false,
-                &req.parent,
-                result,
-                |page| page.encounters.iter().map(|e| e.patient.clone()).collect(),
-                vec![],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.list_in_units(rpc, &ENCOUNTER, list_call!(req, &req.parent, false))
+                        .await
+                        .map(|page| ListEncountersResponse {
+                            encounters: page.items,
+                            next_page_token: page.next_page_token,
+                        })
+                })
+                .await,
         )
     }
 
@@ -1430,24 +1298,14 @@ impl SchedulingService for SchedulingApi {
         &self,
         request: Request<StreamEventsRequest>,
     ) -> Reply<Self::StreamEventsStream> {
-        let who = caller(&request);
-        let after = request.get_ref().after_sequence;
-        let result = match &who {
-            Ok(caller) => self.events(caller, after).await,
-            Err(err) => Err(err.clone()),
-        };
-        // One record per subscription: the stream carries every patient's events from here on.
+        let audit = |_: &StreamEventsRequest| Audited::read("", |_: &feeds::EventStream| vec![]);
         reply(
-            self.audited(
-                who,
-                method!("StreamEvents"),
-                false,
-                "",
-                result,
-                |_| vec![],
-                vec![],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    // One record per subscription: the stream carries every patient's events from here on.
+                    self.events(rpc.caller, req.after_sequence).await
+                })
+                .await,
         )
     }
 
@@ -1455,34 +1313,26 @@ impl SchedulingService for SchedulingApi {
         &self,
         request: Request<ListCalendarRequest>,
     ) -> Reply<ListCalendarResponse> {
-        let who = caller(&request);
-        let req = request.into_inner();
-        let result = match &who {
-            Ok(caller) => self.calendar(caller, &req).await,
-            Err(err) => Err(err.clone()),
+        let audit = |r: &ListCalendarRequest| {
+            Audited::read(&r.scope, |calendar: &ListCalendarResponse| {
+                calendar
+                    .entries
+                    .iter()
+                    .filter_map(|e| match &e.entry {
+                        Some(pm_api::scheduling::calendar_entry::Entry::Appointment(a)) => {
+                            Some(a.patient.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
         };
         reply(
-            self.audited(
-                who,
-                method!("ListCalendar"),
-                false,
-                &req.scope,
-                result,
-                |calendar| {
-                    calendar
-                        .entries
-                        .iter()
-                        .filter_map(|e| match &e.entry {
-                            Some(pm_api::scheduling::calendar_entry::Entry::Appointment(a)) => {
-                                Some(a.patient.clone())
-                            }
-                            _ => None,
-                        })
-                        .collect()
-                },
-                vec![],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.calendar(rpc.caller, &req).await
+                })
+                .await,
         )
     }
 
@@ -1492,23 +1342,14 @@ impl SchedulingService for SchedulingApi {
         &self,
         request: Request<WatchCalendarRequest>,
     ) -> Reply<Self::WatchCalendarStream> {
-        let who = caller(&request);
-        let req = request.into_inner();
-        let result = match &who {
-            Ok(caller) => self.watch(caller, &req).await,
-            Err(err) => Err(err.clone()),
-        };
+        let audit =
+            |r: &WatchCalendarRequest| Audited::read(&r.scope, |_: &feeds::EventStream| vec![]);
         reply(
-            self.audited(
-                who,
-                method!("WatchCalendar"),
-                false,
-                &req.scope,
-                result,
-                |_| vec![],
-                vec![],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.watch(rpc.caller, &req).await
+                })
+                .await,
         )
     }
 
@@ -1518,51 +1359,27 @@ impl SchedulingService for SchedulingApi {
         &self,
         request: Request<RescheduleAppointmentRequest>,
     ) -> Reply<Appointment> {
-        let who = caller(&request);
-        let req = request.into_inner();
-        let name = req.name.clone();
-        let result = match &who {
-            Ok(caller) => self.reschedule(caller, req).await,
-            Err(err) => Err(err.clone()),
-        };
+        let audit = |r: &RescheduleAppointmentRequest| Audited::write(&r.name);
         reply(
-            self.audited(
-                who,
-                method!("RescheduleAppointment"),
-                true,
-                &name,
-                result,
-                |_| vec![],
-                vec![],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.reschedule(rpc.caller, req).await
+                })
+                .await,
         )
     }
 
     async fn book_series(&self, request: Request<BookSeriesRequest>) -> Reply<BookSeriesResponse> {
-        let who = caller(&request);
-        let req = request.into_inner();
-        let parent = req.parent.clone();
-        let patient = req
-            .appointment
-            .as_ref()
-            .map(|a| a.patient.clone())
-            .unwrap_or_default();
-        let result = match &who {
-            Ok(caller) => self.series(caller, req).await,
-            Err(err) => Err(err.clone()),
+        let audit = |r: &BookSeriesRequest| {
+            Audited::write(&r.parent)
+                .naming(r.appointment.iter().map(|a| a.patient.clone()).collect())
         };
         reply(
-            self.audited(
-                who,
-                method!("BookSeries"),
-                true,
-                &parent,
-                result,
-                |_| vec![],
-                vec![patient],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.series(rpc.caller, req).await
+                })
+                .await,
         )
     }
 
@@ -1570,24 +1387,13 @@ impl SchedulingService for SchedulingApi {
         &self,
         request: Request<CreateWaitlistEntryRequest>,
     ) -> Reply<WaitlistEntry> {
-        let who = caller(&request);
-        let req = request.into_inner();
-        let parent = req.parent.clone();
-        let result = match &who {
-            Ok(caller) => self.create_waitlist_entry(caller, req).await,
-            Err(err) => Err(err.clone()),
-        };
+        let audit = |r: &CreateWaitlistEntryRequest| Audited::write(&r.parent);
         reply(
-            self.audited(
-                who,
-                method!("CreateWaitlistEntry"),
-                true,
-                &parent,
-                result,
-                |_| vec![],
-                vec![],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.create_waitlist_entry(rpc.caller, req).await
+                })
+                .await,
         )
     }
 
@@ -1595,28 +1401,25 @@ impl SchedulingService for SchedulingApi {
         &self,
         request: Request<ListWaitlistEntriesRequest>,
     ) -> Reply<ListWaitlistEntriesResponse> {
-        let who = caller(&request);
-        let req = request.into_inner();
-        let result = match &who {
-            Ok(caller) => self.list_waitlist(caller, &req).await,
-            Err(err) => Err(err.clone()),
+        let audit = |r: &ListWaitlistEntriesRequest| {
+            Audited::read(&r.parent, |page: &ListWaitlistEntriesResponse| {
+                page.waitlist_entries
+                    .iter()
+                    .map(|e| e.patient.clone())
+                    .collect()
+            })
         };
         reply(
-            self.audited(
-                who,
-                method!("ListWaitlistEntries"),
-                false,
-                &req.parent,
-                result,
-                |page| {
-                    page.waitlist_entries
-                        .iter()
-                        .map(|e| e.patient.clone())
-                        .collect()
-                },
-                vec![],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.list_in_units(rpc, &WAITLIST_ENTRY, list_call!(req, &req.parent, false))
+                        .await
+                        .map(|page| ListWaitlistEntriesResponse {
+                            waitlist_entries: page.items,
+                            next_page_token: page.next_page_token,
+                        })
+                })
+                .await,
         )
     }
 
@@ -1624,23 +1427,13 @@ impl SchedulingService for SchedulingApi {
         &self,
         request: Request<DeleteWaitlistEntryRequest>,
     ) -> Reply<WaitlistEntry> {
-        let who = caller(&request);
-        let req = request.into_inner();
-        let result = match &who {
-            Ok(caller) => self.delete_waitlist_entry(caller, &req).await,
-            Err(err) => Err(err.clone()),
-        };
+        let audit = |r: &DeleteWaitlistEntryRequest| Audited::write(&r.name);
         reply(
-            self.audited(
-                who,
-                method!("DeleteWaitlistEntry"),
-                true,
-                &req.name,
-                result,
-                |_| vec![],
-                vec![],
-            )
-            .await,
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.delete_waitlist_entry(rpc.caller, &req).await
+                })
+                .await,
         )
     }
 }

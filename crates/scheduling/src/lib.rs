@@ -19,6 +19,7 @@ pub mod lifecycle;
 pub mod occupancy;
 pub mod org;
 pub mod outbox;
+pub mod reasons;
 pub mod store;
 
 use std::sync::Arc;
@@ -33,12 +34,14 @@ use pm_runtime::db::Migrations;
 use pm_runtime::server::ServiceDef;
 use tower::Layer as _;
 
-/// The migration sets of the Scheduling slice: the generic resource store, the audit trail and the
-/// occupancy table.
+/// The migration sets of the Scheduling slice: the generic resource store, the audit trail, its own
+/// tables (occupancy, and the outbox from before it was shared), then the shared event tables (after
+/// its own: they create what is missing only).
 pub const MIGRATIONS: &[&Migrations] = &[
     &pm_runtime::docstore::MIGRATIONS,
     &pm_authz::audit::AUDIT_MIGRATIONS,
     &occupancy::MIGRATIONS,
+    &pm_runtime::outbox::MIGRATIONS,
 ];
 
 /// The short name of the service (database slice, certificate, health entry).

@@ -421,30 +421,6 @@ pub async fn rooms_of(conn: &mut AnyConnection, location: &str) -> ApiResult<Vec
     )
 }
 
-/// The waitlist worker's place in the outbox: the sequence of the last event it dealt with (the
-/// `waitlist_cursor` table's one row).
-pub async fn waitlist_cursor(conn: &mut AnyConnection) -> ApiResult<i64> {
-    Ok(sqlx::query_scalar("SELECT after_seq FROM waitlist_cursor")
-        .fetch_one(&mut *conn)
-        .await?)
-}
-
-/// Moves the waitlist worker's cursor from `from` to `to`, in the caller's write transaction. A
-/// compare-and-set: if another worker moved it since `from` was read, nothing changes, so the
-/// slower of two workers does not undo the other's move.
-pub async fn advance_waitlist_cursor(
-    conn: &mut AnyConnection,
-    from: i64,
-    to: i64,
-) -> ApiResult<()> {
-    sqlx::query("UPDATE waitlist_cursor SET after_seq = $1 WHERE after_seq = $2")
-        .bind(to)
-        .bind(from)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// The Org resource whose scope a Scheduling resource inherits (for the shared reference check):
 /// a visit type's or rule's unit, an appointment's, encounter's or waitlist entry's unit, a time
 /// off's provider, a room's location. `Some(name)` unchanged for a name that is not Scheduling's;

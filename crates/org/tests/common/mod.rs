@@ -157,6 +157,7 @@ impl Harness {
 }
 
 /// Asserts a status's code and ErrorInfo reason; returns the status for more checks.
+#[track_caller]
 pub fn expect_error<T: std::fmt::Debug>(
     result: Result<T, Status>,
     code: Code,

@@ -5,11 +5,13 @@ use chrono::{DateTime, Days, TimeDelta, TimeZone, Utc};
 use pm_api::scheduling::scheduling_event::Kind as EventKind;
 use pm_api::scheduling::*;
 use pm_authz::layer::Caller;
-use pm_runtime::docstore::{self, ListScope, VerbCall};
+use pm_runtime::docstore::{self, VerbCall};
+use pm_runtime::idempotency;
 use pm_runtime::{ApiError, ApiResult, names};
 use tonic::Code;
 
-use crate::outbox;
+use pm_runtime::follower::{self, Follow, FollowerConfig};
+use sqlx::AnyConnection;
 
 use super::{OFFER_WAITLIST, SchedulingApi, check_start, enter, fill};
 use crate::access;
@@ -19,18 +21,19 @@ use crate::store::{self, APPOINTMENT, WAITLIST_ENTRY};
 
 /// How long a slot freed for the waitlist stays held for the patient offered it.
 const OFFER_TTL: TimeDelta = TimeDelta::minutes(30);
-/// How often the waitlist worker looks at the outbox when nothing woke it.
+/// How often lapsed holds are looked for.
 const WAITLIST_POLL: std::time::Duration = std::time::Duration::from_secs(1);
-/// The least time between two runs of the waitlist worker (the delay of an offer at most).
+/// The least time between two batches of the waitlist follower: under a stream of bookings, a few
+/// cursor moves a second rather than one per event (the delay of an offer at most).
 const WAITLIST_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
-/// The write-lock scope of the waitlist worker's cursor (no organization is named like this).
-const WAITLIST_SCOPE: &str = "pm.scheduling.waitlist-worker";
+/// The waitlist follower's name (its cursor's key).
+const WAITLIST_FOLLOWER: &str = "waitlist";
 
-/// The request_id of the hold offering `freed`'s time to `entry`: a name-based UUID, the same for
-/// every attempt, so that a repeated attempt is answered with the first hold.
+/// The request_id of the hold offering `freed`'s time to `entry`: the same for every attempt, so
+/// that a repeated attempt is answered with the first hold. (Derived from the freed appointment
+/// rather than the event: a lapsed hold's expiry may be published by two replicas' sweeps.)
 fn offer_request_id(freed: &str, entry: &str) -> String {
-    let name = format!("urn:pm:waitlist-offer:{freed}:{entry}");
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes()).to_string()
+    idempotency::derived_request_id("waitlist-offer", &[freed, entry])
 }
 
 impl SchedulingApi {
@@ -102,7 +105,7 @@ impl SchedulingApi {
             async |conn, changed| self.publish(conn, caller, method, changed).await,
         )
         .await?;
-        self.staged.ring();
+        self.events.committed();
         Ok(changed)
     }
 
@@ -129,8 +132,8 @@ impl SchedulingApi {
         if !(1..=28).contains(&every_days) {
             return Err(ApiError::invalid("every", "whole days, 1 to 28"));
         }
-        docstore::check_request_id(&req.request_id)?;
-        let hash = docstore::request_hash(&req);
+        idempotency::check_request_id(&req.request_id)?;
+        let hash = idempotency::request_hash(&req);
         if let Some(previous) = self.replayed_series(&req.request_id, &hash).await? {
             return Ok(previous);
         }
@@ -168,7 +171,7 @@ impl SchedulingApi {
         self.expire_lapsed_holds(&req.parent).await?;
         let mut tx = self.db.write(&req.parent).await?;
         if let Some(previous) =
-            docstore::replay::<BookSeriesResponse>(tx.conn(), method, &req.request_id, &hash)
+            idempotency::replay::<BookSeriesResponse>(tx.conn(), method, &req.request_id, &hash)
                 .await?
         {
             return Ok(previous);
@@ -192,9 +195,9 @@ impl SchedulingApi {
         let response = BookSeriesResponse {
             appointments: booked,
         };
-        docstore::remember(tx.conn(), method, &req.request_id, &hash, &response).await?;
+        idempotency::remember(tx.conn(), method, &req.request_id, &hash, &response).await?;
         tx.commit().await?;
-        self.staged.ring();
+        self.events.committed();
         Ok(response)
     }
 
@@ -204,7 +207,7 @@ impl SchedulingApi {
         hash: &str,
     ) -> ApiResult<Option<BookSeriesResponse>> {
         let mut conn = self.db.read().await?;
-        docstore::replay(&mut conn, method!("BookSeries"), request_id, hash).await
+        idempotency::replay(&mut conn, method!("BookSeries"), request_id, hash).await
     }
 
     pub(super) async fn create_waitlist_entry(
@@ -257,7 +260,7 @@ impl SchedulingApi {
             id: &req.waitlist_entry_id,
             id_field: "waitlist_entry_id",
             request_id: &req.request_id,
-            request_hash: docstore::request_hash(&req),
+            request_hash: idempotency::request_hash(&req),
         };
         docstore::create(&self.db, &WAITLIST_ENTRY, call, entry, async |conn, e| {
             self.phi
@@ -265,31 +268,6 @@ impl SchedulingApi {
                 .await
         })
         .await
-    }
-
-    pub(super) async fn list_waitlist(
-        &self,
-        caller: &Caller,
-        req: &ListWaitlistEntriesRequest,
-    ) -> ApiResult<ListWaitlistEntriesResponse> {
-        let method = method!("ListWaitlistEntries");
-        names::NamePattern(&["organizations"]).parse("parent", &req.parent)?;
-        access::authorize(&self.org, caller, method, &req.parent, None).await?;
-        let units = access::visible_units(&self.org, caller, method, &req.parent).await?;
-        let call = docstore::ListCall {
-            parent: &req.parent,
-            page_size: req.page_size,
-            page_token: &req.page_token,
-            filter: &req.filter,
-            order_by: &req.order_by,
-            show_deleted: false,
-            scope: units.map(|units| ListScope::Attr("unit", units)),
-        };
-        let page = docstore::list(&self.db, &WAITLIST_ENTRY, call).await?;
-        Ok(ListWaitlistEntriesResponse {
-            waitlist_entries: page.items,
-            next_page_token: page.next_page_token,
-        })
     }
 
     pub(super) async fn delete_waitlist_entry(
@@ -315,20 +293,25 @@ impl SchedulingApi {
         .await
     }
 
-    /// Starts the waitlist worker: it follows the outbox from its stored cursor and offers the
-    /// time each cancellation, no-show or lapsed hold freed ([`SchedulingApi::offer`]), waking
-    /// when the sequencer numbers events and every [`WAITLIST_POLL`], until shutdown. Offers are
-    /// idempotent, so a crash before the cursor moves only repeats work already done. Each turn
-    /// also marks lapsed holds expired ([`SchedulingApi::sweep_lapsed_holds`]), which may free time
-    /// for an offer.
+    /// Starts the waitlist's background work until shutdown: the follower of the outbox that offers
+    /// the time each cancellation, no-show or lapsed hold freed ([`WaitlistOffers`]), and the sweep
+    /// that marks lapsed holds expired ([`SchedulingApi::sweep_lapsed_holds`]) every
+    /// [`WAITLIST_POLL`], which may free time for an offer.
     pub(super) fn spawn_waitlist_worker(&self) {
+        let config = FollowerConfig {
+            pause: WAITLIST_PAUSE,
+            ..FollowerConfig::named(WAITLIST_FOLLOWER)
+        };
+        follower::spawn(
+            self.db.clone(),
+            config,
+            self.events.clone(),
+            WaitlistOffers { api: self.clone() },
+            self.shutdown.clone(),
+        );
         let api = self.clone();
-        let mut bell = self.published.subscribe();
         tokio::spawn(async move {
             loop {
-                if let Err(err) = api.offer_freed_time().await {
-                    tracing::warn!(reason = err.reason, "the waitlist worker failed; retrying");
-                }
                 match api.sweep_lapsed_holds().await {
                     Ok(0) => {}
                     Ok(expired) => tracing::info!(expired, "lapsed holds marked expired"),
@@ -336,42 +319,12 @@ impl SchedulingApi {
                         tracing::warn!(reason = err.reason, "the hold sweep failed; retrying")
                     }
                 }
-                // At most a few runs a second: under a stream of bookings every run would otherwise
-                // read the new events and move the cursor (a write) for nothing to offer.
-                tokio::time::sleep(WAITLIST_PAUSE).await;
                 tokio::select! {
-                    _ = bell.changed() => {}
                     _ = tokio::time::sleep(WAITLIST_POLL) => {}
                     _ = api.shutdown.cancelled() => return,
                 }
             }
         });
-    }
-
-    /// Offers the time freed by the cancellations, no-shows and lapsed holds after the cursor,
-    /// moving the cursor past each event once it is dealt with.
-    async fn offer_freed_time(&self) -> ApiResult<()> {
-        let itself = Caller::itself(crate::NAME);
-        loop {
-            let (after, events) = {
-                let mut conn = self.db.read().await?;
-                let after = store::waitlist_cursor(&mut conn).await?;
-                (after, outbox::read_after(&mut conn, after, 100).await?)
-            };
-            let Some(last) = events.last().map(|e| e.sequence) else {
-                return Ok(());
-            };
-            for event in &events {
-                if let Some(EventKind::AppointmentChanged(a)) = &event.kind
-                    && domain::lifecycle_state(a).gave_up_time()
-                {
-                    self.offer(&itself, a).await?;
-                }
-            }
-            let mut tx = self.db.write(WAITLIST_SCOPE).await?;
-            store::advance_waitlist_cursor(tx.conn(), after, last).await?;
-            tx.commit().await?;
-        }
     }
 
     /// Offers the time `freed` gave up to the first waiting entry it suits (oldest first) for
@@ -458,6 +411,31 @@ impl SchedulingApi {
             tracing::info!("a freed slot was offered to the waitlist");
             return Ok(());
         }
+        Ok(())
+    }
+}
+
+/// The waitlist follower: an event that gave up an appointment's time offers it to the waitlist.
+/// An offer books through [`SchedulingApi::book`] (its own transaction) with a request_id derived
+/// from the freed appointment and the entry, so a repeat after a crash offers nothing twice; the
+/// follower's transaction then only moves its cursor.
+struct WaitlistOffers {
+    api: SchedulingApi,
+}
+
+impl Follow<SchedulingEvent> for WaitlistOffers {
+    type Effect = ();
+
+    async fn prepare(&self, event: &SchedulingEvent, _request_id: &str) -> ApiResult<Option<()>> {
+        if let Some(EventKind::AppointmentChanged(a)) = &event.kind
+            && domain::lifecycle_state(a).gave_up_time()
+        {
+            self.api.offer(&Caller::itself(crate::NAME), a).await?;
+        }
+        Ok(None)
+    }
+
+    async fn write(&self, _conn: &mut AnyConnection, _effect: ()) -> ApiResult<()> {
         Ok(())
     }
 }

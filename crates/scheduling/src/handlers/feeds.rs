@@ -2,35 +2,25 @@
 //! over a scope of the hierarchy or followed live through the outbox.
 
 use std::collections::BTreeSet;
-use std::pin::Pin;
-use std::time::Duration;
 
 use pm_api::scheduling::calendar_entry::Entry;
 use pm_api::scheduling::*;
 use pm_authz::layer::Caller;
-use pm_runtime::docstore::{self, ListScope, VerbCall};
-use pm_runtime::{ApiError, ApiResult, Db, names};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Status};
+use pm_runtime::docstore::{self, VerbCall};
+use pm_runtime::{ApiError, ApiResult, names};
+use tonic::Code;
 
-use super::{DOMAIN, SchedulingApi, enter};
+use super::{SchedulingApi, enter};
 use crate::access;
 use crate::availability::{self, Interval};
 use crate::domain::{self, wire_interval};
 use crate::lifecycle::{self, Action};
-use crate::outbox::{self, Doorbell};
+use crate::outbox;
 use crate::store::{self, APPOINTMENT, AppointmentsOf, ENCOUNTER};
 use pm_api::scheduling::scheduling_event::Kind as EventKind;
 
 /// A stream of events as tonic serves it.
-pub type EventStream =
-    Pin<Box<dyn tokio_stream::Stream<Item = Result<SchedulingEvent, Status>> + Send>>;
-
-/// How often a stream looks at the outbox when nothing rang (writes of other replicas).
-const POLL: Duration = Duration::from_millis(500);
-/// Events read per query.
-const BATCH: i64 = 256;
+pub type EventStream = pm_runtime::outbox::EventStream<SchedulingEvent>;
 
 /// What a calendar covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,57 +111,6 @@ fn active(a: &Appointment) -> bool {
     domain::lifecycle_state(a).holds_time(chrono::Utc::now())
 }
 
-/// Serves the outbox after `after` to the returned stream, waking on `doorbell` or every [`POLL`],
-/// until the receiver goes away. Only events `keep` accepts are sent.
-fn follow(
-    db: Db,
-    doorbell: Doorbell,
-    shutdown: tokio_util::sync::CancellationToken,
-    after: i64,
-    keep: impl Fn(&SchedulingEvent) -> bool + Send + 'static,
-) -> EventStream {
-    let (sender, receiver) = mpsc::channel(64);
-    let mut bell = doorbell.subscribe();
-    tokio::spawn(async move {
-        let mut cursor = after;
-        loop {
-            let batch = async {
-                let mut conn = db.read().await?;
-                outbox::read_after(&mut conn, cursor, BATCH).await
-            }
-            .await;
-            let events = match batch {
-                Ok(events) => events,
-                Err(err) => {
-                    let _ = sender.send(Err(err.into_status(DOMAIN))).await;
-                    return;
-                }
-            };
-            let full = events.len() as i64 == BATCH;
-            for event in events {
-                cursor = event.sequence;
-                if keep(&event) && sender.send(Ok(event)).await.is_err() {
-                    return;
-                }
-            }
-            if full {
-                continue;
-            }
-            tokio::select! {
-                _ = bell.changed() => {}
-                _ = tokio::time::sleep(POLL) => {}
-                _ = sender.closed() => return,
-                _ = shutdown.cancelled() => {
-                    let bye = Status::unavailable("the server is shutting down: resume after the last sequence seen");
-                    let _ = sender.send(Err(bye)).await;
-                    return;
-                }
-            }
-        }
-    });
-    Box::pin(ReceiverStream::new(receiver))
-}
-
 impl SchedulingApi {
     /// Completes an appointment: the appointment, its encounter and both events commit together.
     pub(super) async fn complete(
@@ -254,7 +193,7 @@ impl SchedulingApi {
             },
         )
         .await?;
-        self.staged.ring();
+        self.events.committed();
         Ok(CompleteAppointmentResponse {
             appointment: Some(appointment),
             encounter,
@@ -266,31 +205,6 @@ impl SchedulingApi {
         self.check_stored(caller, method!("GetEncounter"), name, |e: Encounter| e.unit)
             .await?;
         store::encounter(&self.db, name).await
-    }
-
-    pub(super) async fn encounters(
-        &self,
-        caller: &Caller,
-        req: &ListEncountersRequest,
-    ) -> ApiResult<ListEncountersResponse> {
-        let method = method!("ListEncounters");
-        names::NamePattern(&["organizations"]).parse("parent", &req.parent)?;
-        access::authorize(&self.org, caller, method, &req.parent, None).await?;
-        let units = access::visible_units(&self.org, caller, method, &req.parent).await?;
-        let call = docstore::ListCall {
-            parent: &req.parent,
-            page_size: req.page_size,
-            page_token: &req.page_token,
-            filter: &req.filter,
-            order_by: &req.order_by,
-            show_deleted: false,
-            scope: units.map(|units| ListScope::Attr("unit", units)),
-        };
-        let page = docstore::list(&self.db, &ENCOUNTER, call).await?;
-        Ok(ListEncountersResponse {
-            encounters: page.items,
-            next_page_token: page.next_page_token,
-        })
     }
 
     /// The whole outbox, for services (Billing) only: it spans every organization.
@@ -305,13 +219,7 @@ impl SchedulingApi {
         if after < 0 {
             return Err(ApiError::invalid("after_sequence", "must not be negative"));
         }
-        Ok(follow(
-            self.db.clone(),
-            self.published.clone(),
-            self.shutdown.clone(),
-            after,
-            |_| true,
-        ))
+        Ok(self.events.stream(after, |_| true))
     }
 
     /// Authorizes a calendar over `scope` and works out what it shows.
@@ -460,16 +368,10 @@ impl SchedulingApi {
         } else {
             req.after_sequence
         };
-        Ok(follow(
-            self.db.clone(),
-            self.published.clone(),
-            self.shutdown.clone(),
-            after,
-            move |event| match &event.kind {
-                Some(EventKind::AppointmentChanged(a)) => matcher.matches(a),
-                _ => false,
-            },
-        ))
+        Ok(self.events.stream(after, move |event| match &event.kind {
+            Some(EventKind::AppointmentChanged(a)) => matcher.matches(a),
+            _ => false,
+        }))
     }
 }
 

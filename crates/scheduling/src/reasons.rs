@@ -1,0 +1,53 @@
+//! The error reasons Scheduling sends beyond the shared ones ([`pm_runtime::reasons::SHARED`] and
+//! the authorization layer's [`pm_authz::reasons::CATALOG`]). ErrorInfo domain: `scheduling.pm.dev`.
+//! A refused booking carries the eligibility rule it broke as its reason (the same codes FindSlots
+//! gives in its exclusions, [`crate::eligibility::Reason`]).
+
+use pm_runtime::reasons::Reason;
+
+/// Scheduling's reasons.
+pub const CATALOG: &[Reason] = pm_runtime::reasons![
+    "SLOT_UNAVAILABLE" FailedPrecondition "the time is taken (by the provider, the patient or the room) or not bookable",
+    "SLOT_IN_THE_PAST" InvalidArgument "the start time has passed",
+    "HOLD_EXPIRED" FailedPrecondition "the hold lapsed before it was confirmed: book again",
+    "HOLD_NOT_LAPSED" FailedPrecondition "the hold has not lapsed yet, so it cannot be expired",
+    "WRONG_APPOINTMENT_STATE" FailedPrecondition "the appointment's state does not accept this action (see its lifecycle)",
+    "VISIT_TYPE_NOT_FOUND" FailedPrecondition "the visit type does not exist in the unit",
+    "VISIT_TYPE_CODE_TAKEN" AlreadyExists "the unit has a live visit type with this code",
+    "VISIT_TYPE_NOT_ALLOWED" FailedPrecondition "the unit's policy does not allow the visit type",
+    "PATIENT_NOT_ENROLLED" FailedPrecondition "the patient has no active enrollment in the unit at the time",
+    "WRONG_PATHWAY_STEP" FailedPrecondition "the patient's enrollment is at another pathway step than the visit type requires",
+    "PAYER_NOT_ACCEPTED" FailedPrecondition "no coverage of the patient is with a payer the unit accepts",
+    "PROVIDER_NOT_CREDENTIALED" FailedPrecondition "the provider holds no active credential in the unit at the time",
+    "OUTSIDE_AVAILABILITY" FailedPrecondition "the time is outside the provider's availability",
+    "PROVIDER_BOOKED" FailedPrecondition "the provider is booked at the time",
+    "PATIENT_BOOKED" FailedPrecondition "the patient is booked at the time",
+    "NO_ROOM_AVAILABLE" FailedPrecondition "no room of the location is free at the time",
+];
+
+#[cfg(test)]
+mod tests {
+    use crate::eligibility::Reason as Rule;
+
+    pm_runtime::catalogued_reasons_test!(super::CATALOG, pm_authz::reasons::CATALOG);
+
+    #[test]
+    fn every_eligibility_rule_is_a_catalogued_reason() {
+        for rule in [
+            Rule::VisitTypeNotAllowed,
+            Rule::PatientNotEnrolled,
+            Rule::WrongPathwayStep,
+            Rule::PayerNotAccepted,
+            Rule::ProviderNotCredentialed,
+            Rule::OutsideAvailability,
+            Rule::ProviderBooked,
+            Rule::PatientBooked,
+            Rule::NoRoomAvailable,
+        ] {
+            assert!(
+                super::CATALOG.iter().any(|r| r.reason == rule.code()),
+                "{rule} is not in the catalog"
+            );
+        }
+    }
+}
