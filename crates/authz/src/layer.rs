@@ -848,6 +848,14 @@ where
     }
 }
 
+/// A request that passed the edge: its parts, its rule (none for health and reflection) and its
+/// body to hand on.
+type Checked = (
+    http::request::Parts,
+    Option<&'static MethodRule>,
+    tonic::body::Body,
+);
+
 impl Authz {
     /// The shared edge after authentication: decodes the request against the method's input,
     /// checks the mesh-wide bounds, the call's target and every declared reference against the caller's scope, and
@@ -870,21 +878,13 @@ impl Authz {
         }
     }
 
-    /// [`Authz::inspect`]'s checks: the request's parts, its rule (none for health and reflection)
-    /// and its body to hand on, or the status that refuses it.
+    /// [`Authz::inspect`]'s checks: the request to hand on, or the status that refuses it.
     async fn decode_and_check(
         &self,
         path: &str,
         caller: &Caller,
         request: http::Request<tonic::body::Body>,
-    ) -> Result<
-        (
-            http::request::Parts,
-            Option<&'static MethodRule>,
-            tonic::body::Body,
-        ),
-        Status,
-    > {
+    ) -> Result<Checked, Status> {
         let (parts, body) = request.into_parts();
         let Some(rule) = pm_api::rule_for(path) else {
             // Health and reflection: no rule, nothing of ours to check.
