@@ -602,6 +602,29 @@ mod targets {
         );
     }
 
+    /// The cost the target check adds to an organization administrator's call (no lookup: a
+    /// decision on the organization). A measurement, not a test: run with `--ignored --nocapture`.
+    #[tokio::test]
+    #[ignore = "a measurement: run with --ignored"]
+    async fn the_target_check_of_an_organization_wide_role_costs_no_lookup() {
+        let table = Table::default();
+        let admin = Caller::organization_admin(ACME);
+        let rule = rule("/pm.org.v1.OrgService/GetServiceUnit");
+        let message = request(rule, SOUTH);
+        let calls = 200_000;
+        let started = std::time::Instant::now();
+        for _ in 0..calls {
+            assert!(
+                check_target(&admin, rule, &message, Some(&table))
+                    .await
+                    .is_ok()
+            );
+        }
+        let per_call = started.elapsed() / calls;
+        println!("target check, organization administrator: {per_call:?} per call");
+        assert_eq!(table.asked.load(Ordering::SeqCst), 0);
+    }
+
     #[tokio::test]
     async fn a_target_that_is_also_a_reference_is_looked_up_once() {
         let table = Table::default();
