@@ -57,7 +57,8 @@ pub fn organization_level(name: &str) -> bool {
     )
 }
 
-/// Checks the values of `rule`'s reference fields in `message` against `caller`'s scope.
+/// Checks the values of `rule`'s reference fields in `message`, then its target (`resource_field`),
+/// against `caller`'s scope.
 pub async fn check(
     caller: &Caller,
     rule: &MethodRule,
