@@ -1538,3 +1538,283 @@ async fn a_program_manager_cannot_take_over_a_patient_she_cannot_see() -> anyhow
     mesh.stop().await?;
     Ok(())
 }
+
+// Every declared target, generated from the rules' `resource_field`.
+
+/// What a rule's target names, by method (the rule says which field, the test must know what to
+/// put there). A method this does not know fails the test: add it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TargetKind {
+    Organization,
+    Unit,
+    Location,
+    Provider,
+    Credential,
+    Patient,
+    Enrollment,
+    Coverage,
+    VisitType,
+    Room,
+    Rule,
+    Appointment,
+    Encounter,
+    WaitlistEntry,
+}
+
+fn target_kind(method: &str) -> Option<TargetKind> {
+    use TargetKind::*;
+    let name = method.rsplit('/').next().unwrap_or_default();
+    Some(match name {
+        "GetOrganization"
+        | "UpdateOrganization"
+        | "DeleteOrganization"
+        | "ListServiceUnits"
+        | "CreateServiceUnit"
+        | "ListLocations"
+        | "CreateLocation"
+        | "ListProviders"
+        | "CreateProvider"
+        | "ListPatients"
+        | "CreatePatient"
+        | "BatchGetPatientEligibility"
+        | "ResolveScopes"
+        | "ListAppointments"
+        | "ListEncounters"
+        | "ListWaitlistEntries" => Organization,
+        "GetServiceUnit" | "UpdateServiceUnit" | "DeleteServiceUnit" | "GetEffectivePolicy"
+        | "ListVisitTypes" | "CreateVisitType" | "FindSlots" => Unit,
+        "GetLocation" | "UpdateLocation" | "DeleteLocation" | "ListRooms" | "CreateRoom" => {
+            Location
+        }
+        "GetProvider"
+        | "UpdateProvider"
+        | "DeleteProvider"
+        | "ListCredentials"
+        | "ListAvailabilityRules" => Provider,
+        "GetCredential" | "UpdateCredential" | "DeleteCredential" => Credential,
+        "GetPatient"
+        | "UpdatePatient"
+        | "DeletePatient"
+        | "GetPatientEligibility"
+        | "ListEnrollments"
+        | "ListCoverages"
+        | "CreateCoverage"
+        | "ListPatientAccesses"
+        | "CheckAccess" => Patient,
+        "GetEnrollment" | "DeleteEnrollment" | "TransferEnrollment" | "DischargeEnrollment" => {
+            Enrollment
+        }
+        "GetCoverage" | "UpdateCoverage" | "DeleteCoverage" => Coverage,
+        "GetVisitType" | "DeleteVisitType" => VisitType,
+        "DeleteRoom" => Room,
+        "DeleteAvailabilityRule" => Rule,
+        "ConfirmAppointment"
+        | "GetAppointment"
+        | "CancelAppointment"
+        | "CheckInAppointment"
+        | "MarkNoShow"
+        | "CompleteAppointment"
+        | "RescheduleAppointment" => Appointment,
+        "GetEncounter" => Encounter,
+        "DeleteWaitlistEntry" => WaitlistEntry,
+        _ => return None,
+    })
+}
+
+impl TargetKind {
+    /// An organization, its locations (and their rooms) and its providers, as targets, belong to
+    /// the whole organization: every role there reaches them.
+    fn organization_level(self) -> bool {
+        matches!(
+            self,
+            TargetKind::Organization
+                | TargetKind::Location
+                | TargetKind::Provider
+                | TargetKind::Room
+        )
+    }
+
+    fn of(self, place: &Place) -> String {
+        match self {
+            TargetKind::Organization => place.organization.to_string(),
+            TargetKind::Unit => place.unit(),
+            TargetKind::Location => place.location(),
+            TargetKind::Provider => place.provider(),
+            TargetKind::Credential => format!("{}/credentials/{}", place.provider(), place.unit),
+            TargetKind::Patient => place.patient(),
+            TargetKind::Enrollment => format!("{}/enrollments/{}", place.patient(), place.short),
+            TargetKind::Coverage => format!("{}/coverages/primary", place.patient()),
+            TargetKind::VisitType => place.visit_type(),
+            TargetKind::Room => place.room(),
+            TargetKind::Rule => place.rule(),
+            TargetKind::Appointment => place.booked(),
+            TargetKind::Encounter => place.encounter(),
+            TargetKind::WaitlistEntry => place.waitlist_entry(),
+        }
+    }
+
+    /// A name of this kind in acme that does not exist (in the caller's own unit where the name
+    /// says where it sits).
+    fn missing(self, inside: &Place) -> String {
+        match self {
+            TargetKind::Organization => "organizations/nowhere".into(),
+            TargetKind::Unit => format!("{ACME}/units/nowhere"),
+            TargetKind::Location => format!("{ACME}/locations/nowhere"),
+            TargetKind::Provider => format!("{ACME}/providers/nobody"),
+            TargetKind::Credential => format!("{}/credentials/nowhere", inside.provider()),
+            TargetKind::Patient => format!("{ACME}/patients/nobody"),
+            TargetKind::Enrollment => format!("{}/enrollments/nowhere", inside.patient()),
+            TargetKind::Coverage => format!("{ACME}/patients/nobody/coverages/primary"),
+            TargetKind::VisitType => format!("{ACME}/units/nowhere/visitTypes/{VISIT}"),
+            TargetKind::Room => format!("{}/rooms/nowhere", inside.location()),
+            TargetKind::Rule => format!("{}/availabilityRules/nowhere", inside.provider()),
+            TargetKind::Appointment => format!("{ACME}/appointments/nowhere"),
+            TargetKind::Encounter => format!("{ACME}/encounters/nowhere"),
+            TargetKind::WaitlistEntry => format!("{ACME}/waitlistEntries/nowhere"),
+        }
+    }
+}
+
+/// For every Org and Scheduling RPC whose target (`resource_field`) is not also a declared
+/// reference, every unit-scoped demo role that holds the permission, and a target in another unit,
+/// in another organization and one that does not exist: every target out of the role's scope is
+/// refused, and the refusals are byte-identical (code, message and details, the name aside).
+/// Organization-level targets (an organization, a location, a provider, a room) pass for every role
+/// of the organization and are refused in another one. Only the target is set, so a request that
+/// passes the check fails validation later and writes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_declared_target_is_refused_out_of_scope_exactly_like_a_missing_one()
+-> anyhow::Result<()> {
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
+    let monday = next_monday();
+    seed(&mesh, monday).await?;
+    let pool = support::raw::pool();
+    let targets: Vec<&MethodRule> = pm_api::RULES
+        .iter()
+        .filter(|r| r.method.starts_with("/pm.org.") || r.method.starts_with(SCHEDULING_SERVICE))
+        .filter(|r| !r.resource_field.is_empty() && !r.reference_fields.contains(&r.resource_field))
+        .collect();
+    assert!(targets.len() > 40, "{} targets", targets.len());
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for fx in fixtures(monday) {
+        if fx.role == Role::OrganizationAdministrator {
+            continue;
+        }
+        let org = mesh.authed(Service::Org, fx.principal).await?;
+        let scheduling = mesh.authed(Service::Scheduling, fx.principal).await?;
+        for rule in &targets {
+            if !pm_authz::policy::role_grants(fx.role, rule.permission) {
+                continue;
+            }
+            let kind = target_kind(rule.method).ok_or_else(|| {
+                anyhow::anyhow!("{}: tell target_kind what it targets", rule.method)
+            })?;
+            let (input, streaming) = support::raw::method(&pool, rule.method)
+                .ok_or_else(|| anyhow::anyhow!("{} is not in the contract", rule.method))?;
+            let channel = if rule.method.starts_with("/pm.org.") {
+                org.clone()
+            } else {
+                scheduling.clone()
+            };
+            let ask = async |name: &str| -> anyhow::Result<Result<bytes::Bytes, tonic::Status>> {
+                let mut message = prost_reflect::DynamicMessage::new(input.clone());
+                support::raw::set_path(&mut message, rule.resource_field, name)?;
+                if input.get_field_by_name("etag").is_some() {
+                    support::raw::set_path(&mut message, "etag", STALE)?;
+                }
+                let body = bytes::Bytes::from(prost::Message::encode_to_vec(&message));
+                Ok(support::raw::call(
+                    channel.clone(),
+                    rule.method,
+                    streaming,
+                    body,
+                    Duration::from_millis(300),
+                )
+                .await)
+            };
+            let mut cases = vec![("other organization", kind.of(&PLANT))];
+            if !kind.organization_level() {
+                cases.push(("other unit", kind.of(&fx.outside)));
+                cases.push(("missing", kind.missing(&fx.inside)));
+            }
+            let mut refusals = Vec::new();
+            for (case, name) in cases {
+                let answer = ask(&name).await?;
+                checked += 1;
+                if !refused_on(&answer, &name) {
+                    problems.push(format!(
+                        "{} {} as {} ({case}: {name}): expected a refusal, got {}",
+                        rule.method,
+                        rule.resource_field,
+                        fx.principal,
+                        normalized(&answer, &name)
+                    ));
+                }
+                refusals.push((case, normalized(&answer, &name)));
+            }
+            if refusals.windows(2).any(|pair| pair[0].1 != pair[1].1) {
+                problems.push(format!(
+                    "{} as {}: refusals differ: {refusals:#?}",
+                    rule.method, fx.principal
+                ));
+            }
+        }
+    }
+    println!(
+        "target matrix: {checked} calls, {} problems",
+        problems.len()
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    mesh.stop().await?;
+    Ok(())
+}
+
+/// The layer, not the handler, refuses a target out of scope: FindSlots validates its request
+/// before its own check, so a request with only a unit fails validation in the handler (naming the
+/// patient) when the unit is the caller's, and is refused on the unit when it is another unit's or
+/// does not exist, which only the shared layer can have answered. The refusal is in the trail,
+/// under the caller.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_out_of_scope_is_refused_by_the_layer_before_the_handler() -> anyhow::Result<()> {
+    let mesh = TestMesh::start(Backend::Sqlite).await?;
+    seed(&mesh, next_monday()).await?;
+    let mut casey = mesh.scheduling_as("principals/casey-ccm").await?;
+    let only_unit = |unit: String| FindSlotsRequest {
+        unit,
+        ..Default::default()
+    };
+    let own = casey.find_slots(only_unit(CCM.unit())).await.unwrap_err();
+    assert_eq!(own.code(), Code::InvalidArgument, "{own:?}");
+    assert!(own.message().contains("patient"), "{own:?}");
+    let missing = format!("{ACME}/units/nowhere");
+    let mut refusals = Vec::new();
+    for unit in [NORTH.unit(), missing.clone()] {
+        let refused = casey.find_slots(only_unit(unit.clone())).await.unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+        assert!(refused.message().contains(&unit), "{refused:?}");
+        refusals.push(normalized(&Err(refused), &unit));
+    }
+    assert_eq!(refusals[0], refusals[1]);
+    let TestMesh {
+        mesh: running,
+        config,
+        _dir: keep,
+        ..
+    } = mesh;
+    running.stop(Duration::from_secs(10)).await?;
+    let db = pm_runtime::Db::open(&config, pm_scheduling::NAME, pm_scheduling::MIGRATIONS).await?;
+    let denied = pm_authz::audit::records(&db, 0, 10_000)
+        .await?
+        .into_iter()
+        .filter(|r| {
+            r.event.method == "/pm.scheduling.v1.SchedulingService/FindSlots"
+                && r.event.principal == "principals/casey-ccm"
+                && r.event.outcome == pm_authz::audit::Outcome::Denied
+        })
+        .count();
+    assert_eq!(denied, 2, "both refusals are audited under the caller");
+    db.close().await;
+    drop(keep);
+    Ok(())
+}

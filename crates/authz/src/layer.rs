@@ -401,29 +401,34 @@ impl Authz {
         }
     }
 
-    /// Records a refused PHI call: who (as far as known), which method, from where, and why.
+    /// Records a refused PHI call: who (as far as known: the caller once authenticated, as its
+    /// handler would), which method, from where, and why.
     async fn audit_refusal(
         &self,
         path: &str,
         peer: Option<&TlsConnectInfo<TcpConnectInfo>>,
         status: &Status,
+        caller: Option<&Caller>,
     ) {
         let Some(audit) = &self.audit else { return };
         if !pm_api::rule_for(path).is_some_and(|r| r.phi) {
             return;
         }
-        let (identity, source) = peer_identity(peer);
-        let who = identity.clone().unwrap_or_else(|| "anonymous".into());
         let service = path.split('/').nth(1).unwrap_or_default().to_string();
-        let event = crate::audit::AuditEvent {
-            calling_service: identity,
-            source: source.map(|a| a.to_string()),
-            ..crate::audit::AuditEvent::new(
-                service,
-                path,
-                who,
-                crate::audit::Outcome::from_code(status.code()),
-            )
+        let outcome = crate::audit::Outcome::from_code(status.code());
+        let event = match caller {
+            Some(caller) => {
+                crate::phi::audit_event(&service, caller, path, outcome, Vec::new(), Vec::new())
+            }
+            None => {
+                let (identity, source) = peer_identity(peer);
+                let who = identity.clone().unwrap_or_else(|| "anonymous".into());
+                crate::audit::AuditEvent {
+                    calling_service: identity,
+                    source: source.map(|a| a.to_string()),
+                    ..crate::audit::AuditEvent::new(service, path, who, outcome)
+                }
+            }
         };
         if let Err(err) = audit.record(event).await {
             tracing::error!(method = path, error = %err.message, "a refused call could not be audited");
@@ -806,12 +811,13 @@ where
                         Ok(stream) => authz
                             .inspect(&path, caller, request)
                             .await
-                            .map(|request| (admission, stream, request)),
-                        Err(status) => Err(status),
+                            .map(|request| (admission, stream, request))
+                            .map_err(|(status, caller)| (status, Some(caller))),
+                        Err(status) => Err((status, None)),
                     },
-                    Err(status) => Err(status),
+                    Err(status) => Err((status, None)),
                 },
-                Err(status) => Err(status),
+                Err(status) => Err((status, None)),
             };
             match admitted {
                 Ok((admission, stream, request)) => {
@@ -831,8 +837,10 @@ where
                         }),
                     })
                 }
-                Err(status) => {
-                    authz.audit_refusal(&path, peer.as_ref(), &status).await;
+                Err((status, caller)) => {
+                    authz
+                        .audit_refusal(&path, peer.as_ref(), &status, caller.as_ref())
+                        .await;
                     Ok(status.into_http())
                 }
             }
@@ -840,21 +848,47 @@ where
     }
 }
 
+/// A request that passed the edge: its parts, its rule (none for health and reflection) and its
+/// body to hand on.
+type Checked = (
+    http::request::Parts,
+    Option<&'static MethodRule>,
+    tonic::body::Body,
+);
+
 impl Authz {
     /// The shared edge after authentication: decodes the request against the method's input,
-    /// checks the mesh-wide bounds and every declared reference against the caller's scope, and
+    /// checks the mesh-wide bounds, the call's target and every declared reference against the caller's scope, and
     /// hands the handler the request with its caller and its rule.
     async fn inspect(
         &self,
         path: &str,
         caller: Caller,
         request: http::Request<tonic::body::Body>,
-    ) -> Result<http::Request<tonic::body::Body>, Status> {
-        let (mut parts, body) = request.into_parts();
+    ) -> Result<http::Request<tonic::body::Body>, (Status, Caller)> {
+        match self.decode_and_check(path, &caller, request).await {
+            Ok((mut parts, rule, bytes)) => {
+                parts.extensions.insert(caller);
+                if let Some(rule) = rule {
+                    parts.extensions.insert(rule);
+                }
+                Ok(http::Request::from_parts(parts, bytes))
+            }
+            Err(status) => Err((status, caller)),
+        }
+    }
+
+    /// [`Authz::inspect`]'s checks: the request to hand on, or the status that refuses it.
+    async fn decode_and_check(
+        &self,
+        path: &str,
+        caller: &Caller,
+        request: http::Request<tonic::body::Body>,
+    ) -> Result<Checked, Status> {
+        let (parts, body) = request.into_parts();
         let Some(rule) = pm_api::rule_for(path) else {
             // Health and reflection: no rule, nothing of ours to check.
-            parts.extensions.insert(caller);
-            return Ok(http::Request::from_parts(parts, body));
+            return Ok((parts, None, body));
         };
         let edge = |err: pm_runtime::ApiError| err.into_status("pm.dev");
         let input = crate::edge::input_of(path).ok_or_else(|| {
@@ -883,15 +917,14 @@ impl Authz {
                 .first()
                 .map(|(_, name)| pm_runtime::names::organization_of(name))
                 .filter(|o| o.starts_with("organizations/"));
-            crate::purpose::check_in(&caller, organization, pm_runtime::time::now_micros())?;
+            crate::purpose::check_in(caller, organization, pm_runtime::time::now_micros())?;
         }
-        crate::references::check(&caller, rule, &message, self.scopes.as_deref())
+        crate::references::check(caller, rule, &message, self.scopes.as_deref())
             .await
             .map_err(|e| e.into_status(domain_of(path)))?;
-        parts.extensions.insert(caller);
-        parts.extensions.insert(rule);
-        Ok(http::Request::from_parts(
+        Ok((
             parts,
+            Some(rule),
             tonic::body::Body::new(http_body_util::Full::new(bytes)),
         ))
     }

@@ -177,6 +177,16 @@ impl pm_authz::references::ScopeResolver for StoreScopes {
         }
         Ok(targets)
     }
+
+    /// As the handlers place a call's target ([`of`]).
+    async fn call_targets(&self, _organization: &str, names: &[String]) -> ApiResult<Vec<Target>> {
+        let mut conn = self.db.read().await?;
+        let mut targets = Vec::with_capacity(names.len());
+        for name in names {
+            targets.push(of(&mut conn, name).await?);
+        }
+        Ok(targets)
+    }
 }
 
 /// The units (whole subtrees) the caller may use `permission` in, within `organization`; `None` when

@@ -129,4 +129,32 @@ impl pm_authz::references::OwnNames for OwnPlacement {
         }
         Ok(placed)
     }
+
+    /// As the handlers check a call's target: a visit type in the unit its name says, a room at its
+    /// location and a provider's time off at its provider (both organization-level), whether or
+    /// not they exist (the handler answers NOT_FOUND); the others where they are stored.
+    async fn place_target(&self, names: &[String]) -> ApiResult<Vec<Option<String>>> {
+        let mut placed = Vec::with_capacity(names.len());
+        for name in names {
+            placed.push(match target_parent(name) {
+                Some(parent) => Some(parent.to_string()),
+                None => self
+                    .place(std::slice::from_ref(name))
+                    .await?
+                    .pop()
+                    .flatten(),
+            });
+        }
+        Ok(placed)
+    }
+}
+
+/// The Org resource a Scheduling target sits under by its name alone, for the kinds whose handlers
+/// check their parent (`None` for the others).
+pub fn target_parent(name: &str) -> Option<&str> {
+    use crate::store::{AVAILABILITY_EXCEPTION, ROOM, VISIT_TYPE};
+    let by_name = VISIT_TYPE.pattern.parse("", name).is_ok()
+        || ROOM.pattern.parse("", name).is_ok()
+        || AVAILABILITY_EXCEPTION.pattern.parse("", name).is_ok();
+    by_name.then(|| names::parent_of(name))
 }

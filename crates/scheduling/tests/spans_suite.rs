@@ -6,7 +6,7 @@
 use pm_api::scheduling::Appointment;
 use pm_runtime::ApiResult;
 use pm_runtime::docstore::{self, VerbCall};
-use pm_runtime::testing::TestSlice;
+use pm_testing::TestSlice;
 use pm_scheduling::occupancy;
 use pm_scheduling::store::{self, APPOINTMENT, SpanScope, SpansReady};
 use sqlx::Row;
@@ -134,7 +134,7 @@ fn named(ids: &[&str]) -> Vec<String> {
         .collect()
 }
 
-pm_runtime::on_both_backends!(
+pm_testing::on_both_backends!(
     crate::Harness;
     the_window_returns_exactly_the_overlapping_appointments_of_each_scope,
     every_write_path_of_the_store_keeps_the_span_in_step,
