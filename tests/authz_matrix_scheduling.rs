@@ -1575,39 +1575,51 @@ fn target_kind(method: &str) -> Option<TargetKind> {
         | "ListProviders"
         | "CreateProvider"
         | "ListPatients"
+        | "SearchPatients"
         | "CreatePatient"
         | "BatchGetPatientEligibility"
         | "ResolveScopes"
         | "ListAppointments"
         | "ListEncounters"
         | "ListWaitlistEntries" => Organization,
-        "GetServiceUnit" | "UpdateServiceUnit" | "DeleteServiceUnit" | "GetEffectivePolicy"
-        | "ListVisitTypes" | "CreateVisitType" | "FindSlots" => Unit,
-        "GetLocation" | "UpdateLocation" | "DeleteLocation" | "ListRooms" | "CreateRoom" => {
-            Location
-        }
+        "GetServiceUnit"
+        | "UpdateServiceUnit"
+        | "DeleteServiceUnit"
+        | "UndeleteServiceUnit"
+        | "GetEffectivePolicy"
+        | "ListVisitTypes"
+        | "CreateVisitType"
+        | "FindSlots" => Unit,
+        "GetLocation" | "UpdateLocation" | "DeleteLocation" | "UndeleteLocation" | "ListRooms"
+        | "CreateRoom" => Location,
         "GetProvider"
         | "UpdateProvider"
         | "DeleteProvider"
+        | "UndeleteProvider"
         | "ListCredentials"
         | "ListAvailabilityRules" => Provider,
-        "GetCredential" | "UpdateCredential" | "DeleteCredential" => Credential,
+        "GetCredential" | "UpdateCredential" | "DeleteCredential" | "UndeleteCredential" => {
+            Credential
+        }
         "GetPatient"
         | "UpdatePatient"
         | "DeletePatient"
+        | "UndeletePatient"
         | "GetPatientEligibility"
         | "ListEnrollments"
         | "ListCoverages"
         | "CreateCoverage"
         | "ListPatientAccesses"
         | "CheckAccess" => Patient,
-        "GetEnrollment" | "DeleteEnrollment" | "TransferEnrollment" | "DischargeEnrollment" => {
-            Enrollment
-        }
-        "GetCoverage" | "UpdateCoverage" | "DeleteCoverage" => Coverage,
-        "GetVisitType" | "DeleteVisitType" => VisitType,
+        "GetEnrollment"
+        | "DeleteEnrollment"
+        | "UndeleteEnrollment"
+        | "TransferEnrollment"
+        | "DischargeEnrollment" => Enrollment,
+        "GetCoverage" | "UpdateCoverage" | "DeleteCoverage" | "UndeleteCoverage" => Coverage,
+        "GetVisitType" | "UpdateVisitType" | "DeleteVisitType" | "UndeleteVisitType" => VisitType,
         "DeleteRoom" => Room,
-        "DeleteAvailabilityRule" => Rule,
+        "UpdateAvailabilityRule" | "DeleteAvailabilityRule" | "UndeleteAvailabilityRule" => Rule,
         "ConfirmAppointment"
         | "GetAppointment"
         | "CancelAppointment"

@@ -6,9 +6,9 @@
 use pm_api::scheduling::Appointment;
 use pm_runtime::ApiResult;
 use pm_runtime::docstore::{self, VerbCall};
-use pm_testing::TestSlice;
 use pm_scheduling::occupancy;
 use pm_scheduling::store::{self, APPOINTMENT, SpanScope, SpansReady};
+use pm_testing::TestSlice;
 use sqlx::Row;
 
 pub struct Harness {
