@@ -59,7 +59,7 @@ pub async fn patient_page(
     service: &str,
     req: &ListPatientAccessesRequest,
 ) -> ApiResult<ListPatientAccessesResponse> {
-    names::NamePattern(&["organizations", "patients"]).parse("patient", &req.patient)?;
+    names::patterns::PATIENT.parse("patient", &req.patient)?;
     // Out-of-range ends would saturate to a window that silently matches nothing: refuse them.
     for (field, ts) in [("start_time", &req.start_time), ("end_time", &req.end_time)] {
         if ts

@@ -16,10 +16,7 @@ use pm_runtime::names::{self, NamePattern};
 use pm_runtime::time::{Micros, is_valid, to_micros};
 use pm_runtime::{ApiError, ApiResult, Violations};
 
-/// `organizations/{organization}/units/{unit}`.
-pub const UNIT_NAME: NamePattern = NamePattern(&["organizations", "units"]);
-/// `organizations/{organization}/providers/{provider}`.
-pub const PROVIDER_NAME: NamePattern = NamePattern(&["organizations", "providers"]);
+pub use pm_runtime::names::patterns::{PROVIDER as PROVIDER_NAME, UNIT as UNIT_NAME};
 /// `payers/{payer}` (a Billing resource).
 pub const PAYER_NAME: NamePattern = NamePattern(&["payers"]);
 /// `billingEntities/{billing_entity}` (a Billing resource).

@@ -8,7 +8,7 @@ use pm_api::org::{
 };
 use pm_runtime::docstore::{self, Kind, Stored, enum_name};
 use pm_runtime::idempotency;
-use pm_runtime::names::{self, NamePattern};
+use pm_runtime::names::{self, patterns};
 use pm_runtime::{ApiError, ApiResult};
 use sqlx::AnyConnection;
 use tonic::Code;
@@ -25,7 +25,7 @@ pub mod units;
 
 /// Organizations.
 pub const ORGANIZATION: Kind<Organization> = Kind {
-    pattern: NamePattern(&["organizations"]),
+    pattern: patterns::ORGANIZATION,
     field: "organization",
     local_parent: true,
     filterable: &["display_name"],
@@ -51,7 +51,7 @@ pub const UNIT: Kind<ServiceUnit> = Kind {
 
 /// Locations.
 pub const LOCATION: Kind<Location> = Kind {
-    pattern: NamePattern(&["organizations", "locations"]),
+    pattern: patterns::LOCATION,
     field: "location",
     local_parent: true,
     filterable: &["time_zone", "display_name"],
@@ -82,7 +82,7 @@ pub const PROVIDER: Kind<Provider> = Kind {
 
 /// Credentials: the unit is fixed at creation (grant a new credential to change it).
 pub const CREDENTIAL: Kind<Credential> = Kind {
-    pattern: NamePattern(&["organizations", "providers", "credentials"]),
+    pattern: patterns::CREDENTIAL,
     field: "credential",
     local_parent: true,
     filterable: &["unit", "state"],
@@ -102,7 +102,7 @@ pub const GIVEN_KEY: &str = "given_key";
 
 /// Patients.
 pub const PATIENT: Kind<Patient> = Kind {
-    pattern: NamePattern(&["organizations", "patients"]),
+    pattern: patterns::PATIENT,
     field: "patient",
     local_parent: true,
     filterable: &["identifier", "family_name", "birth_date"],
@@ -134,7 +134,7 @@ pub const PATIENT: Kind<Patient> = Kind {
 
 /// Enrollments: state and history change only through the enrollment verbs.
 pub const ENROLLMENT: Kind<Enrollment> = Kind {
-    pattern: NamePattern(&["organizations", "patients", "enrollments"]),
+    pattern: patterns::ENROLLMENT,
     field: "enrollment",
     local_parent: true,
     filterable: &["unit", "state", "pathway_step"],
@@ -150,7 +150,7 @@ pub const ENROLLMENT: Kind<Enrollment> = Kind {
 
 /// Coverages.
 pub const COVERAGE: Kind<Coverage> = Kind {
-    pattern: NamePattern(&["organizations", "patients", "coverages"]),
+    pattern: patterns::COVERAGE,
     field: "coverage",
     local_parent: true,
     filterable: &["payer", "priority"],

@@ -6,14 +6,11 @@ use std::collections::BTreeMap;
 use pm_api::MethodRule;
 use pm_api::rbac::{Permission, Principal, PrincipalKind, RoleBinding};
 use pm_authz::policy::Role;
-use pm_runtime::names::{self, NamePattern};
+use pm_runtime::names;
 use pm_runtime::time::{Micros, to_micros};
 use pm_runtime::{ApiResult, Violations};
 
-/// `organizations/{organization}/units/{unit}`.
-const UNIT_NAME: NamePattern = NamePattern(&["organizations", "units"]);
-/// `organizations/{organization}/providers/{provider}`.
-const PROVIDER_NAME: NamePattern = NamePattern(&["organizations", "providers"]);
+use pm_runtime::names::patterns::{PROVIDER as PROVIDER_NAME, UNIT as UNIT_NAME};
 /// Longest break-glass grant.
 pub const MAX_BREAK_GLASS_MICROS: Micros = 12 * 3600 * 1_000_000;
 

@@ -193,6 +193,10 @@ where
                 outcome = follow(&db, &config, &source, &handler) => outcome,
                 _ = shutdown.cancelled() => return,
             };
+            // A stream ended by the shutdown is no failure.
+            if shutdown.is_cancelled() {
+                return;
+            }
             if let Err(err) = outcome {
                 tracing::warn!(
                     follower = config.name,

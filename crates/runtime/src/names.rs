@@ -3,6 +3,29 @@
 
 use crate::error::{ApiError, ApiResult};
 
+/// The name pattern of every resource the services name across their boundaries, declared once (the
+/// owning service's store kinds and every other service's validation use these).
+pub mod patterns {
+    use super::NamePattern;
+
+    /// `organizations/{organization}`.
+    pub const ORGANIZATION: NamePattern = NamePattern(&["organizations"]);
+    /// `organizations/{organization}/units/{unit}`.
+    pub const UNIT: NamePattern = NamePattern(&["organizations", "units"]);
+    /// `organizations/{organization}/locations/{location}`.
+    pub const LOCATION: NamePattern = NamePattern(&["organizations", "locations"]);
+    /// `organizations/{organization}/providers/{provider}`.
+    pub const PROVIDER: NamePattern = NamePattern(&["organizations", "providers"]);
+    /// `organizations/{organization}/providers/{provider}/credentials/{credential}`.
+    pub const CREDENTIAL: NamePattern = NamePattern(&["organizations", "providers", "credentials"]);
+    /// `organizations/{organization}/patients/{patient}`.
+    pub const PATIENT: NamePattern = NamePattern(&["organizations", "patients"]);
+    /// `organizations/{organization}/patients/{patient}/enrollments/{enrollment}`.
+    pub const ENROLLMENT: NamePattern = NamePattern(&["organizations", "patients", "enrollments"]);
+    /// `organizations/{organization}/patients/{patient}/coverages/{coverage}`.
+    pub const COVERAGE: NamePattern = NamePattern(&["organizations", "patients", "coverages"]);
+}
+
 /// The collection ids of a resource name pattern, outermost first: `["organizations", "units"]` is
 /// `organizations/{organization}/units/{unit}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

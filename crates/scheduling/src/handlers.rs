@@ -11,7 +11,7 @@ use pm_authz::phi::{Audited, PhiAudit, PhiCall};
 use pm_runtime::config::Backend;
 use pm_runtime::docstore::{self, ListScope, VerbCall};
 use pm_runtime::idempotency;
-use pm_runtime::names::{self, NamePattern};
+use pm_runtime::names;
 use pm_runtime::time::now_micros;
 use pm_runtime::{ApiError, ApiResult, Db, batch};
 use pm_runtime::{create_call, list_call};
@@ -36,11 +36,10 @@ use pm_api::scheduling::scheduling_event::Kind as EventKind;
 /// The ErrorInfo domain of this service's errors.
 pub const DOMAIN: &str = "scheduling.pm.dev";
 
-const UNIT_NAME: NamePattern = NamePattern(&["organizations", "units"]);
-const PATIENT_NAME: NamePattern = NamePattern(&["organizations", "patients"]);
-const PROVIDER_NAME: NamePattern = NamePattern(&["organizations", "providers"]);
-const LOCATION_NAME: NamePattern = NamePattern(&["organizations", "locations"]);
-const ORGANIZATION_NAME: NamePattern = NamePattern(&["organizations"]);
+use pm_runtime::names::patterns::{
+    LOCATION as LOCATION_NAME, ORGANIZATION as ORGANIZATION_NAME, PATIENT as PATIENT_NAME,
+    PROVIDER as PROVIDER_NAME, UNIT as UNIT_NAME,
+};
 
 macro_rules! method {
     ($name:literal) => {

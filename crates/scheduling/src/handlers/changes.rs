@@ -219,11 +219,9 @@ impl SchedulingApi {
             .waitlist_entry
             .clone()
             .ok_or_else(|| ApiError::invalid("waitlist_entry", "required"))?;
-        names::NamePattern(&["organizations"]).parse("parent", &req.parent)?;
-        names::NamePattern(&["organizations", "units"])
-            .parse("waitlist_entry.unit", &entry.unit)?;
-        names::NamePattern(&["organizations", "patients"])
-            .parse("waitlist_entry.patient", &entry.patient)?;
+        names::patterns::ORGANIZATION.parse("parent", &req.parent)?;
+        names::patterns::UNIT.parse("waitlist_entry.unit", &entry.unit)?;
+        names::patterns::PATIENT.parse("waitlist_entry.patient", &entry.patient)?;
         for (field, name) in [
             ("waitlist_entry.unit", &entry.unit),
             ("waitlist_entry.patient", &entry.patient),
