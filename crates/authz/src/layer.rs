@@ -198,6 +198,34 @@ pub fn rule_of<T>(request: &tonic::Request<T>) -> pm_runtime::ApiResult<&'static
         })
 }
 
+/// A call as its handler sees it: the caller the layer authenticated and the method it matched.
+#[derive(Clone, Copy)]
+pub struct Call<'a> {
+    /// Who calls.
+    pub caller: &'a Caller,
+    /// The full gRPC method path.
+    pub method: &'static str,
+    /// The permission the method's rule requires.
+    pub permission: &'static str,
+}
+
+/// Serves one call: `handle` runs with the caller the layer attached and the method it matched
+/// (without the layer in front, as in a store suite, the request's own rule:
+/// [`pm_api::RpcRequest`]). PHI calls go through [`crate::phi::PhiAudit::serve`], which adds the audit.
+pub async fn serve<Req: pm_api::RpcRequest, T>(
+    request: tonic::Request<Req>,
+    handle: impl AsyncFnOnce(Call<'_>, Req) -> pm_runtime::ApiResult<T>,
+) -> pm_runtime::ApiResult<T> {
+    let rule = rule_of(&request).or_else(|err| Req::rule().ok_or(err))?;
+    let caller = require_caller(&request)?;
+    let call = Call {
+        caller: &caller,
+        method: rule.method,
+        permission: rule.permission,
+    };
+    handle(call, request.into_inner()).await
+}
+
 /// The permission of the method the layer matched for this request ([`rule_of`]).
 pub fn permission_of<T>(request: &tonic::Request<T>) -> pm_runtime::ApiResult<&'static str> {
     rule_of(request).map(|rule| rule.permission)

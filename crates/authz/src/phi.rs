@@ -96,16 +96,8 @@ impl<T> Audited<T> {
     }
 }
 
-/// A PHI call as its handler sees it: the caller the layer authenticated and the method it matched.
-#[derive(Clone, Copy)]
-pub struct PhiCall<'a> {
-    /// Who calls.
-    pub caller: &'a Caller,
-    /// The full gRPC method path (the audit record's method).
-    pub method: &'static str,
-    /// The permission the method's rule requires.
-    pub permission: &'static str,
-}
+/// A PHI call as its handler sees it (the same as any call's, [`layer::Call`]).
+pub type PhiCall<'a> = layer::Call<'a>;
 
 /// How a service audits its PHI calls.
 #[derive(Clone)]
@@ -193,7 +185,7 @@ impl PhiAudit {
         let request = request.into_inner();
         let (rule, result) = match (rule, &caller) {
             (Ok(rule), Ok(who)) => {
-                let call = PhiCall {
+                let call = layer::Call {
                     caller: who,
                     method: rule.method,
                     permission: rule.permission,

@@ -84,12 +84,6 @@ fn reply<T>(result: ApiResult<T>) -> Reply<T> {
     pm_runtime::grpc::reply(result, DOMAIN)
 }
 
-macro_rules! method {
-    ($name:literal) => {
-        concat!("/pm.org.v1.OrgService/", $name)
-    };
-}
-
 /// How to find what a request is about, for the object-level check.
 enum About<'a> {
     /// An existing resource of this service, by name.
@@ -271,8 +265,6 @@ impl OrgApi {
     }
 }
 
-use pm_authz::layer::require_caller as caller;
-
 #[tonic::async_trait]
 impl OrgService for OrgApi {
     // Organizations
@@ -282,14 +274,13 @@ impl OrgService for OrgApi {
         request: Request<GetOrganizationRequest>,
     ) -> Reply<Organization> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let name = &request.get_ref().name;
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
+                let name = &req.name;
                 ORGANIZATION.pattern.parse("name", name)?;
-                self.check(&caller, method!("GetOrganization"), About::Name(name))
-                    .await?;
+                self.check(caller, rpc.method, About::Name(name)).await?;
                 store::organizations::get(&self.db, name).await
-            }
+            })
             .await,
         )
     }
@@ -299,17 +290,16 @@ impl OrgService for OrgApi {
         request: Request<ListOrganizationsRequest>,
     ) -> Reply<ListOrganizationsResponse> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 let mut call = list_call!(req, "");
-                call.scope = access::visible_organizations(&caller).map(ListScope::Names);
+                call.scope = access::visible_organizations(caller).map(ListScope::Names);
                 let page = store::organizations::list(&self.db, call).await?;
                 Ok(ListOrganizationsResponse {
                     organizations: page.items,
                     next_page_token: page.next_page_token,
                 })
-            }
+            })
             .await,
         )
     }
@@ -319,9 +309,8 @@ impl OrgService for OrgApi {
         request: Request<CreateOrganizationRequest>,
     ) -> Reply<Organization> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 if req.organization_id.is_empty() && !caller.is_service() {
                 // Access to an organization is granted by name, before it exists: the name must be chosen.
                 return Err(ApiError::invalid(
@@ -331,15 +320,15 @@ impl OrgService for OrgApi {
             }
             let target = format!("organizations/{}", req.organization_id);
                 self.check(
-                    &caller,
-                    method!("CreateOrganization"),
+                    caller,
+                    rpc.method,
                     About::Organization(&target),
                 )
                 .await?;
                 let org = required(req.organization.clone(), "organization")?;
-                let call = create_call!(req, method!("CreateOrganization"), "", organization_id);
+                let call = create_call!(req, rpc.method, "", organization_id);
                 store::organizations::create(&self.db, call, org).await
-            }
+            })
             .await,
         )
     }
@@ -349,24 +338,19 @@ impl OrgService for OrgApi {
         request: Request<UpdateOrganizationRequest>,
     ) -> Reply<Organization> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 let name = req
                     .organization
                     .as_ref()
                     .map(|o| o.name.clone())
                     .unwrap_or_default();
                 ORGANIZATION.pattern.parse("organization.name", &name)?;
-                self.check(
-                    &caller,
-                    method!("UpdateOrganization"),
-                    About::OrganizationWide(&name),
-                )
-                .await?;
+                self.check(caller, rpc.method, About::OrganizationWide(&name))
+                    .await?;
                 store::organizations::update(&self.db, req.organization, req.update_mask.as_ref())
                     .await
-            }
+            })
             .await,
         )
     }
@@ -376,18 +360,13 @@ impl OrgService for OrgApi {
         request: Request<DeleteOrganizationRequest>,
     ) -> Reply<Organization> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 ORGANIZATION.pattern.parse("name", &req.name)?;
-                self.check(
-                    &caller,
-                    method!("DeleteOrganization"),
-                    About::OrganizationWide(&req.name),
-                )
-                .await?;
+                self.check(caller, rpc.method, About::OrganizationWide(&req.name))
+                    .await?;
                 store::organizations::delete(&self.db, &req.name, &req.etag).await
-            }
+            })
             .await,
         )
     }
@@ -399,14 +378,13 @@ impl OrgService for OrgApi {
         request: Request<GetServiceUnitRequest>,
     ) -> Reply<ServiceUnit> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let name = &request.get_ref().name;
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
+                let name = &req.name;
                 UNIT.pattern.parse("name", name)?;
-                self.check(&caller, method!("GetServiceUnit"), About::Name(name))
-                    .await?;
+                self.check(caller, rpc.method, About::Name(name)).await?;
                 store::units::get(&self.db, name).await
-            }
+            })
             .await,
         )
     }
@@ -416,13 +394,12 @@ impl OrgService for OrgApi {
         request: Request<ListServiceUnitsRequest>,
     ) -> Reply<ListServiceUnitsResponse> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 let page = self
                     .list_narrowed(
-                        &caller,
-                        method!("ListServiceUnits"),
+                        caller,
+                        rpc.method,
                         &ORGANIZATION.pattern,
                         About::Organization(&req.parent),
                         "units",
@@ -434,7 +411,7 @@ impl OrgService for OrgApi {
                     service_units: page.items,
                     next_page_token: page.next_page_token,
                 })
-            }
+            })
             .await,
         )
     }
@@ -444,9 +421,8 @@ impl OrgService for OrgApi {
         request: Request<CreateServiceUnitRequest>,
     ) -> Reply<ServiceUnit> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 ORGANIZATION.pattern.parse("parent", &req.parent)?;
                 let unit = required(req.service_unit.clone(), "service_unit")?;
                 let about = if unit.parent_unit.is_empty() {
@@ -454,16 +430,10 @@ impl OrgService for OrgApi {
                 } else {
                     About::Unit(&unit.parent_unit)
                 };
-                self.check(&caller, method!("CreateServiceUnit"), about)
-                    .await?;
-                let call = create_call!(
-                    req,
-                    method!("CreateServiceUnit"),
-                    &req.parent,
-                    service_unit_id
-                );
+                self.check(caller, rpc.method, about).await?;
+                let call = create_call!(req, rpc.method, &req.parent, service_unit_id);
                 store::units::create(&self.db, call, unit).await
-            }
+            })
             .await,
         )
     }
@@ -473,17 +443,12 @@ impl OrgService for OrgApi {
         request: Request<UpdateServiceUnitRequest>,
     ) -> Reply<ServiceUnit> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 let patch = required(req.service_unit.clone(), "service_unit")?;
                 UNIT.pattern.parse("service_unit.name", &patch.name)?;
-                self.check(
-                    &caller,
-                    method!("UpdateServiceUnit"),
-                    About::Name(&patch.name),
-                )
-                .await?;
+                self.check(caller, rpc.method, About::Name(&patch.name))
+                    .await?;
                 let moving_to = patch.parent_unit.clone();
                 let moves = req
                     .update_mask
@@ -491,22 +456,14 @@ impl OrgService for OrgApi {
                     .is_some_and(|m| m.paths.iter().any(|p| p == "parent_unit" || p == "*"));
                 if moves && !moving_to.is_empty() {
                     // Moving a unit needs the right where it lands, too.
-                    self.check(
-                        &caller,
-                        method!("UpdateServiceUnit"),
-                        About::Unit(&moving_to),
-                    )
-                    .await?;
+                    self.check(caller, rpc.method, About::Unit(&moving_to))
+                        .await?;
                 } else if moves {
-                    self.check(
-                        &caller,
-                        method!("UpdateServiceUnit"),
-                        About::OrganizationWide(&patch.name),
-                    )
-                    .await?;
+                    self.check(caller, rpc.method, About::OrganizationWide(&patch.name))
+                        .await?;
                 }
                 store::units::update(&self.db, patch, req.update_mask.as_ref()).await
-            }
+            })
             .await,
         )
     }
@@ -516,18 +473,13 @@ impl OrgService for OrgApi {
         request: Request<DeleteServiceUnitRequest>,
     ) -> Reply<ServiceUnit> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 UNIT.pattern.parse("name", &req.name)?;
-                self.check(
-                    &caller,
-                    method!("DeleteServiceUnit"),
-                    About::Name(&req.name),
-                )
-                .await?;
+                self.check(caller, rpc.method, About::Name(&req.name))
+                    .await?;
                 store::units::delete(&self.db, &req.name, &req.etag).await
-            }
+            })
             .await,
         )
     }
@@ -537,18 +489,13 @@ impl OrgService for OrgApi {
         request: Request<UndeleteServiceUnitRequest>,
     ) -> Reply<ServiceUnit> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 UNIT.pattern.parse("name", &req.name)?;
-                self.check(
-                    &caller,
-                    method!("UndeleteServiceUnit"),
-                    About::Name(&req.name),
-                )
-                .await?;
+                self.check(caller, rpc.method, About::Name(&req.name))
+                    .await?;
                 store::units::undelete(&self.db, &req.name, &req.etag).await
-            }
+            })
             .await,
         )
     }
@@ -558,14 +505,13 @@ impl OrgService for OrgApi {
         request: Request<GetEffectivePolicyRequest>,
     ) -> Reply<EffectivePolicy> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let unit = &request.get_ref().unit;
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
+                let unit = &req.unit;
                 domain::UNIT_NAME.parse("unit", unit)?;
-                self.check(&caller, method!("GetEffectivePolicy"), About::Name(unit))
-                    .await?;
+                self.check(caller, rpc.method, About::Name(unit)).await?;
                 store::units::policy_of(&self.db, unit).await
-            }
+            })
             .await,
         )
     }
@@ -574,14 +520,13 @@ impl OrgService for OrgApi {
 
     async fn get_location(&self, request: Request<GetLocationRequest>) -> Reply<Location> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let name = &request.get_ref().name;
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
+                let name = &req.name;
                 LOCATION.pattern.parse("name", name)?;
-                self.check(&caller, method!("GetLocation"), About::Name(name))
-                    .await?;
+                self.check(caller, rpc.method, About::Name(name)).await?;
                 store::locations::get(&self.db, name).await
-            }
+            })
             .await,
         )
     }
@@ -591,75 +536,62 @@ impl OrgService for OrgApi {
         request: Request<ListLocationsRequest>,
     ) -> Reply<ListLocationsResponse> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 ORGANIZATION.pattern.parse("parent", &req.parent)?;
-                self.check(
-                    &caller,
-                    method!("ListLocations"),
-                    About::Organization(&req.parent),
-                )
-                .await?;
+                self.check(caller, rpc.method, About::Organization(&req.parent))
+                    .await?;
                 let page = store::locations::list(&self.db, list_call!(req, &req.parent)).await?;
                 Ok(ListLocationsResponse {
                     locations: page.items,
                     next_page_token: page.next_page_token,
                 })
-            }
+            })
             .await,
         )
     }
 
     async fn create_location(&self, request: Request<CreateLocationRequest>) -> Reply<Location> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 ORGANIZATION.pattern.parse("parent", &req.parent)?;
-                self.check(
-                    &caller,
-                    method!("CreateLocation"),
-                    About::Organization(&req.parent),
-                )
-                .await?;
+                self.check(caller, rpc.method, About::Organization(&req.parent))
+                    .await?;
                 let location = required(req.location.clone(), "location")?;
-                let call = create_call!(req, method!("CreateLocation"), &req.parent, location_id);
+                let call = create_call!(req, rpc.method, &req.parent, location_id);
                 store::locations::create(&self.db, call, location).await
-            }
+            })
             .await,
         )
     }
 
     async fn update_location(&self, request: Request<UpdateLocationRequest>) -> Reply<Location> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 let name = req
                     .location
                     .as_ref()
                     .map(|l| l.name.clone())
                     .unwrap_or_default();
                 LOCATION.pattern.parse("location.name", &name)?;
-                self.check(&caller, method!("UpdateLocation"), About::Name(&name))
-                    .await?;
+                self.check(caller, rpc.method, About::Name(&name)).await?;
                 store::locations::update(&self.db, req.location, req.update_mask.as_ref()).await
-            }
+            })
             .await,
         )
     }
 
     async fn delete_location(&self, request: Request<DeleteLocationRequest>) -> Reply<Location> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 LOCATION.pattern.parse("name", &req.name)?;
-                self.check(&caller, method!("DeleteLocation"), About::Name(&req.name))
+                self.check(caller, rpc.method, About::Name(&req.name))
                     .await?;
                 store::locations::delete(&self.db, &req.name, &req.etag).await
-            }
+            })
             .await,
         )
     }
@@ -669,14 +601,13 @@ impl OrgService for OrgApi {
         request: Request<UndeleteLocationRequest>,
     ) -> Reply<Location> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 LOCATION.pattern.parse("name", &req.name)?;
-                self.check(&caller, method!("UndeleteLocation"), About::Name(&req.name))
+                self.check(caller, rpc.method, About::Name(&req.name))
                     .await?;
                 store::locations::undelete(&self.db, &req.name, &req.etag).await
-            }
+            })
             .await,
         )
     }
@@ -685,14 +616,13 @@ impl OrgService for OrgApi {
 
     async fn get_provider(&self, request: Request<GetProviderRequest>) -> Reply<Provider> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let name = &request.get_ref().name;
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
+                let name = &req.name;
                 PROVIDER.pattern.parse("name", name)?;
-                self.check(&caller, method!("GetProvider"), About::Name(name))
-                    .await?;
+                self.check(caller, rpc.method, About::Name(name)).await?;
                 store::providers::get(&self.db, name).await
-            }
+            })
             .await,
         )
     }
@@ -702,75 +632,62 @@ impl OrgService for OrgApi {
         request: Request<ListProvidersRequest>,
     ) -> Reply<ListProvidersResponse> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 ORGANIZATION.pattern.parse("parent", &req.parent)?;
-                self.check(
-                    &caller,
-                    method!("ListProviders"),
-                    About::Organization(&req.parent),
-                )
-                .await?;
+                self.check(caller, rpc.method, About::Organization(&req.parent))
+                    .await?;
                 let page = store::providers::list(&self.db, list_call!(req, &req.parent)).await?;
                 Ok(ListProvidersResponse {
                     providers: page.items,
                     next_page_token: page.next_page_token,
                 })
-            }
+            })
             .await,
         )
     }
 
     async fn create_provider(&self, request: Request<CreateProviderRequest>) -> Reply<Provider> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 ORGANIZATION.pattern.parse("parent", &req.parent)?;
-                self.check(
-                    &caller,
-                    method!("CreateProvider"),
-                    About::Organization(&req.parent),
-                )
-                .await?;
+                self.check(caller, rpc.method, About::Organization(&req.parent))
+                    .await?;
                 let provider = required(req.provider.clone(), "provider")?;
-                let call = create_call!(req, method!("CreateProvider"), &req.parent, provider_id);
+                let call = create_call!(req, rpc.method, &req.parent, provider_id);
                 store::providers::create(&self.db, call, provider).await
-            }
+            })
             .await,
         )
     }
 
     async fn update_provider(&self, request: Request<UpdateProviderRequest>) -> Reply<Provider> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 let name = req
                     .provider
                     .as_ref()
                     .map(|p| p.name.clone())
                     .unwrap_or_default();
                 PROVIDER.pattern.parse("provider.name", &name)?;
-                self.check(&caller, method!("UpdateProvider"), About::Name(&name))
-                    .await?;
+                self.check(caller, rpc.method, About::Name(&name)).await?;
                 store::providers::update(&self.db, req.provider, req.update_mask.as_ref()).await
-            }
+            })
             .await,
         )
     }
 
     async fn delete_provider(&self, request: Request<DeleteProviderRequest>) -> Reply<Provider> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 PROVIDER.pattern.parse("name", &req.name)?;
-                self.check(&caller, method!("DeleteProvider"), About::Name(&req.name))
+                self.check(caller, rpc.method, About::Name(&req.name))
                     .await?;
                 store::providers::delete(&self.db, &req.name, &req.etag).await
-            }
+            })
             .await,
         )
     }
@@ -780,14 +697,13 @@ impl OrgService for OrgApi {
         request: Request<UndeleteProviderRequest>,
     ) -> Reply<Provider> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 PROVIDER.pattern.parse("name", &req.name)?;
-                self.check(&caller, method!("UndeleteProvider"), About::Name(&req.name))
+                self.check(caller, rpc.method, About::Name(&req.name))
                     .await?;
                 store::providers::undelete(&self.db, &req.name, &req.etag).await
-            }
+            })
             .await,
         )
     }
@@ -796,14 +712,13 @@ impl OrgService for OrgApi {
 
     async fn get_credential(&self, request: Request<GetCredentialRequest>) -> Reply<Credential> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let name = &request.get_ref().name;
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
+                let name = &req.name;
                 CREDENTIAL.pattern.parse("name", name)?;
-                self.check(&caller, method!("GetCredential"), About::Name(name))
-                    .await?;
+                self.check(caller, rpc.method, About::Name(name)).await?;
                 store::providers::get_credential(&self.db, name).await
-            }
+            })
             .await,
         )
     }
@@ -813,13 +728,12 @@ impl OrgService for OrgApi {
         request: Request<ListCredentialsRequest>,
     ) -> Reply<ListCredentialsResponse> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 let page = self
                     .list_narrowed(
-                        &caller,
-                        method!("ListCredentials"),
+                        caller,
+                        rpc.method,
                         &PROVIDER.pattern,
                         About::Organization(&req.parent),
                         "credentials",
@@ -831,7 +745,7 @@ impl OrgService for OrgApi {
                     credentials: page.items,
                     next_page_token: page.next_page_token,
                 })
-            }
+            })
             .await,
         )
     }
@@ -841,22 +755,16 @@ impl OrgService for OrgApi {
         request: Request<CreateCredentialRequest>,
     ) -> Reply<Credential> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 PROVIDER.pattern.parse("parent", &req.parent)?;
                 let credential = required(req.credential.clone(), "credential")?;
                 domain::check_same_org_unit("credential.unit", &credential.unit, &req.parent)?;
-                self.check(
-                    &caller,
-                    method!("CreateCredential"),
-                    About::Unit(&credential.unit),
-                )
-                .await?;
-                let call =
-                    create_call!(req, method!("CreateCredential"), &req.parent, credential_id);
+                self.check(caller, rpc.method, About::Unit(&credential.unit))
+                    .await?;
+                let call = create_call!(req, rpc.method, &req.parent, credential_id);
                 store::providers::create_credential(&self.db, call, credential).await
-            }
+            })
             .await,
         )
     }
@@ -866,24 +774,22 @@ impl OrgService for OrgApi {
         request: Request<UpdateCredentialRequest>,
     ) -> Reply<Credential> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 let name = req
                     .credential
                     .as_ref()
                     .map(|c| c.name.clone())
                     .unwrap_or_default();
                 CREDENTIAL.pattern.parse("credential.name", &name)?;
-                self.check(&caller, method!("UpdateCredential"), About::Name(&name))
-                    .await?;
+                self.check(caller, rpc.method, About::Name(&name)).await?;
                 store::providers::update_credential(
                     &self.db,
                     req.credential,
                     req.update_mask.as_ref(),
                 )
                 .await
-            }
+            })
             .await,
         )
     }
@@ -893,14 +799,13 @@ impl OrgService for OrgApi {
         request: Request<DeleteCredentialRequest>,
     ) -> Reply<Credential> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 CREDENTIAL.pattern.parse("name", &req.name)?;
-                self.check(&caller, method!("DeleteCredential"), About::Name(&req.name))
+                self.check(caller, rpc.method, About::Name(&req.name))
                     .await?;
                 store::providers::delete_credential(&self.db, &req.name, &req.etag).await
-            }
+            })
             .await,
         )
     }
@@ -910,18 +815,13 @@ impl OrgService for OrgApi {
         request: Request<UndeleteCredentialRequest>,
     ) -> Reply<Credential> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 CREDENTIAL.pattern.parse("name", &req.name)?;
-                self.check(
-                    &caller,
-                    method!("UndeleteCredential"),
-                    About::Name(&req.name),
-                )
-                .await?;
+                self.check(caller, rpc.method, About::Name(&req.name))
+                    .await?;
                 store::providers::undelete_credential(&self.db, &req.name, &req.etag).await
-            }
+            })
             .await,
         )
     }
@@ -931,12 +831,11 @@ impl OrgService for OrgApi {
         request: Request<CheckCredentialRequest>,
     ) -> Reply<CheckCredentialResponse> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 domain::PROVIDER_NAME.parse("provider", &req.provider)?;
                 domain::check_same_org_unit("unit", &req.unit, &req.provider)?;
-                self.check(&caller, method!("CheckCredential"), About::Unit(&req.unit))
+                self.check(caller, rpc.method, About::Unit(&req.unit))
                     .await?;
                 let at = match &req.time {
                     Some(time) if pm_runtime::time::is_valid(time) => to_micros(time),
@@ -956,7 +855,7 @@ impl OrgService for OrgApi {
                         .is_some_and(|c| c.state == CredentialState::Active as i32),
                     credential: in_force,
                 })
-            }
+            })
             .await,
         )
     }
@@ -1515,9 +1414,8 @@ impl OrgService for OrgApi {
         request: Request<CheckAccessRequest>,
     ) -> Reply<CheckAccessResponse> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 pm_runtime::names::NamePattern(&["principals"])
                     .parse("principal", &req.principal)?;
                 if !req.resource.starts_with("organizations/") {
@@ -1526,12 +1424,8 @@ impl OrgService for OrgApi {
                         "must be a resource name of the Org service",
                     ));
                 }
-                self.check(
-                    &caller,
-                    method!("CheckAccess"),
-                    About::OrganizationWide(&req.resource),
-                )
-                .await?;
+                self.check(caller, rpc.method, About::OrganizationWide(&req.resource))
+                    .await?;
                 let authz = self.access.as_ref().ok_or_else(|| {
                     ApiError::new(
                         tonic::Code::Unimplemented,
@@ -1554,7 +1448,7 @@ impl OrgService for OrgApi {
                     break_glass: decision.break_glass,
                     reason: decision.reason,
                 })
-            }
+            })
             .await,
         )
     }

@@ -621,21 +621,14 @@ impl SchedulingService for SchedulingApi {
 
     async fn get_visit_type(&self, request: Request<GetVisitTypeRequest>) -> Reply<VisitType> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let name = &request.get_ref().name;
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
+                let name = &req.name;
                 VISIT_TYPE.pattern.parse("name", name)?;
                 let unit = names::parent_of(name);
-                access::authorize(
-                    &self.org,
-                    &caller,
-                    method!("GetVisitType"),
-                    name,
-                    Some(unit),
-                )
-                .await?;
+                access::authorize(&self.org, caller, rpc.method, name, Some(unit)).await?;
                 docstore::get_by_name(&self.db, &VISIT_TYPE, name).await
-            }
+            })
             .await,
         )
     }
@@ -645,14 +638,13 @@ impl SchedulingService for SchedulingApi {
         request: Request<ListVisitTypesRequest>,
     ) -> Reply<ListVisitTypesResponse> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 UNIT_NAME.parse("parent", &req.parent)?;
                 access::authorize(
                     &self.org,
-                    &caller,
-                    method!("ListVisitTypes"),
+                    caller,
+                    rpc.method,
                     &req.parent,
                     Some(&req.parent),
                 )
@@ -667,7 +659,7 @@ impl SchedulingService for SchedulingApi {
                     visit_types: page.items,
                     next_page_token: page.next_page_token,
                 })
-            }
+            })
             .await,
         )
     }
@@ -677,14 +669,13 @@ impl SchedulingService for SchedulingApi {
         request: Request<CreateVisitTypeRequest>,
     ) -> Reply<VisitType> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 UNIT_NAME.parse("parent", &req.parent)?;
                 access::authorize(
                     &self.org,
-                    &caller,
-                    method!("CreateVisitType"),
+                    caller,
+                    rpc.method,
                     &req.parent,
                     Some(&req.parent),
                 )
@@ -694,13 +685,12 @@ impl SchedulingService for SchedulingApi {
                 // The unit is Org's: it must exist there, and its rules in force allow the visit.
                 let unit = self.org.unit_now(&req.parent).await?;
                 domain::check_visit_type_allowed(&visit, &unit.policy)?;
-                let call =
-                    create_call!(req, method!("CreateVisitType"), &req.parent, visit_type_id);
+                let call = create_call!(req, rpc.method, &req.parent, visit_type_id);
                 docstore::create(&self.db, &VISIT_TYPE, call, visit, async |conn, v| {
                     store::check_visit_type_code_free(conn, &req.parent, v).await
                 })
                 .await
-            }
+            })
             .await,
         )
     }
@@ -731,9 +721,8 @@ impl SchedulingService for SchedulingApi {
         request: Request<UpdateVisitTypeRequest>,
     ) -> Reply<VisitType> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 let name = req
                     .visit_type
                     .as_ref()
@@ -741,14 +730,7 @@ impl SchedulingService for SchedulingApi {
                     .unwrap_or_default();
                 VISIT_TYPE.pattern.parse("visit_type.name", &name)?;
                 let unit = names::parent_of(&name).to_string();
-                access::authorize(
-                    &self.org,
-                    &caller,
-                    method!("UpdateVisitType"),
-                    &name,
-                    Some(&unit),
-                )
-                .await?;
+                access::authorize(&self.org, caller, rpc.method, &name, Some(&unit)).await?;
                 let policy = self.org.unit_now(&unit).await?.policy;
                 let updated = docstore::update(
                     &self.db,
@@ -764,7 +746,7 @@ impl SchedulingService for SchedulingApi {
                 // This replica books the new version at once; others within the cache's lifetime.
                 self.visit_types.remove(&updated.name);
                 Ok(updated)
-            }
+            })
             .await,
         )
     }
@@ -774,19 +756,11 @@ impl SchedulingService for SchedulingApi {
         request: Request<UndeleteVisitTypeRequest>,
     ) -> Reply<VisitType> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 VISIT_TYPE.pattern.parse("name", &req.name)?;
                 let unit = names::parent_of(&req.name).to_string();
-                access::authorize(
-                    &self.org,
-                    &caller,
-                    method!("UndeleteVisitType"),
-                    &req.name,
-                    Some(&unit),
-                )
-                .await?;
+                access::authorize(&self.org, caller, rpc.method, &req.name, Some(&unit)).await?;
                 let policy = self.org.unit_now(&unit).await?.policy;
                 let restored = docstore::undelete(
                     &self.db,
@@ -801,7 +775,7 @@ impl SchedulingService for SchedulingApi {
                 .await?;
                 self.visit_types.remove(&restored.name);
                 Ok(restored)
-            }
+            })
             .await,
         )
     }
@@ -813,23 +787,15 @@ impl SchedulingService for SchedulingApi {
         request: Request<ListAvailabilityRulesRequest>,
     ) -> Reply<ListAvailabilityRulesResponse> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 PROVIDER_NAME.parse("parent", &req.parent)?;
-                access::authorize(
-                    &self.org,
-                    &caller,
-                    method!("ListAvailabilityRules"),
-                    &req.parent,
-                    None,
-                )
-                .await?;
+                access::authorize(&self.org, caller, rpc.method, &req.parent, None).await?;
                 // A provider works in several units: only the rules of the caller's units.
                 let units = access::visible_units(
                     &self.org,
-                    &caller,
-                    method!("ListAvailabilityRules"),
+                    caller,
+                    rpc.method,
                     names::organization_of(&req.parent),
                 )
                 .await?;
@@ -840,7 +806,7 @@ impl SchedulingService for SchedulingApi {
                     availability_rules: page.items,
                     next_page_token: page.next_page_token,
                 })
-            }
+            })
             .await,
         )
     }
@@ -850,21 +816,14 @@ impl SchedulingService for SchedulingApi {
         request: Request<CreateAvailabilityRuleRequest>,
     ) -> Reply<AvailabilityRule> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 PROVIDER_NAME.parse("parent", &req.parent)?;
                 let mut rule = required(req.availability_rule.clone(), "availability_rule")?;
                 UNIT_NAME.parse("availability_rule.unit", &rule.unit)?;
                 LOCATION_NAME.parse("availability_rule.location", &rule.location)?;
-                access::authorize(
-                    &self.org,
-                    &caller,
-                    method!("CreateAvailabilityRule"),
-                    &req.parent,
-                    Some(&rule.unit),
-                )
-                .await?;
+                access::authorize(&self.org, caller, rpc.method, &req.parent, Some(&rule.unit))
+                    .await?;
                 domain::validate_rule(&rule)?;
                 // The unit as Org has it now (a write is checked against the state in force).
                 self.org.unit_now(&rule.unit).await?;
@@ -875,12 +834,7 @@ impl SchedulingService for SchedulingApi {
                         "the location's time zone is unknown",
                     )
                 })?;
-                let call = create_call!(
-                    req,
-                    method!("CreateAvailabilityRule"),
-                    &req.parent,
-                    availability_rule_id
-                );
+                let call = create_call!(req, rpc.method, &req.parent, availability_rule_id);
                 docstore::create(
                     &self.db,
                     &AVAILABILITY_RULE,
@@ -889,7 +843,7 @@ impl SchedulingService for SchedulingApi {
                     async |_, _| Ok(()),
                 )
                 .await
-            }
+            })
             .await,
         )
     }
@@ -899,18 +853,12 @@ impl SchedulingService for SchedulingApi {
         request: Request<DeleteAvailabilityRuleRequest>,
     ) -> Reply<AvailabilityRule> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 AVAILABILITY_RULE.pattern.parse("name", &req.name)?;
                 // Checked against the unit the rule is for.
-                self.check_stored(
-                    &caller,
-                    method!("DeleteAvailabilityRule"),
-                    &req.name,
-                    |r: AvailabilityRule| r.unit,
-                )
-                .await?;
+                self.check_stored(caller, rpc.method, &req.name, |r: AvailabilityRule| r.unit)
+                    .await?;
                 docstore::soft_delete(
                     &self.db,
                     &AVAILABILITY_RULE,
@@ -919,7 +867,7 @@ impl SchedulingService for SchedulingApi {
                     async |_, _| Ok(()),
                 )
                 .await
-            }
+            })
             .await,
         )
     }
@@ -929,9 +877,8 @@ impl SchedulingService for SchedulingApi {
         request: Request<UpdateAvailabilityRuleRequest>,
     ) -> Reply<AvailabilityRule> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 let name = req
                     .availability_rule
                     .as_ref()
@@ -941,13 +888,8 @@ impl SchedulingService for SchedulingApi {
                     .pattern
                     .parse("availability_rule.name", &name)?;
                 // Checked against the unit the rule is for (which an update cannot change).
-                self.check_stored(
-                    &caller,
-                    method!("UpdateAvailabilityRule"),
-                    &name,
-                    |r: AvailabilityRule| r.unit,
-                )
-                .await?;
+                self.check_stored(caller, rpc.method, &name, |r: AvailabilityRule| r.unit)
+                    .await?;
                 docstore::update(
                     &self.db,
                     &AVAILABILITY_RULE,
@@ -956,7 +898,7 @@ impl SchedulingService for SchedulingApi {
                     async |_, _, merged| domain::validate_rule(merged),
                 )
                 .await
-            }
+            })
             .await,
         )
     }
@@ -966,17 +908,11 @@ impl SchedulingService for SchedulingApi {
         request: Request<UndeleteAvailabilityRuleRequest>,
     ) -> Reply<AvailabilityRule> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 AVAILABILITY_RULE.pattern.parse("name", &req.name)?;
-                self.check_stored(
-                    &caller,
-                    method!("UndeleteAvailabilityRule"),
-                    &req.name,
-                    |r: AvailabilityRule| r.unit,
-                )
-                .await?;
+                self.check_stored(caller, rpc.method, &req.name, |r: AvailabilityRule| r.unit)
+                    .await?;
                 docstore::undelete(
                     &self.db,
                     &AVAILABILITY_RULE,
@@ -985,7 +921,7 @@ impl SchedulingService for SchedulingApi {
                     async |_, _| Ok(()),
                 )
                 .await
-            }
+            })
             .await,
         )
     }
@@ -997,18 +933,10 @@ impl SchedulingService for SchedulingApi {
         request: Request<ListAvailabilityExceptionsRequest>,
     ) -> Reply<ListAvailabilityExceptionsResponse> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 PROVIDER_NAME.parse("parent", &req.parent)?;
-                access::authorize(
-                    &self.org,
-                    &caller,
-                    method!("ListAvailabilityExceptions"),
-                    &req.parent,
-                    None,
-                )
-                .await?;
+                access::authorize(&self.org, caller, rpc.method, &req.parent, None).await?;
                 let page = docstore::list(
                     &self.db,
                     &AVAILABILITY_EXCEPTION,
@@ -1019,7 +947,7 @@ impl SchedulingService for SchedulingApi {
                     availability_exceptions: page.items,
                     next_page_token: page.next_page_token,
                 })
-            }
+            })
             .await,
         )
     }
@@ -1029,27 +957,14 @@ impl SchedulingService for SchedulingApi {
         request: Request<CreateAvailabilityExceptionRequest>,
     ) -> Reply<AvailabilityException> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 PROVIDER_NAME.parse("parent", &req.parent)?;
-                access::authorize(
-                    &self.org,
-                    &caller,
-                    method!("CreateAvailabilityException"),
-                    &req.parent,
-                    None,
-                )
-                .await?;
+                access::authorize(&self.org, caller, rpc.method, &req.parent, None).await?;
                 let exception =
                     required(req.availability_exception.clone(), "availability_exception")?;
                 domain::validate_exception(&exception)?;
-                let call = create_call!(
-                    req,
-                    method!("CreateAvailabilityException"),
-                    &req.parent,
-                    availability_exception_id
-                );
+                let call = create_call!(req, rpc.method, &req.parent, availability_exception_id);
                 docstore::create(
                     &self.db,
                     &AVAILABILITY_EXCEPTION,
@@ -1058,7 +973,7 @@ impl SchedulingService for SchedulingApi {
                     async |_, _| Ok(()),
                 )
                 .await
-            }
+            })
             .await,
         )
     }
@@ -1085,12 +1000,10 @@ impl SchedulingService for SchedulingApi {
 
     async fn list_rooms(&self, request: Request<ListRoomsRequest>) -> Reply<ListRoomsResponse> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 LOCATION_NAME.parse("parent", &req.parent)?;
-                access::authorize(&self.org, &caller, method!("ListRooms"), &req.parent, None)
-                    .await?;
+                access::authorize(&self.org, caller, rpc.method, &req.parent, None).await?;
                 let page = docstore::list(
                     &self.db,
                     &ROOM,
@@ -1101,19 +1014,17 @@ impl SchedulingService for SchedulingApi {
                     rooms: page.items,
                     next_page_token: page.next_page_token,
                 })
-            }
+            })
             .await,
         )
     }
 
     async fn create_room(&self, request: Request<CreateRoomRequest>) -> Reply<Room> {
         reply(
-            async {
-                let caller = caller(&request)?;
-                let req = request.into_inner();
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let caller = rpc.caller;
                 LOCATION_NAME.parse("parent", &req.parent)?;
-                access::authorize(&self.org, &caller, method!("CreateRoom"), &req.parent, None)
-                    .await?;
+                access::authorize(&self.org, caller, rpc.method, &req.parent, None).await?;
                 let room = required(req.room.clone(), "room")?;
                 if room.display_name.trim().is_empty() || room.display_name.len() > 200 {
                     return Err(ApiError::invalid(
@@ -1122,9 +1033,9 @@ impl SchedulingService for SchedulingApi {
                     ));
                 }
                 self.org.zone(&req.parent).await?;
-                let call = create_call!(req, method!("CreateRoom"), &req.parent, room_id);
+                let call = create_call!(req, rpc.method, &req.parent, room_id);
                 docstore::create(&self.db, &ROOM, call, room, async |_, _| Ok(())).await
-            }
+            })
             .await,
         )
     }
