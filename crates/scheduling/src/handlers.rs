@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
+use pm_api::RpcRequest;
 use pm_api::scheduling::scheduling_service_server::SchedulingService;
 use pm_api::scheduling::*;
-use pm_authz::layer::{Caller, require_caller as caller};
+use pm_authz::layer::Call;
+use pm_authz::layer::Caller;
 use pm_authz::phi::{Audited, PhiAudit, PhiCall};
 use pm_runtime::config::Backend;
 use pm_runtime::docstore::{self, ListScope, VerbCall};
@@ -41,13 +43,6 @@ use pm_runtime::names::patterns::{
     PROVIDER as PROVIDER_NAME, UNIT as UNIT_NAME,
 };
 
-macro_rules! method {
-    ($name:literal) => {
-        concat!("/pm.scheduling.v1.SchedulingService/", $name)
-    };
-}
-
-// After the macros, so that these see `method!`.
 mod changes;
 mod feeds;
 mod search;
@@ -348,7 +343,12 @@ impl SchedulingApi {
             Some(ttl) => Some(domain::hold_ttl(ttl)?),
         };
         let visit = self
-            .check_booking(caller, method!("BookAppointment"), &req.parent, &a)
+            .check_booking(
+                caller,
+                <BookAppointmentRequest as RpcRequest>::METHOD,
+                &req.parent,
+                &a,
+            )
             .await?;
         // A retry of a booking that succeeded is refused (its own booking holds the slot, or the
         // request_id's key is taken) and then answered with the first booking: every refusal looks
@@ -391,7 +391,7 @@ impl SchedulingApi {
         mut a: Appointment,
         visit: &VisitType,
     ) -> ApiResult<Appointment> {
-        let method = method!("BookAppointment");
+        let method = <BookAppointmentRequest as RpcRequest>::METHOD;
         let call = create_call!(*req, method, &req.parent, appointment_id);
         a.name = docstore::new_name(&APPOINTMENT, &call)?;
         let (holders, from, until) = occupancy_of(&a, visit)?;
@@ -501,7 +501,7 @@ impl SchedulingApi {
         let mut conn = self.db.read().await?;
         idempotency::replay::<Appointment>(
             &mut conn,
-            method!("BookAppointment"),
+            <BookAppointmentRequest as RpcRequest>::METHOD,
             &req.request_id,
             &idempotency::request_hash(req),
         )
@@ -545,6 +545,22 @@ impl SchedulingApi {
         docstore::list(&self.db, kind, list).await
     }
 
+    /// Soft-deletes a resource kept in the generic store, authorized at the level `unit_of` gives
+    /// (its unit, or the organization's for `None`).
+    async fn soft_delete<T: pm_api::Resource>(
+        &self,
+        rpc: Call<'_>,
+        kind: &docstore::Kind<T>,
+        name: &str,
+        etag: &str,
+        unit_of: fn(&str) -> Option<String>,
+    ) -> ApiResult<T> {
+        kind.pattern.parse("name", name)?;
+        let unit = unit_of(name);
+        access::authorize(&self.org, rpc.caller, rpc.method, name, unit.as_deref()).await?;
+        docstore::soft_delete(&self.db, kind, name, etag, async |_, _| Ok(())).await
+    }
+
     async fn check_appointment(&self, caller: &Caller, method: &str, name: &str) -> ApiResult<()> {
         APPOINTMENT.pattern.parse("name", name)?;
         self.check_stored(caller, method, name, |a: Appointment| a.unit)
@@ -584,26 +600,6 @@ impl SchedulingApi {
         self.events.committed();
         Ok(changed)
     }
-}
-
-/// The Get/List/Create/Delete handlers of a resource kept in the generic store, authorized at the
-/// level `$about` gives (the unit of a visit type, the organization otherwise).
-macro_rules! soft_delete {
-    ($self:ident, $request:ident, $kind:expr, $method:literal, $unit:expr) => {{
-        let caller = caller(&$request)?;
-        let req = $request.into_inner();
-        $kind.pattern.parse("name", &req.name)?;
-        let unit: Option<String> = $unit(&req.name);
-        access::authorize(
-            &$self.org,
-            &caller,
-            method!($method),
-            &req.name,
-            unit.as_deref(),
-        )
-        .await?;
-        docstore::soft_delete(&$self.db, &$kind, &req.name, &req.etag, async |_, _| Ok(())).await
-    }};
 }
 
 fn no_unit(_: &str) -> Option<String> {
@@ -700,18 +696,14 @@ impl SchedulingService for SchedulingApi {
         request: Request<DeleteVisitTypeRequest>,
     ) -> Reply<VisitType> {
         reply(
-            async {
-                let deleted = soft_delete!(
-                    self,
-                    request,
-                    VISIT_TYPE,
-                    "DeleteVisitType",
-                    unit_of_visit_type
-                )?;
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let deleted = self
+                    .soft_delete(rpc, &VISIT_TYPE, &req.name, &req.etag, unit_of_visit_type)
+                    .await?;
                 // This replica stops booking it at once; others within the cache's lifetime.
                 self.visit_types.remove(&deleted.name);
                 Ok(deleted)
-            }
+            })
             .await,
         )
     }
@@ -983,15 +975,10 @@ impl SchedulingService for SchedulingApi {
         request: Request<DeleteAvailabilityExceptionRequest>,
     ) -> Reply<AvailabilityException> {
         reply(
-            async {
-                soft_delete!(
-                    self,
-                    request,
-                    AVAILABILITY_EXCEPTION,
-                    "DeleteAvailabilityException",
-                    no_unit
-                )
-            }
+            pm_authz::layer::serve(request, async |rpc, req| {
+                self.soft_delete(rpc, &AVAILABILITY_EXCEPTION, &req.name, &req.etag, no_unit)
+                    .await
+            })
             .await,
         )
     }
@@ -1041,7 +1028,13 @@ impl SchedulingService for SchedulingApi {
     }
 
     async fn delete_room(&self, request: Request<DeleteRoomRequest>) -> Reply<Room> {
-        reply(async { soft_delete!(self, request, ROOM, "DeleteRoom", no_unit) }.await)
+        reply(
+            pm_authz::layer::serve(request, async |rpc, req| {
+                self.soft_delete(rpc, &ROOM, &req.name, &req.etag, no_unit)
+                    .await
+            })
+            .await,
+        )
     }
 
     // Slot search

@@ -2,6 +2,7 @@
 //! nothing, and the waitlist that is offered freed slots.
 
 use chrono::{DateTime, Days, TimeDelta, TimeZone, Utc};
+use pm_api::RpcRequest;
 use pm_api::scheduling::scheduling_event::Kind as EventKind;
 use pm_api::scheduling::*;
 use pm_authz::layer::Caller;
@@ -42,7 +43,7 @@ impl SchedulingApi {
         caller: &Caller,
         req: RescheduleAppointmentRequest,
     ) -> ApiResult<Appointment> {
-        let method = method!("RescheduleAppointment");
+        let method = <RescheduleAppointmentRequest as RpcRequest>::METHOD;
         self.check_appointment(caller, method, &req.name).await?;
         let start = req
             .start_time
@@ -113,7 +114,7 @@ impl SchedulingApi {
         caller: &Caller,
         req: BookSeriesRequest,
     ) -> ApiResult<BookSeriesResponse> {
-        let method = method!("BookSeries");
+        let method = <BookSeriesRequest as RpcRequest>::METHOD;
         let first = req
             .appointment
             .clone()
@@ -206,7 +207,13 @@ impl SchedulingApi {
         hash: &str,
     ) -> ApiResult<Option<BookSeriesResponse>> {
         let mut conn = self.db.read().await?;
-        idempotency::replay(&mut conn, method!("BookSeries"), request_id, hash).await
+        idempotency::replay(
+            &mut conn,
+            <BookSeriesRequest as RpcRequest>::METHOD,
+            request_id,
+            hash,
+        )
+        .await
     }
 
     pub(super) async fn create_waitlist_entry(
@@ -214,7 +221,7 @@ impl SchedulingApi {
         caller: &Caller,
         req: CreateWaitlistEntryRequest,
     ) -> ApiResult<WaitlistEntry> {
-        let method = method!("CreateWaitlistEntry");
+        let method = <CreateWaitlistEntryRequest as RpcRequest>::METHOD;
         let mut entry = req
             .waitlist_entry
             .clone()
@@ -272,7 +279,7 @@ impl SchedulingApi {
         caller: &Caller,
         req: &DeleteWaitlistEntryRequest,
     ) -> ApiResult<WaitlistEntry> {
-        let method = method!("DeleteWaitlistEntry");
+        let method = <DeleteWaitlistEntryRequest as RpcRequest>::METHOD;
         WAITLIST_ENTRY.pattern.parse("name", &req.name)?;
         self.check_stored(caller, method, &req.name, |e: WaitlistEntry| e.unit)
             .await?;

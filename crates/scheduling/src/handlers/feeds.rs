@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use pm_api::RpcRequest;
 use pm_api::scheduling::calendar_entry::Entry;
 use pm_api::scheduling::*;
 use pm_authz::layer::Caller;
@@ -118,7 +119,7 @@ impl SchedulingApi {
         caller: &Caller,
         req: CompleteAppointmentRequest,
     ) -> ApiResult<CompleteAppointmentResponse> {
-        let method = method!("CompleteAppointment");
+        let method = <CompleteAppointmentRequest as RpcRequest>::METHOD;
         self.check_appointment(caller, method, &req.name).await?;
         if !(0..=1440).contains(&req.care_minutes) {
             return Err(ApiError::invalid("care_minutes", "from 0 to 1440"));
@@ -201,8 +202,13 @@ impl SchedulingApi {
 
     pub(super) async fn encounter(&self, caller: &Caller, name: &str) -> ApiResult<Encounter> {
         ENCOUNTER.pattern.parse("name", name)?;
-        self.check_stored(caller, method!("GetEncounter"), name, |e: Encounter| e.unit)
-            .await?;
+        self.check_stored(
+            caller,
+            <GetEncounterRequest as RpcRequest>::METHOD,
+            name,
+            |e: Encounter| e.unit,
+        )
+        .await?;
         store::encounter(&self.db, name).await
     }
 
@@ -250,7 +256,7 @@ impl SchedulingApi {
         caller: &Caller,
         req: &ListCalendarRequest,
     ) -> ApiResult<ListCalendarResponse> {
-        let method = method!("ListCalendar");
+        let method = <ListCalendarRequest as RpcRequest>::METHOD;
         let window = domain::interval(req.window.as_ref(), "window")?;
         if window.duration() > domain::MAX_WINDOW {
             return Err(ApiError::invalid("window", "at most 31 days"));
@@ -368,7 +374,7 @@ impl SchedulingApi {
         caller: &Caller,
         req: &WatchCalendarRequest,
     ) -> ApiResult<EventStream> {
-        let method = method!("WatchCalendar");
+        let method = <WatchCalendarRequest as RpcRequest>::METHOD;
         if req.after_sequence < 0 {
             return Err(ApiError::invalid("after_sequence", "must not be negative"));
         }
