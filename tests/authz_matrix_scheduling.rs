@@ -1012,6 +1012,7 @@ async fn probe(
                     scope,
                     window: day_window(fx.monday),
                     show_inactive: true,
+                    raw_availability: false,
                 };
                 many(s.list_calendar(request).await, calendar_items)
             } else {

@@ -814,6 +814,7 @@ async fn a_lapsed_hold_neither_confirms_nor_blocks(st: &mut Story) -> anyhow::Re
             scope: OKAFOR.into(),
             window: window(monday),
             show_inactive: false,
+            raw_availability: false,
         })
         .await?
         .into_inner();
@@ -984,14 +985,59 @@ async fn the_calendar_shows_live_visits_and_open_time(st: &mut Story) -> anyhow:
             scope: OKAFOR.into(),
             window: window(monday),
             show_inactive: false,
+            raw_availability: false,
         })
         .await?
         .into_inner();
     assert_eq!(live(&calendar).len(), 3);
     assert!(calendar.entries.iter().any(|e| matches!(&e.entry,
         Some(calendar_entry::Entry::Availability(b)) if b.provider == OKAFOR && b.location == MAIN)));
+    // Open time is free time: no block overlaps one of her live visits. The raw rule does.
+    let overlapping = |calendar: &ListCalendarResponse| {
+        let visits: Vec<(i64, i64)> = live(calendar).iter().map(|a| span_of(a)).collect();
+        calendar
+            .entries
+            .iter()
+            .filter_map(|e| match &e.entry {
+                Some(calendar_entry::Entry::Availability(b)) => b.interval.as_ref(),
+                _ => None,
+            })
+            .filter(|i| {
+                let (start, end) = (seconds(&i.start_time), seconds(&i.end_time));
+                visits.iter().any(|&(s, e)| start < e && s < end)
+            })
+            .count()
+    };
+    assert_eq!(overlapping(&calendar), 0, "free time leaves the visits out");
+    let raw = s
+        .list_calendar(ListCalendarRequest {
+            scope: OKAFOR.into(),
+            window: window(monday),
+            show_inactive: false,
+            raw_availability: true,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(live(&raw).len(), 3);
+    assert!(
+        overlapping(&raw) > 0,
+        "the raw rule still covers the visits"
+    );
     st.calendar = Some(calendar);
     Ok(())
+}
+
+/// An appointment's `[start, end)` in seconds.
+fn span_of(a: &Appointment) -> (i64, i64) {
+    let interval = a.interval.as_ref();
+    (
+        seconds(&interval.and_then(|i| i.start_time)),
+        seconds(&interval.and_then(|i| i.end_time)),
+    )
+}
+
+fn seconds(t: &Option<prost_types::Timestamp>) -> i64 {
+    t.as_ref().map(|t| t.seconds).unwrap_or_default()
 }
 
 /// The appointments of a calendar.
@@ -1088,6 +1134,7 @@ async fn roles_see_and_do_only_their_part(st: &mut Story) -> anyhow::Result<()> 
             scope: CLINIC.into(),
             window: window(monday),
             show_inactive: true,
+            raw_availability: false,
         })
         .await
         .unwrap_err();
@@ -1675,6 +1722,7 @@ async fn changes(backend: Backend) -> anyhow::Result<()> {
             scope: OKAFOR.into(),
             window: window(later),
             show_inactive: false,
+            raw_availability: false,
         })
         .await?
         .into_inner();

@@ -480,6 +480,7 @@ fn calendar_request(unit: &str, week: Interval) -> ListCalendarRequest {
         scope: unit.into(),
         window: Some(domain::wire_interval(week)),
         show_inactive: false,
+        raw_availability: false,
     }
 }
 

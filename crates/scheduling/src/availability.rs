@@ -460,6 +460,12 @@ fn merge(mut intervals: Vec<Interval>) -> Vec<Interval> {
     out
 }
 
+/// The free part of `open` (sorted and merged, as [`expand`] gives it): without `busy` (any order,
+/// may overlap; a provider's booked and held time), sorted and merged.
+pub fn free_time(open: &[Interval], busy: &[Interval]) -> Vec<Interval> {
+    subtract(open, &merge(busy.to_vec()))
+}
+
 /// `available` minus `blocked`; both sorted and merged, and so is the result.
 fn subtract(available: &[Interval], blocked: &[Interval]) -> Vec<Interval> {
     let mut out = Vec::new();
@@ -1252,5 +1258,38 @@ mod tests {
         assert!(Interval::new(a, a).is_err());
         assert!(Interval::new(b, a).is_err());
         assert!(Interval::new(a, b).is_ok());
+    }
+
+    #[test]
+    fn free_time_is_open_time_minus_busy_time() {
+        let span = |a: &str, b: &str| Interval::new(utc(a), utc(b)).expect("a valid span");
+        let open = [
+            span("2026-07-06T13:00:00Z", "2026-07-06T17:00:00Z"),
+            span("2026-07-06T18:00:00Z", "2026-07-06T19:00:00Z"),
+        ];
+        // Unsorted, overlapping, one across the gap, one outside, one touching an end.
+        let busy = [
+            span("2026-07-06T14:30:00Z", "2026-07-06T15:00:00Z"),
+            span("2026-07-06T14:00:00Z", "2026-07-06T14:45:00Z"),
+            span("2026-07-06T16:30:00Z", "2026-07-06T18:15:00Z"),
+            span("2026-07-06T20:00:00Z", "2026-07-06T21:00:00Z"),
+            span("2026-07-06T18:45:00Z", "2026-07-06T19:00:00Z"),
+        ];
+        assert_eq!(
+            free_time(&open, &busy),
+            vec![
+                span("2026-07-06T13:00:00Z", "2026-07-06T14:00:00Z"),
+                span("2026-07-06T15:00:00Z", "2026-07-06T16:30:00Z"),
+                span("2026-07-06T18:15:00Z", "2026-07-06T18:45:00Z"),
+            ]
+        );
+        assert_eq!(free_time(&open, &[]), open.to_vec());
+        assert!(
+            free_time(
+                &open,
+                &[span("2026-07-06T12:00:00Z", "2026-07-06T20:00:00Z")]
+            )
+            .is_empty()
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Encounters, the event stream and the unified calendar: what the other handlers wrote, read back
 //! over a scope of the hierarchy or followed live through the outbox.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use pm_api::RpcRequest;
 use pm_api::scheduling::calendar_entry::Entry;
@@ -16,6 +16,7 @@ use crate::access;
 use crate::availability::{self, Interval};
 use crate::domain::{self, wire_interval};
 use crate::lifecycle::{self, Action};
+use crate::occupancy::{self, HolderKind};
 use crate::outbox;
 use crate::store::{self, ENCOUNTER, SpanScope};
 use pm_api::scheduling::scheduling_event::Kind as EventKind;
@@ -305,6 +306,7 @@ impl SchedulingApi {
         if !matches!(matcher.scope, Scope::Patient(_)) {
             let tree = self.org.unit_tree(&organization).await?;
             let mut providers_seen = BTreeSet::new();
+            let mut busy_of: HashMap<String, Vec<Interval>> = HashMap::new();
             for unit in matcher.units(&tree) {
                 for rule in store::rules_of_unit(&mut conn, &unit).await? {
                     let provider = names::parent_of(&rule.name).to_string();
@@ -327,6 +329,20 @@ impl SchedulingApi {
                         window.start(),
                         window.end(),
                     );
+                    // Free time: what the provider's booked and held visits (anywhere) leave.
+                    let open = if req.raw_availability {
+                        open
+                    } else {
+                        if !busy_of.contains_key(&provider) {
+                            let busy = busy_time(&mut conn, &provider, window).await?;
+                            busy_of.insert(provider.clone(), busy);
+                        }
+                        let busy = busy_of
+                            .get(&provider)
+                            .map(Vec::as_slice)
+                            .unwrap_or_default();
+                        availability::free_time(&open, busy)
+                    };
                     for interval in open {
                         entries.push((
                             interval.start().timestamp(),
@@ -390,6 +406,32 @@ impl SchedulingApi {
             _ => false,
         }))
     }
+}
+
+/// The time `provider`'s booked and held appointments occupy in `window`, buffers included (lapsed
+/// holds are not busy): the occupancy guard's own rows.
+async fn busy_time(
+    conn: &mut sqlx::AnyConnection,
+    provider: &str,
+    window: Interval,
+) -> ApiResult<Vec<Interval>> {
+    let spans = occupancy::busy(
+        conn,
+        HolderKind::Provider,
+        &[provider.to_string()],
+        window.start().timestamp_micros(),
+        window.end().timestamp_micros(),
+    )
+    .await?;
+    Ok(spans
+        .into_values()
+        .flatten()
+        .filter_map(|(_, start, end)| {
+            let start = chrono::DateTime::from_timestamp_micros(start)?;
+            let end = chrono::DateTime::from_timestamp_micros(end)?;
+            Interval::new(start, end).ok()
+        })
+        .collect())
 }
 
 fn clip(span: Interval, window: Interval) -> Option<Interval> {
