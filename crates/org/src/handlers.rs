@@ -180,6 +180,20 @@ impl OrgApi {
     }
 }
 
+/// The audit of a write of `resource` (recorded in the write's transaction when it succeeds); a
+/// refused or failed one names the patient the resource belongs to.
+fn audited_write<T>(resource: &str) -> Audited<T> {
+    Audited::write(resource).naming(vec![patient_of(resource)])
+}
+
+/// The audit of a read about one patient's `resource`: the record names that patient, whatever the
+/// outcome.
+fn audited_read_of_patient<T>(resource: &str) -> Audited<T> {
+    let patient = patient_of(resource);
+    let asked = vec![patient.clone()];
+    Audited::read(resource, move |_: &T| vec![patient.clone()]).naming(asked)
+}
+
 /// The patient a resource belongs to (`organizations/o/patients/p` for anything under it), or "".
 fn patient_of(name: &str) -> String {
     let segments: Vec<&str> = name.split('/').collect();
@@ -885,15 +899,7 @@ impl OrgService for OrgApi {
         &self,
         request: Request<GetPatientEligibilityRequest>,
     ) -> Reply<PatientEligibility> {
-        let audit = |r: &GetPatientEligibilityRequest| {
-            let resource = r.patient.clone();
-            let patient = patient_of(&resource);
-            let asked = vec![patient.clone()];
-            Audited::read(resource, move |_: &PatientEligibility| {
-                vec![patient.clone()]
-            })
-            .naming(asked)
-        };
+        let audit = |r: &GetPatientEligibilityRequest| audited_read_of_patient(&r.patient);
         reply(
             self.phi
                 .serve(request, audit, async |rpc, req| {
@@ -1107,11 +1113,7 @@ impl OrgService for OrgApi {
     }
 
     async fn create_patient(&self, request: Request<CreatePatientRequest>) -> Reply<Patient> {
-        let audit = |r: &CreatePatientRequest| {
-            let resource = r.parent.clone();
-            let patient = patient_of(&resource);
-            Audited::write(resource).naming(vec![patient])
-        };
+        let audit = |r: &CreatePatientRequest| audited_write(&r.parent);
         reply(
             self.phi
                 .serve(request, audit, async |rpc, req| {
@@ -1132,13 +1134,12 @@ impl OrgService for OrgApi {
 
     async fn update_patient(&self, request: Request<UpdatePatientRequest>) -> Reply<Patient> {
         let audit = |r: &UpdatePatientRequest| {
-            let resource = r
-                .patient
-                .as_ref()
-                .map(|p| p.name.clone())
-                .unwrap_or_default();
-            let patient = patient_of(&resource);
-            Audited::write(resource).naming(vec![patient])
+            audited_write(
+                &r.patient
+                    .as_ref()
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default(),
+            )
         };
         reply(
             self.phi
@@ -1164,11 +1165,7 @@ impl OrgService for OrgApi {
     }
 
     async fn delete_patient(&self, request: Request<DeletePatientRequest>) -> Reply<Patient> {
-        let audit = |r: &DeletePatientRequest| {
-            let resource = r.name.clone();
-            let patient = patient_of(&resource);
-            Audited::write(resource).naming(vec![patient])
-        };
+        let audit = |r: &DeletePatientRequest| audited_write(&r.name);
         reply(
             self.phi
                 .serve(request, audit, async |rpc, req| {
@@ -1186,11 +1183,7 @@ impl OrgService for OrgApi {
     }
 
     async fn undelete_patient(&self, request: Request<UndeletePatientRequest>) -> Reply<Patient> {
-        let audit = |r: &UndeletePatientRequest| {
-            let resource = r.name.clone();
-            let patient = patient_of(&resource);
-            Audited::write(resource).naming(vec![patient])
-        };
+        let audit = |r: &UndeletePatientRequest| audited_write(&r.name);
         reply(
             self.phi
                 .serve(request, audit, async |rpc, req| {
@@ -1233,15 +1226,7 @@ impl OrgService for OrgApi {
         &self,
         request: Request<ListEnrollmentsRequest>,
     ) -> Reply<ListEnrollmentsResponse> {
-        let audit = |r: &ListEnrollmentsRequest| {
-            let resource = r.parent.clone();
-            let patient = patient_of(&resource);
-            let asked = vec![patient.clone()];
-            Audited::read(resource, move |_: &ListEnrollmentsResponse| {
-                vec![patient.clone()]
-            })
-            .naming(asked)
-        };
+        let audit = |r: &ListEnrollmentsRequest| audited_read_of_patient(&r.parent);
         reply(
             self.phi
                 .serve(request, audit, async |rpc, req| {
@@ -1269,11 +1254,7 @@ impl OrgService for OrgApi {
         &self,
         request: Request<CreateEnrollmentRequest>,
     ) -> Reply<Enrollment> {
-        let audit = |r: &CreateEnrollmentRequest| {
-            let resource = r.parent.clone();
-            let patient = patient_of(&resource);
-            Audited::write(resource).naming(vec![patient])
-        };
+        let audit = |r: &CreateEnrollmentRequest| audited_write(&r.parent);
         reply(
             self.phi
                 .serve(request, audit, async |rpc, req| {
@@ -1297,11 +1278,7 @@ impl OrgService for OrgApi {
         &self,
         request: Request<DeleteEnrollmentRequest>,
     ) -> Reply<Enrollment> {
-        let audit = |r: &DeleteEnrollmentRequest| {
-            let resource = r.name.clone();
-            let patient = patient_of(&resource);
-            Audited::write(resource).naming(vec![patient])
-        };
+        let audit = |r: &DeleteEnrollmentRequest| audited_write(&r.name);
         reply(
             self.phi
                 .serve(request, audit, async |rpc, req| {
@@ -1322,11 +1299,7 @@ impl OrgService for OrgApi {
         &self,
         request: Request<UndeleteEnrollmentRequest>,
     ) -> Reply<Enrollment> {
-        let audit = |r: &UndeleteEnrollmentRequest| {
-            let resource = r.name.clone();
-            let patient = patient_of(&resource);
-            Audited::write(resource).naming(vec![patient])
-        };
+        let audit = |r: &UndeleteEnrollmentRequest| audited_write(&r.name);
         reply(
             self.phi
                 .serve(request, audit, async |rpc, req| {
@@ -1347,11 +1320,7 @@ impl OrgService for OrgApi {
         &self,
         request: Request<TransferEnrollmentRequest>,
     ) -> Reply<Enrollment> {
-        let audit = |r: &TransferEnrollmentRequest| {
-            let resource = r.name.clone();
-            let patient = patient_of(&resource);
-            Audited::write(resource).naming(vec![patient])
-        };
+        let audit = |r: &TransferEnrollmentRequest| audited_write(&r.name);
         reply(
             self.phi
                 .serve(request, audit, async |rpc, req| {
@@ -1384,15 +1353,7 @@ impl OrgService for OrgApi {
         &self,
         request: Request<ListPatientAccessesRequest>,
     ) -> Reply<ListPatientAccessesResponse> {
-        let audit = |r: &ListPatientAccessesRequest| {
-            let resource = r.patient.clone();
-            let patient = patient_of(&resource);
-            let asked = vec![patient.clone()];
-            Audited::read(resource, move |_: &ListPatientAccessesResponse| {
-                vec![patient.clone()]
-            })
-            .naming(asked)
-        };
+        let audit = |r: &ListPatientAccessesRequest| audited_read_of_patient(&r.patient);
         reply(
             self.phi
                 .serve(request, audit, async |rpc, req| {
@@ -1457,11 +1418,7 @@ impl OrgService for OrgApi {
         &self,
         request: Request<DischargeEnrollmentRequest>,
     ) -> Reply<Enrollment> {
-        let audit = |r: &DischargeEnrollmentRequest| {
-            let resource = r.name.clone();
-            let patient = patient_of(&resource);
-            Audited::write(resource).naming(vec![patient])
-        };
+        let audit = |r: &DischargeEnrollmentRequest| audited_write(&r.name);
         reply(
             self.phi
                 .serve(request, audit, async |rpc, req| {
@@ -1508,15 +1465,7 @@ impl OrgService for OrgApi {
         &self,
         request: Request<ListCoveragesRequest>,
     ) -> Reply<ListCoveragesResponse> {
-        let audit = |r: &ListCoveragesRequest| {
-            let resource = r.parent.clone();
-            let patient = patient_of(&resource);
-            let asked = vec![patient.clone()];
-            Audited::read(resource, move |_: &ListCoveragesResponse| {
-                vec![patient.clone()]
-            })
-            .naming(asked)
-        };
+        let audit = |r: &ListCoveragesRequest| audited_read_of_patient(&r.parent);
         reply(
             self.phi
                 .serve(request, audit, async |rpc, req| {
@@ -1536,11 +1485,7 @@ impl OrgService for OrgApi {
     }
 
     async fn create_coverage(&self, request: Request<CreateCoverageRequest>) -> Reply<Coverage> {
-        let audit = |r: &CreateCoverageRequest| {
-            let resource = r.parent.clone();
-            let patient = patient_of(&resource);
-            Audited::write(resource).naming(vec![patient])
-        };
+        let audit = |r: &CreateCoverageRequest| audited_write(&r.parent);
         reply(
             self.phi
                 .serve(request, audit, async |rpc, req| {
@@ -1561,13 +1506,12 @@ impl OrgService for OrgApi {
 
     async fn update_coverage(&self, request: Request<UpdateCoverageRequest>) -> Reply<Coverage> {
         let audit = |r: &UpdateCoverageRequest| {
-            let resource = r
-                .coverage
-                .as_ref()
-                .map(|c| c.name.clone())
-                .unwrap_or_default();
-            let patient = patient_of(&resource);
-            Audited::write(resource).naming(vec![patient])
+            audited_write(
+                &r.coverage
+                    .as_ref()
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default(),
+            )
         };
         reply(
             self.phi
@@ -1593,11 +1537,7 @@ impl OrgService for OrgApi {
     }
 
     async fn delete_coverage(&self, request: Request<DeleteCoverageRequest>) -> Reply<Coverage> {
-        let audit = |r: &DeleteCoverageRequest| {
-            let resource = r.name.clone();
-            let patient = patient_of(&resource);
-            Audited::write(resource).naming(vec![patient])
-        };
+        let audit = |r: &DeleteCoverageRequest| audited_write(&r.name);
         reply(
             self.phi
                 .serve(request, audit, async |rpc, req| {
@@ -1618,11 +1558,7 @@ impl OrgService for OrgApi {
         &self,
         request: Request<UndeleteCoverageRequest>,
     ) -> Reply<Coverage> {
-        let audit = |r: &UndeleteCoverageRequest| {
-            let resource = r.name.clone();
-            let patient = patient_of(&resource);
-            Audited::write(resource).naming(vec![patient])
-        };
+        let audit = |r: &UndeleteCoverageRequest| audited_write(&r.name);
         reply(
             self.phi
                 .serve(request, audit, async |rpc, req| {
