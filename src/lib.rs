@@ -170,6 +170,11 @@ resource! {
     scheduling::Appointment => "pm.scheduling.v1.Appointment" in "appointments",
     scheduling::Encounter => "pm.scheduling.v1.Encounter" in "encounters",
     scheduling::WaitlistEntry => "pm.scheduling.v1.WaitlistEntry" in "waitlistEntries",
+    billing::BillingEntity => "pm.billing.v1.BillingEntity" in "billingEntities",
+    billing::Payer => "pm.billing.v1.Payer" in "payers",
+    billing::Contract => "pm.billing.v1.Contract" in "contracts",
+    billing::FeeSchedule => "pm.billing.v1.FeeSchedule" in "feeSchedules",
+    billing::FeeScheduleVersion => "pm.billing.v1.FeeScheduleVersion" in "versions",
 }
 
 /// What every event message of the API has (`SchedulingEvent` today; Billing's and the gateway's

@@ -680,10 +680,51 @@ mod coverage {
         "fee_schedule",
         "contract",
         "payer",
+        "program",
     ];
 
     /// Fields that can name a resource but need no scope check, each with the reason.
     const EXEMPT: &[(&str, &str, &str)] = &[
+        // Billing's configuration: the name is output only on create, the target on update.
+        (
+            "*",
+            "billing_entity.name",
+            "output only on create; the target on update",
+        ),
+        (
+            "*",
+            "payer.name",
+            "output only on create; the target on update",
+        ),
+        ("*", "contract.name", "output only on create"),
+        ("*", "fee_schedule.name", "output only on create"),
+        ("*", "fee_schedule_version.name", "output only on create"),
+        // A charge entered by hand: what the server computes is not read.
+        (
+            "/pm.billing.v1.BillingService/CreateCharge",
+            "charge.name",
+            "output only",
+        ),
+        (
+            "/pm.billing.v1.BillingService/CreateCharge",
+            "charge.encounter",
+            "output only",
+        ),
+        (
+            "/pm.billing.v1.BillingService/CreateCharge",
+            "charge.billing_entity",
+            "output only: routed by the unit's profile",
+        ),
+        (
+            "/pm.billing.v1.BillingService/CreateCharge",
+            "charge.profile.billing_entity",
+            "output only",
+        ),
+        (
+            "/pm.billing.v1.BillingService/CreateCharge",
+            "charge.profile.contract",
+            "output only",
+        ),
         // Output-only names of a resource being created: the server assigns them.
         (
             "*",

@@ -22,11 +22,18 @@ pub enum Service {
     Rbac,
     /// Visit types, availability, slot search, appointments.
     Scheduling,
+    /// Billing entities, payers, contracts, fee schedules, charges.
+    Billing,
 }
 
 impl Service {
     /// Every service, in start order.
-    pub const ALL: [Service; 3] = [Service::Org, Service::Rbac, Service::Scheduling];
+    pub const ALL: [Service; 4] = [
+        Service::Org,
+        Service::Rbac,
+        Service::Scheduling,
+        Service::Billing,
+    ];
 
     /// Short name.
     pub fn name(self) -> &'static str {
@@ -34,6 +41,7 @@ impl Service {
             Service::Org => pm_org::NAME,
             Service::Rbac => pm_rbac::NAME,
             Service::Scheduling => pm_scheduling::NAME,
+            Service::Billing => pm_billing::NAME,
         }
     }
 
@@ -42,6 +50,7 @@ impl Service {
             Service::Org => config.listen.org_port,
             Service::Rbac => config.listen.rbac_port,
             Service::Scheduling => config.listen.scheduling_port,
+            Service::Billing => config.listen.billing_port,
         }
     }
 }
@@ -202,6 +211,19 @@ pub async fn start(
                 )?);
                 let org = client::lazy_channel(config, pm_scheduling::NAME, &org_url)?;
                 pm_scheduling::service(db, authz, org, shutdown.clone())
+            }
+            Service::Billing => {
+                let db = Db::open(config, pm_billing::NAME, pm_billing::MIGRATIONS).await?;
+                dbs.push(db.clone());
+                tasks.push(spawn_checkpoints(
+                    config,
+                    pm_billing::NAME,
+                    db.clone(),
+                    shutdown.clone(),
+                )?);
+                let org = client::lazy_channel(config, pm_billing::NAME, &org_url)?;
+                let scheduling = client::lazy_channel(config, pm_billing::NAME, &scheduling_url)?;
+                pm_billing::service(db, authz, org, scheduling, shutdown.clone())
             }
         };
         let config = config.clone();

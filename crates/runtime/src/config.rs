@@ -59,8 +59,8 @@ pub struct PeersConfig {
     /// The Org service, which Scheduling asks about units, credentials, enrollments and coverage.
     /// Default `https://localhost:<listen.org_port>`.
     pub org_url: Option<String>,
-    /// The Scheduling service, whose audit trail Org's ListPatientAccesses merges.
-    /// Default `https://localhost:<listen.scheduling_port>`.
+    /// The Scheduling service, whose audit trail Org's ListPatientAccesses merges and whose events
+    /// Billing follows. Default `https://localhost:<listen.scheduling_port>`.
     pub scheduling_url: Option<String>,
 }
 
@@ -91,6 +91,8 @@ pub struct ListenConfig {
     pub rbac_port: u16,
     /// Port of the Scheduling service. Default 7103. 0 picks a free port.
     pub scheduling_port: u16,
+    /// Port of the Billing service. Default 7104. 0 picks a free port.
+    pub billing_port: u16,
 }
 
 impl Default for ListenConfig {
@@ -100,6 +102,7 @@ impl Default for ListenConfig {
             org_port: 7101,
             rbac_port: 7102,
             scheduling_port: 7103,
+            billing_port: 7104,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! field masks, idempotency).
 
 pub mod batch;
+pub mod cache;
 pub mod catch_panic;
 pub mod client;
 pub mod coalesce;

@@ -4,7 +4,7 @@
 use chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta, Utc};
 use pm_api::scheduling::{
     Appointment, AppointmentState, AvailabilityException, AvailabilityRule, ExceptionKind,
-    VisitType, Weekday,
+    ServiceLine, VisitType, Weekday,
 };
 use pm_api::types::{Date, Interval as WireInterval};
 use pm_runtime::error::Violations;
@@ -473,6 +473,132 @@ mod tests {
         assert_eq!(
             err.map(field_of),
             Some(vec!["window.start_time".to_string()])
+        );
+    }
+}
+
+/// The most service lines one encounter carries.
+pub const MAX_SERVICE_LINES: usize = 50;
+
+/// Checks the shape of an encounter's service lines: a 5-character code of letters and digits, at
+/// most four 2-character modifiers, 1 to 999 units, and 1 to 4 pointers, each at one of the
+/// encounter's `diagnoses` (1-based). Code sets themselves are Billing's to check when it prices.
+pub fn validate_service_lines(lines: &[ServiceLine], diagnoses: usize) -> ApiResult<()> {
+    if lines.len() > MAX_SERVICE_LINES {
+        return Err(ApiError::invalid(
+            "service_lines",
+            format!("at most {MAX_SERVICE_LINES} lines"),
+        ));
+    }
+    let alphanumeric = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+    };
+    let mut violations = Violations::new("");
+    for (i, line) in lines.iter().enumerate() {
+        let at = |field: &str| format!("service_lines[{i}].{field}");
+        violations.check(
+            alphanumeric(&line.code, 5),
+            at("code"),
+            "5 uppercase letters or digits (a CPT or HCPCS code)",
+        );
+        violations.check(line.modifiers.len() <= 4, at("modifiers"), "at most 4");
+        for (m, modifier) in line.modifiers.iter().enumerate() {
+            violations.check(
+                alphanumeric(modifier, 2),
+                at(&format!("modifiers[{m}]")),
+                "2 uppercase letters or digits",
+            );
+        }
+        violations.check(
+            (1..=999).contains(&line.units),
+            at("units"),
+            "from 1 to 999",
+        );
+        violations.check(
+            (1..=4).contains(&line.diagnosis_pointers.len()),
+            at("diagnosis_pointers"),
+            "1 to 4 pointers into diagnoses",
+        );
+        for (p, pointer) in line.diagnosis_pointers.iter().enumerate() {
+            let points = usize::try_from(*pointer).is_ok_and(|n| (1..=diagnoses).contains(&n));
+            violations.check(
+                points,
+                at(&format!("diagnosis_pointers[{p}]")),
+                format!("points at no diagnosis (the encounter has {diagnoses})"),
+            );
+        }
+        violations.check(
+            line.place_of_service.is_empty() || alphanumeric(&line.place_of_service, 2),
+            at("place_of_service"),
+            "two digits, or empty for the unit's",
+        );
+    }
+    violations.finish()
+}
+
+#[cfg(test)]
+mod service_line_tests {
+    use super::*;
+
+    fn line(code: &str, modifiers: &[&str], units: i32, pointers: &[i32]) -> ServiceLine {
+        ServiceLine {
+            code: code.into(),
+            modifiers: modifiers.iter().map(|m| m.to_string()).collect(),
+            units,
+            diagnosis_pointers: pointers.to_vec(),
+            place_of_service: String::new(),
+        }
+    }
+
+    fn fields(result: ApiResult<()>) -> Vec<String> {
+        match result {
+            Ok(()) => Vec::new(),
+            Err(e) => e.violations.into_iter().map(|(f, _)| f).collect(),
+        }
+    }
+
+    #[test]
+    fn each_bad_part_of_a_line_is_named() {
+        assert!(
+            fields(validate_service_lines(
+                &[line("99213", &["25"], 1, &[1, 2])],
+                2
+            ))
+            .is_empty()
+        );
+        let cases: [(ServiceLine, &str); 7] = [
+            (line("9921", &[], 1, &[1]), "service_lines[0].code"),
+            (
+                line("99213", &["2"], 1, &[1]),
+                "service_lines[0].modifiers[0]",
+            ),
+            (
+                line("99213", &["25", "59", "GT", "95", "XU"], 1, &[1]),
+                "service_lines[0].modifiers",
+            ),
+            (line("99213", &[], 0, &[1]), "service_lines[0].units"),
+            (
+                line("99213", &[], 1, &[]),
+                "service_lines[0].diagnosis_pointers",
+            ),
+            (
+                line("99213", &[], 1, &[3]),
+                "service_lines[0].diagnosis_pointers[0]",
+            ),
+            (
+                line("99213", &[], 1, &[0]),
+                "service_lines[0].diagnosis_pointers[0]",
+            ),
+        ];
+        for (bad, field) in cases {
+            assert_eq!(fields(validate_service_lines(&[bad], 2)), vec![field]);
+        }
+        let too_many = vec![line("99213", &[], 1, &[1]); MAX_SERVICE_LINES + 1];
+        assert_eq!(
+            fields(validate_service_lines(&too_many, 1)),
+            vec!["service_lines"]
         );
     }
 }

@@ -11,7 +11,7 @@
 
 pub mod access;
 pub mod availability;
-pub mod cache;
+pub use pm_runtime::cache;
 pub mod domain;
 pub mod eligibility;
 pub mod handlers;

@@ -140,6 +140,7 @@ impl SchedulingApi {
                 ));
             }
         }
+        domain::validate_service_lines(&req.service_lines, req.diagnoses.len())?;
         let current = store::appointment(&self.db, &req.name).await?;
         let hints = {
             let mut conn = self.db.read().await?;
@@ -182,6 +183,7 @@ impl SchedulingApi {
                         },
                         diagnoses: req.diagnoses.clone(),
                         care_minutes: req.care_minutes,
+                        service_lines: req.service_lines.clone(),
                         payer: a.payer.clone(),
                         ..Default::default()
                     },

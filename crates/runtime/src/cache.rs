@@ -1,5 +1,5 @@
-//! A small map whose entries expire after [`CACHE_TTL`]: what Scheduling keeps of facts that change
-//! rarely (Org's unit policies, zones and credentials; its own visit types).
+//! A small map whose entries expire after [`CACHE_TTL`]: what a service keeps of facts that change
+//! rarely (Org's unit policies, zones and credentials; Scheduling's visit types).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -1,0 +1,10 @@
+//! Billing's pure domain: money, code formats, fee-schedule resolution, what a line becomes.
+
+pub mod charge;
+pub mod codes;
+pub mod fee_csv;
+pub mod invalid;
+pub mod money;
+pub mod pricing;
+pub mod validate;
+pub mod x12;

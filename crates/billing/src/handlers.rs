@@ -1,0 +1,857 @@
+//! The gRPC surface of the Billing service: decode, authorize (the shared layer has placed every
+//! name the request carries; configuration writes need an organization-wide role), call the domain
+//! and the store, encode. Charges are PHI: their calls are audited.
+
+use std::sync::Arc;
+
+use pm_api::billing::billing_service_server::BillingService;
+use pm_api::billing::*;
+use pm_authz::layer::Call;
+use pm_authz::phi::{Audited, PhiAudit};
+use pm_runtime::docstore::{self, Kind};
+use pm_runtime::grpc::{Reply, required};
+use pm_runtime::idempotency::Idempotent;
+use pm_runtime::names::patterns::{ORGANIZATION as ORGANIZATION_NAME, UNIT as UNIT_NAME};
+use pm_runtime::{ApiError, ApiResult, Db, create_call, list_call, names};
+use tonic::Request;
+
+use crate::access;
+use crate::charges::{self, ChargeQuery, ChargeRow};
+use crate::charging::{Charging, Context};
+use crate::domain::charge::{self, Line};
+use crate::domain::invalid::Invalid;
+use crate::domain::pricing::{Candidate, Level, Outcome};
+use crate::domain::{fee_csv, validate};
+use crate::store::{self, BILLING_ENTITY, CONTRACT, FEE_SCHEDULE, FEE_SCHEDULE_VERSION, PAYER};
+
+/// The ErrorInfo domain of this service's errors.
+pub const DOMAIN: &str = "billing.pm.dev";
+
+/// The largest CSV a version is created from.
+const MAX_CSV_BYTES: usize = 2 * 1024 * 1024;
+
+fn reply<T>(result: ApiResult<T>) -> Reply<T> {
+    pm_runtime::grpc::reply(result, DOMAIN)
+}
+
+/// A validation failure as the API answers it: INVALID_ARGUMENT naming the field, with the reason
+/// (FAILED_PRECONDITION for the overlap of two versions, which depends on what is stored).
+pub fn refusal(invalid: Invalid) -> ApiError {
+    if invalid.reason == "FEE_SCHEDULE_VERSIONS_OVERLAP" {
+        return ApiError::precondition(invalid.reason, invalid.message);
+    }
+    ApiError::invalid(invalid.field, invalid.message).because(invalid.reason)
+}
+
+/// The Billing service.
+pub struct BillingApi {
+    db: Db,
+    charging: Arc<Charging>,
+    phi: PhiAudit,
+}
+
+impl BillingApi {
+    /// The service over its slice, making charges through `charging`, auditing PHI through `phi`.
+    pub fn new(db: Db, charging: Arc<Charging>, phi: PhiAudit) -> Self {
+        Self { db, charging, phi }
+    }
+
+    /// Creates a configuration resource under the organization `parent` (organization-wide roles).
+    async fn create<T: pm_api::Resource>(
+        &self,
+        rpc: Call<'_>,
+        kind: &Kind<T>,
+        call: docstore::CreateCall<'_>,
+        resource: T,
+        check: impl AsyncFnOnce(&mut sqlx::AnyConnection, &mut T) -> ApiResult<()>,
+    ) -> ApiResult<T> {
+        ORGANIZATION_NAME.parse("parent", call.parent)?;
+        access::organization_wide(rpc.caller, rpc.permission, call.parent)?;
+        docstore::create(&self.db, kind, call, resource, check).await
+    }
+
+    async fn get<T: pm_api::Resource>(&self, kind: &Kind<T>, name: &str) -> ApiResult<T> {
+        kind.pattern.parse("name", name)?;
+        docstore::get_by_name(&self.db, kind, name).await
+    }
+
+    async fn list<T: pm_api::Resource>(
+        &self,
+        kind: &Kind<T>,
+        call: docstore::ListCall<'_>,
+    ) -> ApiResult<docstore::Page<T>> {
+        ORGANIZATION_NAME.parse("parent", call.parent)?;
+        docstore::list(&self.db, kind, call).await
+    }
+
+    async fn delete<T: pm_api::Resource>(
+        &self,
+        rpc: Call<'_>,
+        kind: &Kind<T>,
+        name: &str,
+        etag: &str,
+        after: impl AsyncFnOnce(&mut sqlx::AnyConnection, &T) -> ApiResult<()>,
+    ) -> ApiResult<T> {
+        kind.pattern.parse("name", name)?;
+        access::organization_wide(rpc.caller, rpc.permission, name)?;
+        docstore::soft_delete(&self.db, kind, name, etag, after).await
+    }
+
+    async fn update<T: pm_api::Resource>(
+        &self,
+        rpc: Call<'_>,
+        kind: &Kind<T>,
+        patch: Option<T>,
+        mask: Option<&prost_types::FieldMask>,
+        check: impl AsyncFnOnce(&mut T) -> ApiResult<()>,
+    ) -> ApiResult<T> {
+        let name = patch
+            .as_ref()
+            .map(|p| p.name().to_string())
+            .unwrap_or_default();
+        access::organization_wide(rpc.caller, rpc.permission, &name)?;
+        docstore::update(&self.db, kind, patch, mask, async |_, _, merged| {
+            check(merged).await
+        })
+        .await
+    }
+
+    /// Refuses unless every named resource exists live in this slice (`field` names the request
+    /// field), answering as the layer does for a name out of reach.
+    async fn check_exists(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        field: &str,
+        name: &str,
+    ) -> ApiResult<()> {
+        if store::exists(conn, name).await? {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(name).with_meta("field", field.to_string()))
+        }
+    }
+
+    /// A charge the caller may see (in its unit), or NOT_FOUND exactly as for one that does not
+    /// exist.
+    async fn visible_charge(&self, rpc: Call<'_>, name: &str) -> ApiResult<ChargeRow> {
+        let charge = {
+            let mut conn = self.db.read().await?;
+            charges::get(&mut conn, name).await?
+        };
+        let charge = charge.ok_or_else(|| ApiError::not_found(name))?;
+        access::in_unit(
+            self.charging.org(),
+            rpc.caller,
+            rpc.permission,
+            name,
+            &charge.unit,
+        )
+        .await
+        .map_err(|_| ApiError::not_found(name))?;
+        Ok(charge)
+    }
+
+    async fn create_version(
+        &self,
+        rpc: Call<'_>,
+        req: CreateFeeScheduleVersionRequest,
+    ) -> ApiResult<FeeScheduleVersion> {
+        FEE_SCHEDULE.pattern.parse("parent", &req.parent)?;
+        access::organization_wide(rpc.caller, rpc.permission, &req.parent)?;
+        let mut version = required(req.fee_schedule_version.clone(), "fee_schedule_version")?;
+        if !req.csv.is_empty() {
+            if req.csv.len() > MAX_CSV_BYTES {
+                return Err(ApiError::invalid("csv", "at most 2 MiB").because("FEE_CSV_TOO_LARGE"));
+            }
+            if !version.entries.is_empty() {
+                return Err(ApiError::invalid(
+                    "csv",
+                    "give the entries either as fee_schedule_version.entries or as csv, not both",
+                )
+                .because("FEE_ENTRIES_TWICE"));
+            }
+            let entries = fee_csv::parse(&req.csv).map_err(|errors| {
+                let mut err = ApiError::invalid_fields(
+                    errors
+                        .iter()
+                        .map(|e| {
+                            (
+                                format!("csv {}", e.field),
+                                format!("{} ({})", e.message, e.reason),
+                            )
+                        })
+                        .collect(),
+                );
+                err.reason = errors
+                    .first()
+                    .map(|e| e.reason)
+                    .unwrap_or("FEE_CSV_ROW_INVALID");
+                err
+            })?;
+            version.entries = entries.iter().map(validate::wire_entry).collect();
+        }
+        let (from, until, _) = validate::version(&version).map_err(refusal)?;
+        let schedule = self.get(&FEE_SCHEDULE, &req.parent).await?;
+        let organization = names::organization_of(&req.parent).to_string();
+        let (_, scope_key) = validate::scope(&organization, &schedule).map_err(refusal)?;
+        let call = create_call!(req, rpc.method, &req.parent, fee_schedule_version_id);
+        docstore::create_then(
+            &self.db,
+            &FEE_SCHEDULE_VERSION,
+            call,
+            version,
+            async |_, _| Ok(()),
+            async |conn, stored| {
+                store::claim_period(conn, &stored.name, &scope_key, from, until).await
+            },
+        )
+        .await
+    }
+
+    async fn explain(&self, req: ExplainPriceRequest) -> ApiResult<ExplainPriceResponse> {
+        UNIT_NAME.parse("unit", &req.unit)?;
+        let service_date =
+            validate::date("service_date", req.service_date.as_ref()).map_err(refusal)?;
+        let line = Line {
+            code: req.code.clone(),
+            modifiers: req.modifiers.clone(),
+            units: 1,
+            diagnoses: Vec::new(),
+            place_of_service: String::new(),
+        };
+        crate::domain::codes::ProcedureCode::parse("code", &line.code).map_err(refusal)?;
+        crate::domain::codes::Modifier::parse_modifiers("modifiers", &line.modifiers)
+            .map_err(refusal)?;
+        let organization = names::organization_of(&req.unit);
+        let context = Context {
+            patient: String::new(),
+            unit: req.unit.clone(),
+            provider: String::new(),
+            payer: charge::qualified(organization, &req.payer),
+            service_date,
+        };
+        let explained = self.charging.explain(&context, &line).await?;
+        let (priced, amount, version, trace) = match explained.price {
+            Ok(price) => (true, price.amount.cents(), price.version, price.trace),
+            Err(unpriced) => (false, 0, String::new(), unpriced.trace),
+        };
+        Ok(ExplainPriceResponse {
+            priced,
+            amount_cents: amount,
+            fee_schedule_version: version,
+            contract: explained.contract,
+            candidates: trace.iter().map(candidate).collect(),
+        })
+    }
+
+    async fn create_charge(&self, rpc: Call<'_>, req: CreateChargeRequest) -> ApiResult<Charge> {
+        ORGANIZATION_NAME.parse("parent", &req.parent)?;
+        if req.request_id.is_empty() {
+            return Err(
+                ApiError::invalid("request_id", "is required: a charge is entered once")
+                    .because("FIELD_REQUIRED"),
+            );
+        }
+        let idempotent = Idempotent::new(rpc.method, &req.request_id, &req)?;
+        let input = required(req.charge.clone(), "charge")?;
+        UNIT_NAME.parse("charge.unit", &input.unit)?;
+        if names::organization_of(&input.unit) != req.parent {
+            return Err(ApiError::invalid(
+                "charge.unit",
+                "is not a unit of the parent organization",
+            ));
+        }
+        for (field, value) in [
+            ("charge.patient", &input.patient),
+            ("charge.provider", &input.provider),
+        ] {
+            if value.is_empty() {
+                return Err(ApiError::invalid(field, "is required").because("FIELD_REQUIRED"));
+            }
+        }
+        let line = line_of(&input);
+        charge::check_line("charge", &line).map_err(refusal)?;
+        let context = Context {
+            patient: input.patient.clone(),
+            unit: input.unit.clone(),
+            provider: input.provider.clone(),
+            payer: charge::qualified(&req.parent, &input.payer),
+            service_date: validate::date("charge.service_date", input.service_date.as_ref())
+                .map_err(refusal)?,
+        };
+        let name = format!("{}/charges/{}", req.parent, uuid::Uuid::new_v4());
+        let row = self
+            .charging
+            .charge(name, ChargeSource::Manual, &context, &line)
+            .await?;
+        idempotent
+            .once(&self.db, &req.parent, async |conn| {
+                charges::insert(conn, &row).await?;
+                Ok(charges::wire(&row))
+            })
+            .await
+    }
+
+    async fn correct_charge(
+        &self,
+        rpc: Call<'_>,
+        req: CorrectChargeRequest,
+    ) -> ApiResult<CorrectChargeResponse> {
+        let reason = req.reason.trim();
+        if reason.is_empty() || reason.chars().count() > 200 {
+            return Err(
+                ApiError::invalid("reason", "1 to 200 characters").because("FIELD_REQUIRED")
+            );
+        }
+        if req.request_id.is_empty() {
+            return Err(
+                ApiError::invalid("request_id", "is required: a correction is made once")
+                    .because("FIELD_REQUIRED"),
+            );
+        }
+        let idempotent = Idempotent::new(rpc.method, &req.request_id, &req)?;
+        let original = self.visible_charge(rpc, &req.name).await?;
+        let input = required(req.correction.clone(), "correction")?;
+        let line = Line {
+            code: input.code,
+            modifiers: input.modifiers,
+            units: input.units,
+            diagnoses: input.diagnoses,
+            place_of_service: input.place_of_service,
+        };
+        charge::check_line("correction", &line).map_err(refusal)?;
+        let context = Context {
+            patient: original.patient.clone(),
+            unit: original.unit.clone(),
+            provider: original.provider.clone(),
+            payer: original.payer.clone(),
+            service_date: original.service_date,
+        };
+        let name = format!(
+            "{}/charges/{}",
+            names::organization_of(&req.name),
+            uuid::Uuid::new_v4()
+        );
+        let mut correction = self
+            .charging
+            .charge(name, ChargeSource::Correction, &context, &line)
+            .await?;
+        correction.related_charge = original.name.clone();
+        correction.encounter = None;
+        let memo = format!("corrected by {}: {reason}", correction.name);
+        idempotent
+            .once(&self.db, names::organization_of(&req.name), async |conn| {
+                let current = charges::get(conn, &original.name)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found(&original.name))?;
+                if current.state == ChargeState::Reversed {
+                    return Err(charges::charge_reversed());
+                }
+                charges::insert(conn, &correction).await?;
+                charges::reverse(conn, &current, &correction.name, &memo).await?;
+                let reversed = charges::get(conn, &original.name)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found(&original.name))?;
+                Ok(CorrectChargeResponse {
+                    reversed: Some(charges::wire(&reversed)),
+                    correction: Some(charges::wire(&correction)),
+                })
+            })
+            .await
+    }
+}
+
+/// A charge's line as the request gives it.
+fn line_of(charge: &Charge) -> Line {
+    Line {
+        code: charge.code.clone(),
+        modifiers: charge.modifiers.clone(),
+        units: charge.units,
+        diagnoses: charge.diagnoses.clone(),
+        place_of_service: charge.place_of_service.clone(),
+    }
+}
+
+/// One schedule of a price's trace on the wire.
+fn candidate(c: &Candidate) -> PriceCandidate {
+    let outcome = match &c.outcome {
+        Outcome::Chosen => PriceOutcome::Chosen,
+        Outcome::Outranked { .. } => PriceOutcome::Outranked,
+        Outcome::NotApplicable(_) => PriceOutcome::NotApplicable,
+        Outcome::NoVersionInForce => PriceOutcome::NoVersionInForce,
+        Outcome::NoEntry { .. } => PriceOutcome::NoEntry,
+    };
+    PriceCandidate {
+        fee_schedule: c.schedule.clone(),
+        level: c.level.as_ref().map(Level::to_string).unwrap_or_default(),
+        version: c.version.clone().unwrap_or_default(),
+        outcome: outcome.into(),
+        detail: c.detail.clone(),
+    }
+}
+
+/// The patients of a page of charges, for the audit record.
+fn patients_of(charges: &[Charge]) -> Vec<String> {
+    charges.iter().map(|c| c.patient.clone()).collect()
+}
+
+#[tonic::async_trait]
+impl BillingService for BillingApi {
+    // Billing entities
+
+    async fn get_billing_entity(
+        &self,
+        request: Request<GetBillingEntityRequest>,
+    ) -> Reply<BillingEntity> {
+        reply(
+            pm_authz::layer::serve(request, async |_, req| {
+                self.get(&BILLING_ENTITY, &req.name).await
+            })
+            .await,
+        )
+    }
+
+    async fn list_billing_entities(
+        &self,
+        request: Request<ListBillingEntitiesRequest>,
+    ) -> Reply<ListBillingEntitiesResponse> {
+        reply(
+            pm_authz::layer::serve(request, async |_, req| {
+                let page = self
+                    .list(&BILLING_ENTITY, list_call!(req, &req.parent))
+                    .await?;
+                Ok(ListBillingEntitiesResponse {
+                    billing_entities: page.items,
+                    next_page_token: page.next_page_token,
+                })
+            })
+            .await,
+        )
+    }
+
+    async fn create_billing_entity(
+        &self,
+        request: Request<CreateBillingEntityRequest>,
+    ) -> Reply<BillingEntity> {
+        reply(
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let mut entity = required(req.billing_entity.clone(), "billing_entity")?;
+                validate::billing_entity(&mut entity).map_err(refusal)?;
+                let call = create_call!(req, rpc.method, &req.parent, billing_entity_id);
+                self.create(rpc, &BILLING_ENTITY, call, entity, async |_, _| Ok(()))
+                    .await
+            })
+            .await,
+        )
+    }
+
+    async fn update_billing_entity(
+        &self,
+        request: Request<UpdateBillingEntityRequest>,
+    ) -> Reply<BillingEntity> {
+        reply(
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let mask = req.update_mask.as_ref();
+                self.update(
+                    rpc,
+                    &BILLING_ENTITY,
+                    req.billing_entity.clone(),
+                    mask,
+                    async |merged| validate::billing_entity(merged).map_err(refusal),
+                )
+                .await
+            })
+            .await,
+        )
+    }
+
+    async fn delete_billing_entity(
+        &self,
+        request: Request<DeleteBillingEntityRequest>,
+    ) -> Reply<BillingEntity> {
+        reply(
+            pm_authz::layer::serve(request, async |rpc, req| {
+                self.delete(rpc, &BILLING_ENTITY, &req.name, &req.etag, async |_, _| {
+                    Ok(())
+                })
+                .await
+            })
+            .await,
+        )
+    }
+
+    // Payers
+
+    async fn get_payer(&self, request: Request<GetPayerRequest>) -> Reply<Payer> {
+        reply(
+            pm_authz::layer::serve(request, async |_, req| self.get(&PAYER, &req.name).await).await,
+        )
+    }
+
+    async fn list_payers(&self, request: Request<ListPayersRequest>) -> Reply<ListPayersResponse> {
+        reply(
+            pm_authz::layer::serve(request, async |_, req| {
+                let page = self.list(&PAYER, list_call!(req, &req.parent)).await?;
+                Ok(ListPayersResponse {
+                    payers: page.items,
+                    next_page_token: page.next_page_token,
+                })
+            })
+            .await,
+        )
+    }
+
+    async fn create_payer(&self, request: Request<CreatePayerRequest>) -> Reply<Payer> {
+        reply(
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let payer = required(req.payer.clone(), "payer")?;
+                validate::payer(&payer).map_err(refusal)?;
+                let call = create_call!(req, rpc.method, &req.parent, payer_id);
+                self.create(rpc, &PAYER, call, payer, async |_, _| Ok(()))
+                    .await
+            })
+            .await,
+        )
+    }
+
+    async fn update_payer(&self, request: Request<UpdatePayerRequest>) -> Reply<Payer> {
+        reply(
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let mask = req.update_mask.as_ref();
+                self.update(rpc, &PAYER, req.payer.clone(), mask, async |merged| {
+                    validate::payer(merged).map_err(refusal)
+                })
+                .await
+            })
+            .await,
+        )
+    }
+
+    async fn delete_payer(&self, request: Request<DeletePayerRequest>) -> Reply<Payer> {
+        reply(
+            pm_authz::layer::serve(request, async |rpc, req| {
+                self.delete(rpc, &PAYER, &req.name, &req.etag, async |_, _| Ok(()))
+                    .await
+            })
+            .await,
+        )
+    }
+
+    // Contracts
+
+    async fn get_contract(&self, request: Request<GetContractRequest>) -> Reply<Contract> {
+        reply(
+            pm_authz::layer::serve(request, async |_, req| self.get(&CONTRACT, &req.name).await)
+                .await,
+        )
+    }
+
+    async fn list_contracts(
+        &self,
+        request: Request<ListContractsRequest>,
+    ) -> Reply<ListContractsResponse> {
+        reply(
+            pm_authz::layer::serve(request, async |_, req| {
+                let page = self.list(&CONTRACT, list_call!(req, &req.parent)).await?;
+                Ok(ListContractsResponse {
+                    contracts: page.items,
+                    next_page_token: page.next_page_token,
+                })
+            })
+            .await,
+        )
+    }
+
+    async fn create_contract(&self, request: Request<CreateContractRequest>) -> Reply<Contract> {
+        reply(
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let contract = required(req.contract.clone(), "contract")?;
+                validate::contract(&contract).map_err(refusal)?;
+                for (i, unit) in contract.units.iter().enumerate() {
+                    UNIT_NAME.parse(&format!("contract.units[{i}]"), unit)?;
+                }
+                PAYER.pattern.parse("contract.payer", &contract.payer)?;
+                BILLING_ENTITY
+                    .pattern
+                    .parse("contract.billing_entity", &contract.billing_entity)?;
+                let call = create_call!(req, rpc.method, &req.parent, contract_id);
+                self.create(rpc, &CONTRACT, call, contract, async |conn, c| {
+                    self.check_exists(conn, "contract.payer", &c.payer).await?;
+                    self.check_exists(conn, "contract.billing_entity", &c.billing_entity)
+                        .await
+                })
+                .await
+            })
+            .await,
+        )
+    }
+
+    async fn delete_contract(&self, request: Request<DeleteContractRequest>) -> Reply<Contract> {
+        reply(
+            pm_authz::layer::serve(request, async |rpc, req| {
+                self.delete(rpc, &CONTRACT, &req.name, &req.etag, async |_, _| Ok(()))
+                    .await
+            })
+            .await,
+        )
+    }
+
+    // Fee schedules
+
+    async fn get_fee_schedule(
+        &self,
+        request: Request<GetFeeScheduleRequest>,
+    ) -> Reply<FeeSchedule> {
+        reply(
+            pm_authz::layer::serve(request, async |_, req| {
+                self.get(&FEE_SCHEDULE, &req.name).await
+            })
+            .await,
+        )
+    }
+
+    async fn list_fee_schedules(
+        &self,
+        request: Request<ListFeeSchedulesRequest>,
+    ) -> Reply<ListFeeSchedulesResponse> {
+        reply(
+            pm_authz::layer::serve(request, async |_, req| {
+                let page = self
+                    .list(&FEE_SCHEDULE, list_call!(req, &req.parent))
+                    .await?;
+                Ok(ListFeeSchedulesResponse {
+                    fee_schedules: page.items,
+                    next_page_token: page.next_page_token,
+                })
+            })
+            .await,
+        )
+    }
+
+    async fn create_fee_schedule(
+        &self,
+        request: Request<CreateFeeScheduleRequest>,
+    ) -> Reply<FeeSchedule> {
+        reply(
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let schedule = required(req.fee_schedule.clone(), "fee_schedule")?;
+                let (scope, _) = validate::scope(&req.parent, &schedule).map_err(refusal)?;
+                let call = create_call!(req, rpc.method, &req.parent, fee_schedule_id);
+                self.create(rpc, &FEE_SCHEDULE, call, schedule, async |conn, _| {
+                    use crate::domain::pricing::Scope;
+                    match &scope {
+                        Scope::Contract(name) => {
+                            self.check_exists(conn, "fee_schedule.scope.contract", name)
+                                .await
+                        }
+                        Scope::Payer(name) => {
+                            self.check_exists(conn, "fee_schedule.scope.payer", name)
+                                .await
+                        }
+                        // Units are Org's: the shared layer checked them against the caller's scope.
+                        Scope::Unit(_) | Scope::Program(_) | Scope::Organization => Ok(()),
+                    }
+                })
+                .await
+            })
+            .await,
+        )
+    }
+
+    async fn delete_fee_schedule(
+        &self,
+        request: Request<DeleteFeeScheduleRequest>,
+    ) -> Reply<FeeSchedule> {
+        reply(
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let name = req.name.clone();
+                self.delete(rpc, &FEE_SCHEDULE, &req.name, &req.etag, async |conn, _| {
+                    store::release_periods(conn, &name).await
+                })
+                .await
+            })
+            .await,
+        )
+    }
+
+    async fn create_fee_schedule_version(
+        &self,
+        request: Request<CreateFeeScheduleVersionRequest>,
+    ) -> Reply<FeeScheduleVersion> {
+        reply(
+            pm_authz::layer::serve(request, async |rpc, req| {
+                self.create_version(rpc, req).await
+            })
+            .await,
+        )
+    }
+
+    async fn get_fee_schedule_version(
+        &self,
+        request: Request<GetFeeScheduleVersionRequest>,
+    ) -> Reply<FeeScheduleVersion> {
+        reply(
+            pm_authz::layer::serve(request, async |_, req| {
+                self.get(&FEE_SCHEDULE_VERSION, &req.name).await
+            })
+            .await,
+        )
+    }
+
+    async fn list_fee_schedule_versions(
+        &self,
+        request: Request<ListFeeScheduleVersionsRequest>,
+    ) -> Reply<ListFeeScheduleVersionsResponse> {
+        reply(
+            pm_authz::layer::serve(request, async |_, req| {
+                FEE_SCHEDULE.pattern.parse("parent", &req.parent)?;
+                let call = docstore::ListCall {
+                    parent: &req.parent,
+                    page_size: req.page_size,
+                    page_token: &req.page_token,
+                    filter: "",
+                    order_by: "create_time",
+                    show_deleted: false,
+                    scope: None,
+                };
+                let page = docstore::list(&self.db, &FEE_SCHEDULE_VERSION, call).await?;
+                Ok(ListFeeScheduleVersionsResponse {
+                    fee_schedule_versions: page.items,
+                    next_page_token: page.next_page_token,
+                })
+            })
+            .await,
+        )
+    }
+
+    async fn export_fee_schedule_version(
+        &self,
+        request: Request<ExportFeeScheduleVersionRequest>,
+    ) -> Reply<ExportFeeScheduleVersionResponse> {
+        reply(
+            pm_authz::layer::serve(request, async |_, req| {
+                let version = self.get(&FEE_SCHEDULE_VERSION, &req.name).await?;
+                let entries: Vec<_> = version.entries.iter().map(validate::entry_of).collect();
+                Ok(ExportFeeScheduleVersionResponse {
+                    csv: fee_csv::write(&entries),
+                })
+            })
+            .await,
+        )
+    }
+
+    async fn explain_price(
+        &self,
+        request: Request<ExplainPriceRequest>,
+    ) -> Reply<ExplainPriceResponse> {
+        reply(pm_authz::layer::serve(request, async |_, req| self.explain(req).await).await)
+    }
+
+    // Charges (PHI)
+
+    async fn get_charge(&self, request: Request<GetChargeRequest>) -> Reply<Charge> {
+        let audit =
+            |r: &GetChargeRequest| Audited::read(&r.name, |c: &Charge| vec![c.patient.clone()]);
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    Ok(charges::wire(&self.visible_charge(rpc, &req.name).await?))
+                })
+                .await,
+        )
+    }
+
+    async fn list_charges(
+        &self,
+        request: Request<ListChargesRequest>,
+    ) -> Reply<ListChargesResponse> {
+        let audit = |r: &ListChargesRequest| {
+            Audited::read(&r.parent, |page: &ListChargesResponse| {
+                patients_of(&page.charges)
+            })
+        };
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    ORGANIZATION_NAME.parse("parent", &req.parent)?;
+                    let units = access::visible_units(
+                        self.charging.org(),
+                        rpc.caller,
+                        rpc.permission,
+                        &req.parent,
+                    )
+                    .await?;
+                    let query = ChargeQuery {
+                        organization: &req.parent,
+                        unit: &req.unit,
+                        patient: &req.patient,
+                        encounter: &req.encounter,
+                        visible_units: units.as_deref(),
+                    };
+                    let mut conn = self.db.read().await?;
+                    let (rows, next_page_token) =
+                        charges::list(&mut conn, &query, req.page_size, &req.page_token).await?;
+                    Ok(ListChargesResponse {
+                        charges: rows.iter().map(charges::wire).collect(),
+                        next_page_token,
+                    })
+                })
+                .await,
+        )
+    }
+
+    async fn create_charge(&self, request: Request<CreateChargeRequest>) -> Reply<Charge> {
+        let audit = |r: &CreateChargeRequest| {
+            let patient = r
+                .charge
+                .as_ref()
+                .map(|c| c.patient.clone())
+                .unwrap_or_default();
+            Audited::write(&r.parent).naming(vec![patient])
+        };
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.create_charge(rpc, req).await
+                })
+                .await,
+        )
+    }
+
+    async fn correct_charge(
+        &self,
+        request: Request<CorrectChargeRequest>,
+    ) -> Reply<CorrectChargeResponse> {
+        let audit = |r: &CorrectChargeRequest| Audited::write(&r.name);
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.correct_charge(rpc, req).await
+                })
+                .await,
+        )
+    }
+
+    async fn list_ledger_entries(
+        &self,
+        request: Request<ListLedgerEntriesRequest>,
+    ) -> Reply<ListLedgerEntriesResponse> {
+        let audit = |r: &ListLedgerEntriesRequest| {
+            Audited::read(&r.charge, |_: &ListLedgerEntriesResponse| Vec::new())
+        };
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let charge = self.visible_charge(rpc, &req.charge).await?;
+                    let mut conn = self.db.read().await?;
+                    let entries = charges::ledger(&mut conn, &charge.name).await?;
+                    let balance = entries.iter().map(|e| e.amount_cents).sum();
+                    Ok(ListLedgerEntriesResponse {
+                        entries,
+                        balance_cents: balance,
+                    })
+                })
+                .await,
+        )
+    }
+}

@@ -1,0 +1,185 @@
+//! What Billing asks of Org, over mTLS gRPC as the `billing` service (each Org RPC used here lists
+//! `billing` in its `service_callers`): a unit's effective billing profile and lineage, the units'
+//! kinds and parents, a location's time zone. They change rarely and are cached for
+//! [`CACHE_TTL`](pm_runtime::cache::CACHE_TTL).
+
+use pm_api::org::org_service_client::OrgServiceClient;
+use pm_api::org::{
+    ClaimForm, GetEffectivePolicyRequest, GetLocationRequest, ListServiceUnitsRequest, UnitKind,
+};
+use pm_runtime::cache::TtlCache;
+use pm_runtime::{ApiError, ApiResult};
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::domain::charge::Profile;
+
+/// A unit as Billing needs it: where it sits and how it bills.
+#[derive(Debug, Clone)]
+pub struct UnitBilling {
+    /// The unit first, then its parent, up to the root (nearest first, as pricing walks it).
+    pub nearest_first: Vec<String>,
+    /// The nearest unit of the lineage (itself included) that is a program, if any.
+    pub program: Option<String>,
+    /// Its effective billing profile, each value with the unit it came from.
+    pub profile: Profile,
+    /// The payers the unit accepts, each with the contract it bills under ("" for none).
+    pub accepted_payers: Vec<(String, String)>,
+}
+
+/// One unit of the tree: its parent ("" for a root) and kind.
+#[derive(Debug, Clone)]
+struct TreeUnit {
+    name: String,
+    parent: String,
+    kind: UnitKind,
+}
+
+/// Org as Billing sees it.
+pub struct OrgView {
+    client: OrgServiceClient<Channel>,
+    units: TtlCache<UnitBilling>,
+    zones: TtlCache<String>,
+    trees: TtlCache<Vec<TreeUnit>>,
+}
+
+/// Org's refusal or failure, as Billing reports it: a name Org does not know is one Billing does
+/// not know either; anything else means Org is unavailable.
+fn from_org(status: tonic::Status, what: &str) -> ApiError {
+    match status.code() {
+        Code::NotFound | Code::PermissionDenied => ApiError::not_found(what),
+        Code::InvalidArgument => ApiError::invalid(what, "Org refused it as malformed"),
+        _ => ApiError::peer_unavailable("org", &status.message()),
+    }
+}
+
+impl OrgView {
+    /// Org at the other end of `channel` (an mTLS channel with Billing's certificate).
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            client: OrgServiceClient::new(channel),
+            units: TtlCache::new(),
+            zones: TtlCache::new(),
+            trees: TtlCache::new(),
+        }
+    }
+
+    /// The unit's lineage, program and effective billing profile.
+    pub async fn unit(&self, unit: &str) -> ApiResult<UnitBilling> {
+        if let Some(info) = self.units.get(unit) {
+            return Ok(info);
+        }
+        let policy = self
+            .client
+            .clone()
+            .get_effective_policy(GetEffectivePolicyRequest { unit: unit.into() })
+            .await
+            .map_err(|s| from_org(s, unit))?
+            .into_inner();
+        let tree = self.tree(pm_runtime::names::organization_of(unit)).await?;
+        let nearest_first: Vec<String> = policy.lineage.iter().rev().cloned().collect();
+        let program = nearest_first
+            .iter()
+            .find(|u| {
+                tree.iter()
+                    .any(|t| &t.name == *u && t.kind == UnitKind::Program)
+            })
+            .cloned();
+        let billing = policy.billing_profile.unwrap_or_default();
+        let source = |field: &str| {
+            policy
+                .sources
+                .iter()
+                .find(|s| s.field == format!("billing_profile.{field}"))
+                .map(|s| s.unit.clone())
+                .unwrap_or_default()
+        };
+        let claim_form = ClaimForm::try_from(billing.claim_form)
+            .unwrap_or(ClaimForm::Unspecified)
+            .as_str_name()
+            .trim_start_matches("CLAIM_FORM_")
+            .to_string();
+        let info = UnitBilling {
+            nearest_first,
+            program,
+            profile: Profile {
+                billing_entity: billing.billing_entity.clone(),
+                billing_entity_source: source("billing_entity"),
+                place_of_service: billing.place_of_service.clone(),
+                place_of_service_source: source("place_of_service"),
+                claim_form,
+                claim_form_source: source("claim_form"),
+            },
+            accepted_payers: billing
+                .accepted_payers
+                .into_iter()
+                .map(|p| (p.payer, p.contract))
+                .collect(),
+        };
+        self.units.put(unit, info.clone());
+        Ok(info)
+    }
+
+    /// The IANA time zone of a location.
+    pub async fn zone(&self, location: &str) -> ApiResult<String> {
+        if let Some(zone) = self.zones.get(location) {
+            return Ok(zone);
+        }
+        let zone = self
+            .client
+            .clone()
+            .get_location(GetLocationRequest {
+                name: location.into(),
+            })
+            .await
+            .map_err(|s| from_org(s, location))?
+            .into_inner()
+            .time_zone;
+        self.zones.put(location, zone.clone());
+        Ok(zone)
+    }
+
+    /// Every unit of the organization with its parent ("" for a root).
+    pub async fn unit_tree(&self, organization: &str) -> ApiResult<Vec<(String, String)>> {
+        Ok(self
+            .tree(organization)
+            .await?
+            .into_iter()
+            .map(|u| (u.name, u.parent))
+            .collect())
+    }
+
+    async fn tree(&self, organization: &str) -> ApiResult<Vec<TreeUnit>> {
+        if let Some(tree) = self.trees.get(organization) {
+            return Ok(tree);
+        }
+        let mut tree = Vec::new();
+        let mut page_token = String::new();
+        // An organization's tree is read whole; 50 pages of 1000 is far beyond any real one.
+        for _ in 0..50 {
+            let page = self
+                .client
+                .clone()
+                .list_service_units(ListServiceUnitsRequest {
+                    parent: organization.into(),
+                    page_size: 1000,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| from_org(s, organization))?
+                .into_inner();
+            tree.extend(page.service_units.into_iter().map(|u| TreeUnit {
+                kind: UnitKind::try_from(u.kind).unwrap_or(UnitKind::Unspecified),
+                name: u.name,
+                parent: u.parent_unit,
+            }));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        self.trees.put(organization, tree.clone());
+        Ok(tree)
+    }
+}
