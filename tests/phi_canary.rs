@@ -54,6 +54,7 @@ async fn canary_phi_never_reaches_logs_or_spans() -> anyhow::Result<()> {
     config.listen.org_port = 0;
     config.listen.rbac_port = 0;
     config.listen.scheduling_port = 0;
+    config.listen.billing_port = 0;
     let mesh = mesh::start(&config, &Service::ALL, CancellationToken::new()).await?;
     let rbac_url = mesh.url(Service::Rbac).unwrap();
     let mut rbac = RbacServiceClient::new(client::channel(&config, tls::CLIENT, &rbac_url).await?);

@@ -869,6 +869,7 @@ fn targets(pool: &DescriptorPool) -> Vec<Target> {
                 "pm.org.v1" => Service::Org,
                 "pm.rbac.v1" => Service::Rbac,
                 "pm.scheduling.v1" | "pm.audit.v1" => Service::Scheduling,
+                "pm.billing.v1" => Service::Billing,
                 other => panic!("no service of the mesh serves package {other}"),
             };
             Target {

@@ -1,4 +1,4 @@
-//! A whole mesh (Org, RBAC, Scheduling) on free ports of 127.0.0.1 with dev mTLS, on SQLite or on
+//! A whole mesh (Org, RBAC, Scheduling, Billing) on free ports of 127.0.0.1 with dev mTLS, on SQLite or on
 //! throwaway PostgreSQL schemas, and clients to it as the demo's principals.
 
 #![allow(dead_code)]
@@ -10,6 +10,7 @@ pub mod time;
 use std::time::Duration;
 
 use pm::mesh::{self, Mesh, Service};
+use pm_api::billing::billing_service_client::BillingServiceClient;
 use pm_api::org::org_service_client::OrgServiceClient;
 use pm_api::rbac::IssueTokenRequest;
 use pm_api::rbac::rbac_service_client::RbacServiceClient;
@@ -53,6 +54,7 @@ impl TestMesh {
         config.listen.org_port = 0;
         config.listen.rbac_port = 0;
         config.listen.scheduling_port = 0;
+        config.listen.billing_port = 0;
         config.server.health_probe_interval_ms = 200;
         let mut schema = None;
         if backend == Backend::Postgres {
@@ -163,6 +165,16 @@ impl TestMesh {
     ) -> anyhow::Result<SchedulingServiceClient<client::AuthedChannel>> {
         Ok(SchedulingServiceClient::new(
             self.authed(Service::Scheduling, principal).await?,
+        ))
+    }
+
+    /// The Billing service as `principal`.
+    pub async fn billing_as(
+        &self,
+        principal: &str,
+    ) -> anyhow::Result<BillingServiceClient<client::AuthedChannel>> {
+        Ok(BillingServiceClient::new(
+            self.authed(Service::Billing, principal).await?,
         ))
     }
 

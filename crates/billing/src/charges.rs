@@ -154,9 +154,11 @@ pub async fn insert(conn: &mut AnyConnection, charge: &ChargeRow) -> ApiResult<b
     let profile = serde_json::to_string(&charge.profile)
         .map_err(|e| ApiError::internal("a billing profile snapshot", &e))?;
     let inserted = sqlx::query(&format!(
-        "INSERT INTO charges ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-         $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25) ON CONFLICT DO NOTHING"
+        "INSERT INTO charges (organization, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+         $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26) \
+         ON CONFLICT DO NOTHING"
     ))
+    .bind(pm_runtime::names::organization_of(&charge.name))
     .bind(&charge.name)
     .bind(source_name(charge.source))
     .bind(encounter)

@@ -223,6 +223,7 @@ fn mesh_config(backend: Backend, data_dir: PathBuf) -> Config {
     config.listen.org_port = 0;
     config.listen.rbac_port = 0;
     config.listen.scheduling_port = 0;
+    config.listen.billing_port = 0;
     config.tls.mode = TlsMode::Dev;
     config.storage.backend = backend;
     // The benchmark's loops all call as one principal: measure throughput, not the per-caller bound.

@@ -770,3 +770,194 @@ pub async fn seed_scheduling(
     }
     Ok(report)
 }
+
+/// The Billing side of the demo: the two billing entities Org's profiles name, the payers the units
+/// accept, a Medicare contract, and fee schedules at four levels (organization, the CCM program,
+/// the Medicare payer, cardiology), each with a 2026 version. Run after [`seed`]: the program and
+/// unit scopes name Org's units.
+pub async fn seed_billing(
+    client: &mut pm_api::billing::billing_service_client::BillingServiceClient<
+        pm_runtime::client::AuthedChannel,
+    >,
+) -> anyhow::Result<SeedReport> {
+    use pm_api::billing::fee_schedule_scope::Target;
+    use pm_api::billing::*;
+    use pm_api::types::PostalAddress;
+    let mut report = SeedReport::default();
+    let address = |line: &str, city: &str, state: &str, zip: &str| PostalAddress {
+        address_lines: vec![line.into()],
+        locality: city.into(),
+        administrative_area: state.into(),
+        postal_code: zip.into(),
+        region_code: "US".into(),
+    };
+    println!("billing entities");
+    for (id, display, npi, ein, taxonomy) in [
+        (
+            "acme-medical-group",
+            "Acme Medical Group",
+            "1234567893",
+            "12-3456789",
+            "261QP2300X",
+        ),
+        (
+            "acme-employer-services",
+            "Acme Employer Services",
+            "1987654328",
+            "27-1234567",
+            "261QM1300X",
+        ),
+    ] {
+        let entity = BillingEntity {
+            display_name: display.into(),
+            legal_name: display.to_uppercase(),
+            npi: npi.into(),
+            tax_id: ein.into(),
+            taxonomy: taxonomy.into(),
+            billing_address: Some(address("100 Main Street", "Boston", "MA", "021101234")),
+            clearinghouse: Some(ClearinghouseSettings {
+                isa_sender_id: "ACMEMED".into(),
+                isa_receiver_id: "CLEARINGHOUSE".into(),
+                gs_sender_code: "ACMEMED".into(),
+                gs_receiver_code: "CLEARINGHOUSE".into(),
+                usage_indicator: UsageIndicator::Test as i32,
+                receiver_name: "Demo Clearinghouse".into(),
+            }),
+            ..Default::default()
+        };
+        let result = client
+            .create_billing_entity(CreateBillingEntityRequest {
+                parent: ORG.into(),
+                billing_entity: Some(entity),
+                billing_entity_id: id.into(),
+                request_id: String::new(),
+            })
+            .await;
+        report.record(&format!("{ORG}/billingEntities/{id}"), result)?;
+    }
+    println!("payers");
+    for (id, display, payer_id, filing) in [
+        ("medicare", "Medicare Part B", "MEDICARE", "MB"),
+        ("aetna", "Aetna", "60054", "CI"),
+        (
+            "bcbs-ma",
+            "Blue Cross Blue Shield of Massachusetts",
+            "BCBSMA",
+            "BL",
+        ),
+        (
+            "bcbs-il",
+            "Blue Cross Blue Shield of Illinois",
+            "BCBSIL",
+            "BL",
+        ),
+        (
+            "globex-direct",
+            "Globex (employer, direct contract)",
+            "GLOBEX",
+            "ZZ",
+        ),
+    ] {
+        let payer = Payer {
+            display_name: display.into(),
+            payer_id: payer_id.into(),
+            claim_filing_indicator: filing.into(),
+            timely_filing_days: if filing == "MB" { 365 } else { 180 },
+            ..Default::default()
+        };
+        let result = client
+            .create_payer(CreatePayerRequest {
+                parent: ORG.into(),
+                payer: Some(payer),
+                payer_id: id.into(),
+                request_id: String::new(),
+            })
+            .await;
+        report.record(&format!("{ORG}/payers/{id}"), result)?;
+    }
+    println!("contracts");
+    let contract = Contract {
+        display_name: "Medicare Part B 2026".into(),
+        payer: format!("{ORG}/payers/medicare"),
+        billing_entity: format!("{ORG}/billingEntities/acme-medical-group"),
+        units: vec![unit_name("north-clinic"), unit_name("lakeside-clinic")],
+        effective_from: Some(Date {
+            year: 2026,
+            month: 1,
+            day: 1,
+        }),
+        ..Default::default()
+    };
+    let result = client
+        .create_contract(CreateContractRequest {
+            parent: ORG.into(),
+            contract: Some(contract),
+            contract_id: "medicare-2026".into(),
+            request_id: String::new(),
+        })
+        .await;
+    report.record(&format!("{ORG}/contracts/medicare-2026"), result)?;
+    println!("fee schedules");
+    let schedules: [(&str, &str, Target, &str); 4] = [
+        (
+            "standard-2026",
+            "Standard fees",
+            Target::Organization(true),
+            "code,modifiers,amount,description\n99203,,150.00,New patient visit\n99213,,95.00,Established patient visit\n99214,,135.00,Established patient visit (moderate)\n99213,95,95.00,Established patient visit (telehealth)\nG0506,,64.00,CCM initiating visit add-on\n99490,,62.00,CCM first 20 minutes\n99439,,47.00,CCM each additional 20 minutes\n",
+        ),
+        (
+            "ccm-2026",
+            "CCM program fees",
+            Target::Program(unit_name("ccm-program")),
+            "code,modifiers,amount,description\nG0506,,58.00,CCM initiating visit add-on\n99490,,60.49,CCM first 20 minutes\n99439,,45.93,CCM each additional 20 minutes\n",
+        ),
+        (
+            "medicare-2026",
+            "Medicare Part B allowed amounts",
+            Target::Payer(format!("{ORG}/payers/medicare")),
+            "code,modifiers,amount,description\n99213,,88.20,Established patient visit\n99214,,124.50,Established patient visit (moderate)\n",
+        ),
+        (
+            "cardiology-2026",
+            "Cardiology fees",
+            Target::Unit(unit_name("cardiology")),
+            "code,modifiers,amount,description\n93000,,25.00,Electrocardiogram\n93306,,210.00,Echocardiogram\n",
+        ),
+    ];
+    for (id, display, target, csv) in schedules {
+        let name = format!("{ORG}/feeSchedules/{id}");
+        let result = client
+            .create_fee_schedule(CreateFeeScheduleRequest {
+                parent: ORG.into(),
+                fee_schedule: Some(FeeSchedule {
+                    display_name: display.into(),
+                    scope: Some(FeeScheduleScope {
+                        target: Some(target),
+                    }),
+                    ..Default::default()
+                }),
+                fee_schedule_id: id.into(),
+                request_id: String::new(),
+            })
+            .await;
+        report.record(&name, result)?;
+        let result = client
+            .create_fee_schedule_version(CreateFeeScheduleVersionRequest {
+                parent: name.clone(),
+                fee_schedule_version: Some(FeeScheduleVersion {
+                    effective_from: Some(Date {
+                        year: 2026,
+                        month: 1,
+                        day: 1,
+                    }),
+                    ..Default::default()
+                }),
+                csv: csv.into(),
+                fee_schedule_version_id: "v2026".into(),
+                request_id: String::new(),
+            })
+            .await;
+        report.record(&format!("{name}/versions/v2026"), result)?;
+    }
+    Ok(report)
+}

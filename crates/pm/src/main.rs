@@ -126,6 +126,9 @@ enum DemoCommand {
         /// URL of the Scheduling service. Default: the configured scheduling port on localhost.
         #[arg(long)]
         scheduling: Option<String>,
+        /// URL of the Billing service. Default: the configured billing port on localhost.
+        #[arg(long)]
+        billing: Option<String>,
     },
 }
 
@@ -164,8 +167,9 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
                     org,
                     rbac,
                     scheduling,
+                    billing,
                 },
-        } => seed(config, org, rbac, scheduling).await,
+        } => seed(config, [org, rbac, scheduling, billing]).await,
         Command::Audit {
             command: AuditCommand::Verify { service },
         } => audit_verify(config, service).await,
@@ -263,12 +267,10 @@ async fn tool_channel(
     Ok((channel, url))
 }
 
-async fn seed(
-    config: Config,
-    org: Option<String>,
-    rbac: Option<String>,
-    scheduling: Option<String>,
-) -> anyhow::Result<()> {
+/// Seeds the demo through the services at `urls` (Org, RBAC, Scheduling, Billing; `None`: the
+/// configured port on localhost).
+async fn seed(config: Config, urls: [Option<String>; 4]) -> anyhow::Result<()> {
+    let [org, rbac, scheduling, billing] = urls;
     let (rbac_channel, url) = tool_channel(&config, rbac, config.listen.rbac_port, "RBAC").await?;
     let mut rbac = RbacServiceClient::new(rbac_channel);
     println!("seeding the demo principals through {url}");
@@ -305,6 +307,19 @@ async fn seed(
     .await?;
     report.created += scheduling_report.created;
     report.existing += scheduling_report.existing;
+    let (billing_channel, url) =
+        tool_channel(&config, billing, config.listen.billing_port, "Billing").await?;
+    println!("seeding the demo billing configuration through {url}");
+    let authed = tonic::service::interceptor::InterceptedService::new(
+        billing_channel,
+        client::Bearer::new(&token)?,
+    );
+    let billing_report = pm::demo::seed_billing(
+        &mut pm_api::billing::billing_service_client::BillingServiceClient::new(authed),
+    )
+    .await?;
+    report.created += billing_report.created;
+    report.existing += billing_report.existing;
     println!(
         "done: {} created, {} already there",
         report.created, report.existing
@@ -414,6 +429,7 @@ async fn audit_verify(config: Config, service: Service) -> anyhow::Result<()> {
         Service::Org => pm_org::MIGRATIONS,
         Service::Rbac => pm_rbac::MIGRATIONS,
         Service::Scheduling => pm_scheduling::MIGRATIONS,
+        Service::Billing => pm_billing::MIGRATIONS,
     };
     let db = pm_runtime::Db::open(&config, service.name(), migrations).await?;
     let keys = pm_authz::checkpoints::verifying_keys(&config.audit_key_dir())?;

@@ -1,0 +1,549 @@
+//! The Billing service end to end: a real mesh (Org, RBAC, Scheduling, Billing) over mTLS gRPC, on
+//! SQLite and on PostgreSQL, seeded with the demo. A completed encounter becomes priced charges
+//! (Billing follows Scheduling's stream with its own certificate), exactly once across a crash;
+//! prices are explained; corrections reverse and re-charge through the append-only ledger; bad
+//! configuration is refused naming the field with nothing written; charges are cut to the caller's
+//! units.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use pm_api::billing::billing_service_client::BillingServiceClient;
+use pm_api::billing::*;
+use pm_api::scheduling::*;
+use pm_api::types::{Date, Interval};
+use pm_runtime::client::AuthedChannel;
+use pm_runtime::config::Backend;
+use support::TestMesh;
+use support::time::{at, next_monday, ts};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+const ORG: &str = "organizations/acme";
+const CCM: &str = "organizations/acme/units/ccm-program";
+const ROSA: &str = "organizations/acme/patients/p-0004";
+const OKAFOR: &str = "organizations/acme/providers/dr-okafor";
+const NORTH_MAIN: &str = "organizations/acme/locations/north-main";
+const ENROLLMENT_VISIT: &str = "organizations/acme/units/ccm-program/visitTypes/ccm-enrollment";
+const MEDICARE: &str = "organizations/acme/payers/medicare";
+const ADMIN: &str = "principals/admin";
+const JORDAN: &str = "principals/jordan-billing";
+const CASEY: &str = "principals/casey-ccm";
+
+type Billing = BillingServiceClient<AuthedChannel>;
+
+fn reason(status: &tonic::Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default()
+}
+
+fn fields(status: &tonic::Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+fn date(day: chrono::NaiveDate) -> Option<Date> {
+    use chrono::Datelike;
+    Some(Date {
+        year: day.year(),
+        month: day.month() as i32,
+        day: day.day() as i32,
+    })
+}
+
+/// A mesh with the whole demo (access, Org, Scheduling, Billing) seeded.
+async fn seeded(backend: Backend) -> anyhow::Result<TestMesh> {
+    let mesh = TestMesh::start(backend).await?;
+    mesh.seed_access().await?;
+    pm::demo::seed(&mut mesh.org_as(ADMIN).await?).await?;
+    pm::demo::seed_scheduling(&mut mesh.scheduling_as(ADMIN).await?).await?;
+    pm::demo::seed_billing(&mut mesh.billing_as(ADMIN).await?).await?;
+    Ok(mesh)
+}
+
+/// Books Rosa's CCM enrollment visit at `hour` New York time next Monday and completes it with two
+/// service lines; returns the encounter's name.
+async fn complete_visit(mesh: &TestMesh, hour: u32) -> anyhow::Result<String> {
+    let mut scheduling = mesh.scheduling_as(ADMIN).await?;
+    let start = at(next_monday(), hour, 0);
+    let booked = scheduling
+        .book_appointment(BookAppointmentRequest {
+            parent: ORG.into(),
+            appointment: Some(Appointment {
+                unit: CCM.into(),
+                patient: ROSA.into(),
+                provider: OKAFOR.into(),
+                location: NORTH_MAIN.into(),
+                visit_type: ENROLLMENT_VISIT.into(),
+                interval: Some(Interval {
+                    start_time: Some(ts(start)),
+                    end_time: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let line = |code: &str, pointers: &[i32]| ServiceLine {
+        code: code.into(),
+        modifiers: Vec::new(),
+        units: 1,
+        diagnosis_pointers: pointers.to_vec(),
+        place_of_service: String::new(),
+    };
+    let completed = scheduling
+        .complete_appointment(CompleteAppointmentRequest {
+            name: booked.name,
+            diagnoses: vec!["E11.9".into(), "I10".into()],
+            service_lines: vec![line("G0506", &[1, 2]), line("99490", &[2])],
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(completed.encounter.unwrap().name)
+}
+
+/// The charges of an encounter once Billing has made `count` of them (it follows the stream).
+async fn charges_of(
+    billing: &mut Billing,
+    encounter: &str,
+    count: usize,
+) -> anyhow::Result<Vec<Charge>> {
+    for _ in 0..200 {
+        let page = billing
+            .list_charges(ListChargesRequest {
+                parent: ORG.into(),
+                encounter: encounter.into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        if page.charges.len() >= count {
+            let mut charges = page.charges;
+            charges.sort_by_key(|c| c.line_number);
+            return Ok(charges);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("Billing made no {count} charges of {encounter} within 20 s")
+}
+
+async fn encounters_become_charges_exactly_once(backend: Backend) -> anyhow::Result<()> {
+    let mesh = seeded(backend).await?;
+    let encounter = complete_visit(&mesh, 9).await?;
+    let mut billing = mesh.billing_as(ADMIN).await?;
+    let charges = charges_of(&mut billing, &encounter, 2).await?;
+    assert_eq!(charges.len(), 2);
+    // G0506: the CCM program's schedule (a program ranks above the organization; Medicare's
+    // payer schedule has no entry for it). 99490 likewise.
+    let (g0506, ccm) = (&charges[0], &charges[1]);
+    assert_eq!((g0506.code.as_str(), g0506.amount_cents), ("G0506", 5800));
+    assert_eq!((ccm.code.as_str(), ccm.amount_cents), ("99490", 6049));
+    assert_eq!(
+        g0506.fee_schedule_version,
+        format!("{ORG}/feeSchedules/ccm-2026/versions/v2026")
+    );
+    assert_eq!(g0506.state, ChargeState::Open as i32);
+    assert_eq!(g0506.diagnoses, vec!["E11.9", "I10"]);
+    assert_eq!(ccm.diagnoses, vec!["I10"]);
+    assert_eq!(g0506.payer, MEDICARE);
+    assert_eq!(g0506.service_date, date(next_monday()));
+    let profile = g0506.profile.clone().unwrap();
+    assert_eq!(profile.billing_entity, "billingEntities/acme-medical-group");
+    assert_eq!(
+        profile.billing_entity_source,
+        format!("{ORG}/units/north-clinic"),
+        "the program inherits its billing entity from the clinic: the snapshot says so"
+    );
+    assert_eq!(
+        g0506.billing_entity,
+        format!("{ORG}/billingEntities/acme-medical-group")
+    );
+    // The ledger holds the charge, and the balance is its sum.
+    let ledger = billing
+        .list_ledger_entries(ListLedgerEntriesRequest {
+            charge: g0506.name.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(ledger.entries.len(), 1);
+    assert_eq!(ledger.balance_cents, 5800);
+
+    // A crash, a restart: the follower resumes from its stored cursor and makes nothing twice;
+    // a visit completed after the restart is charged once too.
+    let mesh = mesh.kill_and_restart().await?;
+    let later = complete_visit(&mesh, 10).await?;
+    let mut billing = mesh.billing_as(ADMIN).await?;
+    assert_eq!(charges_of(&mut billing, &later, 2).await?.len(), 2);
+    let again = charges_of(&mut billing, &encounter, 2).await?;
+    assert_eq!(
+        again.iter().map(|c| &c.name).collect::<Vec<_>>(),
+        charges.iter().map(|c| &c.name).collect::<Vec<_>>(),
+        "the first encounter still has exactly its two charges"
+    );
+    let all = billing
+        .list_charges(ListChargesRequest {
+            parent: ORG.into(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(all.charges.len(), 4, "two encounters, two lines each");
+    mesh.stop().await
+}
+
+async fn prices_are_explained_and_charges_corrected(backend: Backend) -> anyhow::Result<()> {
+    let mesh = seeded(backend).await?;
+    let mut billing = mesh.billing_as(ADMIN).await?;
+    let explained = billing
+        .explain_price(ExplainPriceRequest {
+            unit: CCM.into(),
+            code: "99490".into(),
+            modifiers: Vec::new(),
+            service_date: date(next_monday()),
+            payer: MEDICARE.into(),
+        })
+        .await?
+        .into_inner();
+    assert!(explained.priced);
+    assert_eq!(explained.amount_cents, 6049);
+    let outcome = |schedule: &str| {
+        explained
+            .candidates
+            .iter()
+            .find(|c| c.fee_schedule == format!("{ORG}/feeSchedules/{schedule}"))
+            .map(|c| PriceOutcome::try_from(c.outcome).unwrap())
+    };
+    assert_eq!(outcome("ccm-2026"), Some(PriceOutcome::Chosen));
+    assert_eq!(
+        outcome("medicare-2026"),
+        Some(PriceOutcome::NoEntry),
+        "the payer level is asked first"
+    );
+    assert_eq!(outcome("standard-2026"), Some(PriceOutcome::Outranked));
+    assert_eq!(
+        outcome("cardiology-2026"),
+        Some(PriceOutcome::NotApplicable)
+    );
+    assert_eq!(
+        explained.candidates.len(),
+        4,
+        "every schedule of the organization, once"
+    );
+
+    // A charge entered by hand, then corrected: the original is reversed in the ledger, the
+    // correction priced anew; a retry answers the same; a second correction of the original is refused.
+    let charge = billing
+        .create_charge(CreateChargeRequest {
+            parent: ORG.into(),
+            charge: Some(Charge {
+                patient: ROSA.into(),
+                unit: CCM.into(),
+                provider: OKAFOR.into(),
+                payer: MEDICARE.into(),
+                code: "99490".into(),
+                units: 1,
+                diagnoses: vec!["E11.9".into()],
+                service_date: date(next_monday()),
+                ..Default::default()
+            }),
+            request_id: uuid::Uuid::new_v4().to_string(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(charge.amount_cents, 6049);
+    let correct = CorrectChargeRequest {
+        name: charge.name.clone(),
+        correction: Some(ChargeLine {
+            code: "99439".into(),
+            units: 2,
+            diagnoses: vec!["E11.9".into()],
+            ..Default::default()
+        }),
+        reason: "second 20 minutes were documented, wrong code".into(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+    };
+    let corrected = billing.correct_charge(correct.clone()).await?.into_inner();
+    let reversed = corrected.reversed.unwrap();
+    let replacement = corrected.correction.unwrap();
+    assert_eq!(reversed.state, ChargeState::Reversed as i32);
+    assert_eq!(reversed.related_charge, replacement.name);
+    assert_eq!(replacement.related_charge, charge.name);
+    assert_eq!(replacement.amount_cents, 2 * 4593);
+    let retried = billing.correct_charge(correct.clone()).await?.into_inner();
+    assert_eq!(
+        retried.correction.unwrap().name,
+        replacement.name,
+        "a retry is answered, not redone"
+    );
+    let ledger = billing
+        .list_ledger_entries(ListLedgerEntriesRequest {
+            charge: charge.name.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        ledger
+            .entries
+            .iter()
+            .map(|e| e.amount_cents)
+            .collect::<Vec<_>>(),
+        vec![6049, -6049]
+    );
+    assert_eq!(ledger.balance_cents, 0);
+    let again = billing
+        .correct_charge(CorrectChargeRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            ..correct
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (again.code(), reason(&again).as_str()),
+        (Code::FailedPrecondition, "CHARGE_REVERSED")
+    );
+    mesh.stop().await
+}
+
+async fn version_count(billing: &mut Billing, schedule: &str) -> anyhow::Result<usize> {
+    Ok(billing
+        .list_fee_schedule_versions(ListFeeScheduleVersionsRequest {
+            parent: format!("{ORG}/feeSchedules/{schedule}"),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .fee_schedule_versions
+        .len())
+}
+
+async fn bad_input_is_refused_naming_the_field(backend: Backend) -> anyhow::Result<()> {
+    let mesh = seeded(backend).await?;
+    let mut billing = mesh.billing_as(ADMIN).await?;
+    let version = |csv: &str, from: (i32, i32)| CreateFeeScheduleVersionRequest {
+        parent: format!("{ORG}/feeSchedules/standard-2026"),
+        fee_schedule_version: Some(FeeScheduleVersion {
+            effective_from: Some(Date {
+                year: from.0,
+                month: from.1,
+                day: 1,
+            }),
+            ..Default::default()
+        }),
+        csv: csv.into(),
+        ..Default::default()
+    };
+    // A version overlapping 2026 (open-ended from January).
+    let overlap = billing
+        .create_fee_schedule_version(version(
+            "code,modifiers,amount,description\n99213,,99.00,x\n",
+            (2026, 6),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(overlap.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&overlap), "FEE_SCHEDULE_VERSIONS_OVERLAP");
+    // A bad amount on the third line, a negative one on the fourth: both named.
+    let csv = "code,modifiers,amount,description\n99213,,95.00,ok\n99214,,12.345,x\n99215,,-3,x\n";
+    let bad_rows = billing
+        .create_fee_schedule_version(version(csv, (2030, 1)))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_rows.code(), Code::InvalidArgument);
+    let named = fields(&bad_rows);
+    assert!(
+        named
+            .iter()
+            .any(|f| f.contains("line 3") && f.contains("amount")),
+        "{named:?}"
+    );
+    assert!(
+        named
+            .iter()
+            .any(|f| f.contains("line 4") && f.contains("amount")),
+        "{named:?}"
+    );
+    assert_eq!(
+        version_count(&mut billing, "standard-2026").await?,
+        1,
+        "nothing written"
+    );
+    // A bad procedure code and a fractional... amount on the wire.
+    let bad_code = billing
+        .create_fee_schedule_version(CreateFeeScheduleVersionRequest {
+            csv: String::new(),
+            fee_schedule_version: Some(FeeScheduleVersion {
+                effective_from: Some(Date {
+                    year: 2030,
+                    month: 1,
+                    day: 1,
+                }),
+                entries: vec![FeeEntry {
+                    code: "9921".into(),
+                    amount_cents: 100,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..version("", (2030, 1))
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&bad_code), "PROCEDURE_CODE_INVALID");
+    assert_eq!(
+        fields(&bad_code),
+        vec!["fee_schedule_version.entries[0].code"]
+    );
+    // An NPI whose check digit is wrong.
+    let entity = billing
+        .get_billing_entity(GetBillingEntityRequest {
+            name: format!("{ORG}/billingEntities/acme-medical-group"),
+        })
+        .await?
+        .into_inner();
+    let bad_npi = billing
+        .create_billing_entity(CreateBillingEntityRequest {
+            parent: ORG.into(),
+            billing_entity: Some(BillingEntity {
+                npi: "1234567890".into(),
+                ..entity
+            }),
+            billing_entity_id: "second-group".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&bad_npi), "NPI_CHECK_DIGIT");
+    assert_eq!(fields(&bad_npi), vec!["billing_entity.npi"]);
+    let missing = billing
+        .get_billing_entity(GetBillingEntityRequest {
+            name: format!("{ORG}/billingEntities/second-group"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound, "nothing written");
+    // A charge whose diagnosis is malformed.
+    let bad_charge = billing
+        .create_charge(CreateChargeRequest {
+            parent: ORG.into(),
+            charge: Some(Charge {
+                patient: ROSA.into(),
+                unit: CCM.into(),
+                provider: OKAFOR.into(),
+                code: "99490".into(),
+                units: 1,
+                diagnoses: vec!["11.9".into()],
+                service_date: date(next_monday()),
+                ..Default::default()
+            }),
+            request_id: uuid::Uuid::new_v4().to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&bad_charge), "DIAGNOSIS_CODE_INVALID");
+    assert_eq!(fields(&bad_charge), vec!["charge.diagnoses[0]"]);
+    let none = billing
+        .list_charges(ListChargesRequest {
+            parent: ORG.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(none.charges.is_empty(), "nothing written");
+    mesh.stop().await
+}
+
+async fn charges_are_cut_to_the_callers_units(backend: Backend) -> anyhow::Result<()> {
+    let mesh = seeded(backend).await?;
+    let encounter = complete_visit(&mesh, 11).await?;
+    let mut admin = mesh.billing_as(ADMIN).await?;
+    let charges = charges_of(&mut admin, &encounter, 2).await?;
+    // Jordan bills for the two clinics: the CCM program sits under the north clinic.
+    let mut jordan = mesh.billing_as(JORDAN).await?;
+    assert_eq!(charges_of(&mut jordan, &encounter, 2).await?.len(), 2);
+    // Casey manages the CCM program but holds no billing permission: refused, as for nothing.
+    let mut casey = mesh.billing_as(CASEY).await?;
+    let refused = casey
+        .get_charge(GetChargeRequest {
+            name: charges[0].name.clone(),
+        })
+        .await
+        .unwrap_err();
+    let nothing = casey
+        .get_charge(GetChargeRequest {
+            name: format!("{ORG}/charges/does-not-exist"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), nothing.code());
+    assert_eq!(
+        refused.message().replace(&charges[0].name, "X"),
+        nothing
+            .message()
+            .replace(&format!("{ORG}/charges/does-not-exist"), "X")
+    );
+    // Jordan reads the payers but may not write the organization's configuration.
+    assert!(
+        jordan
+            .get_payer(GetPayerRequest {
+                name: MEDICARE.into()
+            })
+            .await
+            .is_ok()
+    );
+    let write = jordan
+        .delete_payer(DeletePayerRequest {
+            name: MEDICARE.into(),
+            etag: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(write.code(), Code::PermissionDenied);
+    assert!(
+        admin
+            .get_payer(GetPayerRequest {
+                name: MEDICARE.into()
+            })
+            .await
+            .is_ok(),
+        "nothing deleted"
+    );
+    mesh.stop().await
+}
+
+macro_rules! both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() -> anyhow::Result<()> {
+                    super::$test(pm_runtime::config::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() -> anyhow::Result<()> {
+                    super::$test(pm_runtime::config::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    encounters_become_charges_exactly_once,
+    prices_are_explained_and_charges_corrected,
+    bad_input_is_refused_naming_the_field,
+    charges_are_cut_to_the_callers_units,
+);
