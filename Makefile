@@ -2,6 +2,10 @@
 CARGO ?= cargo
 PM_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 export PM_TEST_POSTGRES_URL
+# pyx12's validator: the Billing tests check every 837P file they write with it (installed with
+# tests/python/requirements.txt; the tests say so and skip that check when it is missing).
+PM_X12VALID ?= $(shell command -v x12valid 2>/dev/null)
+export PM_X12VALID
 
 .PHONY: help run seed test test-rust test-python lint bench clean-data
 

