@@ -123,6 +123,17 @@ const PLANT: Place = Place {
 };
 
 impl Place {
+    /// The request_id the place's charge was entered with.
+    fn charge_request(&self) -> String {
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, self.short.as_bytes()).to_string()
+    }
+    /// The charge seeded in the place (named after its request_id).
+    fn charge(&self) -> String {
+        pm_billing::handlers::manual_charge_name(self.organization, &self.charge_request())
+    }
+    fn fee_schedule(&self) -> String {
+        format!("{}/feeSchedules/main-schedule", self.organization)
+    }
     fn unit(&self) -> String {
         format!("{}/units/{}", self.organization, self.unit)
     }
@@ -155,6 +166,16 @@ impl Place {
     }
     fn encounter(&self) -> String {
         format!("{}/encounters/{}-done", self.organization, self.short)
+    }
+    /// The organization's payer, billing entity and contract (Billing's, organization-level).
+    fn payer(&self) -> String {
+        format!("{}/payers/main-payer", self.organization)
+    }
+    fn billing_entity(&self) -> String {
+        format!("{}/billingEntities/main-entity", self.organization)
+    }
+    fn contract(&self) -> String {
+        format!("{}/contracts/main-contract", self.organization)
     }
     fn waitlist_entry(&self) -> String {
         format!(
@@ -434,6 +455,143 @@ async fn seed(mesh: &TestMesh, monday: NaiveDate) -> anyhow::Result<()> {
     for place in [NORTH, CCM] {
         seed_scheduling(&mut admin, &place, monday).await?;
     }
+    seed_billing(mesh, OTHER_ADMIN, &PLANT, monday).await?;
+    seed_billing(mesh, pm::demo::ADMIN, &NORTH, monday).await?;
+    seed_charge(mesh, pm::demo::ADMIN, &CCM, monday).await
+}
+
+/// A payer, a billing entity and a contract of `place`'s organization (Billing's configuration sits
+/// at the organization level).
+async fn seed_billing(
+    mesh: &TestMesh,
+    admin: &str,
+    place: &Place,
+    monday: NaiveDate,
+) -> anyhow::Result<()> {
+    use pm_api::billing::*;
+    let mut billing = mesh.billing_as(admin).await?;
+    let parent = place.organization.to_string();
+    billing
+        .create_payer(CreatePayerRequest {
+            parent: parent.clone(),
+            payer: Some(Payer {
+                display_name: "Main payer".into(),
+                payer_id: "MAINPAYER".into(),
+                claim_filing_indicator: "CI".into(),
+                timely_filing_days: 180,
+                ..Default::default()
+            }),
+            payer_id: "main-payer".into(),
+            request_id: String::new(),
+        })
+        .await?;
+    billing
+        .create_billing_entity(CreateBillingEntityRequest {
+            parent: parent.clone(),
+            billing_entity: Some(BillingEntity {
+                display_name: "Main entity".into(),
+                legal_name: "MAIN ENTITY".into(),
+                npi: place.npi.into(),
+                tax_id: "12-3456789".into(),
+                taxonomy: "261QP2300X".into(),
+                billing_address: Some(pm_api::types::PostalAddress {
+                    address_lines: vec!["1 Main Street".into()],
+                    locality: "Boston".into(),
+                    administrative_area: "MA".into(),
+                    postal_code: "021101234".into(),
+                    region_code: "US".into(),
+                }),
+                ..Default::default()
+            }),
+            billing_entity_id: "main-entity".into(),
+            request_id: String::new(),
+        })
+        .await?;
+    billing
+        .create_contract(CreateContractRequest {
+            parent,
+            contract: Some(Contract {
+                display_name: "Main contract".into(),
+                payer: place.payer(),
+                billing_entity: place.billing_entity(),
+                units: vec![place.unit()],
+                effective_from: Some(Date {
+                    year: 2026,
+                    month: 1,
+                    day: 1,
+                }),
+                ..Default::default()
+            }),
+            contract_id: "main-contract".into(),
+            request_id: String::new(),
+        })
+        .await?;
+    billing
+        .create_fee_schedule(CreateFeeScheduleRequest {
+            parent: place.organization.into(),
+            fee_schedule: Some(FeeSchedule {
+                display_name: "Main schedule".into(),
+                scope: Some(FeeScheduleScope {
+                    target: Some(fee_schedule_scope::Target::Organization(true)),
+                }),
+                ..Default::default()
+            }),
+            fee_schedule_id: "main-schedule".into(),
+            request_id: String::new(),
+        })
+        .await?;
+    billing
+        .create_fee_schedule_version(CreateFeeScheduleVersionRequest {
+            parent: place.fee_schedule(),
+            fee_schedule_version: Some(FeeScheduleVersion {
+                effective_from: Some(Date {
+                    year: 2026,
+                    month: 1,
+                    day: 1,
+                }),
+                ..Default::default()
+            }),
+            csv: "code,modifiers,amount,description\n99213,,95.00,visit\n".into(),
+            fee_schedule_version_id: "v1".into(),
+            request_id: String::new(),
+        })
+        .await?;
+    seed_charge(mesh, admin, place, monday).await
+}
+
+/// A charge entered by hand for `place`'s patient in its unit ([`Place::charge`]).
+async fn seed_charge(
+    mesh: &TestMesh,
+    admin: &str,
+    place: &Place,
+    monday: NaiveDate,
+) -> anyhow::Result<()> {
+    use chrono::Datelike;
+    use pm_api::billing::*;
+    let charge = mesh
+        .billing_as(admin)
+        .await?
+        .create_charge(CreateChargeRequest {
+            parent: place.organization.into(),
+            charge: Some(Charge {
+                patient: place.patient(),
+                unit: place.unit(),
+                provider: place.provider(),
+                code: "99213".into(),
+                units: 1,
+                diagnoses: vec!["E11.9".into()],
+                service_date: Some(Date {
+                    year: monday.year(),
+                    month: monday.month() as i32,
+                    day: monday.day() as i32,
+                }),
+                ..Default::default()
+            }),
+            request_id: place.charge_request(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(charge.name, place.charge());
     Ok(())
 }
 
@@ -1252,6 +1410,9 @@ enum RefKind {
     Room,
     VisitType,
     Exception,
+    Payer,
+    BillingEntity,
+    Contract,
 }
 
 fn ref_kind(method: &str, field: &str) -> Option<RefKind> {
@@ -1267,12 +1428,16 @@ fn ref_kind(method: &str, field: &str) -> Option<RefKind> {
         // A calendar's scope can be any of several kinds; a patient is the one a unit-scoped
         // caller could otherwise watch without seeing.
         ("ListCalendar" | "WatchCalendar", "scope") => RefKind::Patient,
-        (_, "unit" | "parent_unit") => RefKind::Unit,
+        (_, "unit" | "units" | "parent_unit") => RefKind::Unit,
         (_, "patient" | "patients") => RefKind::Patient,
         (_, "provider" | "providers") => RefKind::Provider,
         (_, "location" | "locations") => RefKind::Location,
         (_, "room") => RefKind::Room,
         (_, "visit_type") => RefKind::VisitType,
+        (_, "program") => RefKind::Unit,
+        (_, "payer") => RefKind::Payer,
+        (_, "billing_entity") => RefKind::BillingEntity,
+        (_, "contract") => RefKind::Contract,
         _ => return None,
     })
 }
@@ -1280,7 +1445,14 @@ fn ref_kind(method: &str, field: &str) -> Option<RefKind> {
 impl RefKind {
     /// Locations (and their rooms) belong to the whole organization: every role there reaches them.
     fn organization_level(self) -> bool {
-        matches!(self, RefKind::Location | RefKind::Room)
+        matches!(
+            self,
+            RefKind::Location
+                | RefKind::Room
+                | RefKind::Payer
+                | RefKind::BillingEntity
+                | RefKind::Contract
+        )
     }
 
     fn of(self, place: &Place) -> String {
@@ -1292,6 +1464,9 @@ impl RefKind {
             RefKind::Room => place.room(),
             RefKind::VisitType => place.visit_type(),
             RefKind::Exception => place.exception(),
+            RefKind::Payer => place.payer(),
+            RefKind::BillingEntity => place.billing_entity(),
+            RefKind::Contract => place.contract(),
         }
     }
 
@@ -1305,6 +1480,9 @@ impl RefKind {
             RefKind::Room => format!("{}/rooms/nowhere", inside.location()),
             RefKind::VisitType => format!("{}/visitTypes/nowhere", inside.unit()),
             RefKind::Exception => format!("{}/availabilityExceptions/nowhere", inside.provider()),
+            RefKind::Payer => format!("{ACME}/payers/nowhere"),
+            RefKind::BillingEntity => format!("{ACME}/billingEntities/nowhere"),
+            RefKind::Contract => format!("{ACME}/contracts/nowhere"),
         }
     }
 }
@@ -1345,12 +1523,9 @@ async fn every_declared_reference_is_refused_out_of_scope_exactly_like_a_missing
     let monday = next_monday();
     seed(&mesh, monday).await?;
     let pool = support::raw::pool();
-    // Billing's references (payers, billing entities, contracts, program units, encounters) need
-    // billing fixtures this matrix does not seed yet; tests/billing_e2e.rs covers their scope for
-    // now (issue 13 lists the matrix as left).
     let references: Vec<&MethodRule> = pm_api::RULES
         .iter()
-        .filter(|r| !r.reference_fields.is_empty() && !r.method.starts_with("/pm.billing."))
+        .filter(|r| !r.reference_fields.is_empty())
         .collect();
     assert!(!references.is_empty());
     let mut problems = Vec::new();
@@ -1358,6 +1533,7 @@ async fn every_declared_reference_is_refused_out_of_scope_exactly_like_a_missing
     for fx in fixtures(monday) {
         let org = mesh.authed(Service::Org, fx.principal).await?;
         let scheduling = mesh.authed(Service::Scheduling, fx.principal).await?;
+        let billing = mesh.authed(Service::Billing, fx.principal).await?;
         for rule in &references {
             if !pm_authz::policy::role_grants(fx.role, rule.permission) {
                 continue;
@@ -1366,6 +1542,8 @@ async fn every_declared_reference_is_refused_out_of_scope_exactly_like_a_missing
                 .ok_or_else(|| anyhow::anyhow!("{} is not in the contract", rule.method))?;
             let channel = if rule.method.starts_with("/pm.org.") {
                 org.clone()
+            } else if rule.method.starts_with("/pm.billing.") {
+                billing.clone()
             } else {
                 scheduling.clone()
             };
@@ -1563,6 +1741,12 @@ enum TargetKind {
     Appointment,
     Encounter,
     WaitlistEntry,
+    Payer,
+    BillingEntity,
+    Contract,
+    FeeSchedule,
+    FeeScheduleVersion,
+    Charge,
 }
 
 fn target_kind(method: &str) -> Option<TargetKind> {
@@ -1585,7 +1769,17 @@ fn target_kind(method: &str) -> Option<TargetKind> {
         | "ResolveScopes"
         | "ListAppointments"
         | "ListEncounters"
-        | "ListWaitlistEntries" => Organization,
+        | "ListWaitlistEntries"
+        | "ListBillingEntities"
+        | "CreateBillingEntity"
+        | "ListPayers"
+        | "CreatePayer"
+        | "ListContracts"
+        | "CreateContract"
+        | "ListFeeSchedules"
+        | "CreateFeeSchedule"
+        | "ListCharges"
+        | "CreateCharge" => Organization,
         "GetServiceUnit"
         | "UpdateServiceUnit"
         | "DeleteServiceUnit"
@@ -1593,7 +1787,8 @@ fn target_kind(method: &str) -> Option<TargetKind> {
         | "GetEffectivePolicy"
         | "ListVisitTypes"
         | "CreateVisitType"
-        | "FindSlots" => Unit,
+        | "FindSlots"
+        | "ExplainPrice" => Unit,
         "GetLocation" | "UpdateLocation" | "DeleteLocation" | "UndeleteLocation" | "ListRooms"
         | "CreateRoom" => Location,
         "GetProvider"
@@ -1633,6 +1828,15 @@ fn target_kind(method: &str) -> Option<TargetKind> {
         | "RescheduleAppointment" => Appointment,
         "GetEncounter" => Encounter,
         "DeleteWaitlistEntry" => WaitlistEntry,
+        "GetPayer" | "UpdatePayer" | "DeletePayer" => Payer,
+        "GetBillingEntity" | "UpdateBillingEntity" | "DeleteBillingEntity" => BillingEntity,
+        "GetContract" | "DeleteContract" => Contract,
+        "GetFeeSchedule"
+        | "DeleteFeeSchedule"
+        | "CreateFeeScheduleVersion"
+        | "ListFeeScheduleVersions" => FeeSchedule,
+        "GetFeeScheduleVersion" | "ExportFeeScheduleVersion" => FeeScheduleVersion,
+        "GetCharge" | "CorrectCharge" | "ListLedgerEntries" => Charge,
         _ => return None,
     })
 }
@@ -1647,6 +1851,11 @@ impl TargetKind {
                 | TargetKind::Location
                 | TargetKind::Provider
                 | TargetKind::Room
+                | TargetKind::Payer
+                | TargetKind::BillingEntity
+                | TargetKind::Contract
+                | TargetKind::FeeSchedule
+                | TargetKind::FeeScheduleVersion
         )
     }
 
@@ -1666,6 +1875,12 @@ impl TargetKind {
             TargetKind::Appointment => place.booked(),
             TargetKind::Encounter => place.encounter(),
             TargetKind::WaitlistEntry => place.waitlist_entry(),
+            TargetKind::Payer => place.payer(),
+            TargetKind::BillingEntity => place.billing_entity(),
+            TargetKind::Contract => place.contract(),
+            TargetKind::FeeSchedule => place.fee_schedule(),
+            TargetKind::FeeScheduleVersion => format!("{}/versions/v1", place.fee_schedule()),
+            TargetKind::Charge => place.charge(),
         }
     }
 
@@ -1687,11 +1902,17 @@ impl TargetKind {
             TargetKind::Appointment => format!("{ACME}/appointments/nowhere"),
             TargetKind::Encounter => format!("{ACME}/encounters/nowhere"),
             TargetKind::WaitlistEntry => format!("{ACME}/waitlistEntries/nowhere"),
+            TargetKind::Payer => format!("{ACME}/payers/nowhere"),
+            TargetKind::BillingEntity => format!("{ACME}/billingEntities/nowhere"),
+            TargetKind::Contract => format!("{ACME}/contracts/nowhere"),
+            TargetKind::FeeSchedule => format!("{ACME}/feeSchedules/nowhere"),
+            TargetKind::FeeScheduleVersion => format!("{ACME}/feeSchedules/nowhere/versions/v1"),
+            TargetKind::Charge => format!("{ACME}/charges/nowhere"),
         }
     }
 }
 
-/// For every Org and Scheduling RPC whose target (`resource_field`) is not also a declared
+/// For every Org, Scheduling and Billing RPC whose target (`resource_field`) is not also a declared
 /// reference, every unit-scoped demo role that holds the permission, and a target in another unit,
 /// in another organization and one that does not exist: every target out of the role's scope is
 /// refused, and the refusals are byte-identical (code, message and details, the name aside).
@@ -1707,7 +1928,11 @@ async fn every_declared_target_is_refused_out_of_scope_exactly_like_a_missing_on
     let pool = support::raw::pool();
     let targets: Vec<&MethodRule> = pm_api::RULES
         .iter()
-        .filter(|r| r.method.starts_with("/pm.org.") || r.method.starts_with(SCHEDULING_SERVICE))
+        .filter(|r| {
+            r.method.starts_with("/pm.org.")
+                || r.method.starts_with(SCHEDULING_SERVICE)
+                || r.method.starts_with("/pm.billing.")
+        })
         .filter(|r| !r.resource_field.is_empty() && !r.reference_fields.contains(&r.resource_field))
         .collect();
     assert!(targets.len() > 40, "{} targets", targets.len());
@@ -1719,6 +1944,7 @@ async fn every_declared_target_is_refused_out_of_scope_exactly_like_a_missing_on
         }
         let org = mesh.authed(Service::Org, fx.principal).await?;
         let scheduling = mesh.authed(Service::Scheduling, fx.principal).await?;
+        let billing = mesh.authed(Service::Billing, fx.principal).await?;
         for rule in &targets {
             if !pm_authz::policy::role_grants(fx.role, rule.permission) {
                 continue;
@@ -1730,6 +1956,8 @@ async fn every_declared_target_is_refused_out_of_scope_exactly_like_a_missing_on
                 .ok_or_else(|| anyhow::anyhow!("{} is not in the contract", rule.method))?;
             let channel = if rule.method.starts_with("/pm.org.") {
                 org.clone()
+            } else if rule.method.starts_with("/pm.billing.") {
+                billing.clone()
             } else {
                 scheduling.clone()
             };

@@ -699,6 +699,13 @@ mod coverage {
         ("*", "contract.name", "output only on create"),
         ("*", "fee_schedule.name", "output only on create"),
         ("*", "fee_schedule_version.name", "output only on create"),
+        // ListCharges cuts the charges to the caller's units before its filters apply: an encounter
+        // out of scope and a missing one both find nothing.
+        (
+            "/pm.billing.v1.BillingService/ListCharges",
+            "encounter",
+            "a filter over charges already cut to the caller's units",
+        ),
         // A charge entered by hand: what the server computes is not read.
         (
             "/pm.billing.v1.BillingService/CreateCharge",

@@ -279,7 +279,7 @@ impl BillingApi {
             service_date: validate::date("charge.service_date", input.service_date.as_ref())
                 .map_err(refusal)?,
         };
-        let name = format!("{}/charges/{}", req.parent, uuid::Uuid::new_v4());
+        let name = manual_charge_name(&req.parent, &req.request_id);
         let row = self
             .charging
             .charge(name, ChargeSource::Manual, &context, &line)
@@ -359,6 +359,16 @@ impl BillingApi {
             })
             .await
     }
+}
+
+/// The name of a charge entered by hand: derived from its request_id, so that a retry names the
+/// same charge and a client can know the name before the answer arrives.
+pub fn manual_charge_name(organization: &str, request_id: &str) -> String {
+    let id = uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("pm:manual-charge:{organization}:{request_id}").as_bytes(),
+    );
+    format!("{organization}/charges/{id}")
 }
 
 /// A charge's line as the request gives it.
