@@ -1,0 +1,373 @@
+//! Billing's typed tables on SQLite and PostgreSQL: one charge per encounter line whatever is
+//! replayed, the append-only ledger (the database refuses to change or remove an entry, and the
+//! signs are checked), reversals, balances that always equal the sum of their entries (a property
+//! over random postings), fee-schedule periods that never overlap (also under concurrent writers),
+//! and the charges list's paging and narrowing.
+
+#![allow(clippy::unwrap_used)]
+
+use chrono::NaiveDate;
+use pm_api::billing::{ChargeSource, ChargeState, LedgerEntryKind};
+use pm_billing::charges::{self, ChargeQuery, ChargeRow};
+use pm_billing::domain::money::Cents;
+use pm_billing::store;
+use pm_runtime::config::Backend;
+use pm_testing::TestSlice;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use tonic::Code;
+
+const ORG: &str = "organizations/acme";
+const NORTH: &str = "organizations/acme/units/north";
+const SOUTH: &str = "organizations/acme/units/south";
+
+pub struct Harness {
+    slice: TestSlice,
+}
+
+impl Harness {
+    pub async fn new(backend: Backend) -> anyhow::Result<Harness> {
+        Ok(Harness {
+            slice: TestSlice::open(backend, pm_billing::MIGRATIONS).await?,
+        })
+    }
+
+    pub async fn finish(self) -> anyhow::Result<()> {
+        self.slice.finish().await
+    }
+
+    async fn insert(&self, row: &ChargeRow) -> anyhow::Result<bool> {
+        let mut tx = self.slice.db.write(ORG).await?;
+        let inserted = charges::insert(tx.conn(), row).await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn post(&self, charge: &str, kind: LedgerEntryKind, cents: i64) -> anyhow::Result<()> {
+        let mut tx = self.slice.db.write(ORG).await?;
+        charges::post(tx.conn(), charge, kind, Cents::new(cents), "test").await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn balance(&self, charge: &str) -> anyhow::Result<i64> {
+        let mut conn = self.slice.db.read().await?;
+        Ok(charges::balance(&mut conn, charge).await?.cents())
+    }
+
+    async fn ledger_sum(&self, charge: &str) -> anyhow::Result<i64> {
+        let mut conn = self.slice.db.read().await?;
+        Ok(charges::ledger(&mut conn, charge)
+            .await?
+            .iter()
+            .map(|e| e.amount_cents)
+            .sum())
+    }
+}
+
+fn charge(id: &str, unit: &str, amount: i64) -> ChargeRow {
+    ChargeRow {
+        name: format!("{ORG}/charges/{id}"),
+        source: ChargeSource::Manual,
+        encounter: None,
+        patient: format!("{ORG}/patients/p-1"),
+        unit: unit.into(),
+        provider: format!("{ORG}/providers/dr-a"),
+        payer: format!("{ORG}/payers/medicare"),
+        billing_entity: format!("{ORG}/billingEntities/group"),
+        contract: String::new(),
+        code: "99213".into(),
+        modifiers: vec!["25".into()],
+        units: 1,
+        diagnoses: vec!["E11.9".into(), "I10".into()],
+        service_date: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+        place_of_service: "11".into(),
+        unit_price: Cents::new(amount),
+        amount: Cents::new(amount),
+        fee_schedule_version: format!("{ORG}/feeSchedules/std/versions/v1"),
+        state: if amount > 0 {
+            ChargeState::Open
+        } else {
+            ChargeState::Held
+        },
+        hold_reason: if amount > 0 {
+            String::new()
+        } else {
+            "NO_FEE_SCHEDULE_ENTRY".into()
+        },
+        related_charge: String::new(),
+        profile: Default::default(),
+        create_us: 1_000,
+        update_us: 1_000,
+    }
+}
+
+async fn one_charge_per_encounter_line(h: &Harness) -> anyhow::Result<()> {
+    let mut first = charge("a", NORTH, 9500);
+    first.source = ChargeSource::Encounter;
+    first.encounter = Some((format!("{ORG}/encounters/e1"), 1));
+    assert!(h.insert(&first).await?);
+    // The same line again, under the same name or another: nothing new, nothing posted twice.
+    assert!(!h.insert(&first).await?);
+    let mut renamed = first.clone();
+    renamed.name = format!("{ORG}/charges/b");
+    assert!(!h.insert(&renamed).await?);
+    // Its second line is another charge.
+    let mut second = first.clone();
+    second.name = format!("{ORG}/charges/c");
+    second.encounter = Some((format!("{ORG}/encounters/e1"), 2));
+    assert!(h.insert(&second).await?);
+    let mut conn = h.slice.db.read().await?;
+    assert!(charges::get(&mut conn, &renamed.name).await?.is_none());
+    let stored = charges::get(&mut conn, &first.name).await?.unwrap();
+    assert_eq!(stored, first, "every column reads back as written");
+    drop(conn);
+    assert_eq!(h.balance(&first.name).await?, 9500);
+    assert_eq!(h.ledger_sum(&first.name).await?, 9500);
+    Ok(())
+}
+
+async fn the_ledger_is_append_only_and_signed(h: &Harness) -> anyhow::Result<()> {
+    let paid = charge("paid", NORTH, 10_000);
+    h.insert(&paid).await?;
+    h.post(&paid.name, LedgerEntryKind::Payment, -6_000).await?;
+    // A positive payment or a negative charge breaks the sign check: nothing written.
+    assert!(
+        h.post(&paid.name, LedgerEntryKind::Payment, 100)
+            .await
+            .is_err()
+    );
+    assert!(
+        h.post(&paid.name, LedgerEntryKind::Charge, -100)
+            .await
+            .is_err()
+    );
+    // Entries cannot be changed or removed, whoever asks.
+    for statement in [
+        "UPDATE ledger_entries SET amount_cents = 0",
+        "DELETE FROM ledger_entries",
+    ] {
+        let mut conn = h.slice.db.read().await?;
+        let refused = sqlx::query(statement).execute(&mut *conn).await;
+        assert!(refused.is_err(), "{statement} was allowed");
+    }
+    assert_eq!(h.balance(&paid.name).await?, 4_000);
+    // A held charge posts nothing.
+    let held = charge("held", NORTH, 0);
+    h.insert(&held).await?;
+    let mut conn = h.slice.db.read().await?;
+    assert!(charges::ledger(&mut conn, &held.name).await?.is_empty());
+    Ok(())
+}
+
+async fn a_reversal_takes_back_what_is_left_once(h: &Harness) -> anyhow::Result<()> {
+    let original = charge("orig", NORTH, 12_000);
+    h.insert(&original).await?;
+    h.post(&original.name, LedgerEntryKind::Adjustment, -2_000)
+        .await?;
+    let mut tx = h.slice.db.write(ORG).await?;
+    charges::reverse(
+        tx.conn(),
+        &original,
+        &format!("{ORG}/charges/fix"),
+        "wrong code",
+    )
+    .await?;
+    tx.commit().await?;
+    assert_eq!(h.balance(&original.name).await?, 0);
+    let mut conn = h.slice.db.read().await?;
+    let stored = charges::get(&mut conn, &original.name).await?.unwrap();
+    assert_eq!(stored.state, ChargeState::Reversed);
+    assert_eq!(stored.related_charge, format!("{ORG}/charges/fix"));
+    let kinds: Vec<(i32, i64)> = charges::ledger(&mut conn, &original.name)
+        .await?
+        .iter()
+        .map(|e| (e.kind, e.amount_cents))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (LedgerEntryKind::Charge as i32, 12_000),
+            (LedgerEntryKind::Adjustment as i32, -2_000),
+            (LedgerEntryKind::Reversal as i32, -10_000),
+        ]
+    );
+    drop(conn);
+    let mut tx = h.slice.db.write(ORG).await?;
+    let again = charges::reverse(tx.conn(), &original, "x", "again")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (again.code, again.reason),
+        (Code::FailedPrecondition, "CHARGE_REVERSED")
+    );
+    Ok(())
+}
+
+/// Random postings on random charges: every balance equals the sum of its ledger entries and the
+/// model's sum, on this backend.
+async fn balances_are_the_sum_of_their_entries(h: &Harness) -> anyhow::Result<()> {
+    let kinds = [
+        LedgerEntryKind::Payment,
+        LedgerEntryKind::Adjustment,
+        LedgerEntryKind::WriteOff,
+    ];
+    let plan = (
+        proptest::collection::vec(1i64..1_000_000, 1..4),
+        proptest::collection::vec((0usize..4, 0usize..3, 1i64..500_000), 0..12),
+    );
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 12,
+        ..ProptestConfig::default()
+    });
+    let mut case = 0;
+    for _ in 0..12 {
+        let (amounts, postings) = plan.new_tree(&mut runner).unwrap().current();
+        case += 1;
+        let mut model = Vec::new();
+        for (i, amount) in amounts.iter().enumerate() {
+            let row = charge(&format!("p{case}-{i}"), NORTH, *amount);
+            h.insert(&row).await?;
+            model.push((row.name, *amount));
+        }
+        for (which, kind, cents) in postings {
+            let Some((name, sum)) = model.get_mut(which) else {
+                continue;
+            };
+            h.post(name, kinds[kind], -cents).await?;
+            *sum -= cents;
+        }
+        for (name, sum) in &model {
+            assert_eq!(h.balance(name).await?, *sum, "{name}");
+            assert_eq!(h.ledger_sum(name).await?, *sum, "{name}");
+        }
+    }
+    Ok(())
+}
+
+fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).unwrap()
+}
+
+async fn fee_schedule_periods_never_overlap(h: &Harness) -> anyhow::Result<()> {
+    let claim = async |version: &str, key: &str, from: NaiveDate, until: Option<NaiveDate>| {
+        let mut tx = h.slice.db.write(ORG).await?;
+        store::claim_period(tx.conn(), version, key, from, until).await?;
+        tx.commit().await
+    };
+    let v = |s: &str, v: &str| format!("{ORG}/feeSchedules/{s}/versions/{v}");
+    claim(
+        &v("std", "v1"),
+        "organization:acme",
+        day(2026, 1, 1),
+        Some(day(2027, 1, 1)),
+    )
+    .await?;
+    // Touching periods are fine; the next year follows.
+    claim(&v("std", "v2"), "organization:acme", day(2027, 1, 1), None).await?;
+    // Another scope is independent.
+    claim(&v("mcr", "v1"), "payer:medicare", day(2026, 1, 1), None).await?;
+    for (version, from, until) in [
+        (v("std", "v3"), day(2026, 6, 1), Some(day(2026, 7, 1))),
+        (v("other", "v1"), day(2030, 1, 1), None),
+        (v("std", "v4"), day(2025, 1, 1), Some(day(2026, 1, 2))),
+    ] {
+        let refused = claim(&version, "organization:acme", from, until)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.reason, "FEE_SCHEDULE_VERSIONS_OVERLAP", "{version}");
+    }
+    // Freed when its schedule is deleted.
+    let mut tx = h.slice.db.write(ORG).await?;
+    store::release_periods(tx.conn(), &format!("{ORG}/feeSchedules/mcr")).await?;
+    tx.commit().await?;
+    claim(&v("mcr2", "v1"), "payer:medicare", day(2026, 1, 1), None).await?;
+    // Eight writers claiming overlapping periods of one scope at once: exactly one wins.
+    let mut writers = Vec::new();
+    for i in 0..8 {
+        let db = h.slice.db.clone();
+        let version = v(&format!("race{i}"), "v1");
+        writers.push(tokio::spawn(async move {
+            let mut tx = db.write(&format!("{ORG}/race{i}")).await?;
+            store::claim_period(tx.conn(), &version, "unit:race", day(2026, 1, 1), None).await?;
+            tx.commit().await
+        }));
+    }
+    let mut won = 0;
+    for writer in writers {
+        if writer.await?.is_ok() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1, "overlapping periods written concurrently");
+    Ok(())
+}
+
+async fn charges_list_newest_first_within_the_callers_units(h: &Harness) -> anyhow::Result<()> {
+    for i in 0..7 {
+        let mut row = charge(
+            &format!("l{i}"),
+            if i % 2 == 0 { NORTH } else { SOUTH },
+            100 + i,
+        );
+        row.create_us = 10_000 + i;
+        h.insert(&row).await?;
+    }
+    let mut conn = h.slice.db.read().await?;
+    let everything = ChargeQuery {
+        organization: ORG,
+        ..Default::default()
+    };
+    let (first, token) = charges::list(&mut conn, &everything, 3, "").await?;
+    assert_eq!(
+        first.iter().map(|c| c.amount.cents()).collect::<Vec<_>>(),
+        vec![106, 105, 104]
+    );
+    let (second, _) = charges::list(&mut conn, &everything, 3, &token).await?;
+    assert_eq!(
+        second.iter().map(|c| c.amount.cents()).collect::<Vec<_>>(),
+        vec![103, 102, 101]
+    );
+    // The token of one query does not serve another.
+    let north_only = ChargeQuery {
+        organization: ORG,
+        unit: NORTH,
+        ..Default::default()
+    };
+    let refused = charges::list(&mut conn, &north_only, 3, &token)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.reason, "PAGE_TOKEN_INVALID");
+    // A caller who sees only the south unit sees only its charges; one who sees nothing, nothing.
+    let south = [SOUTH.to_string()];
+    let visible = ChargeQuery {
+        organization: ORG,
+        visible_units: Some(&south),
+        ..Default::default()
+    };
+    let (page, _) = charges::list(&mut conn, &visible, 100, "").await?;
+    assert_eq!(page.len(), 3);
+    assert!(page.iter().all(|c| c.unit == SOUTH));
+    let none: [String; 0] = [];
+    let blind = ChargeQuery {
+        organization: ORG,
+        visible_units: Some(&none),
+        ..Default::default()
+    };
+    assert!(
+        charges::list(&mut conn, &blind, 100, "")
+            .await?
+            .0
+            .is_empty()
+    );
+    Ok(())
+}
+
+pm_testing::on_both_backends!(super::Harness;
+    one_charge_per_encounter_line,
+    the_ledger_is_append_only_and_signed,
+    a_reversal_takes_back_what_is_left_once,
+    balances_are_the_sum_of_their_entries,
+    fee_schedule_periods_never_overlap,
+    charges_list_newest_first_within_the_callers_units,
+);
