@@ -491,6 +491,72 @@ async fn charges_are_cut_to_the_callers_units(backend: Backend) -> anyhow::Resul
             .message()
             .replace(&format!("{ORG}/charges/does-not-exist"), "X")
     );
+    // Revenue: the administrator's clinic total holds its CCM program's; the program's manager sees
+    // the program alone, and is refused a unit outside it exactly like a missing one.
+    let by_unit = |roll_up_units: bool| ReportRevenueRequest {
+        parent: ORG.into(),
+        group_by: vec![RevenueDimension::Unit as i32],
+        roll_up_units,
+        ..Default::default()
+    };
+    let rolled = admin.report_revenue(by_unit(true)).await?.into_inner();
+    let charged = |rows: &[RevenueRow], unit: &str| {
+        rows.iter()
+            .find(|r| r.key == [format!("{ORG}/units/{unit}")])
+            .map(|r| r.amounts.unwrap().charged_cents)
+    };
+    assert_eq!(charged(&rolled.rows, "ccm-program"), Some(5800 + 6049));
+    assert_eq!(
+        charged(&rolled.rows, "north-clinic"),
+        Some(5800 + 6049),
+        "the clinic rolls up its program"
+    );
+    assert_eq!(rolled.total.unwrap().charged_cents, 5800 + 6049);
+    let mut casey_reports = mesh.billing_as(CASEY).await?;
+    let own = casey_reports
+        .report_revenue(by_unit(false))
+        .await?
+        .into_inner();
+    assert_eq!(
+        own.rows.iter().map(|r| r.key.clone()).collect::<Vec<_>>(),
+        vec![vec![CCM.to_string()]]
+    );
+    let lines = casey_reports
+        .list_revenue_lines(ListRevenueLinesRequest {
+            parent: ORG.into(),
+            unit: CCM.into(),
+            month: next_monday().format("%Y-%m").to_string(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let sum: i64 = lines
+        .lines
+        .iter()
+        .map(|l| l.amounts.unwrap().outstanding_cents)
+        .sum();
+    assert_eq!(sum, 5800 + 6049, "the lines add up to the cell");
+    let outside = casey_reports
+        .list_revenue_lines(ListRevenueLinesRequest {
+            parent: ORG.into(),
+            unit: format!("{ORG}/units/lakeside-clinic"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let missing = casey_reports
+        .list_revenue_lines(ListRevenueLinesRequest {
+            parent: ORG.into(),
+            unit: format!("{ORG}/units/nowhere"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(outside.code(), Code::PermissionDenied);
+    assert_eq!(
+        outside.message().replace("lakeside-clinic", "X"),
+        missing.message().replace("nowhere", "X")
+    );
     // Jordan reads the payers but may not write the organization's configuration.
     assert!(
         jordan

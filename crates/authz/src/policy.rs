@@ -75,6 +75,8 @@ pub const ROLE_PERMISSIONS: &[(Role, &[&str])] = &[
             "org.enrollments.*",
             "org.coverages.*",
             "scheduling.*",
+            // The revenue of its units (reports are cut to the caller's units).
+            "billing.reports.get",
             "rbac.permissions.list",
             "rbac.bindings.get",
             "rbac.bindings.list",

@@ -706,6 +706,11 @@ mod coverage {
             "encounter",
             "a filter over charges already cut to the caller's units",
         ),
+        (
+            "/pm.billing.v1.BillingService/ListRevenueLines",
+            "provider",
+            "a filter over charges already cut to the caller's units",
+        ),
         // A charge entered by hand: what the server computes is not read.
         (
             "/pm.billing.v1.BillingService/CreateCharge",

@@ -233,6 +233,39 @@ pub async fn post(
     .bind(now_micros())
     .execute(&mut *conn)
     .await?;
+    roll_up(conn, charge, kind, amount).await
+}
+
+/// The column of `revenue_rollup` an entry of `kind` adds to.
+fn rollup_column(kind: LedgerEntryKind) -> &'static str {
+    match kind {
+        LedgerEntryKind::Reversal => "reversed_cents",
+        LedgerEntryKind::Payment => "paid_cents",
+        LedgerEntryKind::Adjustment | LedgerEntryKind::WriteOff => "adjusted_cents",
+        LedgerEntryKind::Charge | LedgerEntryKind::Unspecified => "charged_cents",
+    }
+}
+
+/// Adds an entry to its charge's cell of `revenue_rollup`, in the entry's transaction.
+async fn roll_up(
+    conn: &mut AnyConnection,
+    charge: &str,
+    kind: LedgerEntryKind,
+    amount: Cents,
+) -> ApiResult<()> {
+    let column = rollup_column(kind);
+    sqlx::query(&format!(
+        "INSERT INTO revenue_rollup (organization, unit, payer, billing_entity, provider, code, \
+         month, {column}) \
+         SELECT organization, unit, payer, billing_entity, provider, code, \
+         substr(service_date, 1, 7), $1 FROM charges WHERE name = $2 \
+         ON CONFLICT (organization, unit, payer, billing_entity, provider, code, month) \
+         DO UPDATE SET {column} = revenue_rollup.{column} + excluded.{column}"
+    ))
+    .bind(amount.cents())
+    .bind(charge)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

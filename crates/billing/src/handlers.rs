@@ -21,7 +21,9 @@ use crate::charging::{Charging, Context};
 use crate::domain::charge::{self, Line};
 use crate::domain::invalid::Invalid;
 use crate::domain::pricing::{Candidate, Level, Outcome};
+use crate::domain::report::Amounts;
 use crate::domain::{fee_csv, validate};
+use crate::reports::{self, CellFilter, Dimension, Summary};
 use crate::store::{self, BILLING_ENTITY, CONTRACT, FEE_SCHEDULE, FEE_SCHEDULE_VERSION, PAYER};
 
 /// The ErrorInfo domain of this service's errors.
@@ -208,6 +210,156 @@ impl BillingApi {
         .await
     }
 
+    /// The units a report by `rpc`'s caller covers: its visible units, narrowed to `unit` (with its
+    /// subtree when `subtree`) when one is named. `None`: every unit of the organization.
+    async fn report_units(
+        &self,
+        rpc: Call<'_>,
+        organization: &str,
+        unit: &str,
+        subtree: bool,
+    ) -> ApiResult<Option<Vec<String>>> {
+        let visible = access::visible_units(
+            self.charging.org(),
+            rpc.caller,
+            rpc.permission,
+            organization,
+        )
+        .await?;
+        if unit.is_empty() {
+            return Ok(visible);
+        }
+        UNIT_NAME.parse("unit", unit)?;
+        let mut chosen = vec![unit.to_string()];
+        if subtree {
+            let tree = self.charging.org().unit_tree(organization).await?;
+            let mut i = 0;
+            while let Some(parent) = chosen.get(i).cloned() {
+                chosen.extend(
+                    tree.iter()
+                        .filter(|(_, p)| *p == parent)
+                        .map(|(u, _)| u.clone()),
+                );
+                i += 1;
+            }
+        }
+        Ok(Some(match visible {
+            None => chosen,
+            Some(visible) => chosen.into_iter().filter(|u| visible.contains(u)).collect(),
+        }))
+    }
+
+    async fn report(
+        &self,
+        rpc: Call<'_>,
+        req: ReportRevenueRequest,
+    ) -> ApiResult<ReportRevenueResponse> {
+        ORGANIZATION_NAME.parse("parent", &req.parent)?;
+        check_month("from_month", &req.from_month)?;
+        check_month("until_month", &req.until_month)?;
+        let mut group_by = Vec::new();
+        for (i, value) in req.group_by.iter().enumerate() {
+            let d = dimension(*value, &format!("group_by[{i}]"))?;
+            if group_by.contains(&d) {
+                return Err(ApiError::invalid(format!("group_by[{i}]"), "named twice"));
+            }
+            group_by.push(d);
+        }
+        if req.roll_up_units && group_by != [Dimension::Unit] {
+            return Err(ApiError::invalid(
+                "roll_up_units",
+                "rolls up the unit dimension alone: group_by must be [REVENUE_DIMENSION_UNIT]",
+            ));
+        }
+        let units = self
+            .report_units(rpc, &req.parent, &req.unit, !req.unit.is_empty())
+            .await?;
+        let summary = Summary {
+            organization: &req.parent,
+            group_by: &group_by,
+            from_month: &req.from_month,
+            until_month: &req.until_month,
+            units: units.as_deref(),
+        };
+        let cells = {
+            let mut conn = self.db.read().await?;
+            reports::summarize(&mut conn, &summary).await?
+        };
+        let mut total = Amounts::default();
+        for cell in &cells {
+            total += cell.amounts;
+        }
+        let rows = if req.roll_up_units {
+            let tree = self.charging.org().unit_tree(&req.parent).await?;
+            let own: std::collections::HashMap<String, Amounts> = cells
+                .into_iter()
+                .filter_map(|c| Some((c.key.into_iter().next()?, c.amounts)))
+                .collect();
+            crate::domain::report::subtree_totals(&own, &tree)
+                .into_iter()
+                .filter(|(unit, _)| units.as_ref().is_none_or(|u| u.contains(unit)))
+                .map(|(unit, amounts)| RevenueRow {
+                    key: vec![unit],
+                    amounts: Some(wire_amounts(&amounts)),
+                })
+                .collect()
+        } else {
+            cells
+                .iter()
+                .map(|c| RevenueRow {
+                    key: c.key.clone(),
+                    amounts: Some(wire_amounts(&c.amounts)),
+                })
+                .collect()
+        };
+        Ok(ReportRevenueResponse {
+            rows,
+            total: Some(wire_amounts(&total)),
+        })
+    }
+
+    async fn revenue_lines(
+        &self,
+        rpc: Call<'_>,
+        req: ListRevenueLinesRequest,
+    ) -> ApiResult<ListRevenueLinesResponse> {
+        ORGANIZATION_NAME.parse("parent", &req.parent)?;
+        check_month("month", &req.month)?;
+        let units = self
+            .report_units(rpc, &req.parent, &req.unit, req.include_subtree)
+            .await?;
+        let set = |v: &str| Some(v.to_string()).filter(|v| !v.is_empty());
+        let payer = set(&req.payer).map(|p| if p == "-" { String::new() } else { p });
+        let (billing_entity, provider, code, month) = (
+            set(&req.billing_entity),
+            set(&req.provider),
+            set(&req.code),
+            set(&req.month),
+        );
+        let cell = CellFilter {
+            organization: &req.parent,
+            units: units.as_deref(),
+            payer: payer.as_deref(),
+            billing_entity: billing_entity.as_deref(),
+            provider: provider.as_deref(),
+            code: code.as_deref(),
+            month: month.as_deref(),
+        };
+        let mut conn = self.db.read().await?;
+        let (lines, next_page_token) =
+            reports::lines(&mut conn, &cell, req.page_size, &req.page_token).await?;
+        Ok(ListRevenueLinesResponse {
+            lines: lines
+                .iter()
+                .map(|l| RevenueLine {
+                    charge: Some(charges::wire(&l.charge)),
+                    amounts: Some(wire_amounts(&l.amounts)),
+                })
+                .collect(),
+            next_page_token,
+        })
+    }
+
     async fn explain(&self, req: ExplainPriceRequest) -> ApiResult<ExplainPriceResponse> {
         UNIT_NAME.parse("unit", &req.unit)?;
         let service_date =
@@ -369,6 +521,40 @@ pub fn manual_charge_name(organization: &str, request_id: &str) -> String {
         format!("pm:manual-charge:{organization}:{request_id}").as_bytes(),
     );
     format!("{organization}/charges/{id}")
+}
+
+/// A month as reports take it: `YYYY-MM` or empty.
+fn check_month(field: &str, month: &str) -> ApiResult<()> {
+    let ok = month.is_empty()
+        || (month.len() == 7
+            && chrono::NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(field, "a month is YYYY-MM").because("MONTH_INVALID"))
+    }
+}
+
+fn dimension(value: i32, field: &str) -> ApiResult<Dimension> {
+    match RevenueDimension::try_from(value).unwrap_or(RevenueDimension::Unspecified) {
+        RevenueDimension::Unit => Ok(Dimension::Unit),
+        RevenueDimension::Payer => Ok(Dimension::Payer),
+        RevenueDimension::BillingEntity => Ok(Dimension::BillingEntity),
+        RevenueDimension::Provider => Ok(Dimension::Provider),
+        RevenueDimension::Code => Ok(Dimension::Code),
+        RevenueDimension::Month => Ok(Dimension::Month),
+        RevenueDimension::Unspecified => Err(ApiError::invalid(field, "not a dimension")),
+    }
+}
+
+fn wire_amounts(amounts: &Amounts) -> RevenueAmounts {
+    RevenueAmounts {
+        charged_cents: amounts.charged.cents(),
+        reversed_cents: amounts.reversed.cents(),
+        paid_cents: amounts.paid.cents(),
+        adjusted_cents: amounts.adjusted.cents(),
+        outstanding_cents: amounts.outstanding().cents(),
+    }
 }
 
 /// A charge's line as the request gives it.
@@ -837,6 +1023,34 @@ impl BillingService for BillingApi {
             self.phi
                 .serve(request, audit, async |rpc, req| {
                     self.correct_charge(rpc, req).await
+                })
+                .await,
+        )
+    }
+
+    async fn report_revenue(
+        &self,
+        request: Request<ReportRevenueRequest>,
+    ) -> Reply<ReportRevenueResponse> {
+        reply(pm_authz::layer::serve(request, async |rpc, req| self.report(rpc, req).await).await)
+    }
+
+    async fn list_revenue_lines(
+        &self,
+        request: Request<ListRevenueLinesRequest>,
+    ) -> Reply<ListRevenueLinesResponse> {
+        let audit = |r: &ListRevenueLinesRequest| {
+            Audited::read(&r.parent, |page: &ListRevenueLinesResponse| {
+                page.lines
+                    .iter()
+                    .filter_map(|l| l.charge.as_ref().map(|c| c.patient.clone()))
+                    .collect()
+            })
+        };
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.revenue_lines(rpc, req).await
                 })
                 .await,
         )

@@ -16,6 +16,7 @@ pub mod handlers;
 pub mod org;
 pub mod posting;
 pub mod reasons;
+pub mod reports;
 pub mod store;
 
 use std::sync::Arc;

@@ -1,10 +1,12 @@
 //! Billing's pure domain: money, code formats, fee-schedule resolution, what a line becomes.
 
+pub mod care_time;
 pub mod charge;
 pub mod codes;
 pub mod fee_csv;
 pub mod invalid;
 pub mod money;
 pub mod pricing;
+pub mod report;
 pub mod validate;
 pub mod x12;
