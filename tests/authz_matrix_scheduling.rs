@@ -1779,7 +1779,9 @@ fn target_kind(method: &str) -> Option<TargetKind> {
         | "ListFeeSchedules"
         | "CreateFeeSchedule"
         | "ListCharges"
-        | "CreateCharge" => Organization,
+        | "CreateCharge"
+        | "ReportRevenue"
+        | "ListRevenueLines" => Organization,
         "GetServiceUnit"
         | "UpdateServiceUnit"
         | "DeleteServiceUnit"

@@ -2,6 +2,7 @@
 
 pub mod care_time;
 pub mod charge;
+pub mod claims;
 pub mod codes;
 pub mod fee_csv;
 pub mod invalid;
@@ -10,3 +11,4 @@ pub mod pricing;
 pub mod report;
 pub mod validate;
 pub mod x12;
+pub mod x12in;

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 use super::*;
 use chrono::TimeZone;
 use proptest::prelude::*;
