@@ -34,6 +34,13 @@ fn is_charge_or_encounter(name: &str) -> bool {
     )
 }
 
+fn is_claim(name: &str) -> bool {
+    matches!(
+        name.split('/').collect::<Vec<_>>().as_slice(),
+        ["organizations", _, "claims", _]
+    )
+}
+
 /// Refuses unless the caller holds `permission` across the whole organization of `resource`
 /// (configuration writes, which apply to every unit). A unit-scoped caller gets the same answer as
 /// for a resource out of scope.
@@ -130,6 +137,8 @@ impl pm_authz::references::OwnNames for OwnPlacement {
                 live.then(|| names::organization_of(name).to_string())
             } else if is_charge_or_encounter(name) {
                 charges::unit_of(&mut conn, name).await?
+            } else if is_claim(name) {
+                crate::claim_store::unit_of(&mut conn, name).await?
             } else {
                 Some(name.clone())
             });

@@ -18,6 +18,9 @@ use tonic::Request;
 use crate::access;
 use crate::charges::{self, ChargeQuery, ChargeRow};
 use crate::charging::{Charging, Context};
+use crate::claim_store::{self, StoredClaim};
+use crate::claim_wire;
+use crate::claiming::Claims;
 use crate::domain::charge::{self, Line};
 use crate::domain::invalid::Invalid;
 use crate::domain::pricing::{Candidate, Level, Outcome};
@@ -49,13 +52,75 @@ pub fn refusal(invalid: Invalid) -> ApiError {
 pub struct BillingApi {
     db: Db,
     charging: Arc<Charging>,
+    claims: Arc<Claims>,
     phi: PhiAudit,
 }
 
 impl BillingApi {
     /// The service over its slice, making charges through `charging`, auditing PHI through `phi`.
-    pub fn new(db: Db, charging: Arc<Charging>, phi: PhiAudit) -> Self {
-        Self { db, charging, phi }
+    pub fn new(db: Db, charging: Arc<Charging>, claims: Arc<Claims>, phi: PhiAudit) -> Self {
+        Self {
+            db,
+            charging,
+            claims,
+            phi,
+        }
+    }
+
+    /// A claim the caller may see (in its unit), or NOT_FOUND exactly as for one that does not
+    /// exist.
+    async fn visible_claim(&self, rpc: Call<'_>, name: &str) -> ApiResult<StoredClaim> {
+        let claim = self.claims.get(name).await?;
+        access::in_unit(
+            self.charging.org(),
+            rpc.caller,
+            rpc.permission,
+            name,
+            &claim.unit,
+        )
+        .await
+        .map_err(|_| ApiError::not_found(name))?;
+        Ok(claim)
+    }
+
+    async fn export(
+        &self,
+        rpc: Call<'_>,
+        req: ExportClaimsRequest,
+    ) -> ApiResult<ExportClaimsResponse> {
+        ORGANIZATION_NAME.parse("parent", &req.parent)?;
+        access::organization_wide(rpc.caller, rpc.permission, &req.parent)?;
+        if req.request_id.is_empty() {
+            return Err(
+                ApiError::invalid("request_id", "is required: a batch is exported once")
+                    .because("FIELD_REQUIRED"),
+            );
+        }
+        if !req.billing_entity.is_empty() {
+            BILLING_ENTITY
+                .pattern
+                .parse("billing_entity", &req.billing_entity)?;
+        }
+        for (i, name) in req.claim_names.iter().enumerate() {
+            if names::organization_of(name) != req.parent || !name.contains("/claims/") {
+                return Err(ApiError::invalid(
+                    format!("claim_names[{i}]"),
+                    "is not a claim of the parent organization",
+                )
+                .because("RESOURCE_NAME_INVALID"));
+            }
+        }
+        let idempotent = Idempotent::new(rpc.method, &req.request_id, &req)?;
+        let groups = self
+            .claims
+            .prepare_export(&req.parent, &req.billing_entity, &req.claim_names)
+            .await?;
+        idempotent
+            .once(&self.db, &req.parent, async |conn| {
+                let batches = self.claims.write_export(conn, &req.parent, &groups).await?;
+                Ok(ExportClaimsResponse { batches })
+            })
+            .await
     }
 
     /// Creates a configuration resource under the organization `parent` (organization-wide roles).
@@ -1051,6 +1116,128 @@ impl BillingService for BillingApi {
             self.phi
                 .serve(request, audit, async |rpc, req| {
                     self.revenue_lines(rpc, req).await
+                })
+                .await,
+        )
+    }
+
+    async fn assemble_claims(
+        &self,
+        request: Request<AssembleClaimsRequest>,
+    ) -> Reply<AssembleClaimsResponse> {
+        let audit = |r: &AssembleClaimsRequest| Audited::write(&r.parent);
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    ORGANIZATION_NAME.parse("parent", &req.parent)?;
+                    access::organization_wide(rpc.caller, rpc.permission, &req.parent)?;
+                    let assembled = self.claims.assemble(&req.parent).await?;
+                    Ok(AssembleClaimsResponse {
+                        claims: assembled.claims.iter().map(claim_wire::claim).collect(),
+                        set_aside: assembled.set_aside,
+                        more: assembled.more,
+                    })
+                })
+                .await,
+        )
+    }
+
+    async fn get_claim(&self, request: Request<GetClaimRequest>) -> Reply<Claim> {
+        let audit =
+            |r: &GetClaimRequest| Audited::read(&r.name, |c: &Claim| vec![c.patient.clone()]);
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    Ok(claim_wire::claim(
+                        &self.visible_claim(rpc, &req.name).await?,
+                    ))
+                })
+                .await,
+        )
+    }
+
+    async fn list_claims(&self, request: Request<ListClaimsRequest>) -> Reply<ListClaimsResponse> {
+        let audit = |r: &ListClaimsRequest| {
+            Audited::read(&r.parent, |page: &ListClaimsResponse| {
+                page.claims.iter().map(|c| c.patient.clone()).collect()
+            })
+        };
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    ORGANIZATION_NAME.parse("parent", &req.parent)?;
+                    let units = access::visible_units(
+                        self.charging.org(),
+                        rpc.caller,
+                        rpc.permission,
+                        &req.parent,
+                    )
+                    .await?;
+                    let mut conn = self.db.read().await?;
+                    let (names, next_page_token) = claim_store::list(
+                        &mut conn,
+                        &req.parent,
+                        claim_wire::state_of(req.state),
+                        units.as_deref(),
+                        req.page_size,
+                        &req.page_token,
+                    )
+                    .await?;
+                    let mut claims = Vec::with_capacity(names.len());
+                    for name in names {
+                        if let Some(claim) = claim_store::get(&mut conn, &name).await? {
+                            claims.push(claim_wire::claim(&claim));
+                        }
+                    }
+                    Ok(ListClaimsResponse {
+                        claims,
+                        next_page_token,
+                    })
+                })
+                .await,
+        )
+    }
+
+    async fn scrub_claim(&self, request: Request<ScrubClaimRequest>) -> Reply<Claim> {
+        let audit = |r: &ScrubClaimRequest| Audited::write(&r.name);
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.visible_claim(rpc, &req.name).await?;
+                    Ok(claim_wire::claim(&self.claims.scrub(&req.name).await?))
+                })
+                .await,
+        )
+    }
+
+    async fn export_claims(
+        &self,
+        request: Request<ExportClaimsRequest>,
+    ) -> Reply<ExportClaimsResponse> {
+        let audit = |r: &ExportClaimsRequest| Audited::write(&r.parent);
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| self.export(rpc, req).await)
+                .await,
+        )
+    }
+
+    async fn import_remittance(
+        &self,
+        request: Request<ImportRemittanceRequest>,
+    ) -> Reply<ImportRemittanceResponse> {
+        let audit = |r: &ImportRemittanceRequest| Audited::write(&r.parent);
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    ORGANIZATION_NAME.parse("parent", &req.parent)?;
+                    access::organization_wide(rpc.caller, rpc.permission, &req.parent)?;
+                    if req.content.len() > 10 * 1024 * 1024 {
+                        return Err(
+                            ApiError::invalid("content", "at most 10 MiB").because("X12_TOO_LARGE")
+                        );
+                    }
+                    self.claims.import_835(&req.parent, &req.content).await
                 })
                 .await,
         )

@@ -11,6 +11,9 @@
 pub mod access;
 pub mod charges;
 pub mod charging;
+pub mod claim_store;
+pub mod claim_wire;
+pub mod claiming;
 pub mod domain;
 pub mod handlers;
 pub mod org;
@@ -63,7 +66,8 @@ pub fn service(
         &background,
     ));
     let view = Arc::new(org::OrgView::new(org.clone()));
-    let charging = Arc::new(charging::Charging::new(db.clone(), view));
+    let charging = Arc::new(charging::Charging::new(db.clone(), view.clone()));
+    let claims = Arc::new(claiming::Claims::new(db.clone(), view));
     background.spawn(follower::spawn(
         db.clone(),
         FollowerConfig::named(posting::FOLLOWER),
@@ -74,6 +78,7 @@ pub fn service(
     let api = BillingServiceServer::new(handlers::BillingApi::new(
         db.clone(),
         charging,
+        claims,
         PhiAudit::new(NAME, audit.clone()),
     ));
     let scopes = pm_authz::references::OrgScopes::new(

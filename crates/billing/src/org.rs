@@ -5,7 +5,9 @@
 
 use pm_api::org::org_service_client::OrgServiceClient;
 use pm_api::org::{
-    ClaimForm, GetEffectivePolicyRequest, GetLocationRequest, ListServiceUnitsRequest, UnitKind,
+    ClaimForm, Coverage, GetEffectivePolicyRequest, GetLocationRequest,
+    GetPatientEligibilityRequest, GetPatientRequest, GetProviderRequest, ListServiceUnitsRequest,
+    Patient, Provider, UnitKind,
 };
 use pm_runtime::cache::TtlCache;
 use pm_runtime::{ApiError, ApiResult};
@@ -41,6 +43,7 @@ pub struct OrgView {
     units: TtlCache<UnitBilling>,
     zones: TtlCache<String>,
     trees: TtlCache<Vec<TreeUnit>>,
+    providers: TtlCache<Provider>,
 }
 
 /// Org's refusal or failure, as Billing reports it: a name Org does not know is one Billing does
@@ -61,6 +64,7 @@ impl OrgView {
             units: TtlCache::new(),
             zones: TtlCache::new(),
             trees: TtlCache::new(),
+            providers: TtlCache::new(),
         }
     }
 
@@ -137,6 +141,47 @@ impl OrgView {
             .time_zone;
         self.zones.put(location, zone.clone());
         Ok(zone)
+    }
+
+    /// A provider (its NPI and display name), cached like the tree.
+    pub async fn provider(&self, name: &str) -> ApiResult<Provider> {
+        if let Some(provider) = self.providers.get(name) {
+            return Ok(provider);
+        }
+        let provider = self
+            .client
+            .clone()
+            .get_provider(GetProviderRequest { name: name.into() })
+            .await
+            .map_err(|s| from_org(s, name))?
+            .into_inner();
+        self.providers.put(name, provider.clone());
+        Ok(provider)
+    }
+
+    /// A patient (PHI: read fresh each time, never cached).
+    pub async fn patient(&self, name: &str) -> ApiResult<Patient> {
+        Ok(self
+            .client
+            .clone()
+            .get_patient(GetPatientRequest { name: name.into() })
+            .await
+            .map_err(|s| from_org(s, name))?
+            .into_inner())
+    }
+
+    /// A patient's coverages (PHI: read fresh each time).
+    pub async fn coverages(&self, patient: &str) -> ApiResult<Vec<Coverage>> {
+        Ok(self
+            .client
+            .clone()
+            .get_patient_eligibility(GetPatientEligibilityRequest {
+                patient: patient.into(),
+            })
+            .await
+            .map_err(|s| from_org(s, patient))?
+            .into_inner()
+            .coverages)
     }
 
     /// Every unit of the organization with its parent ("" for a root).

@@ -482,6 +482,14 @@ fn patients() -> Vec<DemoPatient> {
             system: "urn:pm:ehr:northside-epic:mrn".into(),
             value: mrn.into(),
         }],
+        // Fictional, like the people: claims carry it as the subscriber's address.
+        address: Some(pm_api::types::PostalAddress {
+            address_lines: vec!["12 Elm Street".into()],
+            locality: "Boston".into(),
+            administrative_area: "MA".into(),
+            postal_code: "02110".into(),
+            region_code: "US".into(),
+        }),
         ..Default::default()
     };
     vec![
@@ -822,6 +830,8 @@ pub async fn seed_billing(
                 gs_receiver_code: "CLEARINGHOUSE".into(),
                 usage_indicator: UsageIndicator::Test as i32,
                 receiver_name: "Demo Clearinghouse".into(),
+                contact_name: "Jordan Billing".into(),
+                contact_phone: "6175550100".into(),
             }),
             ..Default::default()
         };

@@ -1,0 +1,885 @@
+//! From charges to claims and back: assembly and scrubbing (with what Org knows of the subscriber
+//! and the provider), export as 837P batches, and 835 remittances posted to the ledger. The rules
+//! are pure ([`crate::domain::claims`], [`crate::domain::x12`], [`crate::domain::x12in`]); this
+//! module gathers their inputs, calls them and stores what they decide, each write in one
+//! transaction.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{NaiveDate, Utc};
+use pm_api::billing::{
+    BillingEntity, ClaimBatch, ImportRemittanceResponse, LedgerEntryKind, Payer, PostedClaim,
+    SetAsideLine, UnmatchedPayment, UsageIndicator,
+};
+use pm_api::org::{AdministrativeGender, Coverage};
+use pm_runtime::docstore;
+use pm_runtime::time::now_micros;
+use pm_runtime::{ApiError, ApiResult, Db, names};
+use sqlx::AnyConnection;
+
+use crate::charges::{self, ChargeRow};
+use crate::claim_store::{self, Problem, StoredClaim, StoredLine};
+use crate::domain::charge::qualified;
+use crate::domain::claims::{
+    self, ChargeLine, ClaimAction, ClaimKey, ClaimState, ContractTerms, DraftClaim, DraftLine,
+    EntityDetails, PayerDetails, RenderingDetails, RoutedBy, Routing, ScrubContext,
+    SubscriberDetails,
+};
+use crate::domain::invalid::Invalid;
+use crate::domain::money::Cents;
+use crate::domain::x12::{self, Address, Envelope, Frequency, Receiver, Sex, Submitter, Usage};
+use crate::domain::x12in;
+use crate::org::OrgView;
+
+/// Charges read per AssembleClaims call at most.
+pub const ASSEMBLY_BATCH: usize = 2_000;
+
+/// Claims one export writes at most.
+pub const EXPORT_BATCH: usize = 5_000;
+
+/// What assembly made.
+pub struct Assembled {
+    /// The claims, stored.
+    pub claims: Vec<StoredClaim>,
+    /// Lines set aside, with the reason.
+    pub set_aside: Vec<SetAsideLine>,
+    /// More unclaimed charges wait.
+    pub more: bool,
+}
+
+/// Claims over Billing's slice, asking Org for the subscriber and the provider.
+pub struct Claims {
+    db: Db,
+    org: Arc<OrgView>,
+}
+
+fn address_of(address: Option<&pm_api::types::PostalAddress>) -> Option<Address> {
+    let address = address?;
+    let mut lines = address.address_lines.iter();
+    Some(Address {
+        line1: lines.next()?.clone(),
+        line2: lines.next().cloned(),
+        city: address.locality.clone(),
+        state: address.administrative_area.clone(),
+        zip: address.postal_code.clone(),
+    })
+}
+
+/// A provider's first and last name from its display name: honorifics (`Dr.`) and anything after a
+/// comma (credentials, `MD`) dropped, the last word the last name. Org keeps one display name.
+pub fn person_name(display: &str) -> (String, String) {
+    let main = display.split(',').next().unwrap_or_default();
+    let words: Vec<&str> = main
+        .split_whitespace()
+        .filter(|w| {
+            !matches!(
+                w.to_ascii_lowercase().as_str(),
+                "dr." | "dr" | "prof." | "mx."
+            )
+        })
+        .collect();
+    match words.split_last() {
+        Some((last, first)) => (first.join(" "), (*last).to_string()),
+        None => (String::new(), String::new()),
+    }
+}
+
+/// The wire date of a coverage period bound as a date.
+fn in_force(coverage: &Coverage, date: NaiveDate) -> bool {
+    let instant = |t: Option<&prost_types::Timestamp>| {
+        t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+            .map(|t| t.date_naive())
+    };
+    let period = coverage.effective_period.as_ref();
+    let start = instant(period.and_then(|p| p.start_time.as_ref()));
+    let end = instant(period.and_then(|p| p.end_time.as_ref()));
+    start.is_some_and(|s| s <= date) && end.is_none_or(|e| date < e)
+}
+
+/// How a line was routed, as stored: `profile`, `contract {name}`, `rule: {reason}`.
+fn routed_by_text(routing: &Routing) -> String {
+    match &routing.because {
+        RoutedBy::Profile => "profile".into(),
+        RoutedBy::Contract(name) => format!("contract {name}"),
+        RoutedBy::Rule(reason) => format!("rule: {reason}"),
+    }
+}
+
+fn routed_by_of(entity: &str, text: &str) -> Routing {
+    let because = if let Some(name) = text.strip_prefix("contract ") {
+        RoutedBy::Contract(name.to_string())
+    } else if let Some(reason) = text.strip_prefix("rule: ") {
+        RoutedBy::Rule(reason.to_string())
+    } else {
+        RoutedBy::Profile
+    };
+    Routing {
+        entity: entity.to_string(),
+        because,
+    }
+}
+
+fn charge_line(row: &ChargeRow) -> ChargeLine {
+    ChargeLine {
+        charge: row.name.clone(),
+        patient: row.patient.clone(),
+        unit: row.unit.clone(),
+        provider: row.provider.clone(),
+        payer: row.payer.clone(),
+        billing_entity: row.billing_entity.clone(),
+        contract: row.contract.clone(),
+        claim_form: row.profile.claim_form.clone(),
+        code: row.code.clone(),
+        modifiers: row.modifiers.clone(),
+        units: row.units,
+        diagnoses: row.diagnoses.clone(),
+        service_date: row.service_date,
+        place_of_service: row.place_of_service.clone(),
+        amount: row.amount,
+    }
+}
+
+/// A stored claim as the pure rules read it again (to scrub or export it).
+fn draft_of(claim: &StoredClaim, rows: &HashMap<String, ChargeRow>) -> DraftClaim {
+    let lines: Vec<DraftLine> = claim
+        .lines
+        .iter()
+        .filter_map(|line| {
+            Some(DraftLine {
+                line: charge_line(rows.get(&line.charge)?),
+                routing: routed_by_of(&claim.billing_entity, &line.routed_by),
+                diagnosis_pointers: line.diagnosis_pointers.clone(),
+            })
+        })
+        .collect();
+    DraftClaim {
+        key: ClaimKey {
+            billing_entity: claim.billing_entity.clone(),
+            payer: claim.payer.clone(),
+            patient: claim.patient.clone(),
+            service_date: claim.service_date,
+        },
+        provider: claim.provider.clone(),
+        place_of_service: claim.place_of_service.clone(),
+        part: 0,
+        diagnoses: claim.diagnoses.clone(),
+        total: lines.iter().map(|l| l.line.amount).sum(),
+        lines,
+        frequency: Frequency::Original,
+        split_from: Vec::new(),
+    }
+}
+
+/// The id part of a claim's name: the claim number sent as CLM01.
+pub fn claim_number(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or_default()
+}
+
+impl Claims {
+    /// Claims over `db`, asking Org through `org`.
+    pub fn new(db: Db, org: Arc<OrgView>) -> Self {
+        Self { db, org }
+    }
+
+    /// What the scrubber and the writer need besides the claim: the entity and payer from
+    /// Billing's configuration, the subscriber (the patient and its coverage with the payer at
+    /// the date of service) and the rendering provider from Org. A part that cannot be found is
+    /// left out: the scrubber reports it.
+    async fn context(&self, key: &ClaimKey, provider: &str) -> ApiResult<ScrubContext> {
+        let (entity, payer) = {
+            let mut conn = self.db.read().await?;
+            let entity = docstore::get_live::<BillingEntity>(&mut conn, &key.billing_entity)
+                .await?
+                .map(|s| s.resource);
+            let payer = docstore::get_live::<Payer>(&mut conn, &key.payer)
+                .await?
+                .map(|s| s.resource);
+            (entity, payer)
+        };
+        let billing_entity = entity.map(|e| EntityDetails {
+            name: e.legal_name.clone(),
+            npi: e.npi.clone(),
+            ein: e.tax_id.clone(),
+            taxonomy: e.taxonomy.clone(),
+            address: address_of(e.billing_address.as_ref()).unwrap_or(Address {
+                line1: String::new(),
+                line2: None,
+                city: String::new(),
+                state: String::new(),
+                zip: String::new(),
+            }),
+            pay_to: address_of(e.pay_to_address.as_ref()),
+        });
+        let payer = payer.map(|p| PayerDetails {
+            name: p.display_name.clone(),
+            payer_id: p.payer_id.clone(),
+            claim_filing_indicator: p.claim_filing_indicator.clone(),
+            timely_filing_days: u32::try_from(p.timely_filing_days).ok().filter(|d| *d > 0),
+            address: address_of(p.address.as_ref()),
+        });
+        let subscriber = self.subscriber(key).await?;
+        let rendering_provider = match self.org.provider(provider).await {
+            Ok(p) => {
+                let (first_name, last_name) = person_name(&p.display_name);
+                Some(RenderingDetails {
+                    npi: p.npi,
+                    first_name,
+                    last_name,
+                })
+            }
+            Err(e) if e.code == tonic::Code::Unavailable => return Err(e),
+            Err(_) => None,
+        };
+        Ok(ScrubContext {
+            billing_entity,
+            payer,
+            subscriber,
+            rendering_provider,
+        })
+    }
+
+    async fn subscriber(&self, key: &ClaimKey) -> ApiResult<Option<SubscriberDetails>> {
+        let organization = names::organization_of(&key.patient);
+        let patient = match self.org.patient(&key.patient).await {
+            Ok(p) => p,
+            Err(e) if e.code == tonic::Code::Unavailable => return Err(e),
+            Err(_) => return Ok(None),
+        };
+        let coverages = self.org.coverages(&key.patient).await?;
+        let Some(coverage) = coverages
+            .iter()
+            .filter(|c| qualified(organization, &c.payer) == key.payer)
+            .filter(|c| in_force(c, key.service_date))
+            .min_by_key(|c| c.priority)
+        else {
+            return Ok(None);
+        };
+        let sex = match AdministrativeGender::try_from(patient.gender) {
+            Ok(AdministrativeGender::Female) => Sex::Female,
+            Ok(AdministrativeGender::Male) => Sex::Male,
+            _ => Sex::Unknown,
+        };
+        Ok(Some(SubscriberDetails {
+            member_id: coverage.member_id.clone(),
+            first_name: patient.given_name.clone(),
+            last_name: patient.family_name.clone(),
+            birth_date: patient.birth_date.as_ref().and_then(|d| {
+                NaiveDate::from_ymd_opt(
+                    d.year,
+                    u32::try_from(d.month).ok()?,
+                    u32::try_from(d.day).ok()?,
+                )
+            }),
+            sex,
+            address: address_of(patient.address.as_ref()),
+            group_number: None,
+        }))
+    }
+
+    /// The organization's contracts, as routing reads them.
+    async fn contracts(&self, organization: &str) -> ApiResult<Vec<ContractTerms>> {
+        let mut conn = self.db.read().await?;
+        let stored = docstore::all_live::<pm_api::billing::Contract>(
+            &mut conn,
+            &format!("{organization}/contracts"),
+        )
+        .await?;
+        Ok(stored
+            .into_iter()
+            .filter_map(|s| {
+                let c = s.resource;
+                let (from, until) = crate::domain::validate::period(
+                    "",
+                    c.effective_from.as_ref(),
+                    c.effective_until.as_ref(),
+                )
+                .ok()?;
+                Some(ContractTerms {
+                    name: c.name,
+                    payer: c.payer,
+                    billing_entity: c.billing_entity,
+                    units: c.units,
+                    from,
+                    until,
+                })
+            })
+            .collect())
+    }
+
+    /// Assembles claims from the organization's unclaimed open charges, scrubs each, and stores
+    /// them (READY or DRAFT) with the charges marked claimed, in one transaction.
+    pub async fn assemble(&self, organization: &str) -> ApiResult<Assembled> {
+        let rows = {
+            let mut conn = self.db.read().await?;
+            claim_store::unclaimed(&mut conn, organization, ASSEMBLY_BATCH + 1).await?
+        };
+        let more = rows.len() > ASSEMBLY_BATCH;
+        let rows: Vec<ChargeRow> = rows.into_iter().take(ASSEMBLY_BATCH).collect();
+        let lines: Vec<ChargeLine> = rows.iter().map(charge_line).collect();
+        let contracts = self.contracts(organization).await?;
+        let tree = self.org.unit_tree(organization).await?;
+        let parents: HashMap<&str, &str> =
+            tree.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
+        let in_subtree = |unit: &str, ancestor: &str| {
+            let mut at = unit;
+            for _ in 0..=parents.len() {
+                if at == ancestor {
+                    return true;
+                }
+                match parents.get(at) {
+                    Some(up) if !up.is_empty() => at = up,
+                    _ => return false,
+                }
+            }
+            false
+        };
+        let assembly = claims::assemble(&lines, &contracts, &[], &in_subtree);
+        let today = Utc::now().date_naive();
+        let now = now_micros();
+        // Names first, so that split claims can name their siblings.
+        let named: Vec<(String, &DraftClaim)> = assembly
+            .claims
+            .iter()
+            .map(|c| {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                (format!("{organization}/claims/{id}"), c)
+            })
+            .collect();
+        let mut stored = Vec::with_capacity(named.len());
+        for (name, draft) in &named {
+            let context = self.context(&draft.key, &draft.provider).await?;
+            let problems: Vec<Problem> = claims::scrub(draft, &context, today)
+                .iter()
+                .map(Problem::from)
+                .collect();
+            let split_with = named
+                .iter()
+                .filter(|(other, c)| other != name && draft.split_from.contains(&c.key))
+                .map(|(other, _)| other.clone())
+                .collect();
+            stored.push(StoredClaim {
+                name: name.clone(),
+                billing_entity: draft.key.billing_entity.clone(),
+                payer: draft.key.payer.clone(),
+                patient: draft.key.patient.clone(),
+                service_date: draft.key.service_date,
+                provider: draft.provider.clone(),
+                place_of_service: draft.place_of_service.clone(),
+                unit: draft
+                    .lines
+                    .first()
+                    .map(|l| l.line.unit.clone())
+                    .unwrap_or_default(),
+                state: if problems.is_empty() {
+                    ClaimState::Ready
+                } else {
+                    ClaimState::Draft
+                },
+                frequency_code: 1,
+                original_claim: String::new(),
+                payer_claim_number: String::new(),
+                total: draft.total,
+                diagnoses: draft.diagnoses.clone(),
+                problems,
+                split_with,
+                batch: String::new(),
+                lines: draft
+                    .lines
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| StoredLine {
+                        line_number: i32::try_from(i + 1).unwrap_or(i32::MAX),
+                        charge: l.line.charge.clone(),
+                        code: l.line.code.clone(),
+                        modifiers: l.line.modifiers.clone(),
+                        units: l.line.units,
+                        amount: l.line.amount,
+                        diagnosis_pointers: l.diagnosis_pointers.clone(),
+                        routed_by: routed_by_text(&l.routing),
+                    })
+                    .collect(),
+                history: Vec::new(),
+                create_us: now,
+                update_us: now,
+            });
+        }
+        let set_aside: Vec<SetAsideLine> = assembly
+            .not_claimed
+            .iter()
+            .chain(assembly.held.iter())
+            .map(|s| SetAsideLine {
+                charge: s.line.charge.clone(),
+                reason: s.reason.to_string(),
+            })
+            .collect();
+        let mut tx = self.db.write(organization).await?;
+        for claim in &stored {
+            claim_store::insert(tx.conn(), claim).await?;
+        }
+        for line in &set_aside {
+            claim_store::set_aside(tx.conn(), &line.charge, &line.reason).await?;
+        }
+        tx.commit().await?;
+        let mut conn = self.db.read().await?;
+        let mut claims = Vec::with_capacity(stored.len());
+        for claim in &stored {
+            if let Some(read) = claim_store::get(&mut conn, &claim.name).await? {
+                claims.push(read);
+            }
+        }
+        Ok(Assembled {
+            claims,
+            set_aside,
+            more,
+        })
+    }
+
+    /// A stored claim's charges, by name.
+    async fn charges_of(&self, claim: &StoredClaim) -> ApiResult<HashMap<String, ChargeRow>> {
+        let mut conn = self.db.read().await?;
+        let mut rows = HashMap::new();
+        for line in &claim.lines {
+            if let Some(row) = charges::get(&mut conn, &line.charge).await? {
+                rows.insert(row.name.clone(), row);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// A claim as stored.
+    pub async fn get(&self, name: &str) -> ApiResult<StoredClaim> {
+        let mut conn = self.db.read().await?;
+        claim_store::get(&mut conn, name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(name))
+    }
+
+    /// Scrubs a DRAFT, REJECTED or READY claim again: READY when clean, DRAFT with its problems.
+    pub async fn scrub(&self, name: &str) -> ApiResult<StoredClaim> {
+        let claim = self.get(name).await?;
+        let rows = self.charges_of(&claim).await?;
+        let draft = draft_of(&claim, &rows);
+        let context = self.context(&draft.key, &draft.provider).await?;
+        let problems: Vec<Problem> = claims::scrub(&draft, &context, Utc::now().date_naive())
+            .iter()
+            .map(Problem::from)
+            .collect();
+        let action = ClaimAction::Scrubbed {
+            ok: problems.is_empty(),
+        };
+        let to = claims::apply(claim.state, action).map_err(refused)?;
+        let reason = if problems.is_empty() {
+            "scrubbed clean"
+        } else {
+            "scrub found problems"
+        };
+        let mut tx = self.db.write(names::organization_of(name)).await?;
+        claim_store::transition(tx.conn(), name, claim.state, to, reason, Some(&problems)).await?;
+        tx.commit().await?;
+        self.get(name).await
+    }
+
+    /// Exports READY claims as one 837P file per billing entity, marking them SUBMITTED, in one
+    /// transaction (`write`, to run inside the caller's idempotent transaction).
+    pub async fn prepare_export(
+        &self,
+        organization: &str,
+        billing_entity: &str,
+        named: &[String],
+    ) -> ApiResult<Vec<ExportGroup>> {
+        let mut conn = self.db.read().await?;
+        let chosen: Vec<String> = if named.is_empty() {
+            claim_store::in_state(
+                &mut conn,
+                organization,
+                ClaimState::Ready,
+                billing_entity,
+                EXPORT_BATCH,
+            )
+            .await?
+        } else {
+            named.to_vec()
+        };
+        let mut claims = Vec::with_capacity(chosen.len());
+        let mut not_ready = Vec::new();
+        for name in &chosen {
+            match claim_store::get(&mut conn, name).await? {
+                Some(c) if c.state == ClaimState::Ready => claims.push(c),
+                Some(_) | None => not_ready.push(name.clone()),
+            }
+        }
+        drop(conn);
+        if !not_ready.is_empty() {
+            return Err(ApiError::precondition(
+                "CLAIM_NOT_READY",
+                format!(
+                    "only READY claims are exported; not ready: {}",
+                    not_ready.join(", ")
+                ),
+            )
+            .with_meta("claims", not_ready.join(",")));
+        }
+        let mut groups: Vec<ExportGroup> = Vec::new();
+        for claim in claims {
+            let rows = self.charges_of(&claim).await?;
+            let draft = draft_of(&claim, &rows);
+            let context = self.context(&draft.key, &draft.provider).await?;
+            let x12_claim = claims::to_x12_claim(&draft, &context, claim_number(&claim.name))
+                .map_err(refused)?;
+            match groups
+                .iter_mut()
+                .find(|g| g.billing_entity == claim.billing_entity)
+            {
+                Some(group) => {
+                    group.claims.push((claim.name.clone(), x12_claim));
+                }
+                None => {
+                    let provider = claims::to_x12_billing_provider(&context).map_err(refused)?;
+                    groups.push(ExportGroup {
+                        billing_entity: claim.billing_entity.clone(),
+                        provider,
+                        claims: vec![(claim.name.clone(), x12_claim)],
+                    });
+                }
+            }
+        }
+        Ok(groups)
+    }
+
+    /// Writes the prepared groups as 837P files in the caller's transaction: a control number per
+    /// file from the database, the file stored, each claim SUBMITTED.
+    pub async fn write_export(
+        &self,
+        conn: &mut AnyConnection,
+        organization: &str,
+        groups: &[ExportGroup],
+    ) -> ApiResult<Vec<ClaimBatch>> {
+        let mut batches = Vec::new();
+        for group in groups {
+            let entity = docstore::get_live::<BillingEntity>(conn, &group.billing_entity)
+                .await?
+                .map(|s| s.resource)
+                .ok_or_else(|| ApiError::not_found(&group.billing_entity))?;
+            let settings = entity.clearinghouse.clone().unwrap_or_default();
+            for (field, value) in [
+                ("isa_sender_id", &settings.isa_sender_id),
+                ("isa_receiver_id", &settings.isa_receiver_id),
+                ("contact_name", &settings.contact_name),
+                ("contact_phone", &settings.contact_phone),
+            ] {
+                if value.is_empty() {
+                    return Err(ApiError::precondition(
+                        "CLEARINGHOUSE_INCOMPLETE",
+                        format!(
+                            "billing entity {} lacks clearinghouse.{field}: set it before exporting",
+                            group.billing_entity
+                        ),
+                    )
+                    .with_meta("field", format!("billing_entity.clearinghouse.{field}")));
+                }
+            }
+            let number = claim_store::new_batch(
+                conn,
+                organization,
+                &group.billing_entity,
+                group.claims.len(),
+            )
+            .await?;
+            let control = u32::try_from(number)
+                .ok()
+                .filter(|n| x12::control_number_ok(*n))
+                .ok_or_else(|| {
+                    ApiError::internal("an interchange control number", &"out of range")
+                })?;
+            let batch = x12::Batch {
+                envelope: Envelope {
+                    sender_id: settings.isa_sender_id.clone(),
+                    receiver_id: settings.isa_receiver_id.clone(),
+                    gs_sender: non_empty(&settings.gs_sender_code, &settings.isa_sender_id),
+                    gs_receiver: non_empty(&settings.gs_receiver_code, &settings.isa_receiver_id),
+                    usage: if settings.usage_indicator == UsageIndicator::Production as i32 {
+                        Usage::Production
+                    } else {
+                        Usage::Test
+                    },
+                    interchange_control: control,
+                    group_control: control,
+                    created: Utc::now().naive_utc(),
+                },
+                submitter: Submitter {
+                    name: entity.legal_name.clone(),
+                    id: settings.isa_sender_id.clone(),
+                    contact_name: settings.contact_name.clone(),
+                    phone: settings.contact_phone.clone(),
+                },
+                receiver: Receiver {
+                    name: non_empty(&settings.receiver_name, "CLEARINGHOUSE"),
+                    id: settings.isa_receiver_id.clone(),
+                },
+                billing_provider: group.provider.clone(),
+                claims: group.claims.iter().map(|(_, c)| c.clone()).collect(),
+            };
+            let content = x12::write_837p(&batch).map_err(|e| match e {
+                x12::WriteError::Invalid(invalid) => refused(invalid),
+            })?;
+            let entity_id = group.billing_entity.rsplit('/').next().unwrap_or_default();
+            let file_name = format!("837P-{entity_id}-{number:09}.x12");
+            claim_store::fill_batch(conn, number, &file_name, &content).await?;
+            let batch_name = format!("{organization}/claimBatches/{number}");
+            for (claim, _) in &group.claims {
+                let to = claims::apply(ClaimState::Ready, ClaimAction::Submit).map_err(refused)?;
+                claim_store::transition(conn, claim, ClaimState::Ready, to, "exported", None)
+                    .await?;
+                claim_store::set_batch(conn, claim, &batch_name).await?;
+            }
+            batches.push(ClaimBatch {
+                name: batch_name,
+                billing_entity: group.billing_entity.clone(),
+                interchange_control_number: number,
+                file_name,
+                content,
+                claim_count: i32::try_from(group.claims.len()).unwrap_or(i32::MAX),
+                create_time: Some(pm_runtime::time::to_timestamp(now_micros())),
+            });
+        }
+        Ok(batches)
+    }
+
+    /// Posts an 835 in one transaction (see the RPC's contract).
+    pub async fn import_835(
+        &self,
+        organization: &str,
+        content: &str,
+    ) -> ApiResult<ImportRemittanceResponse> {
+        let remittances = x12in::parse_835(content).map_err(refused)?;
+        let mut tx = self.db.write(organization).await?;
+        let mut answer = ImportRemittanceResponse::default();
+        let mut imported_before = 0;
+        for remittance in &remittances {
+            answer.trace_number = remittance.trace.number.clone();
+            answer.total_paid_cents += remittance.payment.total.cents();
+            let payer_id = remittance
+                .payer
+                .id
+                .clone()
+                .unwrap_or_else(|| remittance.payer.name.clone());
+            let Some(id) = claim_store::record_remittance(
+                tx.conn(),
+                organization,
+                &payer_id,
+                &remittance.trace.number,
+                remittance.payment.total,
+            )
+            .await?
+            else {
+                imported_before += 1;
+                continue;
+            };
+            for (i, paid) in remittance.claims.iter().enumerate() {
+                post_claim(tx.conn(), organization, id, i, paid, &mut answer).await?;
+            }
+        }
+        answer.already_imported = !remittances.is_empty() && imported_before == remittances.len();
+        tx.commit().await?;
+        Ok(answer)
+    }
+}
+
+/// The READY claims of one billing entity, mapped for the writer.
+pub struct ExportGroup {
+    /// The entity.
+    pub billing_entity: String,
+    /// Its loop 2010AA.
+    pub provider: x12::BillingProvider,
+    /// (claim name, its 837P claim), in order.
+    pub claims: Vec<(String, x12::Claim)>,
+}
+
+fn non_empty(value: &str, fallback: &str) -> String {
+    if value.is_empty() {
+        fallback.to_string()
+    } else {
+        value.to_string()
+    }
+}
+
+/// A rule's refusal as the API answers it.
+fn refused(invalid: Invalid) -> ApiError {
+    crate::handlers::refusal(invalid)
+}
+
+/// What one CLP posts: per service line, its payment and CAS adjustments (contractual, other,
+/// payer-initiated; patient responsibility stays on the balance), matched to the claim's lines by
+/// code and modifiers in order. A claim-level payment without service lines goes to the lines in
+/// order, each up to its balance. More than a line's balance refuses the whole remittance.
+async fn post_claim(
+    conn: &mut AnyConnection,
+    organization: &str,
+    remittance: i64,
+    index: usize,
+    paid: &x12in::ClaimPayment,
+    answer: &mut ImportRemittanceResponse,
+) -> ApiResult<()> {
+    let name = format!(
+        "{organization}/claims/{}",
+        paid.claim_id.to_ascii_lowercase()
+    );
+    let claim = claim_store::get(conn, &name).await?;
+    let Some(claim) =
+        claim.filter(|c| matches!(c.state, ClaimState::Submitted | ClaimState::Accepted))
+    else {
+        let reason = if claim_store::get(conn, &name).await?.is_some() {
+            "CLAIM_NOT_AWAITING_PAYMENT"
+        } else {
+            "NO_SUCH_CLAIM"
+        };
+        claim_store::unmatched(
+            conn,
+            organization,
+            remittance,
+            &paid.claim_id,
+            paid.paid,
+            reason,
+        )
+        .await?;
+        answer.unmatched.push(UnmatchedPayment {
+            claim_number: paid.claim_id.clone(),
+            paid_cents: paid.paid.cents(),
+            reason: reason.into(),
+        });
+        return Ok(());
+    };
+    let at = |what: &str| format!("CLP (claim {}) {what}", index + 1);
+    let adjustments = |list: &[x12in::Adjustment]| -> (Cents, Cents) {
+        let mut adjusted = Cents::ZERO;
+        let mut patient = Cents::ZERO;
+        for a in list {
+            match a.group {
+                x12in::AdjustmentGroup::PatientResponsibility => patient = patient + a.amount,
+                _ => adjusted = adjusted + a.amount,
+            }
+        }
+        (adjusted, patient)
+    };
+    // (line's charge, paid, adjusted) to post.
+    let mut postings: Vec<(String, Cents, Cents)> = Vec::new();
+    let mut used = vec![false; claim.lines.len()];
+    let mut patient_total = Cents::ZERO;
+    for (s, service) in paid.services.iter().enumerate() {
+        let matched = claim.lines.iter().enumerate().position(|(i, line)| {
+            !used[i]
+                && line.code == service.procedure.code
+                && line.modifiers == service.procedure.modifiers
+        });
+        let Some(i) = matched else {
+            return Err(ApiError::precondition(
+                "REMITTANCE_LINE_UNMATCHED",
+                format!(
+                    "{}: the service line matches no line of the claim",
+                    at(&format!("SVC {}", s + 1))
+                ),
+            ));
+        };
+        used[i] = true;
+        let (adjusted, patient) = adjustments(&service.adjustments);
+        patient_total = patient_total + patient;
+        postings.push((claim.lines[i].charge.clone(), service.paid, adjusted));
+    }
+    let (claim_adjusted, claim_patient) = adjustments(&paid.adjustments);
+    patient_total = patient_total + claim_patient;
+    if paid.services.is_empty() {
+        // Claim-level amounts only: spread over the lines in order, each up to its balance.
+        let (mut pay, mut adjust) = (paid.paid, claim_adjusted);
+        for line in &claim.lines {
+            let balance = charges::balance(conn, &line.charge).await?;
+            let p = if pay < balance { pay } else { balance };
+            let a = if adjust < balance - p {
+                adjust
+            } else {
+                balance - p
+            };
+            postings.push((line.charge.clone(), p, a));
+            pay = pay - p;
+            adjust = adjust - a;
+        }
+        if pay.is_positive() || adjust.is_positive() {
+            return Err(payment_exceeds(&at("CLP04")));
+        }
+    } else if claim_adjusted != Cents::ZERO {
+        // Claim-level adjustments beside service lines: on the first line.
+        if let Some(first) = postings.first_mut() {
+            first.2 = first.2 + claim_adjusted;
+        }
+    }
+    let mut total_paid = Cents::ZERO;
+    let mut total_adjusted = Cents::ZERO;
+    for (charge, pay, adjust) in &postings {
+        let balance = charges::balance(conn, charge).await?;
+        if *pay + *adjust > balance {
+            return Err(payment_exceeds(&at("SVC")));
+        }
+        if pay.is_positive() {
+            charges::post(conn, charge, LedgerEntryKind::Payment, -*pay, "835 payment").await?;
+        }
+        if adjust.is_positive() {
+            charges::post(
+                conn,
+                charge,
+                LedgerEntryKind::Adjustment,
+                -*adjust,
+                "835 adjustment",
+            )
+            .await?;
+        }
+        total_paid = total_paid + *pay;
+        total_adjusted = total_adjusted + *adjust;
+    }
+    let to = claims::apply(
+        claim.state,
+        ClaimAction::Remit {
+            paid: paid.paid,
+            billed: claim.total,
+        },
+    )
+    .map_err(refused)?;
+    claim_store::transition(conn, &claim.name, claim.state, to, "835 posted", None).await?;
+    if !paid.payer_claim_control_number.is_empty() {
+        claim_store::set_payer_claim_number(conn, &claim.name, &paid.payer_claim_control_number)
+            .await?;
+    }
+    answer.claims.push(PostedClaim {
+        claim: claim.name.clone(),
+        state: crate::claim_wire::state(to).into(),
+        paid_cents: total_paid.cents(),
+        adjusted_cents: total_adjusted.cents(),
+        patient_responsibility_cents: patient_total.cents(),
+    });
+    Ok(())
+}
+
+fn payment_exceeds(at: &str) -> ApiError {
+    ApiError::precondition(
+        "PAYMENT_EXCEEDS_BALANCE",
+        format!("{at}: the payment and adjustments exceed the line's balance; nothing was posted"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_names_come_from_the_display_name() {
+        assert_eq!(
+            person_name("Dr. Amara Okafor"),
+            ("Amara".into(), "Okafor".into())
+        );
+        assert_eq!(person_name("Lee, MD"), (String::new(), "Lee".into()));
+        assert_eq!(
+            person_name("Mary Ann van Dyke, DO"),
+            ("Mary Ann van".into(), "Dyke".into())
+        );
+        assert_eq!(person_name(""), (String::new(), String::new()));
+    }
+}
