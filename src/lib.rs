@@ -175,6 +175,7 @@ resource! {
     billing::Contract => "pm.billing.v1.Contract" in "contracts",
     billing::FeeSchedule => "pm.billing.v1.FeeSchedule" in "feeSchedules",
     billing::FeeScheduleVersion => "pm.billing.v1.FeeScheduleVersion" in "versions",
+    billing::RoutingRule => "pm.billing.v1.RoutingRule" in "routingRules",
 }
 
 /// What every event message of the API has (`SchedulingEvent` today; Billing's and the gateway's

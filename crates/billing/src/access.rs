@@ -15,7 +15,13 @@ use crate::org::OrgView;
 pub use pm_authz::layer::out_of_reach as denied;
 
 /// Billing's configuration collections (all directly under the organization).
-const CONFIGURATION: &[&str] = &["billingEntities", "payers", "contracts", "feeSchedules"];
+const CONFIGURATION: &[&str] = &[
+    "billingEntities",
+    "payers",
+    "contracts",
+    "feeSchedules",
+    "routingRules",
+];
 
 /// Whether `name` is one of Billing's configuration resources (a version under its schedule too).
 pub fn is_configuration(name: &str) -> bool {

@@ -307,6 +307,30 @@ impl Claims {
             .collect())
     }
 
+    /// The organization's routing rules, as assembly reads them.
+    async fn routing_rules(&self, organization: &str) -> ApiResult<Vec<claims::RoutingRule>> {
+        let mut conn = self.db.read().await?;
+        let stored = docstore::all_live::<pm_api::billing::RoutingRule>(
+            &mut conn,
+            &format!("{organization}/routingRules"),
+        )
+        .await?;
+        let set = |v: String| Some(v).filter(|v| !v.is_empty());
+        Ok(stored
+            .into_iter()
+            .map(|s| {
+                let r = s.resource;
+                claims::RoutingRule {
+                    code: set(r.code),
+                    unit: set(r.unit),
+                    payer: set(r.payer),
+                    billing_entity: r.billing_entity,
+                    reason: r.reason,
+                }
+            })
+            .collect())
+    }
+
     /// Assembles claims from the organization's unclaimed open charges, scrubs each, and stores
     /// them (READY or DRAFT) with the charges marked claimed, in one transaction.
     pub async fn assemble(&self, organization: &str) -> ApiResult<Assembled> {
@@ -334,7 +358,8 @@ impl Claims {
             }
             false
         };
-        let assembly = claims::assemble(&lines, &contracts, &[], &in_subtree);
+        let rules = self.routing_rules(organization).await?;
+        let assembly = claims::assemble(&lines, &contracts, &rules, &in_subtree);
         let today = Utc::now().date_naive();
         let now = now_micros();
         // Names first, so that split claims can name their siblings.

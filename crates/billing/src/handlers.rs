@@ -27,7 +27,9 @@ use crate::domain::pricing::{Candidate, Level, Outcome};
 use crate::domain::report::Amounts;
 use crate::domain::{fee_csv, validate};
 use crate::reports::{self, CellFilter, Dimension, Summary};
-use crate::store::{self, BILLING_ENTITY, CONTRACT, FEE_SCHEDULE, FEE_SCHEDULE_VERSION, PAYER};
+use crate::store::{
+    self, BILLING_ENTITY, CONTRACT, FEE_SCHEDULE, FEE_SCHEDULE_VERSION, PAYER, ROUTING_RULE,
+};
 
 /// The ErrorInfo domain of this service's errors.
 pub const DOMAIN: &str = "billing.pm.dev";
@@ -852,6 +854,91 @@ impl BillingService for BillingApi {
             pm_authz::layer::serve(request, async |rpc, req| {
                 self.delete(rpc, &CONTRACT, &req.name, &req.etag, async |_, _| Ok(()))
                     .await
+            })
+            .await,
+        )
+    }
+
+    // Routing rules
+
+    async fn get_routing_rule(
+        &self,
+        request: Request<GetRoutingRuleRequest>,
+    ) -> Reply<RoutingRule> {
+        reply(
+            pm_authz::layer::serve(request, async |_, req| {
+                self.get(&ROUTING_RULE, &req.name).await
+            })
+            .await,
+        )
+    }
+
+    async fn list_routing_rules(
+        &self,
+        request: Request<ListRoutingRulesRequest>,
+    ) -> Reply<ListRoutingRulesResponse> {
+        reply(
+            pm_authz::layer::serve(request, async |_, req| {
+                let page = self
+                    .list(&ROUTING_RULE, list_call!(req, &req.parent))
+                    .await?;
+                Ok(ListRoutingRulesResponse {
+                    routing_rules: page.items,
+                    next_page_token: page.next_page_token,
+                })
+            })
+            .await,
+        )
+    }
+
+    async fn create_routing_rule(
+        &self,
+        request: Request<CreateRoutingRuleRequest>,
+    ) -> Reply<RoutingRule> {
+        reply(
+            pm_authz::layer::serve(request, async |rpc, req| {
+                let rule = required(req.routing_rule.clone(), "routing_rule")?;
+                validate::routing_rule(&rule).map_err(refusal)?;
+                BILLING_ENTITY
+                    .pattern
+                    .parse("routing_rule.billing_entity", &rule.billing_entity)?;
+                if !rule.payer.is_empty() {
+                    PAYER.pattern.parse("routing_rule.payer", &rule.payer)?;
+                }
+                if !rule.unit.is_empty() {
+                    UNIT_NAME.parse("routing_rule.unit", &rule.unit)?;
+                }
+                let call = create_call!(req, rpc.method, &req.parent, routing_rule_id);
+                self.create(rpc, &ROUTING_RULE, call, rule, async |conn, r| {
+                    self.check_exists(conn, "routing_rule.billing_entity", &r.billing_entity)
+                        .await?;
+                    if r.payer.is_empty() {
+                        Ok(())
+                    } else {
+                        self.check_exists(conn, "routing_rule.payer", &r.payer)
+                            .await
+                    }
+                })
+                .await
+            })
+            .await,
+        )
+    }
+
+    async fn delete_routing_rule(
+        &self,
+        request: Request<DeleteRoutingRuleRequest>,
+    ) -> Reply<RoutingRule> {
+        reply(
+            pm_authz::layer::serve(request, async |rpc, req| {
+                self.delete(
+                    rpc,
+                    &ROUTING_RULE,
+                    &req.name,
+                    &req.etag,
+                    async |_, _| Ok(()),
+                )
+                .await
             })
             .await,
         )

@@ -37,6 +37,7 @@ pub const CATALOG: &[Reason] = pm_runtime::reasons![
     "FEE_SCHEDULE_VERSIONS_OVERLAP" FailedPrecondition "the period overlaps another version of the schedule, or of a schedule of the same scope",
     "CHARGE_REVERSED" FailedPrecondition "the charge was reversed already; correct the charge that replaced it",
     "NO_FEE_SCHEDULE_ENTRY" FailedPrecondition "a charge is held: no fee schedule in force prices its code (see ExplainPrice)",
+    "ROUTING_RULE_EMPTY" InvalidArgument "a routing rule needs a code, a unit or a payer to match",
     "MONTH_INVALID" InvalidArgument "a month is YYYY-MM",
     "REPORT_TOO_LARGE" InvalidArgument "the report covers too many cells or units: narrow it",
     "CHARGE_CLAIMED" Aborted "a charge was claimed by a concurrent call; assemble again",

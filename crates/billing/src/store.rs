@@ -3,7 +3,9 @@
 //! the reads pricing needs. Charges and the ledger are typed tables: [`crate::charges`].
 
 use chrono::{Datelike, NaiveDate};
-use pm_api::billing::{BillingEntity, Contract, FeeSchedule, FeeScheduleVersion, Payer};
+use pm_api::billing::{
+    BillingEntity, Contract, FeeSchedule, FeeScheduleVersion, Payer, RoutingRule,
+};
 use pm_runtime::docstore::{self, Kind};
 use pm_runtime::names::NamePattern;
 use pm_runtime::{ApiError, ApiResult};
@@ -48,6 +50,21 @@ pub const CONTRACT: Kind<Contract> = Kind {
         vec![
             ("payer", c.payer.clone()),
             ("billing_entity", c.billing_entity.clone()),
+        ]
+    },
+};
+
+/// Routing rules, under the organization.
+pub const ROUTING_RULE: Kind<RoutingRule> = Kind {
+    pattern: NamePattern(&["organizations", "routingRules"]),
+    field: "routing_rule",
+    local_parent: false,
+    filterable: &["code", "billing_entity"],
+    protected: &[],
+    attrs: |r| {
+        vec![
+            ("code", r.code.clone()),
+            ("billing_entity", r.billing_entity.clone()),
         ]
     },
 };

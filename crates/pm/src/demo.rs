@@ -809,6 +809,13 @@ pub async fn seed_billing(
             "261QP2300X",
         ),
         (
+            "acme-ccm-services",
+            "Acme Chronic Care Services",
+            "1456789019",
+            "46-1234567",
+            "261QC1500X",
+        ),
+        (
             "acme-employer-services",
             "Acme Employer Services",
             "1987654328",
@@ -908,7 +915,7 @@ pub async fn seed_billing(
         .await;
     report.record(&format!("{ORG}/contracts/medicare-2026"), result)?;
     println!("fee schedules");
-    let schedules: [(&str, &str, Target, &str); 4] = [
+    let schedules: [(&str, &str, Target, &str); 5] = [
         (
             "standard-2026",
             "Standard fees",
@@ -932,6 +939,12 @@ pub async fn seed_billing(
             "Cardiology fees",
             Target::Unit(unit_name("cardiology")),
             "code,modifiers,amount,description\n93000,,25.00,Electrocardiogram\n93306,,210.00,Echocardiogram\n",
+        ),
+        (
+            "globex-contract",
+            "Globex employer contract",
+            Target::Payer(format!("{ORG}/payers/globex-direct")),
+            "code,modifiers,amount,description\n99213,,85.00,Employee visit\n99213,95,85.00,Employee visit (telehealth)\n",
         ),
     ];
     for (id, display, target, csv) in schedules {
@@ -969,5 +982,250 @@ pub async fn seed_billing(
             .await;
         report.record(&format!("{name}/versions/v2026"), result)?;
     }
+    println!("routing rules");
+    for (id, code) in [
+        ("ccm-g0506", "G0506"),
+        ("ccm-99490", "99490"),
+        ("ccm-99439", "99439"),
+    ] {
+        let result = client
+            .create_routing_rule(CreateRoutingRuleRequest {
+                parent: ORG.into(),
+                routing_rule: Some(RoutingRule {
+                    code: code.into(),
+                    billing_entity: format!("{ORG}/billingEntities/acme-ccm-services"),
+                    reason: "chronic care management is billed by the CCM entity".into(),
+                    ..Default::default()
+                }),
+                routing_rule_id: id.into(),
+                request_id: String::new(),
+            })
+            .await;
+        report.record(&format!("{ORG}/routingRules/{id}"), result)?;
+    }
     Ok(report)
+}
+
+/// A request_id the demo uses for `label`: the same on every run, so a second seed replays.
+fn demo_request(label: &str) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("pm-demo:{label}").as_bytes(),
+    )
+    .to_string()
+}
+
+/// The last month of the demo's billing: charges entered for visits of the past 30 days (the
+/// scheduling demo's visits are all ahead), assembled into claims (Harold's clinic visit is split:
+/// its CCM line goes to the CCM entity by rule, the office visit to the clinic group by contract;
+/// Greta's employer visit is invoiced, not claimed), Walter's Aetna claim exported and paid by an
+/// 835. The other claims stay READY for `pm billing export-837`.
+pub async fn seed_billing_month(
+    client: &mut pm_api::billing::billing_service_client::BillingServiceClient<
+        pm_runtime::client::AuthedChannel,
+    >,
+) -> anyhow::Result<SeedReport> {
+    let mut report = SeedReport::default();
+    let report = &mut report;
+    use pm_api::billing::*;
+    println!("a month of charges, claims and a remittance");
+    let today = chrono::Utc::now().date_naive();
+    let visits: [(&str, &str, &str, &str, &[&str], u64); 7] = [
+        (
+            "p-0004",
+            "ccm-program",
+            "medicare",
+            "G0506",
+            &["E11.9", "I10"],
+            28,
+        ),
+        (
+            "p-0004",
+            "ccm-program",
+            "medicare",
+            "99490",
+            &["E11.9", "I10"],
+            21,
+        ),
+        ("p-0004", "ccm-program", "medicare", "99439", &["E11.9"], 7),
+        ("p-0001", "north-clinic", "medicare", "99213", &["I10"], 14),
+        (
+            "p-0001",
+            "north-clinic",
+            "medicare",
+            "G0506",
+            &["I10", "E78.5"],
+            14,
+        ),
+        ("p-0003", "north-clinic", "aetna", "99214", &["M54.50"], 10),
+        (
+            "p-0002",
+            "globex-employer",
+            "globex-direct",
+            "99213",
+            &["Z00.00"],
+            5,
+        ),
+    ];
+    for (i, (patient, unit, payer, code, diagnoses, days_ago)) in visits.into_iter().enumerate() {
+        let day = today - chrono::Days::new(days_ago);
+        let request_id = demo_request(&format!("charge-{i}"));
+        // A charge entered by hand is named after its request_id: one there means an earlier seed.
+        let name = pm_billing::handlers::manual_charge_name(ORG, &request_id);
+        if client
+            .get_charge(GetChargeRequest { name: name.clone() })
+            .await
+            .is_ok()
+        {
+            report.existing += 1;
+            println!("  exists   {name}");
+            continue;
+        }
+        let result = client
+            .create_charge(CreateChargeRequest {
+                parent: ORG.into(),
+                charge: Some(Charge {
+                    patient: format!("{ORG}/patients/{patient}"),
+                    unit: unit_name(unit),
+                    provider: format!("{ORG}/providers/dr-okafor"),
+                    payer: format!("{ORG}/payers/{payer}"),
+                    code: code.into(),
+                    units: 1,
+                    diagnoses: strings(diagnoses),
+                    service_date: Some(Date {
+                        year: chrono::Datelike::year(&day),
+                        month: chrono::Datelike::month(&day) as i32,
+                        day: chrono::Datelike::day(&day) as i32,
+                    }),
+                    ..Default::default()
+                }),
+                request_id,
+            })
+            .await;
+        report.record(&name, result)?;
+    }
+    let assembled = client
+        .assemble_claims(AssembleClaimsRequest { parent: ORG.into() })
+        .await
+        .map_err(|s| anyhow::anyhow!("assembling claims: {}", s.message()))?
+        .into_inner();
+    for claim in &assembled.claims {
+        let state = ClaimState::try_from(claim.state).unwrap_or(ClaimState::Unspecified);
+        println!(
+            "  claim    {} ({}, {})",
+            claim.name,
+            state.as_str_name(),
+            claim.billing_entity
+        );
+    }
+    // Walter's Aetna claim: exported, then paid 80% with the rest written off by contract.
+    let listed = client
+        .list_claims(ListClaimsRequest {
+            parent: ORG.into(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("listing claims: {}", s.message()))?
+        .into_inner();
+    let Some(walter) = listed
+        .claims
+        .into_iter()
+        .find(|c| c.patient.ends_with("/p-0003"))
+    else {
+        return Ok(std::mem::take(report));
+    };
+    if walter.state == ClaimState::Ready as i32 || walter.state == ClaimState::Submitted as i32 {
+        let exported = client
+            .export_claims(ExportClaimsRequest {
+                parent: ORG.into(),
+                claim_names: vec![walter.name.clone()],
+                request_id: demo_request("export-walter"),
+                ..Default::default()
+            })
+            .await;
+        report.record(&format!("837P batch for {}", walter.name), exported)?;
+        let content = demo_835(&walter, "DEMO-EFT-0001");
+        let posted = client
+            .import_remittance(ImportRemittanceRequest {
+                parent: ORG.into(),
+                content,
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("posting the demo 835: {}", s.message()))?
+            .into_inner();
+        if posted.already_imported {
+            println!("  exists   remittance DEMO-EFT-0001");
+        } else {
+            report.created += 1;
+            println!("  created  remittance DEMO-EFT-0001");
+        }
+    }
+    Ok(std::mem::take(report))
+}
+
+/// An 835 (005010X221A1) from Aetna paying 80% of every line of `claim`, the rest written off as a
+/// contractual adjustment (CAS CO-45), with its segment count computed.
+pub fn demo_835(claim: &pm_api::billing::Claim, trace: &str) -> String {
+    let money = |cents: i64| {
+        let (whole, part) = (cents / 100, cents % 100);
+        if part == 0 {
+            format!("{whole}")
+        } else {
+            format!("{whole}.{part:02}")
+        }
+    };
+    let paid_of = |cents: i64| cents * 4 / 5;
+    let number = claim.name.rsplit('/').next().unwrap_or_default();
+    let total_paid: i64 = claim.lines.iter().map(|l| paid_of(l.amount_cents)).sum();
+    let date = chrono::Utc::now().format("%Y%m%d").to_string();
+    let mut body = vec![
+        "ST*835*0001".to_string(),
+        format!(
+            "BPR*I*{}*C*ACH*CCP*01*999999992*DA*123456*1512345678**01*999988880*DA*98765*{date}",
+            money(total_paid)
+        ),
+        format!("TRN*1*{trace}*1512345678"),
+        format!("DTM*405*{date}"),
+        "N1*PR*AETNA".into(),
+        "N3*151 FARMINGTON AVENUE".into(),
+        "N4*HARTFORD*CT*06156".into(),
+        "REF*2U*60054".into(),
+        "PER*BL*PROVIDER SERVICES*TE*8005551212".into(),
+        "N1*PE*ACME MEDICAL GROUP*XX*1234567893".into(),
+        "LX*1".into(),
+        format!(
+            "CLP*{number}*1*{}*{}*0*CI*AETNA-{number}*11*1",
+            money(claim.total_cents),
+            money(total_paid)
+        ),
+        "NM1*QC*1*DEMOCASE*WALTER****MI*W123456789".into(),
+    ];
+    for line in &claim.lines {
+        let mut code = format!("HC:{}", line.code);
+        for modifier in &line.modifiers {
+            code.push(':');
+            code.push_str(modifier);
+        }
+        let paid = paid_of(line.amount_cents);
+        body.push(format!(
+            "SVC*{code}*{}*{}**{}",
+            money(line.amount_cents),
+            money(paid),
+            line.units
+        ));
+        if line.amount_cents > paid {
+            body.push(format!("CAS*CO*45*{}", money(line.amount_cents - paid)));
+        }
+    }
+    let count = body.len() + 1;
+    body.push(format!("SE*{count}*0001"));
+    let mut file = vec![
+        "ISA*00*          *00*          *ZZ*AETNA          *ZZ*ACMEMED        *261205*1200*^*00501*000000901*0*T*:".to_string(),
+        format!("GS*HP*AETNA*ACMEMED*{date}*1200*901*X*005010X221A1"),
+    ];
+    file.extend(body);
+    file.push("GE*1*901".into());
+    file.push("IEA*1*000000901".into());
+    file.join("~\n") + "~\n"
 }

@@ -54,6 +54,21 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Billing files: 837P claims out, 835 remittances in (through a running mesh).
+    Billing {
+        #[command(subcommand)]
+        command: BillingCommand,
+        /// Bearer token to call Billing with (or PM_TOKEN). Default in dev mode: a 15-minute
+        /// token for the demo administrator, through the dev bootstrap.
+        #[arg(long, env = "PM_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// The organization.
+        #[arg(long, default_value = "organizations/acme")]
+        organization: String,
+        /// URL of the Billing service. Default: the configured billing port on localhost.
+        #[arg(long)]
+        billing: Option<String>,
+    },
     /// Print a bearer token for a principal (dev): `export TOKEN=$(pm login principals/admin)`.
     Login {
         /// The principal, e.g. `principals/admin`.
@@ -110,6 +125,28 @@ enum AuditCommand {
         /// The service whose slice to verify.
         #[arg(long, value_enum, default_value = "org")]
         service: Service,
+    },
+}
+
+#[derive(Subcommand)]
+enum BillingCommand {
+    /// Export every READY claim as 837P files (one per billing entity) into DIR; the claims become
+    /// SUBMITTED. Prints each file written.
+    #[command(name = "export-837")]
+    Export837 {
+        /// Where to write the files (created if missing).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Only this billing entity's claims.
+        #[arg(long)]
+        billing_entity: Option<String>,
+    },
+    /// Post an 835 remittance file: payments and adjustments to the ledger, claims to PAID,
+    /// PARTIALLY_PAID or DENIED. The same file twice posts nothing the second time.
+    #[command(name = "import-835")]
+    Import835 {
+        /// The 835 file.
+        file: std::path::PathBuf,
     },
 }
 
@@ -179,6 +216,29 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             rbac,
         } => login(config, principal, ttl_minutes, rbac).await,
         Command::Admin { command } => admin(config, command).await,
+        Command::Billing {
+            command,
+            token,
+            organization,
+            billing,
+        } => {
+            let token = match token {
+                Some(token) => token,
+                None => dev_admin_token(&config).await?,
+            };
+            let (channel, _) =
+                tool_channel(&config, billing, config.listen.billing_port, "Billing").await?;
+            let client = pm::billing_cli::client(channel, &token)?;
+            match command {
+                BillingCommand::Export837 {
+                    out,
+                    billing_entity,
+                } => pm::billing_cli::export_837(client, &organization, billing_entity, &out).await,
+                BillingCommand::Import835 { file } => {
+                    pm::billing_cli::import_835(client, &organization, &file).await
+                }
+            }
+        }
         Command::Certs => {
             let dir = tls::dev_pki_dir(&config);
             tls::ensure_dev_pki(&dir)?;
@@ -314,12 +374,14 @@ async fn seed(config: Config, urls: [Option<String>; 4]) -> anyhow::Result<()> {
         billing_channel,
         client::Bearer::new(&token)?,
     );
-    let billing_report = pm::demo::seed_billing(
-        &mut pm_api::billing::billing_service_client::BillingServiceClient::new(authed),
-    )
-    .await?;
-    report.created += billing_report.created;
-    report.existing += billing_report.existing;
+    let mut billing = pm_api::billing::billing_service_client::BillingServiceClient::new(authed);
+    for billing_report in [
+        pm::demo::seed_billing(&mut billing).await?,
+        pm::demo::seed_billing_month(&mut billing).await?,
+    ] {
+        report.created += billing_report.created;
+        report.existing += billing_report.existing;
+    }
     println!(
         "done: {} created, {} already there",
         report.created, report.existing
@@ -362,6 +424,15 @@ async fn login(
         .await?
     );
     Ok(())
+}
+
+/// A token for the demo administrator through the dev bootstrap (dev mode only).
+async fn dev_admin_token(config: &Config) -> anyhow::Result<String> {
+    if config.tls.mode != TlsMode::Dev {
+        anyhow::bail!("pass --token (or set PM_TOKEN): only dev mode mints a demo token");
+    }
+    let (channel, _) = tool_channel(config, None, config.listen.rbac_port, "RBAC").await?;
+    issue_token(&mut RbacServiceClient::new(channel), pm::demo::ADMIN, 15).await
 }
 
 /// Who ran a `pm admin` command, for its audit record: the operating-system user.

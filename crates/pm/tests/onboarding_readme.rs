@@ -108,6 +108,7 @@ fn set_up_your_own_organization_runs_verbatim() {
         ("org", free_port()),
         ("rbac", free_port()),
         ("scheduling", free_port()),
+        ("billing", free_port()),
     ];
     let mut run = pm(&root, &ports);
     run.arg("run")
@@ -129,7 +130,7 @@ fn set_up_your_own_organization_runs_verbatim() {
         .expect("pm run is ready within a minute");
 
     let mut script = block.clone();
-    for (default, (_, port)) in ["7101", "7102", "7103"].iter().zip(&ports) {
+    for (default, (_, port)) in ["7101", "7102", "7103", "7104"].iter().zip(&ports) {
         script = script.replace(
             &format!("localhost:{default}"),
             &format!("localhost:{port}"),

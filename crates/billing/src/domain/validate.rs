@@ -137,6 +137,23 @@ pub fn payer(payer: &Payer) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// A routing rule: a billing entity, a reason, at least one condition, a valid code if any.
+pub fn routing_rule(rule: &pm_api::billing::RoutingRule) -> Result<(), Invalid> {
+    required("routing_rule.billing_entity", &rule.billing_entity, 300)?;
+    required("routing_rule.reason", &rule.reason, 200)?;
+    if rule.code.is_empty() && rule.unit.is_empty() && rule.payer.is_empty() {
+        return Err(Invalid::new(
+            "routing_rule",
+            "ROUTING_RULE_EMPTY",
+            "a rule needs a code, a unit or a payer to match: a rule matching everything is refused",
+        ));
+    }
+    if !rule.code.is_empty() {
+        crate::domain::codes::ProcedureCode::parse("routing_rule.code", &rule.code)?;
+    }
+    Ok(())
+}
+
 /// A calendar date from the wire.
 pub fn date(field: &str, date: Option<&Date>) -> Result<NaiveDate, Invalid> {
     date.and_then(|d| {
