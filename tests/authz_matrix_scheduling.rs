@@ -131,6 +131,10 @@ impl Place {
     fn charge(&self) -> String {
         pm_billing::handlers::manual_charge_name(self.organization, &self.charge_request())
     }
+    /// The claim of the place's charge (assembled at seeding).
+    fn claim(&self) -> String {
+        pm_billing::claiming::claim_name(self.organization, &[self.charge()])
+    }
     fn fee_schedule(&self) -> String {
         format!("{}/feeSchedules/main-schedule", self.organization)
     }
@@ -457,7 +461,32 @@ async fn seed(mesh: &TestMesh, monday: NaiveDate) -> anyhow::Result<()> {
     }
     seed_billing(mesh, OTHER_ADMIN, &PLANT, monday).await?;
     seed_billing(mesh, pm::demo::ADMIN, &NORTH, monday).await?;
-    seed_charge(mesh, pm::demo::ADMIN, &CCM, monday).await
+    seed_charge(mesh, pm::demo::ADMIN, &CCM, monday).await?;
+    // Each place's charge on its own claim.
+    for (admin, organization) in [(OTHER_ADMIN, OTHER), (pm::demo::ADMIN, ACME)] {
+        mesh.billing_as(admin)
+            .await?
+            .assemble_claims(pm_api::billing::AssembleClaimsRequest {
+                parent: organization.into(),
+            })
+            .await?;
+    }
+    for place in [PLANT, NORTH, CCM] {
+        let claim = mesh
+            .billing_as(if place.organization == OTHER {
+                OTHER_ADMIN
+            } else {
+                pm::demo::ADMIN
+            })
+            .await?
+            .get_claim(pm_api::billing::GetClaimRequest {
+                name: place.claim(),
+            })
+            .await?
+            .into_inner();
+        assert_eq!(claim.unit, place.unit());
+    }
+    Ok(())
 }
 
 /// A payer, a billing entity and a contract of `place`'s organization (Billing's configuration sits
@@ -556,6 +585,19 @@ async fn seed_billing(
             request_id: String::new(),
         })
         .await?;
+    billing
+        .create_routing_rule(CreateRoutingRuleRequest {
+            parent: place.organization.into(),
+            routing_rule: Some(RoutingRule {
+                code: "99214".into(),
+                billing_entity: place.billing_entity(),
+                reason: "test".into(),
+                ..Default::default()
+            }),
+            routing_rule_id: "main-rule".into(),
+            request_id: String::new(),
+        })
+        .await?;
     seed_charge(mesh, admin, place, monday).await
 }
 
@@ -577,6 +619,7 @@ async fn seed_charge(
                 patient: place.patient(),
                 unit: place.unit(),
                 provider: place.provider(),
+                payer: place.payer(),
                 code: "99213".into(),
                 units: 1,
                 diagnoses: vec!["E11.9".into()],
@@ -1747,6 +1790,8 @@ enum TargetKind {
     FeeSchedule,
     FeeScheduleVersion,
     Charge,
+    RoutingRule,
+    Claim,
 }
 
 fn target_kind(method: &str) -> Option<TargetKind> {
@@ -1781,7 +1826,15 @@ fn target_kind(method: &str) -> Option<TargetKind> {
         | "ListCharges"
         | "CreateCharge"
         | "ReportRevenue"
-        | "ListRevenueLines" => Organization,
+        | "ListRevenueLines"
+        | "ReportAging"
+        | "ListRoutingRules"
+        | "CreateRoutingRule"
+        | "AssembleClaims"
+        | "ListClaims"
+        | "ExportClaims"
+        | "ImportRemittance"
+        | "ImportAcknowledgment" => Organization,
         "GetServiceUnit"
         | "UpdateServiceUnit"
         | "DeleteServiceUnit"
@@ -1839,6 +1892,8 @@ fn target_kind(method: &str) -> Option<TargetKind> {
         | "ListFeeScheduleVersions" => FeeSchedule,
         "GetFeeScheduleVersion" | "ExportFeeScheduleVersion" => FeeScheduleVersion,
         "GetCharge" | "CorrectCharge" | "ListLedgerEntries" => Charge,
+        "GetRoutingRule" | "DeleteRoutingRule" => RoutingRule,
+        "GetClaim" | "ScrubClaim" => Claim,
         _ => return None,
     })
 }
@@ -1858,6 +1913,7 @@ impl TargetKind {
                 | TargetKind::Contract
                 | TargetKind::FeeSchedule
                 | TargetKind::FeeScheduleVersion
+                | TargetKind::RoutingRule
         )
     }
 
@@ -1883,6 +1939,8 @@ impl TargetKind {
             TargetKind::FeeSchedule => place.fee_schedule(),
             TargetKind::FeeScheduleVersion => format!("{}/versions/v1", place.fee_schedule()),
             TargetKind::Charge => place.charge(),
+            TargetKind::RoutingRule => format!("{}/routingRules/main-rule", place.organization),
+            TargetKind::Claim => place.claim(),
         }
     }
 
@@ -1910,6 +1968,8 @@ impl TargetKind {
             TargetKind::FeeSchedule => format!("{ACME}/feeSchedules/nowhere"),
             TargetKind::FeeScheduleVersion => format!("{ACME}/feeSchedules/nowhere/versions/v1"),
             TargetKind::Charge => format!("{ACME}/charges/nowhere"),
+            TargetKind::RoutingRule => format!("{ACME}/routingRules/nowhere"),
+            TargetKind::Claim => format!("{ACME}/claims/nowhere"),
         }
     }
 }

@@ -588,3 +588,19 @@ pub async fn unmatched(
     .await?;
     Ok(())
 }
+
+/// The claims of a batch (by its interchange control number), still SUBMITTED.
+pub async fn submitted_in_batch(
+    conn: &mut AnyConnection,
+    organization: &str,
+    control_number: i64,
+) -> ApiResult<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT name FROM claims WHERE organization = $1 AND batch = $2 AND state = 'submitted' \
+         ORDER BY name",
+    )
+    .bind(organization)
+    .bind(format!("{organization}/claimBatches/{control_number}"))
+    .fetch_all(&mut *conn)
+    .await?)
+}

@@ -171,6 +171,17 @@ fn draft_of(claim: &StoredClaim, rows: &HashMap<String, ChargeRow>) -> DraftClai
     }
 }
 
+/// A claim's name, from the charges it bills (a charge is claimed once, so the name is unique and
+/// the same whichever replica assembles it): `organizations/{o}/claims/{uuid}`. The id, 36
+/// characters, is the claim number sent as CLM01 (at most 38).
+pub fn claim_name(organization: &str, charges: &[String]) -> String {
+    let id = uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("pm:claim:{}", charges.join(",")).as_bytes(),
+    );
+    format!("{organization}/claims/{id}")
+}
+
 /// The id part of a claim's name: the claim number sent as CLM01.
 pub fn claim_number(name: &str) -> &str {
     name.rsplit('/').next().unwrap_or_default()
@@ -367,8 +378,8 @@ impl Claims {
             .claims
             .iter()
             .map(|c| {
-                let id = uuid::Uuid::new_v4().simple().to_string();
-                (format!("{organization}/claims/{id}"), c)
+                let charges: Vec<String> = c.lines.iter().map(|l| l.line.charge.clone()).collect();
+                (claim_name(organization, &charges), c)
             })
             .collect();
         let mut stored = Vec::with_capacity(named.len());
@@ -706,6 +717,104 @@ impl Claims {
             }
         }
         answer.already_imported = !remittances.is_empty() && imported_before == remittances.len();
+        tx.commit().await?;
+        Ok(answer)
+    }
+}
+
+impl Claims {
+    /// Posts a 999 or 277CA (see the RPC's contract), in one transaction.
+    pub async fn acknowledge(
+        &self,
+        organization: &str,
+        content: &str,
+    ) -> ApiResult<pm_api::billing::ImportAcknowledgmentResponse> {
+        use pm_api::billing::{AcknowledgedClaim, ImportAcknowledgmentResponse};
+        let kind = x12in::tokenizer::tokenize(content)
+            .map_err(refused)?
+            .transactions()
+            .next()
+            .map(|t| t.id.to_string())
+            .unwrap_or_default();
+        let mut answer = ImportAcknowledgmentResponse::default();
+        // (claim, accepted, reason) to apply.
+        let mut verdicts: Vec<(String, bool, String)> = Vec::new();
+        let mut conn = self.db.read().await?;
+        match kind.as_str() {
+            "999" => {
+                answer.kind = "999".into();
+                for group in x12in::parse_999(content).map_err(refused)? {
+                    let Ok(control) = group.group_control_number.parse::<i64>() else {
+                        answer.not_applied.push(format!(
+                            "group {}: not a batch of ours",
+                            x12in::tokenizer::shown(&group.group_control_number)
+                        ));
+                        continue;
+                    };
+                    let rejected = group.transactions.iter().any(|t| !t.status.is_accepted());
+                    let claims =
+                        claim_store::submitted_in_batch(&mut conn, organization, control).await?;
+                    if claims.is_empty() {
+                        answer.not_applied.push(format!(
+                            "batch {control}: no claim awaits an acknowledgment"
+                        ));
+                    }
+                    let reason = if rejected {
+                        "999 rejected"
+                    } else {
+                        "999 accepted"
+                    };
+                    for claim in claims {
+                        verdicts.push((claim, !rejected, reason.into()));
+                    }
+                }
+            }
+            "277" => {
+                answer.kind = "277CA".into();
+                for ack in x12in::parse_277ca(content).map_err(refused)? {
+                    let name = format!(
+                        "{organization}/claims/{}",
+                        ack.claim_id.to_ascii_lowercase()
+                    );
+                    let codes: Vec<String> = ack
+                        .statuses
+                        .iter()
+                        .map(|s| format!("{}:{}", s.category, s.code))
+                        .collect();
+                    verdicts.push((name, ack.accepted, format!("277CA {}", codes.join(" "))));
+                }
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    "content",
+                    "an acknowledgment is a 999 or a 277 (277CA) transaction",
+                )
+                .because("X12_TRANSACTION_UNEXPECTED"));
+            }
+        }
+        drop(conn);
+        let mut tx = self.db.write(organization).await?;
+        for (name, accepted, reason) in verdicts {
+            let state = claim_store::get(tx.conn(), &name).await?.map(|c| c.state);
+            let to = state.and_then(|s| {
+                claims::apply(s, ClaimAction::Acknowledge { accepted })
+                    .ok()
+                    .map(|to| (s, to))
+            });
+            let Some((from, to)) = to else {
+                answer.not_applied.push(format!(
+                    "{}: no claim of ours awaits an acknowledgment",
+                    claim_number(&name)
+                ));
+                continue;
+            };
+            claim_store::transition(tx.conn(), &name, from, to, &reason, None).await?;
+            answer.claims.push(AcknowledgedClaim {
+                claim: name,
+                state: crate::claim_wire::state(to).into(),
+                reason,
+            });
+        }
         tx.commit().await?;
         Ok(answer)
     }

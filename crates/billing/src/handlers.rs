@@ -24,7 +24,7 @@ use crate::claiming::Claims;
 use crate::domain::charge::{self, Line};
 use crate::domain::invalid::Invalid;
 use crate::domain::pricing::{Candidate, Level, Outcome};
-use crate::domain::report::Amounts;
+use crate::domain::report::{Aging, Amounts};
 use crate::domain::{fee_csv, validate};
 use crate::reports::{self, CellFilter, Dimension, Summary};
 use crate::store::{
@@ -382,6 +382,51 @@ impl BillingApi {
         Ok(ReportRevenueResponse {
             rows,
             total: Some(wire_amounts(&total)),
+        })
+    }
+
+    async fn aging(
+        &self,
+        rpc: Call<'_>,
+        req: ReportAgingRequest,
+    ) -> ApiResult<ReportAgingResponse> {
+        ORGANIZATION_NAME.parse("parent", &req.parent)?;
+        let basis = match AgingBasis::try_from(req.basis).unwrap_or(AgingBasis::Unspecified) {
+            AgingBasis::Submission => reports::AgingBasis::Submission,
+            AgingBasis::ServiceDate | AgingBasis::Unspecified => reports::AgingBasis::ServiceDate,
+        };
+        let as_of = match req.as_of.as_ref() {
+            Some(_) => validate::date("as_of", req.as_of.as_ref()).map_err(refusal)?,
+            None => chrono::Utc::now().date_naive(),
+        };
+        let units = self
+            .report_units(rpc, &req.parent, &req.unit, !req.unit.is_empty())
+            .await?;
+        let rows = {
+            let mut conn = self.db.read().await?;
+            reports::aging(&mut conn, &req.parent, basis, as_of, units.as_deref()).await?
+        };
+        let wire = |entity: String, payer: String, a: &Aging| AgingRow {
+            billing_entity: entity,
+            payer,
+            days_0_30_cents: a.buckets[0].cents(),
+            days_31_60_cents: a.buckets[1].cents(),
+            days_61_90_cents: a.buckets[2].cents(),
+            days_91_120_cents: a.buckets[3].cents(),
+            over_120_cents: a.buckets[4].cents(),
+            unbilled_cents: a.unbilled.cents(),
+            total_cents: a.total().cents(),
+        };
+        let mut total = Aging::default();
+        for (_, aging) in &rows {
+            total += *aging;
+        }
+        Ok(ReportAgingResponse {
+            rows: rows
+                .into_iter()
+                .map(|((entity, payer), aging)| wire(entity, payer, &aging))
+                .collect(),
+            total: Some(wire(String::new(), String::new(), &total)),
         })
     }
 
@@ -1187,6 +1232,13 @@ impl BillingService for BillingApi {
         reply(pm_authz::layer::serve(request, async |rpc, req| self.report(rpc, req).await).await)
     }
 
+    async fn report_aging(
+        &self,
+        request: Request<ReportAgingRequest>,
+    ) -> Reply<ReportAgingResponse> {
+        reply(pm_authz::layer::serve(request, async |rpc, req| self.aging(rpc, req).await).await)
+    }
+
     async fn list_revenue_lines(
         &self,
         request: Request<ListRevenueLinesRequest>,
@@ -1325,6 +1377,27 @@ impl BillingService for BillingApi {
                         );
                     }
                     self.claims.import_835(&req.parent, &req.content).await
+                })
+                .await,
+        )
+    }
+
+    async fn import_acknowledgment(
+        &self,
+        request: Request<ImportAcknowledgmentRequest>,
+    ) -> Reply<ImportAcknowledgmentResponse> {
+        let audit = |r: &ImportAcknowledgmentRequest| Audited::write(&r.parent);
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    ORGANIZATION_NAME.parse("parent", &req.parent)?;
+                    access::organization_wide(rpc.caller, rpc.permission, &req.parent)?;
+                    if req.content.len() > 10 * 1024 * 1024 {
+                        return Err(
+                            ApiError::invalid("content", "at most 10 MiB").because("X12_TOO_LARGE")
+                        );
+                    }
+                    self.claims.acknowledge(&req.parent, &req.content).await
                 })
                 .await,
         )

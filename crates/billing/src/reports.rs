@@ -8,7 +8,7 @@ use sqlx::{AnyConnection, Row};
 
 use crate::charges::{self, ChargeRow};
 use crate::domain::money::Cents;
-use crate::domain::report::Amounts;
+use crate::domain::report::{Aging, Amounts};
 
 /// What a report may group on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -356,4 +356,90 @@ async fn charge_amounts(conn: &mut AnyConnection, charge: &str) -> ApiResult<Amo
         }
     }
     Ok(amounts)
+}
+
+/// What receivables are aged from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgingBasis {
+    /// The date of service.
+    ServiceDate,
+    /// The day the claim was submitted (charges not submitted are unbilled).
+    Submission,
+}
+
+/// Microseconds in a day.
+const DAY_US: i64 = 86_400_000_000;
+
+/// Receivables by billing entity × payer, aged to `as_of`. The sums come from the ledger grouped by
+/// entity, payer and day (one short row per day with money); the buckets are filled here.
+pub async fn aging(
+    conn: &mut AnyConnection,
+    organization: &str,
+    basis: AgingBasis,
+    as_of: chrono::NaiveDate,
+    units: Option<&[String]>,
+) -> ApiResult<Vec<((String, String), Aging)>> {
+    too_many_units(units)?;
+    let day = match basis {
+        AgingBasis::ServiceDate => "c.service_date".to_string(),
+        // A day number (days since the epoch) as text; '' for a charge on no submitted claim.
+        AgingBasis::Submission => format!(
+            "CASE WHEN k.submit_us > 0 THEN CAST(k.submit_us / {DAY_US} AS TEXT) ELSE '' END"
+        ),
+    };
+    let join = match basis {
+        AgingBasis::ServiceDate => "",
+        AgingBasis::Submission => " LEFT JOIN claims k ON k.name = c.claim",
+    };
+    let mut sql = format!(
+        "SELECT c.billing_entity, c.payer, {day}, CAST(SUM(l.amount_cents) AS BIGINT) \
+         FROM ledger_entries l JOIN charges c ON c.name = l.charge{join} WHERE c.organization = $1"
+    );
+    if let Some(units) = units {
+        if units.is_empty() {
+            sql.push_str(" AND 1 = 0");
+        } else {
+            let placeholders: Vec<String> =
+                (0..units.len()).map(|i| format!("${}", i + 2)).collect();
+            sql.push_str(&format!(" AND c.unit IN ({})", placeholders.join(", ")));
+        }
+    }
+    sql.push_str(&format!(" GROUP BY c.billing_entity, c.payer, {day}"));
+    let mut query = sqlx::query(&sql).bind(organization);
+    for unit in units.unwrap_or_default() {
+        query = query.bind(unit);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    let as_of_days = as_of
+        .signed_duration_since(chrono::NaiveDate::default())
+        .num_days();
+    let epoch_days = chrono::DateTime::UNIX_EPOCH
+        .date_naive()
+        .signed_duration_since(chrono::NaiveDate::default())
+        .num_days();
+    let mut by_key: std::collections::BTreeMap<(String, String), Aging> = Default::default();
+    for row in rows {
+        let entity: String = row.try_get(0)?;
+        let payer: String = row.try_get(1)?;
+        let day: String = row.try_get(2)?;
+        let amount = Cents::new(row.try_get::<Option<i64>, _>(3)?.unwrap_or(0));
+        if amount == Cents::ZERO {
+            continue;
+        }
+        let age = match basis {
+            AgingBasis::ServiceDate => chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d")
+                .ok()
+                .map(|d| {
+                    as_of_days
+                        - d.signed_duration_since(chrono::NaiveDate::default())
+                            .num_days()
+                }),
+            AgingBasis::Submission => day
+                .parse::<i64>()
+                .ok()
+                .map(|d| as_of_days - (epoch_days + d)),
+        };
+        by_key.entry((entity, payer)).or_default().add(age, amount);
+    }
+    Ok(by_key.into_iter().collect())
 }

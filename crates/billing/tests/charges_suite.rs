@@ -454,7 +454,53 @@ async fn reports_equal_the_ledger(h: &Harness) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Receivables by age: from the date of service into the five buckets at their edges, and from
+/// submission (a charge on a submitted claim is 0 days old today; one on no claim is unbilled).
+async fn receivables_age_into_their_buckets(h: &Harness) -> anyhow::Result<()> {
+    use pm_billing::reports::{self, AgingBasis};
+    let as_of = day(2026, 12, 1);
+    for (i, (days, amount)) in [(0u64, 100), (30, 200), (31, 400), (90, 800), (121, 1600)]
+        .iter()
+        .enumerate()
+    {
+        let mut row = charge(&format!("age{i}"), NORTH, *amount);
+        row.service_date = as_of - chrono::Days::new(*days);
+        h.insert(&row).await?;
+    }
+    // A charge paid in full is not receivable.
+    let mut paid = charge("age-paid", NORTH, 5_000);
+    paid.service_date = as_of - chrono::Days::new(200);
+    h.insert(&paid).await?;
+    h.post(&paid.name, LedgerEntryKind::Payment, -5_000).await?;
+    let mut conn = h.slice.db.read().await?;
+    let rows = reports::aging(&mut conn, ORG, AgingBasis::ServiceDate, as_of, None).await?;
+    assert_eq!(rows.len(), 1, "one entity × payer");
+    let buckets: Vec<i64> = rows[0].1.buckets.iter().map(|c| c.cents()).collect();
+    assert_eq!(buckets, vec![300, 400, 800, 0, 1600]);
+    assert_eq!(rows[0].1.total().cents(), 3100);
+    // Out of the caller's units: nothing.
+    let elsewhere = [SOUTH.to_string()];
+    assert!(
+        reports::aging(
+            &mut conn,
+            ORG,
+            AgingBasis::ServiceDate,
+            as_of,
+            Some(&elsewhere)
+        )
+        .await?
+        .is_empty()
+    );
+    // By submission: nothing is submitted yet, so everything is unbilled.
+    let today = chrono::Utc::now().date_naive();
+    let rows = reports::aging(&mut conn, ORG, AgingBasis::Submission, today, None).await?;
+    assert_eq!(rows[0].1.unbilled.cents(), 3100);
+    assert_eq!(rows[0].1.total().cents(), 3100);
+    Ok(())
+}
+
 pm_testing::on_both_backends!(super::Harness;
+    receivables_age_into_their_buckets,
     reports_equal_the_ledger,
     one_charge_per_encounter_line,
     the_ledger_is_append_only_and_signed,

@@ -64,6 +64,48 @@ pub fn subtree_totals(
     totals
 }
 
+/// Receivables of one billing entity × payer, by age.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Aging {
+    /// 0–30 days, 31–60, 61–90, 91–120, over 120.
+    pub buckets: [Cents; 5],
+    /// Outstanding on charges not yet submitted (aging by submission only).
+    pub unbilled: Cents,
+}
+
+impl Aging {
+    /// Adds `amount`, `age` days old (`None`: not yet submitted). A negative age (a date after
+    /// the as-of day) counts as 0.
+    pub fn add(&mut self, age: Option<i64>, amount: Cents) {
+        let Some(age) = age else {
+            self.unbilled = self.unbilled + amount;
+            return;
+        };
+        let bucket = match age {
+            ..=30 => 0,
+            31..=60 => 1,
+            61..=90 => 2,
+            91..=120 => 3,
+            _ => 4,
+        };
+        self.buckets[bucket] = self.buckets[bucket] + amount;
+    }
+
+    /// Everything outstanding.
+    pub fn total(&self) -> Cents {
+        self.buckets.iter().copied().sum::<Cents>() + self.unbilled
+    }
+}
+
+impl AddAssign for Aging {
+    fn add_assign(&mut self, other: Aging) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
+            *mine = *mine + theirs;
+        }
+        self.unbilled = self.unbilled + other.unbilled;
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -97,6 +139,35 @@ mod tests {
         assert_eq!(totals["cardio"], amounts(50, 20));
         assert_eq!(totals["echo"].outstanding(), Cents::new(30));
         assert_eq!(totals["ccm"].outstanding(), Cents::ZERO);
+    }
+
+    #[test]
+    fn ages_fall_in_their_buckets_at_the_edges() {
+        let cases = [
+            (Some(-3), 0),
+            (Some(0), 0),
+            (Some(30), 0),
+            (Some(31), 1),
+            (Some(60), 1),
+            (Some(61), 2),
+            (Some(90), 2),
+            (Some(91), 3),
+            (Some(120), 3),
+            (Some(121), 4),
+            (Some(4000), 4),
+        ];
+        for (age, bucket) in cases {
+            let mut aging = Aging::default();
+            aging.add(age, Cents::new(100));
+            assert_eq!(aging.buckets[bucket], Cents::new(100), "{age:?}");
+            assert_eq!(aging.total(), Cents::new(100));
+        }
+        let mut unbilled = Aging::default();
+        unbilled.add(None, Cents::new(7));
+        assert_eq!(
+            (unbilled.unbilled, unbilled.total()),
+            (Cents::new(7), Cents::new(7))
+        );
     }
 
     proptest! {
