@@ -14,6 +14,8 @@ pub const CATALOG: &[Reason] = pm_runtime::reasons![
     "COVERAGE_PRIORITY_OVERLAP" FailedPrecondition "the patient has another coverage of the same priority over part of the period",
     "ALREADY_ENROLLED" FailedPrecondition "the patient has an active enrollment in the unit already",
     "ENROLLMENT_NOT_ACTIVE" FailedPrecondition "the enrollment is discharged or transferred: it cannot change",
+    "INTAKE_RECORD_INVALID" InvalidArgument "the intake record is malformed: an expiry not after its effective time, a referral without its referring provider, a prior authorization without its number, or a field too long",
+    "TOO_MANY_INTAKE_RECORDS" FailedPrecondition "the enrollment holds the most intake records it may",
     "NPI_ALREADY_REGISTERED" AlreadyExists "another provider of the organization has this NPI",
     "PATIENT_IDENTIFIER_TAKEN" AlreadyExists "another patient has this identifier in this system",
     "UNKNOWN_REFERENCE" InvalidArgument "a field names a resource that does not exist",

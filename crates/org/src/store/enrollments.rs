@@ -1,7 +1,9 @@
 //! Enrollments in the store: the standard methods and the lifecycle verbs, each inside one write
 //! transaction, with the checks of a target unit that need the database.
 
-use pm_api::org::{Enrollment, EnrollmentEvent, EnrollmentEventKind, EnrollmentState};
+use pm_api::org::{
+    Enrollment, EnrollmentEvent, EnrollmentEventKind, EnrollmentState, IntakeRecord,
+};
 use pm_runtime::docstore::{self, CreateCall, ListCall, Page, VerbCall};
 use pm_runtime::time::{now_micros, to_timestamp};
 use pm_runtime::{ApiError, ApiResult, Db, names};
@@ -38,6 +40,8 @@ where
         let state = lifecycle_state(e, lifecycle::Status::New);
         let step = lifecycle::apply(&state, &lifecycle::Action::Enroll, now_micros())?;
         e.history.clear();
+        // Intake records are output only: they are added through RecordIntake, audited one by one.
+        e.intake_records.clear();
         enter(e, step);
         record(conn, e).await
     })
@@ -63,6 +67,38 @@ where
             check_target(conn, e, &step.state.unit, &step.state.pathway_step, "").await?;
         }
         enter(e, step);
+        record(conn, e).await
+    })
+    .await
+}
+
+/// Appends an intake record (already validated with [`domain::validate_intake_record`]) to an
+/// active enrollment (RecordIntake); `record` as for [`create`]. A discharged enrollment, or one
+/// holding [`domain::MAX_INTAKE_RECORDS`] already, is refused with nothing written.
+pub async fn record_intake<R>(
+    db: &Db,
+    call: VerbCall<'_>,
+    intake: IntakeRecord,
+    record: R,
+) -> ApiResult<Enrollment>
+where
+    R: AsyncFnOnce(&mut AnyConnection, &Enrollment) -> ApiResult<()>,
+{
+    docstore::transition(db, &ENROLLMENT, call, async |conn, e| {
+        lifecycle::require_active(&stored_state(e))?;
+        if e.intake_records.len() >= domain::MAX_INTAKE_RECORDS {
+            return Err(ApiError::precondition(
+                "TOO_MANY_INTAKE_RECORDS",
+                format!(
+                    "{} holds {} intake records already, the most it may",
+                    e.name,
+                    domain::MAX_INTAKE_RECORDS
+                ),
+            )
+            .with_meta("enrollment", e.name.clone())
+            .with_meta("limit", domain::MAX_INTAKE_RECORDS.to_string()));
+        }
+        e.intake_records.push(intake);
         record(conn, e).await
     })
     .await
