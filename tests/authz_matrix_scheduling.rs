@@ -1814,7 +1814,8 @@ fn target_kind(method: &str) -> Option<TargetKind> {
         | "DeleteEnrollment"
         | "UndeleteEnrollment"
         | "TransferEnrollment"
-        | "DischargeEnrollment" => Enrollment,
+        | "DischargeEnrollment"
+        | "RecordIntake" => Enrollment,
         "GetCoverage" | "UpdateCoverage" | "DeleteCoverage" | "UndeleteCoverage" => Coverage,
         "GetVisitType" | "UpdateVisitType" | "DeleteVisitType" | "UndeleteVisitType" => VisitType,
         "DeleteRoom" => Room,
