@@ -1155,6 +1155,14 @@ mod tests {
         }
     }
 
+    /// (case, records on the enrollment, slot starts offered, exclusions).
+    type IntakeCase = (
+        &'static str,
+        Vec<IntakeInfo>,
+        Vec<&'static str>,
+        Vec<Exclusion>,
+    );
+
     fn require(q: &mut SlotQuery, requirements: &[Requirement], records: Vec<IntakeInfo>) {
         q.unit.intake_requirements = requirements.to_vec();
         if let Some(e) = q.patient.enrollment.as_mut() {
@@ -1188,8 +1196,7 @@ mod tests {
                 until: Some(utc("2026-03-01T00:00:00Z")),
                 ..record(requirement, "-", None)
             };
-            // (case, records, slots offered, exclusions)
-            let cases: Vec<(&str, Vec<IntakeInfo>, Vec<&str>, Vec<Exclusion>)> = vec![
+            let cases: Vec<IntakeCase> = vec![
                 (
                     "open record",
                     vec![record(requirement, "-", None)],
