@@ -981,6 +981,16 @@ async fn probe(
             };
             (U, one(org.record_intake(request).await))
         }
+        "RevokeIntake" => {
+            let request = RevokeIntakeRequest {
+                name: enrollment,
+                record_id: "intake-1".into(),
+                reason: "authorization matrix".into(),
+                etag: stale,
+                request_id: String::new(),
+            };
+            (U, one(org.revoke_intake(request).await))
+        }
         "CheckAccess" => {
             // Organization administrators only (rbac.access.check), about a resource of the org.
             let request = CheckAccessRequest {

@@ -1815,7 +1815,8 @@ fn target_kind(method: &str) -> Option<TargetKind> {
         | "UndeleteEnrollment"
         | "TransferEnrollment"
         | "DischargeEnrollment"
-        | "RecordIntake" => Enrollment,
+        | "RecordIntake"
+        | "RevokeIntake" => Enrollment,
         "GetCoverage" | "UpdateCoverage" | "DeleteCoverage" | "UndeleteCoverage" => Coverage,
         "GetVisitType" | "UpdateVisitType" | "DeleteVisitType" | "UndeleteVisitType" => VisitType,
         "DeleteRoom" => Room,

@@ -2,7 +2,8 @@
 //! requires a referral excludes every slot of a patient without one (INTAKE_REFERRAL_MISSING) until
 //! Org records it on the enrollment (RecordIntake), and booking refuses with the same reason; a prior
 //! authorization that lapsed before the window excludes the slots with PRIOR_AUTH_EXPIRED, the lapse
-//! in the exclusion and in the refusal; one that lapses inside the window cuts the slots there.
+//! in the exclusion and in the refusal; one that lapses inside the window cuts the slots there; a
+//! revoked record (RevokeIntake) meets nothing.
 
 #![allow(clippy::unwrap_used)]
 
@@ -331,6 +332,23 @@ async fn intake(backend: Backend) -> anyhow::Result<()> {
     book(&mut s, CARDIOLOGY, CONSULT, at(day, 9, 0)).await?;
     assert_eq!(appointments_of_patient(&mut s).await?, 1);
 
+    // The referral was entered in error: revoked, it meets nothing any more.
+    let consult_referral = &recorded.intake_records[1];
+    let revoked = org
+        .revoke_intake(RevokeIntakeRequest {
+            name: recorded.name.clone(),
+            record_id: consult_referral.id.clone(),
+            reason: "entered in error".into(),
+            etag: recorded.etag.clone(),
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert!(revoked.intake_records[1].revoke_time.is_some());
+    let found = find(&mut s, CARDIOLOGY, CONSULT).await?;
+    assert!(found.slots.is_empty(), "{found:?}");
+    assert_eq!(found.exclusions[0].reason, "INTAKE_REFERRAL_MISSING");
+
     // A prior authorization that lapsed on Sunday: PRIOR_AUTH_EXPIRED, since its expiry.
     let lapsed = at(day - chrono::Days::new(1), 12, 0);
     let prior_auth = |until: DateTime<Utc>| IntakeRecord {
@@ -403,16 +421,11 @@ async fn intake(backend: Backend) -> anyhow::Result<()> {
     assert_eq!(reason(&err), "PRIOR_AUTH_EXPIRED");
     book(&mut s, INFUSION, INFUSE, at(day, 13, 0)).await?;
 
-    // Each RecordIntake is in the patient's trail.
+    // Each RecordIntake and RevokeIntake is in the patient's trail.
     let trail = support::trail(&mut org, PATIENT).await?;
-    assert_eq!(
-        trail
-            .iter()
-            .filter(|r| r.method.ends_with("/RecordIntake"))
-            .count(),
-        4,
-        "{trail:?}"
-    );
+    let writes = |method: &str| trail.iter().filter(|r| r.method.ends_with(method)).count();
+    assert_eq!(writes("/RecordIntake"), 4, "{trail:?}");
+    assert_eq!(writes("/RevokeIntake"), 1, "{trail:?}");
     mesh.stop().await?;
     Ok(())
 }

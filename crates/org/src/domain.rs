@@ -577,6 +577,18 @@ pub fn validate_intake_record(record: &IntakeRecord) -> ApiResult<()> {
     v.finish().map_err(|e| e.because("INTAKE_RECORD_INVALID"))
 }
 
+/// Validates a RevokeIntake request's own fields: the record's id and a reason are required
+/// (FIELD_REQUIRED); the reason is at most 200 characters.
+pub fn validate_revocation(record_id: &str, reason: &str) -> ApiResult<()> {
+    let mut required = Violations::new("");
+    required.check(!record_id.trim().is_empty(), "record_id", "is required");
+    required.check(!reason.trim().is_empty(), "reason", "is required");
+    required.finish().map_err(|e| e.because("FIELD_REQUIRED"))?;
+    let mut v = Violations::new("");
+    check_text(&mut v, "reason", reason, true);
+    v.finish()
+}
+
 /// Refuses a coverage that shares its priority with another coverage over an overlapping period.
 pub fn check_no_coverage_overlap(
     coverage: &Coverage,

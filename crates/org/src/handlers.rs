@@ -1479,6 +1479,31 @@ impl OrgService for OrgApi {
         )
     }
 
+    async fn revoke_intake(&self, request: Request<RevokeIntakeRequest>) -> Reply<Enrollment> {
+        let audit = |r: &RevokeIntakeRequest| audited_write(&r.name);
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+                    ENROLLMENT.pattern.parse("name", &req.name)?;
+                    self.check(caller, rpc.method, About::Name(&req.name))
+                        .await?;
+                    domain::validate_revocation(&req.record_id, &req.reason)?;
+                    let call =
+                        store::verb_call(rpc.method, &req.name, &req.etag, &req.request_id, &req);
+                    store::enrollments::revoke_intake(
+                        &self.db,
+                        call,
+                        &req.record_id,
+                        &req.reason,
+                        async |conn, e| self.record_write(conn, caller, rpc.method, &e.name).await,
+                    )
+                    .await
+                })
+                .await,
+        )
+    }
+
     // Coverages
 
     async fn get_coverage(&self, request: Request<GetCoverageRequest>) -> Reply<Coverage> {

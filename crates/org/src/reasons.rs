@@ -15,6 +15,8 @@ pub const CATALOG: &[Reason] = pm_runtime::reasons![
     "ALREADY_ENROLLED" FailedPrecondition "the patient has an active enrollment in the unit already",
     "ENROLLMENT_NOT_ACTIVE" FailedPrecondition "the enrollment is discharged or transferred: it cannot change",
     "INTAKE_RECORD_INVALID" InvalidArgument "the intake record is malformed: an expiry not after its effective time, a referral without its referring provider, a prior authorization without its number, or a field too long",
+    "INTAKE_RECORD_NOT_FOUND" NotFound "the enrollment has no intake record with the id given",
+    "INTAKE_RECORD_REVOKED" FailedPrecondition "the intake record is revoked already",
     "TOO_MANY_INTAKE_RECORDS" FailedPrecondition "the enrollment holds the most intake records it may",
     "NPI_ALREADY_REGISTERED" AlreadyExists "another provider of the organization has this NPI",
     "PATIENT_IDENTIFIER_TAKEN" AlreadyExists "another patient has this identifier in this system",

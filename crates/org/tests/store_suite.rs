@@ -48,6 +48,7 @@ pm_testing::on_both_backends!(
     undeleted_credentials_enrollments_and_coverages_keep_their_rules,
     intake_records_are_recorded_once_and_carried_to_eligibility,
     bad_intake_records_write_nothing,
+    intake_records_are_revoked_once_and_bad_revocations_write_nothing,
 );
 
 async fn organization_lifecycle(h: &Harness) -> anyhow::Result<()> {
@@ -2205,6 +2206,7 @@ async fn intake_records_are_recorded_once_and_carried_to_eligibility(
         vec![IntakeRecord {
             // Left empty, who recorded it is the caller.
             recorded_by: "spiffe://pm.local/service/test-suite".into(),
+            id: "intake-1".into(),
             ..referral()
         }]
     );
@@ -2214,7 +2216,8 @@ async fn intake_records_are_recorded_once_and_carried_to_eligibility(
         "a retried RecordIntake does its work once"
     );
 
-    // A second record (consent, open-ended, named recorder) is appended after the first.
+    // A second record (consent, open-ended, named recorder) is appended after the first; the id
+    // and revocation a client sends are the server's to set.
     let consent = IntakeRecord {
         requirement: IntakeRequirement::Consent as i32,
         recorded_by: "front desk".into(),
@@ -2225,13 +2228,24 @@ async fn intake_records_are_recorded_once_and_carried_to_eligibility(
         .api
         .record_intake(req(record_intake(
             &enrollment.name,
-            Some(consent.clone()),
+            Some(IntakeRecord {
+                id: "intake-1".into(),
+                revoke_time: ts(1_767_225_600),
+                revoke_reason: "forged".into(),
+                ..consent.clone()
+            }),
             "",
         )))
         .await?
         .into_inner();
     assert_eq!(both.intake_records.len(), 2);
-    assert_eq!(both.intake_records[1], consent);
+    assert_eq!(
+        both.intake_records[1],
+        IntakeRecord {
+            id: "intake-2".into(),
+            ..consent
+        }
+    );
 
     // What Scheduling reads carries them.
     let eligibility = h
@@ -2407,5 +2421,127 @@ async fn bad_intake_records_write_nothing(h: &Harness) -> anyhow::Result<()> {
         .await?
         .into_inner();
     assert_eq!(after, discharged);
+    Ok(())
+}
+
+async fn intake_records_are_revoked_once_and_bad_revocations_write_nothing(
+    h: &Harness,
+) -> anyhow::Result<()> {
+    let (_, program) = program_units(h).await?;
+    let patient = h.patient("organizations/acme", "p1", "MRN-1").await?;
+    let enrollment = enroll(h, &patient.name, "e1", &program.name, "intake").await?;
+    let name = enrollment.name.clone();
+    let recorded = h
+        .api
+        .record_intake(req(record_intake(&name, Some(referral()), "")))
+        .await?
+        .into_inner();
+    let revoke = |record_id: &str, reason: &str, etag: &str| RevokeIntakeRequest {
+        name: name.clone(),
+        record_id: record_id.into(),
+        reason: reason.into(),
+        etag: etag.into(),
+        request_id: String::new(),
+    };
+
+    // Bad requests: refused, nothing written.
+    for (case, request, code, why, fields) in [
+        (
+            "no record id",
+            revoke("", "entered in error", ""),
+            Code::InvalidArgument,
+            "FIELD_REQUIRED",
+            vec!["record_id"],
+        ),
+        (
+            "no reason",
+            revoke("intake-1", " ", ""),
+            Code::InvalidArgument,
+            "FIELD_REQUIRED",
+            vec!["reason"],
+        ),
+        (
+            "a reason too long",
+            revoke("intake-1", &"x".repeat(201), ""),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+            vec!["reason"],
+        ),
+        (
+            "an id the enrollment does not have",
+            revoke("intake-9", "entered in error", ""),
+            Code::NotFound,
+            "INTAKE_RECORD_NOT_FOUND",
+            vec![],
+        ),
+        (
+            "a stale etag",
+            revoke("intake-1", "entered in error", &enrollment.etag),
+            Code::Aborted,
+            "ETAG_MISMATCH",
+            vec![],
+        ),
+    ] {
+        let status = expect_error(h.api.revoke_intake(req(request)).await, code, why);
+        assert_eq!(violated_fields(&status), fields, "{case}");
+    }
+    let unchanged = h
+        .api
+        .get_enrollment(req(GetEnrollmentRequest { name: name.clone() }))
+        .await?
+        .into_inner();
+    assert_eq!(
+        unchanged, recorded,
+        "no refused RevokeIntake wrote anything"
+    );
+
+    // Revoked: kept, with when and why; a second revocation is refused and writes nothing.
+    let call = RevokeIntakeRequest {
+        request_id: "0c6f1e1a-8b7d-4c5e-9a3f-2b1c0d9e8f7a".into(),
+        ..revoke("intake-1", "entered in error", &recorded.etag)
+    };
+    let revoked = h.api.revoke_intake(req(call.clone())).await?.into_inner();
+    assert_eq!(revoked.intake_records.len(), 1);
+    let record = &revoked.intake_records[0];
+    assert!(record.revoke_time.is_some());
+    assert_eq!(record.revoke_reason, "entered in error");
+    assert_eq!(
+        IntakeRecord {
+            revoke_time: None,
+            revoke_reason: String::new(),
+            ..record.clone()
+        },
+        recorded.intake_records[0],
+        "the rest of the record is kept"
+    );
+    let replayed = h.api.revoke_intake(req(call)).await?.into_inner();
+    assert_eq!(
+        replayed, revoked,
+        "a retried RevokeIntake does its work once"
+    );
+    expect_error(
+        h.api
+            .revoke_intake(req(revoke("intake-1", "twice", "")))
+            .await,
+        Code::FailedPrecondition,
+        "INTAKE_RECORD_REVOKED",
+    );
+    let after = h
+        .api
+        .get_enrollment(req(GetEnrollmentRequest { name: name.clone() }))
+        .await?
+        .into_inner();
+    assert_eq!(after, revoked);
+
+    // Audited as a PHI write (the replay is not a second one).
+    let revocations = patient_accesses(h, &patient.name)
+        .await?
+        .into_iter()
+        .filter(|e| {
+            e.event.method.ends_with("/RevokeIntake")
+                && e.event.outcome == pm_authz::audit::Outcome::Success
+        })
+        .count();
+    assert_eq!(revocations, 1);
     Ok(())
 }

@@ -88,9 +88,12 @@ fn requirement_of(value: i32) -> Option<Requirement> {
     }
 }
 
-/// An intake record as slot search checks it; `None` for one it cannot read (Org validates each on
-/// write), which then meets nothing.
+/// An intake record as slot search checks it; `None` for a revoked one (it meets nothing any more)
+/// and for one it cannot read (Org validates each on write), which then meets nothing either.
 fn intake_of(record: &IntakeRecord) -> Option<IntakeInfo> {
+    if record.revoke_time.is_some() {
+        return None;
+    }
     Some(IntakeInfo {
         requirement: requirement_of(record.requirement)?,
         from: micros_to_time(record.effective_time.as_ref())?,

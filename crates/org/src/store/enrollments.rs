@@ -98,7 +98,54 @@ where
             .with_meta("enrollment", e.name.clone())
             .with_meta("limit", domain::MAX_INTAKE_RECORDS.to_string()));
         }
-        e.intake_records.push(intake);
+        // The server owns the record's identity and revocation, whatever the client sent. Records
+        // are never removed, so the count gives a fresh id.
+        e.intake_records.push(IntakeRecord {
+            id: format!("intake-{}", e.intake_records.len() + 1),
+            revoke_time: None,
+            revoke_reason: String::new(),
+            ..intake
+        });
+        record(conn, e).await
+    })
+    .await
+}
+
+/// Revokes the intake record `record_id` of an active enrollment at `now` with `reason`
+/// (RevokeIntake, already validated with [`domain::validate_revocation`]); `record` as for
+/// [`create`]. An id the enrollment does not have is NOT_FOUND, a record revoked already
+/// FAILED_PRECONDITION; nothing is written on either.
+pub async fn revoke_intake<R>(
+    db: &Db,
+    call: VerbCall<'_>,
+    record_id: &str,
+    reason: &str,
+    record: R,
+) -> ApiResult<Enrollment>
+where
+    R: AsyncFnOnce(&mut AnyConnection, &Enrollment) -> ApiResult<()>,
+{
+    docstore::transition(db, &ENROLLMENT, call, async |conn, e| {
+        lifecycle::require_active(&stored_state(e))?;
+        let name = e.name.clone();
+        let Some(intake) = e.intake_records.iter_mut().find(|r| r.id == record_id) else {
+            return Err(ApiError::new(
+                tonic::Code::NotFound,
+                "INTAKE_RECORD_NOT_FOUND",
+                format!("{name} has no intake record with this id"),
+            )
+            .with_meta("enrollment", name));
+        };
+        if intake.revoke_time.is_some() {
+            return Err(ApiError::precondition(
+                "INTAKE_RECORD_REVOKED",
+                format!("the intake record of {name} is revoked already"),
+            )
+            .with_meta("enrollment", name)
+            .with_meta("recordId", intake.id.clone()));
+        }
+        intake.revoke_time = Some(to_timestamp(now_micros()));
+        intake.revoke_reason = reason.to_string();
         record(conn, e).await
     })
     .await
