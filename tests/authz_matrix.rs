@@ -964,6 +964,33 @@ async fn probe(
             };
             (U, one(org.discharge_enrollment(request).await))
         }
+        "RecordIntake" => {
+            // A valid record, so that an allowed call reaches the stale etag (ABORTED).
+            let request = RecordIntakeRequest {
+                name: enrollment,
+                record: Some(IntakeRecord {
+                    requirement: IntakeRequirement::Consent as i32,
+                    effective_time: Some(prost_types::Timestamp {
+                        seconds: 1_767_225_600,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }),
+                etag: stale,
+                request_id: String::new(),
+            };
+            (U, one(org.record_intake(request).await))
+        }
+        "RevokeIntake" => {
+            let request = RevokeIntakeRequest {
+                name: enrollment,
+                record_id: "intake-1".into(),
+                reason: "authorization matrix".into(),
+                etag: stale,
+                request_id: String::new(),
+            };
+            (U, one(org.revoke_intake(request).await))
+        }
         "CheckAccess" => {
             // Organization administrators only (rbac.access.check), about a resource of the org.
             let request = CheckAccessRequest {

@@ -1869,7 +1869,9 @@ fn target_kind(method: &str) -> Option<TargetKind> {
         | "DeleteEnrollment"
         | "UndeleteEnrollment"
         | "TransferEnrollment"
-        | "DischargeEnrollment" => Enrollment,
+        | "DischargeEnrollment"
+        | "RecordIntake"
+        | "RevokeIntake" => Enrollment,
         "GetCoverage" | "UpdateCoverage" | "DeleteCoverage" | "UndeleteCoverage" => Coverage,
         "GetVisitType" | "UpdateVisitType" | "DeleteVisitType" | "UndeleteVisitType" => VisitType,
         "DeleteRoom" => Room,

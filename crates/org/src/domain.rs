@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use pm_api::org::{
     AdministrativeGender, BillingProfile, ClaimForm, Coverage, Credential, CredentialState,
-    EffectivePolicy, FieldSource, IntakeRequirement, Location, Organization, Patient, Provider,
-    ServiceUnit, UnitKind, WorkflowRules,
+    EffectivePolicy, FieldSource, IntakeRecord, IntakeRequirement, Location, Organization, Patient,
+    Provider, ServiceUnit, UnitKind, WorkflowRules,
 };
 use pm_api::types::Interval;
 use pm_runtime::names::{self, NamePattern};
@@ -476,6 +476,117 @@ pub fn validate_coverage(coverage: &Coverage) -> ApiResult<Period> {
     );
     v.finish()?;
     period.ok_or_else(|| ApiError::invalid("coverage.effective_period", "is required"))
+}
+
+/// Visit-type codes one intake record may name at most.
+pub const MAX_INTAKE_VISIT_TYPES: usize = 50;
+/// Intake records one enrollment may hold at most: the enrollment is one stored document, read on
+/// every slot search, so its size stays bounded.
+pub const MAX_INTAKE_RECORDS: usize = 200;
+const MAX_AUTHORIZATION_NUMBER: usize = 100;
+const MAX_VISIT_TYPE_CODE: usize = 100;
+const MAX_NOTE: usize = 2000;
+
+/// Validates an intake record sent to RecordIntake (fields under `record.`). A missing requirement or
+/// effective time is FIELD_REQUIRED; anything else wrong with the record (an expiry not after the
+/// effective time, a referral without its referring provider, a prior authorization without its
+/// number, sizes) is INTAKE_RECORD_INVALID. Every violation of the kind reported is listed, so that a
+/// client can fix them in one go; the descriptions name fields, never the values (they are PHI).
+pub fn validate_intake_record(record: &IntakeRecord) -> ApiResult<()> {
+    let mut required = Violations::new("record");
+    let requirement = IntakeRequirement::try_from(record.requirement)
+        .ok()
+        .filter(|r| *r != IntakeRequirement::Unspecified);
+    required.check(
+        requirement.is_some(),
+        "requirement",
+        "must be one of the INTAKE_REQUIREMENT_* values",
+    );
+    required.check(
+        record.effective_time.is_some(),
+        "effective_time",
+        "is required",
+    );
+    required.finish().map_err(|e| e.because("FIELD_REQUIRED"))?;
+
+    let mut v = Violations::new("record");
+    let effective = record.effective_time.as_ref().filter(|t| is_valid(t));
+    v.check(
+        effective.is_some(),
+        "effective_time",
+        "is not a valid timestamp",
+    );
+    if let Some(expire) = &record.expire_time {
+        if !is_valid(expire) {
+            v.add("expire_time", "is not a valid timestamp");
+        } else if effective.is_some_and(|start| to_micros(expire) <= to_micros(start)) {
+            v.add("expire_time", "must be after effective_time");
+        }
+    }
+    check_text(&mut v, "recorded_by", &record.recorded_by, false);
+    let referral = requirement == Some(IntakeRequirement::Referral);
+    if referral && record.referring_provider.trim().is_empty() {
+        v.add(
+            "referring_provider",
+            "is required for a referral (the referring provider's NPI or name)",
+        );
+    } else {
+        check_text(
+            &mut v,
+            "referring_provider",
+            &record.referring_provider,
+            false,
+        );
+    }
+    let prior_auth = requirement == Some(IntakeRequirement::PriorAuthorization);
+    if prior_auth && record.authorization_number.trim().is_empty() {
+        v.add(
+            "authorization_number",
+            "is required for a prior authorization",
+        );
+    } else if record.authorization_number.chars().count() > MAX_AUTHORIZATION_NUMBER {
+        v.add(
+            "authorization_number",
+            format!("must be at most {MAX_AUTHORIZATION_NUMBER} characters"),
+        );
+    }
+    if record.visit_types.len() > MAX_INTAKE_VISIT_TYPES {
+        v.add(
+            "visit_types",
+            format!("must name at most {MAX_INTAKE_VISIT_TYPES} visit types"),
+        );
+    }
+    for (i, code) in record.visit_types.iter().enumerate() {
+        let length = code.chars().count();
+        v.check(
+            length > 0 && length <= MAX_VISIT_TYPE_CODE && code.trim() == code,
+            format!("visit_types[{i}]"),
+            format!("must be a visit type code of 1 to {MAX_VISIT_TYPE_CODE} characters"),
+        );
+    }
+    v.check(
+        record.visit_count >= 0,
+        "visit_count",
+        "must not be negative",
+    );
+    v.check(
+        record.note.chars().count() <= MAX_NOTE,
+        "note",
+        format!("must be at most {MAX_NOTE} characters"),
+    );
+    v.finish().map_err(|e| e.because("INTAKE_RECORD_INVALID"))
+}
+
+/// Validates a RevokeIntake request's own fields: the record's id and a reason are required
+/// (FIELD_REQUIRED); the reason is at most 200 characters.
+pub fn validate_revocation(record_id: &str, reason: &str) -> ApiResult<()> {
+    let mut required = Violations::new("");
+    required.check(!record_id.trim().is_empty(), "record_id", "is required");
+    required.check(!reason.trim().is_empty(), "reason", "is required");
+    required.finish().map_err(|e| e.because("FIELD_REQUIRED"))?;
+    let mut v = Violations::new("");
+    check_text(&mut v, "reason", reason, true);
+    v.finish()
 }
 
 /// Refuses a coverage that shares its priority with another coverage over an overlapping period.

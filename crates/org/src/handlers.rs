@@ -203,6 +203,16 @@ fn patient_of(name: &str) -> String {
     }
 }
 
+/// The caller as an intake record's `recorded_by`: its principal, or the calling service's identity
+/// when no end user's token came with the call.
+fn recorder_of(caller: &Caller) -> String {
+    caller
+        .principal
+        .clone()
+        .or_else(|| caller.peer.clone())
+        .unwrap_or_default()
+}
+
 impl OrgApi {
     /// The eligibility of `patients` (well-formed names, one organization), in their order, from
     /// one query: each patient's enrollments the caller may list (a unit-scoped caller sees its
@@ -1434,6 +1444,60 @@ impl OrgService for OrgApi {
                     store::enrollments::advance(&self.db, call, &action, async |conn, e| {
                         self.record_write(conn, caller, rpc.method, &e.name).await
                     })
+                    .await
+                })
+                .await,
+        )
+    }
+
+    async fn record_intake(&self, request: Request<RecordIntakeRequest>) -> Reply<Enrollment> {
+        let audit = |r: &RecordIntakeRequest| audited_write(&r.name);
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+                    ENROLLMENT.pattern.parse("name", &req.name)?;
+                    // Authorize before validating: a malformed record for an enrollment out of
+                    // reach answers as out of reach.
+                    self.check(caller, rpc.method, About::Name(&req.name))
+                        .await?;
+                    let mut record = required(req.record.clone(), "record")?;
+                    domain::validate_intake_record(&record)?;
+                    if record.recorded_by.trim().is_empty() {
+                        // Who recorded it defaults to who called: the audit trail says so too,
+                        // but the record travels to Scheduling and staff screens without it.
+                        record.recorded_by = recorder_of(caller);
+                    }
+                    let call =
+                        store::verb_call(rpc.method, &req.name, &req.etag, &req.request_id, &req);
+                    store::enrollments::record_intake(&self.db, call, record, async |conn, e| {
+                        self.record_write(conn, caller, rpc.method, &e.name).await
+                    })
+                    .await
+                })
+                .await,
+        )
+    }
+
+    async fn revoke_intake(&self, request: Request<RevokeIntakeRequest>) -> Reply<Enrollment> {
+        let audit = |r: &RevokeIntakeRequest| audited_write(&r.name);
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let caller = rpc.caller;
+                    ENROLLMENT.pattern.parse("name", &req.name)?;
+                    self.check(caller, rpc.method, About::Name(&req.name))
+                        .await?;
+                    domain::validate_revocation(&req.record_id, &req.reason)?;
+                    let call =
+                        store::verb_call(rpc.method, &req.name, &req.etag, &req.request_id, &req);
+                    store::enrollments::revoke_intake(
+                        &self.db,
+                        call,
+                        &req.record_id,
+                        &req.reason,
+                        async |conn, e| self.record_write(conn, caller, rpc.method, &e.name).await,
+                    )
                     .await
                 })
                 .await,

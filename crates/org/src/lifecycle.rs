@@ -145,8 +145,9 @@ pub fn apply(state: &State, action: &Action, now: Micros) -> ApiResult<Transitio
     }
 }
 
-/// Transfers and discharges need an active enrollment.
-fn require_active(state: &State) -> ApiResult<()> {
+/// Transfers, discharges and intake records (RecordIntake) need an active enrollment: a discharged
+/// one is history, and evidence recorded on it would never be checked.
+pub fn require_active(state: &State) -> ApiResult<()> {
     if state.status == Status::Active {
         Ok(())
     } else {

@@ -46,6 +46,9 @@ pm_testing::on_both_backends!(
     patient_search_pages_and_refuses_bad_input_without_phi,
     patients_stored_before_search_existed_are_indexed,
     undeleted_credentials_enrollments_and_coverages_keep_their_rules,
+    intake_records_are_recorded_once_and_carried_to_eligibility,
+    bad_intake_records_write_nothing,
+    intake_records_are_revoked_once_and_bad_revocations_write_nothing,
 );
 
 async fn organization_lifecycle(h: &Harness) -> anyhow::Result<()> {
@@ -2143,5 +2146,402 @@ async fn undeleted_credentials_enrollments_and_coverages_keep_their_rules(
         stored.delete_time.is_some(),
         "a refused undelete writes nothing"
     );
+    Ok(())
+}
+
+/// A referral as RecordIntake takes it: 2026-01-01 to 2026-07-01, for follow-ups only.
+fn referral() -> IntakeRecord {
+    IntakeRecord {
+        requirement: IntakeRequirement::Referral as i32,
+        effective_time: ts(1_767_225_600),
+        expire_time: ts(1_782_864_000),
+        referring_provider: "1234567893".into(),
+        visit_types: vec!["FOLLOW_UP".into()],
+        visit_count: 3,
+        note: "faxed".into(),
+        ..Default::default()
+    }
+}
+
+fn record_intake(name: &str, record: Option<IntakeRecord>, etag: &str) -> RecordIntakeRequest {
+    RecordIntakeRequest {
+        name: name.into(),
+        record,
+        etag: etag.into(),
+        request_id: String::new(),
+    }
+}
+
+async fn intake_records_are_recorded_once_and_carried_to_eligibility(
+    h: &Harness,
+) -> anyhow::Result<()> {
+    let (_, program) = program_units(h).await?;
+    let patient = h.patient("organizations/acme", "p1", "MRN-1").await?;
+    // Intake records are output only on the enrollment: sent on create, they are dropped.
+    let enrollment = h
+        .api
+        .create_enrollment(req(CreateEnrollmentRequest {
+            parent: patient.name.clone(),
+            enrollment: Some(Enrollment {
+                unit: program.name.clone(),
+                pathway_step: "intake".into(),
+                intake_records: vec![referral()],
+                ..Default::default()
+            }),
+            enrollment_id: "e1".into(),
+            request_id: String::new(),
+        }))
+        .await?
+        .into_inner();
+    assert!(enrollment.intake_records.is_empty());
+
+    let call = RecordIntakeRequest {
+        request_id: "5f0c3c1e-2b4a-4d8e-9f6a-1c2d3e4f5a6b".into(),
+        ..record_intake(&enrollment.name, Some(referral()), &enrollment.etag)
+    };
+    let recorded = h.api.record_intake(req(call.clone())).await?.into_inner();
+    assert_ne!(recorded.etag, enrollment.etag);
+    assert_eq!(
+        recorded.intake_records,
+        vec![IntakeRecord {
+            // Left empty, who recorded it is the caller.
+            recorded_by: "spiffe://pm.local/service/test-suite".into(),
+            id: "intake-1".into(),
+            ..referral()
+        }]
+    );
+    let replayed = h.api.record_intake(req(call)).await?.into_inner();
+    assert_eq!(
+        replayed, recorded,
+        "a retried RecordIntake does its work once"
+    );
+
+    // A second record (consent, open-ended, named recorder) is appended after the first; the id
+    // and revocation a client sends are the server's to set.
+    let consent = IntakeRecord {
+        requirement: IntakeRequirement::Consent as i32,
+        recorded_by: "front desk".into(),
+        effective_time: ts(1_767_225_600),
+        ..Default::default()
+    };
+    let both = h
+        .api
+        .record_intake(req(record_intake(
+            &enrollment.name,
+            Some(IntakeRecord {
+                id: "intake-1".into(),
+                revoke_time: ts(1_767_225_600),
+                revoke_reason: "forged".into(),
+                ..consent.clone()
+            }),
+            "",
+        )))
+        .await?
+        .into_inner();
+    assert_eq!(both.intake_records.len(), 2);
+    assert_eq!(
+        both.intake_records[1],
+        IntakeRecord {
+            id: "intake-2".into(),
+            ..consent
+        }
+    );
+
+    // What Scheduling reads carries them.
+    let eligibility = h
+        .api
+        .get_patient_eligibility(req(GetPatientEligibilityRequest {
+            patient: patient.name.clone(),
+        }))
+        .await?
+        .into_inner();
+    assert_eq!(eligibility.enrollments.len(), 1);
+    assert_eq!(
+        eligibility.enrollments[0].intake_records,
+        both.intake_records
+    );
+
+    // Each RecordIntake is a PHI write in the patient's trail (the replay is not a second write).
+    let methods: Vec<String> = patient_accesses(h, &patient.name)
+        .await?
+        .into_iter()
+        .map(|e| e.event.method)
+        .filter(|m| m.ends_with("/RecordIntake"))
+        .collect();
+    assert_eq!(methods.len(), 2, "{methods:?}");
+    Ok(())
+}
+
+async fn bad_intake_records_write_nothing(h: &Harness) -> anyhow::Result<()> {
+    let (_, program) = program_units(h).await?;
+    let patient = h.patient("organizations/acme", "p1", "MRN-1").await?;
+    let enrollment = enroll(h, &patient.name, "e1", &program.name, "intake").await?;
+    let name = enrollment.name.clone();
+    let with = |change: fn(&mut IntakeRecord)| {
+        let mut record = referral();
+        change(&mut record);
+        Some(record)
+    };
+    let cases: Vec<(&str, Option<IntakeRecord>, &str, Vec<&str>)> = vec![
+        ("no record", None, "FIELD_REQUIRED", vec!["record"]),
+        (
+            "no requirement",
+            with(|r| r.requirement = IntakeRequirement::Unspecified as i32),
+            "FIELD_REQUIRED",
+            vec!["record.requirement"],
+        ),
+        (
+            "an unknown requirement",
+            with(|r| r.requirement = 99),
+            "FIELD_REQUIRED",
+            vec!["record.requirement"],
+        ),
+        (
+            "no effective time",
+            with(|r| r.effective_time = None),
+            "FIELD_REQUIRED",
+            vec!["record.effective_time"],
+        ),
+        (
+            "expiring before it takes effect",
+            with(|r| r.expire_time = ts(1_767_225_599)),
+            "INTAKE_RECORD_INVALID",
+            vec!["record.expire_time"],
+        ),
+        (
+            "expiring as it takes effect",
+            with(|r| r.expire_time = r.effective_time),
+            "INTAKE_RECORD_INVALID",
+            vec!["record.expire_time"],
+        ),
+        (
+            "a referral without its referring provider",
+            with(|r| r.referring_provider = " ".into()),
+            "INTAKE_RECORD_INVALID",
+            vec!["record.referring_provider"],
+        ),
+        (
+            "a prior authorization without its number",
+            with(|r| r.requirement = IntakeRequirement::PriorAuthorization as i32),
+            "INTAKE_RECORD_INVALID",
+            vec!["record.authorization_number"],
+        ),
+        (
+            "a blank visit type",
+            with(|r| r.visit_types = vec!["".into()]),
+            "INTAKE_RECORD_INVALID",
+            vec!["record.visit_types[0]"],
+        ),
+        (
+            "a negative visit count",
+            with(|r| r.visit_count = -1),
+            "INTAKE_RECORD_INVALID",
+            vec!["record.visit_count"],
+        ),
+        (
+            "a note too long",
+            with(|r| r.note = "x".repeat(2001)),
+            "INTAKE_RECORD_INVALID",
+            vec!["record.note"],
+        ),
+    ];
+    for (case, record, reason, fields) in cases {
+        let status = expect_error(
+            h.api
+                .record_intake(req(record_intake(&name, record, "")))
+                .await,
+            Code::InvalidArgument,
+            reason,
+        );
+        assert_eq!(violated_fields(&status), fields, "{case}");
+        assert!(
+            !status.message().contains("1234567893"),
+            "{case}: no value echoed"
+        );
+    }
+    expect_error(
+        h.api
+            .record_intake(req(record_intake(&name, Some(referral()), "stale")))
+            .await,
+        Code::Aborted,
+        "ETAG_MISMATCH",
+    );
+    expect_error(
+        h.api
+            .record_intake(req(record_intake(
+                "organizations/acme/patients/p1/enrollments/ghost",
+                Some(referral()),
+                "",
+            )))
+            .await,
+        Code::NotFound,
+        "RESOURCE_NOT_FOUND",
+    );
+    expect_error(
+        h.api
+            .record_intake(req(record_intake(
+                "organizations/acme/enrollments/e1",
+                Some(referral()),
+                "",
+            )))
+            .await,
+        Code::InvalidArgument,
+        "RESOURCE_NAME_INVALID",
+    );
+    let unchanged = h
+        .api
+        .get_enrollment(req(GetEnrollmentRequest { name: name.clone() }))
+        .await?
+        .into_inner();
+    assert_eq!(
+        unchanged, enrollment,
+        "no refused RecordIntake wrote anything"
+    );
+
+    // A discharged enrollment takes no more records.
+    let discharged = h
+        .api
+        .discharge_enrollment(req(DischargeEnrollmentRequest {
+            name: name.clone(),
+            reason: "goals met".into(),
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+    expect_error(
+        h.api
+            .record_intake(req(record_intake(&name, Some(referral()), "")))
+            .await,
+        Code::FailedPrecondition,
+        "ENROLLMENT_NOT_ACTIVE",
+    );
+    let after = h
+        .api
+        .get_enrollment(req(GetEnrollmentRequest { name }))
+        .await?
+        .into_inner();
+    assert_eq!(after, discharged);
+    Ok(())
+}
+
+async fn intake_records_are_revoked_once_and_bad_revocations_write_nothing(
+    h: &Harness,
+) -> anyhow::Result<()> {
+    let (_, program) = program_units(h).await?;
+    let patient = h.patient("organizations/acme", "p1", "MRN-1").await?;
+    let enrollment = enroll(h, &patient.name, "e1", &program.name, "intake").await?;
+    let name = enrollment.name.clone();
+    let recorded = h
+        .api
+        .record_intake(req(record_intake(&name, Some(referral()), "")))
+        .await?
+        .into_inner();
+    let revoke = |record_id: &str, reason: &str, etag: &str| RevokeIntakeRequest {
+        name: name.clone(),
+        record_id: record_id.into(),
+        reason: reason.into(),
+        etag: etag.into(),
+        request_id: String::new(),
+    };
+
+    // Bad requests: refused, nothing written.
+    for (case, request, code, why, fields) in [
+        (
+            "no record id",
+            revoke("", "entered in error", ""),
+            Code::InvalidArgument,
+            "FIELD_REQUIRED",
+            vec!["record_id"],
+        ),
+        (
+            "no reason",
+            revoke("intake-1", " ", ""),
+            Code::InvalidArgument,
+            "FIELD_REQUIRED",
+            vec!["reason"],
+        ),
+        (
+            "a reason too long",
+            revoke("intake-1", &"x".repeat(201), ""),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+            vec!["reason"],
+        ),
+        (
+            "an id the enrollment does not have",
+            revoke("intake-9", "entered in error", ""),
+            Code::NotFound,
+            "INTAKE_RECORD_NOT_FOUND",
+            vec![],
+        ),
+        (
+            "a stale etag",
+            revoke("intake-1", "entered in error", &enrollment.etag),
+            Code::Aborted,
+            "ETAG_MISMATCH",
+            vec![],
+        ),
+    ] {
+        let status = expect_error(h.api.revoke_intake(req(request)).await, code, why);
+        assert_eq!(violated_fields(&status), fields, "{case}");
+    }
+    let unchanged = h
+        .api
+        .get_enrollment(req(GetEnrollmentRequest { name: name.clone() }))
+        .await?
+        .into_inner();
+    assert_eq!(
+        unchanged, recorded,
+        "no refused RevokeIntake wrote anything"
+    );
+
+    // Revoked: kept, with when and why; a second revocation is refused and writes nothing.
+    let call = RevokeIntakeRequest {
+        request_id: "0c6f1e1a-8b7d-4c5e-9a3f-2b1c0d9e8f7a".into(),
+        ..revoke("intake-1", "entered in error", &recorded.etag)
+    };
+    let revoked = h.api.revoke_intake(req(call.clone())).await?.into_inner();
+    assert_eq!(revoked.intake_records.len(), 1);
+    let record = &revoked.intake_records[0];
+    assert!(record.revoke_time.is_some());
+    assert_eq!(record.revoke_reason, "entered in error");
+    assert_eq!(
+        IntakeRecord {
+            revoke_time: None,
+            revoke_reason: String::new(),
+            ..record.clone()
+        },
+        recorded.intake_records[0],
+        "the rest of the record is kept"
+    );
+    let replayed = h.api.revoke_intake(req(call)).await?.into_inner();
+    assert_eq!(
+        replayed, revoked,
+        "a retried RevokeIntake does its work once"
+    );
+    expect_error(
+        h.api
+            .revoke_intake(req(revoke("intake-1", "twice", "")))
+            .await,
+        Code::FailedPrecondition,
+        "INTAKE_RECORD_REVOKED",
+    );
+    let after = h
+        .api
+        .get_enrollment(req(GetEnrollmentRequest { name: name.clone() }))
+        .await?
+        .into_inner();
+    assert_eq!(after, revoked);
+
+    // Audited as a PHI write (the replay is not a second one).
+    let revocations = patient_accesses(h, &patient.name)
+        .await?
+        .into_iter()
+        .filter(|e| {
+            e.event.method.ends_with("/RevokeIntake")
+                && e.event.outcome == pm_authz::audit::Outcome::Success
+        })
+        .count();
+    assert_eq!(revocations, 1);
     Ok(())
 }

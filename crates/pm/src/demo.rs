@@ -225,6 +225,15 @@ pub async fn seed(client: &mut Client) -> anyhow::Result<SeedReport> {
                 .await;
             report.record(&format!("{name}/enrollments/{enrollment_id}"), result)?;
         }
+        for (enrollment_id, requirement) in demo.intake {
+            record_intake(
+                client,
+                &mut report,
+                &format!("{name}/enrollments/{enrollment_id}"),
+                requirement,
+            )
+            .await?;
+        }
         for (coverage_id, payer, member_id, plan, priority) in demo.coverages {
             let coverage = Coverage {
                 payer: format!("payers/{payer}"),
@@ -246,6 +255,48 @@ pub async fn seed(client: &mut Client) -> anyhow::Result<SeedReport> {
         }
     }
     Ok(report)
+}
+
+/// Records that `requirement` is met for the enrollment (signed on 2026-01-01, open-ended), unless
+/// it already has a record of it: RecordIntake appends, so a second seed run checks first.
+async fn record_intake(
+    client: &mut Client,
+    report: &mut SeedReport,
+    enrollment: &str,
+    requirement: IntakeRequirement,
+) -> anyhow::Result<()> {
+    let what = format!("{enrollment} intake {}", requirement.as_str_name());
+    let stored = client
+        .get_enrollment(GetEnrollmentRequest {
+            name: enrollment.into(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("reading {enrollment}: {}: {}", s.code(), s.message()))?
+        .into_inner();
+    if stored
+        .intake_records
+        .iter()
+        .any(|r| r.requirement == requirement as i32)
+    {
+        report.existing += 1;
+        println!("  exists   {what}");
+        return Ok(());
+    }
+    let result = client
+        .record_intake(RecordIntakeRequest {
+            name: enrollment.into(),
+            record: Some(IntakeRecord {
+                requirement: requirement as i32,
+                recorded_by: "demo seed".into(),
+                effective_time: date_time(2026, 1, 1),
+                note: "signed at the enrollment visit".into(),
+                ..Default::default()
+            }),
+            etag: stored.etag,
+            request_id: String::new(),
+        })
+        .await;
+    report.record(&what, result)
 }
 
 fn units() -> Vec<(&'static str, ServiceUnit)> {
@@ -465,6 +516,8 @@ struct DemoPatient {
     id: &'static str,
     patient: Patient,
     enrollments: Vec<(&'static str, &'static str, &'static str)>,
+    /// Intake requirements met, by enrollment id: what the enrollment's unit requires before a visit.
+    intake: Vec<(&'static str, IntakeRequirement)>,
     coverages: Vec<(&'static str, &'static str, &'static str, &'static str, i32)>,
 }
 
@@ -503,6 +556,8 @@ fn patients() -> Vec<DemoPatient> {
                 "MRN-100001",
             ),
             enrollments: vec![("ccm", "ccm-program", "care-plan")],
+            // Consent signed; the care plan is still being drafted (CCM requires both).
+            intake: vec![("ccm", IntakeRequirement::Consent)],
             coverages: vec![(
                 "medicare",
                 "medicare",
@@ -521,6 +576,7 @@ fn patients() -> Vec<DemoPatient> {
                 "MRN-100002",
             ),
             enrollments: vec![("globex", "globex-employer", "")],
+            intake: vec![],
             coverages: vec![(
                 "globex",
                 "globex-direct",
@@ -539,6 +595,7 @@ fn patients() -> Vec<DemoPatient> {
                 "MRN-100003",
             ),
             enrollments: vec![],
+            intake: vec![],
             coverages: vec![
                 ("aetna", "aetna", "W123456789", "Aetna Choice POS II", 1),
                 (
@@ -560,6 +617,11 @@ fn patients() -> Vec<DemoPatient> {
                 "MRN-100004",
             ),
             enrollments: vec![("ccm", "ccm-program", "enrollment")],
+            // Everything CCM requires, so that the tour's FindSlots and BookAppointment work.
+            intake: vec![
+                ("ccm", IntakeRequirement::Consent),
+                ("ccm", IntakeRequirement::CarePlan),
+            ],
             coverages: vec![(
                 "medicare",
                 "medicare",
@@ -655,8 +717,9 @@ pub async fn seed_access(
 }
 
 /// The Scheduling side of the demo: visit types of the clinic and the CCM program, and Dr. Okafor's
-/// weekly hours for both at the Northside building. Patient p-0004 (CCM, step `enrollment`) can
-/// book `ccm-enrollment`; p-0001 (step `care-plan`) is told WRONG_PATHWAY_STEP; p-0003 (enrolled
+/// weekly hours for both at the Northside building. Patient p-0004 (CCM, step `enrollment`, consent
+/// and care plan recorded) can book `ccm-enrollment`; p-0001 (step `care-plan`, consent only) is told
+/// WRONG_PATHWAY_STEP and INTAKE_CARE_PLAN_MISSING; p-0003 (enrolled
 /// nowhere) PATIENT_NOT_ENROLLED.
 pub async fn seed_scheduling(
     client: &mut pm_api::scheduling::scheduling_service_client::SchedulingServiceClient<

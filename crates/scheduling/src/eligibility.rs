@@ -11,7 +11,10 @@
 //!   * when the visit type belongs to a pathway step, that step is one of the unit's
 //!     `care_pathway_steps` and is the enrollment's current step ([`Reason::WrongPathwayStep`]);
 //!   * unless self-pay is allowed, some coverage with an accepted payer is in force at some point
-//!     of the window ([`Reason::PayerNotAccepted`]).
+//!     of the window ([`Reason::PayerNotAccepted`]);
+//!   * when enrolled in the unit, for each of the unit's intake requirements, some record of it on
+//!     the enrollment that covers the visit type is in force at some point of the window; otherwise
+//!     the requirement's own reason, one per requirement unmet (see *Intake requirements*).
 //! * **Provider-level rule**: the provider holds an active credential for the unit in force at
 //!   some point of the window, otherwise the provider is excluded as a whole
 //!   ([`Reason::ProviderNotCredentialed`]). A provider whose availability yields no candidate
@@ -22,12 +25,24 @@
 //!      ([`Reason::ProviderNotCredentialed`]; a credential may end mid-window);
 //!   2. unless self-pay is allowed, a coverage with an accepted payer is in force at the slot
 //!      start ([`Reason::PayerNotAccepted`]);
-//!   3. the *padded* interval `[start - buffer_before, end + buffer_after)` overlaps none of the
+//!   3. every intake requirement of the unit has a record in force at the slot start that covers
+//!      the visit type (the first unmet requirement, in the unit's order, is the reason);
+//!   4. the *padded* interval `[start - buffer_before, end + buffer_after)` overlaps none of the
 //!      provider's busy intervals ([`Reason::ProviderBooked`]);
-//!   4. the padded interval overlaps none of the patient's busy intervals
+//!   5. the padded interval overlaps none of the patient's busy intervals
 //!      ([`Reason::PatientBooked`]);
-//!   5. when the visit type needs a room, some room (the first free one, in input order) is free
+//!   6. when the visit type needs a room, some room (the first free one, in input order) is free
 //!      over the padded interval ([`Reason::NoRoomAvailable`]).
+//!
+//! # Intake requirements
+//!
+//! A unit may require a referral, consent, prior authorization or care plan before a patient is
+//! seen. Each is met at an instant T by a record of it on the patient's enrollment in the unit that
+//! is in force at T (`from <= T < until`) and covers the visit type (no visit types listed means
+//! all). When none is, the requirement is *expired* if a covering record lapsed at or before T (the
+//! explanation carries the latest such lapse: unmet since then) and *missing* otherwise (none was
+//! ever recorded, or the only ones take effect later). Each requirement has its two reasons
+//! ([`Requirement::missing`], [`Requirement::expired`]). A record's visit count is not checked here.
 //!
 //! Busy intervals are taken as given: the caller stores each existing booking's occupied span
 //! (its own buffers included). Provider and location filters are applied by the caller, which
@@ -77,6 +92,71 @@ pub struct UnitPolicy {
     pub accepted_payers: Vec<String>,
     /// Whether a patient without accepted coverage may be seen as self-pay.
     pub self_pay_allowed: bool,
+    /// What a patient needs recorded before being seen, in the unit's order (each at most once).
+    pub intake_requirements: Vec<Requirement>,
+}
+
+/// An intake requirement a unit may declare (Org's `IntakeRequirement`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Requirement {
+    Referral,
+    Consent,
+    PriorAuthorization,
+    CarePlan,
+}
+
+impl Requirement {
+    /// The reason when no record of it was ever in force (or none yet) at the time.
+    pub fn missing(self) -> Reason {
+        match self {
+            Self::Referral => Reason::IntakeReferralMissing,
+            Self::Consent => Reason::IntakeConsentMissing,
+            Self::PriorAuthorization => Reason::PriorAuthMissing,
+            Self::CarePlan => Reason::IntakeCarePlanMissing,
+        }
+    }
+
+    /// The reason when its records lapsed before the time.
+    pub fn expired(self) -> Reason {
+        match self {
+            Self::Referral => Reason::ReferralExpired,
+            Self::Consent => Reason::ConsentExpired,
+            Self::PriorAuthorization => Reason::PriorAuthExpired,
+            Self::CarePlan => Reason::CarePlanExpired,
+        }
+    }
+
+    /// Org's name of the requirement, e.g. `"INTAKE_REQUIREMENT_REFERRAL"`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Referral => "INTAKE_REQUIREMENT_REFERRAL",
+            Self::Consent => "INTAKE_REQUIREMENT_CONSENT",
+            Self::PriorAuthorization => "INTAKE_REQUIREMENT_PRIOR_AUTHORIZATION",
+            Self::CarePlan => "INTAKE_REQUIREMENT_CARE_PLAN",
+        }
+    }
+
+    /// Every requirement, in Org's order.
+    pub const ALL: [Requirement; 4] = [
+        Self::Referral,
+        Self::Consent,
+        Self::PriorAuthorization,
+        Self::CarePlan,
+    ];
+}
+
+/// One intake record on the patient's enrollment (Org's `IntakeRecord`, as far as slot search
+/// needs it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntakeInfo {
+    /// The requirement it meets.
+    pub requirement: Requirement,
+    /// Inclusive start.
+    pub from: DateTime<Utc>,
+    /// Exclusive end; `None` means it does not expire.
+    pub until: Option<DateTime<Utc>>,
+    /// Visit-type codes it covers; empty means all.
+    pub visit_types: Vec<String>,
 }
 
 /// The patient's current enrollment.
@@ -88,6 +168,8 @@ pub struct EnrollmentInfo {
     pub pathway_step: Option<String>,
     /// Whether the enrollment is active (not discharged).
     pub active: bool,
+    /// The intake records on the enrollment, in any order.
+    pub intake: Vec<IntakeInfo>,
 }
 
 /// One of the patient's coverages.
@@ -194,6 +276,14 @@ pub enum Reason {
     ProviderBooked,
     PatientBooked,
     NoRoomAvailable,
+    IntakeReferralMissing,
+    IntakeConsentMissing,
+    PriorAuthMissing,
+    IntakeCarePlanMissing,
+    ReferralExpired,
+    ConsentExpired,
+    PriorAuthExpired,
+    CarePlanExpired,
 }
 
 impl Reason {
@@ -209,7 +299,22 @@ impl Reason {
             Self::ProviderBooked => "PROVIDER_BOOKED",
             Self::PatientBooked => "PATIENT_BOOKED",
             Self::NoRoomAvailable => "NO_ROOM_AVAILABLE",
+            Self::IntakeReferralMissing => "INTAKE_REFERRAL_MISSING",
+            Self::IntakeConsentMissing => "INTAKE_CONSENT_MISSING",
+            Self::PriorAuthMissing => "PRIOR_AUTH_MISSING",
+            Self::IntakeCarePlanMissing => "INTAKE_CARE_PLAN_MISSING",
+            Self::ReferralExpired => "REFERRAL_EXPIRED",
+            Self::ConsentExpired => "CONSENT_EXPIRED",
+            Self::PriorAuthExpired => "PRIOR_AUTH_EXPIRED",
+            Self::CarePlanExpired => "CARE_PLAN_EXPIRED",
         }
+    }
+
+    /// The intake requirement an intake reason is about; `None` for the other rules.
+    pub fn requirement(self) -> Option<Requirement> {
+        Requirement::ALL
+            .into_iter()
+            .find(|r| r.missing() == self || r.expired() == self)
     }
 }
 
@@ -238,7 +343,24 @@ pub enum Subject {
 pub struct Exclusion {
     pub subject: Subject,
     pub reason: Reason,
+    /// For an intake requirement that expired ([`Requirement::expired`]): when its latest covering
+    /// record lapsed, i.e. since when the requirement is unmet. `None` for every other reason.
+    pub expired_at: Option<DateTime<Utc>>,
 }
+
+impl Exclusion {
+    /// An exclusion with no detail beyond its reason.
+    pub fn new(subject: Subject, reason: Reason) -> Self {
+        Self {
+            subject,
+            reason,
+            expired_at: None,
+        }
+    }
+}
+
+/// A rule broken, with the intake expiry when it is an expired requirement (see [`Exclusion`]).
+type Broken = (Reason, Option<DateTime<Utc>>);
 
 /// The answer to a slot search.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -257,9 +379,10 @@ pub fn find_slots(query: &SlotQuery) -> SearchResult {
             slots: Vec::new(),
             excluded: patient_failures
                 .into_iter()
-                .map(|reason| Exclusion {
+                .map(|(reason, expired_at)| Exclusion {
                     subject: Subject::Patient,
                     reason,
+                    expired_at,
                 })
                 .collect(),
         };
@@ -274,13 +397,13 @@ pub fn find_slots(query: &SlotQuery) -> SearchResult {
 }
 
 /// The patient-level rules that fail, in rule order.
-fn patient_rules(query: &SlotQuery) -> Vec<Reason> {
+fn patient_rules(query: &SlotQuery) -> Vec<Broken> {
     let unit = &query.unit;
     let visit = &query.visit_type;
     let mut failures = Vec::new();
 
     if !unit.allowed_visit_types.contains(&visit.code) {
-        failures.push(Reason::VisitTypeNotAllowed);
+        failures.push((Reason::VisitTypeNotAllowed, None));
     }
 
     let enrollment = query
@@ -289,13 +412,13 @@ fn patient_rules(query: &SlotQuery) -> Vec<Reason> {
         .as_ref()
         .filter(|e| e.active && e.unit == unit.unit);
     match enrollment {
-        None => failures.push(Reason::PatientNotEnrolled),
+        None => failures.push((Reason::PatientNotEnrolled, None)),
         Some(e) => {
             if let Some(step) = &visit.pathway_step
                 && (!unit.care_pathway_steps.contains(step)
                     || e.pathway_step.as_ref() != Some(step))
             {
-                failures.push(Reason::WrongPathwayStep);
+                failures.push((Reason::WrongPathwayStep, None));
             }
         }
     }
@@ -307,9 +430,75 @@ fn patient_rules(query: &SlotQuery) -> Vec<Reason> {
             .iter()
             .any(|c| accepted(unit, c) && overlaps_period(c.from, c.until, query.window))
     {
-        failures.push(Reason::PayerNotAccepted);
+        failures.push((Reason::PayerNotAccepted, None));
+    }
+
+    // Intake requirements are about the enrollment in this unit: without one, PATIENT_NOT_ENROLLED
+    // already says all there is to say. A requirement is met for the window when a covering record
+    // is in force at some point of it; the slot starts are checked one by one later.
+    if let Some(e) = enrollment {
+        for requirement in requirements(unit) {
+            let covering: Vec<&IntakeInfo> = covering(e, requirement, &visit.code).collect();
+            if !covering
+                .iter()
+                .any(|r| overlaps_period(r.from, r.until, query.window))
+            {
+                failures.push(unmet(requirement, &covering, query.window.start()));
+            }
+        }
     }
     failures
+}
+
+/// The unit's intake requirements in its order, each once.
+fn requirements(unit: &UnitPolicy) -> Vec<Requirement> {
+    let mut seen = Vec::new();
+    for r in &unit.intake_requirements {
+        if !seen.contains(r) {
+            seen.push(*r);
+        }
+    }
+    seen
+}
+
+/// The enrollment's records of `requirement` that cover the visit type `code`.
+fn covering<'e>(
+    enrollment: &'e EnrollmentInfo,
+    requirement: Requirement,
+    code: &'e str,
+) -> impl Iterator<Item = &'e IntakeInfo> {
+    enrollment.intake.iter().filter(move |r| {
+        r.requirement == requirement
+            && (r.visit_types.is_empty() || r.visit_types.iter().any(|v| v == code))
+    })
+}
+
+/// Why `requirement` is unmet at `at`, given its covering records (none in force then): expired,
+/// since the latest lapse at or before `at`, or missing.
+fn unmet(requirement: Requirement, covering: &[&IntakeInfo], at: DateTime<Utc>) -> Broken {
+    match covering
+        .iter()
+        .filter_map(|r| r.until)
+        .filter(|until| *until <= at)
+        .max()
+    {
+        Some(lapsed) => (requirement.expired(), Some(lapsed)),
+        None => (requirement.missing(), None),
+    }
+}
+
+/// The first of the unit's intake requirements unmet at `at` for the enrollment and visit type.
+fn first_unmet_intake(
+    unit: &UnitPolicy,
+    enrollment: &EnrollmentInfo,
+    code: &str,
+    at: DateTime<Utc>,
+) -> Option<Broken> {
+    requirements(unit).into_iter().find_map(|requirement| {
+        let covering: Vec<&IntakeInfo> = covering(enrollment, requirement, code).collect();
+        (!covering.iter().any(|r| in_period(r.from, r.until, at)))
+            .then(|| unmet(requirement, &covering, at))
+    })
 }
 
 /// Evaluates one provider's candidates, appending slots and exclusions.
@@ -327,10 +516,10 @@ fn search_provider(query: &SlotQuery, provider: &ProviderCandidate, result: &mut
         .iter()
         .any(|c| overlaps_period(c.from, c.until, query.window))
     {
-        result.excluded.push(Exclusion {
-            subject: Subject::Provider(name.clone()),
-            reason: Reason::ProviderNotCredentialed,
-        });
+        result.excluded.push(Exclusion::new(
+            Subject::Provider(name.clone()),
+            Reason::ProviderNotCredentialed,
+        ));
         return;
     }
 
@@ -350,10 +539,10 @@ fn search_provider(query: &SlotQuery, provider: &ProviderCandidate, result: &mut
     .filter(|slot| query.window.contains(slot))
     .collect();
     if candidates.is_empty() {
-        result.excluded.push(Exclusion {
-            subject: Subject::Provider(name.clone()),
-            reason: Reason::OutsideAvailability,
-        });
+        result.excluded.push(Exclusion::new(
+            Subject::Provider(name.clone()),
+            Reason::OutsideAvailability,
+        ));
         return;
     }
 
@@ -368,7 +557,7 @@ fn search_provider(query: &SlotQuery, provider: &ProviderCandidate, result: &mut
                 interval: candidate,
                 payer,
             }),
-            Err(reason) => {
+            Err((reason, expired_at)) => {
                 if !explained.contains(&reason) {
                     explained.push(reason);
                     result.excluded.push(Exclusion {
@@ -377,6 +566,7 @@ fn search_provider(query: &SlotQuery, provider: &ProviderCandidate, result: &mut
                             start: candidate.start(),
                         },
                         reason,
+                        expired_at,
                     });
                 }
             }
@@ -391,16 +581,17 @@ fn check_candidate(
     credentials: &[&CredentialInfo],
     provider: &ProviderCandidate,
     candidate: Interval,
-) -> Result<(Option<String>, Option<String>), Reason> {
+) -> Result<(Option<String>, Option<String>), Broken> {
     let unit = &query.unit;
     let visit = &query.visit_type;
     let start = candidate.start();
+    let broken = |reason| (reason, None);
 
     if !credentials
         .iter()
         .any(|c| in_period(c.from, c.until, start))
     {
-        return Err(Reason::ProviderNotCredentialed);
+        return Err(broken(Reason::ProviderNotCredentialed));
     }
 
     let payer = query
@@ -411,15 +602,23 @@ fn check_candidate(
         .min_by_key(|c| c.priority)
         .map(|c| c.payer.clone());
     if payer.is_none() && !unit.self_pay_allowed {
-        return Err(Reason::PayerNotAccepted);
+        return Err(broken(Reason::PayerNotAccepted));
+    }
+
+    // The patient rules passed, so the patient is enrolled in the unit; a record may still lapse
+    // (or take effect) inside the window.
+    if let Some(enrollment) = &query.patient.enrollment
+        && let Some(unmet) = first_unmet_intake(unit, enrollment, &visit.code, start)
+    {
+        return Err(unmet);
     }
 
     let padded = pad(candidate, visit.buffer_before, visit.buffer_after);
     if any_overlap(&provider.busy, padded) {
-        return Err(Reason::ProviderBooked);
+        return Err(broken(Reason::ProviderBooked));
     }
     if any_overlap(&query.patient_busy, padded) {
-        return Err(Reason::PatientBooked);
+        return Err(broken(Reason::PatientBooked));
     }
 
     let room = if visit.needs_room {
@@ -427,7 +626,7 @@ fn check_candidate(
             .rooms
             .iter()
             .find(|room| !any_overlap(&room.busy, padded))
-            .ok_or(Reason::NoRoomAvailable)?;
+            .ok_or(broken(Reason::NoRoomAvailable))?;
         Some(free.room.clone())
     } else {
         None
@@ -504,6 +703,7 @@ mod tests {
                 care_pathway_steps: vec!["intake".into(), "treatment".into()],
                 accepted_payers: vec![ACME.into()],
                 self_pay_allowed: false,
+                intake_requirements: vec![],
             },
             visit_type: VisitType {
                 code: "FOLLOW_UP".into(),
@@ -520,6 +720,7 @@ mod tests {
                     unit: UNIT.into(),
                     pathway_step: Some("treatment".into()),
                     active: true,
+                    intake: vec![],
                 }),
                 coverages: vec![CoverageInfo {
                     payer: ACME.into(),
@@ -559,27 +760,21 @@ mod tests {
     }
 
     fn patient_excluded(reason: Reason) -> Exclusion {
-        Exclusion {
-            subject: Subject::Patient,
-            reason,
-        }
+        Exclusion::new(Subject::Patient, reason)
     }
 
     fn provider_excluded(reason: Reason) -> Exclusion {
-        Exclusion {
-            subject: Subject::Provider(DR_A.into()),
-            reason,
-        }
+        Exclusion::new(Subject::Provider(DR_A.into()), reason)
     }
 
     fn candidate_excluded(start: &str, reason: Reason) -> Exclusion {
-        Exclusion {
-            subject: Subject::Candidate {
+        Exclusion::new(
+            Subject::Candidate {
                 provider: DR_A.into(),
                 start: at(start),
             },
             reason,
-        }
+        )
     }
 
     /// Applies `change` to the baseline and checks that no slot is left and `expected` explains
@@ -930,10 +1125,222 @@ mod tests {
             (Reason::ProviderBooked, "PROVIDER_BOOKED"),
             (Reason::PatientBooked, "PATIENT_BOOKED"),
             (Reason::NoRoomAvailable, "NO_ROOM_AVAILABLE"),
+            (Reason::IntakeReferralMissing, "INTAKE_REFERRAL_MISSING"),
+            (Reason::IntakeConsentMissing, "INTAKE_CONSENT_MISSING"),
+            (Reason::PriorAuthMissing, "PRIOR_AUTH_MISSING"),
+            (Reason::IntakeCarePlanMissing, "INTAKE_CARE_PLAN_MISSING"),
+            (Reason::ReferralExpired, "REFERRAL_EXPIRED"),
+            (Reason::ConsentExpired, "CONSENT_EXPIRED"),
+            (Reason::PriorAuthExpired, "PRIOR_AUTH_EXPIRED"),
+            (Reason::CarePlanExpired, "CARE_PLAN_EXPIRED"),
         ];
         for (reason, code) in all {
             assert_eq!(reason.code(), code);
             assert_eq!(reason.to_string(), code);
         }
+    }
+
+    /// A record of `requirement` in force from `from` (on 2026-03-09, or `"-"` for 2026-01-01)
+    /// until `until` (or open-ended), for every visit type.
+    fn record(requirement: Requirement, from: &str, until: Option<&str>) -> IntakeInfo {
+        IntakeInfo {
+            requirement,
+            from: if from == "-" {
+                utc("2026-01-01T00:00:00Z")
+            } else {
+                at(from)
+            },
+            until: until.map(at),
+            visit_types: vec![],
+        }
+    }
+
+    /// (case, records on the enrollment, slot starts offered, exclusions).
+    type IntakeCase = (
+        &'static str,
+        Vec<IntakeInfo>,
+        Vec<&'static str>,
+        Vec<Exclusion>,
+    );
+
+    fn require(q: &mut SlotQuery, requirements: &[Requirement], records: Vec<IntakeInfo>) {
+        q.unit.intake_requirements = requirements.to_vec();
+        if let Some(e) = q.patient.enrollment.as_mut() {
+            e.intake = records;
+        }
+    }
+
+    /// Each requirement alone: met by an open record, missing without one, missing when recorded
+    /// only for another visit type or only later, expired (with the lapse) when its record ended
+    /// before the window, and cut mid-window when it lapses inside it.
+    #[test]
+    fn each_intake_requirement_alone_excludes_a_slot() {
+        for requirement in Requirement::ALL {
+            let missing = requirement.missing();
+            let expired = requirement.expired();
+            assert_eq!(missing.requirement(), Some(requirement));
+            assert_eq!(expired.requirement(), Some(requirement));
+            let other_visit = IntakeInfo {
+                visit_types: vec!["NEW_PATIENT".into()],
+                ..record(requirement, "-", None)
+            };
+            let this_visit = IntakeInfo {
+                visit_types: vec!["NEW_PATIENT".into(), "FOLLOW_UP".into()],
+                ..record(requirement, "-", None)
+            };
+            let lapsed_early = IntakeInfo {
+                until: Some(utc("2026-02-01T00:00:00Z")),
+                ..record(requirement, "-", None)
+            };
+            let lapsed_later = IntakeInfo {
+                until: Some(utc("2026-03-01T00:00:00Z")),
+                ..record(requirement, "-", None)
+            };
+            let cases: Vec<IntakeCase> = vec![
+                (
+                    "open record",
+                    vec![record(requirement, "-", None)],
+                    BASELINE_STARTS.to_vec(),
+                    vec![],
+                ),
+                (
+                    "recorded for this visit type",
+                    vec![this_visit],
+                    BASELINE_STARTS.to_vec(),
+                    vec![],
+                ),
+                ("no record", vec![], vec![], vec![patient_excluded(missing)]),
+                (
+                    "recorded for another visit type only",
+                    vec![other_visit],
+                    vec![],
+                    vec![patient_excluded(missing)],
+                ),
+                (
+                    "another requirement recorded",
+                    vec![record(
+                        Requirement::ALL
+                            .into_iter()
+                            .find(|r| *r != requirement)
+                            .unwrap(),
+                        "-",
+                        None,
+                    )],
+                    vec![],
+                    vec![patient_excluded(missing)],
+                ),
+                (
+                    "effective only after the window",
+                    vec![IntakeInfo {
+                        from: utc("2026-03-10T00:00:00Z"),
+                        ..record(requirement, "-", None)
+                    }],
+                    vec![],
+                    vec![patient_excluded(missing)],
+                ),
+                (
+                    "expired before the window: since the latest lapse",
+                    vec![lapsed_early, lapsed_later],
+                    vec![],
+                    vec![Exclusion {
+                        expired_at: Some(utc("2026-03-01T00:00:00Z")),
+                        ..patient_excluded(expired)
+                    }],
+                ),
+                (
+                    "lapses mid-window",
+                    vec![record(requirement, "-", Some("14:00"))],
+                    vec!["13:00", "13:30"],
+                    vec![Exclusion {
+                        expired_at: Some(at("14:00")),
+                        ..candidate_excluded("14:00", expired)
+                    }],
+                ),
+                (
+                    "takes effect mid-window",
+                    vec![record(requirement, "13:30", None)],
+                    vec!["13:30", "14:00", "14:30"],
+                    vec![candidate_excluded("13:00", missing)],
+                ),
+                (
+                    "renewed exactly as the old one lapses",
+                    vec![
+                        record(requirement, "-", Some("14:00")),
+                        record(requirement, "14:00", None),
+                    ],
+                    BASELINE_STARTS.to_vec(),
+                    vec![],
+                ),
+            ];
+            for (case, records, slots, exclusions) in cases {
+                let mut q = baseline();
+                require(&mut q, &[requirement], records);
+                let result = find_slots(&q);
+                expect_starts(&result, &slots);
+                assert_eq!(result.excluded, exclusions, "{requirement:?}: {case}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_unmet_requirement_is_reported_and_a_slot_names_the_first_in_unit_order() {
+        let mut q = baseline();
+        require(
+            &mut q,
+            &[
+                Requirement::Referral,
+                Requirement::Consent,
+                Requirement::Referral,
+            ],
+            vec![],
+        );
+        let result = find_slots(&q);
+        assert!(result.slots.is_empty());
+        assert_eq!(
+            result.excluded,
+            vec![
+                patient_excluded(Reason::IntakeReferralMissing),
+                patient_excluded(Reason::IntakeConsentMissing),
+            ],
+            "each requirement once, in the unit's order"
+        );
+
+        // Both lapse mid-window: a candidate names the first requirement of the unit it breaks.
+        require(
+            &mut q,
+            &[Requirement::Referral, Requirement::Consent],
+            vec![
+                record(Requirement::Referral, "-", Some("14:30")),
+                record(Requirement::Consent, "-", Some("14:00")),
+            ],
+        );
+        let result = find_slots(&q);
+        expect_starts(&result, &["13:00", "13:30"]);
+        assert_eq!(
+            result.excluded,
+            vec![
+                // The referral still holds at 14:00.
+                Exclusion {
+                    expired_at: Some(at("14:00")),
+                    ..candidate_excluded("14:00", Reason::ConsentExpired)
+                },
+                // At 14:30 both have lapsed: the referral comes first in the unit's order.
+                Exclusion {
+                    expired_at: Some(at("14:30")),
+                    ..candidate_excluded("14:30", Reason::ReferralExpired)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn intake_is_not_checked_without_an_enrollment_in_the_unit() {
+        let mut q = baseline();
+        require(&mut q, &[Requirement::Referral], vec![]);
+        q.patient.enrollment = None;
+        assert_eq!(
+            find_slots(&q).excluded,
+            vec![patient_excluded(Reason::PatientNotEnrolled)]
+        );
     }
 }

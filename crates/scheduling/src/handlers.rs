@@ -166,9 +166,32 @@ fn fill(mut a: Appointment, slot: eligibility::Slot, hold: Option<TimeDelta>) ->
     a
 }
 
-/// Why a booking is refused, from the first rule its slot breaks.
-fn refusal(reason: Option<Reason>) -> ApiError {
-    let (code, message) = match reason {
+/// Why a booking is refused, from the first rule its slot breaks. An intake requirement names the
+/// requirement (`requirement`) and, when expired, since when (`expireTime`) in the ErrorInfo.
+fn refusal(broken: Option<&eligibility::Exclusion>) -> ApiError {
+    if let Some(e) = broken
+        && let Some(requirement) = e.reason.requirement()
+    {
+        let mut error = ApiError::new(
+            Code::FailedPrecondition,
+            e.reason.code(),
+            match e.expired_at {
+                Some(_) => "the patient's record of an intake requirement of the unit has expired",
+                None => {
+                    "the patient's enrollment has no record of an intake requirement of the unit"
+                }
+            },
+        )
+        .with_meta("requirement", requirement.code());
+        if let Some(expired_at) = e.expired_at {
+            error = error.with_meta(
+                "expireTime",
+                expired_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            );
+        }
+        return error;
+    }
+    let (code, message) = match broken.map(|e| e.reason) {
         Some(Reason::ProviderBooked) => ("SLOT_UNAVAILABLE", "the provider is booked then"),
         Some(Reason::PatientBooked) => ("SLOT_UNAVAILABLE", "the patient is booked then"),
         Some(Reason::NoRoomAvailable) => ("SLOT_UNAVAILABLE", "no room is free then"),
@@ -192,7 +215,8 @@ fn refusal(reason: Option<Reason>) -> ApiError {
             "PROVIDER_NOT_CREDENTIALED",
             "the provider holds no active credential for the unit at that time",
         ),
-        Some(Reason::OutsideAvailability) | None => (
+        // The intake reasons are answered above.
+        Some(Reason::OutsideAvailability) | Some(_) | None => (
             "OUTSIDE_AVAILABILITY",
             "the provider is not available for the unit at that time and location",
         ),
@@ -1502,5 +1526,11 @@ fn wire_exclusion(e: eligibility::Exclusion) -> Exclusion {
         provider,
         start_time,
         reason: e.reason.code().to_string(),
+        requirement: e
+            .reason
+            .requirement()
+            .map(|r| r.code().to_string())
+            .unwrap_or_default(),
+        expire_time: e.expired_at.map(timestamp),
     }
 }

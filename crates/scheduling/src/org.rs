@@ -13,8 +13,8 @@ use futures::future::{BoxFuture, Shared};
 use pm_api::org::org_service_client::OrgServiceClient;
 use pm_api::org::{
     BatchGetPatientEligibilityRequest, CredentialState, EnrollmentState, GetEffectivePolicyRequest,
-    GetLocationRequest, GetPatientEligibilityRequest, ListCredentialsRequest,
-    ListServiceUnitsRequest, PatientEligibility,
+    GetLocationRequest, GetPatientEligibilityRequest, IntakeRecord, IntakeRequirement,
+    ListCredentialsRequest, ListServiceUnitsRequest, PatientEligibility,
 };
 use pm_runtime::coalesce::{Coalescer, Missed, SendBatch};
 use pm_runtime::{ApiError, ApiResult, names};
@@ -24,7 +24,8 @@ use tonic::transport::Channel;
 
 use crate::cache::TtlCache;
 use crate::eligibility::{
-    CoverageInfo, CredentialInfo, EnrollmentInfo, PatientContext, UnitPolicy,
+    CoverageInfo, CredentialInfo, EnrollmentInfo, IntakeInfo, PatientContext, Requirement,
+    UnitPolicy,
 };
 
 pub use crate::cache::CACHE_TTL;
@@ -73,6 +74,32 @@ fn from_org(status: tonic::Status, what: &str) -> ApiError {
         Code::InvalidArgument => ApiError::invalid(what, "Org refused it as malformed"),
         _ => ApiError::peer_unavailable("org", &status.message()),
     }
+}
+
+/// Org's intake requirement as slot search knows it; `None` for UNSPECIFIED or a value this build
+/// does not know (Org refuses both on write, so a unit never declares one).
+fn requirement_of(value: i32) -> Option<Requirement> {
+    match IntakeRequirement::try_from(value).ok()? {
+        IntakeRequirement::Referral => Some(Requirement::Referral),
+        IntakeRequirement::Consent => Some(Requirement::Consent),
+        IntakeRequirement::PriorAuthorization => Some(Requirement::PriorAuthorization),
+        IntakeRequirement::CarePlan => Some(Requirement::CarePlan),
+        IntakeRequirement::Unspecified => None,
+    }
+}
+
+/// An intake record as slot search checks it; `None` for a revoked one (it meets nothing any more)
+/// and for one it cannot read (Org validates each on write), which then meets nothing either.
+fn intake_of(record: &IntakeRecord) -> Option<IntakeInfo> {
+    if record.revoke_time.is_some() {
+        return None;
+    }
+    Some(IntakeInfo {
+        requirement: requirement_of(record.requirement)?,
+        from: micros_to_time(record.effective_time.as_ref())?,
+        until: micros_to_time(record.expire_time.as_ref()),
+        visit_types: record.visit_types.clone(),
+    })
 }
 
 fn micros_to_time(ts: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
@@ -135,6 +162,11 @@ impl OrgView {
                     .map(|p| p.payer)
                     .collect(),
                 self_pay_allowed: billing.self_pay_allowed.unwrap_or(false),
+                intake_requirements: workflow
+                    .intake_requirements
+                    .into_iter()
+                    .filter_map(requirement_of)
+                    .collect(),
             },
             lineage: policy.lineage,
         };
@@ -266,6 +298,7 @@ impl OrgView {
                 unit: e.unit.clone(),
                 pathway_step: (!e.pathway_step.is_empty()).then(|| e.pathway_step.clone()),
                 active: true,
+                intake: e.intake_records.iter().filter_map(intake_of).collect(),
             });
         let coverages = coverages
             .into_iter()

@@ -24,6 +24,14 @@ pub const CATALOG: &[Reason] = pm_runtime::reasons![
     "PROVIDER_BOOKED" FailedPrecondition "the provider is booked at the time",
     "PATIENT_BOOKED" FailedPrecondition "the patient is booked at the time",
     "NO_ROOM_AVAILABLE" FailedPrecondition "no room of the location is free at the time",
+    "INTAKE_REFERRAL_MISSING" FailedPrecondition "the unit requires a referral and the patient's enrollment has none covering the visit type at the time",
+    "INTAKE_CONSENT_MISSING" FailedPrecondition "the unit requires consent and the patient's enrollment has none covering the visit type at the time",
+    "PRIOR_AUTH_MISSING" FailedPrecondition "the unit requires prior authorization and the patient's enrollment has none covering the visit type at the time",
+    "INTAKE_CARE_PLAN_MISSING" FailedPrecondition "the unit requires a care plan and the patient's enrollment has none covering the visit type at the time",
+    "REFERRAL_EXPIRED" FailedPrecondition "the patient's referral for the visit type expired before the time (expireTime says when)",
+    "CONSENT_EXPIRED" FailedPrecondition "the patient's consent for the visit type expired before the time (expireTime says when)",
+    "PRIOR_AUTH_EXPIRED" FailedPrecondition "the patient's prior authorization for the visit type expired before the time (expireTime says when)",
+    "CARE_PLAN_EXPIRED" FailedPrecondition "the patient's care plan for the visit type expired before the time (expireTime says when)",
 ];
 
 #[cfg(test)]
@@ -44,6 +52,14 @@ mod tests {
             Rule::ProviderBooked,
             Rule::PatientBooked,
             Rule::NoRoomAvailable,
+            Rule::IntakeReferralMissing,
+            Rule::IntakeConsentMissing,
+            Rule::PriorAuthMissing,
+            Rule::IntakeCarePlanMissing,
+            Rule::ReferralExpired,
+            Rule::ConsentExpired,
+            Rule::PriorAuthExpired,
+            Rule::CarePlanExpired,
         ] {
             assert!(
                 super::CATALOG.iter().any(|r| r.reason == rule.code()),

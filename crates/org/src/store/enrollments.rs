@@ -1,7 +1,9 @@
 //! Enrollments in the store: the standard methods and the lifecycle verbs, each inside one write
 //! transaction, with the checks of a target unit that need the database.
 
-use pm_api::org::{Enrollment, EnrollmentEvent, EnrollmentEventKind, EnrollmentState};
+use pm_api::org::{
+    Enrollment, EnrollmentEvent, EnrollmentEventKind, EnrollmentState, IntakeRecord,
+};
 use pm_runtime::docstore::{self, CreateCall, ListCall, Page, VerbCall};
 use pm_runtime::time::{now_micros, to_timestamp};
 use pm_runtime::{ApiError, ApiResult, Db, names};
@@ -38,6 +40,8 @@ where
         let state = lifecycle_state(e, lifecycle::Status::New);
         let step = lifecycle::apply(&state, &lifecycle::Action::Enroll, now_micros())?;
         e.history.clear();
+        // Intake records are output only: they are added through RecordIntake, audited one by one.
+        e.intake_records.clear();
         enter(e, step);
         record(conn, e).await
     })
@@ -63,6 +67,85 @@ where
             check_target(conn, e, &step.state.unit, &step.state.pathway_step, "").await?;
         }
         enter(e, step);
+        record(conn, e).await
+    })
+    .await
+}
+
+/// Appends an intake record (already validated with [`domain::validate_intake_record`]) to an
+/// active enrollment (RecordIntake); `record` as for [`create`]. A discharged enrollment, or one
+/// holding [`domain::MAX_INTAKE_RECORDS`] already, is refused with nothing written.
+pub async fn record_intake<R>(
+    db: &Db,
+    call: VerbCall<'_>,
+    intake: IntakeRecord,
+    record: R,
+) -> ApiResult<Enrollment>
+where
+    R: AsyncFnOnce(&mut AnyConnection, &Enrollment) -> ApiResult<()>,
+{
+    docstore::transition(db, &ENROLLMENT, call, async |conn, e| {
+        lifecycle::require_active(&stored_state(e))?;
+        if e.intake_records.len() >= domain::MAX_INTAKE_RECORDS {
+            return Err(ApiError::precondition(
+                "TOO_MANY_INTAKE_RECORDS",
+                format!(
+                    "{} holds {} intake records already, the most it may",
+                    e.name,
+                    domain::MAX_INTAKE_RECORDS
+                ),
+            )
+            .with_meta("enrollment", e.name.clone())
+            .with_meta("limit", domain::MAX_INTAKE_RECORDS.to_string()));
+        }
+        // The server owns the record's identity and revocation, whatever the client sent. Records
+        // are never removed, so the count gives a fresh id.
+        e.intake_records.push(IntakeRecord {
+            id: format!("intake-{}", e.intake_records.len() + 1),
+            revoke_time: None,
+            revoke_reason: String::new(),
+            ..intake
+        });
+        record(conn, e).await
+    })
+    .await
+}
+
+/// Revokes the intake record `record_id` of an active enrollment at `now` with `reason`
+/// (RevokeIntake, already validated with [`domain::validate_revocation`]); `record` as for
+/// [`create`]. An id the enrollment does not have is NOT_FOUND, a record revoked already
+/// FAILED_PRECONDITION; nothing is written on either.
+pub async fn revoke_intake<R>(
+    db: &Db,
+    call: VerbCall<'_>,
+    record_id: &str,
+    reason: &str,
+    record: R,
+) -> ApiResult<Enrollment>
+where
+    R: AsyncFnOnce(&mut AnyConnection, &Enrollment) -> ApiResult<()>,
+{
+    docstore::transition(db, &ENROLLMENT, call, async |conn, e| {
+        lifecycle::require_active(&stored_state(e))?;
+        let name = e.name.clone();
+        let Some(intake) = e.intake_records.iter_mut().find(|r| r.id == record_id) else {
+            return Err(ApiError::new(
+                tonic::Code::NotFound,
+                "INTAKE_RECORD_NOT_FOUND",
+                format!("{name} has no intake record with this id"),
+            )
+            .with_meta("enrollment", name));
+        };
+        if intake.revoke_time.is_some() {
+            return Err(ApiError::precondition(
+                "INTAKE_RECORD_REVOKED",
+                format!("the intake record of {name} is revoked already"),
+            )
+            .with_meta("enrollment", name)
+            .with_meta("recordId", intake.id.clone()));
+        }
+        intake.revoke_time = Some(to_timestamp(now_micros()));
+        intake.revoke_reason = reason.to_string();
         record(conn, e).await
     })
     .await

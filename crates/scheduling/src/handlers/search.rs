@@ -216,10 +216,10 @@ impl SchedulingApi {
         // A provider asked for by name never disappears silently.
         for provider in s.providers {
             if !providers.contains(provider) {
-                found.excluded.push(eligibility::Exclusion {
-                    subject: Subject::Provider(provider.clone()),
-                    reason: Reason::OutsideAvailability,
-                });
+                found.excluded.push(eligibility::Exclusion::new(
+                    Subject::Provider(provider.clone()),
+                    Reason::OutsideAvailability,
+                ));
             }
         }
         found.slots.sort_by(|a, b| {
@@ -346,7 +346,7 @@ impl SchedulingApi {
         {
             return Ok(slot);
         }
-        Err(refusal(found.excluded.first().map(|e| e.reason)))
+        Err(refusal(found.excluded.first()))
     }
 }
 
