@@ -1834,7 +1834,8 @@ fn target_kind(method: &str) -> Option<TargetKind> {
         | "ListClaims"
         | "ExportClaims"
         | "ImportRemittance"
-        | "ImportAcknowledgment" => Organization,
+        | "ImportAcknowledgment"
+        | "CreateCareTimeEntry" => Organization,
         "GetServiceUnit"
         | "UpdateServiceUnit"
         | "DeleteServiceUnit"
@@ -1864,7 +1865,9 @@ fn target_kind(method: &str) -> Option<TargetKind> {
         | "ListCoverages"
         | "CreateCoverage"
         | "ListPatientAccesses"
-        | "CheckAccess" => Patient,
+        | "CheckAccess"
+        | "ListCareTimeEntries"
+        | "CloseCareMonth" => Patient,
         "GetEnrollment"
         | "DeleteEnrollment"
         | "UndeleteEnrollment"

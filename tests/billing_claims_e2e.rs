@@ -125,23 +125,24 @@ fn pyx12(content: &str) -> Option<String> {
     ))
 }
 
-/// An 835 paying `claims` (claim number, code, billed, paid, contractual adjustment) by EFT with
-/// trace `trace`, its SE count computed; `se_delta` breaks it on purpose.
-fn remittance(trace: &str, claims: &[(&str, &str, &str, &str, &str)], se_delta: i64) -> String {
-    let total: i64 = claims
-        .iter()
-        .map(|c| {
-            pm_billing::domain::money::Cents::parse_decimal(c.3)
-                .unwrap()
-                .cents()
-        })
-        .sum();
-    let total = pm_billing::domain::money::Cents::new(total).to_x12();
+/// One service line of a test remittance: code, billed, paid, contractual adjustment.
+type Service<'a> = (&'a str, &'a str, &'a str, &'a str);
+
+/// An 835 paying one claim (its number, billed and paid totals, service lines) by EFT with trace
+/// `trace`, its SE count computed; `se_delta` breaks the count on purpose.
+fn remittance(
+    trace: &str,
+    number: &str,
+    billed: &str,
+    paid: &str,
+    services: &[Service],
+    se_delta: i64,
+) -> String {
     let today = Utc::now().format("%Y%m%d").to_string();
     let mut body = vec![
         "ST*835*0001".to_string(),
         format!(
-            "BPR*I*{total}*C*ACH*CCP*01*999999992*DA*123456*1512345678**01*999988880*DA*98765*{today}"
+            "BPR*I*{paid}*C*ACH*CCP*01*999999992*DA*123456*1512345678**01*999988880*DA*98765*{today}"
         ),
         format!("TRN*1*{trace}*1512345678"),
         format!("DTM*405*{today}"),
@@ -152,12 +153,10 @@ fn remittance(trace: &str, claims: &[(&str, &str, &str, &str, &str)], se_delta: 
         "PER*BL*PROVIDER SERVICES*TE*8005551212".into(),
         "N1*PE*ACME MEDICAL GROUP*XX*1234567893".into(),
         "LX*1".into(),
+        format!("CLP*{number}*1*{billed}*{paid}*0*MB*PCN-{number}*11*1"),
+        "NM1*QC*1*FICTIVEZ*ROSA****MI*3GJ6VG7PM94".into(),
     ];
-    for (number, code, billed, paid, adjusted) in claims {
-        body.push(format!(
-            "CLP*{number}*1*{billed}*{paid}*0*MB*PCN-{number}*11*1"
-        ));
-        body.push("NM1*QC*1*FICTIVEZ*ROSA****MI*3GJ6VG7PM94".into());
+    for (code, billed, paid, adjusted) in services {
         body.push(format!("SVC*HC:{code}*{billed}*{paid}**1"));
         if *adjusted != "0" {
             body.push(format!("CAS*CO*45*{adjusted}"));
@@ -207,15 +206,16 @@ async fn claims_go_out_as_837p_and_come_back_paid(backend: Backend) -> anyhow::R
     assert_eq!(medicare.total_cents, 5800 + 6049);
     assert_eq!(medicare.lines.len(), 2);
     assert_eq!(medicare.diagnoses, vec!["E11.9", "I10"]);
+    // Both are CCM codes: the demo's routing rules send them to the CCM program's own entity.
     assert_eq!(
         medicare.billing_entity,
-        format!("{ORG}/billingEntities/acme-medical-group")
+        format!("{ORG}/billingEntities/acme-ccm-services")
     );
     assert!(
         medicare
             .lines
             .iter()
-            .all(|l| l.routed_by == format!("contract {ORG}/contracts/medicare-2026"))
+            .all(|l| l.routed_by == "rule: chronic care management is billed by the CCM entity")
     );
     // Rosa has no Aetna coverage: the claim waits, saying so.
     assert_eq!(aetna.state, ClaimState::Draft as i32);
@@ -332,7 +332,7 @@ async fn claims_go_out_as_837p_and_come_back_paid(backend: Backend) -> anyhow::R
     assert!(second.batches[0].interchange_control_number > batch.interchange_control_number);
 
     // An 835 with a wrong SE count, or paying more than a line's balance: refused, nothing posted.
-    let broken = remittance("EFT-1", &[(id, "G0506", "58", "40", "18")], 1);
+    let broken = remittance("EFT-1", id, "58", "40", &[("G0506", "58", "40", "18")], 1);
     let refused = billing
         .import_remittance(ImportRemittanceRequest {
             parent: ORG.into(),
@@ -341,7 +341,7 @@ async fn claims_go_out_as_837p_and_come_back_paid(backend: Backend) -> anyhow::R
         .await
         .unwrap_err();
     assert_eq!(reason(&refused), "X12_SEGMENT_COUNT");
-    let greedy = remittance("EFT-1", &[(id, "G0506", "58", "70", "0")], 0);
+    let greedy = remittance("EFT-1", id, "58", "70", &[("G0506", "58", "70", "0")], 0);
     let refused = billing
         .import_remittance(ImportRemittanceRequest {
             parent: ORG.into(),
@@ -356,32 +356,14 @@ async fn claims_go_out_as_837p_and_come_back_paid(backend: Backend) -> anyhow::R
         "nothing posted"
     );
     // The real one: G0506 paid 40 with 18 written off by contract; 99490 paid in part.
-    let paid = remittance("EFT-1", &[(id, "G0506", "58", "40", "18")], 0);
-    let paid = paid.replace(
-        &format!("SVC*HC:G0506*58*40**1~\nCAS*CO*45*18~\n"),
-        "SVC*HC:G0506*58*40**1~\nCAS*CO*45*18~\nSVC*HC:99490*60.49*30**1~\n",
+    let paid = remittance(
+        "EFT-1",
+        id,
+        "118.49",
+        "70",
+        &[("G0506", "58", "40", "18"), ("99490", "60.49", "30", "0")],
+        0,
     );
-    let paid = paid
-        .replace(
-            &format!("CLP*{id}*1*58*40*"),
-            &format!("CLP*{id}*1*118.49*70*"),
-        )
-        .replace("BPR*I*40*", "BPR*I*70*");
-    let paid = {
-        // One more segment (the second SVC): recount.
-        let se = paid
-            .lines()
-            .filter(|l| {
-                !l.starts_with("ISA")
-                    && !l.starts_with("GS")
-                    && !l.starts_with("GE")
-                    && !l.starts_with("IEA")
-            })
-            .count();
-        let start = paid.find("SE*").unwrap();
-        let end = paid[start..].find('~').unwrap() + start;
-        format!("{}SE*{se}*0001{}", &paid[..start], &paid[end..])
-    };
     let posted = billing
         .import_remittance(ImportRemittanceRequest {
             parent: ORG.into(),
@@ -434,4 +416,170 @@ async fn claims_on_sqlite() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_on_postgres() -> anyhow::Result<()> {
     claims_go_out_as_837p_and_come_back_paid(Backend::Postgres).await
+}
+
+/// Care-management time on both backends: a month's minutes become 99490 + 99439 for Rosa (consent
+/// and a care plan recorded), priced by the CCM program's schedule; the closed month takes no more
+/// entries and is not closed twice (a retry answers the first close); Harold, without a care plan,
+/// closes with CARE_PLAN_MISSING and no charge; the current month cannot be closed; bad minutes are
+/// refused naming the field.
+async fn care_months_close_into_charges(backend: Backend) -> anyhow::Result<()> {
+    use chrono::TimeZone;
+    let mesh = seeded(backend).await?;
+    let mut billing = mesh.billing_as(ADMIN).await?;
+    let today = Utc::now()
+        .with_timezone(&chrono_tz::America::New_York)
+        .date_naive();
+    let first_of_this_month = today.with_day(1).unwrap();
+    let last_month_day = first_of_this_month - Days::new(20);
+    let month = last_month_day.format("%Y-%m").to_string();
+    let at = |day: NaiveDate, hour: u32| {
+        let local = chrono_tz::America::New_York
+            .from_local_datetime(&day.and_hms_opt(hour, 0, 0).unwrap())
+            .single()
+            .unwrap();
+        prost_types::Timestamp {
+            seconds: local.timestamp(),
+            nanos: 0,
+        }
+    };
+    let entry = |patient: &str, minutes: i32, day: NaiveDate| CreateCareTimeEntryRequest {
+        parent: ORG.into(),
+        care_time_entry: Some(CareTimeEntry {
+            patient: patient.into(),
+            unit: CCM.into(),
+            staff: "Nurse Kim".into(),
+            role: CareStaffRole::ClinicalStaff as i32,
+            minutes,
+            performed_time: Some(at(day, 10)),
+            billing_practitioner: OKAFOR.into(),
+            ..Default::default()
+        }),
+        request_id: uuid::Uuid::new_v4().to_string(),
+    };
+    const HAROLD: &str = "organizations/acme/patients/p-0001";
+    for (patient, minutes) in [(ROSA, 25), (ROSA, 20), (HAROLD, 30)] {
+        let recorded = billing
+            .create_care_time_entry(entry(patient, minutes, last_month_day))
+            .await?
+            .into_inner();
+        assert_eq!(recorded.month, month);
+    }
+    // Minutes out of range: refused naming the field, nothing written.
+    let bad = billing
+        .create_care_time_entry(entry(ROSA, 0, last_month_day))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&bad), "MINUTES_INVALID");
+    assert!(
+        bad.get_details_bad_request().is_some_and(|b| b
+            .field_violations
+            .iter()
+            .any(|v| v.field == "care_time_entry.minutes")),
+        "{bad:?}"
+    );
+    let list = |patient: &str| ListCareTimeEntriesRequest {
+        patient: patient.into(),
+        unit: CCM.into(),
+        month: month.clone(),
+    };
+    assert_eq!(
+        billing
+            .list_care_time_entries(list(ROSA))
+            .await?
+            .into_inner()
+            .care_time_entries
+            .len(),
+        2
+    );
+    let close = |patient: &str, request_id: &str| CloseCareMonthRequest {
+        patient: patient.into(),
+        unit: CCM.into(),
+        month: month.clone(),
+        program: CareProgram::Ccm as i32,
+        request_id: request_id.into(),
+        diagnoses: vec!["E11.9".into(), "I10".into()],
+    };
+    let request = uuid::Uuid::new_v4().to_string();
+    let closed = billing
+        .close_care_month(close(ROSA, &request))
+        .await?
+        .into_inner();
+    assert_eq!(closed.total_minutes, 45);
+    assert_eq!(
+        closed
+            .codes
+            .iter()
+            .map(|c| (c.code.as_str(), c.units))
+            .collect::<Vec<_>>(),
+        vec![("99490", 1), ("99439", 1)],
+        "20 minutes for 99490, one more full 20 for 99439 (CMS MLN909188 via ../shared/notes/oracles.md)"
+    );
+    assert_eq!(
+        closed
+            .charges
+            .iter()
+            .map(|c| c.amount_cents)
+            .collect::<Vec<_>>(),
+        vec![6049, 4593],
+        "the CCM program's schedule prices them"
+    );
+    assert!(
+        closed
+            .charges
+            .iter()
+            .all(|c| c.source == ChargeSource::CareTime as i32 && c.payer == MEDICARE)
+    );
+    // A retry answers the first close; another close is refused; the month takes no more entries.
+    let retried = billing
+        .close_care_month(close(ROSA, &request))
+        .await?
+        .into_inner();
+    assert_eq!(retried, closed);
+    let again = billing
+        .close_care_month(close(ROSA, &uuid::Uuid::new_v4().to_string()))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&again), "MONTH_CLOSED");
+    let late = billing
+        .create_care_time_entry(entry(ROSA, 15, last_month_day))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&late), "MONTH_CLOSED");
+    let listed = billing
+        .list_care_time_entries(list(ROSA))
+        .await?
+        .into_inner();
+    assert_eq!(
+        (listed.care_time_entries.len(), listed.closed),
+        (2, true),
+        "nothing written"
+    );
+    // Harold has consent but no care plan: the month closes unbilled, saying why.
+    let harold = billing
+        .close_care_month(close(HAROLD, &uuid::Uuid::new_v4().to_string()))
+        .await?
+        .into_inner();
+    assert_eq!(harold.not_billed_reason, "CARE_PLAN_MISSING");
+    assert!(harold.charges.is_empty() && harold.codes.is_empty());
+    // This month has not ended.
+    let early = billing
+        .close_care_month(CloseCareMonthRequest {
+            month: today.format("%Y-%m").to_string(),
+            ..close(ROSA, &uuid::Uuid::new_v4().to_string())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&early), "MONTH_NOT_ENDED");
+    mesh.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn care_months_on_sqlite() -> anyhow::Result<()> {
+    care_months_close_into_charges(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn care_months_on_postgres() -> anyhow::Result<()> {
+    care_months_close_into_charges(Backend::Postgres).await
 }

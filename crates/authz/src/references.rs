@@ -700,6 +700,7 @@ mod coverage {
         ("*", "fee_schedule.name", "output only on create"),
         ("*", "fee_schedule_version.name", "output only on create"),
         ("*", "routing_rule.name", "output only on create"),
+        ("*", "care_time_entry.name", "output only on create"),
         // ListCharges cuts the charges to the caller's units before its filters apply: an encounter
         // out of scope and a missing one both find nothing.
         (

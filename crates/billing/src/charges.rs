@@ -78,6 +78,7 @@ fn source_name(source: ChargeSource) -> &'static str {
     match source {
         ChargeSource::Manual => "manual",
         ChargeSource::Correction => "correction",
+        ChargeSource::CareTime => "care_time",
         ChargeSource::Encounter | ChargeSource::Unspecified => "encounter",
     }
 }
@@ -106,6 +107,7 @@ fn decode(row: &sqlx::any::AnyRow) -> ApiResult<ChargeRow> {
     let source = match row.try_get::<String, _>("source")?.as_str() {
         "manual" => ChargeSource::Manual,
         "correction" => ChargeSource::Correction,
+        "care_time" => ChargeSource::CareTime,
         _ => ChargeSource::Encounter,
     };
     let state = match row.try_get::<String, _>("state")?.as_str() {

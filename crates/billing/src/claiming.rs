@@ -85,8 +85,8 @@ pub fn person_name(display: &str) -> (String, String) {
     }
 }
 
-/// The wire date of a coverage period bound as a date.
-fn in_force(coverage: &Coverage, date: NaiveDate) -> bool {
+/// Whether a coverage is in force on `date`.
+pub fn coverage_in_force(coverage: &Coverage, date: NaiveDate) -> bool {
     let instant = |t: Option<&prost_types::Timestamp>| {
         t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
             .map(|t| t.date_naive())
@@ -261,7 +261,7 @@ impl Claims {
         let Some(coverage) = coverages
             .iter()
             .filter(|c| qualified(organization, &c.payer) == key.payer)
-            .filter(|c| in_force(c, key.service_date))
+            .filter(|c| coverage_in_force(c, key.service_date))
             .min_by_key(|c| c.priority)
         else {
             return Ok(None);

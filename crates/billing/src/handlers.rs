@@ -11,11 +11,15 @@ use pm_authz::phi::{Audited, PhiAudit};
 use pm_runtime::docstore::{self, Kind};
 use pm_runtime::grpc::{Reply, required};
 use pm_runtime::idempotency::Idempotent;
-use pm_runtime::names::patterns::{ORGANIZATION as ORGANIZATION_NAME, UNIT as UNIT_NAME};
+use pm_runtime::names::patterns::{
+    ORGANIZATION as ORGANIZATION_NAME, PATIENT as PATIENT_NAME, PROVIDER as PROVIDER_NAME,
+    UNIT as UNIT_NAME,
+};
 use pm_runtime::{ApiError, ApiResult, Db, create_call, list_call, names};
 use tonic::Request;
 
 use crate::access;
+use crate::care::{self, CareTime};
 use crate::charges::{self, ChargeQuery, ChargeRow};
 use crate::charging::{Charging, Context};
 use crate::claim_store::{self, StoredClaim};
@@ -55,6 +59,7 @@ pub struct BillingApi {
     db: Db,
     charging: Arc<Charging>,
     claims: Arc<Claims>,
+    care: CareTime,
     phi: PhiAudit,
 }
 
@@ -62,6 +67,7 @@ impl BillingApi {
     /// The service over its slice, making charges through `charging`, auditing PHI through `phi`.
     pub fn new(db: Db, charging: Arc<Charging>, claims: Arc<Claims>, phi: PhiAudit) -> Self {
         Self {
+            care: CareTime::new(db.clone(), charging.clone()),
             db,
             charging,
             claims,
@@ -1398,6 +1404,142 @@ impl BillingService for BillingApi {
                         );
                     }
                     self.claims.acknowledge(&req.parent, &req.content).await
+                })
+                .await,
+        )
+    }
+
+    async fn create_care_time_entry(
+        &self,
+        request: Request<CreateCareTimeEntryRequest>,
+    ) -> Reply<CareTimeEntry> {
+        let audit = |r: &CreateCareTimeEntryRequest| {
+            let patient = r
+                .care_time_entry
+                .as_ref()
+                .map(|e| e.patient.clone())
+                .unwrap_or_default();
+            Audited::write(&r.parent).naming(vec![patient])
+        };
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    ORGANIZATION_NAME.parse("parent", &req.parent)?;
+                    let idempotent = Idempotent::new(rpc.method, &req.request_id, &req)?;
+                    if req.request_id.is_empty() {
+                        return Err(ApiError::invalid(
+                            "request_id",
+                            "is required: an entry is recorded once",
+                        )
+                        .because("FIELD_REQUIRED"));
+                    }
+                    let entry = required(req.care_time_entry.clone(), "care_time_entry")?;
+                    PATIENT_NAME.parse("care_time_entry.patient", &entry.patient)?;
+                    UNIT_NAME.parse("care_time_entry.unit", &entry.unit)?;
+                    PROVIDER_NAME.parse(
+                        "care_time_entry.billing_practitioner",
+                        &entry.billing_practitioner,
+                    )?;
+                    for (field, name) in [
+                        ("care_time_entry.patient", &entry.patient),
+                        ("care_time_entry.unit", &entry.unit),
+                    ] {
+                        if names::organization_of(name) != req.parent {
+                            return Err(ApiError::invalid(
+                                field,
+                                "is not of the parent organization",
+                            ));
+                        }
+                    }
+                    let prepared = self.care.prepare_entry(&req.parent, &entry).await?;
+                    idempotent
+                        .once(&self.db, &req.parent, async |conn| {
+                            care::write_entry(conn, &prepared).await
+                        })
+                        .await
+                })
+                .await,
+        )
+    }
+
+    async fn list_care_time_entries(
+        &self,
+        request: Request<ListCareTimeEntriesRequest>,
+    ) -> Reply<ListCareTimeEntriesResponse> {
+        let audit = |r: &ListCareTimeEntriesRequest| {
+            Audited::read(&r.patient, |_: &ListCareTimeEntriesResponse| Vec::new())
+                .naming(vec![r.patient.clone()])
+        };
+        reply(
+            self.phi
+                .serve(request, audit, async |_, req| {
+                    PATIENT_NAME.parse("patient", &req.patient)?;
+                    UNIT_NAME.parse("unit", &req.unit)?;
+                    care::parse_month("month", &req.month)?;
+                    let (care_time_entries, closed) = self
+                        .care
+                        .entries(&req.patient, &req.unit, &req.month)
+                        .await?;
+                    Ok(ListCareTimeEntriesResponse {
+                        care_time_entries,
+                        closed,
+                    })
+                })
+                .await,
+        )
+    }
+
+    async fn close_care_month(
+        &self,
+        request: Request<CloseCareMonthRequest>,
+    ) -> Reply<CloseCareMonthResponse> {
+        let audit = |r: &CloseCareMonthRequest| Audited::write(&r.patient);
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    PATIENT_NAME.parse("patient", &req.patient)?;
+                    UNIT_NAME.parse("unit", &req.unit)?;
+                    if names::organization_of(&req.unit) != names::organization_of(&req.patient) {
+                        return Err(ApiError::invalid(
+                            "unit",
+                            "is not of the patient's organization",
+                        ));
+                    }
+                    let month = care::parse_month("month", &req.month)?;
+                    if req.request_id.is_empty() {
+                        return Err(ApiError::invalid(
+                            "request_id",
+                            "is required: a month is closed once",
+                        )
+                        .because("FIELD_REQUIRED"));
+                    }
+                    let idempotent = Idempotent::new(rpc.method, &req.request_id, &req)?;
+                    let mut conn = self.db.read().await?;
+                    if let Some(previous) =
+                        pm_runtime::idempotency::replay::<CloseCareMonthResponse>(
+                            &mut conn,
+                            idempotent.method,
+                            idempotent.request_id,
+                            &idempotent.hash,
+                        )
+                        .await?
+                    {
+                        return Ok(previous);
+                    }
+                    drop(conn);
+                    let program =
+                        CareProgram::try_from(req.program).unwrap_or(CareProgram::Unspecified);
+                    let close = self
+                        .care
+                        .prepare_close(&req.patient, &req.unit, month, program, &req.diagnoses)
+                        .await?;
+                    idempotent
+                        .once(
+                            &self.db,
+                            names::organization_of(&req.patient),
+                            async |conn| care::write_close(conn, &close).await,
+                        )
+                        .await
                 })
                 .await,
         )

@@ -9,6 +9,7 @@
 //! and the tree, location zones) is asked of Org over mTLS gRPC (`org`).
 
 pub mod access;
+pub mod care;
 pub mod charges;
 pub mod charging;
 pub mod claim_store;

@@ -170,6 +170,39 @@ impl OrgView {
             .into_inner())
     }
 
+    /// A patient's enrollments, with their intake records (PHI: read fresh each time).
+    pub async fn enrollments(&self, patient: &str) -> ApiResult<Vec<pm_api::org::Enrollment>> {
+        Ok(self
+            .client
+            .clone()
+            .get_patient_eligibility(GetPatientEligibilityRequest {
+                patient: patient.into(),
+            })
+            .await
+            .map_err(|s| from_org(s, patient))?
+            .into_inner()
+            .enrollments)
+    }
+
+    /// The organization's IANA time zone (cached).
+    pub async fn organization_zone(&self, organization: &str) -> ApiResult<String> {
+        if let Some(zone) = self.zones.get(organization) {
+            return Ok(zone);
+        }
+        let zone = self
+            .client
+            .clone()
+            .get_organization(pm_api::org::GetOrganizationRequest {
+                name: organization.into(),
+            })
+            .await
+            .map_err(|s| from_org(s, organization))?
+            .into_inner()
+            .time_zone;
+        self.zones.put(organization, zone.clone());
+        Ok(zone)
+    }
+
     /// A patient's coverages (PHI: read fresh each time).
     pub async fn coverages(&self, patient: &str) -> ApiResult<Vec<Coverage>> {
         Ok(self

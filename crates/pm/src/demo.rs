@@ -1093,7 +1093,9 @@ pub async fn seed_billing_month(
     use pm_api::billing::*;
     println!("a month of charges, claims and a remittance");
     let today = chrono::Utc::now().date_naive();
-    let visits: [(&str, &str, &str, &str, &[&str], u64); 7] = [
+    // (patient, unit, payer, code, diagnoses, days ago)
+    type Visit<'a> = (&'a str, &'a str, &'a str, &'a str, &'a [&'a str], u64);
+    let visits: [Visit; 7] = [
         (
             "p-0004",
             "ccm-program",

@@ -5,7 +5,7 @@
 CREATE TABLE charges (
     name                 TEXT    NOT NULL PRIMARY KEY,
     organization         TEXT    NOT NULL,
-    source               TEXT    NOT NULL CHECK (source IN ('encounter', 'manual', 'correction')),
+    source               TEXT    NOT NULL CHECK (source IN ('encounter', 'manual', 'correction', 'care_time')),
     encounter            TEXT,
     line_number          INTEGER,
     patient              TEXT    NOT NULL,
