@@ -15,7 +15,8 @@
 //! - `PM_BENCH_ONLY`: `scheduling` runs only the ceiling and the Scheduling rows, `calendar` only
 //!   the ceiling and the history rows (a week's calendar and slot search with a small and a large
 //!   past), `postgres` skips SQLite's rows; they combine (`scheduling,postgres`; for working on one
-//!   part; `make bench` runs all).
+//!   part; `make bench` runs all). `billing` runs only Billing's rows (`bench_billing.rs`:
+//!   revenue reports and AR aging over `PM_BENCH_BILLING_LINES` lines, the 837P writer).
 //! - `PM_BENCH_POSTGRES_URL`: default `postgres://postgres@127.0.0.1:5432/postgres`. The run uses a
 //!   fresh schema per service, `pmbench_<random>_<service>`, and drops them at the end; an
 //!   unreachable server skips the PostgreSQL rows. The bare baselines run `pgbench` on the
@@ -49,6 +50,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use uuid::Uuid;
 
+#[path = "bench_billing.rs"]
+mod bench_billing;
 #[path = "bench_scheduling.rs"]
 mod bench_scheduling;
 
@@ -81,8 +84,12 @@ async fn main() -> anyhow::Result<()> {
     outcome
 }
 
-/// Every row: the ceiling and SQLite on one mesh, then PostgreSQL on another.
+/// Every row: the ceiling and SQLite on one mesh, then PostgreSQL on another, then Billing's
+/// report and export rows (PostgreSQL, no mesh).
 async fn run(settings: &Settings, root: &Path) -> anyhow::Result<()> {
+    if settings.only_billing {
+        return bench_billing::run(&settings.postgres_url).await;
+    }
     print_header(settings);
     let sqlite = Target::sqlite(root.join("sqlite"));
     let ceiling = bench_target(settings, &sqlite, None).await?;
@@ -93,7 +100,8 @@ async fn run(settings: &Settings, root: &Path) -> anyhow::Result<()> {
     }
     let outcome = bench_target(settings, &postgres, Some(ceiling)).await;
     let cleanup = postgres.cleanup().await;
-    outcome.and(cleanup)
+    outcome.and(cleanup)?;
+    bench_billing::run(&settings.postgres_url).await
 }
 
 /// The run's knobs, from the environment.
@@ -107,6 +115,8 @@ struct Settings {
     only_postgres: bool,
     /// Only the history rows of Scheduling (`PM_BENCH_ONLY` names `calendar`).
     only_calendar: bool,
+    /// Only Billing's rows (`PM_BENCH_ONLY` names `billing`).
+    only_billing: bool,
 }
 
 impl Settings {
@@ -125,10 +135,10 @@ impl Settings {
             .collect();
         if let Some(unknown) = only
             .iter()
-            .find(|p| !["scheduling", "calendar", "postgres"].contains(&p.as_str()))
+            .find(|p| !["scheduling", "calendar", "postgres", "billing"].contains(&p.as_str()))
         {
             anyhow::bail!(
-                "PM_BENCH_ONLY: unknown part {unknown:?} (scheduling, calendar, postgres)"
+                "PM_BENCH_ONLY: unknown part {unknown:?} (scheduling, calendar, postgres, billing)"
             );
         }
         Ok(Self {
@@ -138,6 +148,7 @@ impl Settings {
             only_scheduling: only.iter().any(|p| p == "scheduling"),
             only_postgres: only.iter().any(|p| p == "postgres"),
             only_calendar: only.iter().any(|p| p == "calendar"),
+            only_billing: only.iter().any(|p| p == "billing"),
         })
     }
 }
