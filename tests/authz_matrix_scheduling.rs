@@ -1473,7 +1473,7 @@ fn ref_kind(method: &str, field: &str) -> Option<RefKind> {
         ("ListCalendar" | "WatchCalendar", "scope") => RefKind::Patient,
         (_, "unit" | "units" | "parent_unit") => RefKind::Unit,
         (_, "patient" | "patients") => RefKind::Patient,
-        (_, "provider" | "providers") => RefKind::Provider,
+        (_, "provider" | "providers" | "billing_practitioner") => RefKind::Provider,
         (_, "location" | "locations") => RefKind::Location,
         (_, "room") => RefKind::Room,
         (_, "visit_type") => RefKind::VisitType,

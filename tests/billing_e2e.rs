@@ -236,7 +236,7 @@ async fn prices_are_explained_and_charges_corrected(backend: Backend) -> anyhow:
     );
     assert_eq!(
         explained.candidates.len(),
-        4,
+        5,
         "every schedule of the organization, once"
     );
 

@@ -681,6 +681,7 @@ mod coverage {
         "contract",
         "payer",
         "program",
+        "billing_practitioner",
     ];
 
     /// Fields that can name a resource but need no scope check, each with the reason.
