@@ -15,6 +15,7 @@ use pm_api::types::{Date, Interval};
 use pm_runtime::client::AuthedChannel;
 use pm_runtime::config::Backend;
 use support::TestMesh;
+use support::status::reason;
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -28,13 +29,6 @@ const ADMIN: &str = "principals/admin";
 
 type Billing = BillingServiceClient<AuthedChannel>;
 use pm_api::billing::billing_service_client::BillingServiceClient;
-
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_details_error_info()
-        .map(|i| i.reason)
-        .unwrap_or_default()
-}
 
 fn date(day: NaiveDate) -> Option<Date> {
     Some(Date {

@@ -18,9 +18,9 @@ use pm_api::types::{Date, Interval};
 use pm_runtime::client::AuthedChannel;
 use pm_runtime::config::Backend;
 use support::TestMesh;
+use support::status::{fields, reason};
 use support::time::{at, next_monday, ts};
 use tonic::Code;
-use tonic_types::StatusExt;
 
 const ORG: &str = "organizations/acme";
 const CCM: &str = "organizations/acme/units/ccm-program";
@@ -34,20 +34,6 @@ const JORDAN: &str = "principals/jordan-billing";
 const CASEY: &str = "principals/casey-ccm";
 
 type Billing = BillingServiceClient<AuthedChannel>;
-
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_details_error_info()
-        .map(|i| i.reason)
-        .unwrap_or_default()
-}
-
-fn fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
 
 fn date(day: chrono::NaiveDate) -> Option<Date> {
     use chrono::Datelike;

@@ -5,6 +5,7 @@
 
 pub mod matrix;
 pub mod raw;
+pub mod status;
 pub mod time;
 
 use std::time::Duration;

@@ -172,6 +172,11 @@ impl OrgView {
 
     /// A patient's enrollments, with their intake records (PHI: read fresh each time).
     pub async fn enrollments(&self, patient: &str) -> ApiResult<Vec<pm_api::org::Enrollment>> {
+        Ok(self.eligibility(patient).await?.enrollments)
+    }
+
+    /// A patient's enrollments and coverages, as Org's GetPatientEligibility answers.
+    async fn eligibility(&self, patient: &str) -> ApiResult<pm_api::org::PatientEligibility> {
         Ok(self
             .client
             .clone()
@@ -180,8 +185,7 @@ impl OrgView {
             })
             .await
             .map_err(|s| from_org(s, patient))?
-            .into_inner()
-            .enrollments)
+            .into_inner())
     }
 
     /// The organization's IANA time zone (cached).
@@ -205,16 +209,7 @@ impl OrgView {
 
     /// A patient's coverages (PHI: read fresh each time).
     pub async fn coverages(&self, patient: &str) -> ApiResult<Vec<Coverage>> {
-        Ok(self
-            .client
-            .clone()
-            .get_patient_eligibility(GetPatientEligibilityRequest {
-                patient: patient.into(),
-            })
-            .await
-            .map_err(|s| from_org(s, patient))?
-            .into_inner()
-            .coverages)
+        Ok(self.eligibility(patient).await?.coverages)
     }
 
     /// Every unit of the organization with its parent ("" for a root).

@@ -164,9 +164,21 @@ fn grouped(expressions: &[&str]) -> (String, String) {
         return (String::new(), String::new());
     }
     let list = expressions.join(", ");
-    (
-        format!("{list}, "),
-        format!(" GROUP BY {list} ORDER BY {list}"),
+    (format!("{list}, "), format!(" GROUP BY {list}"))
+}
+
+/// `aggregate` with its cells ordered by their keys: sorting the few cells after grouping, not
+/// the many rows before (an ORDER BY on the grouping itself lets PostgreSQL sort every ledger row
+/// by text to group them: over a million lines, twelve times the bare GROUP BY's time).
+fn ordered(aggregate: &str, keys: usize) -> String {
+    if keys == 0 {
+        return format!("{aggregate} LIMIT {}", MAX_CELLS + 1);
+    }
+    let order: Vec<String> = (1..=keys).map(|k| k.to_string()).collect();
+    format!(
+        "SELECT * FROM ({aggregate}) AS cells ORDER BY {} LIMIT {}",
+        order.join(", "),
+        MAX_CELLS + 1
     )
 }
 
@@ -177,11 +189,10 @@ pub async fn summarize(conn: &mut AnyConnection, summary: &Summary<'_>) -> ApiRe
     let (select, group) = grouped(&columns);
     let sql = format!(
         "SELECT {select}CAST(SUM(charged_cents) AS BIGINT), CAST(SUM(reversed_cents) AS BIGINT), \
-         CAST(SUM(paid_cents) AS BIGINT), CAST(SUM(adjusted_cents) AS BIGINT) FROM revenue_rollup{}{group} LIMIT {}",
+         CAST(SUM(paid_cents) AS BIGINT), CAST(SUM(adjusted_cents) AS BIGINT) FROM revenue_rollup{}{group}",
         conditions("month", summary.units),
-        MAX_CELLS + 1
     );
-    run(conn, &sql, summary).await
+    run(conn, &ordered(&sql, summary.group_by.len()), summary).await
 }
 
 /// The same summary computed from the ledger and the charges, entry by entry (no roll-up).
@@ -202,11 +213,10 @@ pub async fn summarize_from_ledger(
          CAST(SUM(CASE WHEN l.kind = 'reversal' THEN l.amount_cents ELSE 0 END) AS BIGINT), \
          CAST(SUM(CASE WHEN l.kind = 'payment' THEN l.amount_cents ELSE 0 END) AS BIGINT), \
          CAST(SUM(CASE WHEN l.kind IN ('adjustment', 'write_off') THEN l.amount_cents ELSE 0 END) AS BIGINT) \
-         FROM ledger_entries l JOIN charges c ON c.name = l.charge{}{group} LIMIT {}",
+         FROM ledger_entries l JOIN charges c ON c.name = l.charge{}{group}",
         conditions("substr(c.service_date, 1, 7)", summary.units),
-        MAX_CELLS + 1
     );
-    run(conn, &sql, summary).await
+    run(conn, &ordered(&sql, summary.group_by.len()), summary).await
 }
 
 /// One cell of a report, as drill-down names it: each set field narrows (None: any value).

@@ -152,10 +152,10 @@ async fn rows(db: &Db, lines: i64) -> anyhow::Result<()> {
     .await?;
     let bare_sql = format!(
         "SELECT c.unit, c.payer, substr(c.service_date, 1, 7), \
-         SUM(CASE WHEN l.kind = 'charge' THEN l.amount_cents ELSE 0 END), \
-         SUM(CASE WHEN l.kind = 'reversal' THEN l.amount_cents ELSE 0 END), \
-         SUM(CASE WHEN l.kind = 'payment' THEN l.amount_cents ELSE 0 END), \
-         SUM(CASE WHEN l.kind IN ('adjustment', 'write_off') THEN l.amount_cents ELSE 0 END) \
+         CAST(SUM(CASE WHEN l.kind = 'charge' THEN l.amount_cents ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN l.kind = 'reversal' THEN l.amount_cents ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN l.kind = 'payment' THEN l.amount_cents ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN l.kind IN ('adjustment', 'write_off') THEN l.amount_cents ELSE 0 END) AS BIGINT) \
          FROM ledger_entries l JOIN charges c ON c.name = l.charge WHERE c.organization = '{ORG}' \
          GROUP BY c.unit, c.payer, substr(c.service_date, 1, 7)"
     );
@@ -211,7 +211,7 @@ async fn rows(db: &Db, lines: i64) -> anyhow::Result<()> {
     })
     .await?;
     let bare_aging = format!(
-        "SELECT c.billing_entity, c.payer, c.service_date, SUM(l.amount_cents) \
+        "SELECT c.billing_entity, c.payer, c.service_date, CAST(SUM(l.amount_cents) AS BIGINT) \
          FROM ledger_entries l JOIN charges c ON c.name = l.charge WHERE c.organization = '{ORG}' \
          GROUP BY c.billing_entity, c.payer, c.service_date"
     );

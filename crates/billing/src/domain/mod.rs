@@ -8,6 +8,8 @@ pub mod fee_csv;
 pub mod invalid;
 pub mod money;
 pub mod pricing;
+#[cfg(test)]
+pub mod pyx12;
 pub mod report;
 pub mod validate;
 pub mod x12;
