@@ -196,6 +196,9 @@ def mesh(tmp_path_factory):
     scheduling_port = free_port()
     while scheduling_port in (org_port, rbac_port):
         scheduling_port = free_port()
+    billing_port = free_port()
+    while billing_port in (org_port, rbac_port, scheduling_port):
+        billing_port = free_port()
 
     env = dict(os.environ)
     env.update(
@@ -203,6 +206,7 @@ def mesh(tmp_path_factory):
         PM_LISTEN__ORG_PORT=str(org_port),
         PM_LISTEN__RBAC_PORT=str(rbac_port),
         PM_LISTEN__SCHEDULING_PORT=str(scheduling_port),
+        PM_LISTEN__BILLING_PORT=str(billing_port),
     )
     stderr_path = base / "pm.stderr"
     stderr_f = open(stderr_path, "wb")
