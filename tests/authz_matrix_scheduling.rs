@@ -1835,7 +1835,8 @@ fn target_kind(method: &str) -> Option<TargetKind> {
         | "ExportClaims"
         | "ImportRemittance"
         | "ImportAcknowledgment"
-        | "CreateCareTimeEntry" => Organization,
+        | "CreateCareTimeEntry"
+        | "RepriceCharges" => Organization,
         "GetServiceUnit"
         | "UpdateServiceUnit"
         | "DeleteServiceUnit"

@@ -572,6 +572,144 @@ async fn charges_are_cut_to_the_callers_units(backend: Backend) -> anyhow::Resul
     mesh.stop().await
 }
 
+/// A schedule added after charges were made: a dry run says which unclaimed charge would change
+/// and by how much, writing nothing; applied (with a request_id), the held charge is reversed and
+/// charged again at its new price; a second dry run finds nothing left to change.
+async fn charges_are_repriced_after_a_schedule_change(backend: Backend) -> anyhow::Result<()> {
+    let mesh = seeded(backend).await?;
+    let mut billing = mesh.billing_as(ADMIN).await?;
+    let manual = |code: &str| CreateChargeRequest {
+        parent: ORG.into(),
+        charge: Some(Charge {
+            patient: ROSA.into(),
+            unit: CCM.into(),
+            provider: OKAFOR.into(),
+            payer: MEDICARE.into(),
+            code: code.into(),
+            units: 1,
+            diagnoses: vec!["E11.9".into()],
+            service_date: date(next_monday()),
+            ..Default::default()
+        }),
+        request_id: uuid::Uuid::new_v4().to_string(),
+    };
+    let held = billing.create_charge(manual("99215")).await?.into_inner();
+    assert_eq!(
+        (held.state, held.hold_reason.as_str()),
+        (ChargeState::Held as i32, "NO_FEE_SCHEDULE_ENTRY")
+    );
+    let priced = billing.create_charge(manual("99490")).await?.into_inner();
+    let dry = |apply: bool, request_id: &str| RepriceChargesRequest {
+        parent: ORG.into(),
+        unit: String::new(),
+        apply,
+        request_id: request_id.into(),
+    };
+    let nothing = billing.reprice_charges(dry(false, "")).await?.into_inner();
+    assert_eq!((nothing.examined, nothing.changes.len()), (2, 0));
+    // The program adds its own unit-level schedule: 99215 priced now, 99490 still the program's.
+    billing
+        .create_fee_schedule(CreateFeeScheduleRequest {
+            parent: ORG.into(),
+            fee_schedule: Some(FeeSchedule {
+                display_name: "CCM extras".into(),
+                scope: Some(FeeScheduleScope {
+                    target: Some(fee_schedule_scope::Target::Unit(CCM.into())),
+                }),
+                ..Default::default()
+            }),
+            fee_schedule_id: "ccm-extras".into(),
+            request_id: String::new(),
+        })
+        .await?;
+    billing
+        .create_fee_schedule_version(CreateFeeScheduleVersionRequest {
+            parent: format!("{ORG}/feeSchedules/ccm-extras"),
+            fee_schedule_version: Some(FeeScheduleVersion {
+                effective_from: Some(Date {
+                    year: 2026,
+                    month: 1,
+                    day: 1,
+                }),
+                ..Default::default()
+            }),
+            csv: "code,modifiers,amount,description\n99215,,150.00,visit\n99490,,70.00,x\n".into(),
+            fee_schedule_version_id: "v2026".into(),
+            request_id: String::new(),
+        })
+        .await?;
+    let preview = billing.reprice_charges(dry(false, "")).await?.into_inner();
+    assert!(!preview.applied);
+    assert_eq!(preview.changes.len(), 1, "{:?}", preview.changes);
+    let change = &preview.changes[0];
+    assert_eq!(
+        (
+            change.charge.as_str(),
+            change.old_amount_cents,
+            change.new_amount_cents
+        ),
+        (held.name.as_str(), 0, 15000)
+    );
+    assert_eq!(preview.delta_cents, 15000);
+    let listed = |billing: &mut Billing| {
+        let mut billing = billing.clone();
+        async move {
+            Ok::<_, anyhow::Error>(
+                billing
+                    .list_charges(ListChargesRequest {
+                        parent: ORG.into(),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner()
+                    .charges,
+            )
+        }
+    };
+    assert_eq!(
+        listed(&mut billing).await?.len(),
+        2,
+        "a dry run writes nothing"
+    );
+    let refused = billing.reprice_charges(dry(true, "")).await.unwrap_err();
+    assert_eq!(reason(&refused), "FIELD_REQUIRED");
+    let applied = billing
+        .reprice_charges(dry(true, &uuid::Uuid::new_v4().to_string()))
+        .await?
+        .into_inner();
+    assert!(applied.applied);
+    let new_name = applied.changes[0].new_charge.clone();
+    let new = billing
+        .get_charge(GetChargeRequest { name: new_name })
+        .await?
+        .into_inner();
+    assert_eq!(
+        (new.state, new.amount_cents),
+        (ChargeState::Open as i32, 15000)
+    );
+    assert_eq!(new.related_charge, held.name);
+    let old = billing
+        .get_charge(GetChargeRequest {
+            name: held.name.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(old.state, ChargeState::Reversed as i32);
+    let untouched = billing
+        .get_charge(GetChargeRequest {
+            name: priced.name.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        (untouched.state, untouched.amount_cents),
+        (ChargeState::Open as i32, 6049)
+    );
+    let after = billing.reprice_charges(dry(false, "")).await?.into_inner();
+    assert!(after.changes.is_empty(), "{:?}", after.changes);
+    mesh.stop().await
+}
+
 macro_rules! both_backends {
     ($($test:ident),* $(,)?) => {
         mod on_sqlite {
@@ -594,6 +732,7 @@ macro_rules! both_backends {
 }
 
 both_backends!(
+    charges_are_repriced_after_a_schedule_change,
     encounters_become_charges_exactly_once,
     prices_are_explained_and_charges_corrected,
     bad_input_is_refused_naming_the_field,

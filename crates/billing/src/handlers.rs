@@ -31,6 +31,7 @@ use crate::domain::pricing::{Candidate, Level, Outcome};
 use crate::domain::report::{Aging, Amounts};
 use crate::domain::{fee_csv, validate};
 use crate::reports::{self, CellFilter, Dimension, Summary};
+use crate::repricing;
 use crate::store::{
     self, BILLING_ENTITY, CONTRACT, FEE_SCHEDULE, FEE_SCHEDULE_VERSION, PAYER, ROUTING_RULE,
 };
@@ -89,6 +90,51 @@ impl BillingApi {
         .await
         .map_err(|_| ApiError::not_found(name))?;
         Ok(claim)
+    }
+
+    async fn reprice(
+        &self,
+        rpc: Call<'_>,
+        req: RepriceChargesRequest,
+    ) -> ApiResult<RepriceChargesResponse> {
+        ORGANIZATION_NAME.parse("parent", &req.parent)?;
+        access::organization_wide(rpc.caller, rpc.permission, &req.parent)?;
+        if !req.unit.is_empty() {
+            UNIT_NAME.parse("unit", &req.unit)?;
+        }
+        if req.apply && req.request_id.is_empty() {
+            return Err(ApiError::invalid(
+                "request_id",
+                "is required to apply: a reprice is applied once",
+            )
+            .because("FIELD_REQUIRED"));
+        }
+        let idempotent = Idempotent::new(rpc.method, &req.request_id, &req)?;
+        let found = repricing::find(&self.db, &self.charging, &req.parent, &req.unit).await?;
+        let answer = |applied: bool| RepriceChargesResponse {
+            changes: found
+                .changes
+                .iter()
+                .map(|c| repricing::wire(c, applied))
+                .collect(),
+            examined: i32::try_from(found.examined).unwrap_or(i32::MAX),
+            delta_cents: found
+                .changes
+                .iter()
+                .map(|c| c.new.amount.cents() - c.old.amount.cents())
+                .sum(),
+            applied,
+            more: found.more,
+        };
+        if !req.apply {
+            return Ok(answer(false));
+        }
+        idempotent
+            .once(&self.db, &req.parent, async |conn| {
+                repricing::apply(conn, &found.changes).await?;
+                Ok(answer(true))
+            })
+            .await
     }
 
     async fn export(
@@ -1261,6 +1307,20 @@ impl BillingService for BillingApi {
             self.phi
                 .serve(request, audit, async |rpc, req| {
                     self.revenue_lines(rpc, req).await
+                })
+                .await,
+        )
+    }
+
+    async fn reprice_charges(
+        &self,
+        request: Request<RepriceChargesRequest>,
+    ) -> Reply<RepriceChargesResponse> {
+        let audit = |r: &RepriceChargesRequest| Audited::write(&r.parent);
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.reprice(rpc, req).await
                 })
                 .await,
         )

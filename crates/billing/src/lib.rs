@@ -21,6 +21,7 @@ pub mod org;
 pub mod posting;
 pub mod reasons;
 pub mod reports;
+pub mod repricing;
 pub mod store;
 
 use std::sync::Arc;
