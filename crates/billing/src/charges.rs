@@ -280,6 +280,31 @@ pub async fn get(conn: &mut AnyConnection, name: &str) -> ApiResult<Option<Charg
     row.as_ref().map(decode).transpose()
 }
 
+/// The organization's charges on no claim, oldest first, at most `limit`: OPEN ones, and HELD ones
+/// too when `held_too`; only those of `unit` when it is not empty. One query, rows decoded here.
+pub async fn unclaimed(
+    conn: &mut AnyConnection,
+    organization: &str,
+    held_too: bool,
+    unit: &str,
+    limit: usize,
+) -> ApiResult<Vec<ChargeRow>> {
+    let states = if held_too {
+        "('open', 'held')"
+    } else {
+        "('open')"
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM charges WHERE organization = $1 AND claim = '' \
+         AND state IN {states} AND ($2 = '' OR unit = $2) ORDER BY create_us, name LIMIT {limit}"
+    ))
+    .bind(organization)
+    .bind(unit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(decode).collect()
+}
+
 /// The unit a charge, or any charge of an encounter, sits in (for the shared scope check).
 pub async fn unit_of(conn: &mut AnyConnection, name: &str) -> ApiResult<Option<String>> {
     let unit: Option<String> = sqlx::query_scalar(

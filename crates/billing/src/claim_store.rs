@@ -8,7 +8,6 @@ use pm_runtime::{ApiError, ApiResult, paging};
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 
-use crate::charges::{self, ChargeRow};
 use crate::domain::claims::ClaimState;
 use crate::domain::invalid::Invalid;
 use crate::domain::money::Cents;
@@ -471,28 +470,6 @@ pub async fn list(
         paging::encode_token(&fingerprint, vec![cursor.0.to_string(), cursor.1])
     };
     Ok((found.into_iter().map(|(_, name)| name).collect(), token))
-}
-
-/// The organization's open charges not yet on a claim, oldest first, at most `limit`.
-pub async fn unclaimed(
-    conn: &mut AnyConnection,
-    organization: &str,
-    limit: usize,
-) -> ApiResult<Vec<ChargeRow>> {
-    let names: Vec<String> = sqlx::query_scalar(&format!(
-        "SELECT name FROM charges WHERE organization = $1 AND claim = '' AND state = 'open' \
-         ORDER BY create_us, name LIMIT {limit}"
-    ))
-    .bind(organization)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut rows = Vec::with_capacity(names.len());
-    for name in names {
-        if let Some(row) = charges::get(conn, &name).await? {
-            rows.push(row);
-        }
-    }
-    Ok(rows)
 }
 
 /// Marks charges set aside (self-pay, invoiced, held) so that assembly does not read them again:

@@ -347,7 +347,7 @@ impl Claims {
     pub async fn assemble(&self, organization: &str) -> ApiResult<Assembled> {
         let rows = {
             let mut conn = self.db.read().await?;
-            claim_store::unclaimed(&mut conn, organization, ASSEMBLY_BATCH + 1).await?
+            charges::unclaimed(&mut conn, organization, false, "", ASSEMBLY_BATCH + 1).await?
         };
         let more = rows.len() > ASSEMBLY_BATCH;
         let rows: Vec<ChargeRow> = rows.into_iter().take(ASSEMBLY_BATCH).collect();

@@ -34,30 +34,6 @@ pub struct Found {
     pub more: bool,
 }
 
-/// Unclaimed OPEN and HELD charges of the organization (of `unit`, when not empty), oldest first.
-async fn candidates(
-    conn: &mut AnyConnection,
-    organization: &str,
-    unit: &str,
-    limit: usize,
-) -> ApiResult<Vec<ChargeRow>> {
-    let names: Vec<String> = sqlx::query_scalar(&format!(
-        "SELECT name FROM charges WHERE organization = $1 AND claim = '' \
-         AND state IN ('open', 'held') AND ($2 = '' OR unit = $2) ORDER BY create_us, name LIMIT {limit}"
-    ))
-    .bind(organization)
-    .bind(unit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut rows = Vec::with_capacity(names.len());
-    for name in names {
-        if let Some(row) = charges::get(conn, &name).await? {
-            rows.push(row);
-        }
-    }
-    Ok(rows)
-}
-
 /// The name of the charge a reprice makes of `old`: the same on every retry.
 fn repriced_name(old: &str, version: &str) -> String {
     let id = uuid::Uuid::new_v5(
@@ -76,7 +52,7 @@ pub async fn find(
 ) -> ApiResult<Found> {
     let rows = {
         let mut conn = db.read().await?;
-        candidates(&mut conn, organization, unit, REPRICE_BATCH + 1).await?
+        charges::unclaimed(&mut conn, organization, true, unit, REPRICE_BATCH + 1).await?
     };
     let more = rows.len() > REPRICE_BATCH;
     let mut changes = Vec::new();

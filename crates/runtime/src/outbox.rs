@@ -229,8 +229,14 @@ impl<E: Event> Outbox<E> {
                 let full = events.len() as i64 == STREAM_BATCH;
                 for event in events {
                     cursor = event.sequence();
-                    if keep(&event) && sender.send(Ok(event)).await.is_err() {
-                        return;
+                    if !keep(&event) {
+                        continue;
+                    }
+                    // A reader that stops reading must not hold the server's shutdown: a send
+                    // waiting on a full channel gives way to it.
+                    tokio::select! {
+                        sent = sender.send(Ok(event)) => if sent.is_err() { return },
+                        _ = shutdown.cancelled() => return,
                     }
                 }
                 if full {
@@ -244,7 +250,8 @@ impl<E: Event> Outbox<E> {
                         let bye = Status::unavailable(
                             "the server is shutting down: resume after the last sequence seen",
                         );
-                        let _ = sender.send(Err(bye)).await;
+                        // Said when there is room; a reader that stopped reading only sees the end.
+                        let _ = sender.try_send(Err(bye));
                         return;
                     }
                 }
