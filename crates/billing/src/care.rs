@@ -281,6 +281,7 @@ impl CareTime {
                 payer,
                 service_date: month_end,
             };
+            let schedules = self.charging.fee_schedules(&organization).await?;
             for code in &outcome.codes {
                 let line = Line {
                     code: code.code.to_string(),
@@ -292,7 +293,7 @@ impl CareTime {
                 let name = care_charge_name(patient, unit, &month_name, code.code);
                 rows.push(
                     self.charging
-                        .charge(name, ChargeSource::CareTime, &context, &line)
+                        .charge(&schedules, name, ChargeSource::CareTime, &context, &line)
                         .await?,
                 );
             }

@@ -12,8 +12,8 @@ use pm_runtime::{ApiResult, Db, names};
 
 use crate::charges::ChargeRow;
 use crate::domain::charge::{self, Line, Priced};
-use crate::domain::pricing::{self, Price, Unpriced};
-use crate::org::OrgView;
+use crate::domain::pricing::{self, Price, Schedule, Unpriced};
+use crate::org::{OrgView, UnitBilling};
 use crate::store;
 
 /// Who and what a charge is for, besides its line.
@@ -56,35 +56,30 @@ impl Charging {
         &self.org
     }
 
-    /// Prices `line` for `context` at its date of service: the schedules of the organization,
+    /// The organization's fee schedules with their versions, read once for all the lines a call
+    /// prices (each resolution walks them all).
+    pub async fn fee_schedules(&self, organization: &str) -> ApiResult<Vec<Schedule>> {
+        let mut conn = self.db.read().await?;
+        store::schedules(&mut conn, organization).await
+    }
+
+    /// Prices `line` for `context` at its date of service from `schedules` (the organization's),
     /// walked contract → payer → program → unit → organization.
-    pub async fn explain(&self, context: &Context, line: &Line) -> ApiResult<Explained> {
-        let organization = names::organization_of(&context.unit);
+    pub async fn explain(
+        &self,
+        schedules: &[Schedule],
+        context: &Context,
+        line: &Line,
+    ) -> ApiResult<Explained> {
         let unit = self.org.unit(&context.unit).await?;
-        let contract = charge::contract_for(organization, &unit.accepted_payers, &context.payer);
-        let schedules = {
-            let mut conn = self.db.read().await?;
-            store::schedules(&mut conn, organization).await?
-        };
-        let query = pricing::Line {
-            code: &line.code,
-            modifiers: &line.modifiers,
-            service_date: context.service_date,
-            payer: Some(context.payer.as_str()).filter(|p| !p.is_empty()),
-            contract: Some(contract.as_str()).filter(|c| !c.is_empty()),
-            program_unit: unit.program.as_deref(),
-            unit_lineage: &unit.nearest_first,
-        };
-        Ok(Explained {
-            price: pricing::resolve(&schedules, &query),
-            contract,
-        })
+        Ok(resolve(schedules, &unit, context, line))
     }
 
     /// The charge `line` becomes: priced and OPEN, or HELD with the reason (a line whose codes
     /// are malformed is held too, with the format's reason: an event cannot be refused).
     pub async fn charge(
         &self,
+        schedules: &[Schedule],
         name: String,
         source: ChargeSource,
         context: &Context,
@@ -92,7 +87,7 @@ impl Charging {
     ) -> ApiResult<ChargeRow> {
         let organization = names::organization_of(&context.unit);
         let unit = self.org.unit(&context.unit).await?;
-        let explained = self.explain(context, line).await?;
+        let explained = resolve(schedules, &unit, context, line);
         let priced = match charge::check_line("line", line) {
             Ok(()) => charge::priced(&explained.price, line.units),
             Err(invalid) => Priced::Held {
@@ -145,5 +140,29 @@ impl Charging {
             create_us: now,
             update_us: now,
         })
+    }
+}
+
+/// The price of `line` for `context` in `unit`, from `schedules`.
+fn resolve(
+    schedules: &[Schedule],
+    unit: &UnitBilling,
+    context: &Context,
+    line: &Line,
+) -> Explained {
+    let organization = names::organization_of(&context.unit);
+    let contract = charge::contract_for(organization, &unit.accepted_payers, &context.payer);
+    let query = pricing::Line {
+        code: &line.code,
+        modifiers: &line.modifiers,
+        service_date: context.service_date,
+        payer: Some(context.payer.as_str()).filter(|p| !p.is_empty()),
+        contract: Some(contract.as_str()).filter(|c| !c.is_empty()),
+        program_unit: unit.program.as_deref(),
+        unit_lineage: &unit.nearest_first,
+    };
+    Explained {
+        price: pricing::resolve(schedules, &query),
+        contract,
     }
 }

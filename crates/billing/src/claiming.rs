@@ -12,7 +12,7 @@ use pm_api::billing::{
     BillingEntity, ClaimBatch, ImportRemittanceResponse, LedgerEntryKind, Payer, PostedClaim,
     SetAsideLine, UnmatchedPayment, UsageIndicator,
 };
-use pm_api::org::{AdministrativeGender, Coverage};
+use pm_api::org::{AdministrativeGender, Coverage, Patient};
 use pm_runtime::docstore;
 use pm_runtime::time::now_micros;
 use pm_runtime::{ApiError, ApiResult, Db, names};
@@ -197,7 +197,12 @@ impl Claims {
     /// Billing's configuration, the subscriber (the patient and its coverage with the payer at
     /// the date of service) and the rendering provider from Org. A part that cannot be found is
     /// left out: the scrubber reports it.
-    async fn context(&self, key: &ClaimKey, provider: &str) -> ApiResult<ScrubContext> {
+    async fn context(
+        &self,
+        key: &ClaimKey,
+        provider: &str,
+        people: &mut People,
+    ) -> ApiResult<ScrubContext> {
         let (entity, payer) = {
             let mut conn = self.db.read().await?;
             let entity = docstore::get_live::<BillingEntity>(&mut conn, &key.billing_entity)
@@ -229,7 +234,7 @@ impl Claims {
             timely_filing_days: u32::try_from(p.timely_filing_days).ok().filter(|d| *d > 0),
             address: address_of(p.address.as_ref()),
         });
-        let subscriber = self.subscriber(key).await?;
+        let subscriber = self.subscriber(key, people).await?;
         let rendering_provider = match self.org.provider(provider).await {
             Ok(p) => {
                 let (first_name, last_name) = person_name(&p.display_name);
@@ -250,14 +255,32 @@ impl Claims {
         })
     }
 
-    async fn subscriber(&self, key: &ClaimKey) -> ApiResult<Option<SubscriberDetails>> {
+    /// The patient and its coverages, asked of Org once per call however many claims it has.
+    async fn person<'a>(
+        &self,
+        patient: &str,
+        people: &'a mut People,
+    ) -> ApiResult<&'a Option<(Patient, Vec<Coverage>)>> {
+        if !people.contains_key(patient) {
+            let found = match self.org.patient(patient).await {
+                Ok(p) => Some((p, self.org.coverages(patient).await?)),
+                Err(e) if e.code == tonic::Code::Unavailable => return Err(e),
+                Err(_) => None,
+            };
+            people.insert(patient.to_string(), found);
+        }
+        Ok(people.get(patient).unwrap_or(&None))
+    }
+
+    async fn subscriber(
+        &self,
+        key: &ClaimKey,
+        people: &mut People,
+    ) -> ApiResult<Option<SubscriberDetails>> {
         let organization = names::organization_of(&key.patient);
-        let patient = match self.org.patient(&key.patient).await {
-            Ok(p) => p,
-            Err(e) if e.code == tonic::Code::Unavailable => return Err(e),
-            Err(_) => return Ok(None),
+        let Some((patient, coverages)) = self.person(&key.patient, people).await? else {
+            return Ok(None);
         };
-        let coverages = self.org.coverages(&key.patient).await?;
         let Some(coverage) = coverages
             .iter()
             .filter(|c| qualified(organization, &c.payer) == key.payer)
@@ -383,8 +406,11 @@ impl Claims {
             })
             .collect();
         let mut stored = Vec::with_capacity(named.len());
+        let mut people = People::new();
         for (name, draft) in &named {
-            let context = self.context(&draft.key, &draft.provider).await?;
+            let context = self
+                .context(&draft.key, &draft.provider, &mut people)
+                .await?;
             let problems: Vec<Problem> = claims::scrub(draft, &context, today)
                 .iter()
                 .map(Problem::from)
@@ -496,7 +522,9 @@ impl Claims {
         let claim = self.get(name).await?;
         let rows = self.charges_of(&claim).await?;
         let draft = draft_of(&claim, &rows);
-        let context = self.context(&draft.key, &draft.provider).await?;
+        let context = self
+            .context(&draft.key, &draft.provider, &mut People::new())
+            .await?;
         let problems: Vec<Problem> = claims::scrub(&draft, &context, Utc::now().date_naive())
             .iter()
             .map(Problem::from)
@@ -557,10 +585,13 @@ impl Claims {
             .with_meta("claims", not_ready.join(",")));
         }
         let mut groups: Vec<ExportGroup> = Vec::new();
+        let mut people = People::new();
         for claim in claims {
             let rows = self.charges_of(&claim).await?;
             let draft = draft_of(&claim, &rows);
-            let context = self.context(&draft.key, &draft.provider).await?;
+            let context = self
+                .context(&draft.key, &draft.provider, &mut people)
+                .await?;
             let x12_claim = claims::to_x12_claim(&draft, &context, claim_number(&claim.name))
                 .map_err(refused)?;
             match groups
@@ -820,6 +851,10 @@ impl Claims {
     }
 }
 
+/// The patients a call has asked Org about (PHI, in memory for that call only), by name: `None`
+/// for one Org does not know.
+type People = HashMap<String, Option<(Patient, Vec<Coverage>)>>;
+
 /// The READY claims of one billing entity, mapped for the writer.
 pub struct ExportGroup {
     /// The entity.
@@ -860,10 +895,11 @@ async fn post_claim(
         paid.claim_id.to_ascii_lowercase()
     );
     let claim = claim_store::get(conn, &name).await?;
+    let found = claim.is_some();
     let Some(claim) =
         claim.filter(|c| matches!(c.state, ClaimState::Submitted | ClaimState::Accepted))
     else {
-        let reason = if claim_store::get(conn, &name).await?.is_some() {
+        let reason = if found {
             "CLAIM_NOT_AWAITING_PAYMENT"
         } else {
             "NO_SUCH_CLAIM"

@@ -546,7 +546,8 @@ impl BillingApi {
             payer: charge::qualified(organization, &req.payer),
             service_date,
         };
-        let explained = self.charging.explain(&context, &line).await?;
+        let schedules = self.charging.fee_schedules(organization).await?;
+        let explained = self.charging.explain(&schedules, &context, &line).await?;
         let (priced, amount, version, trace) = match explained.price {
             Ok(price) => (true, price.amount.cents(), price.version, price.trace),
             Err(unpriced) => (false, 0, String::new(), unpriced.trace),
@@ -596,9 +597,10 @@ impl BillingApi {
                 .map_err(refusal)?,
         };
         let name = manual_charge_name(&req.parent, &req.request_id);
+        let schedules = self.charging.fee_schedules(&req.parent).await?;
         let row = self
             .charging
-            .charge(name, ChargeSource::Manual, &context, &line)
+            .charge(&schedules, name, ChargeSource::Manual, &context, &line)
             .await?;
         idempotent
             .once(&self.db, &req.parent, async |conn| {
@@ -648,9 +650,13 @@ impl BillingApi {
             names::organization_of(&req.name),
             uuid::Uuid::new_v4()
         );
+        let schedules = self
+            .charging
+            .fee_schedules(names::organization_of(&req.name))
+            .await?;
         let mut correction = self
             .charging
-            .charge(name, ChargeSource::Correction, &context, &line)
+            .charge(&schedules, name, ChargeSource::Correction, &context, &line)
             .await?;
         correction.related_charge = original.name.clone();
         correction.encounter = None;

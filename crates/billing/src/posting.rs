@@ -97,12 +97,14 @@ impl EncounterCharges {
             payer: charge::qualified(organization, &encounter.payer),
             service_date,
         };
+        let schedules = self.charging.fee_schedules(organization).await?;
         let mut rows = Vec::new();
         for (i, line) in charge::lines_of(encounter).iter().enumerate() {
             let number = i + 1;
             let mut row = self
                 .charging
                 .charge(
+                    &schedules,
                     charge_name(&encounter.name, number),
                     ChargeSource::Encounter,
                     &context,

@@ -55,6 +55,7 @@ pub async fn find(
         charges::unclaimed(&mut conn, organization, true, unit, REPRICE_BATCH + 1).await?
     };
     let more = rows.len() > REPRICE_BATCH;
+    let schedules = charging.fee_schedules(organization).await?;
     let mut changes = Vec::new();
     let mut examined = 0;
     for old in rows.into_iter().take(REPRICE_BATCH) {
@@ -74,7 +75,13 @@ pub async fn find(
             service_date: old.service_date,
         };
         let mut new = charging
-            .charge(String::new(), ChargeSource::Correction, &context, &line)
+            .charge(
+                &schedules,
+                String::new(),
+                ChargeSource::Correction,
+                &context,
+                &line,
+            )
             .await?;
         let same = new.state == old.state
             && new.amount == old.amount
