@@ -498,6 +498,60 @@ async fn charges_are_cut_to_the_callers_units(backend: Backend) -> anyhow::Resul
         "the clinic rolls up its program"
     );
     assert_eq!(rolled.total.unwrap().charged_cents, 5800 + 6049);
+    // By program: the CCM program's two tags each carry its lines; the total counts them once.
+    let by_tag = admin
+        .report_revenue(ReportRevenueRequest {
+            parent: ORG.into(),
+            group_by: vec![
+                RevenueDimension::ReportingTag as i32,
+                RevenueDimension::Code as i32,
+            ],
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let tag_rows: Vec<(Vec<String>, i64)> = by_tag
+        .rows
+        .iter()
+        .map(|r| (r.key.clone(), r.amounts.unwrap().charged_cents))
+        .collect();
+    let row = |tag: &str, code: &str, cents: i64| (vec![tag.to_string(), code.to_string()], cents);
+    assert_eq!(
+        tag_rows,
+        vec![
+            row("ccm", "99490", 6049),
+            row("ccm", "G0506", 5800),
+            row("chronic-care", "99490", 6049),
+            row("chronic-care", "G0506", 5800),
+        ]
+    );
+    assert_eq!(by_tag.total.unwrap().charged_cents, 5800 + 6049);
+    // Drill-down into a tag's cell lists its lines; the untagged cell (`-`) holds none of them.
+    let tag_lines = |tag: &str| ListRevenueLinesRequest {
+        parent: ORG.into(),
+        reporting_tag: tag.into(),
+        ..Default::default()
+    };
+    let ccm_lines = admin
+        .list_revenue_lines(tag_lines("ccm"))
+        .await?
+        .into_inner();
+    let mut drilled: Vec<String> = ccm_lines
+        .lines
+        .iter()
+        .filter_map(|l| l.charge.as_ref().map(|c| c.name.clone()))
+        .collect();
+    drilled.sort();
+    let mut made: Vec<String> = charges.iter().map(|c| c.name.clone()).collect();
+    made.sort();
+    assert_eq!(drilled, made);
+    let untagged = admin.list_revenue_lines(tag_lines("-")).await?.into_inner();
+    assert!(untagged.lines.is_empty(), "{:?}", untagged.lines);
+    let other = admin
+        .list_revenue_lines(tag_lines("cardiology"))
+        .await?
+        .into_inner();
+    assert!(other.lines.is_empty());
     let mut casey_reports = mesh.billing_as(CASEY).await?;
     let own = casey_reports
         .report_revenue(by_unit(false))

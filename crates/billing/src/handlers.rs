@@ -28,7 +28,7 @@ use crate::claiming::Claims;
 use crate::domain::charge::{self, Line};
 use crate::domain::invalid::Invalid;
 use crate::domain::pricing::{Candidate, Level, Outcome};
-use crate::domain::report::{Aging, Amounts};
+use crate::domain::report::{self, Aging, Amounts};
 use crate::domain::{fee_csv, validate};
 use crate::reports::{self, CellFilter, Dimension, Summary};
 use crate::repricing;
@@ -376,15 +376,16 @@ impl BillingApi {
         ORGANIZATION_NAME.parse("parent", &req.parent)?;
         check_month("from_month", &req.from_month)?;
         check_month("until_month", &req.until_month)?;
-        let mut group_by = Vec::new();
+        let mut asked = Vec::new();
         for (i, value) in req.group_by.iter().enumerate() {
             let d = dimension(*value, &format!("group_by[{i}]"))?;
-            if group_by.contains(&d) {
+            if asked.contains(&d) {
                 return Err(ApiError::invalid(format!("group_by[{i}]"), "named twice"));
             }
-            group_by.push(d);
+            asked.push(d);
         }
-        if req.roll_up_units && group_by != [Dimension::Unit] {
+        let (group_by, key_parts) = stored_dimensions(&asked);
+        if req.roll_up_units && asked != [Asked::Stored(Dimension::Unit)] {
             return Err(ApiError::invalid(
                 "roll_up_units",
                 "rolls up the unit dimension alone: group_by must be [REVENUE_DIMENSION_UNIT]",
@@ -408,6 +409,11 @@ impl BillingApi {
         for cell in &cells {
             total += cell.amounts;
         }
+        let tags = if asked.contains(&Asked::ReportingTag) {
+            self.charging.org().reporting_tags(&req.parent).await?
+        } else {
+            Default::default()
+        };
         let rows = if req.roll_up_units {
             let tree = self.charging.org().unit_tree(&req.parent).await?;
             let own: std::collections::HashMap<String, Amounts> = cells
@@ -423,11 +429,13 @@ impl BillingApi {
                 })
                 .collect()
         } else {
-            cells
-                .iter()
-                .map(|c| RevenueRow {
-                    key: c.key.clone(),
-                    amounts: Some(wire_amounts(&c.amounts)),
+            let cells: Vec<(Vec<String>, Amounts)> =
+                cells.into_iter().map(|c| (c.key, c.amounts)).collect();
+            report::regroup(&cells, &key_parts, &tags)
+                .into_iter()
+                .map(|(key, amounts)| RevenueRow {
+                    key,
+                    amounts: Some(wire_amounts(&amounts)),
                 })
                 .collect()
         };
@@ -489,9 +497,33 @@ impl BillingApi {
     ) -> ApiResult<ListRevenueLinesResponse> {
         ORGANIZATION_NAME.parse("parent", &req.parent)?;
         check_month("month", &req.month)?;
-        let units = self
+        let mut units = self
             .report_units(rpc, &req.parent, &req.unit, req.include_subtree)
             .await?;
+        let mut except_units = Vec::new();
+        if req.reporting_tag.chars().count() > 200 {
+            return Err(ApiError::invalid(
+                "reporting_tag",
+                "a reporting tag is at most 200 characters",
+            ));
+        }
+        if !req.reporting_tag.is_empty() {
+            let tags = self.charging.org().reporting_tags(&req.parent).await?;
+            let mut tagged: Vec<String> = tags
+                .iter()
+                .filter(|(_, t)| req.reporting_tag == "-" || t.contains(&req.reporting_tag))
+                .map(|(unit, _)| unit.clone())
+                .collect();
+            tagged.sort();
+            if req.reporting_tag == "-" {
+                except_units = tagged;
+            } else {
+                units = Some(match units {
+                    None => tagged,
+                    Some(chosen) => tagged.into_iter().filter(|u| chosen.contains(u)).collect(),
+                });
+            }
+        }
         let set = |v: &str| Some(v.to_string()).filter(|v| !v.is_empty());
         let payer = set(&req.payer).map(|p| if p == "-" { String::new() } else { p });
         let (billing_entity, provider, code, month) = (
@@ -503,6 +535,7 @@ impl BillingApi {
         let cell = CellFilter {
             organization: &req.parent,
             units: units.as_deref(),
+            except_units: &except_units,
             payer: payer.as_deref(),
             billing_entity: billing_entity.as_deref(),
             provider: provider.as_deref(),
@@ -705,16 +738,49 @@ fn check_month(field: &str, month: &str) -> ApiResult<()> {
     }
 }
 
-fn dimension(value: i32, field: &str) -> ApiResult<Dimension> {
-    match RevenueDimension::try_from(value).unwrap_or(RevenueDimension::Unspecified) {
-        RevenueDimension::Unit => Ok(Dimension::Unit),
-        RevenueDimension::Payer => Ok(Dimension::Payer),
-        RevenueDimension::BillingEntity => Ok(Dimension::BillingEntity),
-        RevenueDimension::Provider => Ok(Dimension::Provider),
-        RevenueDimension::Code => Ok(Dimension::Code),
-        RevenueDimension::Month => Ok(Dimension::Month),
-        RevenueDimension::Unspecified => Err(ApiError::invalid(field, "not a dimension")),
-    }
+/// A dimension a report asks for: one the store groups on, or the reporting tag, which Org holds
+/// and the report reads through the units the store groups on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Stored(Dimension),
+    ReportingTag,
+}
+
+fn dimension(value: i32, field: &str) -> ApiResult<Asked> {
+    let stored = match RevenueDimension::try_from(value).unwrap_or(RevenueDimension::Unspecified) {
+        RevenueDimension::Unit => Dimension::Unit,
+        RevenueDimension::Payer => Dimension::Payer,
+        RevenueDimension::BillingEntity => Dimension::BillingEntity,
+        RevenueDimension::Provider => Dimension::Provider,
+        RevenueDimension::Code => Dimension::Code,
+        RevenueDimension::Month => Dimension::Month,
+        RevenueDimension::ReportingTag => return Ok(Asked::ReportingTag),
+        RevenueDimension::Unspecified => {
+            return Err(ApiError::invalid(field, "not a dimension"));
+        }
+    };
+    Ok(Asked::Stored(stored))
+}
+
+/// What the store groups on for `asked` (the tag read as its unit, a unit grouped once), and
+/// where each asked dimension's value sits in the store's cells.
+fn stored_dimensions(asked: &[Asked]) -> (Vec<Dimension>, Vec<report::KeyPart>) {
+    let mut stored: Vec<Dimension> = Vec::new();
+    let mut position = |d: Dimension| match stored.iter().position(|s| *s == d) {
+        Some(i) => i,
+        None => {
+            stored.push(d);
+            stored.len() - 1
+        }
+    };
+    let parts = asked
+        .iter()
+        .map(|a| match a {
+            Asked::Stored(d) => report::KeyPart::Column(position(*d)),
+            Asked::ReportingTag => report::KeyPart::TagOfUnit(position(Dimension::Unit)),
+        })
+        .collect();
+    (stored, parts)
 }
 
 fn wire_amounts(amounts: &Amounts) -> RevenueAmounts {

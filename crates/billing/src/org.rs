@@ -35,6 +35,8 @@ struct TreeUnit {
     name: String,
     parent: String,
     kind: UnitKind,
+    /// Its own reporting tags (not inherited).
+    tags: Vec<String>,
 }
 
 /// Org as Billing sees it.
@@ -222,6 +224,21 @@ impl OrgView {
             .collect())
     }
 
+    /// Every unit of the organization with its effective reporting tags (units without any are
+    /// left out).
+    pub async fn reporting_tags(
+        &self,
+        organization: &str,
+    ) -> ApiResult<std::collections::HashMap<String, Vec<String>>> {
+        let tree: Vec<(String, String, Vec<String>)> = self
+            .tree(organization)
+            .await?
+            .into_iter()
+            .map(|u| (u.name, u.parent, u.tags))
+            .collect();
+        Ok(crate::domain::report::effective_tags(&tree))
+    }
+
     async fn tree(&self, organization: &str) -> ApiResult<Vec<TreeUnit>> {
         if let Some(tree) = self.trees.get(organization) {
             return Ok(tree);
@@ -242,10 +259,16 @@ impl OrgView {
                 .await
                 .map_err(|s| from_org(s, organization))?
                 .into_inner();
-            tree.extend(page.service_units.into_iter().map(|u| TreeUnit {
-                kind: UnitKind::try_from(u.kind).unwrap_or(UnitKind::Unspecified),
-                name: u.name,
-                parent: u.parent_unit,
+            tree.extend(page.service_units.into_iter().map(|u| {
+                TreeUnit {
+                    kind: UnitKind::try_from(u.kind).unwrap_or(UnitKind::Unspecified),
+                    tags: u
+                        .workflow_rules
+                        .map(|w| w.reporting_tags)
+                        .unwrap_or_default(),
+                    name: u.name,
+                    parent: u.parent_unit,
+                }
             }));
             if page.next_page_token.is_empty() {
                 break;

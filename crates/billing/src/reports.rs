@@ -226,6 +226,8 @@ pub struct CellFilter<'a> {
     pub organization: &'a str,
     /// Only these units (a unit, or its subtree), already cut to the caller's scope (`None`: any).
     pub units: Option<&'a [String]>,
+    /// None of these units (the tagged ones, when drilling into the untagged cell).
+    pub except_units: &'a [String],
     /// The payer.
     pub payer: Option<&'a str>,
     /// The billing entity.
@@ -256,6 +258,7 @@ pub async fn lines(
     page_token: &str,
 ) -> ApiResult<(Vec<Line>, String)> {
     too_many_units(cell.units)?;
+    too_many_units(Some(cell.except_units))?;
     let size = paging::page_size(page_size)?;
     let opt = |v: Option<&str>| v.unwrap_or("\u{0}any").to_string();
     let units_key = cell
@@ -266,6 +269,7 @@ pub async fn lines(
         "revenue-lines",
         cell.organization,
         &units_key,
+        &cell.except_units.join(","),
         &opt(cell.payer),
         &opt(cell.billing_entity),
         &opt(cell.provider),
@@ -306,7 +310,15 @@ pub async fn lines(
                 (0..units.len()).map(|i| format!("${}", next + i)).collect();
             sql.push_str(&format!(" AND c.unit IN ({})", placeholders.join(", ")));
             values.extend(units.iter().cloned());
+            next += units.len();
         }
+    }
+    if !cell.except_units.is_empty() {
+        let placeholders: Vec<String> = (0..cell.except_units.len())
+            .map(|i| format!("${}", next + i))
+            .collect();
+        sql.push_str(&format!(" AND c.unit NOT IN ({})", placeholders.join(", ")));
+        values.extend(cell.except_units.iter().cloned());
     }
     sql.push_str(&format!(
         " ORDER BY c.service_date, c.name LIMIT {}",

@@ -64,6 +64,80 @@ pub fn subtree_totals(
     totals
 }
 
+/// Each unit's effective reporting tags (its program or workflow, in the billing office's words):
+/// its own tags when it has any, else its nearest ancestor's, as Org inherits workflow rules.
+/// `tree` lists every unit with its parent ("" for a root) and its own tags. A cycle (which Org
+/// refuses) cannot loop: each unit is walked up at most `tree.len()` steps.
+pub fn effective_tags(tree: &[(String, String, Vec<String>)]) -> HashMap<String, Vec<String>> {
+    let by_name: HashMap<&str, (&str, &[String])> = tree
+        .iter()
+        .map(|(unit, parent, tags)| (unit.as_str(), (parent.as_str(), tags.as_slice())))
+        .collect();
+    let mut effective = HashMap::with_capacity(tree.len());
+    for (unit, _, _) in tree {
+        let mut at = unit.as_str();
+        for _ in 0..=tree.len() {
+            let Some((parent, tags)) = by_name.get(at) else {
+                break;
+            };
+            if !tags.is_empty() {
+                effective.insert(unit.clone(), tags.to_vec());
+                break;
+            }
+            at = parent;
+        }
+    }
+    effective
+}
+
+/// Where a report row's key value comes from, in the cells the store grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPart {
+    /// The cell's key at this position.
+    Column(usize),
+    /// One row per effective reporting tag of the unit at this position of the cell's key (a unit
+    /// without tags gives one row with the empty tag).
+    TagOfUnit(usize),
+}
+
+/// The report's rows from the cells the store grouped on units: each row's key is built from
+/// `parts`; a cell whose unit has several tags counts under each of them (so the tag rows of a
+/// report may add up to more than its total, which the caller takes from the cells); cells that
+/// land on the same key are summed. Rows are ordered by key.
+pub fn regroup(
+    cells: &[(Vec<String>, Amounts)],
+    parts: &[KeyPart],
+    tags: &HashMap<String, Vec<String>>,
+) -> Vec<(Vec<String>, Amounts)> {
+    let untagged = vec![String::new()];
+    let mut rows: BTreeMap<Vec<String>, Amounts> = BTreeMap::new();
+    for (key, amounts) in cells {
+        let value = |i: usize| key.get(i).cloned().unwrap_or_default();
+        let unit_tags = parts
+            .iter()
+            .find_map(|p| match p {
+                KeyPart::TagOfUnit(i) => Some(
+                    tags.get(&value(*i))
+                        .filter(|t| !t.is_empty())
+                        .unwrap_or(&untagged),
+                ),
+                KeyPart::Column(_) => None,
+            })
+            .unwrap_or(&untagged);
+        for tag in unit_tags {
+            let row: Vec<String> = parts
+                .iter()
+                .map(|p| match p {
+                    KeyPart::Column(i) => value(*i),
+                    KeyPart::TagOfUnit(_) => tag.clone(),
+                })
+                .collect();
+            *rows.entry(row).or_default() += *amounts;
+        }
+    }
+    rows.into_iter().collect()
+}
+
 /// Receivables of one billing entity × payer, by age.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Aging {
@@ -139,6 +213,126 @@ mod tests {
         assert_eq!(totals["cardio"], amounts(50, 20));
         assert_eq!(totals["echo"].outstanding(), Cents::new(30));
         assert_eq!(totals["ccm"].outstanding(), Cents::ZERO);
+    }
+
+    fn tagged(unit: &str, parent: &str, tags: &[&str]) -> (String, String, Vec<String>) {
+        (
+            unit.to_string(),
+            parent.to_string(),
+            tags.iter().map(|t| t.to_string()).collect(),
+        )
+    }
+
+    #[test]
+    fn a_unit_without_tags_reports_under_its_nearest_tagged_ancestor() {
+        let tree = vec![
+            tagged("clinic", "", &["primary-care"]),
+            tagged("ccm", "clinic", &["ccm", "chronic-care"]),
+            tagged("ccm-east", "ccm", &[]),
+            tagged("lab", "clinic", &[]),
+            tagged("partner", "", &[]),
+        ];
+        let tags = effective_tags(&tree);
+        assert_eq!(tags["ccm-east"], ["ccm", "chronic-care"]);
+        assert_eq!(tags["lab"], ["primary-care"]);
+        assert_eq!(tags["clinic"], ["primary-care"]);
+        assert!(!tags.contains_key("partner"), "no tag anywhere above it");
+        let cycle = vec![tagged("a", "b", &[]), tagged("b", "a", &[])];
+        assert!(effective_tags(&cycle).is_empty(), "a cycle ends, untagged");
+    }
+
+    #[test]
+    fn cells_regroup_by_tag_counting_a_unit_under_each_of_its_tags() {
+        let tags: HashMap<String, Vec<String>> = [
+            (
+                "ccm".to_string(),
+                vec!["ccm".to_string(), "chronic".to_string()],
+            ),
+            ("cardio".to_string(), vec!["chronic".to_string()]),
+        ]
+        .into();
+        let key = |unit: &str, payer: &str| vec![unit.to_string(), payer.to_string()];
+        let cells = vec![
+            (key("ccm", "medicare"), amounts(100, 10)),
+            (key("cardio", "medicare"), amounts(50, 0)),
+            (key("cardio", "acme"), amounts(7, 7)),
+            (key("deleted", "medicare"), amounts(3, 0)),
+        ];
+        // Tag, then payer, from cells grouped on (unit, payer).
+        let rows = regroup(&cells, &[KeyPart::TagOfUnit(0), KeyPart::Column(1)], &tags);
+        let row = |tag: &str, payer: &str| {
+            rows.iter()
+                .find(|(k, _)| k == &key(tag, payer))
+                .map(|(_, a)| *a)
+        };
+        assert_eq!(row("ccm", "medicare"), Some(amounts(100, 10)));
+        assert_eq!(row("chronic", "medicare"), Some(amounts(150, 10)));
+        assert_eq!(row("chronic", "acme"), Some(amounts(7, 7)));
+        assert_eq!(row("", "medicare"), Some(amounts(3, 0)), "untagged");
+        assert_eq!(rows.len(), 4);
+        let keys: Vec<_> = rows.iter().map(|(k, _)| k.clone()).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "ordered by key");
+        // The unit and its tag side by side: one row per (unit, tag).
+        let both = regroup(&cells, &[KeyPart::Column(0), KeyPart::TagOfUnit(0)], &tags);
+        assert_eq!(
+            both.iter()
+                .filter(|(k, _)| k[0] == "ccm")
+                .map(|(k, _)| k[1].as_str())
+                .collect::<Vec<_>>(),
+            ["ccm", "chronic"]
+        );
+    }
+
+    proptest! {
+        /// Each tag's row is exactly the sum of the cells whose unit carries the tag, and without
+        /// a tag dimension regrouping only re-sums.
+        #[test]
+        fn a_tag_row_sums_the_cells_of_its_units(
+            cells in proptest::collection::vec((0usize..6, 0i64..10_000, 0i64..10_000), 0..40),
+            unit_tags in proptest::collection::vec(proptest::collection::vec(0usize..3, 0..3), 6),
+        ) {
+            let tag_names = ["a", "b", "c"];
+            let tags: HashMap<String, Vec<String>> = unit_tags
+                .iter()
+                .enumerate()
+                .map(|(u, t)| {
+                    let mut names: Vec<String> = t.iter().map(|i| tag_names[*i].to_string()).collect();
+                    names.sort();
+                    names.dedup();
+                    (format!("u{u}"), names)
+                })
+                .collect();
+            let cells: Vec<(Vec<String>, Amounts)> = cells
+                .iter()
+                .map(|(u, c, p)| (vec![format!("u{u}")], amounts(*c, (*p).min(*c))))
+                .collect();
+            let rows = regroup(&cells, &[KeyPart::TagOfUnit(0)], &tags);
+            for (key, got) in &rows {
+                let mut want = Amounts::default();
+                for (cell, a) in &cells {
+                    let own = tags.get(&cell[0]).filter(|t| !t.is_empty());
+                    let carries = match own {
+                        Some(t) => t.contains(&key[0]),
+                        None => key[0].is_empty(),
+                    };
+                    if carries {
+                        want += *a;
+                    }
+                }
+                prop_assert_eq!(*got, want);
+            }
+            let mut total = Amounts::default();
+            for (_, a) in &cells {
+                total += *a;
+            }
+            let mut resummed = Amounts::default();
+            for (_, a) in regroup(&cells, &[KeyPart::Column(0)], &tags) {
+                resummed += a;
+            }
+            prop_assert_eq!(resummed, total);
+        }
     }
 
     #[test]
