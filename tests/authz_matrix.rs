@@ -57,7 +57,11 @@ fn since(seconds: i64) -> Option<Interval> {
 /// by its own administrator, who has no binding in acme (and acme's principals none in globex).
 async fn seed(mesh: &TestMesh) -> anyhow::Result<()> {
     mesh.seed_access().await?;
-    pm::demo::seed(&mut mesh.org_as(pm::demo::ADMIN).await?).await?;
+    pm::demo::seed(
+        &mut mesh.org_as(pm::demo::ADMIN).await?,
+        &mut mesh.billing_as(pm::demo::ADMIN).await?,
+    )
+    .await?;
 
     principal(mesh, GLOBEX_ADMIN, Some(GLOBEX)).await?;
     let mut org = mesh.org_as(GLOBEX_ADMIN).await?;

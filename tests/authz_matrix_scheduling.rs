@@ -440,6 +440,8 @@ async fn seed_scheduling(
 async fn seed(mesh: &TestMesh, monday: NaiveDate) -> anyhow::Result<()> {
     mesh.seed_access().await?;
     principal(mesh, OTHER_ADMIN, Some(OTHER)).await?;
+    mesh.seed_payers(OTHER_ADMIN, OTHER, &["aetna"]).await?;
+    mesh.seed_payers(pm::demo::ADMIN, ACME, &["aetna"]).await?;
     seed_org(
         &mut mesh.org_as(OTHER_ADMIN).await?,
         OTHER,

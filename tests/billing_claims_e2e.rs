@@ -46,8 +46,11 @@ fn service_day() -> NaiveDate {
 async fn seeded(backend: Backend) -> anyhow::Result<TestMesh> {
     let mesh = TestMesh::start(backend).await?;
     mesh.seed_access().await?;
-    pm::demo::seed(&mut mesh.org_as(ADMIN).await?).await?;
-    pm::demo::seed_billing(&mut mesh.billing_as(ADMIN).await?).await?;
+    pm::demo::seed(
+        &mut mesh.org_as(ADMIN).await?,
+        &mut mesh.billing_as(pm::demo::ADMIN).await?,
+    )
+    .await?;
     Ok(mesh)
 }
 

@@ -48,9 +48,12 @@ fn date(day: chrono::NaiveDate) -> Option<Date> {
 async fn seeded(backend: Backend) -> anyhow::Result<TestMesh> {
     let mesh = TestMesh::start(backend).await?;
     mesh.seed_access().await?;
-    pm::demo::seed(&mut mesh.org_as(ADMIN).await?).await?;
+    pm::demo::seed(
+        &mut mesh.org_as(ADMIN).await?,
+        &mut mesh.billing_as(pm::demo::ADMIN).await?,
+    )
+    .await?;
     pm::demo::seed_scheduling(&mut mesh.scheduling_as(ADMIN).await?).await?;
-    pm::demo::seed_billing(&mut mesh.billing_as(ADMIN).await?).await?;
     Ok(mesh)
 }
 
@@ -143,7 +146,10 @@ async fn encounters_become_charges_exactly_once(backend: Backend) -> anyhow::Res
     assert_eq!(g0506.payer, MEDICARE);
     assert_eq!(g0506.service_date, date(next_monday()));
     let profile = g0506.profile.clone().unwrap();
-    assert_eq!(profile.billing_entity, "billingEntities/acme-medical-group");
+    assert_eq!(
+        profile.billing_entity,
+        format!("{ORG}/billingEntities/acme-medical-group")
+    );
     assert_eq!(
         profile.billing_entity_source,
         format!("{ORG}/units/north-clinic"),
@@ -764,6 +770,206 @@ async fn charges_are_repriced_after_a_schedule_change(backend: Backend) -> anyho
     mesh.stop().await
 }
 
+/// A unit named under the demo organization.
+fn profile_unit(profile: pm_api::org::BillingProfile) -> pm_api::org::CreateServiceUnitRequest {
+    pm_api::org::CreateServiceUnitRequest {
+        parent: ORG.into(),
+        service_unit: Some(pm_api::org::ServiceUnit {
+            display_name: "Sleep lab".into(),
+            kind: pm_api::org::UnitKind::ServiceLine as i32,
+            parent_unit: format!("{ORG}/units/north-clinic"),
+            billing_profile: Some(profile),
+            ..Default::default()
+        }),
+        service_unit_id: "sleep-lab".into(),
+        request_id: String::new(),
+    }
+}
+
+/// Org asks Billing about every name a unit's billing profile holds: an unknown, deleted or
+/// other organization's one is refused naming the field, and nothing is written; known short
+/// names are written in full; an update touching the profile is checked the same way.
+async fn org_refuses_billing_references_billing_does_not_know(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    use pm_api::org::{
+        BillingProfile, GetServiceUnitRequest, PayerContract, ServiceUnit, UpdateServiceUnitRequest,
+    };
+    let mesh = seeded(backend).await?;
+    let mut org = mesh.org_as(ADMIN).await?;
+    let mut billing = mesh.billing_as(ADMIN).await?;
+    billing
+        .create_payer(CreatePayerRequest {
+            parent: ORG.into(),
+            payer: Some(Payer {
+                display_name: "Retired plan".into(),
+                payer_id: "RETIRED".into(),
+                claim_filing_indicator: "CI".into(),
+                timely_filing_days: 90,
+                ..Default::default()
+            }),
+            payer_id: "retired".into(),
+            request_id: String::new(),
+        })
+        .await?;
+    billing
+        .delete_payer(DeletePayerRequest {
+            name: format!("{ORG}/payers/retired"),
+            etag: String::new(),
+        })
+        .await?;
+    let accepting = |payer: &str, contract: &str| BillingProfile {
+        accepted_payers: vec![PayerContract {
+            payer: payer.into(),
+            contract: contract.into(),
+        }],
+        ..Default::default()
+    };
+    let refused = [
+        (
+            BillingProfile {
+                billing_entity: "billingEntities/nobody".into(),
+                ..Default::default()
+            },
+            "service_unit.billing_profile.billing_entity",
+            "UNKNOWN_REFERENCE",
+        ),
+        (
+            accepting("payers/medicare", "contracts/medicare-1999"),
+            "service_unit.billing_profile.accepted_payers[0].contract",
+            "UNKNOWN_REFERENCE",
+        ),
+        (
+            accepting("payers/retired", ""),
+            "service_unit.billing_profile.accepted_payers[0].payer",
+            "UNKNOWN_REFERENCE",
+        ),
+        (
+            BillingProfile {
+                fee_schedule: "feeSchedules/nothing-2026".into(),
+                ..Default::default()
+            },
+            "service_unit.billing_profile.fee_schedule",
+            "UNKNOWN_REFERENCE",
+        ),
+        (
+            accepting("organizations/other/payers/medicare", ""),
+            "service_unit.billing_profile.accepted_payers[0].payer",
+            "",
+        ),
+    ];
+    let missing = |e: &tonic::Status| e.code() == Code::NotFound;
+    for (profile, field, why) in refused {
+        let err = org
+            .create_service_unit(profile_unit(profile))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
+        assert_eq!(fields(&err), vec![field.to_string()], "{err:?}");
+        if !why.is_empty() {
+            assert_eq!(reason(&err), why);
+        }
+        let unit = org
+            .get_service_unit(GetServiceUnitRequest {
+                name: format!("{ORG}/units/sleep-lab"),
+            })
+            .await
+            .unwrap_err();
+        assert!(missing(&unit), "nothing written: {unit:?}");
+    }
+    // Known names in their short forms are written in full.
+    let created = org
+        .create_service_unit(profile_unit(BillingProfile {
+            billing_entity: "billingEntities/acme-medical-group".into(),
+            fee_schedule: "feeSchedules/standard-2026".into(),
+            ..accepting("payers/medicare", "medicare-2026")
+        }))
+        .await?
+        .into_inner();
+    let profile = created.billing_profile.unwrap();
+    assert_eq!(
+        profile.billing_entity,
+        format!("{ORG}/billingEntities/acme-medical-group")
+    );
+    assert_eq!(
+        profile.fee_schedule,
+        format!("{ORG}/feeSchedules/standard-2026")
+    );
+    assert_eq!(profile.accepted_payers[0].payer, MEDICARE);
+    assert_eq!(
+        profile.accepted_payers[0].contract,
+        format!("{ORG}/contracts/medicare-2026")
+    );
+    // An update of the profile naming a payer Billing does not know: refused, the unit unchanged.
+    let err = org
+        .update_service_unit(UpdateServiceUnitRequest {
+            service_unit: Some(ServiceUnit {
+                name: created.name.clone(),
+                billing_profile: Some(accepting("payers/nobody", "")),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["billing_profile".into()],
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(reason(&err), "UNKNOWN_REFERENCE");
+    let unchanged = org
+        .get_service_unit(GetServiceUnitRequest {
+            name: created.name.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(unchanged.etag, created.etag, "nothing written");
+    mesh.stop().await
+}
+
+/// Billing down: a unit naming a billing resource cannot be checked, so it is refused UNAVAILABLE
+/// and nothing is written; a unit naming none is written as ever.
+async fn org_answers_unavailable_while_billing_is_down(backend: Backend) -> anyhow::Result<()> {
+    use pm::mesh::Service;
+    use pm_api::org::{
+        BillingProfile, CreateOrganizationRequest, GetServiceUnitRequest, Organization,
+    };
+    let mesh =
+        TestMesh::start_only(backend, &[Service::Org, Service::Rbac, Service::Scheduling]).await?;
+    let mut org = mesh.org().await?;
+    org.create_organization(CreateOrganizationRequest {
+        organization: Some(Organization {
+            display_name: "Acme".into(),
+            time_zone: "America/New_York".into(),
+            ..Default::default()
+        }),
+        organization_id: "acme".into(),
+        request_id: String::new(),
+    })
+    .await?;
+    let mut request = profile_unit(BillingProfile {
+        billing_entity: "billingEntities/acme-medical-group".into(),
+        ..Default::default()
+    });
+    if let Some(unit) = request.service_unit.as_mut() {
+        unit.parent_unit = String::new();
+    }
+    let err = org.create_service_unit(request.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(reason(&err), "PEER_UNAVAILABLE");
+    let nothing = org
+        .get_service_unit(GetServiceUnitRequest {
+            name: format!("{ORG}/units/sleep-lab"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(nothing.code(), Code::NotFound);
+    if let Some(unit) = request.service_unit.as_mut() {
+        unit.billing_profile = None;
+    }
+    org.create_service_unit(request).await?;
+    mesh.stop().await
+}
+
 macro_rules! both_backends {
     ($($test:ident),* $(,)?) => {
         mod on_sqlite {
@@ -791,4 +997,6 @@ both_backends!(
     prices_are_explained_and_charges_corrected,
     bad_input_is_refused_naming_the_field,
     charges_are_cut_to_the_callers_units,
+    org_refuses_billing_references_billing_does_not_know,
+    org_answers_unavailable_while_billing_is_down,
 );

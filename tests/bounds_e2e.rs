@@ -48,7 +48,7 @@ async fn a_caller_flooding_org_with_abusive_lists_slows_nobody_else_on_postgres(
     })
     .await?;
     let mut admin = mesh.org().await?;
-    pm::demo::seed(&mut admin).await?;
+    pm::demo::seed(&mut admin, &mut mesh.billing_as(pm::demo::ADMIN).await?).await?;
     // A provider: the lowest privilege that may list locations and patients.
     let abuser = mesh.org_as("principals/dr-okafor").await?;
 
@@ -161,7 +161,7 @@ async fn a_callers_calls_in_flight_are_bounded() -> anyhow::Result<()> {
     })
     .await?;
     let mut admin = mesh.org().await?;
-    pm::demo::seed(&mut admin).await?;
+    pm::demo::seed(&mut admin, &mut mesh.billing_as(pm::demo::ADMIN).await?).await?;
     let provider = mesh.org_as("principals/dr-okafor").await?;
     let calls = (0..64).map(|_| {
         let mut provider = provider.clone();
@@ -212,7 +212,7 @@ async fn a_callers_open_streams_are_bounded() -> anyhow::Result<()> {
     })
     .await?;
     let mut admin = mesh.org().await?;
-    pm::demo::seed(&mut admin).await?;
+    pm::demo::seed(&mut admin, &mut mesh.billing_as(pm::demo::ADMIN).await?).await?;
     let mut casey = mesh.scheduling_as("principals/casey-ccm").await?;
     let watch = || WatchCalendarRequest {
         scope: ORG.into(),
@@ -260,7 +260,7 @@ async fn a_callers_open_streams_are_bounded() -> anyhow::Result<()> {
 async fn page_tokens_are_good_only_for_their_rpc_caller_and_query() -> anyhow::Result<()> {
     let mesh = TestMesh::start(Backend::Sqlite).await?;
     let mut admin = mesh.org().await?;
-    pm::demo::seed(&mut admin).await?;
+    pm::demo::seed(&mut admin, &mut mesh.billing_as(pm::demo::ADMIN).await?).await?;
     let first = admin
         .list_locations(ListLocationsRequest {
             parent: ORG.into(),
@@ -358,7 +358,7 @@ async fn page_tokens_are_good_only_for_their_rpc_caller_and_query() -> anyhow::R
 async fn purpose_btg_is_believed_only_with_a_live_break_glass_grant() -> anyhow::Result<()> {
     let mesh = TestMesh::start(Backend::Sqlite).await?;
     let mut admin = mesh.org().await?;
-    pm::demo::seed(&mut admin).await?;
+    pm::demo::seed(&mut admin, &mut mesh.billing_as(pm::demo::ADMIN).await?).await?;
     // p-0001 is in reach of Dr. Okafor's ordinary binding.
     let patient = "organizations/acme/patients/p-0001";
     let mut provider = mesh.org_as("principals/dr-okafor").await?;

@@ -138,10 +138,10 @@ async fn list_services_v1alpha(channel: tonic::transport::Channel) -> anyhow::Re
 async fn demo_seed_over_mtls(backend: Backend) -> anyhow::Result<()> {
     let mesh = TestMesh::start(backend).await?;
     let mut org = mesh.org().await?;
-    let first = pm::demo::seed(&mut org).await?;
+    let first = pm::demo::seed(&mut org, &mut mesh.billing_as(pm::demo::ADMIN).await?).await?;
     assert!(first.created >= 25, "{first:?}");
     assert_eq!(first.existing, 0);
-    let second = pm::demo::seed(&mut org).await?;
+    let second = pm::demo::seed(&mut org, &mut mesh.billing_as(pm::demo::ADMIN).await?).await?;
     assert_eq!(second.created, 0, "seeding twice creates nothing new");
     assert_eq!(second.existing, first.created);
 
@@ -175,11 +175,11 @@ async fn demo_seed_over_mtls(backend: Backend) -> anyhow::Result<()> {
         .into_inner();
     let billing = policy.billing_profile.unwrap();
     assert_eq!(
-        billing.billing_entity, "billingEntities/acme-medical-group",
+        billing.billing_entity, "organizations/acme/billingEntities/acme-medical-group",
         "inherited from the clinic"
     );
     assert_eq!(
-        billing.fee_schedule, "feeSchedules/ccm-2026",
+        billing.fee_schedule, "organizations/acme/feeSchedules/ccm-2026",
         "the program's own"
     );
 
@@ -345,7 +345,12 @@ async fn health_reports_not_serving_while_the_database_is_unreachable() -> anyho
         async move {
             pm_runtime::server::serve(
                 &config,
-                pm_org::service(db, authz, Vec::new()),
+                pm_org::service(
+                    db,
+                    authz,
+                    Vec::new(),
+                    client::lazy_channel(&config, "org", "https://localhost:9")?,
+                ),
                 listener,
                 shutdown,
             )
@@ -551,7 +556,7 @@ async fn a_service_may_call_only_the_rpcs_that_list_it() -> anyhow::Result<()> {
 async fn a_revoked_role_stops_working_within_the_cache_bound() -> anyhow::Result<()> {
     let mesh = TestMesh::start(Backend::Sqlite).await?;
     let mut admin = mesh.org().await?;
-    pm::demo::seed(&mut admin).await?;
+    pm::demo::seed(&mut admin, &mut mesh.billing_as(pm::demo::ADMIN).await?).await?;
     let mut manager = mesh.org_as("principals/casey-ccm").await?;
     let patient = GetPatientRequest {
         name: "organizations/acme/patients/p-0001".into(),
@@ -590,7 +595,7 @@ async fn a_revoked_role_stops_working_within_the_cache_bound() -> anyhow::Result
 async fn who_accessed_a_patient_is_answered_from_the_trail() -> anyhow::Result<()> {
     let mesh = TestMesh::start(Backend::Sqlite).await?;
     let mut admin = mesh.org().await?;
-    pm::demo::seed(&mut admin).await?;
+    pm::demo::seed(&mut admin, &mut mesh.billing_as(pm::demo::ADMIN).await?).await?;
     let patient = "organizations/acme/patients/p-0001".to_string();
     let mut provider = mesh.org_as("principals/dr-okafor").await?;
     let mut read = tonic::Request::new(GetPatientRequest {
@@ -671,7 +676,7 @@ async fn who_accessed_a_patient_is_answered_from_the_trail() -> anyhow::Result<(
 async fn break_glass_access_is_audited_as_such() -> anyhow::Result<()> {
     let mesh = TestMesh::start(Backend::Sqlite).await?;
     let mut admin = mesh.org().await?;
-    pm::demo::seed(&mut admin).await?;
+    pm::demo::seed(&mut admin, &mut mesh.billing_as(pm::demo::ADMIN).await?).await?;
     // p-0002 is in the employer program, where Dr. Okafor is not credentialed.
     let patient = "organizations/acme/patients/p-0002".to_string();
     let token = mesh.token("principals/dr-okafor").await?;
@@ -718,7 +723,7 @@ async fn the_audit_chain_is_checkpointed_at_shutdown_and_verifies_with_the_publi
 -> anyhow::Result<()> {
     let mesh = TestMesh::start(Backend::Sqlite).await?;
     let mut admin = mesh.org().await?;
-    pm::demo::seed(&mut admin).await?;
+    pm::demo::seed(&mut admin, &mut mesh.billing_as(pm::demo::ADMIN).await?).await?;
     admin
         .get_patient(GetPatientRequest {
             name: "organizations/acme/patients/p-0001".into(),
@@ -795,7 +800,7 @@ async fn key_rotation_needs_no_downtime() -> anyhow::Result<()> {
 async fn check_access_explains_who_may_and_why() -> anyhow::Result<()> {
     let mesh = TestMesh::start(Backend::Sqlite).await?;
     let mut admin = mesh.org().await?;
-    pm::demo::seed(&mut admin).await?;
+    pm::demo::seed(&mut admin, &mut mesh.billing_as(pm::demo::ADMIN).await?).await?;
     let ask = |principal: &str, permission: &str, resource: &str| CheckAccessRequest {
         principal: principal.into(),
         permission: permission.into(),
@@ -876,7 +881,7 @@ async fn check_access_explains_who_may_and_why() -> anyhow::Result<()> {
 async fn batched_eligibility_answers_each_patient_in_order_and_is_audited() -> anyhow::Result<()> {
     let mesh = TestMesh::start(Backend::Sqlite).await?;
     let mut admin = mesh.org().await?;
-    pm::demo::seed(&mut admin).await?;
+    pm::demo::seed(&mut admin, &mut mesh.billing_as(pm::demo::ADMIN).await?).await?;
     let channel = client::channel(&mesh.config, "scheduling", &mesh.url(Service::Org)).await?;
     let mut scheduling = OrgServiceClient::new(channel);
     let acme = "organizations/acme".to_string();

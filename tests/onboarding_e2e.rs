@@ -72,7 +72,11 @@ async fn onboarding(backend: Backend) -> anyhow::Result<()> {
     let mesh = TestMesh::start(backend).await?;
     // The demo organization exists, with its administrators and patients.
     let mut acme_admin = mesh.org().await?;
-    pm::demo::seed(&mut acme_admin).await?;
+    pm::demo::seed(
+        &mut acme_admin,
+        &mut mesh.billing_as(pm::demo::ADMIN).await?,
+    )
+    .await?;
     let db = Db::open(&mesh.config, pm_rbac::NAME, pm_rbac::MIGRATIONS).await?;
 
     // Bad input: refused, nothing written.

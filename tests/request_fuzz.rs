@@ -956,7 +956,7 @@ fn fuzz(backend: Backend) -> anyhow::Result<()> {
     let mesh = rt.block_on(async {
         let mesh = TestMesh::start(backend).await?;
         let mut org = mesh.org().await?;
-        pm::demo::seed(&mut org).await?;
+        pm::demo::seed(&mut org, &mut mesh.billing_as(pm::demo::ADMIN).await?).await?;
         let mut scheduling = mesh.scheduling_as(pm::demo::ADMIN).await?;
         pm::demo::seed_scheduling(&mut scheduling).await?;
         anyhow::Ok(mesh)

@@ -39,7 +39,7 @@ type Scheduling = SchedulingServiceClient<AuthedChannel>;
 use support::time::{at, minutes, next_monday, since_2024, ts};
 
 /// Org's side of the world, through Org's public API.
-async fn seed_org(org: &mut Org) -> anyhow::Result<()> {
+async fn seed_org(mesh: &TestMesh, org: &mut Org) -> anyhow::Result<()> {
     org.create_organization(CreateOrganizationRequest {
         organization: Some(Organization {
             display_name: "Acme".into(),
@@ -77,6 +77,12 @@ async fn seed_org(org: &mut Org) -> anyhow::Result<()> {
         }),
         ..Default::default()
     };
+    mesh.seed_payers(
+        pm::demo::ADMIN,
+        "organizations/acme",
+        &["aetna", "medicare"],
+    )
+    .await?;
     for (id, unit) in [
         (
             "north-clinic",
@@ -365,7 +371,7 @@ impl Story {
         let mesh = TestMesh::start(backend).await?;
         mesh.seed_access().await?;
         let mut org = mesh.org_as(pm::demo::ADMIN).await?;
-        seed_org(&mut org).await?;
+        seed_org(&mesh, &mut org).await?;
         let mut s = mesh.scheduling_as(pm::demo::ADMIN).await?;
         seed_scheduling(&mut s, &mut org).await?;
         let monday = next_monday();
@@ -562,12 +568,9 @@ async fn slot_search_offers_the_free_grid_and_explains_the_rest(
         .map(|(h, m)| at(monday, *h, *m).timestamp())
         .collect();
     assert_eq!(starts(&found), expected);
-    assert!(
-        found
-            .slots
-            .iter()
-            .all(|s| s.provider == OKAFOR && s.location == MAIN && s.payer == "payers/aetna")
-    );
+    assert!(found.slots.iter().all(|s| s.provider == OKAFOR
+        && s.location == MAIN
+        && s.payer == "organizations/acme/payers/aetna"));
     assert!(found.exclusions.iter().any(|e| e.provider == LEE
         && e.reason == "PROVIDER_NOT_CREDENTIALED"
         && e.subject == ExclusionSubject::Provider as i32));
@@ -698,7 +701,7 @@ async fn a_booking_storm_books_exactly_one(st: &mut Story) -> anyhow::Result<()>
     }
     let first = won[0].get_ref().clone();
     assert_eq!(first.state, AppointmentState::Booked as i32);
-    assert_eq!(first.payer, "payers/aetna");
+    assert_eq!(first.payer, "organizations/acme/payers/aetna");
     assert_eq!(appointments(s).await?.len(), 1);
     st.first = Some(first);
     Ok(())
@@ -1363,7 +1366,7 @@ async fn complete_visit(s: &mut Scheduling, start: DateTime<Utc>) -> anyhow::Res
 async fn outbox_survives_a_crash(backend: Backend) -> anyhow::Result<()> {
     let mesh = TestMesh::start(backend).await?;
     mesh.seed_access().await?;
-    seed_org(&mut mesh.org_as(pm::demo::ADMIN).await?).await?;
+    seed_org(&mesh, &mut mesh.org_as(pm::demo::ADMIN).await?).await?;
     let mut s = mesh.scheduling_as(pm::demo::ADMIN).await?;
     seed_scheduling(&mut s, &mut mesh.org_as(pm::demo::ADMIN).await?).await?;
     let monday = next_monday();
@@ -1523,7 +1526,7 @@ fn start_of(a: &Appointment) -> i64 {
 async fn changes(backend: Backend) -> anyhow::Result<()> {
     let mesh = TestMesh::start(backend).await?;
     mesh.seed_access().await?;
-    seed_org(&mut mesh.org_as(pm::demo::ADMIN).await?).await?;
+    seed_org(&mesh, &mut mesh.org_as(pm::demo::ADMIN).await?).await?;
     let mut s = mesh.scheduling_as(pm::demo::ADMIN).await?;
     seed_scheduling(&mut s, &mut mesh.org_as(pm::demo::ADMIN).await?).await?;
     let monday = next_monday();
@@ -1782,7 +1785,7 @@ async fn rooms(backend: Backend) -> anyhow::Result<()> {
     let mesh = TestMesh::start(backend).await?;
     mesh.seed_access().await?;
     let mut org = mesh.org_as(pm::demo::ADMIN).await?;
-    seed_org(&mut org).await?;
+    seed_org(&mesh, &mut org).await?;
     let mut s = mesh.scheduling_as(pm::demo::ADMIN).await?;
     seed_scheduling(&mut s, &mut org).await?;
     let monday = next_monday();
@@ -1892,7 +1895,7 @@ async fn rooms_on_postgres() -> anyhow::Result<()> {
 async fn a_graceful_stop_seals_every_staged_audit_record() -> anyhow::Result<()> {
     let mesh = TestMesh::start(Backend::Sqlite).await?;
     mesh.seed_access().await?;
-    seed_org(&mut mesh.org_as(pm::demo::ADMIN).await?).await?;
+    seed_org(&mesh, &mut mesh.org_as(pm::demo::ADMIN).await?).await?;
     let mut s = mesh.scheduling_as(pm::demo::ADMIN).await?;
     seed_scheduling(&mut s, &mut mesh.org_as(pm::demo::ADMIN).await?).await?;
     let booked = s

@@ -66,7 +66,7 @@ def test_scheduling_health_over_mtls(scheduling_channel):
     assert resp.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_python_client_searches_books_and_reads_the_refusal(stubs, sched, org, admin, scheduling_channel):
+def test_python_client_searches_books_and_reads_the_refusal(stubs, sched, org, admin, mesh, scheduling_channel):
     p, r = stubs.org_pb2, stubs.res_pb2
     sp, sgrpc, sr = sched
     s = sgrpc.SchedulingServiceStub(grpc.intercept_channel(scheduling_channel, _BearerInterceptor(admin)))
@@ -78,6 +78,21 @@ def test_python_client_searches_books_and_reads_the_refusal(stubs, sched, org, a
         ),
         timeout=TIMEOUT,
     )
+    # Org refuses a billing profile naming a payer Billing does not know: the payer comes first.
+    bp = importlib.import_module("pm.billing.v1.billing_service_pb2")
+    bgrpc = importlib.import_module("pm.billing.v1.billing_service_pb2_grpc")
+    br = importlib.import_module("pm.billing.v1.resources_pb2")
+    billing_channel = mtls_channel(mesh, mesh.port_of("billing"))
+    billing = bgrpc.BillingServiceStub(grpc.intercept_channel(billing_channel, _BearerInterceptor(admin)))
+    billing.CreatePayer(
+        bp.CreatePayerRequest(
+            parent=org_name,
+            payer_id="aetna",
+            payer=br.Payer(display_name="Aetna", payer_id="60054", claim_filing_indicator="CI", timely_filing_days=180),
+        ),
+        timeout=TIMEOUT,
+    )
+    billing_channel.close()
     unit = org.CreateServiceUnit(
         p.CreateServiceUnitRequest(
             parent=org_name,
@@ -179,7 +194,8 @@ def test_python_client_searches_books_and_reads_the_refusal(stubs, sched, org, a
     )
     starts = [x.interval.start_time.ToDatetime(tzinfo=datetime.timezone.utc).strftime("%H:%M") for x in found.slots]
     assert starts == ["09:00", "09:30"], found
-    assert all(x.payer == "payers/aetna" and x.provider == provider for x in found.slots)
+    # Payers come back in their full form, whatever form the coverage was written in.
+    assert all(x.payer == f"{org_name}/payers/aetna" and x.provider == provider for x in found.slots)
 
     def book():
         return s.BookAppointment(

@@ -45,9 +45,22 @@ impl TestMesh {
         .await
     }
 
+    /// A mesh of `services` only (the others unreachable at their configured ports).
+    pub async fn start_only(backend: Backend, services: &[Service]) -> anyhow::Result<TestMesh> {
+        Self::start_services(backend, services, |_| {}).await
+    }
+
     /// A mesh whose configuration `adjust` changes from the tests' defaults.
     pub async fn start_with(
         backend: Backend,
+        adjust: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<TestMesh> {
+        Self::start_services(backend, &Service::ALL, adjust).await
+    }
+
+    async fn start_services(
+        backend: Backend,
+        services: &[Service],
         adjust: impl FnOnce(&mut Config),
     ) -> anyhow::Result<TestMesh> {
         let dir = tempfile::tempdir()?;
@@ -66,7 +79,7 @@ impl TestMesh {
             config.storage.postgres_schema_prefix = prefix;
         }
         adjust(&mut config);
-        let mesh = mesh::start(&config, &Service::ALL, CancellationToken::new()).await?;
+        let mesh = mesh::start(&config, services, CancellationToken::new()).await?;
         Ok(TestMesh {
             mesh,
             config,
@@ -177,6 +190,34 @@ impl TestMesh {
         Ok(BillingServiceClient::new(
             self.authed(Service::Billing, principal).await?,
         ))
+    }
+
+    /// Payers `ids` in Billing under `organization`, created as `principal` (an administrator of
+    /// it): Org refuses a billing profile naming a payer Billing does not know.
+    pub async fn seed_payers(
+        &self,
+        principal: &str,
+        organization: &str,
+        ids: &[&str],
+    ) -> anyhow::Result<()> {
+        let mut billing = self.billing_as(principal).await?;
+        for id in ids {
+            billing
+                .create_payer(pm_api::billing::CreatePayerRequest {
+                    parent: organization.into(),
+                    payer: Some(pm_api::billing::Payer {
+                        display_name: id.to_string(),
+                        payer_id: id.to_uppercase(),
+                        claim_filing_indicator: "CI".into(),
+                        timely_filing_days: 180,
+                        ..Default::default()
+                    }),
+                    payer_id: id.to_string(),
+                    request_id: String::new(),
+                })
+                .await?;
+        }
+        Ok(())
     }
 
     /// Kills the mesh (see `Mesh::kill`) and starts it again on the same slices (on new ports).

@@ -7,7 +7,7 @@ use pm_api::billing::{
     BillingEntity, Contract, FeeSchedule, FeeScheduleVersion, Payer, RoutingRule,
 };
 use pm_runtime::docstore::{self, Kind};
-use pm_runtime::names::NamePattern;
+use pm_runtime::names::{NamePattern, patterns};
 use pm_runtime::{ApiError, ApiResult};
 use sqlx::AnyConnection;
 
@@ -16,7 +16,7 @@ use crate::domain::validate;
 
 /// Billing entities, under the organization.
 pub const BILLING_ENTITY: Kind<BillingEntity> = Kind {
-    pattern: NamePattern(&["organizations", "billingEntities"]),
+    pattern: patterns::BILLING_ENTITY,
     field: "billing_entity",
     local_parent: false,
     filterable: &["npi", "tax_id"],
@@ -26,7 +26,7 @@ pub const BILLING_ENTITY: Kind<BillingEntity> = Kind {
 
 /// Payers, under the organization.
 pub const PAYER: Kind<Payer> = Kind {
-    pattern: NamePattern(&["organizations", "payers"]),
+    pattern: patterns::PAYER,
     field: "payer",
     local_parent: false,
     filterable: &["payer_id", "claim_filing_indicator"],
@@ -41,7 +41,7 @@ pub const PAYER: Kind<Payer> = Kind {
 
 /// Contracts, under the organization.
 pub const CONTRACT: Kind<Contract> = Kind {
-    pattern: NamePattern(&["organizations", "contracts"]),
+    pattern: patterns::CONTRACT,
     field: "contract",
     local_parent: false,
     filterable: &["payer", "billing_entity"],
@@ -71,7 +71,7 @@ pub const ROUTING_RULE: Kind<RoutingRule> = Kind {
 
 /// Fee schedules, under the organization. The scope is immutable: versions were checked against it.
 pub const FEE_SCHEDULE: Kind<FeeSchedule> = Kind {
-    pattern: NamePattern(&["organizations", "feeSchedules"]),
+    pattern: patterns::FEE_SCHEDULE,
     field: "fee_schedule",
     local_parent: false,
     filterable: &["scope"],

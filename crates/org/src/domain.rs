@@ -17,12 +17,43 @@ use pm_runtime::time::{Micros, is_valid, to_micros};
 use pm_runtime::{ApiError, ApiResult, Violations};
 
 pub use pm_runtime::names::patterns::{PROVIDER as PROVIDER_NAME, UNIT as UNIT_NAME};
-/// `payers/{payer}` (a Billing resource).
-pub const PAYER_NAME: NamePattern = NamePattern(&["payers"]);
-/// `billingEntities/{billing_entity}` (a Billing resource).
-pub const BILLING_ENTITY_NAME: NamePattern = NamePattern(&["billingEntities"]);
-/// `feeSchedules/{fee_schedule}` (a Billing resource).
-pub const FEE_SCHEDULE_NAME: NamePattern = NamePattern(&["feeSchedules"]);
+/// The name pattern of a Billing resource a billing profile or a coverage names: written in full,
+/// `organizations/{organization}/{collection}/{id}`; the short `{collection}/{id}` written before
+/// Billing existed is still read (and qualified by [`qualify_billing_profile`] on every write).
+fn billing_pattern(collection: BillingCollection) -> NamePattern {
+    use pm_runtime::names::patterns;
+    match collection {
+        BillingCollection::Entities => patterns::BILLING_ENTITY,
+        BillingCollection::FeeSchedules => patterns::FEE_SCHEDULE,
+        BillingCollection::Payers => patterns::PAYER,
+        BillingCollection::Contracts => patterns::CONTRACT,
+    }
+}
+
+/// The Billing collections Org's resources refer to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BillingCollection {
+    /// `billingEntities`
+    Entities,
+    /// `feeSchedules`
+    FeeSchedules,
+    /// `payers`
+    Payers,
+    /// `contracts`
+    Contracts,
+}
+
+impl BillingCollection {
+    /// Its collection id in resource names.
+    pub fn id(self) -> &'static str {
+        match self {
+            BillingCollection::Entities => "billingEntities",
+            BillingCollection::FeeSchedules => "feeSchedules",
+            BillingCollection::Payers => "payers",
+            BillingCollection::Contracts => "contracts",
+        }
+    }
+}
 
 const MAX_DISPLAY_NAME: usize = 200;
 const MAX_TEXT: usize = 200;
@@ -61,13 +92,78 @@ fn check_time_zone(v: &mut Violations, field: &str, zone: &str) {
     }
 }
 
-fn check_reference(v: &mut Violations, field: &str, value: &str, pattern: NamePattern) {
-    if !value.is_empty() && pattern.parse(field, value).is_err() {
+/// A reference to a Billing resource of `collection` in the organization of `owner` (a name of
+/// the referring resource; "" when it has none yet, then any organization's form is accepted).
+fn check_billing_reference(
+    v: &mut Violations,
+    field: &str,
+    value: &str,
+    collection: BillingCollection,
+    owner: &str,
+) {
+    if value.is_empty() {
+        return;
+    }
+    let organization = if owner.is_empty() {
+        names::organization_of(value)
+    } else {
+        names::organization_of(owner)
+    };
+    let full = names::qualified(organization, collection.id(), value);
+    let pattern = billing_pattern(collection);
+    if pattern.parse(field, &full).is_err() || names::organization_of(&full) != organization {
         v.add(
             field,
-            format!("must be a resource name like {}", pattern.template()),
+            format!(
+                "must name a Billing resource of this organization, like {}",
+                pattern.template()
+            ),
         );
     }
+}
+
+/// The profile with every Billing reference in its full form, `organizations/{o}/payers/{p}`
+/// (short and bare forms qualified under `organization`): the form Org writes.
+pub fn qualify_billing_profile(organization: &str, profile: &mut BillingProfile) {
+    use BillingCollection as C;
+    let full = |c: C, name: &str| names::qualified(organization, c.id(), name);
+    profile.billing_entity = full(C::Entities, &profile.billing_entity);
+    profile.fee_schedule = full(C::FeeSchedules, &profile.fee_schedule);
+    for accepted in &mut profile.accepted_payers {
+        accepted.payer = full(C::Payers, &accepted.payer);
+        accepted.contract = full(C::Contracts, &accepted.contract);
+    }
+}
+
+/// Every Billing resource `profile` names, as (field, collection, name), in field order.
+pub fn billing_references(profile: &BillingProfile) -> Vec<(String, BillingCollection, String)> {
+    use BillingCollection as C;
+    let mut found = vec![
+        (
+            "billing_profile.billing_entity".to_string(),
+            C::Entities,
+            profile.billing_entity.clone(),
+        ),
+        (
+            "billing_profile.fee_schedule".to_string(),
+            C::FeeSchedules,
+            profile.fee_schedule.clone(),
+        ),
+    ];
+    for (i, accepted) in profile.accepted_payers.iter().enumerate() {
+        found.push((
+            format!("billing_profile.accepted_payers[{i}].payer"),
+            C::Payers,
+            accepted.payer.clone(),
+        ));
+        found.push((
+            format!("billing_profile.accepted_payers[{i}].contract"),
+            C::Contracts,
+            accepted.contract.clone(),
+        ));
+    }
+    found.retain(|(_, _, name)| !name.is_empty());
+    found
 }
 
 /// Checks that `unit` names a unit of the same organization as `owner`.
@@ -115,7 +211,7 @@ pub fn validate_unit(unit: &ServiceUnit) -> ApiResult<()> {
         }
     }
     if let Some(profile) = &unit.billing_profile {
-        check_billing_profile(&mut v, profile);
+        check_billing_profile(&mut v, profile, &unit.name);
     }
     if let Some(rules) = &unit.workflow_rules {
         check_workflow_rules(&mut v, rules);
@@ -123,18 +219,32 @@ pub fn validate_unit(unit: &ServiceUnit) -> ApiResult<()> {
     v.finish()
 }
 
-fn check_billing_profile(v: &mut Violations, p: &BillingProfile) {
-    check_reference(
+/// Validates the shape of a billing profile's fields (`prefix`: the field path of the profile's
+/// owner, e.g. `service_unit`), its references as names of `owner`'s organization.
+pub fn validate_billing_profile(
+    prefix: &str,
+    profile: &BillingProfile,
+    owner: &str,
+) -> ApiResult<()> {
+    let mut v = Violations::new(prefix);
+    check_billing_profile(&mut v, profile, owner);
+    v.finish()
+}
+
+fn check_billing_profile(v: &mut Violations, p: &BillingProfile, unit: &str) {
+    check_billing_reference(
         v,
         "billing_profile.billing_entity",
         &p.billing_entity,
-        BILLING_ENTITY_NAME,
+        BillingCollection::Entities,
+        unit,
     );
-    check_reference(
+    check_billing_reference(
         v,
         "billing_profile.fee_schedule",
         &p.fee_schedule,
-        FEE_SCHEDULE_NAME,
+        BillingCollection::FeeSchedules,
+        unit,
     );
     let mut payers = HashSet::new();
     for (i, contract) in p.accepted_payers.iter().enumerate() {
@@ -142,16 +252,18 @@ fn check_billing_profile(v: &mut Violations, p: &BillingProfile) {
         if contract.payer.is_empty() {
             v.add(&field, "must not be empty");
         } else {
-            check_reference(v, &field, &contract.payer, PAYER_NAME);
+            check_billing_reference(v, &field, &contract.payer, BillingCollection::Payers, unit);
         }
-        if !payers.insert(&contract.payer) {
+        let short = contract.payer.rsplit('/').next().unwrap_or_default();
+        if !payers.insert(short) {
             v.add(&field, "is listed twice");
         }
-        check_text(
+        check_billing_reference(
             v,
             &format!("billing_profile.accepted_payers[{i}].contract"),
             &contract.contract,
-            false,
+            BillingCollection::Contracts,
+            unit,
         );
     }
     let pos = &p.place_of_service;
@@ -460,7 +572,13 @@ pub fn validate_coverage(coverage: &Coverage) -> ApiResult<Period> {
     if coverage.payer.is_empty() {
         v.add("payer", "must not be empty");
     } else {
-        check_reference(&mut v, "payer", &coverage.payer, PAYER_NAME);
+        check_billing_reference(
+            &mut v,
+            "payer",
+            &coverage.payer,
+            BillingCollection::Payers,
+            &coverage.name,
+        );
     }
     check_text(&mut v, "member_id", &coverage.member_id, true);
     check_text(&mut v, "plan", &coverage.plan, false);

@@ -35,6 +35,9 @@ pub struct OrgApi {
     peers: Vec<crate::accesses::Peer>,
     /// The authorization layer's view of RBAC, for explaining another principal's access.
     access: Option<pm_authz::layer::Authz>,
+    /// Billing, asked whether a billing profile's references exist (`None` only in a bare Org
+    /// built without the mesh, as the benchmarks do).
+    billing: Option<crate::billing_refs::BillingRefs>,
 }
 
 impl OrgApi {
@@ -51,6 +54,7 @@ impl OrgApi {
             phi: PhiAudit::new(NAME, audit),
             peers: Vec::new(),
             access: None,
+            billing: None,
         }
     }
 
@@ -58,6 +62,32 @@ impl OrgApi {
     pub fn with_audit_peers(mut self, peers: Vec<crate::accesses::Peer>) -> Self {
         self.peers = peers;
         self
+    }
+
+    /// The same service, refusing a unit whose billing profile names what `billing` does not know.
+    pub fn checking_billing_with(mut self, billing: crate::billing_refs::BillingRefs) -> Self {
+        self.billing = Some(billing);
+        self
+    }
+
+    /// `unit` with its billing profile's references in full form, each known to Billing, when
+    /// the write touches the profile (see [`crate::billing_refs::BillingRefs::checked`]).
+    async fn billing_checked(
+        &self,
+        organization: &str,
+        mut unit: ServiceUnit,
+        touches_profile: bool,
+    ) -> ApiResult<ServiceUnit> {
+        if let (Some(billing), true) = (&self.billing, touches_profile)
+            && let Some(profile) = unit.billing_profile.take()
+        {
+            unit.billing_profile = Some(
+                billing
+                    .checked(organization, "service_unit", profile)
+                    .await?,
+            );
+        }
+        Ok(unit)
     }
 
     /// The same service, able to explain other principals' access through `authz` (CheckAccess).
@@ -74,6 +104,7 @@ impl OrgApi {
             phi: PhiAudit::disabled_for_benchmarks(NAME),
             peers: Vec::new(),
             access: None,
+            billing: None,
         }
     }
 }
@@ -455,6 +486,7 @@ impl OrgService for OrgApi {
                     About::Unit(&unit.parent_unit)
                 };
                 self.check(caller, rpc.method, about).await?;
+                let unit = self.billing_checked(&req.parent, unit, true).await?;
                 let call = create_call!(req, rpc.method, &req.parent, service_unit_id);
                 store::units::create(&self.db, call, unit).await
             })
@@ -486,6 +518,16 @@ impl OrgService for OrgApi {
                     self.check(caller, rpc.method, About::OrganizationWide(&patch.name))
                         .await?;
                 }
+                let touches_profile = req.update_mask.as_ref().is_none_or(|m| {
+                    m.paths.is_empty()
+                        || m.paths
+                            .iter()
+                            .any(|p| p == "*" || p.starts_with("billing_profile"))
+                });
+                let organization = names::organization_of(&patch.name).to_string();
+                let patch = self
+                    .billing_checked(&organization, patch, touches_profile)
+                    .await?;
                 store::units::update(&self.db, patch, req.update_mask.as_ref()).await
             })
             .await,

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod accesses;
+pub mod billing_refs;
 pub mod domain;
 pub mod handlers;
 pub mod lifecycle;
@@ -34,8 +35,14 @@ pub const GRPC_SERVICE: &str = "pm.org.v1.OrgService";
 
 /// The service behind the authorization layer, ready for `pm_runtime::server::serve`. The layer and
 /// the handlers share one audit writer: refusals and served PHI calls land in the same trail. `peers`
-/// are the other services whose audit trails ListPatientAccesses merges.
-pub fn service(db: Db, authz: Authz, peers: Vec<accesses::Peer>) -> ServiceDef {
+/// are the other services whose audit trails ListPatientAccesses merges; `billing` reaches Billing,
+/// which Org asks whether the names a unit's billing profile references exist.
+pub fn service(
+    db: Db,
+    authz: Authz,
+    peers: Vec<accesses::Peer>,
+    billing: tonic::transport::Channel,
+) -> ServiceDef {
     let background = pm_runtime::server::TaskTracker::new();
     let audit = std::sync::Arc::new(pm_authz::audit::AuditWriter::spawn_tracked(
         db.clone(),
@@ -54,7 +61,8 @@ pub fn service(db: Db, authz: Authz, peers: Vec<accesses::Peer>) -> ServiceDef {
     let api = OrgServiceServer::new(
         handlers::OrgApi::with_audit(db.clone(), audit.clone())
             .explaining_with(authz.clone())
-            .with_audit_peers(peers),
+            .with_audit_peers(peers)
+            .checking_billing_with(billing_refs::BillingRefs::new(billing)),
     );
     ServiceDef {
         name: NAME,

@@ -252,7 +252,13 @@ async fn bench_target(
 ) -> anyhow::Result<f64> {
     let mesh = mesh::start(
         &target.config,
-        &[Service::Org, Service::Rbac, Service::Scheduling],
+        // Billing too: Org asks it whether the payers a unit's billing profile names exist.
+        &[
+            Service::Org,
+            Service::Rbac,
+            Service::Scheduling,
+            Service::Billing,
+        ],
         CancellationToken::new(),
     )
     .await

@@ -123,6 +123,7 @@ pub(crate) async fn bench(
         .url(Service::Scheduling)
         .context("the mesh did not start the Scheduling service")?;
     let channels = channels_to(&target.config, &url, token).await?;
+    seed_payer(target, mesh, token).await?;
     let world = seed(org_channels, &channels).await?;
     let label = target.label;
     let postgres = target.config.storage.backend == Backend::Postgres;
@@ -694,6 +695,39 @@ fn minutes(m: i64) -> Option<prost_types::Duration> {
         seconds: m * 60,
         nanos: 0,
     })
+}
+
+/// The payer the bench's units accept, in Billing (Org refuses a billing profile naming a payer
+/// Billing does not know).
+async fn seed_payer(target: &Target, mesh: &Mesh, token: &str) -> anyhow::Result<()> {
+    use pm_api::billing::billing_service_client::BillingServiceClient;
+    use pm_api::billing::{CreatePayerRequest, Payer};
+    let url = mesh
+        .url(Service::Billing)
+        .context("the mesh did not start the Billing service")?;
+    let channels = channels_to(&target.config, &url, token).await?;
+    let channel = channels
+        .into_iter()
+        .next()
+        .context("no channel to Billing")?;
+    let created = BillingServiceClient::new(channel)
+        .create_payer(CreatePayerRequest {
+            parent: org_name(),
+            payer: Some(Payer {
+                display_name: "Aetna".into(),
+                payer_id: "60054".into(),
+                claim_filing_indicator: "CI".into(),
+                timely_filing_days: 180,
+                ..Default::default()
+            }),
+            payer_id: PAYER.trim_start_matches("payers/").into(),
+            request_id: String::new(),
+        })
+        .await;
+    match created {
+        Err(status) if status.code() != tonic::Code::AlreadyExists => Err(status.into()),
+        _ => Ok(()),
+    }
 }
 
 /// Org's side (two units accepting one payer and allowing the visit type, a location in New York,

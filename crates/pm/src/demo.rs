@@ -15,6 +15,10 @@ use tonic::transport::Channel;
 pub const ORG: &str = "organizations/acme";
 
 type Client = OrgServiceClient<pm_runtime::client::AuthedChannel>;
+/// Billing as the demo's administrator.
+pub type BillingClient = pm_api::billing::billing_service_client::BillingServiceClient<
+    pm_runtime::client::AuthedChannel,
+>;
 
 /// Counts of what a seed run did.
 #[derive(Debug, Default)]
@@ -68,11 +72,16 @@ fn from(year: i32, month: u32, day: u32) -> Option<Interval> {
     })
 }
 
+/// Accepted payers by id, under the organization's contracts where it has one (Medicare's).
 fn payers(ids: &[&str]) -> Vec<PayerContract> {
     ids.iter()
         .map(|id| PayerContract {
-            payer: format!("payers/{id}"),
-            contract: format!("{id}-2026"),
+            payer: format!("{ORG}/payers/{id}"),
+            contract: if *id == "medicare" {
+                format!("{ORG}/contracts/medicare-2026")
+            } else {
+                String::new()
+            },
         })
         .collect()
 }
@@ -86,7 +95,7 @@ fn unit_name(id: &str) -> String {
 }
 
 /// Seeds the demo model through `client`.
-pub async fn seed(client: &mut Client) -> anyhow::Result<SeedReport> {
+pub async fn seed(client: &mut Client, billing: &mut BillingClient) -> anyhow::Result<SeedReport> {
     let mut report = SeedReport::default();
     println!("organization");
     let org = Organization {
@@ -102,6 +111,12 @@ pub async fn seed(client: &mut Client) -> anyhow::Result<SeedReport> {
         })
         .await;
     report.record(ORG, result)?;
+
+    // Billing's configuration before the units: Org refuses a billing profile naming an entity,
+    // payer, contract or fee schedule Billing does not know.
+    let billing_report = seed_billing(billing).await?;
+    report.created += billing_report.created;
+    report.existing += billing_report.existing;
 
     println!("service units");
     for (id, unit) in units() {
@@ -236,7 +251,7 @@ pub async fn seed(client: &mut Client) -> anyhow::Result<SeedReport> {
         }
         for (coverage_id, payer, member_id, plan, priority) in demo.coverages {
             let coverage = Coverage {
-                payer: format!("payers/{payer}"),
+                payer: format!("{ORG}/payers/{payer}"),
                 member_id: member_id.into(),
                 plan: plan.into(),
                 priority,
@@ -304,10 +319,10 @@ fn units() -> Vec<(&'static str, ServiceUnit)> {
         display_name: name.into(),
         kind: UnitKind::Clinic as i32,
         billing_profile: Some(BillingProfile {
-            billing_entity: "billingEntities/acme-medical-group".into(),
+            billing_entity: format!("{ORG}/billingEntities/acme-medical-group"),
             accepted_payers: payers(payer_ids),
             self_pay_allowed: Some(true),
-            fee_schedule: "feeSchedules/standard-2026".into(),
+            fee_schedule: format!("{ORG}/feeSchedules/standard-2026"),
             place_of_service: "11".into(),
             claim_form: ClaimForm::Cms1500 as i32,
         }),
@@ -346,7 +361,7 @@ fn units() -> Vec<(&'static str, ServiceUnit)> {
                 kind: UnitKind::ServiceLine as i32,
                 parent_unit: unit_name("north-clinic"),
                 billing_profile: Some(BillingProfile {
-                    fee_schedule: "feeSchedules/cardiology-2026".into(),
+                    fee_schedule: format!("{ORG}/feeSchedules/cardiology-2026"),
                     ..Default::default()
                 }),
                 workflow_rules: Some(WorkflowRules {
@@ -367,7 +382,7 @@ fn units() -> Vec<(&'static str, ServiceUnit)> {
                 billing_profile: Some(BillingProfile {
                     accepted_payers: payers(&["medicare"]),
                     self_pay_allowed: Some(false),
-                    fee_schedule: "feeSchedules/ccm-2026".into(),
+                    fee_schedule: format!("{ORG}/feeSchedules/ccm-2026"),
                     ..Default::default()
                 }),
                 workflow_rules: Some(WorkflowRules {
@@ -393,10 +408,10 @@ fn units() -> Vec<(&'static str, ServiceUnit)> {
                 display_name: "Globex Employee Health".into(),
                 kind: UnitKind::EmployerProgram as i32,
                 billing_profile: Some(BillingProfile {
-                    billing_entity: "billingEntities/acme-employer-services".into(),
+                    billing_entity: format!("{ORG}/billingEntities/acme-employer-services"),
                     accepted_payers: payers(&["globex-direct"]),
                     self_pay_allowed: Some(false),
-                    fee_schedule: "feeSchedules/globex-contract".into(),
+                    fee_schedule: format!("{ORG}/feeSchedules/globex-contract"),
                     place_of_service: "02".into(),
                     claim_form: ClaimForm::None as i32,
                 }),

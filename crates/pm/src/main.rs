@@ -337,18 +337,22 @@ async fn seed(config: Config, urls: [Option<String>; 4]) -> anyhow::Result<()> {
     let mut report = pm::demo::SeedReport::default();
     pm::demo::seed_access(&mut rbac, &mut report).await?;
     let token = issue_token(&mut rbac, pm::demo::ADMIN, 15).await?;
+    let bearer = || client::Bearer::new(&token);
+    let (billing_channel, billing_url) =
+        tool_channel(&config, billing, config.listen.billing_port, "Billing").await?;
+    let mut billing = pm_api::billing::billing_service_client::BillingServiceClient::new(
+        tonic::service::interceptor::InterceptedService::new(billing_channel, bearer()?),
+    );
     let (org_channel, url) = tool_channel(&config, org, config.listen.org_port, "Org").await?;
     println!(
-        "seeding the demo operating model through {url} as {}",
+        "seeding the demo operating model through {url} (its billing configuration through \
+         {billing_url}) as {}",
         pm::demo::ADMIN
     );
-    let authed = tonic::service::interceptor::InterceptedService::new(
+    let mut org = OrgServiceClient::new(tonic::service::interceptor::InterceptedService::new(
         org_channel,
-        client::Bearer::new(&token)?,
-    );
-    let org_report = pm::demo::seed(&mut OrgServiceClient::new(authed)).await?;
-    report.created += org_report.created;
-    report.existing += org_report.existing;
+        bearer()?,
+    ));
     let (scheduling_channel, url) = tool_channel(
         &config,
         scheduling,
@@ -356,31 +360,18 @@ async fn seed(config: Config, urls: [Option<String>; 4]) -> anyhow::Result<()> {
         "Scheduling",
     )
     .await?;
+    let mut scheduling =
+        pm_api::scheduling::scheduling_service_client::SchedulingServiceClient::new(
+            tonic::service::interceptor::InterceptedService::new(scheduling_channel, bearer()?),
+        );
+    let org_report = pm::demo::seed(&mut org, &mut billing).await?;
     println!("seeding the demo schedules through {url}");
-    let authed = tonic::service::interceptor::InterceptedService::new(
-        scheduling_channel,
-        client::Bearer::new(&token)?,
-    );
-    let scheduling_report = pm::demo::seed_scheduling(
-        &mut pm_api::scheduling::scheduling_service_client::SchedulingServiceClient::new(authed),
-    )
-    .await?;
-    report.created += scheduling_report.created;
-    report.existing += scheduling_report.existing;
-    let (billing_channel, url) =
-        tool_channel(&config, billing, config.listen.billing_port, "Billing").await?;
-    println!("seeding the demo billing configuration through {url}");
-    let authed = tonic::service::interceptor::InterceptedService::new(
-        billing_channel,
-        client::Bearer::new(&token)?,
-    );
-    let mut billing = pm_api::billing::billing_service_client::BillingServiceClient::new(authed);
-    for billing_report in [
-        pm::demo::seed_billing(&mut billing).await?,
-        pm::demo::seed_billing_month(&mut billing).await?,
-    ] {
-        report.created += billing_report.created;
-        report.existing += billing_report.existing;
+    let scheduling_report = pm::demo::seed_scheduling(&mut scheduling).await?;
+    println!("seeding a month of billing through {billing_url}");
+    let month_report = pm::demo::seed_billing_month(&mut billing).await?;
+    for part in [org_report, scheduling_report, month_report] {
+        report.created += part.created;
+        report.existing += part.existing;
     }
     println!(
         "done: {} created, {} already there",

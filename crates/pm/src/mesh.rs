@@ -157,21 +157,18 @@ pub async fn start(
         listening.push((service, listener.local_addr()?));
         listeners.push(listener);
     }
-    let rbac_url = listening
-        .iter()
-        .find(|(s, _)| *s == Service::Rbac)
-        .map(|(_, addr)| format!("{scheme}://localhost:{}", addr.port()))
-        .unwrap_or_else(|| config.rbac_url());
-    let org_url = listening
-        .iter()
-        .find(|(s, _)| *s == Service::Org)
-        .map(|(_, addr)| format!("{scheme}://localhost:{}", addr.port()))
-        .unwrap_or_else(|| config.org_url());
-    let scheduling_url = listening
-        .iter()
-        .find(|(s, _)| *s == Service::Scheduling)
-        .map(|(_, addr)| format!("{scheme}://localhost:{}", addr.port()))
-        .unwrap_or_else(|| config.scheduling_url());
+    // Where each peer listens: here when this process runs it, else where the configuration says.
+    let url_of = |service: Service, configured: String| {
+        listening
+            .iter()
+            .find(|(s, _)| *s == service)
+            .map(|(_, addr)| format!("{scheme}://localhost:{}", addr.port()))
+            .unwrap_or(configured)
+    };
+    let rbac_url = url_of(Service::Rbac, config.rbac_url());
+    let org_url = url_of(Service::Org, config.org_url());
+    let scheduling_url = url_of(Service::Scheduling, config.scheduling_url());
+    let billing_url = url_of(Service::Billing, config.billing_url());
     let mut tasks = Vec::new();
     let mut dbs = Vec::new();
     for (&service, listener) in services.iter().zip(listeners) {
@@ -193,7 +190,8 @@ pub async fn start(
                         client::lazy_channel(config, pm_org::NAME, &scheduling_url)?,
                     ),
                 }];
-                pm_org::service(db, authz, peers)
+                let billing = client::lazy_channel(config, pm_org::NAME, &billing_url)?;
+                pm_org::service(db, authz, peers, billing)
             }
             Service::Rbac => {
                 let db = Db::open(config, pm_rbac::NAME, pm_rbac::MIGRATIONS).await?;

@@ -62,6 +62,9 @@ pub struct PeersConfig {
     /// The Scheduling service, whose audit trail Org's ListPatientAccesses merges and whose events
     /// Billing follows. Default `https://localhost:<listen.scheduling_port>`.
     pub scheduling_url: Option<String>,
+    /// The Billing service, which Org asks whether the billing entities, payers, contracts and fee
+    /// schedules a unit's billing profile names exist. Default `https://localhost:<listen.billing_port>`.
+    pub billing_url: Option<String>,
 }
 
 impl Default for Config {
@@ -345,6 +348,18 @@ impl Config {
                 "https"
             };
             format!("{scheme}://localhost:{}", self.listen.org_port)
+        })
+    }
+
+    /// The Billing service's URL.
+    pub fn billing_url(&self) -> String {
+        self.peers.billing_url.clone().unwrap_or_else(|| {
+            let scheme = if self.tls.mode == TlsMode::Plaintext {
+                "http"
+            } else {
+                "https"
+            };
+            format!("{scheme}://localhost:{}", self.listen.billing_port)
         })
     }
 

@@ -24,6 +24,14 @@ pub mod patterns {
     pub const ENROLLMENT: NamePattern = NamePattern(&["organizations", "patients", "enrollments"]);
     /// `organizations/{organization}/patients/{patient}/coverages/{coverage}`.
     pub const COVERAGE: NamePattern = NamePattern(&["organizations", "patients", "coverages"]);
+    /// `organizations/{organization}/billingEntities/{billing_entity}` (Billing's).
+    pub const BILLING_ENTITY: NamePattern = NamePattern(&["organizations", "billingEntities"]);
+    /// `organizations/{organization}/payers/{payer}` (Billing's).
+    pub const PAYER: NamePattern = NamePattern(&["organizations", "payers"]);
+    /// `organizations/{organization}/contracts/{contract}` (Billing's).
+    pub const CONTRACT: NamePattern = NamePattern(&["organizations", "contracts"]);
+    /// `organizations/{organization}/feeSchedules/{fee_schedule}` (Billing's).
+    pub const FEE_SCHEDULE: NamePattern = NamePattern(&["organizations", "feeSchedules"]);
 }
 
 /// The collection ids of a resource name pattern, outermost first: `["organizations", "units"]` is
@@ -134,6 +142,23 @@ pub fn parent_of(name: &str) -> &str {
     }
 }
 
+/// A name under `organization` in its full form, `organizations/{o}/{collection}/{id}`, from that
+/// form, the short `{collection}/{id}` (what billing profiles held before Billing existed) or a bare
+/// `{id}`. "" stays "". A name under another organization is returned as it is: the caller's
+/// pattern and scope checks refuse it.
+pub fn qualified(organization: &str, collection: &str, name: &str) -> String {
+    if name.is_empty() || name.starts_with("organizations/") {
+        name.to_string()
+    } else if name
+        .strip_prefix(collection)
+        .is_some_and(|rest| rest.starts_with('/'))
+    {
+        format!("{organization}/{name}")
+    } else {
+        format!("{organization}/{collection}/{name}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +214,23 @@ mod tests {
             "organizations/acme"
         );
         assert_eq!(parent_of("organizations/acme"), "");
+        let org = "organizations/acme";
+        for (given, full) in [
+            ("payers/medicare", "organizations/acme/payers/medicare"),
+            ("medicare", "organizations/acme/payers/medicare"),
+            (
+                "organizations/acme/payers/medicare",
+                "organizations/acme/payers/medicare",
+            ),
+            (
+                "organizations/other/payers/medicare",
+                "organizations/other/payers/medicare",
+            ),
+            ("payersx/y", "organizations/acme/payers/payersx/y"),
+            ("", ""),
+        ] {
+            assert_eq!(qualified(org, "payers", given), full, "{given}");
+        }
         assert_eq!(UNIT.template(), "organizations/{organization}/units/{unit}");
     }
 }

@@ -156,10 +156,12 @@ impl OrgView {
                     .into_iter()
                     .map(|s| s.id)
                     .collect(),
+                // Payers compare in their full form: profiles and coverages written before Billing
+                // existed hold the short `payers/{id}`.
                 accepted_payers: billing
                     .accepted_payers
                     .into_iter()
-                    .map(|p| p.payer)
+                    .map(|p| names::qualified(names::organization_of(unit), "payers", &p.payer))
                     .collect(),
                 self_pay_allowed: billing.self_pay_allowed.unwrap_or(false),
                 intake_requirements: workflow
@@ -305,7 +307,7 @@ impl OrgView {
             .filter_map(|c| {
                 let period = c.effective_period.unwrap_or_default();
                 Some(CoverageInfo {
-                    payer: c.payer,
+                    payer: names::qualified(names::organization_of(patient), "payers", &c.payer),
                     priority: c.priority,
                     from: micros_to_time(period.start_time.as_ref())?,
                     until: micros_to_time(period.end_time.as_ref()),
