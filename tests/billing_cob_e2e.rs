@@ -29,8 +29,8 @@ const OKAFOR: &str = "organizations/acme/providers/dr-okafor";
 const MEDICARE: &str = "organizations/acme/payers/medicare";
 const AETNA: &str = "organizations/acme/payers/aetna";
 const ADMIN: &str = "principals/admin";
-/// Billing staff of two other units: Rosa's CCM claims are out of scope.
-const JORDAN: &str = "principals/jordan-billing";
+/// Billing staff of the Lakeside clinic only (made here): Rosa's CCM claims are out of scope.
+const LAKESIDE: &str = "principals/lakeside-billing";
 
 type Billing = BillingServiceClient<AuthedChannel>;
 
@@ -59,6 +59,33 @@ async fn seeded(backend: Backend) -> anyhow::Result<TestMesh> {
     mesh.seed_access().await?;
     pm::demo::seed(&mut mesh.org_as(ADMIN).await?).await?;
     pm::demo::seed_billing(&mut mesh.billing_as(ADMIN).await?).await?;
+    {
+        use pm_api::rbac::*;
+        let mut rbac = mesh.rbac_as(ADMIN).await?;
+        rbac.create_principal(CreatePrincipalRequest {
+            principal: Some(Principal {
+                display_name: "Lakeside billing".into(),
+                kind: PrincipalKind::User as i32,
+                ..Default::default()
+            }),
+            principal_id: "lakeside-billing".into(),
+            request_id: String::new(),
+        })
+        .await?;
+        rbac.create_role_binding(CreateRoleBindingRequest {
+            parent: ORG.into(),
+            role_binding: Some(RoleBinding {
+                principal: LAKESIDE.into(),
+                role: Role::BillingStaff as i32,
+                units: vec![format!("{ORG}/units/lakeside-clinic")],
+                reason: "out-of-scope caller of the COB test".into(),
+                ..Default::default()
+            }),
+            role_binding_id: "lakeside-billing".into(),
+            request_id: String::new(),
+        })
+        .await?;
+    }
     // Rosa's second coverage: Aetna, after Medicare.
     mesh.org_as(ADMIN)
         .await?
@@ -327,13 +354,8 @@ async fn secondary_pays_the_rest(mesh: &TestMesh) -> anyhow::Result<Claim> {
     assert_eq!(secondary.prior_claim, primary.name);
     assert_eq!(secondary.total_cents, 11_849);
     assert_eq!(
-        secondary
-            .lines
-            .iter()
-            .map(|l| &l.charge)
-            .collect::<Vec<_>>(),
-        vec![&g0506.name, &ccm.name],
-        "the same charges"
+        secondary.lines, primary.lines,
+        "the same lines, on the same charges"
     );
     let primary_now = get(&mut billing, &primary.name).await?;
     let last = primary_now.history.last().unwrap();
@@ -493,22 +515,39 @@ async fn corrections_and_voids(mesh: &TestMesh, paid_primary: Claim) -> anyhow::
         .await?
         .into_inner();
     let replacement = corrected.correction.unwrap();
-    // Out of scope answers exactly like a claim that does not exist.
-    let mut jordan = mesh.billing_as(JORDAN).await?;
+    // Out of scope answers exactly like a claim that does not exist (the shared layer's refusal,
+    // "permission denied (or it might not exist)"): code, message and details, the name aside.
+    let mut outsider = mesh.billing_as(LAKESIDE).await?;
     let missing = format!("{ORG}/claims/00000000-0000-0000-0000-000000000000");
+    let before = snapshot(&mut billing).await?;
+    let mut answers = Vec::new();
     for name in [claim.name.as_str(), missing.as_str()] {
-        let refused = jordan
+        let corrected = outsider
             .correct_claim(correct(name, &request_id()))
             .await
             .unwrap_err();
-        assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
-        assert_eq!(refused.message().replace(name, "NAME"), "NAME not found");
-        let refused = jordan
+        let voided = outsider
             .void_claim(void(name, &request_id()))
             .await
             .unwrap_err();
-        assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+        for refused in [corrected, voided] {
+            assert!(
+                matches!(refused.code(), Code::NotFound | Code::PermissionDenied),
+                "{refused:?}"
+            );
+            answers.push((
+                refused.code(),
+                refused.message().replace(name, "NAME"),
+                String::from_utf8_lossy(refused.details()).replace(name, "NAME"),
+            ));
+        }
     }
+    assert_eq!(
+        answers[..2],
+        answers[2..],
+        "out of scope is told apart from missing"
+    );
+    assert_eq!(snapshot(&mut billing).await?, before, "nothing written");
     let request = request_id();
     let answer = billing
         .correct_claim(correct(&claim.name, &request))
