@@ -103,7 +103,8 @@ fn the_primary_adjudication_is_carried() {
     assert_eq!(other.group_number, None, "a blank group number is none");
     assert_eq!(other.payer.payer_id, "MEDICARE");
     assert!(other.adjustments.is_empty());
-    let prior_lines: Vec<(i64, Vec<(String, String, i64)>)> = mapped
+    type Triplet = (String, String, i64);
+    let prior_lines: Vec<(i64, Vec<Triplet>)> = mapped
         .lines
         .iter()
         .map(|l| {
