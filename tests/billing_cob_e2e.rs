@@ -242,6 +242,50 @@ fn remittance(
     file.join("~\n") + "~\n"
 }
 
+/// A 277CA from Medicare accepting claim `number` (billed `amount`) for adjudication, with the
+/// payer's claim number `pcn` (REF*1K).
+fn accepted_277ca(number: &str, amount: &str, pcn: &str) -> String {
+    let today = Utc::now().format("%Y%m%d").to_string();
+    let day = service_day().format("%Y%m%d").to_string();
+    let mut body = vec![
+        "ST*277*0001*005010X214".to_string(),
+        format!("BHT*0085*08*BATCH0042*{today}*1400*TH"),
+        "HL*1**20*1".into(),
+        "NM1*PR*2*MEDICARE PART B*****PI*MEDICARE".into(),
+        "TRN*1*ACK0001".into(),
+        format!("DTP*050*D8*{today}"),
+        format!("DTP*009*D8*{today}"),
+        "HL*2*1*21*1".into(),
+        "NM1*41*2*ACME CCM SERVICES*****46*ACMEMED".into(),
+        "TRN*2*BATCH0042".into(),
+        format!("STC*A1:19:PR*{today}*WQ*{amount}"),
+        "QTY*90*1".into(),
+        format!("AMT*YU*{amount}"),
+        "HL*3*2*19*1".into(),
+        "NM1*85*2*ACME CCM SERVICES*****XX*1234567893".into(),
+        "TRN*1*0".into(),
+        format!("STC*A1:19:85**WQ*{amount}"),
+        "QTY*QA*1".into(),
+        format!("AMT*YU*{amount}"),
+        "HL*4*3*PT".into(),
+        "NM1*QC*1*FICTIVEZ*ROSA****MI*3GJ6VG7PM94".into(),
+        format!("TRN*2*{number}"),
+        format!("STC*A2:20:PR*{today}*WQ*{amount}"),
+        format!("REF*1K*{pcn}"),
+        format!("DTP*472*RD8*{day}-{day}"),
+    ];
+    let count = body.len() + 1;
+    body.push(format!("SE*{count}*0001"));
+    let mut file = vec![
+        "ISA*00*          *00*          *ZZ*CLEARINGHOUSE  *ZZ*ACMEMED        *261205*1400*^*00501*000000078*0*T*:".to_string(),
+        format!("GS*HN*CLEARINGHOUSE*ACMEMED*{today}*1400*78*X*005010X214"),
+    ];
+    file.extend(body);
+    file.push("GE*1*78".into());
+    file.push("IEA*1*000000078".into());
+    file.join("~\n") + "~\n"
+}
+
 async fn import(
     billing: &mut Billing,
     content: String,
@@ -658,6 +702,40 @@ async fn corrections_and_voids(mesh: &TestMesh, paid_primary: Claim) -> anyhow::
             .unwrap_err();
         assert_eq!(reason(&refused), "CLAIM_STATE_INVALID", "{name}");
     }
+    assert_eq!(snapshot(&mut billing).await?, before, "nothing written");
+    // The payer's number from a 277CA is enough: an ACCEPTED claim is voided with it.
+    let third = charge(&mut billing, MEDICARE, "99490").await?;
+    let accepted = assemble_one(&mut billing).await?;
+    export(&mut billing, &[&accepted.name]).await?;
+    let acked = billing
+        .import_acknowledgment(ImportAcknowledgmentRequest {
+            parent: ORG.into(),
+            content: accepted_277ca(&id(&accepted.name).to_uppercase(), "60.49", "ICN-77"),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(acked.claims.len(), 1, "{acked:?}");
+    assert_eq!(acked.claims[0].state, ClaimState::Accepted as i32);
+    let accepted = get(&mut billing, &accepted.name).await?;
+    assert_eq!(accepted.payer_claim_number, "ICN-77");
+    let answer = billing
+        .void_claim(void(&accepted.name, &request_id()))
+        .await?
+        .into_inner();
+    let voided_too = answer.void_claim.unwrap();
+    assert_eq!(
+        voided_too.lines[0].charge, third.name,
+        "the void bills the same charge"
+    );
+    let file = export(&mut billing, &[&voided_too.name]).await?;
+    assert!(
+        file.contains(&format!(
+            "CLM*{}*60.49***11:B:8*Y*A*Y*Y~\nREF*F8*ICN-77~",
+            id(&voided_too.name)
+        )),
+        "{file}"
+    );
+    let before = snapshot(&mut billing).await?;
     // A void needs its reason (after authorization).
     let refused = billing
         .void_claim(VoidClaimRequest {

@@ -1148,8 +1148,8 @@ impl Claims {
             .map(|t| t.id.to_string())
             .unwrap_or_default();
         let mut answer = ImportAcknowledgmentResponse::default();
-        // (claim, accepted, reason) to apply.
-        let mut verdicts: Vec<(String, bool, String)> = Vec::new();
+        // (claim, accepted, reason, the payer's claim number from REF*1K) to apply.
+        let mut verdicts: Vec<(String, bool, String, Option<String>)> = Vec::new();
         let mut conn = self.db.read().await?;
         match kind.as_str() {
             "999" => {
@@ -1176,7 +1176,7 @@ impl Claims {
                         "999 accepted"
                     };
                     for claim in claims {
-                        verdicts.push((claim, !rejected, reason.into()));
+                        verdicts.push((claim, !rejected, reason.into(), None));
                     }
                 }
             }
@@ -1192,7 +1192,12 @@ impl Claims {
                         .iter()
                         .map(|s| format!("{}:{}", s.category, s.code))
                         .collect();
-                    verdicts.push((name, ack.accepted, format!("277CA {}", codes.join(" "))));
+                    verdicts.push((
+                        name,
+                        ack.accepted,
+                        format!("277CA {}", codes.join(" ")),
+                        ack.payer_claim_number.clone(),
+                    ));
                 }
             }
             _ => {
@@ -1205,7 +1210,7 @@ impl Claims {
         }
         drop(conn);
         let mut tx = self.db.write(organization).await?;
-        for (name, accepted, reason) in verdicts {
+        for (name, accepted, reason, payer_claim_number) in verdicts {
             let state = claim_store::get(tx.conn(), &name).await?.map(|c| c.state);
             let to = state.and_then(|s| {
                 claims::apply(s, ClaimAction::Acknowledge { accepted })
@@ -1220,6 +1225,10 @@ impl Claims {
                 continue;
             };
             claim_store::transition(tx.conn(), &name, from, to, &reason, None).await?;
+            // The payer's number, for a later correction or void (REF*F8).
+            if let Some(number) = payer_claim_number.filter(|n| !n.trim().is_empty()) {
+                claim_store::set_payer_claim_number(tx.conn(), &name, number.trim()).await?;
+            }
             answer.claims.push(AcknowledgedClaim {
                 claim: name,
                 state: crate::claim_wire::state(to).into(),
