@@ -434,7 +434,7 @@ async fn secondary_pays_the_rest(mesh: &TestMesh) -> anyhow::Result<Claim> {
         subscriber_loop.contains("SBR*S*18*******CI~"),
         "the secondary's own SBR01 is S:\n{file}"
     );
-    // Aetna pays the coinsurance: nothing is left.
+    // Aetna pays the coinsurance (OA-23: Medicare's part, not posted again): nothing is left.
     let paid = import(
         &mut billing,
         remittance(
@@ -443,7 +443,10 @@ async fn secondary_pays_the_rest(mesh: &TestMesh) -> anyhow::Result<Claim> {
             sid,
             "118.49",
             "30.49",
-            &[("99490", "60.49", "30.49", &[])],
+            &[
+                ("G0506", "58", "0", &["OA*23*58"]),
+                ("99490", "60.49", "30.49", &["OA*23*30"]),
+            ],
         ),
     )
     .await?;

@@ -1287,7 +1287,8 @@ fn stored_adjustments(list: &[x12in::Adjustment]) -> Vec<StoredAdjustment> {
 }
 
 /// What one CLP posts: per service line, its payment and CAS adjustments (contractual, other,
-/// payer-initiated; patient responsibility stays on the balance), matched to the claim's lines by
+/// payer-initiated; patient responsibility stays on the balance, and on a secondary claim OA-23, the
+/// impact of the prior payer's adjudication, is not posted again), matched to the claim's lines by
 /// code and modifiers in order. A claim-level payment without service lines goes to the lines in
 /// order, each up to its balance. More than a line's balance refuses the whole remittance. The
 /// adjudication (per line: paid, every CAS, the date) is kept. A primary claim left with a balance
@@ -1333,12 +1334,15 @@ async fn post_claim(
         return Ok(None);
     };
     let at = |what: &str| format!("CLP (claim {}) {what}", index + 1);
+    let secondary = claim.payer_sequence == "S";
     let adjustments = |list: &[x12in::Adjustment]| -> (Cents, Cents) {
         let mut adjusted = Cents::ZERO;
         let mut patient = Cents::ZERO;
         for a in list {
             match a.group {
                 x12in::AdjustmentGroup::PatientResponsibility => patient = patient + a.amount,
+                // On a secondary's 835, OA-23 is the primary's adjudication, posted already.
+                x12in::AdjustmentGroup::Other if secondary && a.reason == "23" => {}
                 _ => adjusted = adjusted + a.amount,
             }
         }
@@ -1442,7 +1446,6 @@ async fn post_claim(
         total_paid = total_paid + *pay;
         total_adjusted = total_adjusted + *adjust;
     }
-    let secondary = claim.payer_sequence == "S";
     // A secondary payer is billed what the primary left: paying all of it is paying in full.
     let billed = if secondary && due.is_positive() {
         due
@@ -1604,6 +1607,73 @@ fn payment_exceeds(at: &str) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn coverage(payer: &str, priority: i32, from: i64, until: Option<i64>) -> Coverage {
+        let at = |seconds: i64| prost_types::Timestamp { seconds, nanos: 0 };
+        Coverage {
+            payer: format!("payers/{payer}"),
+            member_id: "M1".into(),
+            priority,
+            effective_period: Some(pm_api::types::Interval {
+                start_time: Some(at(from)),
+                end_time: until.map(at),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The coverage after the one billed, by priority: in force on the date of service, another
+    /// payer, known to Billing; none when the billed one is not found or nothing follows.
+    #[test]
+    fn the_balance_goes_to_the_next_coverage_in_force() {
+        const ORG: &str = "organizations/acme";
+        // 2026-01-01 and 2026-06-01 (UTC); dates of service in March and July.
+        let (jan, jun) = (1_767_225_600, 1_780_272_000);
+        let march = NaiveDate::from_ymd_opt(2026, 3, 10).unwrap_or_default();
+        let july = NaiveDate::from_ymd_opt(2026, 7, 10).unwrap_or_default();
+        let all_known = |_: &str| true;
+        let payer = |p: &str| format!("{ORG}/payers/{p}");
+        let next = |coverages: &[Coverage], billed: &str, date, known: &dyn Fn(&str) -> bool| {
+            next_coverage(coverages, ORG, &payer(billed), date, known)
+                .map(|c| (c.payer.clone(), c.priority))
+        };
+        let family = [
+            coverage("medicare", 1, jan, None),
+            coverage("aetna", 2, jan, Some(jun)),
+            coverage("bcbs-ma", 3, jan, None),
+        ];
+        let cases: [(&str, NaiveDate, &dyn Fn(&str) -> bool, Option<(&str, i32)>); 7] = [
+            ("medicare", march, &all_known, Some(("payers/aetna", 2))),
+            // Aetna's coverage ended in June: the next in force is BCBS.
+            ("medicare", july, &all_known, Some(("payers/bcbs-ma", 3))),
+            ("aetna", march, &all_known, Some(("payers/bcbs-ma", 3))),
+            // The last coverage: nothing after it.
+            ("bcbs-ma", march, &all_known, None),
+            // Billed to a payer the patient has no coverage with.
+            ("globex-direct", march, &all_known, None),
+            // A payer Billing does not know is passed over.
+            (
+                "medicare",
+                march,
+                &|p: &str| !p.ends_with("/aetna"),
+                Some(("payers/bcbs-ma", 3)),
+            ),
+            ("medicare", march, &|_: &str| false, None),
+        ];
+        for (billed, date, known, expected) in cases {
+            assert_eq!(
+                next(&family, billed, date, known),
+                expected.map(|(p, n)| (p.to_string(), n)),
+                "{billed} on {date}"
+            );
+        }
+        // The same payer again at a lower rank is not a next coverage.
+        let twice = [
+            coverage("medicare", 1, jan, None),
+            coverage("medicare", 2, jan, None),
+        ];
+        assert_eq!(next(&twice, "medicare", march, &all_known), None);
+    }
 
     #[test]
     fn provider_names_come_from_the_display_name() {
