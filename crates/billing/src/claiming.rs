@@ -1642,7 +1642,9 @@ mod tests {
             coverage("aetna", 2, jan, Some(jun)),
             coverage("bcbs-ma", 3, jan, None),
         ];
-        let cases: [(&str, NaiveDate, &dyn Fn(&str) -> bool, Option<(&str, i32)>); 7] = [
+        type Known<'a> = &'a dyn Fn(&str) -> bool;
+        type Case<'a> = (&'a str, NaiveDate, Known<'a>, Option<(&'a str, i32)>);
+        let cases: [Case; 7] = [
             ("medicare", march, &all_known, Some(("payers/aetna", 2))),
             // Aetna's coverage ended in June: the next in force is BCBS.
             ("medicare", july, &all_known, Some(("payers/bcbs-ma", 3))),
