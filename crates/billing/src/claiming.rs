@@ -841,8 +841,12 @@ impl Claims {
                 }
             }
             drop(conn);
+            // Org down must not stop a remittance from posting: those claims get no secondary,
+            // and their history says why.
             for patient in &patients {
-                self.person(patient, &mut people).await?;
+                if let Err(e) = self.person(patient, &mut people).await {
+                    tracing::warn!(code = ?e.code, "coverages not read for a remittance's claim");
+                }
             }
         }
         let mut tx = self.db.write(organization).await?;
@@ -1500,10 +1504,18 @@ async fn balance_onward(
         claim_store::note(conn, &claim.name, state, "balance left to the patient").await?;
         return Ok(None);
     }
-    let coverages = posting
-        .people
-        .get(&claim.patient)
-        .and_then(|p| p.as_ref())
+    let Some(person) = posting.people.get(&claim.patient) else {
+        claim_store::note(
+            conn,
+            &claim.name,
+            state,
+            "balance kept: the patient's coverages could not be read, no secondary claim made",
+        )
+        .await?;
+        return Ok(None);
+    };
+    let coverages = person
+        .as_ref()
         .map(|(_, coverages)| coverages.as_slice())
         .unwrap_or_default();
     let mut known = Vec::new();
