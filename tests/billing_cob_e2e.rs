@@ -748,6 +748,15 @@ async fn corrections_and_voids(mesh: &TestMesh, paid_primary: Claim) -> anyhow::
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(support::status::fields(&refused), vec!["reason"]);
+    let refused = billing
+        .void_claim(VoidClaimRequest {
+            reason: "wrong\u{1b}payer".into(),
+            ..void(&voided.name, &request_id())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused), "TEXT_INVALID");
     assert_eq!(snapshot(&mut billing).await?, before, "nothing written");
     Ok(())
 }

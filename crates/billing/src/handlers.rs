@@ -193,10 +193,17 @@ impl BillingApi {
     ) -> ApiResult<R> {
         // Authorized first: an unknown or out-of-scope claim answers NOT_FOUND whatever the rest.
         let original = self.visible_claim(rpc, claim).await?;
-        if amendment == Amendment::Void && (why.is_empty() || why.chars().count() > 200) {
-            return Err(
-                ApiError::invalid("reason", "1 to 200 characters").because("FIELD_REQUIRED")
-            );
+        if amendment == Amendment::Void {
+            if why.is_empty() || why.chars().count() > 200 {
+                return Err(
+                    ApiError::invalid("reason", "1 to 200 characters").because("FIELD_REQUIRED")
+                );
+            }
+            if why.chars().any(char::is_control) {
+                return Err(
+                    ApiError::invalid("reason", "holds control characters").because("TEXT_INVALID")
+                );
+            }
         }
         if request_id.is_empty() {
             return Err(ApiError::invalid(

@@ -56,6 +56,7 @@ pub const CATALOG: &[Reason] = pm_runtime::reasons![
     "PAYMENT_EXCEEDS_BALANCE" FailedPrecondition "a remittance pays or adjusts more than a line's balance; nothing was posted",
     "REMITTANCE_LINE_UNMATCHED" FailedPrecondition "a remittance's service line matches no line of its claim; nothing was posted",
     "CLAIM_STATE_INVALID" FailedPrecondition "the claim's state does not accept this action (see its lifecycle)",
+    "TEXT_INVALID" InvalidArgument "a free-text field holds control characters",
     "FREQUENCY_NOT_SUBMITTED" FailedPrecondition "only a claim the payer received (submitted, not rejected) can be corrected or voided",
     "PAYER_CLAIM_NUMBER_MISSING" FailedPrecondition "a correction or void names the payer's claim number (from the 835 or 277CA), which the claim lacks",
     "COB_NOT_BALANCED" InvalidArgument "a secondary claim's total is not what the primary payer paid plus its adjustments",
