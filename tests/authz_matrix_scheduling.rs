@@ -1901,7 +1901,7 @@ fn target_kind(method: &str) -> Option<TargetKind> {
         "GetFeeScheduleVersion" | "ExportFeeScheduleVersion" => FeeScheduleVersion,
         "GetCharge" | "CorrectCharge" | "ListLedgerEntries" => Charge,
         "GetRoutingRule" | "DeleteRoutingRule" => RoutingRule,
-        "GetClaim" | "ScrubClaim" => Claim,
+        "GetClaim" | "ScrubClaim" | "CorrectClaim" | "VoidClaim" => Claim,
         _ => return None,
     })
 }

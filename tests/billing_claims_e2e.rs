@@ -398,8 +398,37 @@ async fn claims_go_out_as_837p_and_come_back_paid(backend: Backend) -> anyhow::R
         vec![
             ClaimState::Ready as i32,
             ClaimState::Submitted as i32,
+            ClaimState::PartiallyPaid as i32,
             ClaimState::PartiallyPaid as i32
         ]
+    );
+    // The balance went on to Rosa's Aetna coverage as a secondary claim; this 835 does not balance
+    // (99490's unpaid 30.49 has no CAS), so the secondary waits as DRAFT, saying so.
+    let secondary = &posted.claims[0].secondary_claim;
+    assert_eq!(
+        claim.history[3].reason,
+        format!(
+            "balance to secondary claim {} ({AETNA})",
+            secondary.rsplit('/').next().unwrap()
+        )
+    );
+    let secondary = billing
+        .get_claim(GetClaimRequest {
+            name: secondary.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        (secondary.state, secondary.payer.as_str()),
+        (ClaimState::Draft as i32, AETNA)
+    );
+    assert_eq!(
+        secondary
+            .problems
+            .iter()
+            .map(|p| (p.reason.as_str(), p.field.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("COB_NOT_BALANCED", "claim.prior_payer")]
     );
     let _ = uncovered;
     mesh.stop().await

@@ -1,6 +1,7 @@
 //! Claims in their typed tables (`claims`, `claim_lines`, `claim_events`, `claim_batches`,
-//! `remittances`, `unmatched_payments`; see migration 2004): written only here, inside the caller's
-//! write transaction.
+//! `remittances`, `unmatched_payments`; see migration 2004; `claim_line_adjudications` and
+//! `claim_line_adjustments`, migration 2007): written only here, inside the caller's write
+//! transaction.
 
 use chrono::NaiveDate;
 use pm_runtime::time::now_micros;
@@ -99,6 +100,46 @@ pub struct StoredClaim {
     pub create_us: i64,
     /// Last changed.
     pub update_us: i64,
+    /// `P` (primary) or `S` (secondary).
+    pub payer_sequence: String,
+    /// For a secondary claim: the primary claim whose adjudication it carries.
+    pub prior_claim: String,
+}
+
+/// What a new claim does to its charges' `claim` link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChargeLink<'a> {
+    /// Takes charges no claim holds (assembly).
+    Take,
+    /// Takes them from the claim it replaces, or unclaimed ones (a correction's replacement
+    /// charges).
+    From(&'a str),
+    /// Leaves them where they are (a void copy or a secondary claim bills the same charges).
+    Keep,
+}
+
+/// One CAS adjustment as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAdjustment {
+    /// CO, PR, OA, PI or CR.
+    pub group: String,
+    /// The CARC.
+    pub reason: String,
+    /// The amount.
+    pub amount: Cents,
+}
+
+/// A payer's adjudication of one claim line (line 0: the claim level).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adjudication {
+    /// The line (0 for the claim level).
+    pub line_number: i32,
+    /// Paid on it.
+    pub paid: Cents,
+    /// Its adjustments.
+    pub adjustments: Vec<StoredAdjustment>,
+    /// When the payer adjudicated it.
+    pub date: NaiveDate,
 }
 
 /// The stored text of a state.
@@ -113,6 +154,7 @@ pub fn state_name(state: ClaimState) -> &'static str {
         ClaimState::PartiallyPaid => "partially_paid",
         ClaimState::Denied => "denied",
         ClaimState::Void => "void",
+        ClaimState::Replaced => "replaced",
     }
 }
 
@@ -127,6 +169,7 @@ fn state_of(text: &str) -> ApiResult<ClaimState> {
         "partially_paid" => ClaimState::PartiallyPaid,
         "denied" => ClaimState::Denied,
         "void" => ClaimState::Void,
+        "replaced" => ClaimState::Replaced,
         other => return Err(ApiError::internal("a stored claim state", &other)),
     })
 }
@@ -142,16 +185,26 @@ fn split(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Inserts a claim with its lines and first event.
+/// Inserts a claim with its lines and first event, taking its charges.
 pub async fn insert(conn: &mut AnyConnection, claim: &StoredClaim) -> ApiResult<()> {
+    insert_linked(conn, claim, ChargeLink::Take, "assembled").await
+}
+
+/// Inserts a claim with its lines and first event (`reason`), linking its charges as `link` says.
+pub async fn insert_linked(
+    conn: &mut AnyConnection,
+    claim: &StoredClaim,
+    link: ChargeLink<'_>,
+    reason: &str,
+) -> ApiResult<()> {
     let problems = serde_json::to_string(&claim.problems)
         .map_err(|e| ApiError::internal("a claim's problems", &e))?;
     sqlx::query(
         "INSERT INTO claims (name, organization, billing_entity, payer, patient, service_date, \
          provider, place_of_service, unit, state, frequency_code, original_claim, \
          payer_claim_number, total_cents, diagnoses, problems, split_with, batch, submit_us, \
-         create_us, update_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-         $14, $15, $16, $17, $18, 0, $19, $19)",
+         create_us, update_us, payer_sequence, prior_claim) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+         $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, 0, $19, $19, $20, $21)",
     )
     .bind(&claim.name)
     .bind(pm_runtime::names::organization_of(&claim.name))
@@ -172,6 +225,8 @@ pub async fn insert(conn: &mut AnyConnection, claim: &StoredClaim) -> ApiResult<
     .bind(joined(&claim.split_with))
     .bind(&claim.batch)
     .bind(claim.create_us)
+    .bind(&claim.payer_sequence)
+    .bind(&claim.prior_claim)
     .execute(&mut *conn)
     .await?;
     for line in &claim.lines {
@@ -197,12 +252,20 @@ pub async fn insert(conn: &mut AnyConnection, claim: &StoredClaim) -> ApiResult<
         .execute(&mut *conn)
         .await?;
         // Claimed once: a concurrent assembly that took the charge first wins.
-        let taken = sqlx::query("UPDATE charges SET claim = $1 WHERE name = $2 AND claim = ''")
-            .bind(&claim.name)
-            .bind(&line.charge)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+        let from = match link {
+            ChargeLink::Keep => continue,
+            ChargeLink::Take => "",
+            ChargeLink::From(original) => original,
+        };
+        let taken = sqlx::query(
+            "UPDATE charges SET claim = $1 WHERE name = $2 AND (claim = '' OR claim = $3)",
+        )
+        .bind(&claim.name)
+        .bind(&line.charge)
+        .bind(from)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
         if taken != 1 {
             return Err(ApiError::new(
                 tonic::Code::Aborted,
@@ -211,7 +274,18 @@ pub async fn insert(conn: &mut AnyConnection, claim: &StoredClaim) -> ApiResult<
             ));
         }
     }
-    record_event(conn, &claim.name, claim.state, "assembled").await
+    record_event(conn, &claim.name, claim.state, reason).await
+}
+
+/// Appends an event to a claim's history without changing its state (what happened beside it:
+/// a secondary claim made, or why none was).
+pub async fn note(
+    conn: &mut AnyConnection,
+    claim: &str,
+    state: ClaimState,
+    reason: &str,
+) -> ApiResult<()> {
+    record_event(conn, claim, state, reason).await
 }
 
 /// Appends an event to a claim's history.
@@ -300,7 +374,8 @@ pub async fn get(conn: &mut AnyConnection, name: &str) -> ApiResult<Option<Store
     let Some(row) = sqlx::query(
         "SELECT name, billing_entity, payer, patient, service_date, provider, place_of_service, \
          unit, state, frequency_code, original_claim, payer_claim_number, total_cents, diagnoses, \
-         problems, split_with, batch, create_us, update_us FROM claims WHERE name = $1",
+         problems, split_with, batch, create_us, update_us, payer_sequence, prior_claim \
+         FROM claims WHERE name = $1",
     )
     .bind(name)
     .fetch_optional(&mut *conn)
@@ -333,6 +408,8 @@ pub async fn get(conn: &mut AnyConnection, name: &str) -> ApiResult<Option<Store
         history: Vec::new(),
         create_us: row.try_get("create_us")?,
         update_us: row.try_get("update_us")?,
+        payer_sequence: row.try_get("payer_sequence")?,
+        prior_claim: row.try_get("prior_claim")?,
     };
     let lines = sqlx::query(
         "SELECT line_number, charge, code, modifiers, units, amount_cents, diagnosis_pointers, \
@@ -580,4 +657,91 @@ pub async fn submitted_in_batch(
     .bind(format!("{organization}/claimBatches/{control_number}"))
     .fetch_all(&mut *conn)
     .await?)
+}
+
+/// Keeps a payer's adjudication of one claim line (line 0: the claim level) from remittance
+/// `remittance`: what it paid, when, and each CAS adjustment in order.
+pub async fn record_adjudication(
+    conn: &mut AnyConnection,
+    claim: &str,
+    remittance: i64,
+    adjudication: &Adjudication,
+) -> ApiResult<()> {
+    sqlx::query(
+        "INSERT INTO claim_line_adjudications (claim, line_number, remittance, paid_cents, \
+         adjudication_date) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(claim)
+    .bind(adjudication.line_number)
+    .bind(remittance)
+    .bind(adjudication.paid.cents())
+    .bind(adjudication.date.format("%Y-%m-%d").to_string())
+    .execute(&mut *conn)
+    .await?;
+    for (seq, a) in (1i32..).zip(&adjudication.adjustments) {
+        sqlx::query(
+            "INSERT INTO claim_line_adjustments (claim, line_number, remittance, seq, group_code, \
+             reason_code, amount_cents) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(claim)
+        .bind(adjudication.line_number)
+        .bind(remittance)
+        .bind(seq)
+        .bind(&a.group)
+        .bind(&a.reason)
+        .bind(a.amount.cents())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A claim's adjudication from its latest remittance, by line (line 0 first when present).
+pub async fn adjudication(conn: &mut AnyConnection, claim: &str) -> ApiResult<Vec<Adjudication>> {
+    let latest: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(remittance) FROM claim_line_adjudications WHERE claim = $1")
+            .bind(claim)
+            .fetch_one(&mut *conn)
+            .await?;
+    let Some(remittance) = latest else {
+        return Ok(Vec::new());
+    };
+    let rows = sqlx::query(
+        "SELECT line_number, paid_cents, adjudication_date FROM claim_line_adjudications \
+         WHERE claim = $1 AND remittance = $2 ORDER BY line_number",
+    )
+    .bind(claim)
+    .bind(remittance)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let date: String = row.try_get("adjudication_date")?;
+        out.push(Adjudication {
+            line_number: row.try_get("line_number")?,
+            paid: Cents::new(row.try_get("paid_cents")?),
+            adjustments: Vec::new(),
+            date: NaiveDate::parse_from_str(&date, "%Y-%m-%d")
+                .map_err(|e| ApiError::internal("a stored adjudication date", &e))?,
+        });
+    }
+    let adjustments = sqlx::query(
+        "SELECT line_number, group_code, reason_code, amount_cents FROM claim_line_adjustments \
+         WHERE claim = $1 AND remittance = $2 ORDER BY line_number, seq",
+    )
+    .bind(claim)
+    .bind(remittance)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in adjustments {
+        let line: i32 = row.try_get("line_number")?;
+        if let Some(entry) = out.iter_mut().find(|a| a.line_number == line) {
+            entry.adjustments.push(StoredAdjustment {
+                group: row.try_get("group_code")?,
+                reason: row.try_get("reason_code")?,
+                amount: Cents::new(row.try_get("amount_cents")?),
+            });
+        }
+    }
+    Ok(out)
 }

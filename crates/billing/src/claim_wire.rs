@@ -1,7 +1,9 @@
 //! Claims on the wire: a stored claim as the API's `Claim`.
 
 use chrono::Datelike;
-use pm_api::billing::{Claim, ClaimEvent, ClaimLine, ClaimProblem, ClaimState as Wire};
+use pm_api::billing::{
+    Claim, ClaimEvent, ClaimLine, ClaimProblem, ClaimState as Wire, PayerSequence,
+};
 
 use crate::claim_store::StoredClaim;
 use crate::domain::claims::ClaimState;
@@ -18,6 +20,7 @@ pub fn state(state: ClaimState) -> Wire {
         ClaimState::PartiallyPaid => Wire::PartiallyPaid,
         ClaimState::Denied => Wire::Denied,
         ClaimState::Void => Wire::Void,
+        ClaimState::Replaced => Wire::Replaced,
     }
 }
 
@@ -34,6 +37,7 @@ pub fn state_of(wire: i32) -> Option<ClaimState> {
         Wire::PartiallyPaid => ClaimState::PartiallyPaid,
         Wire::Denied => ClaimState::Denied,
         Wire::Void => ClaimState::Void,
+        Wire::Replaced => ClaimState::Replaced,
     })
 }
 
@@ -97,5 +101,12 @@ pub fn claim(c: &StoredClaim) -> Claim {
         update_time: Some(timestamp(c.update_us)),
         delete_time: None,
         etag: format!("\"{}\"", c.update_us),
+        payer_sequence: if c.payer_sequence == "S" {
+            PayerSequence::Secondary
+        } else {
+            PayerSequence::Primary
+        }
+        .into(),
+        prior_claim: c.prior_claim.clone(),
     }
 }

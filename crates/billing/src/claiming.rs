@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use chrono::{NaiveDate, Utc};
 use pm_api::billing::{
-    BillingEntity, ClaimBatch, ImportRemittanceResponse, LedgerEntryKind, Payer, PostedClaim,
-    SetAsideLine, UnmatchedPayment, UsageIndicator,
+    BillingEntity, ChargeState, ClaimBatch, ImportRemittanceResponse, LedgerEntryKind, Payer,
+    PostedClaim, SetAsideLine, UnmatchedPayment, UsageIndicator,
 };
 use pm_api::org::{AdministrativeGender, Coverage, Patient};
 use pm_runtime::docstore;
@@ -19,12 +19,14 @@ use pm_runtime::{ApiError, ApiResult, Db, names};
 use sqlx::AnyConnection;
 
 use crate::charges::{self, ChargeRow};
-use crate::claim_store::{self, Problem, StoredClaim, StoredLine};
+use crate::claim_store::{
+    self, Adjudication, ChargeLink, Problem, StoredAdjustment, StoredClaim, StoredLine,
+};
 use crate::domain::charge::qualified;
 use crate::domain::claims::{
-    self, ChargeLine, ClaimAction, ClaimKey, ClaimState, ContractTerms, DraftClaim, DraftLine,
-    EntityDetails, PayerDetails, RenderingDetails, RoutedBy, Routing, ScrubContext,
-    SubscriberDetails,
+    self, Amendment, ChargeLine, ClaimAction, ClaimKey, ClaimState, ContractTerms, DraftClaim,
+    DraftLine, EntityDetails, PayerDetails, PriorAdjustment, PriorLine, PriorPayer,
+    RenderingDetails, RoutedBy, Routing, ScrubContext, SubscriberDetails,
 };
 use crate::domain::invalid::Invalid;
 use crate::domain::money::Cents;
@@ -166,9 +168,107 @@ fn draft_of(claim: &StoredClaim, rows: &HashMap<String, ChargeRow>) -> DraftClai
         diagnoses: claim.diagnoses.clone(),
         total: lines.iter().map(|l| l.line.amount).sum(),
         lines,
-        frequency: Frequency::Original,
+        frequency: frequency_of(claim),
         split_from: Vec::new(),
     }
+}
+
+/// CLM05-3 of a stored claim: a correction (7) or void (8) carries, as its payer claim number, the
+/// number of the claim it amends (REF*F8).
+fn frequency_of(claim: &StoredClaim) -> Frequency {
+    let payer_claim_number = claim.payer_claim_number.clone();
+    match claim.frequency_code {
+        7 => Frequency::Corrected { payer_claim_number },
+        8 => Frequency::Void { payer_claim_number },
+        _ => Frequency::Original,
+    }
+}
+
+/// The name of the claim an amendment makes: the same for a retry of the same call.
+fn amended_name(original: &str, amendment: Amendment, request_id: &str) -> String {
+    let kind = match amendment {
+        Amendment::Correct => "correct",
+        Amendment::Void => "void",
+    };
+    let id = uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("pm:claim-{kind}:{original}:{request_id}").as_bytes(),
+    );
+    format!("{}/claims/{id}", names::organization_of(original))
+}
+
+/// The name of the secondary claim of a primary one (at most one per primary).
+pub fn secondary_name(primary: &str) -> String {
+    let id = uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("pm:claim-secondary:{primary}").as_bytes(),
+    );
+    format!("{}/claims/{id}", names::organization_of(primary))
+}
+
+/// The coverage a claim's balance goes to next: among the patient's coverages in force on the
+/// date of service, the one billed (the lowest priority with the claim's payer), then the first by
+/// priority after it with another payer that `known` accepts. `None` when the billed coverage is
+/// not found or none follows.
+pub fn next_coverage<'a>(
+    coverages: &'a [Coverage],
+    organization: &str,
+    billed_payer: &str,
+    date: NaiveDate,
+    known: impl Fn(&str) -> bool,
+) -> Option<&'a Coverage> {
+    let in_force: Vec<&Coverage> = coverages
+        .iter()
+        .filter(|c| coverage_in_force(c, date))
+        .collect();
+    let billed = in_force
+        .iter()
+        .filter(|c| qualified(organization, &c.payer) == billed_payer)
+        .map(|c| c.priority)
+        .min()?;
+    let mut after: Vec<&Coverage> = in_force
+        .into_iter()
+        .filter(|c| c.priority > billed && qualified(organization, &c.payer) != billed_payer)
+        .collect();
+    after.sort_by_key(|c| c.priority);
+    after
+        .into_iter()
+        .find(|c| known(&qualified(organization, &c.payer)))
+}
+
+/// A stored claim's lines and diagnoses rebuilt from charges (the claim's diagnoses in order of
+/// first appearance, each line pointing at its own).
+fn lines_of(rows: &[(ChargeRow, String)]) -> (Vec<StoredLine>, Vec<String>) {
+    let mut diagnoses: Vec<String> = Vec::new();
+    let mut lines = Vec::with_capacity(rows.len());
+    for (i, (row, routed_by)) in rows.iter().enumerate() {
+        let mut pointers = Vec::new();
+        for diagnosis in &row.diagnoses {
+            let at = match diagnoses.iter().position(|d| d == diagnosis) {
+                Some(at) => at,
+                None => {
+                    diagnoses.push(diagnosis.clone());
+                    diagnoses.len() - 1
+                }
+            };
+            if let Ok(pointer) = u8::try_from(at + 1)
+                && !pointers.contains(&pointer)
+            {
+                pointers.push(pointer);
+            }
+        }
+        lines.push(StoredLine {
+            line_number: i32::try_from(i + 1).unwrap_or(i32::MAX),
+            charge: row.name.clone(),
+            code: row.code.clone(),
+            modifiers: row.modifiers.clone(),
+            units: row.units,
+            amount: row.amount,
+            diagnosis_pointers: pointers,
+            routed_by: routed_by.clone(),
+        });
+    }
+    (lines, diagnoses)
 }
 
 /// A claim's name, from the charges it bills (a charge is claimed once, so the name is unique and
@@ -227,13 +327,7 @@ impl Claims {
             }),
             pay_to: address_of(e.pay_to_address.as_ref()),
         });
-        let payer = payer.map(|p| PayerDetails {
-            name: p.display_name.clone(),
-            payer_id: p.payer_id.clone(),
-            claim_filing_indicator: p.claim_filing_indicator.clone(),
-            timely_filing_days: u32::try_from(p.timely_filing_days).ok().filter(|d| *d > 0),
-            address: address_of(p.address.as_ref()),
-        });
+        let payer = payer.as_ref().map(payer_details);
         let subscriber = self.subscriber(key, people).await?;
         let rendering_provider = match self.org.provider(provider).await {
             Ok(p) => {
@@ -464,6 +558,8 @@ impl Claims {
                 history: Vec::new(),
                 create_us: now,
                 update_us: now,
+                payer_sequence: "P".into(),
+                prior_claim: String::new(),
             });
         }
         let set_aside: Vec<SetAsideLine> = assembly
@@ -522,13 +618,11 @@ impl Claims {
         let claim = self.get(name).await?;
         let rows = self.charges_of(&claim).await?;
         let draft = draft_of(&claim, &rows);
+        let mut people = People::new();
         let context = self
-            .context(&draft.key, &draft.provider, &mut People::new())
+            .context(&draft.key, &draft.provider, &mut people)
             .await?;
-        let problems: Vec<Problem> = claims::scrub(&draft, &context, Utc::now().date_naive())
-            .iter()
-            .map(Problem::from)
-            .collect();
+        let problems = self.problems(&claim, &draft, &context, &mut people).await?;
         let action = ClaimAction::Scrubbed {
             ok: problems.is_empty(),
         };
@@ -592,8 +686,15 @@ impl Claims {
             let context = self
                 .context(&draft.key, &draft.provider, &mut people)
                 .await?;
-            let x12_claim = claims::to_x12_claim(&draft, &context, claim_number(&claim.name))
+            let mut x12_claim = claims::to_x12_claim(&draft, &context, claim_number(&claim.name))
                 .map_err(refused)?;
+            if claim.payer_sequence == "S" {
+                let prior = self
+                    .prior_payer(&claim, &mut people)
+                    .await?
+                    .map_err(refused)?;
+                x12_claim = claims::with_prior_payer(x12_claim, &prior).map_err(refused)?;
+            }
             match groups
                 .iter_mut()
                 .find(|g| g.billing_entity == claim.billing_entity)
@@ -713,16 +814,45 @@ impl Claims {
         Ok(batches)
     }
 
-    /// Posts an 835 in one transaction (see the RPC's contract).
+    /// Posts an 835 in one transaction (see the RPC's contract). A primary claim adjudicated with
+    /// a balance left goes on to the patient's next coverage as a secondary claim, made in the same
+    /// transaction and scrubbed after it.
     pub async fn import_835(
         &self,
         organization: &str,
         content: &str,
     ) -> ApiResult<ImportRemittanceResponse> {
         let remittances = x12in::parse_835(content).map_err(refused)?;
+        // The coverages of the patients of primary claims, asked of Org before the transaction.
+        let mut people = People::new();
+        {
+            let mut patients = Vec::new();
+            let mut conn = self.db.read().await?;
+            for paid in remittances.iter().flat_map(|r| r.claims.iter()) {
+                let name = format!(
+                    "{organization}/claims/{}",
+                    paid.claim_id.to_ascii_lowercase()
+                );
+                if let Some(claim) = claim_store::get(&mut conn, &name).await?
+                    && claim.payer_sequence != "S"
+                    && !patients.contains(&claim.patient)
+                {
+                    patients.push(claim.patient);
+                }
+            }
+            drop(conn);
+            // Org down must not stop a remittance from posting: those claims get no secondary,
+            // and their history says why.
+            for patient in &patients {
+                if let Err(e) = self.person(patient, &mut people).await {
+                    tracing::warn!(code = ?e.code, "coverages not read for a remittance's claim");
+                }
+            }
+        }
         let mut tx = self.db.write(organization).await?;
         let mut answer = ImportRemittanceResponse::default();
         let mut imported_before = 0;
+        let mut secondaries = Vec::new();
         for remittance in &remittances {
             answer.trace_number = remittance.trace.number.clone();
             answer.total_paid_cents += remittance.payment.total.cents();
@@ -743,13 +873,267 @@ impl Claims {
                 imported_before += 1;
                 continue;
             };
+            let posting = Posting {
+                organization,
+                remittance: id,
+                date: remittance.payment.date,
+                people: &people,
+            };
             for (i, paid) in remittance.claims.iter().enumerate() {
-                post_claim(tx.conn(), organization, id, i, paid, &mut answer).await?;
+                if let Some(secondary) =
+                    post_claim(tx.conn(), &posting, i, paid, &mut answer).await?
+                {
+                    secondaries.push(secondary);
+                }
             }
         }
         answer.already_imported = !remittances.is_empty() && imported_before == remittances.len();
         tx.commit().await?;
+        // DRAFT → scrub → READY. A scrub that cannot run now (Org unavailable) leaves the claim
+        // DRAFT for ScrubClaim; the remittance is posted either way.
+        for name in &secondaries {
+            if let Err(e) = self.scrub(name).await {
+                tracing::warn!(claim = %name, code = ?e.code, "a secondary claim was not scrubbed");
+            }
+        }
         Ok(answer)
+    }
+
+    /// The primary payer's adjudication a secondary claim carries (loops 2320/2330/2430): the
+    /// primary claim's stored adjudication, its payer, and the patient's member id there. What is
+    /// missing is the claim's problem (`Err`), not the call's.
+    async fn prior_payer(
+        &self,
+        claim: &StoredClaim,
+        people: &mut People,
+    ) -> ApiResult<Result<PriorPayer, Invalid>> {
+        let (prior, adjudication, payer) = {
+            let mut conn = self.db.read().await?;
+            let prior = claim_store::get(&mut conn, &claim.prior_claim).await?;
+            let adjudication = claim_store::adjudication(&mut conn, &claim.prior_claim).await?;
+            let payer = match &prior {
+                Some(p) => docstore::get_live::<Payer>(&mut conn, &p.payer)
+                    .await?
+                    .map(|s| s.resource),
+                None => None,
+            };
+            (prior, adjudication, payer)
+        };
+        let (Some(prior), Some(payer)) = (prior, payer) else {
+            return Ok(Err(Invalid::new(
+                "claim.prior_payer",
+                claims::PAYER_MISSING,
+                "the primary claim or its payer is not on file",
+            )));
+        };
+        let organization = names::organization_of(&claim.name);
+        let member_id = self
+            .person(&claim.patient, people)
+            .await?
+            .as_ref()
+            .and_then(|(_, coverages)| {
+                coverages
+                    .iter()
+                    .filter(|c| qualified(organization, &c.payer) == prior.payer)
+                    .filter(|c| coverage_in_force(c, claim.service_date))
+                    .min_by_key(|c| c.priority)
+                    .map(|c| c.member_id.clone())
+            });
+        let Some(member_id) = member_id else {
+            return Ok(Err(Invalid::new(
+                "claim.prior_payer.subscriber",
+                claims::SUBSCRIBER_MISSING,
+                "the patient has no coverage on file with the primary payer",
+            )));
+        };
+        let adjustments_of = |a: &Adjudication| -> Vec<PriorAdjustment> {
+            a.adjustments
+                .iter()
+                .map(|x| PriorAdjustment {
+                    group: x.group.clone(),
+                    reason: x.reason.clone(),
+                    amount: x.amount,
+                })
+                .collect()
+        };
+        let claim_level = adjudication
+            .iter()
+            .find(|a| a.line_number == 0)
+            .map(adjustments_of)
+            .unwrap_or_default();
+        let lines = claim
+            .lines
+            .iter()
+            .filter_map(|line| {
+                adjudication
+                    .iter()
+                    .find(|a| a.line_number > 0 && a.line_number == line.line_number)
+                    .map(|a| PriorLine {
+                        paid: a.paid,
+                        adjustments: adjustments_of(a),
+                        date: a.date,
+                    })
+            })
+            .collect();
+        Ok(Ok(PriorPayer {
+            payer: payer_details(&payer),
+            member_id,
+            group_number: None,
+            adjustments: claim_level,
+            lines,
+        }))
+    }
+
+    /// What the scrubber finds on a stored claim; for a secondary claim that scrubs clean, also
+    /// what the COB mapping refuses.
+    async fn problems(
+        &self,
+        claim: &StoredClaim,
+        draft: &DraftClaim,
+        context: &ScrubContext,
+        people: &mut People,
+    ) -> ApiResult<Vec<Problem>> {
+        let mut problems: Vec<Problem> = claims::scrub(draft, context, Utc::now().date_naive())
+            .iter()
+            .map(Problem::from)
+            .collect();
+        if problems.is_empty() && claim.payer_sequence == "S" {
+            let refused = match self.prior_payer(claim, people).await? {
+                Ok(prior) => claims::to_x12_claim(draft, context, claim_number(&claim.name))
+                    .and_then(|c| claims::with_prior_payer(c, &prior))
+                    .err(),
+                Err(invalid) => Some(invalid),
+            };
+            problems.extend(refused.as_ref().map(Problem::from));
+        }
+        Ok(problems)
+    }
+
+    /// Prepares a correction or void of `original` (see the RPCs): the new claim, scrubbed, and the
+    /// original's next state. Refuses (nothing written) what [`claims::amend`] refuses.
+    pub async fn prepare_amendment(
+        &self,
+        original: &StoredClaim,
+        amendment: Amendment,
+        request_id: &str,
+    ) -> ApiResult<(StoredClaim, ClaimState)> {
+        let amended = claims::amend(
+            original.state,
+            original.frequency_code,
+            &original.payer_claim_number,
+            amendment,
+        )
+        .map_err(precondition)?;
+        let (lines, diagnoses) = match amendment {
+            Amendment::Void => (original.lines.clone(), original.diagnoses.clone()),
+            Amendment::Correct => {
+                let mut conn = self.db.read().await?;
+                let mut current = Vec::with_capacity(original.lines.len());
+                for line in &original.lines {
+                    let Some(mut row) = charges::get(&mut conn, &line.charge).await? else {
+                        return Err(ApiError::internal("a claimed charge", &"not found"));
+                    };
+                    // A corrected charge is billed by the charge that replaced it (and so on).
+                    for _ in 0..32 {
+                        if row.state != ChargeState::Reversed || row.related_charge.is_empty() {
+                            break;
+                        }
+                        match charges::get(&mut conn, &row.related_charge).await? {
+                            Some(next) => row = next,
+                            None => break,
+                        }
+                    }
+                    current.push((row, line.routed_by.clone()));
+                }
+                lines_of(&current)
+            }
+        };
+        let (frequency_code, payer_claim_number) = match &amended.frequency {
+            Frequency::Corrected { payer_claim_number } => (7, payer_claim_number.clone()),
+            Frequency::Void { payer_claim_number } => (8, payer_claim_number.clone()),
+            Frequency::Original => (1, String::new()),
+        };
+        let now = now_micros();
+        let mut claim = StoredClaim {
+            name: amended_name(&original.name, amendment, request_id),
+            billing_entity: original.billing_entity.clone(),
+            payer: original.payer.clone(),
+            patient: original.patient.clone(),
+            service_date: original.service_date,
+            provider: original.provider.clone(),
+            place_of_service: original.place_of_service.clone(),
+            unit: original.unit.clone(),
+            state: ClaimState::Draft,
+            frequency_code,
+            original_claim: original.name.clone(),
+            payer_claim_number,
+            total: lines.iter().map(|l| l.amount).sum(),
+            diagnoses,
+            problems: Vec::new(),
+            split_with: Vec::new(),
+            batch: String::new(),
+            lines,
+            history: Vec::new(),
+            create_us: now,
+            update_us: now,
+            payer_sequence: original.payer_sequence.clone(),
+            prior_claim: original.prior_claim.clone(),
+        };
+        let rows = self.charges_of(&claim).await?;
+        let draft = draft_of(&claim, &rows);
+        let mut people = People::new();
+        let context = self
+            .context(&draft.key, &draft.provider, &mut people)
+            .await?;
+        claim.problems = self.problems(&claim, &draft, &context, &mut people).await?;
+        if claim.problems.is_empty() {
+            claim.state = ClaimState::Ready;
+        }
+        Ok((claim, amended.original_to))
+    }
+
+    /// Writes a prepared amendment in the caller's transaction: the original moved (compare-and-set
+    /// on the state it was read in), the new claim stored. Returns both as stored.
+    pub async fn write_amendment(
+        &self,
+        conn: &mut AnyConnection,
+        original: &StoredClaim,
+        original_to: ClaimState,
+        claim: &StoredClaim,
+        why: &str,
+    ) -> ApiResult<(StoredClaim, StoredClaim)> {
+        let number = claim_number(&claim.name);
+        let (moved, made, link) = if original_to == ClaimState::Replaced {
+            (
+                format!("replaced by corrected claim {number}"),
+                format!("corrects claim {}", claim_number(&original.name)),
+                ChargeLink::From(&original.name),
+            )
+        } else {
+            (
+                format!("voided by claim {number}: {why}"),
+                format!("voids claim {}", claim_number(&original.name)),
+                ChargeLink::Keep,
+            )
+        };
+        claim_store::transition(
+            conn,
+            &original.name,
+            original.state,
+            original_to,
+            &moved,
+            None,
+        )
+        .await?;
+        claim_store::insert_linked(conn, claim, link, &made).await?;
+        let read = async |conn: &mut AnyConnection, name: &str| {
+            claim_store::get(conn, name)
+                .await?
+                .ok_or_else(|| ApiError::not_found(name))
+        };
+        let original = read(conn, &original.name).await?;
+        let claim = read(conn, &claim.name).await?;
+        Ok((original, claim))
     }
 }
 
@@ -768,8 +1152,8 @@ impl Claims {
             .map(|t| t.id.to_string())
             .unwrap_or_default();
         let mut answer = ImportAcknowledgmentResponse::default();
-        // (claim, accepted, reason) to apply.
-        let mut verdicts: Vec<(String, bool, String)> = Vec::new();
+        // (claim, accepted, reason, the payer's claim number from REF*1K) to apply.
+        let mut verdicts: Vec<(String, bool, String, Option<String>)> = Vec::new();
         let mut conn = self.db.read().await?;
         match kind.as_str() {
             "999" => {
@@ -796,7 +1180,7 @@ impl Claims {
                         "999 accepted"
                     };
                     for claim in claims {
-                        verdicts.push((claim, !rejected, reason.into()));
+                        verdicts.push((claim, !rejected, reason.into(), None));
                     }
                 }
             }
@@ -812,7 +1196,12 @@ impl Claims {
                         .iter()
                         .map(|s| format!("{}:{}", s.category, s.code))
                         .collect();
-                    verdicts.push((name, ack.accepted, format!("277CA {}", codes.join(" "))));
+                    verdicts.push((
+                        name,
+                        ack.accepted,
+                        format!("277CA {}", codes.join(" ")),
+                        ack.payer_claim_number.clone(),
+                    ));
                 }
             }
             _ => {
@@ -825,7 +1214,7 @@ impl Claims {
         }
         drop(conn);
         let mut tx = self.db.write(organization).await?;
-        for (name, accepted, reason) in verdicts {
+        for (name, accepted, reason, payer_claim_number) in verdicts {
             let state = claim_store::get(tx.conn(), &name).await?.map(|c| c.state);
             let to = state.and_then(|s| {
                 claims::apply(s, ClaimAction::Acknowledge { accepted })
@@ -840,6 +1229,10 @@ impl Claims {
                 continue;
             };
             claim_store::transition(tx.conn(), &name, from, to, &reason, None).await?;
+            // The payer's number, for a later correction or void (REF*F8).
+            if let Some(number) = payer_claim_number.filter(|n| !n.trim().is_empty()) {
+                claim_store::set_payer_claim_number(tx.conn(), &name, number.trim()).await?;
+            }
             answer.claims.push(AcknowledgedClaim {
                 claim: name,
                 state: crate::claim_wire::state(to).into(),
@@ -878,18 +1271,42 @@ fn refused(invalid: Invalid) -> ApiError {
     crate::handlers::refusal(invalid)
 }
 
+/// One remittance being posted: where, which, when the payer adjudicated, and the coverages of
+/// the patients of its primary claims.
+struct Posting<'a> {
+    organization: &'a str,
+    remittance: i64,
+    date: NaiveDate,
+    people: &'a People,
+}
+
+fn stored_adjustments(list: &[x12in::Adjustment]) -> Vec<StoredAdjustment> {
+    list.iter()
+        .map(|a| StoredAdjustment {
+            group: a.group.code().to_string(),
+            reason: a.reason.clone(),
+            amount: a.amount,
+        })
+        .collect()
+}
+
 /// What one CLP posts: per service line, its payment and CAS adjustments (contractual, other,
-/// payer-initiated; patient responsibility stays on the balance), matched to the claim's lines by
+/// payer-initiated; patient responsibility stays on the balance, and on a secondary claim OA-23, the
+/// impact of the prior payer's adjudication, is not posted again), matched to the claim's lines by
 /// code and modifiers in order. A claim-level payment without service lines goes to the lines in
-/// order, each up to its balance. More than a line's balance refuses the whole remittance.
+/// order, each up to its balance. More than a line's balance refuses the whole remittance. The
+/// adjudication (per line: paid, every CAS, the date) is kept. A primary claim left with a balance
+/// makes a secondary claim to the patient's next coverage (its name returned, to scrub); the
+/// history says where the balance went.
 async fn post_claim(
     conn: &mut AnyConnection,
-    organization: &str,
-    remittance: i64,
+    posting: &Posting<'_>,
     index: usize,
     paid: &x12in::ClaimPayment,
     answer: &mut ImportRemittanceResponse,
-) -> ApiResult<()> {
+) -> ApiResult<Option<String>> {
+    let organization = posting.organization;
+    let remittance = posting.remittance;
     let name = format!(
         "{organization}/claims/{}",
         paid.claim_id.to_ascii_lowercase()
@@ -918,22 +1335,30 @@ async fn post_claim(
             paid_cents: paid.paid.cents(),
             reason: reason.into(),
         });
-        return Ok(());
+        return Ok(None);
     };
     let at = |what: &str| format!("CLP (claim {}) {what}", index + 1);
+    let secondary = claim.payer_sequence == "S";
     let adjustments = |list: &[x12in::Adjustment]| -> (Cents, Cents) {
         let mut adjusted = Cents::ZERO;
         let mut patient = Cents::ZERO;
         for a in list {
             match a.group {
                 x12in::AdjustmentGroup::PatientResponsibility => patient = patient + a.amount,
+                // On a secondary's 835, OA-23 is the primary's adjudication, posted already.
+                x12in::AdjustmentGroup::Other if secondary && a.reason == "23" => {}
                 _ => adjusted = adjusted + a.amount,
             }
         }
         (adjusted, patient)
     };
-    // (line's charge, paid, adjusted) to post.
+    let mut due = Cents::ZERO;
+    for line in &claim.lines {
+        due = due + charges::balance(conn, &line.charge).await?;
+    }
+    // (line's charge, paid, adjusted) to post; what the payer decided, per line.
     let mut postings: Vec<(String, Cents, Cents)> = Vec::new();
+    let mut adjudications: Vec<Adjudication> = Vec::new();
     let mut used = vec![false; claim.lines.len()];
     let mut patient_total = Cents::ZERO;
     for (s, service) in paid.services.iter().enumerate() {
@@ -955,6 +1380,12 @@ async fn post_claim(
         let (adjusted, patient) = adjustments(&service.adjustments);
         patient_total = patient_total + patient;
         postings.push((claim.lines[i].charge.clone(), service.paid, adjusted));
+        adjudications.push(Adjudication {
+            line_number: claim.lines[i].line_number,
+            paid: service.paid,
+            adjustments: stored_adjustments(&service.adjustments),
+            date: posting.date,
+        });
     }
     let (claim_adjusted, claim_patient) = adjustments(&paid.adjustments);
     patient_total = patient_total + claim_patient;
@@ -970,6 +1401,12 @@ async fn post_claim(
                 balance - p
             };
             postings.push((line.charge.clone(), p, a));
+            adjudications.push(Adjudication {
+                line_number: line.line_number,
+                paid: p,
+                adjustments: Vec::new(),
+                date: posting.date,
+            });
             pay = pay - p;
             adjust = adjust - a;
         }
@@ -981,6 +1418,14 @@ async fn post_claim(
         if let Some(first) = postings.first_mut() {
             first.2 = first.2 + claim_adjusted;
         }
+    }
+    if !paid.adjustments.is_empty() {
+        adjudications.push(Adjudication {
+            line_number: 0,
+            paid: Cents::ZERO,
+            adjustments: stored_adjustments(&paid.adjustments),
+            date: posting.date,
+        });
     }
     let mut total_paid = Cents::ZERO;
     let mut total_adjusted = Cents::ZERO;
@@ -1005,11 +1450,17 @@ async fn post_claim(
         total_paid = total_paid + *pay;
         total_adjusted = total_adjusted + *adjust;
     }
+    // A secondary payer is billed what the primary left: paying all of it is paying in full.
+    let billed = if secondary && due.is_positive() {
+        due
+    } else {
+        claim.total
+    };
     let to = claims::apply(
         claim.state,
         ClaimAction::Remit {
             paid: paid.paid,
-            billed: claim.total,
+            billed,
         },
     )
     .map_err(refused)?;
@@ -1018,14 +1469,144 @@ async fn post_claim(
         claim_store::set_payer_claim_number(conn, &claim.name, &paid.payer_claim_control_number)
             .await?;
     }
+    for adjudication in &adjudications {
+        claim_store::record_adjudication(conn, &claim.name, remittance, adjudication).await?;
+    }
+    let made = balance_onward(conn, posting, &claim, to).await?;
     answer.claims.push(PostedClaim {
         claim: claim.name.clone(),
         state: crate::claim_wire::state(to).into(),
         paid_cents: total_paid.cents(),
         adjusted_cents: total_adjusted.cents(),
         patient_responsibility_cents: patient_total.cents(),
+        secondary_claim: made.clone().unwrap_or_default(),
     });
-    Ok(())
+    Ok(made)
+}
+
+/// Where an adjudicated claim's balance goes: nowhere when none is left; for a primary claim, to a
+/// secondary claim (DRAFT, same lines, payer sequence S) to the patient's next coverage whose payer
+/// Billing knows; else it stays with the patient. The claim's history says which.
+async fn balance_onward(
+    conn: &mut AnyConnection,
+    posting: &Posting<'_>,
+    claim: &StoredClaim,
+    state: ClaimState,
+) -> ApiResult<Option<String>> {
+    let mut left = Cents::ZERO;
+    for line in &claim.lines {
+        left = left + charges::balance(conn, &line.charge).await?;
+    }
+    if !left.is_positive() {
+        return Ok(None);
+    }
+    if claim.payer_sequence == "S" || claim.frequency_code == 8 {
+        claim_store::note(conn, &claim.name, state, "balance left to the patient").await?;
+        return Ok(None);
+    }
+    let Some(person) = posting.people.get(&claim.patient) else {
+        claim_store::note(
+            conn,
+            &claim.name,
+            state,
+            "balance kept: the patient's coverages could not be read, no secondary claim made",
+        )
+        .await?;
+        return Ok(None);
+    };
+    let coverages = person
+        .as_ref()
+        .map(|(_, coverages)| coverages.as_slice())
+        .unwrap_or_default();
+    let mut known = Vec::new();
+    for coverage in coverages {
+        let payer = qualified(posting.organization, &coverage.payer);
+        if docstore::get_live::<Payer>(conn, &payer).await?.is_some() {
+            known.push(payer);
+        }
+    }
+    let next = next_coverage(
+        coverages,
+        posting.organization,
+        &claim.payer,
+        claim.service_date,
+        |payer| known.iter().any(|k| k == payer),
+    );
+    let Some(next) = next else {
+        claim_store::note(
+            conn,
+            &claim.name,
+            state,
+            "balance left to the patient: no other coverage",
+        )
+        .await?;
+        return Ok(None);
+    };
+    let name = secondary_name(&claim.name);
+    if claim_store::get(conn, &name).await?.is_some() {
+        claim_store::note(
+            conn,
+            &claim.name,
+            state,
+            &format!("balance already on secondary claim {}", claim_number(&name)),
+        )
+        .await?;
+        return Ok(None);
+    }
+    let now = now_micros();
+    let secondary = StoredClaim {
+        name: name.clone(),
+        payer: qualified(posting.organization, &next.payer),
+        state: ClaimState::Draft,
+        frequency_code: 1,
+        original_claim: String::new(),
+        payer_claim_number: String::new(),
+        problems: Vec::new(),
+        split_with: Vec::new(),
+        batch: String::new(),
+        history: Vec::new(),
+        create_us: now,
+        update_us: now,
+        payer_sequence: "S".into(),
+        prior_claim: claim.name.clone(),
+        ..claim.clone()
+    };
+    claim_store::insert_linked(
+        conn,
+        &secondary,
+        ChargeLink::Keep,
+        &format!("secondary to claim {}", claim_number(&claim.name)),
+    )
+    .await?;
+    claim_store::note(
+        conn,
+        &claim.name,
+        state,
+        &format!(
+            "balance to secondary claim {} ({})",
+            claim_number(&name),
+            secondary.payer
+        ),
+    )
+    .await?;
+    Ok(Some(name))
+}
+
+/// A refusal that depends on the claim's state, as the API answers it: FAILED_PRECONDITION with
+/// the reason and the field in the metadata.
+fn precondition(invalid: Invalid) -> ApiError {
+    ApiError::precondition(invalid.reason, invalid.message).with_meta("field", invalid.field)
+}
+
+/// A payer's details as the scrubber and the mapping read them.
+fn payer_details(p: &Payer) -> PayerDetails {
+    PayerDetails {
+        name: p.display_name.clone(),
+        payer_id: p.payer_id.clone(),
+        claim_filing_indicator: p.claim_filing_indicator.clone(),
+        timely_filing_days: u32::try_from(p.timely_filing_days).ok().filter(|d| *d > 0),
+        address: address_of(p.address.as_ref()),
+    }
 }
 
 fn payment_exceeds(at: &str) -> ApiError {
@@ -1038,6 +1619,75 @@ fn payment_exceeds(at: &str) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn coverage(payer: &str, priority: i32, from: i64, until: Option<i64>) -> Coverage {
+        let at = |seconds: i64| prost_types::Timestamp { seconds, nanos: 0 };
+        Coverage {
+            payer: format!("payers/{payer}"),
+            member_id: "M1".into(),
+            priority,
+            effective_period: Some(pm_api::types::Interval {
+                start_time: Some(at(from)),
+                end_time: until.map(at),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The coverage after the one billed, by priority: in force on the date of service, another
+    /// payer, known to Billing; none when the billed one is not found or nothing follows.
+    #[test]
+    fn the_balance_goes_to_the_next_coverage_in_force() {
+        const ORG: &str = "organizations/acme";
+        // 2026-01-01 and 2026-06-01 (UTC); dates of service in March and July.
+        let (jan, jun) = (1_767_225_600, 1_780_272_000);
+        let march = NaiveDate::from_ymd_opt(2026, 3, 10).unwrap_or_default();
+        let july = NaiveDate::from_ymd_opt(2026, 7, 10).unwrap_or_default();
+        let all_known = |_: &str| true;
+        let payer = |p: &str| format!("{ORG}/payers/{p}");
+        let next = |coverages: &[Coverage], billed: &str, date, known: &dyn Fn(&str) -> bool| {
+            next_coverage(coverages, ORG, &payer(billed), date, known)
+                .map(|c| (c.payer.clone(), c.priority))
+        };
+        let family = [
+            coverage("medicare", 1, jan, None),
+            coverage("aetna", 2, jan, Some(jun)),
+            coverage("bcbs-ma", 3, jan, None),
+        ];
+        type Known<'a> = &'a dyn Fn(&str) -> bool;
+        type Case<'a> = (&'a str, NaiveDate, Known<'a>, Option<(&'a str, i32)>);
+        let cases: [Case; 7] = [
+            ("medicare", march, &all_known, Some(("payers/aetna", 2))),
+            // Aetna's coverage ended in June: the next in force is BCBS.
+            ("medicare", july, &all_known, Some(("payers/bcbs-ma", 3))),
+            ("aetna", march, &all_known, Some(("payers/bcbs-ma", 3))),
+            // The last coverage: nothing after it.
+            ("bcbs-ma", march, &all_known, None),
+            // Billed to a payer the patient has no coverage with.
+            ("globex-direct", march, &all_known, None),
+            // A payer Billing does not know is passed over.
+            (
+                "medicare",
+                march,
+                &|p: &str| !p.ends_with("/aetna"),
+                Some(("payers/bcbs-ma", 3)),
+            ),
+            ("medicare", march, &|_: &str| false, None),
+        ];
+        for (billed, date, known, expected) in cases {
+            assert_eq!(
+                next(&family, billed, date, known),
+                expected.map(|(p, n)| (p.to_string(), n)),
+                "{billed} on {date}"
+            );
+        }
+        // The same payer again at a lower rank is not a next coverage.
+        let twice = [
+            coverage("medicare", 1, jan, None),
+            coverage("medicare", 2, jan, None),
+        ];
+        assert_eq!(next(&twice, "medicare", march, &all_known), None);
+    }
 
     #[test]
     fn provider_names_come_from_the_display_name() {

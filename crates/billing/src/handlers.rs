@@ -26,6 +26,7 @@ use crate::claim_store::{self, StoredClaim};
 use crate::claim_wire;
 use crate::claiming::Claims;
 use crate::domain::charge::{self, Line};
+use crate::domain::claims::Amendment;
 use crate::domain::invalid::Invalid;
 use crate::domain::pricing::{Candidate, Level, Outcome};
 use crate::domain::report::{self, Aging, Amounts};
@@ -173,6 +174,78 @@ impl BillingApi {
             .once(&self.db, &req.parent, async |conn| {
                 let batches = self.claims.write_export(conn, &req.parent, &groups).await?;
                 Ok(ExportClaimsResponse { batches })
+            })
+            .await
+    }
+
+    /// CorrectClaim and VoidClaim: the claim in the caller's units, a retry answered from the
+    /// first call, the amendment prepared (refusals write nothing) and written in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    async fn amend<Q: prost::Message, R: prost::Message + Default>(
+        &self,
+        rpc: Call<'_>,
+        request: &Q,
+        claim: &str,
+        request_id: &str,
+        amendment: Amendment,
+        why: &str,
+        answer: impl Fn(StoredClaim, StoredClaim) -> R,
+    ) -> ApiResult<R> {
+        // Authorized first: an unknown or out-of-scope claim answers NOT_FOUND whatever the rest.
+        let original = self.visible_claim(rpc, claim).await?;
+        if amendment == Amendment::Void {
+            if why.is_empty() || why.chars().count() > 200 {
+                return Err(
+                    ApiError::invalid("reason", "1 to 200 characters").because("FIELD_REQUIRED")
+                );
+            }
+            if why.chars().any(char::is_control) {
+                return Err(
+                    ApiError::invalid("reason", "holds control characters").because("TEXT_INVALID")
+                );
+            }
+        }
+        if request_id.is_empty() {
+            return Err(ApiError::invalid(
+                "request_id",
+                "is required: a claim is corrected or voided once",
+            )
+            .because("FIELD_REQUIRED"));
+        }
+        let idempotent = Idempotent::new(rpc.method, request_id, request)?;
+        {
+            let mut conn = self.db.read().await?;
+            if let Some(previous) = pm_runtime::idempotency::replay::<R>(
+                &mut conn,
+                rpc.method,
+                request_id,
+                &idempotent.hash,
+            )
+            .await?
+            {
+                return Ok(previous);
+            }
+        }
+        let (made, original_to) = self
+            .claims
+            .prepare_amendment(&original, amendment, request_id)
+            .await?;
+        idempotent
+            .once(&self.db, names::organization_of(claim), async |conn| {
+                let (original, made) = self
+                    .claims
+                    .write_amendment(conn, &original, original_to, &made, why)
+                    .await?;
+                self.phi
+                    .record_write(
+                        conn,
+                        rpc.caller,
+                        rpc.method,
+                        &made.name,
+                        vec![made.patient.clone()],
+                    )
+                    .await?;
+                Ok(answer(original, made))
             })
             .await
     }
@@ -1695,6 +1768,56 @@ impl BillingService for BillingApi {
                         entries,
                         balance_cents: balance,
                     })
+                })
+                .await,
+        )
+    }
+
+    async fn correct_claim(
+        &self,
+        request: Request<CorrectClaimRequest>,
+    ) -> Reply<CorrectClaimResponse> {
+        let audit = |r: &CorrectClaimRequest| Audited::write(&r.claim);
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.amend(
+                        rpc,
+                        &req,
+                        &req.claim,
+                        &req.request_id,
+                        Amendment::Correct,
+                        "",
+                        |original, correction| CorrectClaimResponse {
+                            original: Some(claim_wire::claim(&original)),
+                            correction: Some(claim_wire::claim(&correction)),
+                        },
+                    )
+                    .await
+                })
+                .await,
+        )
+    }
+
+    async fn void_claim(&self, request: Request<VoidClaimRequest>) -> Reply<VoidClaimResponse> {
+        let audit = |r: &VoidClaimRequest| Audited::write(&r.claim);
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    let why = req.reason.trim();
+                    self.amend(
+                        rpc,
+                        &req,
+                        &req.claim,
+                        &req.request_id,
+                        Amendment::Void,
+                        why,
+                        |original, void_claim| VoidClaimResponse {
+                            original: Some(claim_wire::claim(&original)),
+                            void_claim: Some(claim_wire::claim(&void_claim)),
+                        },
+                    )
+                    .await
                 })
                 .await,
         )

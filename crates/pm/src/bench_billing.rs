@@ -260,6 +260,7 @@ fn bench_batch(claims: usize) -> x12::Batch {
         units: 1,
         diagnosis_pointers: pointers,
         service_date: day,
+        prior: None,
     };
     x12::Batch {
         envelope: x12::Envelope {
@@ -317,6 +318,7 @@ fn bench_batch(claims: usize) -> x12::Batch {
                     line("G0506", 5800, vec![1, 2]),
                     line("99490", 6049, vec![2]),
                 ],
+                other_payer: None,
             })
             .collect(),
     }

@@ -8,7 +8,11 @@
 //! Rejected ──Reopen──▶ Draft          Paid | PartiallyPaid | Denied  (paid = billed | less | 0)
 //! Rejected ──Scrubbed{ok}──▶ Ready
 //! Submitted, Accepted, Paid, PartiallyPaid, Denied ──Void──▶ Void (sent as frequency 8)
+//! Submitted, Accepted, Paid, PartiallyPaid, Denied ──Correct──▶ Replaced (by a frequency-7 claim)
 //! ```
+//!
+//! [`amend()`] decides a correction or void as a whole: whether the claim may be amended, the
+//! frequency of the new claim, and the state the original moves to.
 
 use std::fmt;
 
@@ -47,6 +51,8 @@ pub enum ClaimState {
     Denied,
     /// Voided (the service sends a frequency-8 claim).
     Void,
+    /// Replaced by a corrected claim (frequency 7) that names it.
+    Replaced,
 }
 
 /// What happens to a claim.
@@ -75,6 +81,8 @@ pub enum ClaimAction {
     Reopen,
     /// Cancel a claim the payer holds.
     Void,
+    /// Replace a claim the payer holds by a corrected one.
+    Correct,
 }
 
 impl fmt::Display for ClaimState {
@@ -93,6 +101,7 @@ impl ClaimAction {
             ClaimAction::Remit { .. } => "Remit",
             ClaimAction::Reopen => "Reopen",
             ClaimAction::Void => "Void",
+            ClaimAction::Correct => "Correct",
         }
     }
 }
@@ -117,6 +126,9 @@ pub fn apply(state: ClaimState, action: ClaimAction) -> Result<ClaimState, Inval
         (S::Submitted | S::Accepted, A::Remit { paid, billed }) => remitted(paid, billed)?,
         (S::Rejected, A::Reopen) => S::Draft,
         (S::Submitted | S::Accepted | S::Paid | S::PartiallyPaid | S::Denied, A::Void) => S::Void,
+        (S::Submitted | S::Accepted | S::Paid | S::PartiallyPaid | S::Denied, A::Correct) => {
+            S::Replaced
+        }
         _ => {
             return Err(Invalid::new(
                 "state",
@@ -180,6 +192,69 @@ pub fn frequency_for(
         Frequency::Void { payer_claim_number }
     } else {
         Frequency::Corrected { payer_claim_number }
+    })
+}
+
+/// A correction (frequency 7) or a void (frequency 8) of a claim the payer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Amendment {
+    /// Replace the claim by a corrected copy.
+    Correct,
+    /// Cancel the claim.
+    Void,
+}
+
+/// What an amendment does: the new claim's frequency (with REF*F8) and the original's next state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Amended {
+    /// CLM05-3 and REF*F8 of the new claim.
+    pub frequency: Frequency,
+    /// Where the original goes: `Replaced` or `Void`.
+    pub original_to: ClaimState,
+}
+
+/// Decides a correction or void of a claim in `state`, itself sent with frequency
+/// `frequency_code`, whose payer claim number is `payer_claim_number`. Refusals, in this order:
+/// a claim the payer never received (Draft, Ready, or Rejected before adjudication) is
+/// `FREQUENCY_NOT_SUBMITTED`; a claim already voided or replaced, or itself a void, is
+/// `CLAIM_STATE_INVALID`; no payer claim number is `PAYER_CLAIM_NUMBER_MISSING`.
+pub fn amend(
+    state: ClaimState,
+    frequency_code: i32,
+    payer_claim_number: &str,
+    amendment: Amendment,
+) -> Result<Amended, Invalid> {
+    let (correct, void) = match amendment {
+        Amendment::Correct => (true, false),
+        Amendment::Void => (false, true),
+    };
+    let action = match amendment {
+        Amendment::Correct => ClaimAction::Correct,
+        Amendment::Void => ClaimAction::Void,
+    };
+    let received = !matches!(
+        state,
+        ClaimState::Draft | ClaimState::Ready | ClaimState::Rejected
+    );
+    if !received {
+        frequency_for(false, correct, void, payer_claim_number)?;
+    }
+    if frequency_code == 8 {
+        return Err(Invalid::new(
+            "state",
+            CLAIM_STATE_INVALID,
+            format!(
+                "a void (frequency 8) cannot take the action {}",
+                action.name()
+            ),
+        ));
+    }
+    // The state first: a claim voided or replaced already is refused as such.
+    let original_to = apply(state, action)?;
+    let frequency = frequency_for(true, correct, void, payer_claim_number)?;
+    Ok(Amended {
+        frequency,
+        original_to,
     })
 }
 

@@ -5,7 +5,7 @@ use super::*;
 use ClaimAction as A;
 use ClaimState as S;
 
-const STATES: [ClaimState; 9] = [
+const STATES: [ClaimState; 10] = [
     S::Draft,
     S::Ready,
     S::Submitted,
@@ -15,6 +15,7 @@ const STATES: [ClaimState; 9] = [
     S::PartiallyPaid,
     S::Denied,
     S::Void,
+    S::Replaced,
 ];
 
 fn remit(paid: i64, billed: i64) -> ClaimAction {
@@ -25,7 +26,7 @@ fn remit(paid: i64, billed: i64) -> ClaimAction {
 }
 
 /// Actions, in the column order of the table below.
-fn actions() -> [ClaimAction; 10] {
+fn actions() -> [ClaimAction; 11] {
     [
         A::Scrubbed { ok: true },
         A::Scrubbed { ok: false },
@@ -37,6 +38,7 @@ fn actions() -> [ClaimAction; 10] {
         remit(0, 100),
         A::Reopen,
         A::Void,
+        A::Correct,
     ]
 }
 
@@ -44,10 +46,10 @@ fn actions() -> [ClaimAction; 10] {
 fn every_state_and_action() {
     // `None`: refused with CLAIM_STATE_INVALID. Columns as in `actions()`.
     let x: Option<ClaimState> = None;
-    let table: [(ClaimState, [Option<ClaimState>; 10]); 9] = [
+    let table: [(ClaimState, [Option<ClaimState>; 11]); 10] = [
         (
             S::Draft,
-            [Some(S::Ready), Some(S::Draft), x, x, x, x, x, x, x, x],
+            [Some(S::Ready), Some(S::Draft), x, x, x, x, x, x, x, x, x],
         ),
         (
             S::Ready,
@@ -55,6 +57,7 @@ fn every_state_and_action() {
                 Some(S::Ready),
                 Some(S::Draft),
                 Some(S::Submitted),
+                x,
                 x,
                 x,
                 x,
@@ -77,6 +80,7 @@ fn every_state_and_action() {
                 Some(S::Denied),
                 x,
                 Some(S::Void),
+                Some(S::Replaced),
             ],
         ),
         (
@@ -92,6 +96,7 @@ fn every_state_and_action() {
                 Some(S::Denied),
                 x,
                 Some(S::Void),
+                Some(S::Replaced),
             ],
         ),
         (
@@ -107,12 +112,23 @@ fn every_state_and_action() {
                 x,
                 Some(S::Draft),
                 x,
+                x,
             ],
         ),
-        (S::Paid, [x, x, x, x, x, x, x, x, x, Some(S::Void)]),
-        (S::PartiallyPaid, [x, x, x, x, x, x, x, x, x, Some(S::Void)]),
-        (S::Denied, [x, x, x, x, x, x, x, x, x, Some(S::Void)]),
-        (S::Void, [x; 10]),
+        (
+            S::Paid,
+            [x, x, x, x, x, x, x, x, x, Some(S::Void), Some(S::Replaced)],
+        ),
+        (
+            S::PartiallyPaid,
+            [x, x, x, x, x, x, x, x, x, Some(S::Void), Some(S::Replaced)],
+        ),
+        (
+            S::Denied,
+            [x, x, x, x, x, x, x, x, x, Some(S::Void), Some(S::Replaced)],
+        ),
+        (S::Void, [x; 11]),
+        (S::Replaced, [x; 11]),
     ];
     assert_eq!(table.map(|(s, _)| s), STATES, "every state is covered once");
     for (state, row) in table {
@@ -191,4 +207,71 @@ fn frequencies() {
         let got = frequency_for(submitted, corr, voided, number).map_err(|e| e.reason);
         assert_eq!(got, expected, "{submitted} {corr} {voided} {number:?}");
     }
+}
+
+/// `amend`: every state, both amendments, with and without a payer claim number, and a void copy.
+#[test]
+fn amendments() {
+    use Amendment::{Correct, Void};
+    let corrected = |n: &str| Frequency::Corrected {
+        payer_claim_number: n.into(),
+    };
+    let void = |n: &str| Frequency::Void {
+        payer_claim_number: n.into(),
+    };
+    let held = [
+        S::Submitted,
+        S::Accepted,
+        S::Paid,
+        S::PartiallyPaid,
+        S::Denied,
+    ];
+    for state in STATES {
+        for (amendment, frequency, to) in [
+            (Correct, corrected("PCN1"), S::Replaced),
+            (Void, void("PCN1"), S::Void),
+        ] {
+            let got = amend(state, 1, " PCN1 ", amendment);
+            let expected = if held.contains(&state) {
+                Ok(Amended {
+                    frequency,
+                    original_to: to,
+                })
+            } else if matches!(state, S::Draft | S::Ready | S::Rejected) {
+                Err(FREQUENCY_NOT_SUBMITTED)
+            } else {
+                Err(CLAIM_STATE_INVALID)
+            };
+            assert_eq!(
+                got.map_err(|e| e.reason),
+                expected,
+                "{state:?} {amendment:?}"
+            );
+            // Without the payer's claim number: the state is judged first.
+            let missing = amend(state, 1, "  ", amendment).map_err(|e| e.reason);
+            let expected = match expected {
+                Ok(_) => Err(PAYER_CLAIM_NUMBER_MISSING),
+                Err(reason) => Err(reason),
+            };
+            assert_eq!(
+                missing.map(|_| ()),
+                expected.map(|_: ()| ()),
+                "{state:?} {amendment:?}"
+            );
+        }
+    }
+    // A void copy (frequency 8) is neither corrected nor voided again.
+    for amendment in [Correct, Void] {
+        assert_eq!(
+            amend(S::Submitted, 8, "PCN1", amendment)
+                .unwrap_err()
+                .reason,
+            CLAIM_STATE_INVALID
+        );
+    }
+    // A corrected claim (frequency 7) the payer holds can be corrected again.
+    assert_eq!(
+        amend(S::Paid, 7, "PCN2", Correct).unwrap().frequency,
+        corrected("PCN2")
+    );
 }

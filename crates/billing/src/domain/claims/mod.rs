@@ -17,6 +17,7 @@ use crate::domain::money::Cents;
 
 mod ascii;
 mod assemble;
+mod cob;
 mod lifecycle;
 mod scrub;
 mod to_x12;
@@ -27,9 +28,13 @@ pub use assemble::{
     INVOICED_NOT_CLAIMED, MAX_CLAIM_DIAGNOSES, MAX_CLAIM_LINES, RoutedBy, Routing, SELF_PAY,
     SetAside, assemble,
 };
+pub use cob::{
+    COB_ADJUSTMENT_INVALID, COB_LINES_MISMATCH, COB_NOT_BALANCED, PriorAdjustment, PriorLine,
+    PriorPayer, with_prior_payer,
+};
 pub use lifecycle::{
-    CLAIM_STATE_INVALID, ClaimAction, ClaimState, FREQUENCY_NOT_SUBMITTED,
-    PAYER_CLAIM_NUMBER_MISSING, REMIT_AMOUNT_INVALID, apply, frequency_for,
+    Amended, Amendment, CLAIM_STATE_INVALID, ClaimAction, ClaimState, FREQUENCY_NOT_SUBMITTED,
+    PAYER_CLAIM_NUMBER_MISSING, REMIT_AMOUNT_INVALID, amend, apply, frequency_for,
 };
 pub use scrub::*;
 pub use to_x12::{CLAIM_ID_INVALID, CLAIM_NOT_MAPPED, to_x12_billing_provider, to_x12_claim};

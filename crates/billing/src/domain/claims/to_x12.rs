@@ -79,12 +79,12 @@ impl Collector {
     }
 
     /// The value, or `None` with the failure recorded.
-    fn keep<T>(&mut self, result: Result<T, Invalid>) -> Option<T> {
+    pub(super) fn keep<T>(&mut self, result: Result<T, Invalid>) -> Option<T> {
         result.map_err(|e| self.fail(e)).ok()
     }
 
     /// The built value when nothing failed, else the first failure.
-    fn into_result<T>(self, built: Option<T>) -> Result<T, Invalid> {
+    pub(super) fn into_result<T>(self, built: Option<T>) -> Result<T, Invalid> {
         match (self.failures.into_iter().next(), built) {
             (None, Some(value)) => Ok(value),
             (Some(first), _) => Err(first),
@@ -257,6 +257,7 @@ pub(super) fn build_claim(
         payer: payer?.0,
         rendering_provider: rendering?,
         lines: lines?,
+        other_payer: None,
     })
 }
 
@@ -279,7 +280,10 @@ fn diagnoses(claim: &DraftClaim, c: &mut Collector) -> Option<Vec<String>> {
 }
 
 /// 2010BB, and the payer's claim filing indicator for SBR09.
-fn payer(payer: Option<&PayerDetails>, c: &mut Collector) -> Option<(x12::Payer, String)> {
+pub(super) fn payer(
+    payer: Option<&PayerDetails>,
+    c: &mut Collector,
+) -> Option<(x12::Payer, String)> {
     let Some(payer) = payer else {
         c.fail(Invalid::new(
             "claim.payer",
@@ -365,7 +369,7 @@ fn subscriber(
     })
 }
 
-fn member_id(id: &str, c: &mut Collector) -> Option<String> {
+pub(super) fn member_id(id: &str, c: &mut Collector) -> Option<String> {
     let field = "claim.subscriber.member_id";
     if id.trim().is_empty() {
         c.fail(Invalid::new(
@@ -521,6 +525,7 @@ fn service_line(
         units: units?,
         diagnosis_pointers: pointers?,
         service_date: Some(line.service_date).filter(|d| d8_ok(*d))?,
+        prior: None,
     })
 }
 

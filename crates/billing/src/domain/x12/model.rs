@@ -136,6 +136,51 @@ pub struct Claim {
     pub rendering_provider: Option<RenderingProvider>,
     /// Loop 2400, the service lines: 1 to 50.
     pub lines: Vec<ServiceLine>,
+    /// Loops 2320/2330A/2330B: the payer that adjudicated the claim before (coordination of
+    /// benefits). `Some` makes this a secondary claim: the 2000B SBR01 becomes `S`, and every line
+    /// carries that payer's adjudication (loop 2430).
+    pub other_payer: Option<OtherPayer>,
+}
+
+/// Loops 2320 (other subscriber information), 2330A (other subscriber) and 2330B (other payer):
+/// the primary payer of a secondary claim and what it paid and adjusted at claim level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherPayer {
+    /// 2320 SBR09, the other payer's claim filing indicator (2320 SBR01 is `P`: it was primary).
+    pub claim_filing_indicator: String,
+    /// 2320 SBR03, the group number at the other payer, when there is one.
+    pub group_number: Option<String>,
+    /// 2320 CAS: adjustments the other payer made at claim level.
+    pub adjustments: Vec<Adjustment>,
+    /// 2320 AMT*D: what the other payer paid on the claim.
+    pub paid: Cents,
+    /// 2330A NM109 (qualifier `MI`): the subscriber's member id at the other payer (the names are
+    /// the claim's subscriber's: the patient is the subscriber at both).
+    pub member_id: String,
+    /// 2330B NM1*PR: the other payer (its address is not written).
+    pub payer: Payer,
+}
+
+/// One CAS adjustment triplet under its group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adjustment {
+    /// CAS01, the group code: `CO`, `PR`, `OA`, `PI` or `CR`.
+    pub group: String,
+    /// The claim adjustment reason code (CARC), 1 to 5 characters.
+    pub reason: String,
+    /// The amount adjusted (may be negative).
+    pub amount: Cents,
+}
+
+/// Loop 2430: what the other payer did with one service line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineAdjudication {
+    /// SVD02, what it paid on the line (zero or more).
+    pub paid: Cents,
+    /// CAS under 2430.
+    pub adjustments: Vec<Adjustment>,
+    /// DTP*573, the date it adjudicated (remittance date).
+    pub date: NaiveDate,
 }
 
 /// CLM05-3, claim frequency type code.
@@ -226,4 +271,6 @@ pub struct ServiceLine {
     pub diagnosis_pointers: Vec<u8>,
     /// DTP*472, the date of service.
     pub service_date: NaiveDate,
+    /// Loop 2430: the other payer's adjudication of this line (secondary claims only).
+    pub prior: Option<LineAdjudication>,
 }

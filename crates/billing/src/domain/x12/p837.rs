@@ -9,7 +9,9 @@
 //!   HL*1**20*1 PRV NM1*85 N3 N4 REF*EI [NM1*87 N3 N4] 2000A, 2010AA, 2010AB
 //!   HL*n*1*22*0 SBR NM1*IL N3 N4 DMG NM1*PR [N3 N4]   2000B, 2010BA, 2010BB (per subscriber+payer)
 //!     CLM [REF*F8] HI [NM1*82]                         2300, 2310B (per claim)
+//!     [SBR CAS* AMT*D OI NM1*IL NM1*PR]                2320, 2330A, 2330B (secondary claims)
 //!       LX SV1 DTP*472                                 2400 (per line)
+//!       [SVD CAS* DTP*573]                             2430 (secondary claims)
 //!   SE
 //! GE IEA
 //! ```
@@ -19,8 +21,10 @@
 //!   ISA11 `^`, ISA16 `:`.
 //! - BHT02 `00` (original), BHT06 `CH` (chargeable); BHT03 is the interchange control number
 //!   followed by ST02, unique because interchange numbers never repeat.
-//! - SBR01 `P`: every claim goes to the primary payer (no 2320/2330 other-payer loops yet);
-//!   SBR02 `18` and HL04 `0`: the patient is the subscriber (no 2000C loop).
+//! - SBR01 `P` for a claim to the primary payer; `S` for a secondary claim, which carries the
+//!   primary's adjudication (2320 SBR01 `P`, AMT*D, OI with benefits assigned and release on
+//!   file; 2330A/2330B with member and payer ids; 2430 per line). SBR02 `18` and HL04 `0`: the
+//!   patient is the subscriber (no 2000C loop).
 //! - CLM05-2 `B` (place of service code set); CLM06 `Y` (provider signature on file); CLM07 `A`
 //!   (assigned: the provider accepts assignment); CLM08 `Y` (benefits assigned to the provider);
 //!   CLM09 `Y` (signed release of information on file). The practice must hold these
@@ -34,8 +38,8 @@ use std::collections::HashMap;
 use chrono::{Datelike, NaiveDateTime, Timelike};
 
 use super::model::{
-    Address, Batch, BillingProvider, Claim, Envelope, Frequency, Payer, Receiver, ServiceLine, Sex,
-    Submitter, Subscriber, Usage,
+    Address, Adjustment, Batch, BillingProvider, Claim, Envelope, Frequency, OtherPayer, Payer,
+    Receiver, ServiceLine, Sex, Submitter, Subscriber, Usage,
 };
 use super::segments::{self, Sink, composite, d8, name, optional, optional_name, required};
 use super::{WriteError, control_number_ok};
@@ -63,6 +67,9 @@ pub const DIAGNOSIS_POINTER_INVALID: &str = "DIAGNOSIS_POINTER_INVALID";
 pub const SERVICE_UNITS_ZERO: &str = "SERVICE_UNITS_ZERO";
 /// Reason: an amount is negative or above [`MAX_AMOUNT`].
 pub const AMOUNT_OUT_OF_RANGE: &str = "AMOUNT_OUT_OF_RANGE";
+/// Reason: a secondary claim's other-payer amounts do not add up to its total, or its lines do
+/// not all carry the other payer's adjudication.
+pub const OTHER_PAYER_NOT_BALANCED: &str = "OTHER_PAYER_NOT_BALANCED";
 
 /// The implementation guide this writer follows (GS08, ST03).
 const VERSION: &str = "005010X222A1";
@@ -286,20 +293,32 @@ fn write_address(sink: &mut Sink, address: &Address) -> Result<(), Invalid> {
 struct SubscriberGroup<'a> {
     subscriber: &'a Subscriber,
     payer: &'a Payer,
+    /// SBR01: `P`, or `S` for secondary claims.
+    sequence: &'static str,
     claims: Vec<(usize, &'a Claim)>,
 }
 
-/// Groups claims by (subscriber, payer), in order of first appearance; claims keep their order
-/// within a group.
+/// SBR01 of a claim's 2000B loop.
+fn sequence(claim: &Claim) -> &'static str {
+    if claim.other_payer.is_some() {
+        "S"
+    } else {
+        "P"
+    }
+}
+
+/// Groups claims by (subscriber, payer, payer sequence), in order of first appearance; claims
+/// keep their order within a group.
 fn group_by_subscriber(claims: &[Claim]) -> Vec<SubscriberGroup<'_>> {
     let mut groups: Vec<SubscriberGroup<'_>> = Vec::new();
-    let mut index: HashMap<(&Subscriber, &Payer), usize> = HashMap::new();
+    let mut index: HashMap<(&Subscriber, &Payer, &str), usize> = HashMap::new();
     for (position, claim) in claims.iter().enumerate() {
-        let key = (&claim.subscriber, &claim.payer);
+        let key = (&claim.subscriber, &claim.payer, sequence(claim));
         let slot = *index.entry(key).or_insert_with(|| {
             groups.push(SubscriberGroup {
                 subscriber: &claim.subscriber,
                 payer: &claim.payer,
+                sequence: sequence(claim),
                 claims: Vec::new(),
             });
             groups.len() - 1
@@ -322,7 +341,8 @@ fn write_subscriber_group(
     let head = group.claims.first().map_or(first, |(p, _)| first + p);
     let at = format!("claims[{head}]");
     sink.segment("HL", &[&hl.to_string(), "1", "22", "0"]);
-    write_subscriber(sink, group.subscriber).map_err(|e| e.under(&format!("{at}.subscriber")))?;
+    write_subscriber(sink, group.subscriber, group.sequence)
+        .map_err(|e| e.under(&format!("{at}.subscriber")))?;
     write_payer(sink, group.payer).map_err(|e| e.under(&format!("{at}.payer")))?;
     for (position, claim) in &group.claims {
         write_claim(sink, claim).map_err(|e| e.under(&format!("claims[{}]", first + position)))?;
@@ -331,7 +351,11 @@ fn write_subscriber_group(
 }
 
 /// SBR and 2010BA (the subscriber is the patient, so N3/N4 and DMG are required).
-fn write_subscriber(sink: &mut Sink, subscriber: &Subscriber) -> Result<(), Invalid> {
+fn write_subscriber(
+    sink: &mut Sink,
+    subscriber: &Subscriber,
+    sequence: &str,
+) -> Result<(), Invalid> {
     let group = optional("group_number", subscriber.group_number.as_deref(), 50)?;
     let filing = required(
         "claim_filing_indicator",
@@ -343,7 +367,10 @@ fn write_subscriber(sink: &mut Sink, subscriber: &Subscriber) -> Result<(), Inva
     let member = required("member_id", &subscriber.member_id, 80)?;
     let birth = d8("birth_date", subscriber.birth_date)?;
     let group = group.unwrap_or_default();
-    sink.segment("SBR", &["P", "18", &group, "", "", "", "", "", &filing]);
+    sink.segment(
+        "SBR",
+        &[sequence, "18", &group, "", "", "", "", "", &filing],
+    );
     sink.segment(
         "NM1",
         &["IL", "1", &last, &first, "", "", "", "MI", &member],
@@ -399,10 +426,119 @@ fn write_claim(sink: &mut Sink, claim: &Claim) -> Result<(), Invalid> {
         let npi = required("rendering_provider.npi", &rendering.npi, 80)?;
         sink.segment("NM1", &["82", "1", &last, &first, "", "", "", "XX", &npi]);
     }
+    let other_payer_id = match &claim.other_payer {
+        Some(other) => Some(
+            write_other_payer(sink, other, &claim.subscriber)
+                .map_err(|e| e.under("other_payer"))?,
+        ),
+        None => None,
+    };
     for (number, line) in (1usize..).zip(&claim.lines) {
         write_line(sink, number, line, claim.diagnoses.len())
+            .and_then(|()| match (&other_payer_id, &line.prior) {
+                (Some(id), Some(_)) => write_line_adjudication(sink, id, line),
+                _ => Ok(()),
+            })
             .map_err(|e| e.under(&format!("lines[{}]", number - 1)))?;
     }
+    Ok(())
+}
+
+/// 2320 (SBR, CAS, AMT*D, OI), 2330A (NM1*IL) and 2330B (NM1*PR); returns the other payer's id,
+/// which each 2430 SVD01 repeats.
+fn write_other_payer(
+    sink: &mut Sink,
+    other: &OtherPayer,
+    subscriber: &Subscriber,
+) -> Result<String, Invalid> {
+    let group = optional("group_number", other.group_number.as_deref(), 50)?.unwrap_or_default();
+    let filing = required("claim_filing_indicator", &other.claim_filing_indicator, 2)?;
+    let last = name("subscriber.last_name", &subscriber.last_name, 60)?;
+    let first = name("subscriber.first_name", &subscriber.first_name, 35)?;
+    let member = required("member_id", &other.member_id, 80)?;
+    let payer_name = name("payer.name", &other.payer.name, 60)?;
+    let payer_id = required("payer.payer_id", &other.payer.payer_id, 80)?;
+    check_amount("paid", other.paid)?;
+    sink.segment("SBR", &["P", "18", &group, "", "", "", "", "", &filing]);
+    write_adjustments(sink, "adjustments", &other.adjustments)?;
+    sink.segment("AMT", &["D", &other.paid.to_x12()]);
+    sink.segment("OI", &["", "", "Y", "", "", "Y"]);
+    sink.segment(
+        "NM1",
+        &["IL", "1", &last, &first, "", "", "", "MI", &member],
+    );
+    sink.segment(
+        "NM1",
+        &["PR", "2", &payer_name, "", "", "", "", "PI", &payer_id],
+    );
+    Ok(payer_id)
+}
+
+/// CAS segments: one per group code (in order of first appearance), up to six reason/amount
+/// pairs each (CAS02..CAS19), more pairs in another CAS of the same group.
+fn write_adjustments(sink: &mut Sink, field: &str, list: &[Adjustment]) -> Result<(), Invalid> {
+    let mut groups: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for (i, a) in list.iter().enumerate() {
+        let group = required(&format!("{field}[{i}].group"), &a.group, 2)?;
+        let reason = required(&format!("{field}[{i}].reason"), &a.reason, 5)?;
+        if a.amount.cents().unsigned_abs() > MAX_AMOUNT.cents().unsigned_abs() {
+            return Err(Invalid::new(
+                format!("{field}[{i}].amount"),
+                AMOUNT_OUT_OF_RANGE,
+                "an adjustment is at most the largest accepted amount",
+            ));
+        }
+        let pair = (reason, a.amount.to_x12());
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, pairs)) => pairs.push(pair),
+            None => groups.push((group, vec![pair])),
+        }
+    }
+    for (group, pairs) in &groups {
+        for chunk in pairs.chunks(6) {
+            let mut elements: Vec<&str> = vec![group];
+            for (i, (reason, amount)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    // CAS04/07/…: the quantity of the previous pair, not sent.
+                    elements.push("");
+                }
+                elements.push(reason);
+                elements.push(amount);
+            }
+            sink.segment("CAS", &elements);
+        }
+    }
+    Ok(())
+}
+
+/// 2430: SVD (the other payer's id, what it paid, the procedure, the units), CAS, DTP*573.
+fn write_line_adjudication(
+    sink: &mut Sink,
+    payer_id: &str,
+    line: &ServiceLine,
+) -> Result<(), Invalid> {
+    let Some(prior) = &line.prior else {
+        return Ok(());
+    };
+    check_amount("prior.paid", prior.paid)?;
+    let mut procedure = vec!["HC".to_string(), name("code", &line.code, 48)?];
+    for (i, modifier) in line.modifiers.iter().enumerate() {
+        procedure.push(name(&format!("modifiers[{i}]"), modifier, 2)?);
+    }
+    let procedure: Vec<&str> = procedure.iter().map(String::as_str).collect();
+    let date = d8("prior.date", prior.date)?;
+    sink.segment(
+        "SVD",
+        &[
+            payer_id,
+            &prior.paid.to_x12(),
+            &composite(&procedure),
+            "",
+            &line.units.to_string(),
+        ],
+    );
+    write_adjustments(sink, "prior.adjustments", &prior.adjustments)?;
+    sink.segment("DTP", &["573", "D8", &date]);
     Ok(())
 }
 
@@ -434,6 +570,51 @@ fn check_claim(claim: &Claim) -> Result<(), Invalid> {
             CLAIM_TOTAL_MISMATCH,
             "the claim total must equal the sum of its service line charges",
         ));
+    }
+    if let Some(other) = &claim.other_payer {
+        check_other_payer(claim, other)?;
+    }
+    Ok(())
+}
+
+/// A secondary claim: every line carries the other payer's adjudication, AMT*D is the sum of the
+/// lines' SVD02, and the total is what it paid plus every adjustment (claim and line level).
+fn check_other_payer(claim: &Claim, other: &OtherPayer) -> Result<(), Invalid> {
+    let not_balanced = |field: &str, message: &str| {
+        Err(Invalid::new(
+            format!("other_payer.{field}"),
+            OTHER_PAYER_NOT_BALANCED,
+            message.to_string(),
+        ))
+    };
+    let mut paid: i128 = 0;
+    let mut adjusted: i128 = other
+        .adjustments
+        .iter()
+        .map(|a| i128::from(a.amount.cents()))
+        .sum();
+    for line in &claim.lines {
+        let Some(prior) = &line.prior else {
+            return not_balanced(
+                "lines",
+                "every line of a secondary claim carries the other payer's adjudication",
+            );
+        };
+        paid += i128::from(prior.paid.cents());
+        adjusted += prior
+            .adjustments
+            .iter()
+            .map(|a| i128::from(a.amount.cents()))
+            .sum::<i128>();
+    }
+    if paid != i128::from(other.paid.cents()) {
+        return not_balanced("paid", "AMT*D must equal the sum of the lines' payments");
+    }
+    if paid + adjusted != i128::from(claim.total.cents()) {
+        return not_balanced(
+            "adjustments",
+            "the total must equal what the other payer paid plus its adjustments",
+        );
     }
     Ok(())
 }

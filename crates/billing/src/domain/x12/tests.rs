@@ -55,6 +55,7 @@ fn line(code: &str, charge: i64, pointers: &[u8]) -> ServiceLine {
         units: 1,
         diagnosis_pointers: pointers.to_vec(),
         service_date: date(2026, 12, 1),
+        prior: None,
     }
 }
 
@@ -69,6 +70,7 @@ fn claim(id: &str, subscriber: Subscriber, lines: Vec<ServiceLine>) -> Claim {
         payer: payer(),
         rendering_provider: None,
         lines,
+        other_payer: None,
     }
 }
 
@@ -650,10 +652,175 @@ fn pyx12_samples() -> Vec<(&'static str, String)> {
         .collect();
     varied.claims[1].total = varied.claims[1].lines.iter().map(|l| l.charge).sum();
     vec![
+        ("secondary", write_837p(&secondary_batch()).unwrap()),
         ("sample", write_837p(&batch()).unwrap()),
         ("flat", write_837p_with(&batch(), &flat).unwrap()),
         ("split", write_837p_with(&batch(), &split).unwrap()),
         ("single", write_837p(&single).unwrap()),
         ("varied", write_837p(&varied).unwrap()),
     ]
+}
+
+fn adjustment(group: &str, reason: &str, cents: i64) -> Adjustment {
+    Adjustment {
+        group: group.into(),
+        reason: reason.into(),
+        amount: Cents::new(cents),
+    }
+}
+
+/// The sample batch plus a secondary claim (PM-4, to the same subscriber and payer as PM-1):
+/// Medicare paid 80 of 120 on line 1 (CO-45 10, PR-1 30) and 0 of 20 on line 2 (PR-2 20), with
+/// a claim-level OA-23 of 0.
+fn secondary_batch() -> Batch {
+    let mut b = batch();
+    let mut secondary = claim(
+        "PM-4",
+        subscriber("MEM001", "Doe"),
+        vec![
+            ServiceLine {
+                prior: Some(LineAdjudication {
+                    paid: Cents::new(8_000),
+                    adjustments: vec![adjustment("CO", "45", 1_000), adjustment("PR", "1", 3_000)],
+                    date: date(2026, 12, 3),
+                }),
+                ..line("90834", 12_000, &[1])
+            },
+            ServiceLine {
+                modifiers: vec!["95".into()],
+                prior: Some(LineAdjudication {
+                    paid: Cents::ZERO,
+                    adjustments: vec![adjustment("PR", "2", 2_000)],
+                    date: date(2026, 12, 3),
+                }),
+                ..line("90785", 2_000, &[2])
+            },
+        ],
+    );
+    secondary.other_payer = Some(OtherPayer {
+        claim_filing_indicator: "MB".into(),
+        group_number: None,
+        adjustments: vec![adjustment("OA", "23", 0)],
+        paid: Cents::new(8_000),
+        member_id: "1EG4TE5MK72".into(),
+        payer: Payer {
+            name: "Medicare Part B".into(),
+            payer_id: "MEDICARE".into(),
+            address: None,
+        },
+    });
+    b.claims.push(secondary);
+    b
+}
+
+#[test]
+fn secondary_claim_carries_the_primary_payers_adjudication() {
+    let text = write_837p(&secondary_batch()).unwrap();
+    // Its own subscriber loop, SBR01 = S; the primary claims keep SBR01 = P.
+    let segs = segments(&text);
+    let sbr: Vec<String> = ids(&segs, "SBR").iter().map(|s| s[1].clone()).collect();
+    assert_eq!(sbr, ["P", "P", "S", "P"], "{text}");
+    let from = text.find("CLM*PM-4").unwrap();
+    let expected = "\
+CLM*PM-4*140***11:B:1*Y*A*Y*Y~
+HI*ABK:F329*ABF:F411*ABF:Z630~
+SBR*P*18*******MB~
+CAS*OA*23*0~
+AMT*D*80~
+OI***Y***Y~
+NM1*IL*1*DOE*JANE****MI*1EG4TE5MK72~
+NM1*PR*2*MEDICARE PART B*****PI*MEDICARE~
+LX*1~
+SV1*HC:90834*120*UN*1***1~
+DTP*472*D8*20261201~
+SVD*MEDICARE*80*HC:90834**1~
+CAS*CO*45*10~
+CAS*PR*1*30~
+DTP*573*D8*20261203~
+LX*2~
+SV1*HC:90785:95*20*UN*1***2~
+DTP*472*D8*20261201~
+SVD*MEDICARE*0*HC:90785:95**1~
+CAS*PR*2*20~
+DTP*573*D8*20261203~
+SE*";
+    assert_eq!(&text[from..from + expected.len()], expected);
+    // The 2000B of the secondary claim says S.
+    let hl = text[..from].rfind("HL*").unwrap();
+    assert!(
+        text[hl..from].contains("SBR*S*18*GRP100******CI~"),
+        "{}",
+        &text[hl..from]
+    );
+}
+
+#[test]
+fn many_adjustments_of_one_group_fill_cas_segments_of_six() {
+    let mut b = secondary_batch();
+    let secondary = b.claims.last_mut().unwrap();
+    let other = secondary.other_payer.as_mut().unwrap();
+    other.adjustments = (1..=7)
+        .map(|i| adjustment("CO", &i.to_string(), 0))
+        .collect();
+    let text = write_837p(&b).unwrap();
+    assert!(
+        text.contains("CAS*CO*1*0**2*0**3*0**4*0**5*0**6*0~\nCAS*CO*7*0~\n"),
+        "{text}"
+    );
+    crate::domain::pyx12::assert_accepted("cas-six.x12", &text);
+}
+
+#[test]
+fn secondary_claims_must_balance() {
+    // AMT*D is not the sum of the lines' payments.
+    let mut b = secondary_batch();
+    b.claims
+        .last_mut()
+        .unwrap()
+        .other_payer
+        .as_mut()
+        .unwrap()
+        .paid = Cents::new(7_000);
+    assert_eq!(
+        reason(&b),
+        (
+            OTHER_PAYER_NOT_BALANCED,
+            "claims[3].other_payer.paid".into()
+        )
+    );
+    // Paid plus adjustments is not the total.
+    let mut b = secondary_batch();
+    b.claims.last_mut().unwrap().lines[0]
+        .prior
+        .as_mut()
+        .unwrap()
+        .adjustments
+        .pop();
+    assert_eq!(
+        reason(&b),
+        (
+            OTHER_PAYER_NOT_BALANCED,
+            "claims[3].other_payer.adjustments".into()
+        )
+    );
+    // A line without the other payer's adjudication.
+    let mut b = secondary_batch();
+    b.claims.last_mut().unwrap().lines[1].prior = None;
+    assert_eq!(
+        reason(&b),
+        (
+            OTHER_PAYER_NOT_BALANCED,
+            "claims[3].other_payer.lines".into()
+        )
+    );
+    // A separator in the member id.
+    let mut b = secondary_batch();
+    b.claims
+        .last_mut()
+        .unwrap()
+        .other_payer
+        .as_mut()
+        .unwrap()
+        .member_id = "A*B".into();
+    assert_eq!(reason(&b).1, "claims[3].other_payer.member_id");
 }

@@ -202,6 +202,16 @@ pub enum AdjustmentGroup {
 }
 
 impl AdjustmentGroup {
+    /// CAS01 as sent: `CO`, `PR`, `OA` or `PI`.
+    pub fn code(self) -> &'static str {
+        match self {
+            AdjustmentGroup::Contractual => "CO",
+            AdjustmentGroup::PatientResponsibility => "PR",
+            AdjustmentGroup::Other => "OA",
+            AdjustmentGroup::PayerInitiated => "PI",
+        }
+    }
+
     fn from_code(code: &str) -> Option<Self> {
         Some(match code {
             "CO" => AdjustmentGroup::Contractual,
