@@ -151,23 +151,19 @@ pub async fn insert(conn: &mut AnyConnection, invoice: &StoredInvoice) -> ApiRes
     .bind(invoice.issue_us)
     .bind(invoice.update_us)
     .execute(&mut *conn)
-    .await?;
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => ApiError::already_exists(
+            "INVOICE_EXISTS",
+            format!(
+                "{} is invoiced for {} already; nothing was written",
+                invoice.contract, invoice.month
+            ),
+        ),
+        _ => ApiError::from(e),
+    })?;
     for line in &invoice.lines {
-        sqlx::query(
-            "INSERT INTO invoice_lines (invoice, line_number, charge, patient, unit, service_date, \
-             code, month, amount_cents) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&invoice.name)
-        .bind(line.line_number)
-        .bind(&line.charge)
-        .bind(&line.patient)
-        .bind(&line.unit)
-        .bind(line.service_date.format("%Y-%m-%d").to_string())
-        .bind(&line.code)
-        .bind(&line.month)
-        .bind(line.amount.cents())
-        .execute(&mut *conn)
-        .await?;
+        // The charge first: one taken meanwhile aborts before anything names it.
         let marked = sqlx::query(
             "UPDATE charges SET invoice = $1 WHERE name = $2 AND invoice = '' AND state = 'open' \
              AND claim IN ('', '-INVOICED_NOT_CLAIMED')",
@@ -187,6 +183,21 @@ pub async fn insert(conn: &mut AnyConnection, invoice: &StoredInvoice) -> ApiRes
                 ),
             ));
         }
+        sqlx::query(
+            "INSERT INTO invoice_lines (invoice, line_number, charge, patient, unit, service_date, \
+             code, month, amount_cents) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&invoice.name)
+        .bind(line.line_number)
+        .bind(&line.charge)
+        .bind(&line.patient)
+        .bind(&line.unit)
+        .bind(line.service_date.format("%Y-%m-%d").to_string())
+        .bind(&line.code)
+        .bind(&line.month)
+        .bind(line.amount.cents())
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }

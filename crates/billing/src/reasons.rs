@@ -81,6 +81,7 @@ pub const CATALOG: &[Reason] = pm_runtime::reasons![
     "INVOICE_MONTH_NOT_ENDED" FailedPrecondition "a month's visits are invoiced once the month has ended",
     "INVOICE_MONTH_NOT_STARTED" FailedPrecondition "a month is not invoiced before it starts",
     "MEMBER_SCAN_TOO_LARGE" FailedPrecondition "the organization has more patients than a member-month run looks through",
+    "INVOICE_EXISTS" AlreadyExists "the contract is invoiced for the month already",
     "PAYMENT_NOT_POSITIVE" InvalidArgument "a payment is above zero",
 ];
 
