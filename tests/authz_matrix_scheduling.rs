@@ -1794,6 +1794,7 @@ enum TargetKind {
     Charge,
     RoutingRule,
     Claim,
+    Invoice,
 }
 
 fn target_kind(method: &str) -> Option<TargetKind> {
@@ -1838,7 +1839,9 @@ fn target_kind(method: &str) -> Option<TargetKind> {
         | "ImportRemittance"
         | "ImportAcknowledgment"
         | "CreateCareTimeEntry"
-        | "RepriceCharges" => Organization,
+        | "RepriceCharges"
+        | "CreateInvoices"
+        | "ListInvoices" => Organization,
         "GetServiceUnit"
         | "UpdateServiceUnit"
         | "DeleteServiceUnit"
@@ -1902,17 +1905,21 @@ fn target_kind(method: &str) -> Option<TargetKind> {
         "GetCharge" | "CorrectCharge" | "ListLedgerEntries" => Charge,
         "GetRoutingRule" | "DeleteRoutingRule" => RoutingRule,
         "GetClaim" | "ScrubClaim" | "CorrectClaim" | "VoidClaim" => Claim,
+        "GetInvoice" | "PostInvoicePayment" => Invoice,
         _ => return None,
     })
 }
 
 impl TargetKind {
     /// An organization, its locations (and their rooms) and its providers, as targets, belong to
-    /// the whole organization: every role there reaches them.
+    /// the whole organization: every role there reaches them. So do invoices at the layer: an
+    /// invoice bills every unit of its contract, and the handler answers NOT_FOUND alike for one
+    /// out of the caller's units and one that does not exist (`tests/billing_invoices_e2e.rs`).
     fn organization_level(self) -> bool {
         matches!(
             self,
             TargetKind::Organization
+                | TargetKind::Invoice
                 | TargetKind::Location
                 | TargetKind::Provider
                 | TargetKind::Room
@@ -1949,6 +1956,7 @@ impl TargetKind {
             TargetKind::Charge => place.charge(),
             TargetKind::RoutingRule => format!("{}/routingRules/main-rule", place.organization),
             TargetKind::Claim => place.claim(),
+            TargetKind::Invoice => format!("{}/invoices/main-contract-2026-01", place.organization),
         }
     }
 
@@ -1978,6 +1986,7 @@ impl TargetKind {
             TargetKind::Charge => format!("{ACME}/charges/nowhere"),
             TargetKind::RoutingRule => format!("{ACME}/routingRules/nowhere"),
             TargetKind::Claim => format!("{ACME}/claims/nowhere"),
+            TargetKind::Invoice => format!("{ACME}/invoices/nowhere"),
         }
     }
 }

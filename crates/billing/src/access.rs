@@ -47,6 +47,40 @@ fn is_claim(name: &str) -> bool {
     )
 }
 
+fn is_invoice(name: &str) -> bool {
+    matches!(
+        name.split('/').collect::<Vec<_>>().as_slice(),
+        ["organizations", _, "invoices", _]
+    )
+}
+
+/// Refuses (NOT_FOUND on `resource`, as for one that does not exist) unless the caller may use
+/// `permission` in every one of `units` (an invoice's, a contract's: it bills them all).
+pub async fn in_every_unit(
+    org: &OrgView,
+    caller: &Caller,
+    permission: &str,
+    resource: &str,
+    units: &[String],
+) -> ApiResult<()> {
+    if units.is_empty() {
+        return organization_wide(caller, permission, resource)
+            .map_err(|_| pm_runtime::ApiError::not_found(resource));
+    }
+    for unit in units {
+        in_unit(org, caller, permission, resource, unit)
+            .await
+            .map_err(|e| {
+                if e.code == tonic::Code::Unavailable {
+                    e
+                } else {
+                    pm_runtime::ApiError::not_found(resource)
+                }
+            })?;
+    }
+    Ok(())
+}
+
 /// Refuses unless the caller holds `permission` across the whole organization of `resource`
 /// (configuration writes, which apply to every unit). A unit-scoped caller gets the same answer as
 /// for a resource out of scope.
@@ -145,6 +179,9 @@ impl pm_authz::references::OwnNames for OwnPlacement {
                 charges::unit_of(&mut conn, name).await?
             } else if is_claim(name) {
                 crate::claim_store::unit_of(&mut conn, name).await?
+            } else if is_invoice(name) {
+                let live = crate::invoice_store::exists(&mut conn, name).await?;
+                live.then(|| names::organization_of(name).to_string())
             } else {
                 Some(name.clone())
             });
@@ -152,12 +189,13 @@ impl pm_authz::references::OwnNames for OwnPlacement {
         Ok(placed)
     }
 
-    /// As the handlers check a call's target: configuration at the organization level whether or
-    /// not it exists (the handler answers NOT_FOUND), a charge in its unit.
+    /// As the handlers check a call's target: configuration and invoices at the organization level
+    /// whether or not they exist (the handler answers NOT_FOUND, also for an invoice of units out
+    /// of the caller's scope), a charge in its unit.
     async fn place_target(&self, names: &[String]) -> ApiResult<Vec<Option<String>>> {
         let mut placed = Vec::with_capacity(names.len());
         for name in names {
-            placed.push(if is_configuration(name) {
+            placed.push(if is_configuration(name) || is_invoice(name) {
                 Some(names::organization_of(name).to_string())
             } else {
                 self.place(std::slice::from_ref(name))

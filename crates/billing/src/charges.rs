@@ -79,6 +79,7 @@ fn source_name(source: ChargeSource) -> &'static str {
         ChargeSource::Manual => "manual",
         ChargeSource::Correction => "correction",
         ChargeSource::CareTime => "care_time",
+        ChargeSource::MemberMonth => "member_month",
         ChargeSource::Encounter | ChargeSource::Unspecified => "encounter",
     }
 }
@@ -108,6 +109,7 @@ fn decode(row: &sqlx::any::AnyRow) -> ApiResult<ChargeRow> {
         "manual" => ChargeSource::Manual,
         "correction" => ChargeSource::Correction,
         "care_time" => ChargeSource::CareTime,
+        "member_month" => ChargeSource::MemberMonth,
         _ => ChargeSource::Encounter,
     };
     let state = match row.try_get::<String, _>("state")?.as_str() {
@@ -280,8 +282,9 @@ pub async fn get(conn: &mut AnyConnection, name: &str) -> ApiResult<Option<Charg
     row.as_ref().map(decode).transpose()
 }
 
-/// The organization's charges on no claim, oldest first, at most `limit`: OPEN ones, and HELD ones
-/// too when `held_too`; only those of `unit` when it is not empty. One query, rows decoded here.
+/// The organization's charges on no claim and no invoice, oldest first, at most `limit`: OPEN
+/// ones, and HELD ones too when `held_too`; only those of `unit` when it is not empty. One query,
+/// rows decoded here.
 pub async fn unclaimed(
     conn: &mut AnyConnection,
     organization: &str,
@@ -295,7 +298,7 @@ pub async fn unclaimed(
         "('open')"
     };
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM charges WHERE organization = $1 AND claim = '' \
+        "SELECT {COLUMNS} FROM charges WHERE organization = $1 AND claim = '' AND invoice = '' \
          AND state IN {states} AND ($2 = '' OR unit = $2) ORDER BY create_us, name LIMIT {limit}"
     ))
     .bind(organization)

@@ -56,6 +56,11 @@ impl Charging {
         &self.org
     }
 
+    /// Org, shared (for the other parts of the service that ask it).
+    pub fn shared_org(&self) -> Arc<OrgView> {
+        self.org.clone()
+    }
+
     /// The organization's fee schedules with their versions, read once for all the lines a call
     /// prices (each resolution walks them all).
     pub async fn fee_schedules(&self, organization: &str) -> ApiResult<Vec<Schedule>> {

@@ -28,9 +28,13 @@ use crate::claiming::Claims;
 use crate::domain::charge::{self, Line};
 use crate::domain::claims::Amendment;
 use crate::domain::invalid::Invalid;
+use crate::domain::invoice::{Month, State as InvoiceStateKind};
+use crate::domain::money::Cents;
 use crate::domain::pricing::{Candidate, Level, Outcome};
 use crate::domain::report::{self, Aging, Amounts};
 use crate::domain::{fee_csv, validate};
+use crate::invoice_store::{self, InvoiceQuery, StoredInvoice};
+use crate::invoicing::{self, INVOICE_NAME, Invoicing};
 use crate::reports::{self, CellFilter, Dimension, Summary};
 use crate::repricing;
 use crate::store::{
@@ -62,6 +66,7 @@ pub struct BillingApi {
     charging: Arc<Charging>,
     claims: Arc<Claims>,
     care: CareTime,
+    invoicing: Invoicing,
     phi: PhiAudit,
 }
 
@@ -70,6 +75,7 @@ impl BillingApi {
     pub fn new(db: Db, charging: Arc<Charging>, claims: Arc<Claims>, phi: PhiAudit) -> Self {
         Self {
             care: CareTime::new(db.clone(), charging.clone()),
+            invoicing: Invoicing::new(db.clone(), charging.shared_org()),
             db,
             charging,
             claims,
@@ -91,6 +97,193 @@ impl BillingApi {
         .await
         .map_err(|_| ApiError::not_found(name))?;
         Ok(claim)
+    }
+
+    /// An invoice the caller may see (every unit it covers in the caller's scope), or NOT_FOUND
+    /// exactly as for one that does not exist. `field` names the request field.
+    async fn visible_invoice(
+        &self,
+        rpc: Call<'_>,
+        field: &str,
+        name: &str,
+    ) -> ApiResult<StoredInvoice> {
+        INVOICE_NAME.parse(field, name)?;
+        let invoice = self.invoicing.get(name).await?;
+        access::in_every_unit(
+            self.charging.org(),
+            rpc.caller,
+            rpc.permission,
+            name,
+            &invoice.units,
+        )
+        .await?;
+        Ok(invoice)
+    }
+
+    async fn create_invoices(
+        &self,
+        rpc: Call<'_>,
+        req: CreateInvoicesRequest,
+    ) -> ApiResult<CreateInvoicesResponse> {
+        ORGANIZATION_NAME.parse("parent", &req.parent)?;
+        let month = Month::parse("month", &req.month).map_err(refusal)?;
+        if req.request_id.is_empty() {
+            return Err(
+                ApiError::invalid("request_id", "is required: a month is invoiced once")
+                    .because("FIELD_REQUIRED"),
+            );
+        }
+        let idempotent = Idempotent::new(rpc.method, &req.request_id, &req)?;
+        let contracts = if req.contract.is_empty() {
+            access::organization_wide(rpc.caller, rpc.permission, &req.parent)?;
+            self.invoicing.contracts(&req.parent).await?
+        } else {
+            CONTRACT.pattern.parse("contract", &req.contract)?;
+            let unknown = || ApiError::not_found(&req.contract).with_meta("field", "contract");
+            if names::organization_of(&req.contract) != req.parent {
+                return Err(unknown());
+            }
+            let contract = self
+                .invoicing
+                .contracts(&req.parent)
+                .await?
+                .into_iter()
+                .find(|c| c.name == req.contract)
+                .ok_or_else(unknown)?;
+            access::in_every_unit(
+                self.charging.org(),
+                rpc.caller,
+                rpc.permission,
+                &req.contract,
+                &contract.units,
+            )
+            .await
+            .map_err(|e| e.with_meta("field", "contract"))?;
+            vec![contract]
+        };
+        let prepared = self
+            .invoicing
+            .prepare(&req.parent, month, &contracts, !req.contract.is_empty())
+            .await?;
+        idempotent
+            .once(&self.db, &req.parent, async |conn| {
+                let made = self
+                    .invoicing
+                    .write(conn, &req.parent, month, &prepared)
+                    .await?;
+                Ok(CreateInvoicesResponse {
+                    invoices: made.iter().map(invoicing::wire).collect(),
+                })
+            })
+            .await
+    }
+
+    async fn list_invoices(
+        &self,
+        rpc: Call<'_>,
+        req: ListInvoicesRequest,
+    ) -> ApiResult<ListInvoicesResponse> {
+        ORGANIZATION_NAME.parse("parent", &req.parent)?;
+        if !req.contract.is_empty() {
+            CONTRACT.pattern.parse("contract", &req.contract)?;
+        }
+        if !req.month.is_empty() {
+            Month::parse("month", &req.month).map_err(refusal)?;
+        }
+        let state = match InvoiceState::try_from(req.state) {
+            Ok(InvoiceState::Unspecified) => None,
+            Ok(InvoiceState::Open) => Some(InvoiceStateKind::Open),
+            Ok(InvoiceState::PartiallyPaid) => Some(InvoiceStateKind::PartiallyPaid),
+            Ok(InvoiceState::Paid) => Some(InvoiceStateKind::Paid),
+            Err(_) => return Err(ApiError::invalid("state", "not an invoice state")),
+        };
+        let units =
+            access::visible_units(self.charging.org(), rpc.caller, rpc.permission, &req.parent)
+                .await?;
+        let mut conn = self.db.read().await?;
+        let visible_contracts: Option<Vec<String>> = match units {
+            None => None,
+            Some(units) => Some(
+                invoice_store::contract_units(&mut conn, &req.parent)
+                    .await?
+                    .into_iter()
+                    .filter(|(_, covered)| {
+                        !covered.is_empty() && covered.iter().all(|u| units.contains(u))
+                    })
+                    .map(|(contract, _)| contract)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+            ),
+        };
+        let query = InvoiceQuery {
+            organization: &req.parent,
+            contract: &req.contract,
+            state,
+            month: &req.month,
+            visible_contracts: visible_contracts.as_deref(),
+        };
+        let (names, next_page_token) =
+            invoice_store::list(&mut conn, &query, req.page_size, &req.page_token).await?;
+        let mut invoices = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(invoice) = invoice_store::get(&mut conn, &name).await? {
+                invoices.push(invoicing::wire(&invoice));
+            }
+        }
+        Ok(ListInvoicesResponse {
+            invoices,
+            next_page_token,
+        })
+    }
+
+    async fn post_invoice_payment(
+        &self,
+        rpc: Call<'_>,
+        req: PostInvoicePaymentRequest,
+    ) -> ApiResult<PostInvoicePaymentResponse> {
+        INVOICE_NAME.parse("invoice", &req.invoice)?;
+        if req.amount_cents <= 0 {
+            return Err(ApiError::invalid("amount_cents", "a payment is above zero")
+                .because("PAYMENT_NOT_POSITIVE"));
+        }
+        let reference = req.reference.trim();
+        if reference.is_empty() {
+            return Err(ApiError::invalid(
+                "reference",
+                "is required: the payer's check or transfer number",
+            )
+            .because("FIELD_REQUIRED"));
+        }
+        if reference.chars().count() > 80 || reference.chars().any(char::is_control) {
+            return Err(
+                ApiError::invalid("reference", "1 to 80 printable characters")
+                    .because("FIELD_TOO_LONG"),
+            );
+        }
+        if req.request_id.is_empty() {
+            return Err(
+                ApiError::invalid("request_id", "is required: a payment is posted once")
+                    .because("FIELD_REQUIRED"),
+            );
+        }
+        let idempotent = Idempotent::new(rpc.method, &req.request_id, &req)?;
+        self.visible_invoice(rpc, "invoice", &req.invoice).await?;
+        idempotent
+            .once(
+                &self.db,
+                names::organization_of(&req.invoice),
+                async |conn| {
+                    let (invoice, entries) =
+                        invoicing::pay(conn, &req.invoice, Cents::new(req.amount_cents), reference)
+                            .await?;
+                    Ok(PostInvoicePaymentResponse {
+                        invoice: Some(invoicing::wire(&invoice)),
+                        entries,
+                    })
+                },
+            )
+            .await
     }
 
     async fn reprice(
@@ -1818,6 +2011,70 @@ impl BillingService for BillingApi {
                         },
                     )
                     .await
+                })
+                .await,
+        )
+    }
+
+    // Invoices (PHI)
+
+    async fn create_invoices(
+        &self,
+        request: Request<CreateInvoicesRequest>,
+    ) -> Reply<CreateInvoicesResponse> {
+        let audit = |r: &CreateInvoicesRequest| Audited::write(&r.parent);
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.create_invoices(rpc, req).await
+                })
+                .await,
+        )
+    }
+
+    async fn get_invoice(&self, request: Request<GetInvoiceRequest>) -> Reply<Invoice> {
+        let audit = |r: &GetInvoiceRequest| Audited::read(&r.name, invoicing::patients_of);
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    Ok(invoicing::wire(
+                        &self.visible_invoice(rpc, "name", &req.name).await?,
+                    ))
+                })
+                .await,
+        )
+    }
+
+    async fn list_invoices(
+        &self,
+        request: Request<ListInvoicesRequest>,
+    ) -> Reply<ListInvoicesResponse> {
+        let audit = |r: &ListInvoicesRequest| {
+            Audited::read(&r.parent, |page: &ListInvoicesResponse| {
+                page.invoices
+                    .iter()
+                    .flat_map(invoicing::patients_of)
+                    .collect()
+            })
+        };
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.list_invoices(rpc, req).await
+                })
+                .await,
+        )
+    }
+
+    async fn post_invoice_payment(
+        &self,
+        request: Request<PostInvoicePaymentRequest>,
+    ) -> Reply<PostInvoicePaymentResponse> {
+        let audit = |r: &PostInvoicePaymentRequest| Audited::write(&r.invoice);
+        reply(
+            self.phi
+                .serve(request, audit, async |rpc, req| {
+                    self.post_invoice_payment(rpc, req).await
                 })
                 .await,
         )

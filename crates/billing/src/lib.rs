@@ -17,6 +17,8 @@ pub mod claim_wire;
 pub mod claiming;
 pub mod domain;
 pub mod handlers;
+pub mod invoice_store;
+pub mod invoicing;
 pub mod org;
 pub mod posting;
 pub mod reasons;

@@ -5,9 +5,9 @@
 
 use pm_api::org::org_service_client::OrgServiceClient;
 use pm_api::org::{
-    ClaimForm, Coverage, GetEffectivePolicyRequest, GetLocationRequest,
-    GetPatientEligibilityRequest, GetPatientRequest, GetProviderRequest, ListServiceUnitsRequest,
-    Patient, Provider, UnitKind,
+    BatchGetPatientEligibilityRequest, ClaimForm, Coverage, GetEffectivePolicyRequest,
+    GetLocationRequest, GetPatientEligibilityRequest, GetPatientRequest, GetProviderRequest,
+    ListPatientsRequest, ListServiceUnitsRequest, Patient, PatientEligibility, Provider, UnitKind,
 };
 use pm_runtime::cache::TtlCache;
 use pm_runtime::{ApiError, ApiResult};
@@ -15,6 +15,9 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::domain::charge::Profile;
+
+/// The most patients a member-month invoice run looks through.
+pub const MAX_MEMBER_SCAN: usize = 50_000;
 
 /// A unit as Billing needs it: where it sits and how it bills.
 #[derive(Debug, Clone)]
@@ -212,6 +215,61 @@ impl OrgView {
     /// A patient's coverages (PHI: read fresh each time).
     pub async fn coverages(&self, patient: &str) -> ApiResult<Vec<Coverage>> {
         Ok(self.eligibility(patient).await?.coverages)
+    }
+
+    /// The names of the organization's patients (PHI: read fresh each time), at most
+    /// [`MAX_MEMBER_SCAN`]; more is refused rather than read slowly.
+    pub async fn patient_names(&self, organization: &str) -> ApiResult<Vec<String>> {
+        let mut names = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .client
+                .clone()
+                .list_patients(ListPatientsRequest {
+                    parent: organization.into(),
+                    page_size: 1000,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| from_org(s, organization))?
+                .into_inner();
+            names.extend(page.patients.into_iter().map(|p| p.name));
+            if names.len() > MAX_MEMBER_SCAN {
+                return Err(ApiError::precondition(
+                    "MEMBER_SCAN_TOO_LARGE",
+                    format!("more than {MAX_MEMBER_SCAN} patients to look through for members"),
+                ));
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(names);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// The enrollments and coverages of `patients` (PHI: read fresh each time), 100 per call.
+    pub async fn eligibilities(
+        &self,
+        organization: &str,
+        patients: &[String],
+    ) -> ApiResult<Vec<PatientEligibility>> {
+        let mut all = Vec::with_capacity(patients.len());
+        for chunk in patients.chunks(100) {
+            let answer = self
+                .client
+                .clone()
+                .batch_get_patient_eligibility(BatchGetPatientEligibilityRequest {
+                    parent: organization.into(),
+                    patients: chunk.to_vec(),
+                })
+                .await
+                .map_err(|s| from_org(s, organization))?
+                .into_inner();
+            all.extend(answer.eligibilities);
+        }
+        Ok(all)
     }
 
     /// Every unit of the organization with its parent ("" for a root).

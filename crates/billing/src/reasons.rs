@@ -82,6 +82,14 @@ pub const CATALOG: &[Reason] = pm_runtime::reasons![
     "X12_ELEMENT_TOO_LONG" InvalidArgument "a value is longer than its X12 element",
     "X12_DATE_OUT_OF_RANGE" InvalidArgument "a date is outside what X12 writes",
     "AMOUNT_TOO_LARGE" FailedPrecondition "a charge is held: its units times its price does not fit",
+    "INVOICE_BASIS_INVALID" InvalidArgument "not an invoice basis (PER_VISIT, PER_MEMBER_PER_MONTH)",
+    "MEMBER_MONTH_FEE_REQUIRED" InvalidArgument "a per-member-per-month contract needs a member-month fee above zero",
+    "MEMBER_MONTH_FEE_NOT_ALLOWED" InvalidArgument "a per-visit contract takes no member-month fee",
+    "INVOICE_MONTH_NOT_ENDED" FailedPrecondition "a month's visits are invoiced once the month has ended",
+    "INVOICE_MONTH_NOT_STARTED" FailedPrecondition "a month is not invoiced before it starts",
+    "MEMBER_SCAN_TOO_LARGE" FailedPrecondition "the organization has more patients than a member-month run looks through",
+    "INVOICE_EXISTS" AlreadyExists "the contract is invoiced for the month already",
+    "PAYMENT_NOT_POSITIVE" InvalidArgument "a payment is above zero",
 ];
 
 #[cfg(test)]

@@ -404,14 +404,18 @@ pub async fn aging(
     too_many_units(units)?;
     let day = match basis {
         AgingBasis::ServiceDate => "c.service_date".to_string(),
-        // A day number (days since the epoch) as text; '' for a charge on no submitted claim.
+        // A day number (days since the epoch) as text: the claim's submission, or the invoice's
+        // issue; '' for a charge on neither (unbilled).
         AgingBasis::Submission => format!(
-            "CASE WHEN k.submit_us > 0 THEN CAST(k.submit_us / {DAY_US} AS TEXT) ELSE '' END"
+            "CASE WHEN k.submit_us > 0 THEN CAST(k.submit_us / {DAY_US} AS TEXT) \
+             WHEN i.issue_us > 0 THEN CAST(i.issue_us / {DAY_US} AS TEXT) ELSE '' END"
         ),
     };
     let join = match basis {
         AgingBasis::ServiceDate => "",
-        AgingBasis::Submission => " LEFT JOIN claims k ON k.name = c.claim",
+        AgingBasis::Submission => {
+            " LEFT JOIN claims k ON k.name = c.claim LEFT JOIN invoices i ON i.name = c.invoice"
+        }
     };
     let mut sql = format!(
         "SELECT c.billing_entity, c.payer, {day}, CAST(SUM(l.amount_cents) AS BIGINT) \

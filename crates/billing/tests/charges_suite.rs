@@ -9,7 +9,9 @@
 use chrono::NaiveDate;
 use pm_api::billing::{ChargeSource, ChargeState, LedgerEntryKind};
 use pm_billing::charges::{self, ChargeQuery, ChargeRow};
+use pm_billing::domain::invoice::State;
 use pm_billing::domain::money::Cents;
+use pm_billing::invoice_store::{self, StoredInvoice, StoredLine};
 use pm_billing::store;
 use pm_runtime::config::Backend;
 use pm_testing::TestSlice;
@@ -499,7 +501,218 @@ async fn receivables_age_into_their_buckets(h: &Harness) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A stored invoice of `contract` for March 2026 over `lines` (charge, amount).
+fn stored_invoice(name: &str, contract: &str, lines: &[(&str, i64)]) -> StoredInvoice {
+    StoredInvoice {
+        name: format!("{ORG}/invoices/{name}"),
+        contract: format!("{ORG}/contracts/{contract}"),
+        payer: format!("{ORG}/payers/globex"),
+        billing_entity: format!("{ORG}/billingEntities/group"),
+        month: "2026-03".into(),
+        basis: "per_visit".into(),
+        units: vec![NORTH.into()],
+        state: State::Open,
+        total: Cents::new(lines.iter().map(|(_, a)| a).sum()),
+        issue_us: 2_000,
+        update_us: 2_000,
+        lines: lines
+            .iter()
+            .enumerate()
+            .map(|(i, (charge, amount))| StoredLine {
+                line_number: i as i32 + 1,
+                charge: format!("{ORG}/charges/{charge}"),
+                patient: format!("{ORG}/patients/p-1"),
+                unit: NORTH.into(),
+                service_date: day(2026, 3, 2),
+                code: "99213".into(),
+                month: String::new(),
+                amount: Cents::new(*amount),
+                balance: Cents::new(*amount),
+                paid: Cents::ZERO,
+            })
+            .collect(),
+    }
+}
+
+async fn an_invoice_per_contract_and_month_over_the_ledger(h: &Harness) -> anyhow::Result<()> {
+    // A member-month is a charge like any other (the source CHECK takes it), and posts its charge.
+    let mut member = charge("member", NORTH, 4_500);
+    member.source = ChargeSource::MemberMonth;
+    member.code = "PMPM".into();
+    member.provider = String::new();
+    h.insert(&member).await?;
+    let mut conn = h.slice.db.read().await?;
+    let read = charges::get(&mut conn, &member.name).await?.unwrap();
+    assert_eq!(read.source, ChargeSource::MemberMonth);
+    drop(conn);
+    assert_eq!(h.balance(&member.name).await?, 4_500);
+    // Any other source is still refused by the table.
+    let mut conn = h.slice.db.read().await?;
+    let refused = sqlx::query(
+        "UPDATE charges SET source = 'invented' WHERE name = 'organizations/acme/charges/member'",
+    )
+    .execute(&mut *conn)
+    .await;
+    assert!(refused.is_err(), "the source CHECK is gone");
+    drop(conn);
+    let visit = charge("visit", NORTH, 8_500);
+    h.insert(&visit).await?;
+    let invoice = stored_invoice(
+        "globex-2026-03",
+        "globex",
+        &[("visit", 8_500), ("member", 4_500)],
+    );
+    let mut tx = h.slice.db.write(ORG).await?;
+    invoice_store::insert(tx.conn(), &invoice).await?;
+    tx.commit().await?;
+    // Its charges are invoiced: on no other invoice, out of assembly.
+    let mut conn = h.slice.db.read().await?;
+    assert!(invoice_store::exists_for(&mut conn, &invoice.contract, "2026-03").await?);
+    let unclaimed = charges::unclaimed(&mut conn, ORG, true, "", 100).await?;
+    assert!(unclaimed.is_empty(), "{unclaimed:?}");
+    drop(conn);
+    let twice = stored_invoice("other", "other", &[("visit", 8_500)]);
+    let mut tx = h.slice.db.write(ORG).await?;
+    let err = invoice_store::insert(tx.conn(), &twice).await.unwrap_err();
+    assert_eq!(err.code, Code::Aborted, "{err:?}");
+    drop(tx);
+    // One invoice per contract and month, whatever its name (its charge free to take).
+    h.insert(&charge("fresh", NORTH, 100)).await?;
+    let again = stored_invoice("globex-again", "globex", &[("fresh", 100)]);
+    let mut tx = h.slice.db.write(ORG).await?;
+    let err = invoice_store::insert(tx.conn(), &again).await.unwrap_err();
+    assert_eq!(err.code, Code::AlreadyExists, "{err:?}");
+    drop(tx);
+    let mut conn = h.slice.db.read().await?;
+    let fresh = charges::get(&mut conn, &format!("{ORG}/charges/fresh"))
+        .await?
+        .unwrap();
+    assert_eq!(
+        charges::unclaimed(&mut conn, ORG, false, "", 10).await?,
+        vec![fresh]
+    );
+    drop(conn);
+    // The balance is the ledger's: a payment moves it, nothing stored beside it.
+    h.post(&visit.name, LedgerEntryKind::Payment, -8_000)
+        .await?;
+    let mut conn = h.slice.db.read().await?;
+    let read = invoice_store::get(&mut conn, &invoice.name).await?.unwrap();
+    assert_eq!(read.total.cents(), 13_000);
+    assert_eq!(read.balance().cents(), 5_000);
+    assert_eq!(read.paid().cents(), 8_000);
+    assert_eq!(read.lines[0].balance.cents(), 500);
+    assert!(invoice_store::get(&mut conn, &twice.name).await?.is_none());
+    Ok(())
+}
+
+/// SQLite rebuilds `charges` in migration 2006 (its source CHECK widens): a slice migrated to 2005
+/// with charges, claims and ledger entries keeps every row, the ledger's references and its
+/// append-only triggers.
+#[tokio::test]
+async fn sqlite_2006_keeps_charges_and_the_ledger() -> anyhow::Result<()> {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    let dir = tempfile::tempdir()?;
+    let options = SqliteConnectOptions::new()
+        .filename(dir.path().join("billing.db"))
+        .create_if_missing(true)
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
+    let all = sqlx::migrate!("./migrations/sqlite");
+    let mut before = sqlx::migrate!("./migrations/sqlite");
+    before.migrations = all
+        .migrations
+        .iter()
+        .filter(|m| m.version < 2006)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&pool).await?;
+    sqlx::query(
+        "INSERT INTO charges (name, organization, source, encounter, line_number, patient, unit, \
+         provider, payer, billing_entity, contract, code, modifiers, units, diagnoses, service_date, \
+         place_of_service, unit_price_cents, amount_cents, fee_schedule_version, state, hold_reason, \
+         related_charge, profile, create_us, update_us, claim) VALUES ('organizations/acme/charges/a', \
+         'organizations/acme', 'encounter', 'organizations/acme/encounters/e', 1, 'p', 'u', 'd', \
+         'pay', 'be', 'c', '99213', '', 1, 'I10', '2026-03-02', '11', 9500, 9500, 'v', 'open', '', \
+         '', '{}', 1, 2, 'organizations/acme/claims/k')",
+    )
+    .execute(&pool)
+    .await?;
+    for (kind, cents) in [("charge", 9_500), ("payment", -4_000)] {
+        sqlx::query(
+            "INSERT INTO ledger_entries (organization, charge, kind, amount_cents, memo, post_us) \
+             VALUES ('organizations/acme', 'organizations/acme/charges/a', $1, $2, 'm', 1)",
+        )
+        .bind(kind)
+        .bind(cents)
+        .execute(&pool)
+        .await?;
+    }
+    all.run(&pool).await?;
+    let (claim, invoice, encounter): (String, String, String) =
+        sqlx::query_as("SELECT claim, invoice, encounter FROM charges WHERE name = $1")
+            .bind("organizations/acme/charges/a")
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!(
+        (claim.as_str(), invoice.as_str(), encounter.as_str()),
+        (
+            "organizations/acme/claims/k",
+            "",
+            "organizations/acme/encounters/e"
+        )
+    );
+    let sum: i64 = sqlx::query_scalar("SELECT SUM(amount_cents) FROM ledger_entries")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(sum, 5_500);
+    let broken: Vec<(String,)> = sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check")
+        .fetch_all(&pool)
+        .await?;
+    assert!(broken.is_empty(), "{broken:?}");
+    for statement in [
+        "UPDATE ledger_entries SET amount_cents = 0",
+        "DELETE FROM ledger_entries",
+    ] {
+        assert!(
+            sqlx::query(statement).execute(&pool).await.is_err(),
+            "{statement}"
+        );
+    }
+    // The ledger still refuses an entry on a charge that does not exist, and the encounter line's
+    // unique index came back.
+    let orphan = sqlx::query(
+        "INSERT INTO ledger_entries (organization, charge, kind, amount_cents, memo, post_us) \
+         VALUES ('organizations/acme', 'organizations/acme/charges/none', 'payment', -1, 'm', 1)",
+    )
+    .execute(&pool)
+    .await;
+    assert!(orphan.is_err());
+    let indexes: Vec<(String,)> = sqlx::query_as(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'charges'",
+    )
+    .fetch_all(&pool)
+    .await?;
+    for index in [
+        "charges_one_per_encounter_line",
+        "charges_by_organization",
+        "charges_unclaimed",
+        "charges_uninvoiced",
+    ] {
+        assert!(
+            indexes.iter().any(|(n,)| n == index),
+            "{index}: {indexes:?}"
+        );
+    }
+    pool.close().await;
+    Ok(())
+}
+
 pm_testing::on_both_backends!(super::Harness;
+    an_invoice_per_contract_and_month_over_the_ledger,
     receivables_age_into_their_buckets,
     reports_equal_the_ledger,
     one_charge_per_encounter_line,

@@ -409,7 +409,11 @@ fn units() -> Vec<(&'static str, ServiceUnit)> {
                 kind: UnitKind::EmployerProgram as i32,
                 billing_profile: Some(BillingProfile {
                     billing_entity: format!("{ORG}/billingEntities/acme-employer-services"),
-                    accepted_payers: payers(&["globex-direct"]),
+                    // Billing's Globex contract (invoiced per visit, claim form NONE).
+                    accepted_payers: vec![PayerContract {
+                        payer: format!("{ORG}/payers/globex-direct"),
+                        contract: format!("{ORG}/contracts/globex-direct-2026"),
+                    }],
                     self_pay_allowed: Some(false),
                     fee_schedule: format!("{ORG}/feeSchedules/globex-contract"),
                     place_of_service: "02".into(),
@@ -992,6 +996,28 @@ pub async fn seed_billing(
         })
         .await;
     report.record(&format!("{ORG}/contracts/medicare-2026"), result)?;
+    let contract = Contract {
+        display_name: "Globex employee health 2026 (invoiced per visit)".into(),
+        payer: format!("{ORG}/payers/globex-direct"),
+        billing_entity: format!("{ORG}/billingEntities/acme-employer-services"),
+        units: vec![unit_name("globex-employer")],
+        effective_from: Some(Date {
+            year: 2026,
+            month: 1,
+            day: 1,
+        }),
+        invoice_basis: InvoiceBasis::PerVisit as i32,
+        ..Default::default()
+    };
+    let result = client
+        .create_contract(CreateContractRequest {
+            parent: ORG.into(),
+            contract: Some(contract),
+            contract_id: "globex-direct-2026".into(),
+            request_id: String::new(),
+        })
+        .await;
+    report.record(&format!("{ORG}/contracts/globex-direct-2026"), result)?;
     println!("fee schedules");
     let schedules: [(&str, &str, Target, &str); 5] = [
         (
@@ -1096,8 +1122,9 @@ fn demo_request(label: &str) -> String {
 /// The last month of the demo's billing: charges entered for visits of the past 30 days (the
 /// scheduling demo's visits are all ahead), assembled into claims (Harold's clinic visit is split:
 /// its CCM line goes to the CCM entity by rule, the office visit to the clinic group by contract;
-/// Greta's employer visit is invoiced, not claimed), Walter's Aetna claim exported and paid by an
-/// 835. The other claims stay READY for `pm billing export-837`.
+/// Greta's employer visit is set aside from claims), Walter's Aetna claim exported and paid by an
+/// 835, Greta's visit (dated last month) invoiced to Globex on the month's invoice. The other claims
+/// stay READY for `pm billing export-837`.
 pub async fn seed_billing_month(
     client: &mut pm_api::billing::billing_service_client::BillingServiceClient<
         pm_runtime::client::AuthedChannel,
@@ -1147,8 +1174,18 @@ pub async fn seed_billing_month(
             5,
         ),
     ];
+    // Greta's employer visit falls in the month before this one, so that the month has ended and
+    // is invoiced below.
+    let previous_month_day = |days_ago: u64| {
+        let first = chrono::Datelike::with_day(&today, 1).unwrap_or(today);
+        first - chrono::Days::new(days_ago)
+    };
     for (i, (patient, unit, payer, code, diagnoses, days_ago)) in visits.into_iter().enumerate() {
-        let day = today - chrono::Days::new(days_ago);
+        let day = if unit == "globex-employer" {
+            previous_month_day(days_ago)
+        } else {
+            today - chrono::Days::new(days_ago)
+        };
         let request_id = demo_request(&format!("charge-{i}"));
         // A charge entered by hand is named after its request_id: one there means an earlier seed.
         let name = pm_billing::handlers::manual_charge_name(ORG, &request_id);
@@ -1198,7 +1235,70 @@ pub async fn seed_billing_month(
             claim.billing_entity
         );
     }
-    // Walter's Aetna claim: exported, then paid 80% with the rest written off by contract.
+    // Globex's invoice for the month of Greta's visit (its contract bills per visit).
+    let greta_month = previous_month_day(5).format("%Y-%m").to_string();
+    let globex = format!("{ORG}/contracts/globex-direct-2026");
+    let existing = client
+        .list_invoices(ListInvoicesRequest {
+            parent: ORG.into(),
+            contract: globex.clone(),
+            month: greta_month.clone(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("listing invoices: {}", s.message()))?
+        .into_inner();
+    if let Some(invoice) = existing.invoices.first() {
+        report.existing += 1;
+        println!("  exists   {}", invoice.name);
+        return walter_paid(client, report).await;
+    }
+    let invoiced = client
+        .create_invoices(CreateInvoicesRequest {
+            parent: ORG.into(),
+            month: greta_month.clone(),
+            contract: globex,
+            request_id: demo_request(&format!("invoices-{greta_month}")),
+        })
+        .await;
+    match invoiced {
+        Ok(answer) => {
+            for invoice in &answer.get_ref().invoices {
+                report.created += 1;
+                println!(
+                    "  invoice  {} ({} lines, {} cents)",
+                    invoice.name,
+                    invoice.lines.len(),
+                    invoice.total_cents
+                );
+            }
+            if answer.get_ref().invoices.is_empty() {
+                println!("  nothing  to invoice to Globex for {greta_month}");
+            }
+        }
+        // Early on the first of a month the organization's zone may still be in the last one.
+        Err(status) if status.code() == Code::FailedPrecondition => {
+            println!("  skipped  invoice for {greta_month}: {}", status.message());
+        }
+        Err(status) => {
+            return Err(anyhow::anyhow!(
+                "invoicing {greta_month}: {}: {}",
+                status.code(),
+                status.message()
+            ));
+        }
+    }
+    walter_paid(client, report).await
+}
+
+/// Walter's Aetna claim: exported, then paid 80% with the rest written off by contract.
+async fn walter_paid(
+    client: &mut pm_api::billing::billing_service_client::BillingServiceClient<
+        pm_runtime::client::AuthedChannel,
+    >,
+    report: &mut SeedReport,
+) -> anyhow::Result<SeedReport> {
+    use pm_api::billing::*;
     let listed = client
         .list_claims(ListClaimsRequest {
             parent: ORG.into(),

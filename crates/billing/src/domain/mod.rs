@@ -6,6 +6,7 @@ pub mod claims;
 pub mod codes;
 pub mod fee_csv;
 pub mod invalid;
+pub mod invoice;
 pub mod money;
 pub mod pricing;
 #[cfg(test)]

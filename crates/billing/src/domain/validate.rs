@@ -200,6 +200,7 @@ pub fn contract(contract: &Contract) -> Result<(NaiveDate, Option<NaiveDate>), I
             "at least one unit",
         ));
     }
+    crate::domain::invoice::basis(contract.invoice_basis, contract.member_month_fee_cents)?;
     period(
         "contract.",
         contract.effective_from.as_ref(),
