@@ -88,7 +88,8 @@ async fn main() -> anyhow::Result<()> {
 /// report and export rows (PostgreSQL, no mesh).
 async fn run(settings: &Settings, root: &Path) -> anyhow::Result<()> {
     if settings.only_billing {
-        return bench_billing::run(&settings.postgres_url).await;
+        bench_billing::run(&settings.postgres_url).await?;
+        return bench_billing::posting_lag(root, &settings.postgres_url).await;
     }
     print_header(settings);
     let sqlite = Target::sqlite(root.join("sqlite"));
@@ -101,7 +102,8 @@ async fn run(settings: &Settings, root: &Path) -> anyhow::Result<()> {
     let outcome = bench_target(settings, &postgres, Some(ceiling)).await;
     let cleanup = postgres.cleanup().await;
     outcome.and(cleanup)?;
-    bench_billing::run(&settings.postgres_url).await
+    bench_billing::run(&settings.postgres_url).await?;
+    bench_billing::posting_lag(root, &settings.postgres_url).await
 }
 
 /// The run's knobs, from the environment.
@@ -217,7 +219,12 @@ impl Target {
     }
 
     async fn cleanup(&self) -> anyhow::Result<()> {
-        for service in [pm_org::NAME, pm_rbac::NAME, pm_scheduling::NAME] {
+        for service in [
+            pm_org::NAME,
+            pm_rbac::NAME,
+            pm_scheduling::NAME,
+            pm_billing::NAME,
+        ] {
             let schema = format!("{}{service}", self.config.storage.postgres_schema_prefix);
             Db::drop_postgres_schema(self.config.storage.postgres_url.expose(), &schema)
                 .await

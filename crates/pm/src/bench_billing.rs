@@ -8,6 +8,9 @@
 //!   ledger: target ≥ 10× faster, identical totals.
 //! - AR aging (`reports::aging`, by date of service) against the bare grouping it reads: ≤ 1.5×.
 //! - 837P: claims written per second by the writer (10,000 claims in batches of 5,000 per ST).
+//! - Charge posting under booking load ([`posting_lag`]): a whole mesh on PostgreSQL books and
+//!   completes visits from 8 callers at full speed; the lag from each completion to its charges in
+//!   Billing, p50 and p99 (`PM_BENCH_POSTING_VISITS`, default 300).
 //!
 //! Each timing is the median of five runs after one warm-up. The lines are generated in SQL
 //! (`generate_series`) straight into a fresh schema, which the run drops at the end.
@@ -322,4 +325,310 @@ fn bench_batch(claims: usize) -> x12::Batch {
             })
             .collect(),
     }
+}
+
+/// Visits the posting-lag row books and completes (`PM_BENCH_POSTING_VISITS`, default 300).
+const POSTING_VISITS: usize = 300;
+/// Callers booking and completing at once in the posting-lag row.
+const POSTING_WORKERS: usize = 8;
+
+/// Charge posting keeps up with booking: on a whole mesh on PostgreSQL with the demo seeded,
+/// `POSTING_WORKERS` callers book and complete Rosa's CCM enrollment visits (two service lines
+/// each) as fast as the mesh takes them; each encounter's lag is from the completion's answer to
+/// the commit of its charges in Billing (the charge's `create_time`; one clock, one machine).
+pub async fn posting_lag(root: &std::path::Path, postgres_url: &str) -> anyhow::Result<()> {
+    let visits: usize = std::env::var("PM_BENCH_POSTING_VISITS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(POSTING_VISITS);
+    let target = super::Target::postgres(root.join("posting"), postgres_url);
+    let mesh = pm::mesh::start(
+        &target.config,
+        &pm::mesh::Service::ALL,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await?;
+    let outcome = posting_rows(&target.config, &mesh, visits).await;
+    let stopped = mesh.stop(super::STOP_GRACE).await;
+    let cleanup = target.cleanup().await;
+    outcome.and(stopped).and(cleanup)
+}
+
+type Authed = pm_runtime::client::AuthedChannel;
+
+/// A channel to `service` as the demo's administrator.
+async fn as_admin(
+    config: &pm_runtime::config::Config,
+    mesh: &pm::mesh::Mesh,
+    service: pm::mesh::Service,
+    token: &str,
+) -> anyhow::Result<Authed> {
+    use anyhow::Context as _;
+    let url = mesh
+        .url(service)
+        .with_context(|| format!("the mesh did not start {}", service.name()))?;
+    let channel = pm_runtime::client::channel(config, pm_runtime::tls::CLIENT, &url).await?;
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        pm_runtime::client::Bearer::new(token)?,
+    ))
+}
+
+async fn posting_rows(
+    config: &pm_runtime::config::Config,
+    mesh: &pm::mesh::Mesh,
+    visits: usize,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use pm::mesh::Service;
+    use pm_api::billing::billing_service_client::BillingServiceClient;
+    use pm_api::org::org_service_client::OrgServiceClient;
+    use pm_api::rbac::rbac_service_client::RbacServiceClient;
+    use pm_api::scheduling::scheduling_service_client::SchedulingServiceClient;
+
+    let rbac_url = mesh.url(Service::Rbac).context("no RBAC")?;
+    let mut rbac = RbacServiceClient::new(
+        pm_runtime::client::channel(config, pm_runtime::tls::CLIENT, &rbac_url).await?,
+    );
+    pm::demo::seed_access(&mut rbac, &mut pm::demo::SeedReport::default()).await?;
+    let token = rbac
+        .issue_token(pm_api::rbac::IssueTokenRequest {
+            principal: pm::demo::ADMIN.into(),
+            ttl: None,
+        })
+        .await?
+        .into_inner()
+        .token;
+    let mut org = OrgServiceClient::new(as_admin(config, mesh, Service::Org, &token).await?);
+    let billing_channel = as_admin(config, mesh, Service::Billing, &token).await?;
+    let mut billing = BillingServiceClient::new(billing_channel.clone());
+    let scheduling_channel = as_admin(config, mesh, Service::Scheduling, &token).await?;
+    pm::demo::seed(&mut org, &mut billing).await?;
+    pm::demo::seed_scheduling(&mut SchedulingServiceClient::new(
+        scheduling_channel.clone(),
+    ))
+    .await?;
+    let slots = free_slots(&scheduling_channel, visits).await?;
+    anyhow::ensure!(
+        slots.len() >= visits,
+        "found {} free slots for {visits} visits",
+        slots.len()
+    );
+    let before = charge_names(&billing_channel).await?.len();
+    let started = Instant::now();
+    let completed = book_and_complete(&scheduling_channel, slots).await?;
+    let elapsed = started.elapsed();
+    let lags = lags_of(&billing_channel, &completed, before).await?;
+    let rate = completed.len() as f64 / elapsed.as_secs_f64().max(1e-9);
+    let percentile = |p: f64| -> Duration {
+        let at = ((lags.len() as f64 - 1.0) * p).round() as usize;
+        lags.get(at).copied().unwrap_or_default()
+    };
+    println!(
+        "{:<44} {rate:>9.1} visits/s booked and completed ({} visits, {POSTING_WORKERS} callers); \
+         EncounterCompleted -> charges lag p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "charge posting under booking load",
+        completed.len(),
+        percentile(0.5).as_secs_f64() * 1e3,
+        percentile(0.99).as_secs_f64() * 1e3,
+        lags.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    );
+    Ok(())
+}
+
+/// The next free slots of Rosa's CCM enrollment visit, week by week from next Monday.
+async fn free_slots(
+    channel: &Authed,
+    wanted: usize,
+) -> anyhow::Result<Vec<pm_api::scheduling::Slot>> {
+    use pm_api::scheduling::FindSlotsRequest;
+    use pm_api::scheduling::scheduling_service_client::SchedulingServiceClient;
+    use pm_api::types::Interval;
+    let mut client = SchedulingServiceClient::new(channel.clone());
+    let mut slots = Vec::new();
+    let mut from = chrono::Utc::now() + chrono::TimeDelta::days(1);
+    while slots.len() < wanted && from < chrono::Utc::now() + chrono::TimeDelta::days(700) {
+        let until = from + chrono::TimeDelta::days(28);
+        let stamp = |t: chrono::DateTime<chrono::Utc>| prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: 0,
+        };
+        let page = client
+            .find_slots(FindSlotsRequest {
+                unit: format!("{ORG_DEMO}/units/ccm-program"),
+                patient: format!("{ORG_DEMO}/patients/p-0004"),
+                visit_type: format!("{ORG_DEMO}/units/ccm-program/visitTypes/ccm-enrollment"),
+                window: Some(Interval {
+                    start_time: Some(stamp(from)),
+                    end_time: Some(stamp(until)),
+                }),
+                max_slots: 1000,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        slots.extend(page.slots);
+        from = until;
+    }
+    // One visit per provider and start: a patient cannot be in two places at once.
+    slots.sort_by_key(|s| {
+        s.interval
+            .as_ref()
+            .and_then(|i| i.start_time)
+            .map(|t| t.seconds)
+    });
+    slots.dedup_by_key(|s| {
+        s.interval
+            .as_ref()
+            .and_then(|i| i.start_time)
+            .map(|t| t.seconds)
+    });
+    slots.truncate(wanted);
+    Ok(slots)
+}
+
+const ORG_DEMO: &str = "organizations/acme";
+
+/// Books and completes every slot from `POSTING_WORKERS` callers; returns each encounter with the
+/// instant its completion was answered.
+async fn book_and_complete(
+    channel: &Authed,
+    slots: Vec<pm_api::scheduling::Slot>,
+) -> anyhow::Result<Vec<(String, std::time::SystemTime)>> {
+    use pm_api::scheduling::scheduling_service_client::SchedulingServiceClient;
+    use pm_api::scheduling::{
+        Appointment, BookAppointmentRequest, CompleteAppointmentRequest, ServiceLine,
+    };
+    let queue = std::sync::Arc::new(tokio::sync::Mutex::new(slots));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..POSTING_WORKERS {
+        let (queue, channel) = (queue.clone(), channel.clone());
+        workers.spawn(async move {
+            let mut client = SchedulingServiceClient::new(channel);
+            let mut done = Vec::new();
+            loop {
+                let Some(slot) = queue.lock().await.pop() else {
+                    return Ok::<_, anyhow::Error>(done);
+                };
+                let booked = client
+                    .book_appointment(BookAppointmentRequest {
+                        parent: ORG_DEMO.into(),
+                        appointment: Some(Appointment {
+                            unit: format!("{ORG_DEMO}/units/ccm-program"),
+                            patient: format!("{ORG_DEMO}/patients/p-0004"),
+                            provider: slot.provider.clone(),
+                            location: slot.location.clone(),
+                            visit_type: format!(
+                                "{ORG_DEMO}/units/ccm-program/visitTypes/ccm-enrollment"
+                            ),
+                            interval: slot.interval,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                let line = |code: &str, pointers: &[i32]| ServiceLine {
+                    code: code.into(),
+                    units: 1,
+                    diagnosis_pointers: pointers.to_vec(),
+                    ..Default::default()
+                };
+                let completed = client
+                    .complete_appointment(CompleteAppointmentRequest {
+                        name: booked.name,
+                        diagnoses: vec!["E11.9".into(), "I10".into()],
+                        service_lines: vec![line("G0506", &[1, 2]), line("99490", &[2])],
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                let answered = std::time::SystemTime::now();
+                if let Some(encounter) = completed.encounter {
+                    done.push((encounter.name, answered));
+                }
+            }
+        });
+    }
+    let mut completed = Vec::new();
+    while let Some(worker) = workers.join_next().await {
+        completed.extend(worker??);
+    }
+    Ok(completed)
+}
+
+/// Every charge of the demo organization, by name, with its encounter and creation instant.
+async fn charge_names(
+    channel: &Authed,
+) -> anyhow::Result<Vec<(String, String, Option<prost_types::Timestamp>)>> {
+    use pm_api::billing::ListChargesRequest;
+    use pm_api::billing::billing_service_client::BillingServiceClient;
+    let mut client = BillingServiceClient::new(channel.clone());
+    let mut charges = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_charges(ListChargesRequest {
+                parent: ORG_DEMO.into(),
+                page_size: 1000,
+                page_token,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        charges.extend(
+            page.charges
+                .into_iter()
+                .map(|c| (c.name, c.encounter, c.create_time)),
+        );
+        if page.next_page_token.is_empty() {
+            return Ok(charges);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Each encounter's lag, sorted: from its completion's answer to its last charge's commit. Waits
+/// (up to a minute) for Billing to have charged every encounter.
+async fn lags_of(
+    channel: &Authed,
+    completed: &[(String, std::time::SystemTime)],
+    before: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let wanted = before + 2 * completed.len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let charges = loop {
+        let charges = charge_names(channel).await?;
+        if charges.len() >= wanted || Instant::now() > deadline {
+            break charges;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    anyhow::ensure!(
+        charges.len() >= wanted,
+        "Billing made {} of {} charges within a minute",
+        charges.len() - before,
+        wanted - before
+    );
+    let mut last: std::collections::HashMap<&str, std::time::SystemTime> =
+        std::collections::HashMap::new();
+    for (_, encounter, created) in &charges {
+        let Some(created) = created else { continue };
+        let at = std::time::UNIX_EPOCH
+            + Duration::new(
+                u64::try_from(created.seconds).unwrap_or_default(),
+                u32::try_from(created.nanos).unwrap_or_default(),
+            );
+        let entry = last.entry(encounter.as_str()).or_insert(at);
+        *entry = (*entry).max(at);
+    }
+    let mut lags: Vec<Duration> = completed
+        .iter()
+        .filter_map(|(encounter, answered)| {
+            let charged = last.get(encounter.as_str())?;
+            Some(charged.duration_since(*answered).unwrap_or_default())
+        })
+        .collect();
+    lags.sort();
+    Ok(lags)
 }
