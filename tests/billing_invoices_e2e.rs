@@ -535,6 +535,78 @@ async fn per_visit_invoices(backend: Backend) -> anyhow::Result<()> {
     assert_eq!(amounts.outstanding_cents, 0);
     // The clinic's Medicare visit was never invoiced.
     assert!(!charges.contains(&clinic.name));
+
+    // A correction of a paid, invoiced visit joins the invoice: its replacement is a new line, the
+    // total follows the lines in force, and the employer owes the difference.
+    let corrected_line = rest.lines[2].clone();
+    let corrected = admin
+        .correct_charge(CorrectChargeRequest {
+            name: corrected_line.charge.clone(),
+            correction: Some(ChargeLine {
+                code: "99214".into(),
+                units: 1,
+                diagnoses: vec!["Z00.00".into()],
+                ..Default::default()
+            }),
+            reason: "coded as a moderate visit".into(),
+            request_id: rid(),
+        })
+        .await?
+        .into_inner();
+    let replacement = corrected.correction.unwrap();
+    assert!(
+        replacement.amount_cents > corrected_line.amount_cents,
+        "{replacement:?}"
+    );
+    let after_correction = admin
+        .get_invoice(GetInvoiceRequest {
+            name: invoice.name.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(after_correction.lines.len(), 4, "{after_correction:?}");
+    assert_eq!(after_correction.lines[3].charge, replacement.name);
+    assert_eq!(
+        after_correction.lines[3].amount_cents,
+        replacement.amount_cents
+    );
+    let difference = replacement.amount_cents - corrected_line.amount_cents;
+    assert_eq!(after_correction.total_cents, scheduled + difference);
+    assert_eq!(after_correction.balance_cents, difference);
+    assert_eq!(after_correction.state, InvoiceState::PartiallyPaid as i32);
+    assert_eq!(after_correction.paid_cents, scheduled, "the payment stays");
+    // It takes the difference and no more; then it is paid.
+    let err = clerk
+        .post_invoice_payment(pay(difference + 1, &rid()))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "PAYMENT_EXCEEDS_BALANCE");
+    let settled = clerk
+        .post_invoice_payment(pay(difference, &rid()))
+        .await?
+        .into_inner()
+        .invoice
+        .unwrap();
+    assert_eq!(
+        (settled.state, settled.balance_cents),
+        (InvoiceState::Paid as i32, 0)
+    );
+    // The replacement is billed by that invoice alone: no claim, no second invoice.
+    let again = admin
+        .create_invoices(create(&month, "", &rid()))
+        .await?
+        .into_inner();
+    assert!(again.invoices.is_empty(), "{again:?}");
+    let assembled = admin
+        .assemble_claims(AssembleClaimsRequest { parent: ORG.into() })
+        .await?
+        .into_inner();
+    assert!(
+        !assembled
+            .claims
+            .iter()
+            .any(|c| c.lines.iter().any(|l| l.charge == replacement.name))
+    );
     mesh.stop().await?;
     Ok(())
 }

@@ -970,6 +970,10 @@ impl BillingApi {
                 }
                 charges::insert(conn, &correction).await?;
                 charges::reverse(conn, &current, &correction.name, &memo).await?;
+                let invoice = invoice_store::invoice_of(conn, &current.name).await?;
+                if !invoice.is_empty() {
+                    invoice_store::add_correction(conn, &invoice, &current, &correction).await?;
+                }
                 let reversed = charges::get(conn, &original.name)
                     .await?
                     .ok_or_else(|| ApiError::not_found(&original.name))?;

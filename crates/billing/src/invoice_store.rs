@@ -202,6 +202,98 @@ pub async fn insert(conn: &mut AnyConnection, invoice: &StoredInvoice) -> ApiRes
     Ok(())
 }
 
+/// The invoice `charge` is on ("" for none).
+pub async fn invoice_of(conn: &mut AnyConnection, charge: &str) -> ApiResult<String> {
+    let row = sqlx::query("SELECT invoice FROM charges WHERE name = $1")
+        .bind(charge)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get("invoice")?,
+        None => String::new(),
+    })
+}
+
+/// A correction of an invoiced charge joins the invoice, so that nothing it bills is lost: the
+/// replacement becomes a new line (the reversed original stays, its ledger netting to what was
+/// paid on it), the total follows the lines in force, and the state is read again from the
+/// ledger. A correction to no amount adds no line; one that would leave the invoice owing nothing
+/// at all is refused (`INVOICE_WOULD_BE_EMPTY`), nothing written.
+pub async fn add_correction(
+    conn: &mut AnyConnection,
+    invoice: &str,
+    original: &ChargeRow,
+    correction: &ChargeRow,
+) -> ApiResult<()> {
+    let stored = get(conn, invoice)
+        .await?
+        .ok_or_else(|| ApiError::not_found(invoice))?;
+    let Some(line) = stored.lines.iter().find(|l| l.charge == original.name) else {
+        return Ok(());
+    };
+    // What was paid on the original is carried to the correction: the original is reversed in
+    // full (its open balance was reversed already), leaving the payment as a credit on the invoice,
+    // which then owes the difference.
+    if line.paid.is_positive() {
+        charges::post(
+            conn,
+            &original.name,
+            pm_api::billing::LedgerEntryKind::Reversal,
+            -line.paid,
+            &format!("paid part reversed: carried to {}", correction.name),
+        )
+        .await?;
+    }
+    let total = stored.total - original.amount + correction.amount;
+    if !total.is_positive() {
+        return Err(ApiError::precondition(
+            "INVOICE_WOULD_BE_EMPTY",
+            format!(
+                "{}: the correction would leave {invoice} billing nothing; nothing was written",
+                original.name
+            ),
+        ));
+    }
+    if correction.amount.is_positive() {
+        let next = stored
+            .lines
+            .iter()
+            .map(|l| l.line_number)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        sqlx::query("UPDATE charges SET invoice = $1 WHERE name = $2")
+            .bind(invoice)
+            .bind(&correction.name)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "INSERT INTO invoice_lines (invoice, line_number, charge, patient, unit, service_date, \
+             code, month, amount_cents) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(invoice)
+        .bind(next)
+        .bind(&correction.name)
+        .bind(&correction.patient)
+        .bind(&correction.unit)
+        .bind(correction.service_date.format("%Y-%m-%d").to_string())
+        .bind(&correction.code)
+        .bind(&line.month)
+        .bind(correction.amount.cents())
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query("UPDATE invoices SET total_cents = $1 WHERE name = $2")
+        .bind(total.cents())
+        .bind(invoice)
+        .execute(&mut *conn)
+        .await?;
+    let after = get(conn, invoice)
+        .await?
+        .ok_or_else(|| ApiError::not_found(invoice))?;
+    set_state(conn, invoice, invoice::state(after.balance(), after.paid())).await
+}
+
 const INVOICE_COLUMNS: &str = "name, contract, payer, billing_entity, month, basis, units, state, \
     total_cents, issue_us, update_us";
 

@@ -89,6 +89,7 @@ pub const CATALOG: &[Reason] = pm_runtime::reasons![
     "INVOICE_MONTH_NOT_STARTED" FailedPrecondition "a month is not invoiced before it starts",
     "MEMBER_SCAN_TOO_LARGE" FailedPrecondition "the organization has more patients than a member-month run looks through",
     "INVOICE_EXISTS" AlreadyExists "the contract is invoiced for the month already",
+    "INVOICE_WOULD_BE_EMPTY" FailedPrecondition "correcting the charge would leave its invoice billing nothing",
     "PAYMENT_NOT_POSITIVE" InvalidArgument "a payment is above zero",
 ];
 

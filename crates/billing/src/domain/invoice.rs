@@ -382,16 +382,25 @@ pub enum Unallocated {
 
 /// Allocates `amount` across `lines` oldest first (date of service, then line number), each part
 /// at most the line's balance. Refused whole when the amount is not positive or is more than the
-/// sum of the balances: nothing is allocated then.
+/// invoice owes: the sum of the lines' balances, where a credit (a corrected line's payment, see
+/// `invoice_store::add_correction`) counts against what the other lines owe. Nothing is allocated
+/// then.
 pub fn allocate(lines: &[Owed], amount: Cents) -> Result<Vec<(String, Cents)>, Unallocated> {
     if !amount.is_positive() {
         return Err(Unallocated::NotPositive);
     }
-    let balance: Cents = lines
+    let positive: Cents = lines
         .iter()
         .map(|l| l.balance)
         .filter(|b| b.is_positive())
         .sum();
+    let net: Cents = lines.iter().map(|l| l.balance).sum();
+    let balance = if net < positive { net } else { positive };
+    let balance = if balance.is_negative() {
+        Cents::ZERO
+    } else {
+        balance
+    };
     if amount > balance {
         return Err(Unallocated::ExceedsBalance(balance));
     }

@@ -254,6 +254,29 @@ fn a_payment_is_allocated_oldest_first_and_never_beyond_the_balance() {
 }
 
 #[test]
+fn a_credit_on_a_corrected_line_counts_against_what_the_others_owe() {
+    // A paid 85.00 visit corrected to 135.00: the original holds the 85.00 as a credit, the
+    // replacement owes 135.00; the invoice owes the 50.00 difference and takes no more.
+    let lines = [
+        owed("original", "2026-03-02", 1, -8_500),
+        owed("replacement", "2026-03-02", 2, 13_500),
+    ];
+    assert_eq!(
+        allocate(&lines, Cents::new(5_001)),
+        Err(Unallocated::ExceedsBalance(Cents::new(5_000)))
+    );
+    assert_eq!(
+        allocate(&lines, Cents::new(5_000)).unwrap(),
+        [("replacement".to_string(), Cents::new(5_000))]
+    );
+    let credit_only = [owed("original", "2026-03-02", 1, -100)];
+    assert_eq!(
+        allocate(&credit_only, Cents::new(1)),
+        Err(Unallocated::ExceedsBalance(Cents::ZERO))
+    );
+}
+
+#[test]
 fn the_ledger_decides_the_state() {
     assert_eq!(state(Cents::new(100), Cents::ZERO), State::Open);
     assert_eq!(state(Cents::new(40), Cents::new(60)), State::PartiallyPaid);
