@@ -437,15 +437,7 @@ pub async fn list(
         query.patient,
         query.encounter,
     ]);
-    let after = paging::decode_token(page_token, &fingerprint)?;
-    let (after_us, after_name) = match after.as_deref() {
-        Some([us, name]) => (
-            us.parse::<i64>().map_err(|_| paging::invalid_token())?,
-            name.clone(),
-        ),
-        Some(_) => return Err(paging::invalid_token()),
-        None => (i64::MAX, String::new()),
-    };
+    let (after_us, after_name) = paging::decode_newest_first(page_token, &fingerprint)?;
     let units = query.visible_units.filter(|u| u.len() <= MAX_BOUND_UNITS);
     let mut sql = format!(
         "SELECT {COLUMNS} FROM charges WHERE organization = $1 \

@@ -496,14 +496,7 @@ pub async fn list(
     let size = paging::page_size(page_size)?;
     let state = state.map(state_name).unwrap_or("");
     let fingerprint = paging::query_fingerprint(&["claims", organization, state]);
-    let mut cursor = match paging::decode_token(page_token, &fingerprint)?.as_deref() {
-        Some([us, name]) => (
-            us.parse::<i64>().map_err(|_| paging::invalid_token())?,
-            name.clone(),
-        ),
-        Some(_) => return Err(paging::invalid_token()),
-        None => (i64::MAX, String::new()),
-    };
+    let mut cursor = paging::decode_newest_first(page_token, &fingerprint)?;
     let mut found: Vec<(i64, String)> = Vec::new();
     let mut exhausted = false;
     'chunks: for _ in 0..LIST_CHUNKS {

@@ -413,15 +413,7 @@ pub async fn list(
         state,
         query.month,
     ]);
-    let after = paging::decode_token(page_token, &fingerprint)?;
-    let (after_us, after_name) = match after.as_deref() {
-        Some([us, name]) => (
-            us.parse::<i64>().map_err(|_| paging::invalid_token())?,
-            name.clone(),
-        ),
-        Some(_) => return Err(paging::invalid_token()),
-        None => (i64::MAX, String::new()),
-    };
+    let (after_us, after_name) = paging::decode_newest_first(page_token, &fingerprint)?;
     let mut sql = String::from(
         "SELECT name, issue_us FROM invoices WHERE organization = $1 \
          AND (issue_us < $2 OR (issue_us = $2 AND ($3 = '' OR name < $3))) \

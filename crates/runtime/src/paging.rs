@@ -237,6 +237,19 @@ pub fn decode_token(token: &str, fingerprint: &str) -> ApiResult<Option<Vec<Stri
     decode_in(&current_scope(), token, fingerprint)
 }
 
+/// The position a newest-first page resumes after, `(instant µs, name)`, from a token that
+/// [`encode_token`] made of those two: `(i64::MAX, "")` (before everything) for the first page.
+pub fn decode_newest_first(token: &str, fingerprint: &str) -> ApiResult<(i64, String)> {
+    match decode_token(token, fingerprint)?.as_deref() {
+        Some([us, name]) => Ok((
+            us.parse::<i64>().map_err(|_| invalid_token())?,
+            name.clone(),
+        )),
+        Some(_) => Err(invalid_token()),
+        None => Ok((i64::MAX, String::new())),
+    }
+}
+
 fn encode_in(scope: &TokenScope, fingerprint: &str, after: Vec<String>) -> String {
     // Serializing a struct of strings cannot fail.
     let cursor = serde_json::to_vec(&Cursor { k: after }).unwrap_or_default();
