@@ -3,6 +3,10 @@
 //! clocks. Refusals carry an HL7 ERR (segment^sequence^field and a table 0357 code) with a fixed,
 //! PHI-free user message and a stable reason.
 
+use pm_api::org::{
+    AdministrativeGender, CreatePatientRequest, Patient, PatientIdentifier, UpdatePatientRequest,
+};
+use pm_api::types::Date;
 use pm_hl7::{AckOutcome, ErrorCode, ErrorDetail, ErrorLocation, Message, Severity, Value};
 
 /// What a source may do.
@@ -233,8 +237,8 @@ pub struct PatientFacts {
     pub family_name: String,
     /// PID-5.2.
     pub given_name: String,
-    /// PID-7 as `YYYY-MM-DD`, if sent.
-    pub birth_date: Option<String>,
+    /// PID-7 (required: Org requires a birth date).
+    pub birth_date: chrono::NaiveDate,
     /// PID-8.
     pub sex: Sex,
 }
@@ -385,18 +389,24 @@ pub fn map_adt(message: &Message, source: &Source) -> Result<Mapped, Refusal> {
         ));
     };
     let given_name = text(pid.value(5, 1, 2, 1)).unwrap_or_default();
-    let birth_date = match text(pid.value(7, 1, 1, 1)) {
-        None => None,
-        Some(ts) => Some(hl7_date(&ts).ok_or_else(|| {
-            refuse(
-                AckOutcome::Error,
-                ErrorCode::DataTypeError,
-                ErrorLocation::field("PID", 1, 7),
-                "Date of birth is not a valid date",
-                "PID_7_INVALID",
-            )
-        })?),
+    let Some(birth_date) = text(pid.value(7, 1, 1, 1)) else {
+        return Err(refuse(
+            AckOutcome::Error,
+            ErrorCode::RequiredFieldMissing,
+            ErrorLocation::field("PID", 1, 7),
+            "Date of birth missing",
+            "PID_7_MISSING",
+        ));
     };
+    let birth_date = hl7_date(&birth_date).ok_or_else(|| {
+        refuse(
+            AckOutcome::Error,
+            ErrorCode::DataTypeError,
+            ErrorLocation::field("PID", 1, 7),
+            "Date of birth is not a valid date",
+            "PID_7_INVALID",
+        )
+    })?;
     let sex = match text(pid.value(8, 1, 1, 1)).as_deref() {
         None => Sex::Unknown,
         Some("F") => Sex::Female,
@@ -426,14 +436,82 @@ pub fn map_adt(message: &Message, source: &Source) -> Result<Mapped, Refusal> {
     })
 }
 
-/// `YYYYMMDD[...]` (a DTM) → `YYYY-MM-DD`, if it is a real date.
-fn hl7_date(ts: &str) -> Option<String> {
+/// `YYYYMMDD[...]` (a DTM), if it is a real date.
+fn hl7_date(ts: &str) -> Option<chrono::NaiveDate> {
     let digits = ts.get(..8)?;
     if !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let date = chrono::NaiveDate::parse_from_str(digits, "%Y%m%d").ok()?;
-    Some(date.format("%Y-%m-%d").to_string())
+    chrono::NaiveDate::parse_from_str(digits, "%Y%m%d").ok()
+}
+
+impl PatientFacts {
+    /// The key messages of one patient are ordered by: `system|value`.
+    pub fn key(&self) -> String {
+        format!("{}|{}", self.identifier_system, self.identifier_value)
+    }
+
+    /// The ListPatients filter that finds this patient by its identifier.
+    pub fn identifier_filter(&self) -> String {
+        let escape = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        format!(
+            "identifier = \"{}\"",
+            escape(&format!(
+                "{}|{}",
+                self.identifier_system, self.identifier_value
+            ))
+        )
+    }
+
+    /// The Org patient these facts describe (name, etag and output fields unset).
+    pub fn to_patient(&self) -> Patient {
+        use chrono::Datelike as _;
+        Patient {
+            given_name: self.given_name.clone(),
+            family_name: self.family_name.clone(),
+            birth_date: Some(Date {
+                year: self.birth_date.year(),
+                month: i32::try_from(self.birth_date.month()).unwrap_or(0),
+                day: i32::try_from(self.birth_date.day()).unwrap_or(0),
+            }),
+            gender: match self.sex {
+                Sex::Female => AdministrativeGender::Female,
+                Sex::Male => AdministrativeGender::Male,
+                Sex::Other => AdministrativeGender::Other,
+                Sex::Unknown => AdministrativeGender::Unknown,
+            } as i32,
+            identifiers: vec![PatientIdentifier {
+                system: self.identifier_system.clone(),
+                value: self.identifier_value.clone(),
+            }],
+            ..Patient::default()
+        }
+    }
+
+    /// CreatePatient for a registration; `request_id` makes a retried apply idempotent.
+    pub fn create_request(&self, request_id: &str) -> CreatePatientRequest {
+        CreatePatientRequest {
+            parent: self.organization.clone(),
+            patient: Some(self.to_patient()),
+            patient_id: String::new(),
+            request_id: request_id.to_owned(),
+        }
+    }
+
+    /// UpdatePatient of `name`'s demographics (names, birth date, gender; identifiers untouched).
+    pub fn update_request(&self, name: &str) -> UpdatePatientRequest {
+        let mut patient = self.to_patient();
+        patient.name = name.to_owned();
+        patient.identifiers.clear();
+        UpdatePatientRequest {
+            patient: Some(patient),
+            update_mask: Some(prost_types::FieldMask {
+                paths: ["given_name", "family_name", "birth_date", "gender"]
+                    .map(String::from)
+                    .to_vec(),
+            }),
+        }
+    }
 }
 
 /// The message header fields the log keys on (not PHI).
@@ -544,7 +622,20 @@ mod tests {
         assert_eq!(mapped.patient.identifier_value, "000123456");
         assert_eq!(mapped.patient.family_name, "DOE");
         assert_eq!(mapped.patient.given_name, "JOHN");
-        assert_eq!(mapped.patient.birth_date.as_deref(), Some("1980-02-14"));
+        assert_eq!(mapped.patient.birth_date.to_string(), "1980-02-14");
+        let request = mapped.patient.create_request("r-1");
+        assert_eq!(request.parent, "organizations/acme");
+        assert_eq!(request.request_id, "r-1");
+        let patient = request.patient.unwrap();
+        assert_eq!(patient.identifiers[0].system, "urn:north:mrn");
+        assert_eq!(patient.identifiers[0].value, "000123456");
+        assert_eq!(patient.gender, AdministrativeGender::Male as i32);
+        let date = patient.birth_date.unwrap();
+        assert_eq!((date.year, date.month, date.day), (1980, 2, 14));
+        assert_eq!(
+            mapped.patient.identifier_filter(),
+            "identifier = \"urn:north:mrn|000123456\""
+        );
         assert_eq!(mapped.patient.sex, Sex::Male);
         assert_eq!(mapped.patient.organization, "organizations/acme");
     }
@@ -559,6 +650,14 @@ mod tests {
         assert_eq!(mapped.action, Action::Update);
         assert_eq!(mapped.patient.identifier_value, "77");
         assert_eq!(mapped.patient.sex, Sex::Female);
+        let update = mapped
+            .patient
+            .update_request("organizations/acme/patients/p1");
+        let patient = update.patient.unwrap();
+        assert_eq!(patient.name, "organizations/acme/patients/p1");
+        assert_eq!(patient.family_name, "ROE");
+        assert!(patient.identifiers.is_empty());
+        assert_eq!(update.update_mask.unwrap().paths.len(), 4);
     }
 
     #[test]
@@ -576,18 +675,23 @@ mod tests {
     fn unmapped_authority_and_bad_values_name_their_field() {
         let cases = [
             (
-                "PID|1||5^^^ELSEWHERE||ROE",
+                "PID|1||5^^^ELSEWHERE||ROE||19900101",
                 "PID_3_AUTHORITY_UNMAPPED",
                 "|PID^1^3^1^4|103^",
             ),
             ("PID|1||5^^^NORTHHOSP", "PID_5_MISSING", "|PID^1^5|101^"),
+            (
+                "PID|1||5^^^NORTHHOSP||ROE",
+                "PID_7_MISSING",
+                "|PID^1^7|101^",
+            ),
             (
                 "PID|1||5^^^NORTHHOSP||ROE||19901340",
                 "PID_7_INVALID",
                 "|PID^1^7|102^",
             ),
             (
-                "PID|1||5^^^NORTHHOSP||ROE|||Q",
+                "PID|1||5^^^NORTHHOSP||ROE||19900101|Q",
                 "PID_8_INVALID",
                 "|PID^1^8|103^",
             ),
@@ -620,7 +724,7 @@ mod tests {
             Sources::new("ehr.sources", vec![north()], Some("organizations/demo")).unwrap();
         let source = sources.resolve("ANY", "SOMEWHERE").unwrap();
         assert_eq!(source.id, CATCH_ALL);
-        let msg = adt("A04", "PID|1||5^^^SOMEAUTH||ROE");
+        let msg = adt("A04", "PID|1||5^^^SOMEAUTH||ROE||19900101");
         let mapped = map_adt(&msg, source).unwrap();
         assert_eq!(mapped.patient.identifier_system, "SOMEAUTH");
         assert_eq!(mapped.patient.organization, "organizations/demo");

@@ -5,7 +5,10 @@
 //! nothing and is answered with the first copy's ACK code.
 
 use pm_hl7::{Ack, AckOutcome, ErrorCode, ErrorDetail, FrameError, Message, Severity};
+use std::sync::Arc;
+
 use pm_runtime::Db;
+use tokio::sync::Notify;
 
 use crate::domain::{self, Refusal, Sources};
 use crate::store::{self, Logged, NewMessage, State};
@@ -15,12 +18,23 @@ use crate::store::{self, Logged, NewMessage, State};
 pub struct Intake {
     db: Db,
     sources: Sources,
+    wake: Option<Arc<Notify>>,
 }
 
 impl Intake {
     /// Messages are logged in `db`; `sources` say who may send what.
     pub fn new(db: Db, sources: Sources) -> Self {
-        Self { db, sources }
+        Self {
+            db,
+            sources,
+            wake: None,
+        }
+    }
+
+    /// Notifies `wake` (the apply worker) when a message is accepted.
+    pub fn waking(mut self, wake: Arc<Notify>) -> Self {
+        self.wake = Some(wake);
+        self
     }
 
     /// The ACK for one framed message.
@@ -74,6 +88,9 @@ impl Intake {
         .await;
         match logged {
             Ok(Logged::New) => {
+                if let (State::Received, Some(wake)) = (state, &self.wake) {
+                    wake.notify_one();
+                }
                 tracing::info!(
                     source = %source.id,
                     trigger = %header.trigger_event,

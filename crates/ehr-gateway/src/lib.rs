@@ -7,7 +7,10 @@
 //! * `intake`: one message from frame to ACK; the message is committed to the log before its ACK
 //!   is written (a commit acknowledgement: AA means persisted, applied asynchronously).
 //! * `listener`: the MLLP listener (plain TCP), bounded connections, a per-frame read deadline.
+//! * `apply`: the worker applying accepted messages to Org (generated client, mTLS, the gateway's
+//!   identity) with bounded backoff, in order per patient; refusals for good go to `dead`.
 
+pub mod apply;
 pub mod domain;
 pub mod intake;
 pub mod listener;

@@ -174,3 +174,115 @@ fn to_logged(row: &sqlx::any::AnyRow) -> ApiResult<LogRow> {
         ack_code: row.try_get("ack_code")?,
     })
 }
+
+/// The messages waiting to be applied, oldest first (at most `limit`).
+pub async fn pending(db: &Db, limit: i64) -> ApiResult<Vec<Pending>> {
+    let mut conn = db.read().await?;
+    let rows = sqlx::query(
+        "SELECT id, source, raw, attempts, next_attempt_us FROM inbound_messages \
+         WHERE state = 'received' ORDER BY id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Pending {
+                id: r.try_get("id")?,
+                source: r.try_get("source")?,
+                raw: r.try_get("raw")?,
+                attempts: r.try_get("attempts")?,
+                next_attempt_us: r.try_get("next_attempt_us")?,
+            })
+        })
+        .collect()
+}
+
+/// A message waiting to be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// Row id.
+    pub id: i64,
+    /// The source id.
+    pub source: String,
+    /// The raw message.
+    pub raw: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// Not before this instant (µs).
+    pub next_attempt_us: i64,
+}
+
+/// Marks a message applied and records the cross-reference to the patient it touched.
+pub async fn applied(
+    db: &Db,
+    id: i64,
+    source: &str,
+    system: &str,
+    value: &str,
+    patient: &str,
+) -> ApiResult<()> {
+    let mut tx = db.write_constrained().await?;
+    sqlx::query(
+        "UPDATE inbound_messages SET state = 'applied', attempts = attempts + 1, last_error = '' \
+         WHERE id = $1 AND state = 'received'",
+    )
+    .bind(id)
+    .execute(tx.conn())
+    .await?;
+    sqlx::query(
+        "INSERT INTO patient_xrefs (source, identifier_system, identifier_value, patient) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (source, identifier_system, identifier_value) \
+         DO UPDATE SET patient = excluded.patient",
+    )
+    .bind(source)
+    .bind(system)
+    .bind(value)
+    .bind(patient)
+    .execute(tx.conn())
+    .await?;
+    tx.commit().await
+}
+
+/// Schedules another attempt at `next_us` after a transient failure (`reason` is PHI-free).
+pub async fn retry_later(db: &Db, id: i64, next_us: i64, reason: &str) -> ApiResult<()> {
+    let mut tx = db.write_constrained().await?;
+    sqlx::query(
+        "UPDATE inbound_messages SET attempts = attempts + 1, next_attempt_us = $1, \
+         last_error = $2 WHERE id = $3 AND state = 'received'",
+    )
+    .bind(next_us)
+    .bind(reason)
+    .bind(id)
+    .execute(tx.conn())
+    .await?;
+    tx.commit().await
+}
+
+/// Moves a message refused for good to `dead` with its reason.
+pub async fn dead(db: &Db, id: i64, reason: &str) -> ApiResult<()> {
+    let mut tx = db.write_constrained().await?;
+    sqlx::query(
+        "UPDATE inbound_messages SET state = 'dead', attempts = attempts + 1, last_error = $1 \
+         WHERE id = $2 AND state = 'received'",
+    )
+    .bind(reason)
+    .bind(id)
+    .execute(tx.conn())
+    .await?;
+    tx.commit().await
+}
+
+/// The Org patient a source's identifier was last applied to.
+pub async fn xref(db: &Db, source: &str, system: &str, value: &str) -> ApiResult<Option<String>> {
+    let mut conn = db.read().await?;
+    Ok(sqlx::query_scalar(
+        "SELECT patient FROM patient_xrefs WHERE source = $1 AND identifier_system = $2 \
+         AND identifier_value = $3",
+    )
+    .bind(source)
+    .bind(system)
+    .bind(value)
+    .fetch_optional(&mut *conn)
+    .await?)
+}

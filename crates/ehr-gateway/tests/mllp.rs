@@ -115,7 +115,7 @@ async fn accepted_message_is_logged_before_its_aa(h: &Harness) -> anyhow::Result
 
 async fn same_control_id_is_logged_once_and_answered_alike(h: &Harness) -> anyhow::Result<()> {
     let mut conn = h.connect().await?;
-    let msg = adt("A04", "C-2", "PID|1||77^^^NORTHHOSP||ROE^ANN");
+    let msg = adt("A04", "C-2", "PID|1||77^^^NORTHHOSP||ROE^ANN||19900101");
     assert_eq!(
         segment(&exchange(&mut conn, &msg).await?, "MSA"),
         "MSA|AA|C-2"
@@ -179,7 +179,7 @@ async fn bad_peers_do_not_disturb_a_good_one(h: &Harness) -> anyhow::Result<()> 
     // The good connection is served meanwhile.
     let ack = exchange(
         &mut good,
-        &adt("A04", "G-1", "PID|1||78^^^NORTHHOSP||ROE^BEA"),
+        &adt("A04", "G-1", "PID|1||78^^^NORTHHOSP||ROE^BEA||19900101"),
     )
     .await?;
     assert_eq!(segment(&ack, "MSA"), "MSA|AA|G-1");
@@ -198,7 +198,7 @@ async fn bad_peers_do_not_disturb_a_good_one(h: &Harness) -> anyhow::Result<()> 
     let mut again = h.connect().await?;
     let ack = exchange(
         &mut again,
-        &adt("A08", "G-2", "PID|1||78^^^NORTHHOSP||ROE^BEA"),
+        &adt("A08", "G-2", "PID|1||78^^^NORTHHOSP||ROE^BEA||19900101"),
     )
     .await?;
     assert_eq!(segment(&ack, "MSA"), "MSA|AA|G-2");
