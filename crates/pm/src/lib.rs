@@ -3,4 +3,5 @@
 
 pub mod billing_cli;
 pub mod demo;
+pub mod ehr_cli;
 pub mod mesh;

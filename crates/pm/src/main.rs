@@ -69,6 +69,11 @@ enum Command {
         #[arg(long)]
         billing: Option<String>,
     },
+    /// HL7 v2 over MLLP: try a feed against the EHR gateway.
+    Ehr {
+        #[command(subcommand)]
+        command: EhrCommand,
+    },
     /// Print a bearer token for a principal (dev): `export TOKEN=$(pm login principals/admin)`.
     Login {
         /// The principal, e.g. `principals/admin`.
@@ -79,6 +84,23 @@ enum Command {
         /// URL of the RBAC service. Default: the configured rbac port on localhost.
         #[arg(long)]
         rbac: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EhrCommand {
+    /// Send HL7 v2 files (one message each; LF line ends are turned into CR) over MLLP and print
+    /// each ACK's MSA and ERR segments. Exits 1 when any message is not accepted.
+    Send {
+        /// The gateway's MLLP address, `HOST:PORT`.
+        #[arg(long)]
+        to: String,
+        /// How long to wait for the connection and for each ACK, in seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout_secs: u64,
+        /// The files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -196,7 +218,7 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
-        Command::Run => serve(config, &Service::ALL).await,
+        Command::Run => serve(config, &Service::MESH).await,
         Command::Serve { service } => serve(config, &[service]).await,
         Command::Demo {
             command:
@@ -216,6 +238,21 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             rbac,
         } => login(config, principal, ttl_minutes, rbac).await,
         Command::Admin { command } => admin(config, command).await,
+        Command::Ehr {
+            command:
+                EhrCommand::Send {
+                    to,
+                    timeout_secs,
+                    files,
+                },
+        } => {
+            let refused =
+                pm::ehr_cli::send(&to, &files, Duration::from_secs(timeout_secs.max(1))).await?;
+            if refused > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Billing {
             command,
             token,
@@ -282,6 +319,13 @@ async fn serve(config: Config, services: &[Service]) -> anyhow::Result<()> {
         "mTLS"
     };
     for (service, addr) in &mesh.listening {
+        if *service == Service::EhrGateway {
+            println!(
+                "  {:<5} listening on mllp://{addr} (plain TCP)",
+                service.name()
+            );
+            continue;
+        }
         println!(
             "  {:<5} listening on {}://{addr} ({mode})",
             service.name(),
@@ -492,6 +536,7 @@ async fn audit_verify(config: Config, service: Service) -> anyhow::Result<()> {
         Service::Rbac => pm_rbac::MIGRATIONS,
         Service::Scheduling => pm_scheduling::MIGRATIONS,
         Service::Billing => pm_billing::MIGRATIONS,
+        Service::EhrGateway => anyhow::bail!("the EHR gateway keeps no audit trail yet"),
     };
     let db = pm_runtime::Db::open(&config, service.name(), migrations).await?;
     let keys = pm_authz::checkpoints::verifying_keys(&config.audit_key_dir())?;

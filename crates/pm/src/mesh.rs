@@ -24,15 +24,26 @@ pub enum Service {
     Scheduling,
     /// Billing entities, payers, contracts, fee schedules, charges.
     Billing,
+    /// The EHR gateway: HL7 v2 over MLLP (no gRPC API yet; it listens on `listen.mllp_port`).
+    EhrGateway,
 }
 
 impl Service {
-    /// Every service, in start order.
+    /// Every gRPC service, in start order.
     pub const ALL: [Service; 4] = [
         Service::Org,
         Service::Rbac,
         Service::Scheduling,
         Service::Billing,
+    ];
+
+    /// Everything `pm run` starts: the gRPC services, then the EHR gateway.
+    pub const MESH: [Service; 5] = [
+        Service::Org,
+        Service::Rbac,
+        Service::Scheduling,
+        Service::Billing,
+        Service::EhrGateway,
     ];
 
     /// Short name.
@@ -42,6 +53,7 @@ impl Service {
             Service::Rbac => pm_rbac::NAME,
             Service::Scheduling => pm_scheduling::NAME,
             Service::Billing => pm_billing::NAME,
+            Service::EhrGateway => pm_ehr_gateway::NAME,
         }
     }
 
@@ -51,6 +63,7 @@ impl Service {
             Service::Rbac => config.listen.rbac_port,
             Service::Scheduling => config.listen.scheduling_port,
             Service::Billing => config.listen.billing_port,
+            Service::EhrGateway => config.listen.mllp_port,
         }
     }
 }
@@ -73,6 +86,14 @@ impl Mesh {
             .iter()
             .find(|(s, _)| *s == service)
             .map(|(_, addr)| format!("{}://{addr}", self.scheme))
+    }
+
+    /// Where the EHR gateway's MLLP listener is (plain TCP), when it runs here.
+    pub fn mllp_addr(&self) -> Option<SocketAddr> {
+        self.listening
+            .iter()
+            .find(|(s, _)| *s == Service::EhrGateway)
+            .map(|(_, addr)| *addr)
     }
 
     /// Waits until every server has stopped (after `shutdown` is cancelled), at most `grace`; then
@@ -148,6 +169,12 @@ pub async fn start(
     } else {
         "https"
     };
+    // A bad gateway configuration is refused before anything starts.
+    let ehr_sources = if services.contains(&Service::EhrGateway) {
+        Some(pm_ehr_gateway::sources(config).map_err(|e| anyhow::anyhow!("{e}"))?)
+    } else {
+        None
+    };
     // Bind every port first, so each service's authorization layer knows where RBAC listens.
     let mut listening = Vec::new();
     let mut listeners = Vec::new();
@@ -172,6 +199,17 @@ pub async fn start(
     let mut tasks = Vec::new();
     let mut dbs = Vec::new();
     for (&service, listener) in services.iter().zip(listeners) {
+        if let (Service::EhrGateway, Some(sources)) = (service, &ehr_sources) {
+            let db = Db::open(config, pm_ehr_gateway::SLICE, pm_ehr_gateway::MIGRATIONS).await?;
+            dbs.push(db.clone());
+            let org = client::lazy_channel(config, pm_ehr_gateway::NAME, &org_url)?;
+            let (config, sources, token) = (config.clone(), sources.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(async move {
+                pm_ehr_gateway::run(&config, db, sources, listener, org, token).await;
+                Ok(())
+            }));
+            continue;
+        }
         let authz = authz_layer(config, service.name(), &rbac_url)?;
         let def: ServiceDef = match service {
             Service::Org => {
@@ -223,6 +261,7 @@ pub async fn start(
                 let scheduling = client::lazy_channel(config, pm_billing::NAME, &scheduling_url)?;
                 pm_billing::service(db, authz, org, scheduling, shutdown.clone())
             }
+            Service::EhrGateway => continue,
         };
         let config = config.clone();
         let token = shutdown.clone();

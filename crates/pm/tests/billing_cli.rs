@@ -97,6 +97,7 @@ fn the_demo_month_exports_as_837p_files() {
             ("rbac", free_port()),
             ("scheduling", free_port()),
             ("billing", free_port()),
+            ("mllp", free_port()),
         ],
     };
     let mut run = mesh.pm();

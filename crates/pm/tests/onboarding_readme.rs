@@ -109,6 +109,7 @@ fn set_up_your_own_organization_runs_verbatim() {
         ("rbac", free_port()),
         ("scheduling", free_port()),
         ("billing", free_port()),
+        ("mllp", free_port()),
     ];
     let mut run = pm(&root, &ports);
     run.arg("run")

@@ -29,6 +29,56 @@ pub struct Config {
     pub peers: PeersConfig,
     /// The audit trail's signed checkpoints.
     pub audit: AuditConfig,
+    /// The EHR gateway: MLLP limits and the sources it accepts.
+    pub ehr: EhrConfig,
+}
+
+/// The EHR gateway (HL7 v2 over MLLP on `listen.mllp_port`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EhrConfig {
+    /// Largest HL7 message accepted, in bytes. Default 1 048 576.
+    pub max_frame_bytes: usize,
+    /// A connection that delivers no whole message for this long is closed. Default 60 000 ms.
+    pub read_timeout_ms: u64,
+    /// MLLP connections served at once (more are closed on accept). Default 64.
+    pub max_connections: usize,
+    /// In dev mode (`tls.mode = dev`), messages from senders no source claims register patients
+    /// into this organization (identifier system: the sender's assigning authority). Empty turns
+    /// the catch-all off. Default `organizations/acme` (the demo organization). Ignored outside dev.
+    pub dev_catch_all_organization: String,
+    /// The sending systems.
+    pub sources: Vec<EhrSourceConfig>,
+}
+
+impl Default for EhrConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 1 << 20,
+            read_timeout_ms: 60_000,
+            max_connections: 64,
+            dev_catch_all_organization: "organizations/acme".into(),
+            sources: Vec::new(),
+        }
+    }
+}
+
+/// One sending system of the EHR gateway (`[[ehr.sources]]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EhrSourceConfig {
+    /// Its id: lowercase letters, digits and '-'.
+    pub id: String,
+    /// MSH-3 that identifies it (empty: any application of the facility).
+    pub sending_application: String,
+    /// MSH-4 that identifies it. Required.
+    pub sending_facility: String,
+    /// The organization its patients belong to, `organizations/{id}`.
+    pub organization: String,
+    /// Assigning authority (PID-3.4) → Org identifier system.
+    pub identifier_systems: std::collections::BTreeMap<String, String>,
+    /// What it may do: `register_patients`, `update_patients`.
+    pub permissions: Vec<String>,
 }
 
 /// Signed checkpoints of each service's audit chain.
@@ -78,6 +128,7 @@ impl Default for Config {
             telemetry: TelemetryConfig::default(),
             peers: PeersConfig::default(),
             audit: AuditConfig::default(),
+            ehr: EhrConfig::default(),
         }
     }
 }
@@ -96,6 +147,8 @@ pub struct ListenConfig {
     pub scheduling_port: u16,
     /// Port of the Billing service. Default 7104. 0 picks a free port.
     pub billing_port: u16,
+    /// MLLP port of the EHR gateway (plain TCP). Default 2575. 0 picks a free port.
+    pub mllp_port: u16,
 }
 
 impl Default for ListenConfig {
@@ -106,6 +159,7 @@ impl Default for ListenConfig {
             rbac_port: 7102,
             scheduling_port: 7103,
             billing_port: 7104,
+            mllp_port: 2575,
         }
     }
 }
