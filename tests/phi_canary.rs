@@ -37,6 +37,11 @@ const CANARIES: &[&str] = &[
     "MRN-CANARY-9317",
     "1931-07-04",
     "CANARY-MEMBER-5521",
+    "Hlsevencanary",
+    "Pqrhlgiven",
+    "HL7-CANARY-4471",
+    "19420303",
+    "1942-03-03",
 ];
 
 #[tokio::test]
@@ -55,7 +60,8 @@ async fn canary_phi_never_reaches_logs_or_spans() -> anyhow::Result<()> {
     config.listen.rbac_port = 0;
     config.listen.scheduling_port = 0;
     config.listen.billing_port = 0;
-    let mesh = mesh::start(&config, &Service::ALL, CancellationToken::new()).await?;
+    config.listen.mllp_port = 0;
+    let mesh = mesh::start(&config, &Service::MESH, CancellationToken::new()).await?;
     let rbac_url = mesh.url(Service::Rbac).unwrap();
     let mut rbac = RbacServiceClient::new(client::channel(&config, tls::CLIENT, &rbac_url).await?);
     pm::demo::seed_access(&mut rbac, &mut pm::demo::SeedReport::default()).await?;
@@ -200,6 +206,7 @@ async fn canary_phi_never_reaches_logs_or_spans() -> anyhow::Result<()> {
             );
         }
     }
+    hl7_paths(&mesh, &mut admin).await?;
     mesh.stop(Duration::from_secs(10)).await?;
 
     let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
@@ -207,8 +214,81 @@ async fn canary_phi_never_reaches_logs_or_spans() -> anyhow::Result<()> {
         logs.contains("GetPatient"),
         "the capture saw the calls (method paths are logged)"
     );
+    assert!(
+        logs.contains("hl7 message logged") && logs.contains("ehr message applied"),
+        "the capture saw the gateway's work"
+    );
     for canary in CANARIES {
         assert!(!logs.contains(canary), "{canary} appears in the logs");
     }
+    Ok(())
+}
+
+/// HL7 canaries through the EHR gateway (MLLP): an A04 applied to Org, its duplicate, an AE (PID-3
+/// missing), an A08 of an unknown patient (dead), an unparseable frame; every ACK is PHI-free too.
+async fn hl7_paths(
+    mesh: &mesh::Mesh,
+    admin: &mut OrgServiceClient<client::AuthedChannel>,
+) -> anyhow::Result<()> {
+    use futures::{SinkExt as _, StreamExt as _};
+    let addr = mesh.mllp_addr().unwrap();
+    let mut conn = tokio_util::codec::Framed::new(
+        tokio::net::TcpStream::connect(addr).await?,
+        pm_hl7::MllpCodec::new(1 << 20),
+    );
+    let msh = |trigger: &str, id: &str| {
+        format!(
+            "MSH|^~\\&|EPIC|CANARYHOSP|PMGW|PRACTICE|20260105083000||ADT^{trigger}|{id}|P|2.5.1\r"
+        )
+    };
+    let messages = [
+        format!(
+            "{}PID|1||HL7-CANARY-4471^^^CANARYHOSP^MR||Hlsevencanary^Pqrhlgiven||19420303|F\r",
+            msh("A04", "K1")
+        ),
+        format!(
+            "{}PID|1||HL7-CANARY-4471^^^CANARYHOSP^MR||Hlsevencanary^Pqrhlgiven||19420303|F\r",
+            msh("A04", "K1")
+        ),
+        format!(
+            "{}PID|1||||Hlsevencanary^Pqrhlgiven||19420303|F\r",
+            msh("A04", "K2")
+        ),
+        format!(
+            "{}PID|1||HL7-CANARY-4471X^^^CANARYHOSP^MR||Hlsevencanary^Pqrhlgiven||19420303|F\r",
+            msh("A08", "K3")
+        ),
+        "Hlsevencanary Pqrhlgiven HL7-CANARY-4471 19420303\r".to_string(),
+    ];
+    for message in messages {
+        conn.send(message).await?;
+        let ack = tokio::time::timeout(Duration::from_secs(10), conn.next())
+            .await?
+            .unwrap()??;
+        for canary in CANARIES {
+            assert!(!ack.contains(canary), "an ACK leaks {canary}");
+        }
+    }
+    // Wait until the A04 is in Org (applied by the gateway) and the A08 was tried.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let found = admin
+            .list_patients(ListPatientsRequest {
+                parent: "organizations/acme".into(),
+                filter: r#"identifier = "CANARYHOSP|HL7-CANARY-4471""#.into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        if !found.patients.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the A04 never reached Org"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(())
 }

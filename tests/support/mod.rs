@@ -55,7 +55,7 @@ impl TestMesh {
         backend: Backend,
         adjust: impl FnOnce(&mut Config),
     ) -> anyhow::Result<TestMesh> {
-        Self::start_services(backend, &Service::ALL, adjust).await
+        Self::start_services(backend, &Service::MESH, adjust).await
     }
 
     async fn start_services(
@@ -69,6 +69,7 @@ impl TestMesh {
         config.listen.rbac_port = 0;
         config.listen.scheduling_port = 0;
         config.listen.billing_port = 0;
+        config.listen.mllp_port = 0;
         config.server.health_probe_interval_ms = 200;
         let mut schema = None;
         if backend == Backend::Postgres {
@@ -86,6 +87,13 @@ impl TestMesh {
             schema,
             _dir: dir,
         })
+    }
+
+    /// The EHR gateway's MLLP address.
+    pub fn mllp(&self) -> std::net::SocketAddr {
+        self.mesh
+            .mllp_addr()
+            .unwrap_or_else(|| panic!("the EHR gateway is not running"))
     }
 
     pub fn url(&self, service: Service) -> String {
@@ -231,7 +239,7 @@ impl TestMesh {
         mesh.kill();
         // Let the aborted tasks unwind and release their ports and connections.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let mesh = mesh::start(&config, &Service::ALL, CancellationToken::new()).await?;
+        let mesh = mesh::start(&config, &Service::MESH, CancellationToken::new()).await?;
         Ok(TestMesh {
             mesh,
             config,
@@ -254,10 +262,11 @@ impl TestMesh {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.mesh.stop(Duration::from_secs(10)).await?;
         if let Some(prefix) = self.schema {
-            for service in Service::ALL {
+            for service in Service::MESH {
+                // The gateway's slice is `ehr_gateway` (a schema name holds no '-').
                 pm_runtime::Db::drop_postgres_schema(
                     &postgres_url(),
-                    &format!("{prefix}{}", service.name()),
+                    &format!("{prefix}{}", service.name().replace('-', "_")),
                 )
                 .await?;
             }
