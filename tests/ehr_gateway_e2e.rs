@@ -4,7 +4,8 @@
 //! (written by the gateway with its own service identity, through the dev catch-all source); the
 //! same control id again → processed once; A08 updates the name; PID-3 missing → AE naming
 //! PID^1^3 and nothing written in Org; garbage and an oversized frame on one connection do not
-//! disturb another; the mesh killed right after an ACK and restarted → nothing lost.
+//! disturb another; the mesh killed right after an ACK and restarted → nothing lost; Org down → the
+//! message waits and is applied once Org is up.
 
 #![allow(clippy::unwrap_used)]
 
@@ -224,6 +225,132 @@ async fn killed_after_ack_loses_nothing(backend: Backend) -> anyhow::Result<()> 
     mesh.stop().await
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// Org down: the message is acknowledged, waits `received` while the gateway retries, and is
+/// applied once Org is up. A seeded mesh on fixed ports is killed, restarted without Org (the
+/// gateway's lazy channel points at Org's configured port), then Org alone is started.
+async fn org_down_waits_then_applies_once(backend: Backend) -> anyhow::Result<()> {
+    use pm::mesh::{self, Service};
+    use pm_runtime::{client, tls};
+    use tokio_util::sync::CancellationToken;
+    let mesh = TestMesh::start_with(backend, |c| {
+        c.listen.org_port = free_port();
+        c.listen.rbac_port = free_port();
+        c.listen.scheduling_port = free_port();
+        c.listen.billing_port = free_port();
+        c.server.per_caller_concurrency = 256;
+    })
+    .await?;
+    mesh.seed_access().await?;
+    pm::demo::seed(
+        &mut mesh.org_as(ADMIN).await?,
+        &mut mesh.billing_as(pm::demo::ADMIN).await?,
+    )
+    .await?;
+    let TestMesh {
+        mesh: full,
+        config,
+        schema,
+        _dir,
+    } = mesh;
+    full.kill();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let without_org = mesh::start(
+        &config,
+        &[
+            Service::Rbac,
+            Service::Scheduling,
+            Service::Billing,
+            Service::EhrGateway,
+        ],
+        CancellationToken::new(),
+    )
+    .await?;
+    let mut conn = Framed::new(
+        TcpStream::connect(without_org.mllp_addr().unwrap()).await?,
+        MllpCodec::new(1 << 20),
+    );
+    let a04 = adt(
+        "A04",
+        "E2E-7",
+        "PID|1||MRN-7^^^E2EHOSP^MR||CANARYSEVEN^EPS||19750505|F",
+    );
+    assert_eq!(
+        segment(&exchange(&mut conn, &a04).await?, "MSA"),
+        "MSA|AA|E2E-7"
+    );
+    let probe = TestMeshView(&config);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let row = probe.log("E2E-7").await?.unwrap();
+        assert_eq!(row.state, State::Received, "waits while Org is down");
+        if row.attempts >= 2 {
+            assert_eq!(row.last_error, "ORG_UNAVAILABLE");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never retried");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let org_only = mesh::start(&config, &[Service::Org], CancellationToken::new()).await?;
+    let mut rbac = pm_api::rbac::rbac_service_client::RbacServiceClient::new(
+        client::channel(
+            &config,
+            tls::CLIENT,
+            &without_org.url(Service::Rbac).unwrap(),
+        )
+        .await?,
+    );
+    let token = rbac
+        .issue_token(pm_api::rbac::IssueTokenRequest {
+            principal: ADMIN.into(),
+            ttl: None,
+        })
+        .await?
+        .into_inner()
+        .token;
+    let channel =
+        client::channel(&config, tls::CLIENT, &org_only.url(Service::Org).unwrap()).await?;
+    let mut org = OrgServiceClient::new(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        client::Bearer::new(&token)?,
+    ));
+    let patients = eventually(&mut org, "MRN-7", |p| p.len() == 1).await?;
+    assert_eq!(patients[0].family_name, "CANARYSEVEN");
+    let row = probe.log("E2E-7").await?.unwrap();
+    assert_eq!(row.state, State::Applied);
+    without_org.stop(Duration::from_secs(10)).await?;
+    org_only.stop(Duration::from_secs(10)).await?;
+    if let Some(prefix) = schema {
+        for service in Service::MESH {
+            pm_runtime::Db::drop_postgres_schema(
+                &support::postgres_url(),
+                &format!("{prefix}{}", service.name().replace('-', "_")),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The gateway's log, read with the mesh's configuration.
+struct TestMeshView<'a>(&'a pm_runtime::config::Config);
+
+impl TestMeshView<'_> {
+    async fn log(&self, control_id: &str) -> anyhow::Result<Option<store::LogRow>> {
+        let db =
+            pm_runtime::Db::open(self.0, pm_ehr_gateway::SLICE, pm_ehr_gateway::MIGRATIONS).await?;
+        let row = store::find(&db, pm_ehr_gateway::domain::CATCH_ALL, control_id).await?;
+        db.close().await;
+        Ok(row)
+    }
+}
+
 macro_rules! both {
     ($($name:ident),*) => {
         mod sqlite {
@@ -244,5 +371,6 @@ macro_rules! both {
 both!(
     register_duplicate_update_and_refusal,
     bad_peer_does_not_disturb_another,
-    killed_after_ack_loses_nothing
+    killed_after_ack_loses_nothing,
+    org_down_waits_then_applies_once
 );
