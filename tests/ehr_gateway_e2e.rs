@@ -150,6 +150,26 @@ async fn register_duplicate_update_and_refusal(backend: Backend) -> anyhow::Resu
     })
     .await?;
     assert_eq!(patients[0].name, name);
+    // Org audited the update under the gateway's service identity.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let trail = support::trail(&mut org, &name).await?;
+        if trail
+            .iter()
+            .any(|r| r.calling_service == "ehr-gateway" && r.method.ends_with("UpdatePatient"))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no UpdatePatient by ehr-gateway in the trail: {:?}",
+            trail
+                .iter()
+                .map(|r| (&r.method, &r.calling_service, &r.principal))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // PID-3 missing: AE naming PID^1^3 with code 101, and nothing written in Org.
     let bad = adt("A04", "E2E-3", "PID|1||||CANARYBAD^BETA||19800214|F");
