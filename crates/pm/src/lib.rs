@@ -4,3 +4,4 @@
 pub mod billing_cli;
 pub mod demo;
 pub mod mesh;
+pub mod web;

@@ -96,6 +96,9 @@ pub struct ListenConfig {
     pub scheduling_port: u16,
     /// Port of the Billing service. Default 7104. 0 picks a free port.
     pub billing_port: u16,
+    /// Port of the web edge (`pm run`, `pm serve web`): grpc-web for the calendar page over
+    /// server-only TLS, bearer tokens. Default 8443. 0 picks a free port.
+    pub web_port: u16,
 }
 
 impl Default for ListenConfig {
@@ -106,6 +109,7 @@ impl Default for ListenConfig {
             rbac_port: 7102,
             scheduling_port: 7103,
             billing_port: 7104,
+            web_port: 8443,
         }
     }
 }
