@@ -30,13 +30,17 @@ async fn edge() -> anyhow::Result<(TestMesh, pm::web::WebEdge, CancellationToken
     .await?;
     mesh.config.listen.web_port = 0;
     let shutdown = CancellationToken::new();
-    let edge = pm::web::start(
-        &mesh.config,
-        &mesh.url(Service::Org),
-        &mesh.url(Service::Scheduling),
-        shutdown.clone(),
-    )
-    .await?;
+    let (org, scheduling, rbac) = (
+        mesh.url(Service::Org),
+        mesh.url(Service::Scheduling),
+        mesh.url(Service::Rbac),
+    );
+    let peers = pm::web::Peers {
+        org: &org,
+        scheduling: &scheduling,
+        rbac: &rbac,
+    };
+    let edge = pm::web::start(&mesh.config, peers, shutdown.clone()).await?;
     Ok((mesh, edge, shutdown))
 }
 
@@ -181,7 +185,6 @@ async fn the_edge_forwards_the_pages_rpcs_as_the_caller_and_nothing_else() -> an
 #[tokio::test]
 async fn the_edge_speaks_grpc_web() -> anyhow::Result<()> {
     let (mesh, edge, shutdown) = edge().await?;
-    let token = mesh.token(PROGRAM_MANAGER).await?;
     // A grpc-web client as the page is one: binary grpc-web framing over the edge's server-only TLS
     // (curl trusts the dev CA and presents no certificate; ALPN h2, as browsers negotiate).
     let Ok(curl) = which("curl") else {
@@ -237,6 +240,43 @@ async fn the_edge_speaks_grpc_web() -> anyhow::Result<()> {
         );
         Ok((out.stdout, std::fs::read_to_string(&headers)?))
     };
+    // Dev sign-in, as the page's sign-in screen does it: the edge asks RBAC for the token.
+    let sign_in = async |edge_port: u16, principal: &str| -> anyhow::Result<(String, String)> {
+        let out = tokio::process::Command::new(&curl)
+            .args(["-sS", "--max-time", "20", "--cacert"])
+            .arg(&ca)
+            .arg("-D")
+            .arg(&headers)
+            .args(["-H", "content-type: text/plain", "--data-binary", principal])
+            .arg(format!(
+                "https://localhost:{edge_port}{}",
+                pm::web::DEV_SIGN_IN
+            ))
+            .output()
+            .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok((
+            String::from_utf8(out.stdout)?,
+            std::fs::read_to_string(&headers)?,
+        ))
+    };
+    let (signed_in, head) = sign_in(edge.addr.port(), PROGRAM_MANAGER).await?;
+    assert!(head.starts_with("HTTP/2 200"), "{head}");
+    assert_eq!(signed_in.split('.').count(), 3, "a JWT: {signed_in}");
+    let (body, head) = sign_in(edge.addr.port(), "principals/nobody").await?;
+    assert!(
+        head.starts_with("HTTP/2 404") || head.starts_with("HTTP/2 400"),
+        "{head}{body}"
+    );
+    assert!(body.contains("principal"), "{body}");
+    let (_, head) = sign_in(edge.addr.port(), "organizations/acme").await?;
+    assert!(head.starts_with("HTTP/2 400"), "{head}");
+    // The signed-in token is the Program Manager's: the grpc-web call below lists its units only.
+    let token = signed_in;
     let (answer, _) = run(&format!("authorization: Bearer {token}")).await?;
     // First frame: the message; then a trailers frame (flag 0x80) with grpc-status: 0.
     assert!(answer.len() > 5, "{answer:?}");
@@ -257,8 +297,31 @@ async fn the_edge_speaks_grpc_web() -> anyhow::Result<()> {
         .replace(' ', "");
     assert!(refused.contains("grpc-status:16"), "{refused}");
 
+    // Outside dev mode there is no sign-in: an edge with the same certificates as files mints nothing.
+    let mut files = mesh.config.clone();
+    let pki = tls::dev_pki_dir(&mesh.config);
+    files.tls.mode = pm_runtime::config::TlsMode::Files;
+    files.tls.ca_cert = Some(pki.join("ca.crt"));
+    files.tls.cert_dir = Some(pki.clone());
+    let (org, scheduling, rbac) = (
+        mesh.url(Service::Org),
+        mesh.url(Service::Scheduling),
+        mesh.url(Service::Rbac),
+    );
+    let peers = pm::web::Peers {
+        org: &org,
+        scheduling: &scheduling,
+        rbac: &rbac,
+    };
+    let production = pm::web::start(&files, peers, shutdown.clone()).await?;
+    let (body, head) = sign_in(production.addr.port(), PROGRAM_MANAGER).await?;
+    let head = head.to_lowercase().replace(' ', "");
+    assert!(head.contains("grpc-status:12"), "{head}");
+    assert!(body.is_empty(), "{body}");
+
     shutdown.cancel();
     edge.task.await??;
+    production.task.await??;
     mesh.stop().await?;
     Ok(())
 }

@@ -333,13 +333,17 @@ async fn serve(config: Config, services: &[Service], web: bool) -> anyhow::Resul
     }
     let edge = if web {
         let url = |service: Service, configured: String| mesh.url(service).unwrap_or(configured);
-        let edge = pm::web::start(
-            &config,
-            &url(Service::Org, config.org_url()),
-            &url(Service::Scheduling, config.scheduling_url()),
-            shutdown.clone(),
-        )
-        .await?;
+        let (org, scheduling, rbac) = (
+            url(Service::Org, config.org_url()),
+            url(Service::Scheduling, config.scheduling_url()),
+            url(Service::Rbac, config.rbac_url()),
+        );
+        let peers = pm::web::Peers {
+            org: &org,
+            scheduling: &scheduling,
+            rbac: &rbac,
+        };
+        let edge = pm::web::start(&config, peers, shutdown.clone()).await?;
         let scheme = if config.tls.mode == TlsMode::Plaintext {
             "http"
         } else {

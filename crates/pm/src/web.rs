@@ -20,7 +20,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, TE};
-use pm_runtime::config::Config;
+use pm_api::rbac::IssueTokenRequest;
+use pm_api::rbac::rbac_service_client::RbacServiceClient;
+use pm_runtime::config::{Config, TlsMode};
 use pm_runtime::{client, server, tls};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -85,14 +87,23 @@ pub struct WebEdge {
     pub task: JoinHandle<anyhow::Result<()>>,
 }
 
-/// Binds `listen.web_port` and serves the edge, forwarding to Org at `org_url` and Scheduling at
-/// `scheduling_url`, until `shutdown` is cancelled.
+/// Where the edge's services are.
+pub struct Peers<'a> {
+    /// Org (`ListServiceUnits`, `GetServiceUnit`).
+    pub org: &'a str,
+    /// Scheduling (the calendar, slots, appointments).
+    pub scheduling: &'a str,
+    /// RBAC, asked for dev sign-in tokens (dev mode only).
+    pub rbac: &'a str,
+}
+
+/// Binds `listen.web_port` and serves the edge in front of `peers` until `shutdown` is cancelled.
 pub async fn start(
     config: &Config,
-    org_url: &str,
-    scheduling_url: &str,
+    peers: Peers<'_>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<WebEdge> {
+    let (org_url, scheduling_url) = (peers.org, peers.scheduling);
     let listener =
         server::bind(SocketAddr::new(config.listen.host, config.listen.web_port)).await?;
     let addr = listener.local_addr()?;
@@ -111,10 +122,22 @@ pub async fn start(
             tonic::transport::Identity::from_pem(&material.cert_pem, &material.key_pem),
         ))?;
     }
-    let router = axum::Router::new().fallback(move |request: axum::extract::Request| {
+    let mut router = axum::Router::new().fallback(move |request: axum::extract::Request| {
         let upstreams = upstreams.clone();
         async move { forward(upstreams, request).await }
     });
+    if config.tls.mode == TlsMode::Dev {
+        // Dev sign-in, as `pm login` does: RBAC mints the token for the tool certificate, which
+        // only dev mode lets bootstrap access. Never in another mode.
+        let rbac = RbacServiceClient::new(client::lazy_channel(config, tls::CLIENT, peers.rbac)?);
+        router = router.route(
+            DEV_SIGN_IN,
+            axum::routing::post(move |principal: String| {
+                let rbac = rbac.clone();
+                async move { dev_sign_in(rbac, principal).await }
+            }),
+        );
+    }
     let scheme = if tls::material(config, IDENTITY)?.is_some() {
         "https"
     } else {
@@ -155,6 +178,77 @@ pub async fn start(
         Ok(())
     });
     Ok(WebEdge { addr, task })
+}
+
+/// Dev mode only: `POST` a principal's name (`principals/<id>`, as text) to get a 15-minute token for
+/// it, as `pm login` prints.
+pub const DEV_SIGN_IN: &str = "/dev/sign-in";
+
+/// The longest principal name dev sign-in accepts.
+const MAX_PRINCIPAL_LEN: usize = 128;
+
+async fn dev_sign_in(
+    mut rbac: RbacServiceClient<Channel>,
+    principal: String,
+) -> http::Response<axum::body::Body> {
+    let text = |status: http::StatusCode, body: String| {
+        let mut response = http::Response::new(axum::body::Body::from(body));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    };
+    let principal = principal.trim();
+    let id = principal.strip_prefix("principals/").unwrap_or_default();
+    if id.is_empty()
+        || principal.len() > MAX_PRINCIPAL_LEN
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return text(
+            http::StatusCode::BAD_REQUEST,
+            "principal: expected `principals/<id>` (lowercase letters, digits, hyphens)".into(),
+        );
+    }
+    let issued = rbac
+        .issue_token(IssueTokenRequest {
+            principal: principal.to_string(),
+            ttl: Some(prost_types::Duration {
+                seconds: 15 * 60,
+                nanos: 0,
+            }),
+        })
+        .await;
+    match issued {
+        Ok(response) => text(http::StatusCode::OK, response.into_inner().token),
+        // RBAC answers an unknown principal as one outside the caller's reach.
+        Err(status)
+            if matches!(
+                status.code(),
+                tonic::Code::NotFound | tonic::Code::PermissionDenied
+            ) =>
+        {
+            text(
+                http::StatusCode::NOT_FOUND,
+                format!("{principal} does not exist (run `make seed` for the demo's principals)"),
+            )
+        }
+        // RBAC's own words: it names the field (a principal name is not PHI).
+        Err(status) if status.code() == tonic::Code::InvalidArgument => text(
+            http::StatusCode::BAD_REQUEST,
+            format!("RBAC refused the dev token: {}", status.message()),
+        ),
+        Err(status) => {
+            tracing::warn!(code = ?status.code(), "web edge: dev sign-in refused by RBAC");
+            text(
+                http::StatusCode::BAD_GATEWAY,
+                format!("RBAC refused the dev token: {}", status.code()),
+            )
+        }
+    }
 }
 
 /// A gRPC status as a complete (trailers-only) response.
