@@ -10,6 +10,8 @@ use pm_api::org::org_service_client::OrgServiceClient;
 use pm_api::org::{GetServiceUnitRequest, ListServiceUnitsRequest};
 use pm_api::rbac::ListRoleBindingsRequest;
 use pm_api::rbac::rbac_service_client::RbacServiceClient;
+use pm_api::scheduling::scheduling_service_client::SchedulingServiceClient;
+use pm_api::scheduling::{ListCalendarRequest, WatchCalendarRequest};
 use pm_runtime::config::Backend;
 use pm_runtime::{client, tls};
 use support::TestMesh;
@@ -139,6 +141,45 @@ async fn the_edge_forwards_the_pages_rpcs_as_the_caller_and_nothing_else() -> an
         .await?
         .into_inner();
     assert_eq!(own.name, unit("ccm-program"));
+
+    // Scheduling through the edge: the calendar of the manager's unit (a unary call) and its live
+    // feed (a server stream) open; another unit's calendar is refused as it is directly.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let seconds = i64::try_from(now.as_secs())?;
+    let window = Some(pm_api::types::Interval {
+        start_time: Some(prost_types::Timestamp { seconds, nanos: 0 }),
+        end_time: Some(prost_types::Timestamp {
+            seconds: seconds + 7 * 86_400,
+            nanos: 0,
+        }),
+    });
+    let calendar = |scope: String| ListCalendarRequest {
+        scope,
+        window,
+        ..Default::default()
+    };
+    let mut schedule = SchedulingServiceClient::new(with_token(channel.clone(), &pm_token)?);
+    schedule
+        .list_calendar(calendar(unit("ccm-program")))
+        .await?;
+    let through_edge = schedule
+        .list_calendar(calendar(unit("lakeside-clinic")))
+        .await
+        .unwrap_err();
+    let direct = mesh
+        .scheduling_as(PROGRAM_MANAGER)
+        .await?
+        .list_calendar(calendar(unit("lakeside-clinic")))
+        .await
+        .unwrap_err();
+    assert_eq!(through_edge.code(), direct.code(), "{through_edge:?}");
+    let feed = schedule
+        .watch_calendar(WatchCalendarRequest {
+            scope: unit("ccm-program"),
+            after_sequence: 0,
+        })
+        .await?;
+    drop(feed);
 
     // A method the page does not call is refused by the edge, even for the administrator, whose
     // token the service itself would accept for it.
