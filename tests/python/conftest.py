@@ -208,6 +208,8 @@ def mesh(tmp_path_factory):
         PM_LISTEN__SCHEDULING_PORT=str(scheduling_port),
         PM_LISTEN__BILLING_PORT=str(billing_port),
         PM_LISTEN__MLLP_PORT="0",
+        # The web edge (grpc-web for the calendar page) on a free port, not the default 8443.
+        PM_LISTEN__WEB_PORT="0",
     )
     stderr_path = base / "pm.stderr"
     stderr_f = open(stderr_path, "wb")

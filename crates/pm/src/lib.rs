@@ -5,3 +5,4 @@ pub mod billing_cli;
 pub mod demo;
 pub mod ehr_cli;
 pub mod mesh;
+pub mod web;

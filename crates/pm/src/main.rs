@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use pm::mesh::{self, Service};
 use pm_api::org::org_service_client::OrgServiceClient;
 use pm_api::rbac::IssueTokenRequest;
@@ -34,8 +34,8 @@ enum Command {
     Run,
     /// Run one service (for multi-process and Kubernetes deployments).
     Serve {
-        /// The service to run.
-        service: Service,
+        /// The service to run (`web`: the web edge, grpc-web for the calendar page).
+        service: Served,
     },
     /// Demo data.
     Demo {
@@ -218,8 +218,13 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
-        Command::Run => serve(config, &Service::MESH).await,
-        Command::Serve { service } => serve(config, &[service]).await,
+        Command::Run => serve(config, &Service::MESH, true).await,
+        Command::Serve {
+            service: Served::Service(service),
+        } => serve(config, &[service], false).await,
+        Command::Serve {
+            service: Served::Web,
+        } => serve(config, &[], true).await,
         Command::Demo {
             command:
                 DemoCommand::Seed {
@@ -291,7 +296,36 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Config, services: &[Service]) -> anyhow::Result<()> {
+/// What `pm serve` can run: one service, or the web edge.
+#[derive(Clone, Copy)]
+enum Served {
+    Service(Service),
+    Web,
+}
+
+impl ValueEnum for Served {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            Served::Service(Service::Org),
+            Served::Service(Service::Rbac),
+            Served::Service(Service::Scheduling),
+            Served::Service(Service::Billing),
+            Served::Service(Service::EhrGateway),
+            Served::Web,
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        match self {
+            Served::Service(service) => service.to_possible_value(),
+            Served::Web => Some(clap::builder::PossibleValue::new("web").help(
+                "The web edge: grpc-web for the calendar page (server-only TLS, bearer tokens)",
+            )),
+        }
+    }
+}
+
+async fn serve(config: Config, services: &[Service], web: bool) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(&config.telemetry)?;
     // A serving process logs where a panic happened, never its payload (it may quote PHI).
     pm_runtime::catch_panic::install_quiet_hook();
@@ -342,10 +376,44 @@ async fn serve(config: Config, services: &[Service]) -> anyhow::Result<()> {
         );
         println!("  pm demo seed    # then see README.md for a tour");
     }
+    let edge = if web {
+        let url = |service: Service, configured: String| mesh.url(service).unwrap_or(configured);
+        let (org, scheduling, rbac) = (
+            url(Service::Org, config.org_url()),
+            url(Service::Scheduling, config.scheduling_url()),
+            url(Service::Rbac, config.rbac_url()),
+        );
+        let peers = pm::web::Peers {
+            org: &org,
+            scheduling: &scheduling,
+            rbac: &rbac,
+        };
+        let edge = pm::web::start(&config, peers, shutdown.clone()).await?;
+        let scheme = if config.tls.mode == TlsMode::Plaintext {
+            "http"
+        } else {
+            "https"
+        };
+        println!(
+            "  web   listening on {scheme}://{} (grpc-web, server-only TLS, bearer tokens)",
+            edge.addr
+        );
+        Some(edge)
+    } else {
+        None
+    };
     println!("ready");
     shutdown.cancelled().await;
     mesh.stopped(Duration::from_millis(config.server.shutdown_grace_ms))
         .await?;
+    if let Some(edge) = edge {
+        tokio::time::timeout(
+            Duration::from_millis(config.server.shutdown_grace_ms),
+            edge.task,
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("the web edge did not stop in time"))???;
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -110,6 +110,8 @@ fn set_up_your_own_organization_runs_verbatim() {
         ("scheduling", free_port()),
         ("billing", free_port()),
         ("mllp", free_port()),
+        // The web edge too, off its default 8443 (another `pm run` may hold it).
+        ("web", free_port()),
     ];
     let mut run = pm(&root, &ports);
     run.arg("run")

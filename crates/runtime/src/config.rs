@@ -149,6 +149,9 @@ pub struct ListenConfig {
     pub billing_port: u16,
     /// MLLP port of the EHR gateway (plain TCP). Default 2575. 0 picks a free port.
     pub mllp_port: u16,
+    /// Port of the web edge (`pm run`, `pm serve web`): grpc-web for the calendar page over
+    /// server-only TLS, bearer tokens. Default 8443. 0 picks a free port.
+    pub web_port: u16,
 }
 
 impl Default for ListenConfig {
@@ -160,6 +163,7 @@ impl Default for ListenConfig {
             scheduling_port: 7103,
             billing_port: 7104,
             mllp_port: 2575,
+            web_port: 8443,
         }
     }
 }

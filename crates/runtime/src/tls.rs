@@ -19,8 +19,10 @@ use crate::config::{Config, TlsMode};
 /// The trust domain of SPIFFE identities.
 pub const TRUST_DOMAIN: &str = "pm.local";
 
-/// Every service that gets a certificate in dev mode.
-pub const SERVICES: &[&str] = &["org", "rbac", "scheduling", "billing", "ehr-gateway"];
+/// Every service that gets a certificate in dev mode. `web` is the web edge: its certificate serves
+/// browsers (server-only TLS) and identifies it to the services, which still act on the caller's
+/// bearer token.
+pub const SERVICES: &[&str] = &["org", "rbac", "scheduling", "billing", "ehr-gateway", "web"];
 
 /// The name of the dev certificate for tools and tests.
 pub const CLIENT: &str = "client";
