@@ -7,7 +7,7 @@ export PM_TEST_POSTGRES_URL
 PM_X12VALID ?= $(shell command -v x12valid 2>/dev/null)
 export PM_X12VALID
 
-.PHONY: help run seed test test-rust test-python lint bench clean-data
+.PHONY: help run seed web test test-rust test-python lint bench clean-data
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -17,6 +17,9 @@ run: ## Run the whole mesh on SQLite (under .pm-data) with dev mTLS certificates
 
 seed: ## Load the demo operating model into a running mesh (`make run` in another terminal)
 	$(CARGO) run -q -p pm --bin pm -- demo seed
+
+web: ## Rebuild the calendar page (web/, TypeScript): npm ci, code from proto/ (buf generate, local plugin), type check, esbuild into the committed crates/pm/web-dist/
+	cd web && npm ci --no-fund --no-audit && npm run generate && npm run check && npm run build
 
 test: test-rust test-python ## Every test: unit, store suite on SQLite and PostgreSQL, end-to-end, Python polyglot
 

@@ -36,6 +36,8 @@ pub const IDENTITY: &str = "web";
 pub const FORWARDED: &[&str] = &[
     "/pm.org.v1.OrgService/ListServiceUnits",
     "/pm.org.v1.OrgService/GetServiceUnit",
+    // The calendar shows times in the location's zone.
+    "/pm.org.v1.OrgService/GetLocation",
     "/pm.scheduling.v1.SchedulingService/ListVisitTypes",
     "/pm.scheduling.v1.SchedulingService/ListCalendar",
     "/pm.scheduling.v1.SchedulingService/WatchCalendar",
@@ -45,6 +47,32 @@ pub const FORWARDED: &[&str] = &[
     "/pm.scheduling.v1.SchedulingService/CancelAppointment",
     "/pm.scheduling.v1.SchedulingService/RescheduleAppointment",
 ];
+
+/// The page's bundle, built by `make web` from `web/` (esbuild) and committed, so that a machine with
+/// only the Rust toolchain serves it; CI rebuilds it and fails if it differs.
+const PAGE_HTML: &str = include_str!("../web-dist/index.html");
+const PAGE_JS: &str = include_str!("../web-dist/app.js");
+
+fn asset(body: &'static str, content_type: &'static str) -> http::Response<axum::body::Body> {
+    let mut response = http::Response::new(axum::body::Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    headers.insert(
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        HeaderName::from_static("content-security-policy"),
+        HeaderValue::from_static(
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    response
+}
 
 /// Request headers passed on to the service; every other header stays at the edge.
 const PASSED_HEADERS: &[&str] = &[
@@ -126,6 +154,15 @@ pub async fn start(
         let upstreams = upstreams.clone();
         async move { forward(upstreams, request).await }
     });
+    // The page itself (GET only; every POST is grpc-web for the fallback).
+    let html = axum::routing::get(|| async { asset(PAGE_HTML, "text/html; charset=utf-8") });
+    router = router
+        .route("/", html.clone())
+        .route("/index.html", html)
+        .route(
+            "/app.js",
+            axum::routing::get(|| async { asset(PAGE_JS, "text/javascript; charset=utf-8") }),
+        );
     if config.tls.mode == TlsMode::Dev {
         // Dev sign-in, as `pm login` does: RBAC mints the token for the tool certificate, which
         // only dev mode lets bootstrap access. Never in another mode.
