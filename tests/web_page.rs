@@ -104,3 +104,95 @@ fn which(name: &str) -> Option<PathBuf> {
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
 }
+
+/// Every reason code Scheduling puts in an Exclusion (`eligibility::Reason::code`) has a sentence in
+/// the page's table (`web/src/words.ts`), so no exclusion is shown as a bare code. Needs no browser.
+#[test]
+fn every_exclusion_reason_has_a_sentence_on_the_page() -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let eligibility = std::fs::read_to_string(root.join("crates/scheduling/src/eligibility.rs"))?;
+    let words = std::fs::read_to_string(root.join("web/src/words.ts"))?;
+    let start = eligibility
+        .find("impl Reason {")
+        .ok_or_else(|| anyhow::anyhow!("impl Reason not found"))?;
+    let body = &eligibility[start..];
+    let end = body
+        .find("\n}\n")
+        .ok_or_else(|| anyhow::anyhow!("end of impl Reason not found"))?;
+    let codes: Vec<&str> = body[..end]
+        .lines()
+        .filter_map(|line| line.split_once("=> \"").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    anyhow::ensure!(
+        codes.len() >= 17,
+        "expected every Reason code, found {codes:?}"
+    );
+    let missing: Vec<&&str> = codes
+        .iter()
+        .filter(|code| !words.contains(&format!("\n  {code}: \"")))
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "web/src/words.ts has no sentence for {missing:?}"
+    );
+    Ok(())
+}
+
+/// The edge serves the committed page on GET (no browser needed): the HTML, and the bundle it loads.
+#[tokio::test]
+async fn the_edge_serves_the_committed_page() -> anyhow::Result<()> {
+    let mut mesh = TestMesh::start(Backend::Sqlite).await?;
+    mesh.config.listen.web_port = 0;
+    let shutdown = CancellationToken::new();
+    let (org, scheduling, rbac) = (
+        mesh.url(Service::Org),
+        mesh.url(Service::Scheduling),
+        mesh.url(Service::Rbac),
+    );
+    let peers = pm::web::Peers {
+        org: &org,
+        scheduling: &scheduling,
+        rbac: &rbac,
+    };
+    let edge = pm::web::start(&mesh.config, peers, shutdown.clone()).await?;
+    let ca = pm_runtime::tls::dev_pki_dir(&mesh.config).join("ca.crt");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Some(curl) = which("curl") else {
+        anyhow::ensure!(std::env::var_os("CI").is_none(), "curl is not installed");
+        eprintln!("skipping: curl is not installed");
+        shutdown.cancel();
+        mesh.stop().await?;
+        return Ok(());
+    };
+    for (path, file, content_type) in [
+        ("/", "index.html", "text/html"),
+        ("/app.js", "app.js", "text/javascript"),
+    ] {
+        let out = tokio::process::Command::new(&curl)
+            .args(["-sS", "--fail", "-D", "-", "--cacert"])
+            .arg(&ca)
+            .arg(format!("https://localhost:{}{path}", edge.addr.port()))
+            .output()
+            .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "GET {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout)?;
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| anyhow::anyhow!("GET {path}: no header block"))?;
+        anyhow::ensure!(
+            head.to_ascii_lowercase()
+                .contains(&format!("content-type: {content_type}")),
+            "GET {path}: {head}"
+        );
+        let committed = std::fs::read_to_string(root.join("crates/pm/web-dist").join(file))?;
+        anyhow::ensure!(body == committed, "GET {path} is not the committed {file}");
+    }
+    shutdown.cancel();
+    mesh.stop().await?;
+    Ok(())
+}
