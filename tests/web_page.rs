@@ -91,6 +91,7 @@ async fn the_page_signs_in_searches_books_and_explains_in_a_browser() -> anyhow:
         "casey-ccm sees only the CCM program",
         "WRONG_PATHWAY_STEP is listed in words",
         "is on the calendar",
+        "the booking appears live in the second session",
         "a taken slot is refused in words",
     ] {
         anyhow::ensure!(stdout.contains(check), "missing check: {check}\n{stdout}");

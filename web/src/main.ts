@@ -147,6 +147,7 @@ function signedIn(token: string, who: string, orgName: string) {
 }
 
 function signOut() {
+  stopWatching();
   sessionStorage.removeItem("pm.token");
   sessionStorage.removeItem("pm.who");
   state.token = "";
@@ -279,25 +280,76 @@ function short(name: string): string {
   return name.split("/").pop() ?? name;
 }
 
+/** The live feed of the shown unit: WatchCalendar from the sequence the calendar was read at. */
+let watching: AbortController | null = null;
+
+function stopWatching() {
+  watching?.abort();
+  watching = null;
+}
+
+/** Keeps the calendar current: every change of the unit re-reads the day (coalesced). After a
+ * dropped stream it resumes from the last sequence seen, so no change is lost or applied twice. */
+function watch(calendar: HTMLElement, scope: string, from: bigint) {
+  stopWatching();
+  const control = new AbortController();
+  watching = control;
+  let after = from;
+  let pending = false;
+  void (async () => {
+    while (!control.signal.aborted) {
+      try {
+        for await (const event of scheduling.watchCalendar({ scope, afterSequence: after }, { signal: control.signal })) {
+          after = event.sequence;
+          if (!pending) {
+            pending = true;
+            setTimeout(() => {
+              pending = false;
+              if (!control.signal.aborted) void refreshEntries(calendar, false);
+            }, 100);
+          }
+        }
+      } catch (err) {
+        if (control.signal.aborted) return;
+        if (err instanceof ConnectError && (err.code === Code.Unauthenticated || err.code === Code.PermissionDenied)) return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  })();
+}
+
 async function renderCalendar(calendar: HTMLElement) {
+  stopWatching();
   const dayInput = h("input", { id: "day", name: "day", type: "date", value: state.day });
   dayInput.addEventListener("change", () => {
     state.day = dayInput.value;
-    void renderCalendar(calendar);
+    void refreshEntries(calendar, true);
   });
   const status = h("p", { role: "status", id: "calendar-status" });
   const list = h("ol", { id: "entries", "aria-label": "Calendar entries" });
   const zoneLine = h("p", { id: "zone" });
   calendar.replaceChildren(h("h2", {}, "Day"), h("label", { for: "day" }, "Day"), dayInput, zoneLine, status, list);
-  say(status, "Loading…");
+  await refreshEntries(calendar, true);
+}
+
+/** Reads the day again into the calendar's list; `rewatch` (re)starts the live feed from the read. */
+async function refreshEntries(calendar: HTMLElement, rewatch: boolean) {
+  const status = calendar.querySelector("#calendar-status") as HTMLElement | null;
+  const list = calendar.querySelector("#entries") as HTMLElement | null;
+  const zoneLine = calendar.querySelector("#zone") as HTMLElement | null;
+  if (!status || !list || !zoneLine) return;
+  const unit = state.unit;
+  if (rewatch) say(status, "Loading…");
   let entries: CalendarEntry[];
   try {
-    const response = await scheduling.listCalendar({ scope: state.unit, window: dayWindow(state.day) });
+    const response = await scheduling.listCalendar({ scope: unit, window: dayWindow(state.day) });
     entries = response.entries;
+    if (rewatch) watch(calendar, unit, response.sequence);
   } catch (err) {
     say(status, describe(err), true);
     return;
   }
+  if (unit !== state.unit) return;
   const location = entries
     .map((e) => (e.entry.case === "appointment" || e.entry.case === "availability" ? e.entry.value.location : ""))
     .find((l) => l);
@@ -448,7 +500,7 @@ function slotItem(s: Slot, zone: string, patient: string, visitType: string, sta
           requestId: crypto.randomUUID(),
         });
         say(status, `Booked ${label}.`);
-        await renderCalendar(calendar);
+        await refreshEntries(calendar, false);
       } catch (err) {
         say(status, describe(err), true);
       }

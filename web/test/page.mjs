@@ -30,7 +30,7 @@ try {
   const pageErrors = [];
   page.on("pageerror", (err) => pageErrors.push(String(err)));
 
-  async function signInAs(principal) {
+  async function signInAs(principal, page) {
     await page.goto(url, { waitUntil: "load" });
     await page.evaluate(() => sessionStorage.clear());
     await page.goto(url, { waitUntil: "load" });
@@ -48,11 +48,11 @@ try {
   }
 
   // The admin sees every unit of the organization.
-  const adminUnits = await signInAs("principals/admin");
+  const adminUnits = await signInAs("principals/admin", page);
   check(adminUnits.length >= 4 && adminUnits.includes(CCM), `admin sees every unit (${adminUnits.length})`);
 
   // The CCM program manager sees only the CCM program.
-  const caseyUnits = await signInAs("principals/casey-ccm");
+  const caseyUnits = await signInAs("principals/casey-ccm", page);
   check(
     caseyUnits.length > 0 && caseyUnits.every((u) => u === CCM || u.startsWith(`${CCM}-`)) && caseyUnits.includes(CCM),
     `casey-ccm sees only the CCM program (${caseyUnits.join(", ")})`,
@@ -60,14 +60,18 @@ try {
   check(caseyUnits.length < adminUnits.length, "casey-ccm sees fewer units than the admin");
 
   // Choose the unit with the keyboard (focus, Enter) and the day.
-  await page.focus(`#units button[data-unit="${CCM}"]`);
-  await page.keyboard.press("Enter");
-  await page.waitForSelector("#day");
-  await page.$eval("#day", (el, v) => {
-    el.value = v;
-    el.dispatchEvent(new Event("change"));
-  }, monday);
-  await page.waitForFunction(() => /entries|Nothing/.test(document.querySelector("#calendar-status")?.textContent ?? ""));
+  async function showDay(page) {
+    await page.focus(`#units button[data-unit="${CCM}"]`);
+    await page.keyboard.press("Enter");
+    await page.waitForSelector("#day");
+    await page.waitForFunction(() => /entries|Nothing/.test(document.querySelector("#calendar-status")?.textContent ?? ""));
+    await page.$eval("#day", (el, v) => {
+      el.value = v;
+      el.dispatchEvent(new Event("change"));
+    }, monday);
+    await page.waitForFunction(() => /entries|Nothing/.test(document.querySelector("#calendar-status")?.textContent ?? ""));
+  }
+  await showDay(page);
   const zone = await page.$eval("#zone", (el) => el.textContent);
   check(/Times in [A-Za-z_]+\/[A-Za-z_]+|Times in UTC/.test(zone ?? ""), `the calendar names its zone (${zone})`);
   check(zone === "Times in America/New_York", "the zone is the location's (America/New_York)");
@@ -102,6 +106,17 @@ try {
   check(slots.length > 0, `slots are listed (${slots.length}, first: ${slots[0]})`);
   const first = (slots[0] ?? "").replace(/ ?Book$/, "");
   const start = first.slice(0, 5);
+
+  // A second browser session (its own context: another person) shows the same day, live.
+  const other = await (await browser.createBrowserContext()).newPage();
+  other.setDefaultTimeout(15000);
+  other.on("pageerror", (err) => pageErrors.push(String(err)));
+  await signInAs("principals/admin", other);
+  await showDay(other);
+  const seenBefore = await other.$$eval("#entries li", (lis, s) => lis.some((li) => li.textContent.startsWith(s) && li.textContent.includes("p-0004")), start);
+  check(!seenBefore, "the second session does not show the booking yet");
+  // Let its WatchCalendar stream open before booking.
+  await new Promise((resolve) => setTimeout(resolve, 500));
   await page.focus("#slots li.slot button.book");
   await page.keyboard.press("Enter");
   await page.waitForFunction(() => /^Booked/.test(document.querySelector("#search-status")?.textContent ?? ""));
@@ -111,6 +126,14 @@ try {
     start,
   );
   check(true, `the booking (${first}) is on the calendar`);
+  const booked = Date.now();
+  await other.waitForFunction(
+    (s) => [...document.querySelectorAll("#entries li[data-kind=hold], #entries li[data-kind=appointment]")].some((li) => li.textContent.startsWith(s) && li.textContent.includes("p-0004")),
+    { timeout: 5000, polling: 20 },
+    start,
+  );
+  const delay = Date.now() - booked;
+  check(true, `the booking appears live in the second session (WatchCalendar) after ${delay} ms`);
 
   // The same slot again (the list is now stale): SLOT_UNAVAILABLE's sentence.
   await page.click("#slots li.slot button.book");
