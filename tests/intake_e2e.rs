@@ -413,6 +413,7 @@ async fn intake(backend: Backend) -> anyhow::Result<()> {
             reason: "PRIOR_AUTH_EXPIRED".into(),
             requirement: "INTAKE_REQUIREMENT_PRIOR_AUTHORIZATION".into(),
             expire_time: Some(ts(renewed)),
+            ..Default::default()
         }]
     );
     let err = book(&mut s, INFUSION, INFUSE, at(day, 14, 30))

@@ -172,17 +172,20 @@ fn refusal(broken: Option<&eligibility::Exclusion>) -> ApiError {
     if let Some(e) = broken
         && let Some(requirement) = e.reason.requirement()
     {
-        let mut error = ApiError::new(
-            Code::FailedPrecondition,
-            e.reason.code(),
-            match e.expired_at {
-                Some(_) => "the patient's record of an intake requirement of the unit has expired",
-                None => {
-                    "the patient's enrollment has no record of an intake requirement of the unit"
-                }
-            },
-        )
-        .with_meta("requirement", requirement.code());
+        let message = if e.visits_used.is_some() {
+            "the patient's record of an intake requirement of the unit has covered all its visits"
+        } else if e.expired_at.is_some() {
+            "the patient's record of an intake requirement of the unit has expired"
+        } else {
+            "the patient's enrollment has no record of an intake requirement of the unit"
+        };
+        let mut error = ApiError::new(Code::FailedPrecondition, e.reason.code(), message)
+            .with_meta("requirement", requirement.code());
+        if let Some(used) = &e.visits_used {
+            error = error
+                .with_meta("record", used.record.as_str())
+                .with_meta("visitCount", used.visit_count.to_string());
+        }
         if let Some(expired_at) = e.expired_at {
             error = error.with_meta(
                 "expireTime",
@@ -444,10 +447,35 @@ impl SchedulingApi {
             &call.request_hash,
             &booked,
         ));
-        batch::commit_inserts(&self.db, inserts, async |conn| {
-            occupancy::check_free(conn, &holders, (from, until)).await
-        })
-        .await?;
+        let patient = self.org.patient(&booked.patient, &booked.unit).await?;
+        if !search::counts_visits(&patient) {
+            batch::commit_inserts(&self.db, inserts, async |conn| {
+                occupancy::check_free(conn, &holders, (from, until)).await
+            })
+            .await?;
+            return Ok(booked);
+        }
+        // An intake record covers a limited number of visits: count them and write under the
+        // patient's lock, so that of two bookings racing for the last covered visit exactly one
+        // wins (the other counts the winner's visit once it has the lock).
+        let policy = self.org.unit(&booked.unit).await?.policy;
+        let start = domain::start_of(&booked)?;
+        let mut tx = self
+            .db
+            .write(&format!("intake-visits/{}", booked.patient))
+            .await?;
+        occupancy::check_free(tx.conn(), &holders, (from, until)).await?;
+        let visits =
+            store::visits_of_patient(tx.conn(), &booked.patient, &booked.unit, None, Utc::now())
+                .await?;
+        let counted = eligibility::PatientContext { visits, ..patient };
+        if let Some(broken) = eligibility::unmet_intake_at(&policy, &counted, &visit.code, start) {
+            return Err(refusal(Some(&broken)));
+        }
+        for insert in &inserts {
+            insert.execute(tx.conn()).await?;
+        }
+        tx.commit().await?;
         Ok(booked)
     }
 
@@ -1532,5 +1560,14 @@ fn wire_exclusion(e: eligibility::Exclusion) -> Exclusion {
             .map(|r| r.code().to_string())
             .unwrap_or_default(),
         expire_time: e.expired_at.map(timestamp),
+        intake_record: e
+            .visits_used
+            .as_ref()
+            .map(|u| u.record.clone())
+            .unwrap_or_default(),
+        visit_count: e
+            .visits_used
+            .map(|u| i32::try_from(u.visit_count).unwrap_or(i32::MAX))
+            .unwrap_or_default(),
     }
 }
