@@ -537,6 +537,35 @@ async fn visit_counts(backend: Backend) -> anyhow::Result<()> {
     // One visit left, five bookings race for it (at five free times: no occupancy conflict between
     // them, only the count): exactly one wins, the others are refused with the reason.
     cancel(&mut s, &third.name).await?;
+    // A weekly series of two with one visit left: the second occurrence is refused, nothing written.
+    let err = s
+        .book_series(BookSeriesRequest {
+            parent: ORG.into(),
+            appointment: Some(Appointment {
+                unit: INFUSION.into(),
+                patient: PATIENT.into(),
+                provider: OKAFOR.into(),
+                location: MAIN.into(),
+                visit_type: INFUSE.into(),
+                interval: Some(Interval {
+                    start_time: Some(ts(at(day, 15, 0))),
+                    end_time: None,
+                }),
+                ..Default::default()
+            }),
+            count: 2,
+            every: Some(prost_types::Duration {
+                seconds: 7 * 86_400,
+                nanos: 0,
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "PRIOR_AUTH_VISITS_USED", "{err:?}");
+    assert_eq!(meta(&err, "occurrence").as_deref(), Some("1"));
+    assert_eq!(appointments_of_patient(&mut s).await?, 3, "nothing written");
+
     let mut racers = Vec::new();
     for (hour, minute) in [(13, 30), (14, 0), (14, 30), (15, 0), (15, 30)] {
         let mut client = mesh.scheduling_as(pm::demo::ADMIN).await?;

@@ -227,6 +227,13 @@ fn refusal(broken: Option<&eligibility::Exclusion>) -> ApiError {
     ApiError::new(Code::FailedPrecondition, code, message)
 }
 
+/// The lock scope of a patient's visits counted by intake records: bookings under a record with a
+/// visit count count and write under it, so that two racing for the last covered visit do not both
+/// win.
+fn visits_lock_scope(patient: &str) -> String {
+    format!("intake-visits/{patient}")
+}
+
 fn event(state: AppointmentState, reason: &str) -> AppointmentEvent {
     AppointmentEvent {
         time: Some(timestamp(Utc::now())),
@@ -460,10 +467,7 @@ impl SchedulingApi {
         // wins (the other counts the winner's visit once it has the lock).
         let policy = self.org.unit(&booked.unit).await?.policy;
         let start = domain::start_of(&booked)?;
-        let mut tx = self
-            .db
-            .write(&format!("intake-visits/{}", booked.patient))
-            .await?;
+        let mut tx = self.db.write(&visits_lock_scope(&booked.patient)).await?;
         occupancy::check_free(tx.conn(), &holders, (from, until)).await?;
         let visits =
             store::visits_of_patient(tx.conn(), &booked.patient, &booked.unit, None, Utc::now())
@@ -477,6 +481,19 @@ impl SchedulingApi {
         }
         tx.commit().await?;
         Ok(booked)
+    }
+
+    /// Takes the lock of the patient's counted visits in `conn`'s transaction (PostgreSQL; on
+    /// SQLite the writer lock already serializes every write), as a booking under an intake record
+    /// with a visit count does ([`Db::write`] of [`visits_lock_scope`]).
+    async fn lock_visits_of(&self, conn: &mut AnyConnection, patient: &str) -> ApiResult<()> {
+        if self.db.backend() == Backend::Postgres {
+            sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS locked")
+                .bind(pm_runtime::db::lock_key(&visits_lock_scope(patient)))
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
     }
 
     /// The checks of a booking request before any rule is evaluated: names, the caller's right to
