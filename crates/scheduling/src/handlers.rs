@@ -167,7 +167,9 @@ fn fill(mut a: Appointment, slot: eligibility::Slot, hold: Option<TimeDelta>) ->
 }
 
 /// Why a booking is refused, from the first rule its slot breaks. An intake requirement names the
-/// requirement (`requirement`) and, when expired, since when (`expireTime`) in the ErrorInfo.
+/// requirement (`requirement`) and, when expired, since when (`expireTime`), when its visits are
+/// used up, the record (`record`, its id on the enrollment) and its count (`visitCount`) in the
+/// ErrorInfo.
 fn refusal(broken: Option<&eligibility::Exclusion>) -> ApiError {
     if let Some(e) = broken
         && let Some(requirement) = e.reason.requirement()
