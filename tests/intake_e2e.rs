@@ -581,6 +581,31 @@ async fn visit_counts(backend: Backend) -> anyhow::Result<()> {
     assert_eq!(appointments_of_patient(&mut s).await?, 4);
     let found = find(&mut s, INFUSION, INFUSE).await?;
     assert_eq!(found.exclusions, vec![used_up]);
+
+    // All used: moving a covered visit does not count it against itself.
+    let free = [(13, 30), (14, 0), (14, 30), (15, 0), (15, 30)]
+        .into_iter()
+        .map(|(h, m)| at(day, h, m))
+        .find(|t| {
+            results
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .all(|a| a.interval.as_ref().and_then(|i| i.start_time) != Some(ts(*t)))
+        })
+        .unwrap();
+    let moved = s
+        .reschedule_appointment(RescheduleAppointmentRequest {
+            name: first.name.clone(),
+            start_time: Some(ts(free)),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        moved.interval.as_ref().and_then(|i| i.start_time),
+        Some(ts(free))
+    );
+    assert_eq!(appointments_of_patient(&mut s).await?, 4);
     assert!(first.name != second.name);
     mesh.stop().await?;
     Ok(())

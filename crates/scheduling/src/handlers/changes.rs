@@ -71,6 +71,14 @@ impl SchedulingApi {
             .await?;
         // Its own current time does not count against it.
         let slot = self.recheck(&moved, &visit, Some(&req.name)).await?;
+        // An intake record with a visit count: counted again (without this visit) in the
+        // transaction, under the patient's lock, as a booking does.
+        let patient = self.org.patient(&moved.patient, &moved.unit).await?;
+        let counted = if super::search::counts_visits(&patient) {
+            Some((self.org.unit(&moved.unit).await?.policy, patient))
+        } else {
+            None
+        };
         let call = VerbCall {
             method,
             name: &req.name,
@@ -87,6 +95,26 @@ impl SchedulingApi {
             async |conn, a| {
                 let state = domain::lifecycle_state(a);
                 let transition = lifecycle::apply(state, Action::Reschedule, Utc::now())?;
+                if let Some((policy, patient)) = &counted {
+                    self.lock_visits_of(conn, &a.patient).await?;
+                    let visits = store::visits_of_patient(
+                        conn,
+                        &a.patient,
+                        &a.unit,
+                        Some(&a.name),
+                        Utc::now(),
+                    )
+                    .await?;
+                    let patient = eligibility::PatientContext {
+                        visits,
+                        ..patient.clone()
+                    };
+                    if let Some(broken) =
+                        eligibility::unmet_intake_at(policy, &patient, &visit.code, start)
+                    {
+                        return Err(refusal(Some(&broken)));
+                    }
+                }
                 let from = a
                     .interval
                     .as_ref()
