@@ -413,6 +413,7 @@ async fn intake(backend: Backend) -> anyhow::Result<()> {
             reason: "PRIOR_AUTH_EXPIRED".into(),
             requirement: "INTAKE_REQUIREMENT_PRIOR_AUTHORIZATION".into(),
             expire_time: Some(ts(renewed)),
+            ..Default::default()
         }]
     );
     let err = book(&mut s, INFUSION, INFUSE, at(day, 14, 30))
@@ -428,6 +429,196 @@ async fn intake(backend: Backend) -> anyhow::Result<()> {
     assert_eq!(writes("/RevokeIntake"), 1, "{trail:?}");
     mesh.stop().await?;
     Ok(())
+}
+
+async fn cancel(s: &mut Scheduling, name: &str) -> anyhow::Result<()> {
+    s.cancel_appointment(CancelAppointmentRequest {
+        name: name.into(),
+        reason: "patient request".into(),
+        etag: String::new(),
+    })
+    .await?;
+    Ok(())
+}
+
+/// A prior authorization for two infusions binds: two are booked, the third is excluded and refused
+/// with PRIOR_AUTH_VISITS_USED (the record and its count, no PHI) and nothing written; a
+/// cancellation frees a visit; two bookings racing for the last one: exactly one wins.
+async fn visit_counts(backend: Backend) -> anyhow::Result<()> {
+    let mesh = TestMesh::start(backend).await?;
+    let mut org = mesh.org().await?;
+    seed_org(&mut org).await?;
+    let mut s = mesh.scheduling_as(pm::demo::ADMIN).await?;
+    seed_scheduling(&mut s).await?;
+    let day = next_monday();
+
+    let recorded = record(
+        &mut org,
+        "infusion",
+        IntakeRecord {
+            requirement: IntakeRequirement::PriorAuthorization as i32,
+            effective_time: Some(ts(at(day, 0, 0) - chrono::TimeDelta::days(30))),
+            authorization_number: "PA-777777".into(),
+            visit_types: vec!["infusion".into()],
+            visit_count: 2,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let id = recorded.intake_records[0].id.clone();
+    assert!(!id.is_empty());
+
+    // 0 and N-1 visits used: every slot.
+    assert_eq!(find(&mut s, INFUSION, INFUSE).await?.slots.len(), 6);
+    let first = book(&mut s, INFUSION, INFUSE, at(day, 13, 0)).await?;
+    let found = find(&mut s, INFUSION, INFUSE).await?;
+    assert!(!found.slots.is_empty(), "{found:?}");
+    assert!(
+        found
+            .exclusions
+            .iter()
+            .all(|e| e.reason == "PROVIDER_BOOKED"),
+        "{found:?}"
+    );
+    let second = book(&mut s, INFUSION, INFUSE, at(day, 13, 30)).await?;
+
+    // N used: no slot, and why.
+    let used_up = Exclusion {
+        subject: ExclusionSubject::Patient as i32,
+        reason: "PRIOR_AUTH_VISITS_USED".into(),
+        requirement: "INTAKE_REQUIREMENT_PRIOR_AUTHORIZATION".into(),
+        intake_record: id.clone(),
+        visit_count: 2,
+        ..Default::default()
+    };
+    let found = find(&mut s, INFUSION, INFUSE).await?;
+    assert!(found.slots.is_empty(), "{found:?}");
+    assert_eq!(found.exclusions, vec![used_up.clone()]);
+    // The other unit's visits are not the record's: cardiology is unaffected by it.
+    record(
+        &mut org,
+        "cardiology",
+        IntakeRecord {
+            requirement: IntakeRequirement::Referral as i32,
+            effective_time: Some(ts(at(day, 0, 0) - chrono::TimeDelta::days(30))),
+            referring_provider: "1987654328".into(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    assert_eq!(find(&mut s, CARDIOLOGY, CONSULT).await?.slots.len(), 6);
+
+    // The third is refused with the reason, the record and the count; nothing written.
+    let err = book(&mut s, INFUSION, INFUSE, at(day, 14, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(reason(&err), "PRIOR_AUTH_VISITS_USED");
+    assert_eq!(
+        meta(&err, "requirement").as_deref(),
+        Some("INTAKE_REQUIREMENT_PRIOR_AUTHORIZATION")
+    );
+    assert_eq!(meta(&err, "record"), Some(id.clone()));
+    assert_eq!(meta(&err, "visitCount").as_deref(), Some("2"));
+    assert!(!err.message().contains("PA-777777"), "no PHI: {err:?}");
+    assert!(!format!("{:?}", err.metadata()).contains("PA-777777"));
+    assert_eq!(appointments_of_patient(&mut s).await?, 2, "nothing written");
+
+    // A cancellation frees a visit: the third books, then the fourth is refused again.
+    cancel(&mut s, &second.name).await?;
+    assert_eq!(find(&mut s, INFUSION, INFUSE).await?.exclusions.len(), 1);
+    let third = book(&mut s, INFUSION, INFUSE, at(day, 14, 0)).await?;
+    let err = book(&mut s, INFUSION, INFUSE, at(day, 15, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "PRIOR_AUTH_VISITS_USED");
+    assert_eq!(appointments_of_patient(&mut s).await?, 3);
+
+    // One visit left, five bookings race for it (at five free times: no occupancy conflict between
+    // them, only the count): exactly one wins, the others are refused with the reason.
+    cancel(&mut s, &third.name).await?;
+    // A weekly series of two with one visit left: the second occurrence is refused, nothing written.
+    let err = s
+        .book_series(BookSeriesRequest {
+            parent: ORG.into(),
+            appointment: Some(Appointment {
+                unit: INFUSION.into(),
+                patient: PATIENT.into(),
+                provider: OKAFOR.into(),
+                location: MAIN.into(),
+                visit_type: INFUSE.into(),
+                interval: Some(Interval {
+                    start_time: Some(ts(at(day, 15, 0))),
+                    end_time: None,
+                }),
+                ..Default::default()
+            }),
+            count: 2,
+            every: Some(prost_types::Duration {
+                seconds: 7 * 86_400,
+                nanos: 0,
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "PRIOR_AUTH_VISITS_USED", "{err:?}");
+    assert_eq!(meta(&err, "occurrence").as_deref(), Some("1"));
+    assert_eq!(appointments_of_patient(&mut s).await?, 3, "nothing written");
+
+    let mut racers = Vec::new();
+    for (hour, minute) in [(13, 30), (14, 0), (14, 30), (15, 0), (15, 30)] {
+        let mut client = mesh.scheduling_as(pm::demo::ADMIN).await?;
+        racers
+            .push(async move { book(&mut client, INFUSION, INFUSE, at(day, hour, minute)).await });
+    }
+    let results = futures::future::join_all(racers).await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "exactly one wins: {results:?}");
+    for lost in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(reason(lost), "PRIOR_AUTH_VISITS_USED", "{lost:?}");
+    }
+    assert_eq!(appointments_of_patient(&mut s).await?, 4);
+    let found = find(&mut s, INFUSION, INFUSE).await?;
+    assert_eq!(found.exclusions, vec![used_up]);
+
+    // All used: moving a covered visit does not count it against itself.
+    let free = [(13, 30), (14, 0), (14, 30), (15, 0), (15, 30)]
+        .into_iter()
+        .map(|(h, m)| at(day, h, m))
+        .find(|t| {
+            results
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .all(|a| a.interval.as_ref().and_then(|i| i.start_time) != Some(ts(*t)))
+        })
+        .unwrap();
+    let moved = s
+        .reschedule_appointment(RescheduleAppointmentRequest {
+            name: first.name.clone(),
+            start_time: Some(ts(free)),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        moved.interval.as_ref().and_then(|i| i.start_time),
+        Some(ts(free))
+    );
+    assert_eq!(appointments_of_patient(&mut s).await?, 4);
+    assert!(first.name != second.name);
+    mesh.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visit_counts_on_sqlite() -> anyhow::Result<()> {
+    visit_counts(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visit_counts_on_postgres() -> anyhow::Result<()> {
+    visit_counts(Backend::Postgres).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,7 +42,15 @@
 //! all). When none is, the requirement is *expired* if a covering record lapsed at or before T (the
 //! explanation carries the latest such lapse: unmet since then) and *missing* otherwise (none was
 //! ever recorded, or the only ones take effect later). Each requirement has its two reasons
-//! ([`Requirement::missing`], [`Requirement::expired`]). A record's visit count is not checked here.
+//! ([`Requirement::missing`], [`Requirement::expired`]).
+//!
+//! A record with a visit count N (`visit_count > 0`; 0 means unlimited) covers at most N visits:
+//! those of the patient's visits in the unit ([`PatientContext::visits`]) that count
+//! ([`VisitState::counts`]: held, booked, checked in or completed, not cancelled, no-show or
+//! expired), are of a visit type it covers and start inside its effective period. A record whose N
+//! visits are taken meets nothing more; when every covering record in force is used up, the
+//! requirement's third reason ([`Requirement::used`]) names the record and its count
+//! ([`Exclusion::visits_used`]). A cancellation frees its visit again.
 //!
 //! Busy intervals are taken as given: the caller stores each existing booking's occupied span
 //! (its own buffers included). Provider and location filters are applied by the caller, which
@@ -126,6 +134,16 @@ impl Requirement {
         }
     }
 
+    /// The reason when its records in force have covered all the visits they count.
+    pub fn used(self) -> Reason {
+        match self {
+            Self::Referral => Reason::ReferralVisitsUsed,
+            Self::Consent => Reason::ConsentVisitsUsed,
+            Self::PriorAuthorization => Reason::PriorAuthVisitsUsed,
+            Self::CarePlan => Reason::CarePlanVisitsUsed,
+        }
+    }
+
     /// Org's name of the requirement, e.g. `"INTAKE_REQUIREMENT_REFERRAL"`.
     pub fn code(self) -> &'static str {
         match self {
@@ -157,6 +175,71 @@ pub struct IntakeInfo {
     pub until: Option<DateTime<Utc>>,
     /// Visit-type codes it covers; empty means all.
     pub visit_types: Vec<String>,
+    /// The record's id on its enrollment (Org's `IntakeRecord.id`, e.g. `intake-2`).
+    pub record: String,
+    /// How many visits it covers; 0 means unlimited.
+    pub visit_count: u32,
+}
+
+impl IntakeInfo {
+    /// Whether it covers the visit type `code` (no visit types listed means all).
+    pub fn covers(&self, code: &str) -> bool {
+        self.visit_types.is_empty() || self.visit_types.iter().any(|v| v == code)
+    }
+
+    /// How many of `visits` it covers: those that count, of a visit type it covers, starting
+    /// inside its effective period.
+    pub fn visits_used(&self, visits: &[PriorVisit]) -> u32 {
+        let used = visits
+            .iter()
+            .filter(|v| {
+                v.state.counts()
+                    && self.covers(&v.code)
+                    && in_period(self.from, self.until, v.start)
+            })
+            .count();
+        u32::try_from(used).unwrap_or(u32::MAX)
+    }
+
+    /// Whether it still covers another visit, given the patient's `visits`.
+    fn has_visits_left(&self, visits: &[PriorVisit]) -> bool {
+        self.visit_count == 0 || self.visits_used(visits) < self.visit_count
+    }
+}
+
+/// The state of one of the patient's visits, as far as visit counts care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisitState {
+    /// A hold not yet lapsed.
+    Held,
+    Booked,
+    CheckedIn,
+    Completed,
+    Cancelled,
+    NoShow,
+    /// A hold that lapsed.
+    Expired,
+}
+
+impl VisitState {
+    /// Whether the visit uses one of a record's visits: held, booked, checked in or completed.
+    pub fn counts(self) -> bool {
+        matches!(
+            self,
+            Self::Held | Self::Booked | Self::CheckedIn | Self::Completed
+        )
+    }
+}
+
+/// One of the patient's visits in the unit (any state), for the records' visit counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriorVisit {
+    /// Its visit type's code.
+    pub code: String,
+    /// Its start.
+    pub start: DateTime<Utc>,
+    /// Its state.
+    pub state: VisitState,
 }
 
 /// The patient's current enrollment.
@@ -192,6 +275,8 @@ pub struct PatientContext {
     pub enrollment: Option<EnrollmentInfo>,
     /// The patient's coverages, in any order.
     pub coverages: Vec<CoverageInfo>,
+    /// The patient's visits in the unit, in any state (the intake records' visit counts).
+    pub visits: Vec<PriorVisit>,
 }
 
 /// One of a provider's credentials.
@@ -284,6 +369,10 @@ pub enum Reason {
     ConsentExpired,
     PriorAuthExpired,
     CarePlanExpired,
+    ReferralVisitsUsed,
+    ConsentVisitsUsed,
+    PriorAuthVisitsUsed,
+    CarePlanVisitsUsed,
 }
 
 impl Reason {
@@ -307,6 +396,10 @@ impl Reason {
             Self::ConsentExpired => "CONSENT_EXPIRED",
             Self::PriorAuthExpired => "PRIOR_AUTH_EXPIRED",
             Self::CarePlanExpired => "CARE_PLAN_EXPIRED",
+            Self::ReferralVisitsUsed => "REFERRAL_VISITS_USED",
+            Self::ConsentVisitsUsed => "CONSENT_VISITS_USED",
+            Self::PriorAuthVisitsUsed => "PRIOR_AUTH_VISITS_USED",
+            Self::CarePlanVisitsUsed => "CARE_PLAN_VISITS_USED",
         }
     }
 
@@ -314,7 +407,7 @@ impl Reason {
     pub fn requirement(self) -> Option<Requirement> {
         Requirement::ALL
             .into_iter()
-            .find(|r| r.missing() == self || r.expired() == self)
+            .find(|r| r.missing() == self || r.expired() == self || r.used() == self)
     }
 }
 
@@ -346,6 +439,18 @@ pub struct Exclusion {
     /// For an intake requirement that expired ([`Requirement::expired`]): when its latest covering
     /// record lapsed, i.e. since when the requirement is unmet. `None` for every other reason.
     pub expired_at: Option<DateTime<Utc>>,
+    /// For an intake requirement whose records are used up ([`Requirement::used`]): the record
+    /// in force and the visits it covers. `None` for every other reason.
+    pub visits_used: Option<VisitsUsed>,
+}
+
+/// The record whose visits are all taken (see [`Exclusion::visits_used`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VisitsUsed {
+    /// The record's id on the enrollment.
+    pub record: String,
+    /// The visits it covers (all taken).
+    pub visit_count: u32,
 }
 
 impl Exclusion {
@@ -355,12 +460,14 @@ impl Exclusion {
             subject,
             reason,
             expired_at: None,
+            visits_used: None,
         }
     }
 }
 
-/// A rule broken, with the intake expiry when it is an expired requirement (see [`Exclusion`]).
-type Broken = (Reason, Option<DateTime<Utc>>);
+/// A rule broken, with the intake expiry when it is an expired requirement and the used-up record
+/// when its visits are taken (see [`Exclusion`]).
+type Broken = (Reason, Option<DateTime<Utc>>, Option<VisitsUsed>);
 
 /// The answer to a slot search.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -379,10 +486,11 @@ pub fn find_slots(query: &SlotQuery) -> SearchResult {
             slots: Vec::new(),
             excluded: patient_failures
                 .into_iter()
-                .map(|(reason, expired_at)| Exclusion {
+                .map(|(reason, expired_at, visits_used)| Exclusion {
                     subject: Subject::Patient,
                     reason,
                     expired_at,
+                    visits_used,
                 })
                 .collect(),
         };
@@ -403,7 +511,7 @@ fn patient_rules(query: &SlotQuery) -> Vec<Broken> {
     let mut failures = Vec::new();
 
     if !unit.allowed_visit_types.contains(&visit.code) {
-        failures.push((Reason::VisitTypeNotAllowed, None));
+        failures.push((Reason::VisitTypeNotAllowed, None, None));
     }
 
     let enrollment = query
@@ -412,13 +520,13 @@ fn patient_rules(query: &SlotQuery) -> Vec<Broken> {
         .as_ref()
         .filter(|e| e.active && e.unit == unit.unit);
     match enrollment {
-        None => failures.push((Reason::PatientNotEnrolled, None)),
+        None => failures.push((Reason::PatientNotEnrolled, None, None)),
         Some(e) => {
             if let Some(step) = &visit.pathway_step
                 && (!unit.care_pathway_steps.contains(step)
                     || e.pathway_step.as_ref() != Some(step))
             {
-                failures.push((Reason::WrongPathwayStep, None));
+                failures.push((Reason::WrongPathwayStep, None, None));
             }
         }
     }
@@ -430,7 +538,7 @@ fn patient_rules(query: &SlotQuery) -> Vec<Broken> {
             .iter()
             .any(|c| accepted(unit, c) && overlaps_period(c.from, c.until, query.window))
     {
-        failures.push((Reason::PayerNotAccepted, None));
+        failures.push((Reason::PayerNotAccepted, None, None));
     }
 
     // Intake requirements are about the enrollment in this unit: without one, PATIENT_NOT_ENROLLED
@@ -439,11 +547,15 @@ fn patient_rules(query: &SlotQuery) -> Vec<Broken> {
     if let Some(e) = enrollment {
         for requirement in requirements(unit) {
             let covering: Vec<&IntakeInfo> = covering(e, requirement, &visit.code).collect();
-            if !covering
+            let in_window: Vec<&IntakeInfo> = covering
                 .iter()
-                .any(|r| overlaps_period(r.from, r.until, query.window))
-            {
+                .copied()
+                .filter(|r| overlaps_period(r.from, r.until, query.window))
+                .collect();
+            if in_window.is_empty() {
                 failures.push(unmet(requirement, &covering, query.window.start()));
+            } else if let Some(used) = used_up(requirement, &in_window, &query.patient.visits) {
+                failures.push(used);
             }
         }
     }
@@ -467,10 +579,31 @@ fn covering<'e>(
     requirement: Requirement,
     code: &'e str,
 ) -> impl Iterator<Item = &'e IntakeInfo> {
-    enrollment.intake.iter().filter(move |r| {
-        r.requirement == requirement
-            && (r.visit_types.is_empty() || r.visit_types.iter().any(|v| v == code))
-    })
+    enrollment
+        .intake
+        .iter()
+        .filter(move |r| r.requirement == requirement && r.covers(code))
+}
+
+/// When every one of `in_force` (covering records of `requirement`, at least one) has covered all
+/// its visits: the requirement's used-up reason, naming the first such record of the enrollment.
+fn used_up(
+    requirement: Requirement,
+    in_force: &[&IntakeInfo],
+    visits: &[PriorVisit],
+) -> Option<Broken> {
+    if in_force.iter().any(|r| r.has_visits_left(visits)) {
+        return None;
+    }
+    let first = in_force.first()?;
+    Some((
+        requirement.used(),
+        None,
+        Some(VisitsUsed {
+            record: first.record.clone(),
+            visit_count: first.visit_count,
+        }),
+    ))
 }
 
 /// Why `requirement` is unmet at `at`, given its covering records (none in force then): expired,
@@ -482,23 +615,57 @@ fn unmet(requirement: Requirement, covering: &[&IntakeInfo], at: DateTime<Utc>) 
         .filter(|until| *until <= at)
         .max()
     {
-        Some(lapsed) => (requirement.expired(), Some(lapsed)),
-        None => (requirement.missing(), None),
+        Some(lapsed) => (requirement.expired(), Some(lapsed), None),
+        None => (requirement.missing(), None, None),
     }
 }
 
-/// The first of the unit's intake requirements unmet at `at` for the enrollment and visit type.
+/// The first of the unit's intake requirements unmet at `at` for the enrollment and visit type
+/// (no covering record in force, or all of those in force used up by `visits`).
 fn first_unmet_intake(
     unit: &UnitPolicy,
     enrollment: &EnrollmentInfo,
     code: &str,
     at: DateTime<Utc>,
+    visits: &[PriorVisit],
 ) -> Option<Broken> {
     requirements(unit).into_iter().find_map(|requirement| {
         let covering: Vec<&IntakeInfo> = covering(enrollment, requirement, code).collect();
-        (!covering.iter().any(|r| in_period(r.from, r.until, at)))
-            .then(|| unmet(requirement, &covering, at))
+        let in_force: Vec<&IntakeInfo> = covering
+            .iter()
+            .copied()
+            .filter(|r| in_period(r.from, r.until, at))
+            .collect();
+        if in_force.is_empty() {
+            Some(unmet(requirement, &covering, at))
+        } else {
+            used_up(requirement, &in_force, visits)
+        }
     })
+}
+
+/// The first of the unit's intake requirements unmet at `at` for the patient's enrollment in the
+/// unit and the visit type `code`, counting the patient's visits (what a booking re-checks under
+/// its lock, once it has counted them afresh); `None` when all are met or there is no such
+/// enrollment (the other rules say so).
+pub fn unmet_intake_at(
+    unit: &UnitPolicy,
+    patient: &PatientContext,
+    code: &str,
+    at: DateTime<Utc>,
+) -> Option<Exclusion> {
+    let enrollment = patient
+        .enrollment
+        .as_ref()
+        .filter(|e| e.active && e.unit == unit.unit)?;
+    first_unmet_intake(unit, enrollment, code, at, &patient.visits).map(
+        |(reason, expired_at, visits_used)| Exclusion {
+            subject: Subject::Patient,
+            reason,
+            expired_at,
+            visits_used,
+        },
+    )
 }
 
 /// Evaluates one provider's candidates, appending slots and exclusions.
@@ -557,7 +724,7 @@ fn search_provider(query: &SlotQuery, provider: &ProviderCandidate, result: &mut
                 interval: candidate,
                 payer,
             }),
-            Err((reason, expired_at)) => {
+            Err((reason, expired_at, visits_used)) => {
                 if !explained.contains(&reason) {
                     explained.push(reason);
                     result.excluded.push(Exclusion {
@@ -567,6 +734,7 @@ fn search_provider(query: &SlotQuery, provider: &ProviderCandidate, result: &mut
                         },
                         reason,
                         expired_at,
+                        visits_used,
                     });
                 }
             }
@@ -585,7 +753,7 @@ fn check_candidate(
     let unit = &query.unit;
     let visit = &query.visit_type;
     let start = candidate.start();
-    let broken = |reason| (reason, None);
+    let broken = |reason| (reason, None, None);
 
     if !credentials
         .iter()
@@ -608,7 +776,8 @@ fn check_candidate(
     // The patient rules passed, so the patient is enrolled in the unit; a record may still lapse
     // (or take effect) inside the window.
     if let Some(enrollment) = &query.patient.enrollment
-        && let Some(unmet) = first_unmet_intake(unit, enrollment, &visit.code, start)
+        && let Some(unmet) =
+            first_unmet_intake(unit, enrollment, &visit.code, start, &query.patient.visits)
     {
         return Err(unmet);
     }
@@ -728,6 +897,7 @@ mod tests {
                     from: utc("2026-01-01T00:00:00Z"),
                     until: None,
                 }],
+                visits: vec![],
             },
             patient_busy: vec![],
             providers: vec![ProviderCandidate {
@@ -1152,6 +1322,8 @@ mod tests {
             },
             until: until.map(at),
             visit_types: vec![],
+            record: "intake-1".into(),
+            visit_count: 0,
         }
     }
 
@@ -1342,5 +1514,215 @@ mod tests {
             find_slots(&q).excluded,
             vec![patient_excluded(Reason::PatientNotEnrolled)]
         );
+    }
+
+    /// One of the patient's visits: `code` at `when` (RFC 3339) in `state`.
+    fn visit(code: &str, when: &str, state: VisitState) -> PriorVisit {
+        PriorVisit {
+            code: code.into(),
+            start: utc(when),
+            state,
+        }
+    }
+
+    /// `n` booked FOLLOW_UP visits on 2026-03-02 (before the window, inside the records' periods).
+    fn booked(n: usize) -> Vec<PriorVisit> {
+        (0..n)
+            .map(|i| {
+                visit(
+                    "FOLLOW_UP",
+                    &format!("2026-03-02T1{i}:00:00Z"),
+                    VisitState::Booked,
+                )
+            })
+            .collect()
+    }
+
+    /// (case, records, the patient's visits, slot starts offered, exclusions).
+    type VisitCountCase = (
+        &'static str,
+        Vec<IntakeInfo>,
+        Vec<PriorVisit>,
+        Vec<&'static str>,
+        Vec<Exclusion>,
+    );
+
+    /// A record covering N visits: 0, N-1 covered visits leave slots; N exclude with the
+    /// requirement's used-up reason, naming the record and its count; cancelled, no-show and
+    /// expired visits, visits of other visit types and visits outside its period are not counted;
+    /// a count of 0 is unlimited; a record used up mid-window cuts only its own time.
+    #[test]
+    fn a_record_covers_at_most_its_visit_count() {
+        for requirement in Requirement::ALL {
+            let used = requirement.used();
+            assert_eq!(used.requirement(), Some(requirement));
+            let counted = |n: u32| IntakeInfo {
+                record: "intake-2".into(),
+                visit_count: n,
+                ..record(requirement, "-", None)
+            };
+            let used_up = |n: u32| Exclusion {
+                visits_used: Some(VisitsUsed {
+                    record: "intake-2".into(),
+                    visit_count: n,
+                }),
+                ..patient_excluded(used)
+            };
+            let released = vec![
+                visit("FOLLOW_UP", "2026-03-02T10:00:00Z", VisitState::Cancelled),
+                visit("FOLLOW_UP", "2026-03-02T11:00:00Z", VisitState::NoShow),
+                visit("FOLLOW_UP", "2026-03-02T12:00:00Z", VisitState::Expired),
+            ];
+            let mut every_counting_state = vec![
+                visit("FOLLOW_UP", "2026-03-03T10:00:00Z", VisitState::Held),
+                visit("FOLLOW_UP", "2026-03-03T11:00:00Z", VisitState::Booked),
+                visit("FOLLOW_UP", "2026-03-03T12:00:00Z", VisitState::CheckedIn),
+            ];
+            let cases: Vec<VisitCountCase> = vec![
+                (
+                    "no visit yet",
+                    vec![counted(3)],
+                    vec![],
+                    BASELINE_STARTS.to_vec(),
+                    vec![],
+                ),
+                (
+                    "N-1 visits",
+                    vec![counted(3)],
+                    booked(2),
+                    BASELINE_STARTS.to_vec(),
+                    vec![],
+                ),
+                (
+                    "N visits",
+                    vec![counted(3)],
+                    booked(3),
+                    vec![],
+                    vec![used_up(3)],
+                ),
+                (
+                    "held, booked, checked in and completed all count",
+                    vec![counted(4)],
+                    {
+                        every_counting_state.push(visit(
+                            "FOLLOW_UP",
+                            "2026-03-03T13:00:00Z",
+                            VisitState::Completed,
+                        ));
+                        every_counting_state.clone()
+                    },
+                    vec![],
+                    vec![used_up(4)],
+                ),
+                (
+                    "cancelled, no-show and expired visits are not counted",
+                    vec![counted(3)],
+                    [booked(2), released.clone()].concat(),
+                    BASELINE_STARTS.to_vec(),
+                    vec![],
+                ),
+                (
+                    "visits of visit types it does not cover are not counted",
+                    vec![IntakeInfo {
+                        visit_types: vec!["FOLLOW_UP".into()],
+                        ..counted(1)
+                    }],
+                    vec![visit(
+                        "NEW_PATIENT",
+                        "2026-03-02T10:00:00Z",
+                        VisitState::Booked,
+                    )],
+                    BASELINE_STARTS.to_vec(),
+                    vec![],
+                ),
+                (
+                    "a record for all visit types counts every visit type",
+                    vec![counted(1)],
+                    vec![visit(
+                        "NEW_PATIENT",
+                        "2026-03-02T10:00:00Z",
+                        VisitState::Booked,
+                    )],
+                    vec![],
+                    vec![used_up(1)],
+                ),
+                (
+                    "visits before its period are not counted",
+                    vec![IntakeInfo {
+                        from: utc("2026-03-05T00:00:00Z"),
+                        ..counted(2)
+                    }],
+                    booked(3),
+                    BASELINE_STARTS.to_vec(),
+                    vec![],
+                ),
+                (
+                    "a visit count of 0 is unlimited",
+                    vec![counted(0)],
+                    booked(5),
+                    BASELINE_STARTS.to_vec(),
+                    vec![],
+                ),
+                (
+                    "another record in force with visits left",
+                    vec![
+                        counted(2),
+                        IntakeInfo {
+                            record: "intake-3".into(),
+                            ..counted(3)
+                        },
+                    ],
+                    booked(2),
+                    BASELINE_STARTS.to_vec(),
+                    vec![],
+                ),
+                (
+                    "used up until 14:00, then a new record",
+                    vec![
+                        IntakeInfo {
+                            until: Some(at("14:00")),
+                            ..counted(1)
+                        },
+                        IntakeInfo {
+                            record: "intake-3".into(),
+                            ..record(requirement, "14:00", None)
+                        },
+                    ],
+                    booked(1),
+                    vec!["14:00", "14:30"],
+                    vec![Exclusion {
+                        visits_used: Some(VisitsUsed {
+                            record: "intake-2".into(),
+                            visit_count: 1,
+                        }),
+                        ..candidate_excluded("13:00", used)
+                    }],
+                ),
+            ];
+            for (case, records, visits, slots, exclusions) in cases {
+                let mut q = baseline();
+                require(&mut q, &[requirement], records);
+                q.patient.visits = visits;
+                let result = find_slots(&q);
+                expect_starts(&result, &slots);
+                assert_eq!(result.excluded, exclusions, "{requirement:?}: {case}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_held_booked_checked_in_and_completed_visits_count() {
+        use VisitState::*;
+        for (state, counts) in [
+            (Held, true),
+            (Booked, true),
+            (CheckedIn, true),
+            (Completed, true),
+            (Cancelled, false),
+            (NoShow, false),
+            (Expired, false),
+        ] {
+            assert_eq!(state.counts(), counts, "{state:?}");
+        }
     }
 }

@@ -167,22 +167,27 @@ fn fill(mut a: Appointment, slot: eligibility::Slot, hold: Option<TimeDelta>) ->
 }
 
 /// Why a booking is refused, from the first rule its slot breaks. An intake requirement names the
-/// requirement (`requirement`) and, when expired, since when (`expireTime`) in the ErrorInfo.
+/// requirement (`requirement`) and, when expired, since when (`expireTime`), when its visits are
+/// used up, the record (`record`, its id on the enrollment) and its count (`visitCount`) in the
+/// ErrorInfo.
 fn refusal(broken: Option<&eligibility::Exclusion>) -> ApiError {
     if let Some(e) = broken
         && let Some(requirement) = e.reason.requirement()
     {
-        let mut error = ApiError::new(
-            Code::FailedPrecondition,
-            e.reason.code(),
-            match e.expired_at {
-                Some(_) => "the patient's record of an intake requirement of the unit has expired",
-                None => {
-                    "the patient's enrollment has no record of an intake requirement of the unit"
-                }
-            },
-        )
-        .with_meta("requirement", requirement.code());
+        let message = if e.visits_used.is_some() {
+            "the patient's record of an intake requirement of the unit has covered all its visits"
+        } else if e.expired_at.is_some() {
+            "the patient's record of an intake requirement of the unit has expired"
+        } else {
+            "the patient's enrollment has no record of an intake requirement of the unit"
+        };
+        let mut error = ApiError::new(Code::FailedPrecondition, e.reason.code(), message)
+            .with_meta("requirement", requirement.code());
+        if let Some(used) = &e.visits_used {
+            error = error
+                .with_meta("record", used.record.as_str())
+                .with_meta("visitCount", used.visit_count.to_string());
+        }
         if let Some(expired_at) = e.expired_at {
             error = error.with_meta(
                 "expireTime",
@@ -222,6 +227,13 @@ fn refusal(broken: Option<&eligibility::Exclusion>) -> ApiError {
         ),
     };
     ApiError::new(Code::FailedPrecondition, code, message)
+}
+
+/// The lock scope of a patient's visits counted by intake records: bookings under a record with a
+/// visit count count and write under it, so that two racing for the last covered visit do not both
+/// win.
+fn visits_lock_scope(patient: &str) -> String {
+    format!("intake-visits/{patient}")
 }
 
 fn event(state: AppointmentState, reason: &str) -> AppointmentEvent {
@@ -444,11 +456,46 @@ impl SchedulingApi {
             &call.request_hash,
             &booked,
         ));
-        batch::commit_inserts(&self.db, inserts, async |conn| {
-            occupancy::check_free(conn, &holders, (from, until)).await
-        })
-        .await?;
+        let patient = self.org.patient(&booked.patient, &booked.unit).await?;
+        if !search::counts_visits(&patient) {
+            batch::commit_inserts(&self.db, inserts, async |conn| {
+                occupancy::check_free(conn, &holders, (from, until)).await
+            })
+            .await?;
+            return Ok(booked);
+        }
+        // An intake record covers a limited number of visits: count them and write under the
+        // patient's lock, so that of two bookings racing for the last covered visit exactly one
+        // wins (the other counts the winner's visit once it has the lock).
+        let policy = self.org.unit(&booked.unit).await?.policy;
+        let start = domain::start_of(&booked)?;
+        let mut tx = self.db.write(&visits_lock_scope(&booked.patient)).await?;
+        occupancy::check_free(tx.conn(), &holders, (from, until)).await?;
+        let visits =
+            store::visits_of_patient(tx.conn(), &booked.patient, &booked.unit, None, Utc::now())
+                .await?;
+        let counted = eligibility::PatientContext { visits, ..patient };
+        if let Some(broken) = eligibility::unmet_intake_at(&policy, &counted, &visit.code, start) {
+            return Err(refusal(Some(&broken)));
+        }
+        for insert in &inserts {
+            insert.execute(tx.conn()).await?;
+        }
+        tx.commit().await?;
         Ok(booked)
+    }
+
+    /// Takes the lock of the patient's counted visits in `conn`'s transaction (PostgreSQL; on
+    /// SQLite the writer lock already serializes every write), as a booking under an intake record
+    /// with a visit count does ([`Db::write`] of [`visits_lock_scope`]).
+    async fn lock_visits_of(&self, conn: &mut AnyConnection, patient: &str) -> ApiResult<()> {
+        if self.db.backend() == Backend::Postgres {
+            sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS locked")
+                .bind(pm_runtime::db::lock_key(&visits_lock_scope(patient)))
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
     }
 
     /// The checks of a booking request before any rule is evaluated: names, the caller's right to
@@ -1532,5 +1579,14 @@ fn wire_exclusion(e: eligibility::Exclusion) -> Exclusion {
             .map(|r| r.code().to_string())
             .unwrap_or_default(),
         expire_time: e.expired_at.map(timestamp),
+        intake_record: e
+            .visits_used
+            .as_ref()
+            .map(|u| u.record.clone())
+            .unwrap_or_default(),
+        visit_count: e
+            .visits_used
+            .map(|u| i32::try_from(u.visit_count).unwrap_or(i32::MAX))
+            .unwrap_or_default(),
     }
 }

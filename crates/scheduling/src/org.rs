@@ -99,6 +99,8 @@ fn intake_of(record: &IntakeRecord) -> Option<IntakeInfo> {
         from: micros_to_time(record.effective_time.as_ref())?,
         until: micros_to_time(record.expire_time.as_ref()),
         visit_types: record.visit_types.clone(),
+        record: record.id.clone(),
+        visit_count: u32::try_from(record.visit_count).unwrap_or(0),
     })
 }
 
@@ -314,9 +316,11 @@ impl OrgView {
                 })
             })
             .collect();
+        // The visits the intake records count are this slice's; the caller adds them.
         Ok(PatientContext {
             enrollment,
             coverages,
+            visits: Vec::new(),
         })
     }
 }

@@ -32,6 +32,10 @@ pub const CATALOG: &[Reason] = pm_runtime::reasons![
     "CONSENT_EXPIRED" FailedPrecondition "the patient's consent for the visit type expired before the time (expireTime says when)",
     "PRIOR_AUTH_EXPIRED" FailedPrecondition "the patient's prior authorization for the visit type expired before the time (expireTime says when)",
     "CARE_PLAN_EXPIRED" FailedPrecondition "the patient's care plan for the visit type expired before the time (expireTime says when)",
+    "REFERRAL_VISITS_USED" FailedPrecondition "the patient's referral in force for the visit type has covered all its visits (record and visitCount say which)",
+    "CONSENT_VISITS_USED" FailedPrecondition "the patient's consent in force for the visit type has covered all its visits (record and visitCount say which)",
+    "PRIOR_AUTH_VISITS_USED" FailedPrecondition "the patient's prior authorization in force for the visit type has covered all its visits (record and visitCount say which)",
+    "CARE_PLAN_VISITS_USED" FailedPrecondition "the patient's care plan in force for the visit type has covered all its visits (record and visitCount say which)",
 ];
 
 #[cfg(test)]
@@ -60,6 +64,10 @@ mod tests {
             Rule::ConsentExpired,
             Rule::PriorAuthExpired,
             Rule::CarePlanExpired,
+            Rule::ReferralVisitsUsed,
+            Rule::ConsentVisitsUsed,
+            Rule::PriorAuthVisitsUsed,
+            Rule::CarePlanVisitsUsed,
         ] {
             assert!(
                 super::CATALOG.iter().any(|r| r.reason == rule.code()),

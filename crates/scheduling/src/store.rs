@@ -15,6 +15,7 @@ use pm_runtime::{ApiResult, Db};
 use sqlx::{AnyConnection, Row};
 
 use crate::availability::WeeklyRule;
+use crate::eligibility;
 
 /// Visit types, under a unit.
 pub const VISIT_TYPE: Kind<VisitType> = Kind {
@@ -362,6 +363,68 @@ pub async fn appointments_in_window(
     }
     let rows = query.fetch_all(&mut *conn).await?;
     rows.iter().map(docstore::decode_row).collect()
+}
+
+/// The patient's visits in `unit` in any state, for the intake records' visit counts
+/// ([`eligibility::PriorVisit`]), leaving out the appointment `ignore` (one being moved). A hold
+/// whose time has lapsed (not yet marked expired) counts as expired; a visit whose visit type
+/// cannot be read (it has a code then, deleted or not) is left out.
+pub async fn visits_of_patient(
+    conn: &mut AnyConnection,
+    patient: &str,
+    unit: &str,
+    ignore: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> ApiResult<Vec<eligibility::PriorVisit>> {
+    use eligibility::VisitState;
+    let appointments =
+        appointments_in_window(conn, SpanScope::Patient(patient), i64::MIN, i64::MAX).await?;
+    let mut codes: HashMap<String, Option<String>> = HashMap::new();
+    let mut visits = Vec::new();
+    for stored in appointments {
+        let a = stored.resource;
+        if a.unit != unit || Some(a.name.as_str()) == ignore {
+            continue;
+        }
+        let lapsed = a
+            .hold_expire_time
+            .as_ref()
+            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+            .is_some_and(|t| t <= now);
+        let state = match AppointmentState::try_from(a.state) {
+            Ok(AppointmentState::Held) if lapsed => VisitState::Expired,
+            Ok(AppointmentState::Held) => VisitState::Held,
+            Ok(AppointmentState::Booked) => VisitState::Booked,
+            Ok(AppointmentState::CheckedIn) => VisitState::CheckedIn,
+            Ok(AppointmentState::Completed) => VisitState::Completed,
+            Ok(AppointmentState::Cancelled) => VisitState::Cancelled,
+            Ok(AppointmentState::NoShow) => VisitState::NoShow,
+            Ok(AppointmentState::Expired) => VisitState::Expired,
+            Ok(AppointmentState::Unspecified) | Err(_) => continue,
+        };
+        let Some(start) = a
+            .interval
+            .as_ref()
+            .and_then(|i| i.start_time.as_ref())
+            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+        else {
+            continue;
+        };
+        let code = match codes.get(&a.visit_type) {
+            Some(code) => code.clone(),
+            None => {
+                let code = docstore::get::<VisitType>(conn, &a.visit_type)
+                    .await?
+                    .map(|v| v.resource.code);
+                codes.insert(a.visit_type.clone(), code.clone());
+                code
+            }
+        };
+        if let Some(code) = code {
+            visits.push(eligibility::PriorVisit { code, start, state });
+        }
+    }
+    Ok(visits)
 }
 
 /// Rows per statement of the back-fill (8 values each).

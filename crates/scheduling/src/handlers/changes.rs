@@ -14,9 +14,10 @@ use tonic::Code;
 use pm_runtime::follower::{self, Follow, FollowerConfig};
 use sqlx::AnyConnection;
 
-use super::{OFFER_WAITLIST, SchedulingApi, check_start, enter, fill};
+use super::{OFFER_WAITLIST, SchedulingApi, check_start, enter, fill, refusal};
 use crate::access;
 use crate::domain::{self, instant, timestamp, wire_interval};
+use crate::eligibility;
 use crate::lifecycle::{self, Action};
 use crate::store::{self, WAITLIST_ENTRY};
 
@@ -70,6 +71,14 @@ impl SchedulingApi {
             .await?;
         // Its own current time does not count against it.
         let slot = self.recheck(&moved, &visit, Some(&req.name)).await?;
+        // An intake record with a visit count: counted again (without this visit) in the
+        // transaction, under the patient's lock, as a booking does.
+        let patient = self.org.patient(&moved.patient, &moved.unit).await?;
+        let counted = if super::search::counts_visits(&patient) {
+            Some((self.org.unit(&moved.unit).await?.policy, patient))
+        } else {
+            None
+        };
         let call = VerbCall {
             method,
             name: &req.name,
@@ -86,6 +95,26 @@ impl SchedulingApi {
             async |conn, a| {
                 let state = domain::lifecycle_state(a);
                 let transition = lifecycle::apply(state, Action::Reschedule, Utc::now())?;
+                if let Some((policy, patient)) = &counted {
+                    self.lock_visits_of(conn, &a.patient).await?;
+                    let visits = store::visits_of_patient(
+                        conn,
+                        &a.patient,
+                        &a.unit,
+                        Some(&a.name),
+                        Utc::now(),
+                    )
+                    .await?;
+                    let patient = eligibility::PatientContext {
+                        visits,
+                        ..patient.clone()
+                    };
+                    if let Some(broken) =
+                        eligibility::unmet_intake_at(policy, &patient, &visit.code, start)
+                    {
+                        return Err(refusal(Some(&broken)));
+                    }
+                }
                 let from = a
                     .interval
                     .as_ref()
@@ -167,6 +196,15 @@ impl SchedulingApi {
             occurrences.push(fill(a, slot, None));
         }
 
+        // An intake record with a visit count: the occurrences count against it with the visits
+        // already booked, counted under the patient's lock as a single booking does.
+        let patient = self.org.patient(&first.patient, &first.unit).await?;
+        let policy = if super::search::counts_visits(&patient) {
+            Some(self.org.unit(&first.unit).await?.policy)
+        } else {
+            None
+        };
+
         // A lapsed hold in the way would still hold its time.
         self.expire_lapsed_holds(&req.parent).await?;
         let mut tx = self.db.write(&req.parent).await?;
@@ -176,6 +214,21 @@ impl SchedulingApi {
         {
             return Ok(previous);
         }
+        let mut counted = match policy {
+            Some(policy) => {
+                self.lock_visits_of(tx.conn(), &first.patient).await?;
+                let visits = store::visits_of_patient(
+                    tx.conn(),
+                    &first.patient,
+                    &first.unit,
+                    None,
+                    Utc::now(),
+                )
+                .await?;
+                Some((policy, eligibility::PatientContext { visits, ..patient }))
+            }
+            None => None,
+        };
         let series = format!("{}/appointments/{}", req.parent, uuid::Uuid::now_v7());
         let mut booked = Vec::new();
         for (i, mut a) in occurrences.into_iter().enumerate() {
@@ -185,6 +238,19 @@ impl SchedulingApi {
                 format!("{}/appointments/{}", req.parent, uuid::Uuid::now_v7())
             };
             a.series = series.clone();
+            if let Some((policy, patient)) = &mut counted {
+                let start = domain::start_of(&a)?;
+                if let Some(broken) =
+                    eligibility::unmet_intake_at(policy, patient, &visit.code, start)
+                {
+                    return Err(refusal(Some(&broken)).with_meta("occurrence", i.to_string()));
+                }
+                patient.visits.push(eligibility::PriorVisit {
+                    code: visit.code.clone(),
+                    start,
+                    state: eligibility::VisitState::Booked,
+                });
+            }
             self.occupy(tx.conn(), &a, &visit)
                 .await
                 .map_err(|e| e.with_meta("occurrence", i.to_string()))?;

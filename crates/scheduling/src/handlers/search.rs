@@ -121,11 +121,18 @@ impl SchedulingApi {
             padded.end().timestamp_micros(),
         );
         // Org's answers and this slice's rows do not depend on each other: side by side.
-        let (unit, patient, rows) = tokio::try_join!(
+        let (unit, mut patient, rows) = tokio::try_join!(
             self.org.unit(s.unit),
             self.org.patient(s.patient, s.unit),
             self.slice_rows(&s, span),
         )?;
+        // The visits the intake records count, read only when one of them has a visit count.
+        if counts_visits(&patient) {
+            let mut conn = self.db.read().await?;
+            patient.visits =
+                store::visits_of_patient(&mut conn, s.patient, s.unit, s.ignore, Utc::now())
+                    .await?;
+        }
         // The patient-level rules first: when one fails there is nothing to do per provider.
         let query = |providers, rooms, patient_busy| eligibility::SlotQuery {
             unit: unit.policy.clone(),
@@ -348,6 +355,14 @@ impl SchedulingApi {
         }
         Err(refusal(found.excluded.first()))
     }
+}
+
+/// Whether any intake record of the patient's enrollment covers a limited number of visits.
+pub(super) fn counts_visits(patient: &eligibility::PatientContext) -> bool {
+    patient
+        .enrollment
+        .as_ref()
+        .is_some_and(|e| e.intake.iter().any(|r| r.visit_count > 0))
 }
 
 async fn busy_of(
