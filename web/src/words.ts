@@ -21,6 +21,10 @@ export const EXCLUSION_WORDS: Record<string, string> = {
   CONSENT_EXPIRED: "The patient's consent for this visit has expired.",
   PRIOR_AUTH_EXPIRED: "The patient's prior authorization for this visit has expired.",
   CARE_PLAN_EXPIRED: "The patient's care plan for this visit has expired.",
+  REFERRAL_VISITS_USED: "The patient's referral covers no more visits of this kind: every visit it allows is taken.",
+  CONSENT_VISITS_USED: "The patient's consent covers no more visits of this kind: every visit it allows is taken.",
+  PRIOR_AUTH_VISITS_USED: "The patient's prior authorization covers no more visits: every visit it allows is taken.",
+  CARE_PLAN_VISITS_USED: "The patient's care plan covers no more visits of this kind: every visit it allows is taken.",
 };
 
 export function exclusionSentence(reason: string, _requirement: string): string {

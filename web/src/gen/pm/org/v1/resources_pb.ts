@@ -939,8 +939,9 @@ export type IntakeRecord = Message<"pm.org.v1.IntakeRecord"> & {
   visitTypes: string[];
 
   /**
-   * How many visits it covers; 0 means unlimited. Recorded for staff, not enforced by slot search
-   * (which checks the period and the visit types only). Not negative.
+   * How many visits it covers; 0 means unlimited. Scheduling enforces it: the record covers at most
+   * this many held, booked, checked-in or completed visits of the visit types it covers starting
+   * inside its period (then *_VISITS_USED). Not negative.
    *
    * @generated from field: int32 visit_count = 8;
    */
