@@ -44,14 +44,7 @@ fn service_day() -> NaiveDate {
 }
 
 async fn seeded(backend: Backend) -> anyhow::Result<TestMesh> {
-    let mesh = TestMesh::start(backend).await?;
-    mesh.seed_access().await?;
-    pm::demo::seed(
-        &mut mesh.org_as(ADMIN).await?,
-        &mut mesh.billing_as(pm::demo::ADMIN).await?,
-    )
-    .await?;
-    Ok(mesh)
+    TestMesh::start_with_demo(backend).await
 }
 
 async fn charge(billing: &mut Billing, payer: &str, code: &str) -> anyhow::Result<Charge> {

@@ -55,40 +55,16 @@ fn id(name: &str) -> &str {
 }
 
 async fn seeded(backend: Backend) -> anyhow::Result<TestMesh> {
-    let mesh = TestMesh::start(backend).await?;
-    mesh.seed_access().await?;
-    pm::demo::seed(
-        &mut mesh.org_as(ADMIN).await?,
-        &mut mesh.billing_as(ADMIN).await?,
+    let mesh = TestMesh::start_with_demo(backend).await?;
+    // Billing Staff of the Lakeside clinic only: the out-of-scope caller.
+    let lakeside_clinic = format!("{ORG}/units/lakeside-clinic");
+    mesh.bind_user(
+        "lakeside-billing",
+        ORG,
+        pm_api::rbac::Role::BillingStaff,
+        &[&lakeside_clinic],
     )
     .await?;
-    {
-        use pm_api::rbac::*;
-        let mut rbac = mesh.rbac_as(ADMIN).await?;
-        rbac.create_principal(CreatePrincipalRequest {
-            principal: Some(Principal {
-                display_name: "Lakeside billing".into(),
-                kind: PrincipalKind::User as i32,
-                ..Default::default()
-            }),
-            principal_id: "lakeside-billing".into(),
-            request_id: String::new(),
-        })
-        .await?;
-        rbac.create_role_binding(CreateRoleBindingRequest {
-            parent: ORG.into(),
-            role_binding: Some(RoleBinding {
-                principal: LAKESIDE.into(),
-                role: Role::BillingStaff as i32,
-                units: vec![format!("{ORG}/units/lakeside-clinic")],
-                reason: "out-of-scope caller of the COB test".into(),
-                ..Default::default()
-            }),
-            role_binding_id: "lakeside-billing".into(),
-            request_id: String::new(),
-        })
-        .await?;
-    }
     // Rosa's second coverage: Aetna, after Medicare.
     mesh.org_as(ADMIN)
         .await?

@@ -46,13 +46,7 @@ fn date(day: chrono::NaiveDate) -> Option<Date> {
 
 /// A mesh with the whole demo (access, Org, Scheduling, Billing) seeded.
 async fn seeded(backend: Backend) -> anyhow::Result<TestMesh> {
-    let mesh = TestMesh::start(backend).await?;
-    mesh.seed_access().await?;
-    pm::demo::seed(
-        &mut mesh.org_as(ADMIN).await?,
-        &mut mesh.billing_as(pm::demo::ADMIN).await?,
-    )
-    .await?;
+    let mesh = TestMesh::start_with_demo(backend).await?;
     pm::demo::seed_scheduling(&mut mesh.scheduling_as(ADMIN).await?).await?;
     Ok(mesh)
 }

@@ -68,37 +68,14 @@ fn past_month() -> NaiveDate {
 }
 
 async fn seeded(backend: Backend) -> anyhow::Result<TestMesh> {
-    let mesh = TestMesh::start(backend).await?;
-    mesh.seed_access().await?;
-    pm::demo::seed(
-        &mut mesh.org_as(ADMIN).await?,
-        &mut mesh.billing_as(ADMIN).await?,
-    )
-    .await?;
+    let mesh = TestMesh::start_with_demo(backend).await?;
     // Billing Staff of the Globex unit only.
-    let mut rbac = mesh.rbac()?;
-    rbac.create_principal(pm_api::rbac::CreatePrincipalRequest {
-        principal: Some(pm_api::rbac::Principal {
-            display_name: "Globex clerk".into(),
-            kind: pm_api::rbac::PrincipalKind::User as i32,
-            ..Default::default()
-        }),
-        principal_id: "globex-clerk".into(),
-        request_id: String::new(),
-    })
-    .await?;
-    rbac.create_role_binding(pm_api::rbac::CreateRoleBindingRequest {
-        parent: ORG.into(),
-        role_binding: Some(pm_api::rbac::RoleBinding {
-            principal: GLOBEX_CLERK.into(),
-            role: pm_api::rbac::Role::BillingStaff as i32,
-            units: vec![GLOBEX_UNIT.into()],
-            reason: "invoices test".into(),
-            ..Default::default()
-        }),
-        role_binding_id: "globex-clerk".into(),
-        request_id: String::new(),
-    })
+    mesh.bind_user(
+        "globex-clerk",
+        ORG,
+        pm_api::rbac::Role::BillingStaff,
+        &[GLOBEX_UNIT],
+    )
     .await?;
     Ok(mesh)
 }

@@ -23,26 +23,9 @@ const PROGRAM_MANAGER: &str = "principals/casey-ccm";
 
 /// A mesh with the demo seeded, and the edge in front of it on a free port.
 async fn edge() -> anyhow::Result<(TestMesh, pm::web::WebEdge, CancellationToken)> {
-    let mut mesh = TestMesh::start(Backend::Sqlite).await?;
-    mesh.seed_access().await?;
-    pm::demo::seed(
-        &mut mesh.org_as(pm::demo::ADMIN).await?,
-        &mut mesh.billing_as(pm::demo::ADMIN).await?,
-    )
-    .await?;
-    mesh.config.listen.web_port = 0;
+    let mut mesh = TestMesh::start_with_demo(Backend::Sqlite).await?;
     let shutdown = CancellationToken::new();
-    let (org, scheduling, rbac) = (
-        mesh.url(Service::Org),
-        mesh.url(Service::Scheduling),
-        mesh.url(Service::Rbac),
-    );
-    let peers = pm::web::Peers {
-        org: &org,
-        scheduling: &scheduling,
-        rbac: &rbac,
-    };
-    let edge = pm::web::start(&mesh.config, peers, shutdown.clone()).await?;
+    let edge = mesh.start_web_edge(shutdown.clone()).await?;
     Ok((mesh, edge, shutdown))
 }
 

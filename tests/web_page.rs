@@ -45,27 +45,10 @@ async fn the_page_signs_in_searches_books_and_explains_in_a_browser() -> anyhow:
             return Ok(());
         }
     };
-    let mut mesh = TestMesh::start(Backend::Sqlite).await?;
-    mesh.seed_access().await?;
-    pm::demo::seed(
-        &mut mesh.org_as(pm::demo::ADMIN).await?,
-        &mut mesh.billing_as(pm::demo::ADMIN).await?,
-    )
-    .await?;
+    let mut mesh = TestMesh::start_with_demo(Backend::Sqlite).await?;
     pm::demo::seed_scheduling(&mut mesh.scheduling_as(pm::demo::ADMIN).await?).await?;
-    mesh.config.listen.web_port = 0;
     let shutdown = CancellationToken::new();
-    let (org, scheduling, rbac) = (
-        mesh.url(Service::Org),
-        mesh.url(Service::Scheduling),
-        mesh.url(Service::Rbac),
-    );
-    let peers = pm::web::Peers {
-        org: &org,
-        scheduling: &scheduling,
-        rbac: &rbac,
-    };
-    let edge = pm::web::start(&mesh.config, peers, shutdown.clone()).await?;
+    let edge = mesh.start_web_edge(shutdown.clone()).await?;
     let url = format!("https://localhost:{}/", edge.addr.port());
     // tokio's process: the edge serves on this test's runtime, which must not block on the browser.
     let out = tokio::process::Command::new(node)

@@ -200,6 +200,77 @@ impl TestMesh {
         ))
     }
 
+    /// A mesh with the demo's principals and its operating model (Org with Billing's
+    /// configuration) seeded, as its administrator.
+    pub async fn start_with_demo(backend: Backend) -> anyhow::Result<TestMesh> {
+        let mesh = TestMesh::start(backend).await?;
+        mesh.seed_access().await?;
+        pm::demo::seed(
+            &mut mesh.org_as(pm::demo::ADMIN).await?,
+            &mut mesh.billing_as(pm::demo::ADMIN).await?,
+        )
+        .await?;
+        Ok(mesh)
+    }
+
+    /// A user principal `principals/{id}` holding `role` on `units` of `organization` only,
+    /// bound by the demo's administrator.
+    pub async fn bind_user(
+        &self,
+        id: &str,
+        organization: &str,
+        role: pm_api::rbac::Role,
+        units: &[&str],
+    ) -> anyhow::Result<()> {
+        use pm_api::rbac::{
+            CreatePrincipalRequest, CreateRoleBindingRequest, Principal, PrincipalKind, RoleBinding,
+        };
+        let mut rbac = self.rbac_as(pm::demo::ADMIN).await?;
+        rbac.create_principal(CreatePrincipalRequest {
+            principal: Some(Principal {
+                display_name: id.to_string(),
+                kind: PrincipalKind::User as i32,
+                ..Default::default()
+            }),
+            principal_id: id.to_string(),
+            request_id: String::new(),
+        })
+        .await?;
+        rbac.create_role_binding(CreateRoleBindingRequest {
+            parent: organization.to_string(),
+            role_binding: Some(RoleBinding {
+                principal: format!("principals/{id}"),
+                role: role as i32,
+                units: units.iter().map(|u| u.to_string()).collect(),
+                reason: "a test's scoped caller".into(),
+                ..Default::default()
+            }),
+            role_binding_id: id.to_string(),
+            request_id: String::new(),
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The web edge in front of this mesh, on a free port, until `shutdown`.
+    pub async fn start_web_edge(
+        &mut self,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<pm::web::WebEdge> {
+        self.config.listen.web_port = 0;
+        let (org, scheduling, rbac) = (
+            self.url(Service::Org),
+            self.url(Service::Scheduling),
+            self.url(Service::Rbac),
+        );
+        let peers = pm::web::Peers {
+            org: &org,
+            scheduling: &scheduling,
+            rbac: &rbac,
+        };
+        pm::web::start(&self.config, peers, shutdown).await
+    }
+
     /// Payers `ids` in Billing under `organization`, created as `principal` (an administrator of
     /// it): Org refuses a billing profile naming a payer Billing does not know.
     pub async fn seed_payers(
